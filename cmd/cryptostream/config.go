@@ -1,0 +1,200 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// env is what a command reads from its surroundings, so tests can give
+// their own.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	isTerminal     bool
+}
+
+func newEnv() *env {
+	return &env{
+		stdout:     os.Stdout,
+		stderr:     os.Stderr,
+		getenv:     os.Getenv,
+		isTerminal: term.IsTerminal(int(os.Stderr.Fd())),
+	}
+}
+
+// flagSet is a flag.FlagSet whose defaults come from the environment, so that
+// the precedence is flag > env > default and --help names the variable.
+type flagSet struct {
+	*flag.FlagSet
+	env *env
+	// errs collects environment values that do not parse, reported by parse
+	// rather than silently replaced by the default.
+	errs []error
+}
+
+func newFlagSet(name, synopsis string, e *env) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), env: e}
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: cryptostream %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func (fs *flagSet) envUsage(envName, usage string) string {
+	if envName == "" {
+		return usage
+	}
+	return usage + " (env " + envName + ")"
+}
+
+func (fs *flagSet) stringVar(p *string, name, envName, def, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		def = v
+	}
+	fs.StringVar(p, name, def, fs.envUsage(envName, usage))
+}
+
+func (fs *flagSet) boolVar(p *bool, name, envName string, def bool, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s=%q: %w", envName, v, err))
+		} else {
+			def = b
+		}
+	}
+	fs.BoolVar(p, name, def, fs.envUsage(envName, usage))
+}
+
+func (fs *flagSet) intVar(p *int, name, envName string, def int, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s=%q: %w", envName, v, err))
+		} else {
+			def = n
+		}
+	}
+	fs.IntVar(p, name, def, fs.envUsage(envName, usage))
+}
+
+func (fs *flagSet) durationVar(p *time.Duration, name, envName string, def time.Duration, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s=%q: %w", envName, v, err))
+		} else {
+			def = d
+		}
+	}
+	fs.DurationVar(p, name, def, fs.envUsage(envName, usage))
+}
+
+func (fs *flagSet) lookup(envName string) string {
+	if envName == "" {
+		return ""
+	}
+	return fs.env.getenv(envName)
+}
+
+func (fs *flagSet) parse(args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(fs.errs) > 0 {
+		return fmt.Errorf("environment: %w", errors.Join(fs.errs...))
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected arguments %q", fs.Name(), fs.Args())
+	}
+	return nil
+}
+
+// commonConfig is what every role takes.
+type commonConfig struct {
+	NATSURL         string
+	DataDir         string
+	HTTPAddr        string
+	DatabaseURL     string
+	LogFormat       string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+}
+
+func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
+	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
+	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
+	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
+	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
+	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")
+	fs.stringVar(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	fs.durationVar(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 20*time.Second, "bound on a clean shutdown; past it the process exits non-zero")
+}
+
+func (c *commonConfig) validate() error {
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want text, json or auto", c.LogFormat)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", c.LogLevel, err)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout)
+	}
+	if c.DatabaseURL != "" {
+		if _, err := url.Parse(c.DatabaseURL); err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+	}
+	return nil
+}
+
+// LogValue logs the configuration with credentials redacted.
+func (c commonConfig) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("nats_url", redact(c.NATSURL)),
+		slog.String("data_dir", c.DataDir),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("database_url", redact(c.DatabaseURL)),
+		slog.String("log_format", c.LogFormat),
+		slog.String("log_level", c.LogLevel),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+	)
+}
+
+// redact hides the password of a URL; a value that is not a URL is hidden
+// whole, since it may be a key=value DSN with a password in it.
+func redact(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return "(redacted)"
+	}
+	return u.Redacted()
+}
+
+func (c *commonConfig) logger(e *env) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.LogLevel)) // validated before
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" || (c.LogFormat == "auto" && !e.isTerminal) {
+		return slog.New(slog.NewJSONHandler(e.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, opts))
+}

@@ -1,0 +1,72 @@
+// Command cryptostream is the one binary of the system: every role, alone
+// against an external NATS or all together on an embedded one.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], newEnv())
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "cryptostream:", err)
+		os.Exit(1)
+	}
+}
+
+// command is one role or tool of the binary.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, env *env) error
+}
+
+// commands lists every subcommand in the order --help shows them.
+func commands() []command {
+	return []command{
+		{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun},
+	}
+}
+
+func run(ctx context.Context, args []string, e *env) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(e.stderr)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return flag.ErrHelp
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], e)
+		}
+	}
+	usage(e.stderr)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `cryptostream: live crypto prices and predictions on NATS JetStream.
+
+Usage:
+  cryptostream <command> [flags]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Every flag falls back to an environment variable, named in its help.
+Run 'cryptostream <command> --help' for a command's flags.
+`)
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"cryptostream/bus"
+	"cryptostream/ops"
+)
+
+// runConfig is the configuration of `run`: every role in one process.
+type runConfig struct {
+	commonConfig
+	NATSListen string
+	Replicas   int
+}
+
+func parseRunConfig(args []string, e *env) (runConfig, error) {
+	var cfg runConfig
+	fs := newFlagSet("run", "Runs every role in one process. With no --nats-url it starts an embedded\nnats-server with JetStream file storage under --data-dir.", e)
+	cfg.register(fs, ":8080")
+	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
+	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
+	if err := fs.parse(args); err != nil {
+		return cfg, err
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	if cfg.NATSListen != "" && cfg.NATSURL != "" {
+		return cfg, errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return cfg, fmt.Errorf("--replicas %d: want 1 to 5", cfg.Replicas)
+	}
+	return cfg, nil
+}
+
+func cmdRun(ctx context.Context, args []string, e *env) error {
+	cfg, err := parseRunConfig(args, e)
+	if err != nil {
+		return err
+	}
+	log := cfg.logger(e)
+	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen)
+	sys, err := startSystem(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
+	defer stopWatchdog()
+	return sys.Run(ctx)
+}
+
+// watchdog exits the process when a shutdown that ctx started overruns its
+// bound: a hung drain must not keep a pod in Terminating forever.
+func watchdog(ctx context.Context, bound time.Duration, log *slog.Logger) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		select {
+		case <-done:
+		case <-time.After(bound):
+			log.Error("shutdown overran its bound, exiting", "bound", bound)
+			os.Exit(2)
+		}
+	}()
+	return func() { close(done) }
+}
+
+// worker is a role's long-running part: Run blocks until ctx ends and
+// returns nil on a clean stop.
+type worker interface {
+	Run(ctx context.Context) error
+}
+
+// system is the composition `run` starts: the bus, the HTTP server and the
+// workers.
+type system struct {
+	log      *slog.Logger
+	bus      *bus.Bus
+	registry *prometheus.Registry
+	health   *ops.Health
+	mux      *http.ServeMux
+	server   *http.Server
+	listener net.Listener
+	workers  map[string]worker
+	timeout  time.Duration
+}
+
+func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system, error) {
+	if cfg.NATSURL == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+	}
+	b, err := bus.Open(ctx, bus.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Listen: cfg.NATSListen, Replicas: cfg.Replicas, Name: "cryptostream-run"}, log)
+	if err != nil {
+		return nil, err
+	}
+	sys := &system{
+		log:      log,
+		bus:      b,
+		registry: ops.NewRegistry(),
+		health:   ops.NewHealth(),
+		mux:      http.NewServeMux(),
+		workers:  map[string]worker{},
+		timeout:  cfg.ShutdownTimeout,
+	}
+	sys.health.AddCheck("jetstream", b.Ready)
+	ops.Register(sys.mux, sys.registry, sys.health)
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
+	}
+	sys.listener = ln
+	sys.server = &http.Server{
+		Handler:           sys.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("http listening", "addr", ln.Addr().String())
+	return sys, nil
+}
+
+// Addr is where the HTTP server listens.
+func (s *system) Addr() string { return s.listener.Addr().String() }
+
+// Run serves and runs the workers until ctx ends, then shuts down in
+// reverse: HTTP first (no new work comes in), then the workers drain their
+// consumers, then the bus flushes and the embedded server stops.
+func (s *system) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.server.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout/2)
+		defer cancel()
+		if err := s.server.Shutdown(sctx); err != nil {
+			return fmt.Errorf("http shutdown: %w", err)
+		}
+		return nil
+	})
+	for name, w := range s.workers {
+		g.Go(func() error {
+			if err := w.Run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	s.bus.Close()
+	if err != nil {
+		s.log.Error("stopped with error", "err", err)
+		return err
+	}
+	s.log.Info("stopped cleanly")
+	return nil
+}

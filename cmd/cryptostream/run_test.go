@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"cryptostream/streams"
+)
+
+func testEnv(vars map[string]string) *env {
+	var buf bytes.Buffer
+	return &env{stdout: &buf, stderr: &buf, getenv: func(k string) string { return vars[k] }}
+}
+
+// startTestSystem starts run's composition on a random port and dataDir and
+// returns it with a function that stops it and reports Run's error.
+func startTestSystem(t *testing.T, dataDir string) (*system, func() error) {
+	t.Helper()
+	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", dataDir}, testEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sys.Run(ctx) }()
+	var stopped bool
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { _ = stop() })
+	return sys, stop
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func TestRunComposition(t *testing.T) {
+	dataDir := t.TempDir()
+	sys, stop := startTestSystem(t, dataDir)
+	base := "http://" + sys.Addr()
+
+	if code, body := get(t, base+"/healthz"); code != http.StatusOK || !strings.Contains(body, "ok") {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	code, body := get(t, base+"/readyz")
+	var rep struct {
+		Ready  bool              `json:"ready"`
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatalf("/readyz body %q: %v", body, err)
+	}
+	if code != http.StatusOK || !rep.Ready || rep.Checks["jetstream"] != "ok" {
+		t.Fatalf("/readyz = %d %q", code, body)
+	}
+	code, body = get(t, base+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, "go_goroutines") || !strings.Contains(body, "process_") {
+		t.Fatalf("/metrics = %d, lacks the Go or process collectors", code)
+	}
+
+	js := sys.bus.JS
+	var names []string
+	lister := js.StreamNames(t.Context())
+	for n := range lister.Name() {
+		names = append(names, n)
+	}
+	for _, want := range []string{"MARKET", "TICKS", "FEATURES", "PREDICTIONS", "ALERTS", "JOBS", "AUDIT",
+		"KV_assets", "KV_users", "KV_alert-rules", "KV_model-registry", "OBJ_models"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("stream %s missing from %v", want, names)
+		}
+	}
+	candle := streams.Candle{Symbol: "BTC/USD", Interval: streams.Interval1m, Start: time.Unix(1677646800, 0).UTC(),
+		Open: 23500, High: 23510, Low: 23490, Close: 23505, Volume: 1.5, Trades: 3, Quality: streams.QualityImported}
+	if _, err := streams.Publish(t.Context(), js, &candle); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), streams.BucketAssets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), "BTC-USD", []byte(`{"symbol":"BTC/USD"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("clean shutdown: %v", err)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("HTTP still answers after shutdown")
+	}
+
+	// Restart on the same data dir: the candle and the asset are still there.
+	sys2, stop2 := startTestSystem(t, dataDir)
+	market, err := sys2.bus.JS.Stream(t.Context(), streams.StreamMarket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := market.GetLastMsgForSubject(t.Context(), candle.Subject())
+	if err != nil {
+		t.Fatalf("candle lost across restart: %v", err)
+	}
+	got, err := streams.Decode[streams.Candle](msg.Data)
+	if err != nil || got.Close != candle.Close || !got.Start.Equal(candle.Start) {
+		t.Fatalf("candle after restart = %+v, %v", got, err)
+	}
+	kv2, err := sys2.bus.JS.KeyValue(t.Context(), streams.BucketAssets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv2.Get(t.Context(), "BTC-USD"); err != nil || !strings.Contains(string(e.Value()), "BTC/USD") {
+		t.Fatalf("asset lost across restart: %v", err)
+	}
+	if err := stop2(); err != nil {
+		t.Fatalf("clean shutdown after restart: %v", err)
+	}
+}
+
+func TestRunConfig(t *testing.T) {
+	t.Run("env fallback and flag precedence", func(t *testing.T) {
+		e := testEnv(map[string]string{"HTTP_ADDR": "127.0.0.1:9999", "DATA_DIR": "/env/dir", "NATS_URL": "nats://u:secret@h:4222"})
+		cfg, err := parseRunConfig([]string{"--data-dir", "/flag/dir"}, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.HTTPAddr != "127.0.0.1:9999" || cfg.DataDir != "/flag/dir" || cfg.NATSURL != "nats://u:secret@h:4222" {
+			t.Fatalf("cfg = %+v", cfg)
+		}
+		var logged bytes.Buffer
+		slog.New(slog.NewTextHandler(&logged, nil)).Info("cfg", "config", cfg.commonConfig)
+		if strings.Contains(logged.String(), "secret") {
+			t.Fatalf("logged config leaks a password: %s", logged.String())
+		}
+	})
+	for name, args := range map[string][]string{
+		"bad log format":   {"--log-format", "xml"},
+		"bad log level":    {"--log-level", "loud"},
+		"listen with url":  {"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:1"},
+		"replicas":         {"--replicas", "0"},
+		"stray argument":   {"extra"},
+		"unknown flag":     {"--nope"},
+		"timeout negative": {"--shutdown-timeout", "-1s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := parseRunConfig(args, testEnv(nil)); err == nil {
+				t.Fatalf("parseRunConfig(%q) accepted", args)
+			}
+		})
+	}
+	t.Run("bad env value", func(t *testing.T) {
+		if _, err := parseRunConfig(nil, testEnv(map[string]string{"SHUTDOWN_TIMEOUT": "soon"})); err == nil {
+			t.Fatal("an unparseable SHUTDOWN_TIMEOUT was accepted")
+		}
+	})
+	t.Run("help", func(t *testing.T) {
+		e := testEnv(nil)
+		err := run(t.Context(), []string{"run", "--help"}, e)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("run --help = %v", err)
+		}
+		out := e.stderr.(*bytes.Buffer).String()
+		for _, want := range []string{"-nats-url", "(env NATS_URL)", "-data-dir", "-http-addr"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("--help lacks %q:\n%s", want, out)
+			}
+		}
+	})
+}

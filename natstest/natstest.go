@@ -1,0 +1,146 @@
+// Package natstest owns the embedded NATS servers that tests run against: a
+// single JetStream server on a random port and a temp dir, or a three-node
+// JetStream cluster in one process.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Server starts a JetStream server on a random loopback port with its store
+// in a temp dir, and shuts it down when the test ends.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	return ServerAt(t, t.TempDir())
+}
+
+// ServerAt starts a server on storeDir, so that a test can restart a server
+// on the same data.
+func ServerAt(t testing.TB, storeDir string) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1,
+		JetStream: true, StoreDir: storeDir,
+		NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("natstest: new server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("natstest: server not ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// Connect opens a connection and a JetStream context to s, closed when the
+// test ends.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return ConnectURL(t, s.ClientURL())
+}
+
+// ConnectURL is Connect for any URL (a cluster's seed list, say).
+func ConnectURL(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("natstest: connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// Cluster starts n JetStream servers clustered on loopback random ports and
+// waits until they have a meta leader. It returns the servers and a client
+// URL list naming all of them.
+func Cluster(t testing.TB, n int) ([]*server.Server, string) {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	servers := make([]*server.Server, n)
+	var urls string
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: t.TempDir(),
+			NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("natstest: cluster server %d: %v", i, err)
+		}
+		go s.Start()
+		servers[i] = s
+		t.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+	}
+	for i, s := range servers {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatalf("natstest: cluster server %d not ready", i)
+		}
+		if urls != "" {
+			urls += ","
+		}
+		urls += s.ClientURL()
+	}
+	WaitFor(t, 30*time.Second, "cluster meta leader", func() bool {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	return servers, urls
+}
+
+// WaitFor polls cond until it holds or the bound passes. The bound is a
+// guard against a hung test, not an assertion about speed.
+func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("natstest: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,504 @@
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SchemaVersion is the version every event is written with. A reader that
+// meets another version rejects the event as permanent rather than guess.
+const SchemaVersion = 1
+
+// ErrInvalidEvent is wrapped by every Validate failure. It is permanent:
+// redelivering an invalid event cannot make it valid.
+var ErrInvalidEvent = fmt.Errorf("streams: invalid event: %w", ErrPermanent)
+
+// Event is what travels on the bus: validated, versioned, with a subject and
+// a deterministic message id so that a retry is deduplicated by the server.
+type Event interface {
+	Validate() error
+	Subject() string
+	MsgID() string
+	schema() *Schema
+}
+
+// Schema carries the version field every event shares.
+type Schema struct {
+	V int `json:"v"`
+}
+
+func (s *Schema) schema() *Schema { return s }
+
+// Quality says where a candle came from, so that everything downstream can
+// tell repaired data from live data.
+type Quality string
+
+const (
+	// QualityLive came from the exchange's socket as it happened.
+	QualityLive Quality = "live"
+	// QualityBackfilled came from the exchange's REST history after a gap.
+	QualityBackfilled Quality = "backfilled"
+	// QualityFilled is a synthetic flat candle for an interval with no trades.
+	QualityFilled Quality = "filled"
+	// QualityImported came from a history file.
+	QualityImported Quality = "imported"
+)
+
+// Valid reports whether q is one of the known qualities.
+func (q Quality) Valid() bool {
+	switch q {
+	case QualityLive, QualityBackfilled, QualityFilled, QualityImported:
+		return true
+	}
+	return false
+}
+
+// Hop records when one stage of the pipeline handled an event; events carry
+// the hops of everything they were derived from, so latency per stage can be
+// measured at the end of the chain.
+type Hop struct {
+	Stage string    `json:"stage"`
+	At    time.Time `json:"at"`
+}
+
+// Trace is the ordered list of hops.
+type Trace []Hop
+
+// Stamp returns a copy of the trace with one more hop; the copy keeps an
+// event derived from another from sharing its backing array.
+func (t Trace) Stamp(stage string, at time.Time) Trace {
+	out := make(Trace, len(t), len(t)+1)
+	copy(out, t)
+	return append(out, Hop{Stage: stage, At: at.UTC()})
+}
+
+// At returns when stage handled the event, if it did.
+func (t Trace) At(stage string) (time.Time, bool) {
+	for _, h := range t {
+		if h.Stage == stage {
+			return h.At, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// Candle is one OHLC bar. Start is the open time on the interval's grid.
+type Candle struct {
+	Schema
+	Symbol   string    `json:"symbol"`
+	Interval Interval  `json:"interval"`
+	Start    time.Time `json:"start"`
+	Open     float64   `json:"open"`
+	High     float64   `json:"high"`
+	Low      float64   `json:"low"`
+	Close    float64   `json:"close"`
+	VWAP     float64   `json:"vwap"`
+	Volume   float64   `json:"volume"`
+	Trades   int64     `json:"trades"`
+	Quality  Quality   `json:"quality"`
+	Trace    Trace     `json:"trace,omitempty"`
+}
+
+// End is the instant the candle closes.
+func (c Candle) End() time.Time { return c.Start.Add(c.Interval.Duration()) }
+
+// Subject implements Event.
+func (c *Candle) Subject() string { return CandleSubject(c.Interval, c.Symbol) }
+
+// MsgID is candle:<interval>:<SYMBOL-TOKEN>:<open unix>: one id per bar, so a
+// bar published live, backfilled and imported is still stored once.
+func (c *Candle) MsgID() string { return CandleMsgID(c.Interval, c.Symbol, c.Start) }
+
+// CandleMsgID builds a candle's message id without a Candle at hand.
+func CandleMsgID(iv Interval, symbol string, start time.Time) string {
+	return "candle:" + iv.String() + ":" + token(symbol) + ":" + strconv.FormatInt(start.Unix(), 10)
+}
+
+// Validate rejects what no exchange can have produced.
+func (c *Candle) Validate() error {
+	if err := validateSeries(c.Symbol, c.Interval, c.Start); err != nil {
+		return err
+	}
+	if !c.Quality.Valid() {
+		return invalid("candle: unknown quality %q", c.Quality)
+	}
+	return validateOHLC(c.Open, c.High, c.Low, c.Close, c.VWAP, c.Volume, c.Trades)
+}
+
+func validateOHLC(open, high, low, close, vwap, volume float64, trades int64) error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"open", open}, {"high", high}, {"low", low}, {"close", close}, {"vwap", vwap}, {"volume", volume}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return invalid("candle: %s is %v", f.name, f.v)
+		}
+		if f.v < 0 {
+			return invalid("candle: %s is negative (%v)", f.name, f.v)
+		}
+	}
+	if open == 0 || high == 0 || low == 0 || close == 0 {
+		return invalid("candle: zero price")
+	}
+	if trades < 0 {
+		return invalid("candle: negative trade count %d", trades)
+	}
+	if high < low {
+		return invalid("candle: high %v below low %v", high, low)
+	}
+	if open < low || open > high {
+		return invalid("candle: open %v outside [%v, %v]", open, low, high)
+	}
+	if close < low || close > high {
+		return invalid("candle: close %v outside [%v, %v]", close, low, high)
+	}
+	return nil
+}
+
+func validateSeries(symbol string, iv Interval, start time.Time) error {
+	if symbol == "" {
+		return invalid("empty symbol")
+	}
+	if err := ValidateSymbol(symbol); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	if !iv.Valid() {
+		return invalid("unknown interval %d", int(iv))
+	}
+	if start.IsZero() {
+		return invalid("zero start time")
+	}
+	// Weekly and longer bars are aligned by Kraken on a grid it does not
+	// document, so only the day-or-shorter grid is checked.
+	if iv <= Interval1d && !iv.Floor(start).Equal(start) {
+		return invalid("start %s is not on the %s grid", start.Format(time.RFC3339), iv)
+	}
+	return nil
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidEvent}, args...)...)
+}
+
+// Tick is an update of the candle still in progress. Kraken re-sends the
+// whole running candle on every trade, so a tick replaces, never adds.
+type Tick struct {
+	Schema
+	Candle     Candle    `json:"candle"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Subject implements Event.
+func (t *Tick) Subject() string { return TickSubject(t.Candle.Interval, t.Candle.Symbol) }
+
+// MsgID is the candle's id plus its cumulative trade count and volume, which
+// only grow while the candle is open, so distinct updates get distinct ids
+// and a re-sent update does not.
+func (t *Tick) MsgID() string {
+	return "tick" + t.Candle.MsgID()[len("candle"):] + ":" + strconv.FormatInt(t.Candle.Trades, 10) +
+		":" + strconv.FormatFloat(t.Candle.Volume, 'g', -1, 64)
+}
+
+// Validate implements Event.
+func (t *Tick) Validate() error {
+	if err := t.Candle.Validate(); err != nil {
+		return fmt.Errorf("tick: %w", err)
+	}
+	return nil
+}
+
+// FeatureVector is the model input computed from candles up to and including
+// the one starting at Start; Names and Values are parallel.
+type FeatureVector struct {
+	Schema
+	Symbol    string          `json:"symbol"`
+	Interval  Interval        `json:"interval"`
+	Start     time.Time       `json:"start"`
+	Close     float64         `json:"close"`
+	Names     []string        `json:"names"`
+	Values    []float64       `json:"values"`
+	CandleSeq uint64          `json:"candle_seq"`
+	Window    map[Quality]int `json:"window_quality,omitempty"`
+	Trace     Trace           `json:"trace,omitempty"`
+}
+
+// Subject implements Event.
+func (f *FeatureVector) Subject() string { return FeaturesSubject(f.Interval, f.Symbol) }
+
+// MsgID is one vector per candle.
+func (f *FeatureVector) MsgID() string {
+	return "features:" + f.Interval.String() + ":" + token(f.Symbol) + ":" + strconv.FormatInt(f.Start.Unix(), 10)
+}
+
+// Validate implements Event.
+func (f *FeatureVector) Validate() error {
+	if err := validateSeries(f.Symbol, f.Interval, f.Start); err != nil {
+		return err
+	}
+	if !positiveFinite(f.Close) {
+		return invalid("features: close %v", f.Close)
+	}
+	if len(f.Names) != len(f.Values) {
+		return invalid("features: %d names for %d values", len(f.Names), len(f.Values))
+	}
+	for i, v := range f.Values {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return invalid("features: %s is %v", f.Names[i], v)
+		}
+	}
+	return nil
+}
+
+// Prediction is a model's forecast made at the close of the candle starting
+// at Start for the candle starting at Target.
+type Prediction struct {
+	Schema
+	Symbol         string          `json:"symbol"`
+	Interval       Interval        `json:"interval"`
+	Start          time.Time       `json:"start"`
+	Target         time.Time       `json:"target"`
+	Horizon        int             `json:"horizon"`
+	ModelID        string          `json:"model_id"`
+	Close          float64         `json:"close"`
+	LogReturn      float64         `json:"log_return"`
+	PredictedClose float64         `json:"predicted_close"`
+	Lower          float64         `json:"lower"`
+	Upper          float64         `json:"upper"`
+	CandleSeq      uint64          `json:"candle_seq"`
+	Window         map[Quality]int `json:"window_quality,omitempty"`
+	Trace          Trace           `json:"trace,omitempty"`
+}
+
+// Subject implements Event.
+func (p *Prediction) Subject() string { return PredictionSubject(p.Interval, p.Symbol) }
+
+// MsgID is one prediction per candle, whichever model made it, so a
+// redelivery after a champion swap cannot publish a second one.
+func (p *Prediction) MsgID() string {
+	return "prediction:" + p.Interval.String() + ":" + token(p.Symbol) + ":" + strconv.FormatInt(p.Start.Unix(), 10)
+}
+
+// Validate implements Event.
+func (p *Prediction) Validate() error {
+	if err := validateSeries(p.Symbol, p.Interval, p.Start); err != nil {
+		return err
+	}
+	switch {
+	case p.ModelID == "":
+		return invalid("prediction: empty model id")
+	case p.Horizon < 1:
+		return invalid("prediction: horizon %d", p.Horizon)
+	case !p.Target.After(p.Start):
+		return invalid("prediction: target %s not after start %s", p.Target, p.Start)
+	case !positiveFinite(p.Close) || !positiveFinite(p.PredictedClose):
+		return invalid("prediction: close %v, predicted %v", p.Close, p.PredictedClose)
+	case math.IsNaN(p.LogReturn) || math.IsInf(p.LogReturn, 0):
+		return invalid("prediction: log return %v", p.LogReturn)
+	case !(p.Lower <= p.PredictedClose && p.PredictedClose <= p.Upper) || !positiveFinite(p.Lower) || math.IsInf(p.Upper, 0):
+		return invalid("prediction: interval [%v, %v] around %v", p.Lower, p.Upper, p.PredictedClose)
+	}
+	return nil
+}
+
+// Alert is a fired alert rule.
+type Alert struct {
+	Schema
+	ID        string    `json:"id"`
+	RuleID    string    `json:"rule_id"`
+	Symbol    string    `json:"symbol"`
+	Interval  Interval  `json:"interval"`
+	Kind      string    `json:"kind"`
+	Message   string    `json:"message"`
+	Value     float64   `json:"value"`
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+	Trace     Trace     `json:"trace,omitempty"`
+}
+
+// Subject implements Event.
+func (a *Alert) Subject() string { return AlertSubject(a.Symbol) }
+
+// MsgID is one firing per rule and candle.
+func (a *Alert) MsgID() string {
+	return "alert:" + a.RuleID + ":" + token(a.Symbol) + ":" + strconv.FormatInt(a.At.Unix(), 10)
+}
+
+// Validate implements Event.
+func (a *Alert) Validate() error {
+	if err := validateSeries(a.Symbol, a.Interval, a.Interval.Floor(a.At)); err != nil {
+		return err
+	}
+	switch {
+	case a.ID == "" || a.RuleID == "" || a.Kind == "":
+		return invalid("alert: id, rule id and kind are required")
+	case math.IsNaN(a.Value) || math.IsInf(a.Value, 0) || math.IsNaN(a.Threshold) || math.IsInf(a.Threshold, 0):
+		return invalid("alert: value %v, threshold %v", a.Value, a.Threshold)
+	}
+	return nil
+}
+
+// JobKind names what a job asks for.
+type JobKind string
+
+// The job kinds; each has its own subject so each can have its own consumer
+// on the work-queue stream.
+const (
+	JobTrain    JobKind = "train"
+	JobScore    JobKind = "score"
+	JobPredict  JobKind = "predict"
+	JobBacktest JobKind = "backtest"
+)
+
+// Valid reports whether k is a known job kind.
+func (k JobKind) Valid() bool {
+	switch k {
+	case JobTrain, JobScore, JobPredict, JobBacktest:
+		return true
+	}
+	return false
+}
+
+// Job is a request for work, queued on JOBS.
+type Job struct {
+	Schema
+	ID          string            `json:"id"`
+	Kind        JobKind           `json:"kind"`
+	Symbol      string            `json:"symbol"`
+	Interval    Interval          `json:"interval"`
+	Params      map[string]string `json:"params,omitempty"`
+	RequestedBy string            `json:"requested_by,omitempty"`
+	RequestedAt time.Time         `json:"requested_at"`
+}
+
+// Subject implements Event.
+func (j *Job) Subject() string { return JobSubject(j.Kind) }
+
+// MsgID makes a resubmitted job id a no-op.
+func (j *Job) MsgID() string { return "job:" + j.ID }
+
+// Validate implements Event.
+func (j *Job) Validate() error {
+	switch {
+	case j.ID == "":
+		return invalid("job: empty id")
+	case !j.Kind.Valid():
+		return invalid("job: unknown kind %q", j.Kind)
+	case j.RequestedAt.IsZero():
+		return invalid("job: zero request time")
+	}
+	if err := ValidateSymbol(j.Symbol); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	if !j.Interval.Valid() {
+		return invalid("job: unknown interval %d", int(j.Interval))
+	}
+	return nil
+}
+
+// AuditEvent records an authentication or administrative action.
+type AuditEvent struct {
+	Schema
+	ID      string    `json:"id"`
+	Action  string    `json:"action"`
+	Actor   string    `json:"actor"`
+	Target  string    `json:"target,omitempty"`
+	Outcome string    `json:"outcome"`
+	Remote  string    `json:"remote,omitempty"`
+	Detail  string    `json:"detail,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Subject implements Event.
+func (a *AuditEvent) Subject() string { return AuditSubject(a.Action) }
+
+// MsgID implements Event.
+func (a *AuditEvent) MsgID() string { return "audit:" + a.ID }
+
+// Validate implements Event.
+func (a *AuditEvent) Validate() error {
+	switch {
+	case a.ID == "" || a.Action == "" || a.Outcome == "":
+		return invalid("audit: id, action and outcome are required")
+	case a.At.IsZero():
+		return invalid("audit: zero time")
+	}
+	for _, tok := range []byte(a.Action) {
+		if tok == ' ' || tok == '*' || tok == '>' {
+			return invalid("audit: action %q is not a subject token", a.Action)
+		}
+	}
+	return nil
+}
+
+func positiveFinite(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }
+
+// Encode validates e, stamps the schema version and encodes it as JSON.
+func Encode(e Event) ([]byte, error) {
+	e.schema().V = SchemaVersion
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("streams: encode %T: %w", e, err)
+	}
+	return b, nil
+}
+
+// Decode parses and validates an event. Every failure is permanent.
+func Decode[T any, PT interface {
+	*T
+	Event
+}](data []byte) (T, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("%w: decode %T: %w", ErrInvalidEvent, v, err)
+	}
+	e := PT(&v)
+	if got := e.schema().V; got != SchemaVersion {
+		return v, fmt.Errorf("%w: %T schema version %d, want %d", ErrInvalidEvent, v, got, SchemaVersion)
+	}
+	if err := e.Validate(); err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+// NewMsg encodes e into a message on its subject carrying its Nats-Msg-Id,
+// ready for PublishMsg or PublishMsgAsync.
+func NewMsg(e Event) (*nats.Msg, error) {
+	data, err := Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(e.Subject())
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
+	return msg, nil
+}
+
+// Publisher is the part of jetstream.JetStream that publishing needs.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// Publish stores e and waits for the ack. A duplicate (the server had the
+// id already) is success: it is what makes retries safe.
+func Publish(ctx context.Context, js Publisher, e Event) (*jetstream.PubAck, error) {
+	msg, err := NewMsg(e)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("streams: publish %s: %w", msg.Subject, err)
+	}
+	return ack, nil
+}

@@ -1,0 +1,109 @@
+package streams
+
+import (
+	"time"
+)
+
+// The values kept in KV buckets. They are state, not events: each has one
+// key and is changed with compare-and-swap on the entry's revision.
+
+// Asset is a tracked pair in the assets bucket, keyed by AssetKey. The
+// ingester subscribes to every asset in the bucket.
+type Asset struct {
+	Schema
+	Symbol    string    `json:"symbol"`
+	AddedBy   string    `json:"added_by,omitempty"`
+	AddedAt   time.Time `json:"added_at"`
+	KrakenKey string    `json:"kraken_key,omitempty"` // REST pair name, e.g. XXBTZUSD
+}
+
+// AssetKey is the assets bucket key of a symbol: its subject token, which is
+// also the asset's id in the REST API.
+func AssetKey(symbol string) string { return token(symbol) }
+
+// Role is what a user may do.
+type Role string
+
+// The roles.
+const (
+	RoleUser  Role = "user"
+	RoleAdmin Role = "admin"
+)
+
+// User is an account in the users bucket, keyed by UserKey. PasswordHash
+// never leaves the bucket: the read model and the API drop it.
+type User struct {
+	Schema
+	Username     string    `json:"username"`
+	Email        string    `json:"email,omitempty"`
+	FullName     string    `json:"full_name,omitempty"`
+	Role         Role      `json:"role"`
+	PasswordHash string    `json:"password_hash"`
+	Disabled     bool      `json:"disabled,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// UserKey is the users bucket key of a username (already validated to be
+// a KV-safe token by whoever creates the user).
+func UserKey(username string) string { return username }
+
+// Metrics are the evaluation figures of a model or a baseline on one split.
+type Metrics struct {
+	N                 int     `json:"n"`
+	MSE               float64 `json:"mse"`
+	R2                float64 `json:"r2"`
+	MAE               float64 `json:"mae"`
+	DirectionAccuracy float64 `json:"direction_accuracy"`
+}
+
+// ModelRecord is a trained model in the model-registry bucket, keyed by
+// ModelKey. Coefficients[0] is the intercept, the rest follow Features.
+type ModelRecord struct {
+	Schema
+	ID           string             `json:"id"`
+	Symbol       string             `json:"symbol"`
+	Interval     Interval           `json:"interval"`
+	Horizon      int                `json:"horizon"`
+	Features     []string           `json:"features"`
+	Coefficients []float64          `json:"coefficients"`
+	ResidualStd  float64            `json:"residual_std"`
+	TrainFrom    time.Time          `json:"train_from"`
+	TrainTo      time.Time          `json:"train_to"`
+	TestFrom     time.Time          `json:"test_from"`
+	TestTo       time.Time          `json:"test_to"`
+	Metrics      map[string]Metrics `json:"metrics"` // train, test, baseline_zero, baseline_last, live
+	Champion     bool               `json:"champion"`
+	Decision     string             `json:"decision,omitempty"` // why it was or was not promoted
+	Artifact     string             `json:"artifact,omitempty"` // object name in the models store
+	CreatedAt    time.Time          `json:"created_at"`
+}
+
+// ModelKey is the registry key of a model.
+func ModelKey(id string) string { return "model." + id }
+
+// ChampionKey is the registry key holding the champion model id of a series.
+func ChampionKey(iv Interval, symbol string) string {
+	return "champion." + iv.String() + "." + token(symbol)
+}
+
+// JobState is where a job is in its life.
+type JobState string
+
+// The job states.
+const (
+	JobQueued  JobState = "queued"
+	JobRunning JobState = "running"
+	JobDone    JobState = "done"
+	JobFailed  JobState = "failed"
+)
+
+// JobStatus is a job's state in the jobs bucket, keyed by the job id.
+type JobStatus struct {
+	Schema
+	Job       Job               `json:"job"`
+	State     JobState          `json:"state"`
+	Error     string            `json:"error,omitempty"`
+	Result    map[string]string `json:"result,omitempty"`
+	UpdatedAt time.Time         `json:"updated_at"`
+}

@@ -1,0 +1,98 @@
+package streams
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrBadSubject reports a subject that does not parse as one of ours.
+var ErrBadSubject = errors.New("streams: bad subject")
+
+// Subject roots. Each stream owns one root, so a stream's filter is root.>.
+const (
+	rootCandle     = "market.candle"
+	rootTick       = "market.tick"
+	rootFeatures   = "features"
+	rootPrediction = "predictions"
+	rootAlert      = "alerts"
+	rootJob        = "jobs"
+	rootAudit      = "audit"
+	rootModels     = "models.updated"
+)
+
+// CandleSubject is market.candle.<interval>.<SYMBOL-TOKEN>.
+func CandleSubject(iv Interval, symbol string) string {
+	return rootCandle + "." + iv.String() + "." + token(symbol)
+}
+
+// CandleFilter matches every closed candle of one interval and one symbol;
+// an empty symbol or a zero interval is a wildcard.
+func CandleFilter(iv Interval, symbol string) string {
+	ivTok, symTok := "*", "*"
+	if iv != 0 {
+		ivTok = iv.String()
+	}
+	if symbol != "" {
+		symTok = token(symbol)
+	}
+	return rootCandle + "." + ivTok + "." + symTok
+}
+
+// TickSubject is market.tick.<interval>.<SYMBOL-TOKEN>: the running candle.
+func TickSubject(iv Interval, symbol string) string {
+	return rootTick + "." + iv.String() + "." + token(symbol)
+}
+
+// FeaturesSubject is features.<interval>.<SYMBOL-TOKEN>.
+func FeaturesSubject(iv Interval, symbol string) string {
+	return rootFeatures + "." + iv.String() + "." + token(symbol)
+}
+
+// PredictionSubject is predictions.<interval>.<SYMBOL-TOKEN>.
+func PredictionSubject(iv Interval, symbol string) string {
+	return rootPrediction + "." + iv.String() + "." + token(symbol)
+}
+
+// AlertSubject is alerts.<SYMBOL-TOKEN>.
+func AlertSubject(symbol string) string { return rootAlert + "." + token(symbol) }
+
+// JobSubject is jobs.<kind>.
+func JobSubject(kind JobKind) string { return rootJob + "." + string(kind) }
+
+// AuditSubject is audit.<action>, the action's dots kept as subject levels.
+func AuditSubject(action string) string { return rootAudit + "." + action }
+
+// ModelsUpdatedSubject is models.updated.<SYMBOL-TOKEN>.
+func ModelsUpdatedSubject(symbol string) string { return rootModels + "." + token(symbol) }
+
+// SubjectKey is what a per-symbol subject names.
+type SubjectKey struct {
+	Interval Interval
+	Symbol   string
+}
+
+// ParseSeriesSubject parses any <root>.<interval>.<SYMBOL-TOKEN> subject
+// (candles, ticks, features, predictions) back into its interval and symbol.
+func ParseSeriesSubject(subject string) (SubjectKey, error) {
+	for _, root := range []string{rootCandle, rootTick, rootFeatures, rootPrediction} {
+		rest, ok := strings.CutPrefix(subject, root+".")
+		if !ok {
+			continue
+		}
+		ivTok, symTok, ok := strings.Cut(rest, ".")
+		if !ok || strings.Contains(symTok, ".") {
+			break
+		}
+		iv, err := ParseInterval(ivTok)
+		if err != nil {
+			return SubjectKey{}, fmt.Errorf("%w: %q: %w", ErrBadSubject, subject, err)
+		}
+		sym, err := SymbolFromToken(symTok)
+		if err != nil {
+			return SubjectKey{}, fmt.Errorf("%w: %q: %w", ErrBadSubject, subject, err)
+		}
+		return SubjectKey{Interval: iv, Symbol: sym}, nil
+	}
+	return SubjectKey{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
+}
