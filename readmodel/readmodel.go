@@ -1,0 +1,42 @@
+// Package readmodel owns the query side the gateway serves history from: the
+// Reader interface, its JetStream implementation (used when no database is
+// configured) and the contract suite (readmodeltest) that every
+// implementation, JetStream and PostgreSQL alike, must pass with identical
+// answers.
+package readmodel
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"cryptostream/streams"
+)
+
+// ErrNotFound reports that nothing matches: an asset with no candles yet, a
+// series with no prediction.
+var ErrNotFound = errors.New("readmodel: not found")
+
+// CandleQuery selects candles of one series in [From, To), ascending.
+type CandleQuery struct {
+	Symbol   string
+	Interval streams.Interval
+	From     time.Time // inclusive; zero means from the first candle
+	To       time.Time // exclusive; zero means up to the newest
+	Limit    int       // page size; the reader caps it
+	// After is the cursor of the previous page (its Next), empty at first.
+	After string
+}
+
+// CandlePage is one page of candles; Next is empty on the last page.
+type CandlePage struct {
+	Candles []streams.Candle
+	Next    string
+}
+
+// Reader answers the gateway's history questions.
+type Reader interface {
+	Candles(ctx context.Context, q CandleQuery) (CandlePage, error)
+	LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error)
+	LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error)
+}
