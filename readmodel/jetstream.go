@@ -318,4 +318,3 @@ func (s *series[T]) merge(fresh []T) {
 	merged = append(merged, dedup[j:]...)
 	s.sorted = merged
 }
-
