@@ -148,7 +148,7 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password"))
 		return
 	}
-	token, exp, err := g.d.Tokens.Issue(u.Username, u.Role)
+	token, _, err := g.d.Tokens.Issue(u.Username, u.Role)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -158,7 +158,7 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
 		"token_type":   "bearer",
-		"expires_in":   int(exp.Sub(g.now()).Seconds()),
+		"expires_in":   int(g.d.Tokens.TTL().Seconds()),
 	})
 }
 
