@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -114,6 +115,9 @@ func newStack(t *testing.T, opts ...option) *stack {
 	mux := http.NewServeMux()
 	s.gw.Register(mux)
 	s.srv = httptest.NewUnstartedServer(mux)
+	// Small server send buffers make a client that stops reading back up
+	// after kilobytes rather than megabytes of kernel buffering.
+	s.srv.Listener = smallSendBuffers{s.srv.Listener}
 	s.srv.Config.RegisterOnShutdown(s.gw.Shutdown)
 	s.srv.Start()
 	t.Cleanup(func() {
@@ -259,4 +263,14 @@ func countAudit(evs []streams.AuditEvent, action, outcome, target string) int {
 		}
 	}
 	return n
+}
+
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(8192)
+	}
+	return c, err
 }
