@@ -103,7 +103,7 @@ func TestKrakenUnavailable(t *testing.T) {
 	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": "BTC/USD"}), http.StatusCreated)
 }
 
-func publishCandles(t *testing.T, s *stack, cs []streams.Candle) {
+func publishCandles(t testing.TB, s *stack, cs []streams.Candle) {
 	t.Helper()
 	for i := range cs {
 		if _, err := streams.Publish(t.Context(), s.js, &cs[i]); err != nil {
@@ -204,7 +204,7 @@ func samplePrediction(start time.Time, close float64) streams.Prediction {
 		ModelID: "m1", Close: close, LogReturn: 0.0001, PredictedClose: close + 1, Lower: close - 5, Upper: close + 7}
 }
 
-func putRegistry(t *testing.T, s *stack, key string, v any) {
+func putRegistry(t testing.TB, s *stack, key string, v any) {
 	t.Helper()
 	kv, err := s.js.KeyValue(t.Context(), streams.BucketModelRegistry)
 	if err != nil {

@@ -172,6 +172,9 @@ func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error 
 // connections.
 func (g *Gateway) Shutdown() { g.hub.Shutdown() }
 
+// Clients is the number of connected websocket clients.
+func (g *Gateway) Clients() int { return g.hub.Clients() }
+
 // Run runs the hub until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error { return g.hub.Run(ctx) }
 

@@ -35,7 +35,7 @@ const (
 // stack is the gateway on real HTTP over loopback, against an embedded
 // JetStream and a fake Kraken REST serving the recorded AssetPairs answer.
 type stack struct {
-	t          *testing.T
+	t          testing.TB
 	url        string
 	js         jetstream.JetStream
 	gw         *gateway.Gateway
@@ -67,7 +67,7 @@ func recordedAssetPairs(t testing.TB) []byte {
 	return all["assetpairs_official_example"].Response
 }
 
-func newStack(t *testing.T, opts ...option) *stack {
+func newStack(t testing.TB, opts ...option) *stack {
 	t.Helper()
 	srv := natstest.Server(t)
 	_, js := natstest.Connect(t, srv)
@@ -134,7 +134,7 @@ type reply struct {
 	body   []byte
 }
 
-func (r reply) json(t *testing.T) map[string]any {
+func (r reply) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -145,7 +145,7 @@ func (r reply) json(t *testing.T) map[string]any {
 
 // errCode returns the error code of the one error shape, failing the test
 // when the body is not in that shape.
-func (r reply) errCode(t *testing.T) string {
+func (r reply) errCode(t testing.TB) string {
 	t.Helper()
 	var e struct {
 		Error *struct {

@@ -30,7 +30,7 @@ type wsFrame struct {
 }
 
 type wsClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn *websocket.Conn
 }
 
@@ -114,7 +114,7 @@ func tick(i int) *streams.Tick {
 		ReceivedAt: time.Now().UTC()}
 }
 
-func publish(t *testing.T, s *stack, e streams.Event) uint64 {
+func publish(t testing.TB, s *stack, e streams.Event) uint64 {
 	t.Helper()
 	ack, err := streams.Publish(t.Context(), s.js, e)
 	if err != nil {
@@ -123,7 +123,7 @@ func publish(t *testing.T, s *stack, e streams.Event) uint64 {
 	return ack.Sequence
 }
 
-func tickTrades(t *testing.T, f wsFrame) int64 {
+func tickTrades(t testing.TB, f wsFrame) int64 {
 	t.Helper()
 	tk, err := streams.Decode[streams.Tick](f.Data)
 	if err != nil {
@@ -335,7 +335,7 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 	}
 }
 
-func counterValue(t *testing.T, s *stack, name string) float64 {
+func counterValue(t testing.TB, s *stack, name string) float64 {
 	t.Helper()
 	mfs, err := s.reg.Gather()
 	if err != nil {

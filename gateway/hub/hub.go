@@ -152,7 +152,10 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		clients: map[*client]struct{}{},
 		upgrader: websocket.Upgrader{
 			ReadBufferSize: 1024, WriteBufferSize: 4096,
-			Subprotocols: []string{"bearer"},
+			// Idle connections hold no write buffer: with thousands of
+			// clients mostly waiting, the pool saves 4 KiB each.
+			WriteBufferPool: &sync.Pool{},
+			Subprotocols:    []string{"bearer"},
 			// The token travels explicitly (subprotocol, header or first
 			// message), never as an ambient cookie, so another origin
 			// cannot ride on a browser's session: any origin may connect.
