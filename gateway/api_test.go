@@ -1,14 +1,19 @@
 package gateway_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
 	"testing"
+	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+
 	"cryptostream/datatest"
+	"cryptostream/gateway"
 	"cryptostream/streams"
 )
 
@@ -322,4 +327,82 @@ func TestPredictionEndpoints(t *testing.T) {
 			t.Fatalf("%s %s = %d %s", c.method, c.path, r.status, r.body)
 		}
 	}
+}
+
+func TestMiddleware(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config) { c.CORSOrigins = []string{"https://app.example"} })
+	tok := s.login(adminName, adminPass)
+
+	req, _ := http.NewRequest("OPTIONS", s.url+"/crypto/assets", nil)
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("preflight = %d %v", resp.StatusCode, resp.Header)
+	}
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("an unlisted origin was allowed: %v", resp.Header)
+	}
+
+	// The request id is echoed when sane and made up otherwise.
+	req, _ = http.NewRequest("GET", s.url+"/crypto/assets", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("X-Request-Id", "abc-123")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Request-Id") != "abc-123" {
+		t.Fatalf("request id = %q", resp.Header.Get("X-Request-Id"))
+	}
+	req.Header.Set("X-Request-Id", "bad id "+strings.Repeat("x", 80))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if id := resp.Header.Get("X-Request-Id"); len(id) != 32 {
+		t.Fatalf("request id for a bad one = %q", id)
+	}
+
+	// Per-route metrics with the mux pattern as the label.
+	s.call("GET", "/crypto/asset_latest/ETH-USD", tok, nil)
+	body := string(metricsText(t, s))
+	for _, want := range []string{
+		`cryptostream_gateway_requests_total{code="200",route="GET /crypto/assets"} 2`,
+		`cryptostream_gateway_request_errors_total{class="client",route="GET /crypto/asset_latest/{asset}"} 1`,
+		`cryptostream_gateway_request_duration_seconds_count{route="POST /auth/login"} 1`,
+		`cryptostream_gateway_logins_total{outcome="ok"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func metricsText(t *testing.T, s *stack) []byte {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
 }

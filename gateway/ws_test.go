@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
@@ -488,4 +489,78 @@ func TestWebsocketAuth(t *testing.T) {
 			t.Fatalf("close %d", code)
 		}
 	})
+}
+
+// A resume from before what the stream still holds gets a gap frame naming
+// the missing range, then everything that is there.
+func TestWebsocketResumeGap(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	for i := range 10 {
+		publish(t, s, tick(i))
+	}
+	st, err := s.js.Stream(t.Context(), streams.StreamTicks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSequence(6)); err != nil { // keeps 6..10
+		t.Fatal(err)
+	}
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "subscribe", "channel": "ticks:BTC-USD", "since": 2})
+	c.expect("subscribed", "")
+	var g struct {
+		Type     string
+		From, To uint64
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if err := c.conn.ReadJSON(&g); err != nil || g.Type != "gap" || g.From != 3 || g.To != 5 {
+		t.Fatalf("gap frame = %+v, %v", g, err)
+	}
+	for want := uint64(6); want <= 10; want++ {
+		if f := c.expect("event", "ticks:BTC-USD"); f.Seq != want {
+			t.Fatalf("seq %d, want %d", f.Seq, want)
+		}
+	}
+}
+
+// A client that stops answering pings is disconnected; one that reads (and
+// so answers them) stays.
+func TestWebsocketPingTimeout(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config) { c.Hub.PingInterval = 20 * time.Millisecond; c.Hub.PongWait = 200 * time.Millisecond })
+	tok := s.signup("alice", "alice-password")
+	live, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	live.expect("subscribed", "")
+	frames := make(chan wsFrame, 100)
+	go func() {
+		for {
+			var f wsFrame
+			if err := live.conn.ReadJSON(&f); err != nil {
+				close(frames)
+				return
+			}
+			frames <- f
+		}
+	}()
+	if _, _, err := s.dialWS(tok, false); err != nil { // never reads
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 30*time.Second, "two clients", func() bool { return s.gw.Clients() == 2 })
+	natstest.WaitFor(t, 30*time.Second, "the silent client to be dropped", func() bool { return s.gw.Clients() == 1 })
+	publish(t, s, tick(1))
+	select {
+	case f, ok := <-frames:
+		if !ok || f.Type != "event" {
+			t.Fatalf("the reading client got %+v (open %v)", f, ok)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the reading client got nothing")
+	}
 }

@@ -369,11 +369,19 @@ func (c *client) backlog(cs *clientSub, since, upTo uint64) error {
 	if err != nil {
 		return err
 	}
+	last := since
+	// What the stream no longer holds (aged out or over its limits) cannot
+	// be replayed: say so rather than pretend there was nothing.
+	if si := st.CachedInfo(); si != nil && si.State.FirstSeq > since+1 {
+		gapTo := min(si.State.FirstSeq-1, upTo)
+		c.send(map[string]any{"type": "gap", "channel": sp.name, "from": since + 1, "to": gapTo})
+		last = gapTo
+		c.setLast(cs, gapTo)
+	}
 	if info.NumPending == 0 {
 		return nil
 	}
 	sent := 0
-	last := since
 	for {
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(h.cfg.IOTimeout))
 		if err != nil {
