@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"testing"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"

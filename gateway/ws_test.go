@@ -134,7 +134,8 @@ func tickTrades(t testing.TB, f wsFrame) int64 {
 }
 
 func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
-	s := newStack(t)
+	// The client reads only after the publishing: the queue must hold it all.
+	s := newStack(t, func(c *gateway.Config) { c.Hub.QueueSize = 256 })
 	tok := s.signup("alice", "alice-password")
 	publish(t, s, tick(0))
 	p0 := samplePrediction(tickStart, 23500)
@@ -530,7 +531,10 @@ func TestWebsocketResumeGap(t *testing.T) {
 // A client that stops answering pings is disconnected; one that reads (and
 // so answers them) stays.
 func TestWebsocketPingTimeout(t *testing.T) {
-	s := newStack(t, func(c *gateway.Config) { c.Hub.PingInterval = 20 * time.Millisecond; c.Hub.PongWait = 200 * time.Millisecond })
+	s := newStack(t, func(c *gateway.Config) {
+		c.Hub.PingInterval = 20 * time.Millisecond
+		c.Hub.PongWait = 200 * time.Millisecond
+	})
 	tok := s.signup("alice", "alice-password")
 	live, _, err := s.dialWS(tok, false)
 	if err != nil {
