@@ -16,12 +16,11 @@ import (
 
 // Sentinel errors of the users store.
 var (
-	ErrUserNotFound   = errors.New("auth: user not found")
-	ErrUserExists     = errors.New("auth: user already exists")
-	ErrInvalidName    = errors.New("auth: username must be 3 to 32 letters, digits, '_' or '-'")
-	ErrConflict       = errors.New("auth: user changed concurrently too many times")
-	ErrLastAdmin      = errors.New("auth: the last admin cannot be removed or demoted")
-	errAbortUnchanged = errors.New("auth: no change")
+	ErrUserNotFound = errors.New("auth: user not found")
+	ErrUserExists   = errors.New("auth: user already exists")
+	ErrInvalidName  = errors.New("auth: username must be 3 to 32 letters, digits, '_' or '-'")
+	ErrConflict     = errors.New("auth: user changed concurrently too many times")
+	ErrLastAdmin    = errors.New("auth: the last admin cannot be removed or demoted")
 )
 
 // Usernames are KV keys and subject-safe tokens, so the charset is narrow:
