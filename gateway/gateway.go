@@ -185,7 +185,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	}
 }
 
-// ensureBuckets opens the buckets the gateway needs from a JetStream
+// OpenBuckets opens the buckets the gateway needs from a JetStream
 // context; a small helper for the command wiring and tests.
 func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 	for _, b := range []struct {

@@ -262,6 +262,27 @@ func TestWebsocketAlertsAndCandles(t *testing.T) {
 	if f := c2.expect("event", "alerts"); !f.Snapshot {
 		t.Fatalf("alert snapshot = %+v", f)
 	}
+	// Two clients on alerts, one on candles: two stream consumers, and each
+	// live event is fanned out from its one consumer to both.
+	if n := counterValue(t, s, "cryptostream_gateway_ws_channels"); n != 2 {
+		t.Fatalf("%v channel consumers, want 2", n)
+	}
+	a2 := a
+	a2.ID, a2.At = "a2", tickStart.Add(time.Minute)
+	publish(t, s, &a2)
+	for _, cl := range []*wsClient{c, c2} {
+		if f := cl.expect("event", "alerts"); f.Snapshot || !strings.Contains(string(f.Data), `"id":"a2"`) {
+			t.Fatalf("live alert = %+v", f)
+		}
+	}
+	if n := counterValue(t, s, "cryptostream_gateway_ws_events_total"); n != 3 {
+		t.Fatalf("%v events read from the streams, want 3 (alert, candle, alert)", n)
+	}
+	c.send(map[string]string{"op": "unsubscribe", "channel": "candles:BTC-USD:1m"})
+	c.expect("unsubscribed", "")
+	if n := counterValue(t, s, "cryptostream_gateway_ws_channels"); n != 1 {
+		t.Fatalf("%v channel consumers after the last candles subscriber left, want 1", n)
+	}
 }
 
 func TestWebsocketStalledClientDropped(t *testing.T) {
