@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/ingest/krakenrest"
 	"cryptostream/streams"
 )
 
@@ -75,59 +75,18 @@ func (c *pairCache) get(ctx context.Context) ([]KrakenPair, time.Time, error) {
 	return pairs, c.fetched, nil
 }
 
-// HTTPPairs fetches AssetPairs from Kraken's REST API (or krakensim).
-type HTTPPairs struct {
-	BaseURL string // e.g. https://api.kraken.com
-	Client  *http.Client
-}
+// KrakenREST adapts the ingester's Kraken REST client to PairSource.
+type KrakenREST struct{ Client *krakenrest.Client }
 
 // AssetPairs implements PairSource.
-func (h HTTPPairs) AssetPairs(ctx context.Context) ([]KrakenPair, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.BaseURL+"/0/public/AssetPairs", nil)
+func (k KrakenREST) AssetPairs(ctx context.Context) ([]KrakenPair, error) {
+	pairs, err := k.Client.AssetPairs(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gateway: asset pairs request: %w", err)
+		return nil, fmt.Errorf("gateway: kraken asset pairs: %w", err)
 	}
-	cl := h.Client
-	if cl == nil {
-		cl = &http.Client{Timeout: 15 * time.Second}
-	}
-	resp, err := cl.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: fetch asset pairs: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("gateway: fetch asset pairs: status %s", resp.Status)
-	}
-	return ParseAssetPairs(io.LimitReader(resp.Body, 16<<20))
-}
-
-// ParseAssetPairs decodes Kraken's AssetPairs answer. Pairs whose websocket
-// name does not map to a canonical symbol are skipped.
-func ParseAssetPairs(r io.Reader) ([]KrakenPair, error) {
-	var body struct {
-		Error  []string `json:"error"`
-		Result map[string]struct {
-			Altname string `json:"altname"`
-			WSName  string `json:"wsname"`
-			Base    string `json:"base"`
-			Quote   string `json:"quote"`
-			Status  string `json:"status"`
-		} `json:"result"`
-	}
-	if err := json.NewDecoder(r).Decode(&body); err != nil {
-		return nil, fmt.Errorf("gateway: decode asset pairs: %w", err)
-	}
-	if len(body.Error) > 0 {
-		return nil, fmt.Errorf("gateway: kraken asset pairs: %v", body.Error)
-	}
-	out := make([]KrakenPair, 0, len(body.Result))
-	for key, p := range body.Result {
-		sym, err := streams.NormalizeSymbol(p.WSName)
-		if err != nil {
-			continue
-		}
-		out = append(out, KrakenPair{Symbol: sym, Key: key, Altname: p.Altname, WSName: p.WSName, Base: p.Base, Quote: p.Quote, Status: p.Status})
+	out := make([]KrakenPair, len(pairs))
+	for i, p := range pairs {
+		out[i] = KrakenPair{Symbol: p.Symbol, Key: p.Key, Altname: p.Altname, WSName: p.WSName, Base: p.Base, Quote: p.Quote, Status: p.Status}
 	}
 	return out, nil
 }

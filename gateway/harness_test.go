@@ -22,6 +22,7 @@ import (
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
 	"cryptostream/gateway/hub"
+	"cryptostream/ingest/krakenrest"
 	"cryptostream/natstest"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
@@ -98,7 +99,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 	}
 	d := gateway.Deps{
 		Publisher: js, Reader: readmodel.NewJetStream(js),
-		Pairs:   gateway.HTTPPairs{BaseURL: s.kraken.URL},
+		Pairs:   gateway.KrakenREST{Client: &krakenrest.Client{BaseURL: s.kraken.URL}},
 		Streams: js, Tokens: s.tokens, Metrics: s.reg,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

@@ -12,6 +12,7 @@ import (
 	"cryptostream/bus"
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
+	"cryptostream/ingest/krakenrest"
 	"cryptostream/readmodel"
 )
 
@@ -37,7 +38,7 @@ func (c *gatewayConfig) register(fs *flagSet) {
 	// The ingester reads the same REST API; whoever registers the flag
 	// first owns it and the other reads it back after parsing.
 	if fs.Lookup("kraken-rest-url") == nil {
-		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", "https://api.kraken.com", "Kraken REST base URL (AssetPairs for asset validation)")
+		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
 }
 
@@ -100,7 +101,7 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	}
 	d := gateway.Deps{
 		Publisher: b.JS, Reader: reader, Streams: b.JS,
-		Pairs:  gateway.HTTPPairs{BaseURL: strings.TrimRight(cfg.KrakenRESTURL, "/")},
+		Pairs:  gateway.KrakenREST{Client: &krakenrest.Client{BaseURL: cfg.KrakenRESTURL}},
 		Tokens: tokens, Metrics: reg, Log: log,
 	}
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
