@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -310,5 +312,30 @@ func TestLoginRateLimit(t *testing.T) {
 	evs := s.auditEvents()
 	if countAudit(evs, "auth.login", "rate_limited", "") < 3 || countAudit(evs, "auth.login", "failed", adminName) != 3 {
 		t.Fatalf("audit = %+v", evs)
+	}
+}
+
+// Concurrent profile updates through HTTP both land: the store re-reads and
+// retries on a revision mismatch instead of overwriting.
+func TestConcurrentProfileUpdates(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	for round := range 10 {
+		email, name := fmt.Sprintf("a%d@example.com", round), fmt.Sprintf("Alice %d", round)
+		var wg sync.WaitGroup
+		for _, body := range []map[string]string{{"email": email}, {"full_name": name}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r := s.call("PUT", "/auth/users/me", tok, body); r.status != http.StatusOK {
+					t.Errorf("PUT me %v = %d %s", body, r.status, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+		me := s.expect(s.call("GET", "/auth/users/me", tok, nil), http.StatusOK).json(t)
+		if me["email"] != email || me["full_name"] != name {
+			t.Fatalf("round %d: a write was lost: %v", round, me)
+		}
 	}
 }

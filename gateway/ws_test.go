@@ -497,6 +497,35 @@ func TestWebsocketAuth(t *testing.T) {
 			t.Fatalf("close %d", code)
 		}
 	})
+	t.Run("a fresh token extends", func(t *testing.T) {
+		short, err := auth.NewTokens(s.key, time.Minute, func() time.Time { return time.Now().Add(-57 * time.Second) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _, err := short.Issue("alice", streams.RoleUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := s.dialWS(st, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]string{"op": "auth", "token": tok})
+		c.expect("authenticated", "")
+		c.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+		c.expect("subscribed", "alerts")
+		// Past the first token's expiry the connection still serves.
+		time.Sleep(4 * time.Second)
+		a := streams.Alert{ID: "x", RuleID: "r", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "k", Message: "m", At: tickStart}
+		publish(t, s, &a)
+		c.expect("event", "alerts")
+		// Another user's token is refused.
+		other := s.signup("mallory", "mallory-password")
+		c.send(map[string]string{"op": "auth", "token": other})
+		if code := c.closeCode(); code != 4003 {
+			t.Fatalf("close %d", code)
+		}
+	})
 	t.Run("shutdown closes", func(t *testing.T) {
 		c, _, err := s.dialWS(tok, false)
 		if err != nil {

@@ -85,6 +85,10 @@ func (c *client) serve(claims *auth.Claims) {
 	c.reader(claims != nil)
 	c.kill(websocket.CloseNormalClosure, "")
 	<-writerDone
+	c.mu.Lock()
+	user := c.user
+	c.mu.Unlock()
+	h.log.Debug("websocket closed", "user", user, "remote", c.conn.RemoteAddr().String(), "code", c.closeCode, "reason", c.closeReason)
 	c.wg.Wait()
 	c.mu.Lock()
 	subs := c.subs
