@@ -141,12 +141,13 @@ func BenchmarkWebsocketFanout(b *testing.B) {
 	}
 }
 
-func memInUse() uint64 {
+// memInUse is the heap and stack in use after a collection.
+func memInUse() (heap, stack uint64) {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse + ms.StackInuse
+	return ms.HeapInuse, ms.StackInuse
 }
 
 func wsFanout(b *testing.B, clients, rate, events int) {
@@ -155,7 +156,7 @@ func wsFanout(b *testing.B, clients, rate, events int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	before := memInUse()
+	heap0, stack0 := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "CS_WSBENCH_URL="+s.wsURL(), "CS_WSBENCH_TOKEN="+tok,
 		"CS_WSBENCH_N="+strconv.Itoa(clients), "CS_WSBENCH_EVENTS="+strconv.Itoa(events))
@@ -176,7 +177,10 @@ func wsFanout(b *testing.B, clients, rate, events int) {
 	if n := s.gw.Clients(); n != clients {
 		b.Fatalf("%d clients connected, want %d", n, clients)
 	}
-	perConn := float64(memInUse()-before) / float64(clients)
+	heap1, stack1 := memInUse()
+	heapPer := (float64(heap1) - float64(heap0)) / float64(clients)
+	stackPer := (float64(stack1) - float64(stack0)) / float64(clients)
+	perConn := heapPer + stackPer
 
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	start := time.Now()
@@ -200,8 +204,8 @@ func wsFanout(b *testing.B, clients, rate, events int) {
 	b.ReportMetric(res.P99us/1000, "p99-ms")
 	b.ReportMetric(perConn/1024, "KiB/conn")
 	b.ReportMetric(float64(res.Closed), "dropped")
-	b.Logf("clients=%d done=%d deliveries=%d/%d p50=%.2fms p99=%.2fms max=%.2fms server mem/conn=%.1f KiB closed=%d",
-		clients, res.Done, res.Deliveries, int64(clients)*int64(events), res.P50us/1000, res.P99us/1000, res.MaxUs/1000, perConn/1024, res.Closed)
+	b.Logf("clients=%d done=%d deliveries=%d/%d p50=%.2fms p99=%.2fms max=%.2fms server mem/conn=%.1f KiB (heap %.1f, stacks %.1f) closed=%d",
+		clients, res.Done, res.Deliveries, int64(clients)*int64(events), res.P50us/1000, res.P99us/1000, res.MaxUs/1000, perConn/1024, heapPer/1024, stackPer/1024, res.Closed)
 }
 
 // wsBenchClient is the child process: it connects the clients, says
