@@ -330,7 +330,7 @@ func TestPredictionEndpoints(t *testing.T) {
 }
 
 func TestMiddleware(t *testing.T) {
-	s := newStack(t, func(c *gateway.Config) { c.CORSOrigins = []string{"https://app.example"} })
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.CORSOrigins = []string{"https://app.example"} })
 	tok := s.login(adminName, adminPass)
 
 	req, _ := http.NewRequest("OPTIONS", s.url+"/crypto/assets", nil)

@@ -281,7 +281,7 @@ func TestUserAdministration(t *testing.T) {
 
 func TestLoginRateLimit(t *testing.T) {
 	// Refill slow enough that nothing refills during the test.
-	s := newStack(t, func(c *gateway.Config) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) {
 		c.LoginUserBurst, c.LoginUserEvery = 3, time.Hour
 		c.LoginIPBurst, c.LoginIPEvery = 8, time.Hour
 	})

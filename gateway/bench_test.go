@@ -24,6 +24,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/gateway"
+	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
 
@@ -48,20 +49,54 @@ func raiseFDLimit() {
 
 // BenchmarkAssetLatest measures GET /crypto/asset_latest/BTC-USD over
 // loopback through the whole stack (token check, metrics, access log, the
-// JetStream reader), with 32 concurrent keep-alive clients.
-// BenchmarkRawGetLastMsg, in the same run, is the JetStream read that
-// answer rests on.
+// reader), with 32 concurrent keep-alive clients: with the JetStream
+// readmodel, and with a reader that answers from memory, which isolates the
+// gateway's own cost. BenchmarkRawGetLastMsg, in the same run, is the
+// JetStream read the answer rests on.
 func BenchmarkAssetLatest(b *testing.B) {
-	s := newStack(b)
+	candles := datatest.KrakenCandles(b, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 500)
+	for _, c := range []struct {
+		name   string
+		reader func(*stack) readmodel.Reader
+	}{
+		{"reader=jetstream", nil},
+		{"reader=memory", func(*stack) readmodel.Reader { return fixedReader{candles[len(candles)-1]} }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := newStack(b, func(_ *gateway.Config, d *gateway.Deps) {
+				if c.reader != nil {
+					d.Reader = c.reader(nil)
+				}
+			})
+			publishCandles(b, s, candles)
+			benchGet(b, s, "/crypto/asset_latest/BTC-USD")
+		})
+	}
+}
+
+type fixedReader struct{ c streams.Candle }
+
+func (f fixedReader) Candles(context.Context, readmodel.CandleQuery) (readmodel.CandlePage, error) {
+	return readmodel.CandlePage{Candles: []streams.Candle{f.c}}, nil
+}
+
+func (f fixedReader) LatestCandle(context.Context, string, streams.Interval) (streams.Candle, error) {
+	return f.c, nil
+}
+
+func (f fixedReader) LatestPrediction(context.Context, string, streams.Interval) (streams.Prediction, error) {
+	return streams.Prediction{}, readmodel.ErrNotFound
+}
+
+func benchGet(b *testing.B, s *stack, path string) {
 	tok, _, err := s.tokens.Issue(adminName, streams.RoleAdmin)
 	if err != nil {
 		b.Fatal(err)
 	}
-	publishCandles(b, s, datatest.KrakenCandles(b, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 500))
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
 	cl := &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
-	url := s.url + "/crypto/asset_latest/BTC-USD"
+	url := s.url + path
 	get := func() error {
 		req, _ := http.NewRequest("GET", url, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -151,7 +186,7 @@ func memInUse() (heap, stack uint64) {
 }
 
 func wsFanout(b *testing.B, clients, rate, events int) {
-	s := newStack(b, func(c *gateway.Config) { c.Hub.QueueSize = 256; c.Hub.MaxPending = 1024 })
+	s := newStack(b, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 256; c.Hub.MaxPending = 1024 })
 	tok, _, err := s.tokens.Issue(adminName, streams.RoleAdmin)
 	if err != nil {
 		b.Fatal(err)

@@ -49,7 +49,7 @@ type stack struct {
 	reg        *prometheus.Registry
 }
 
-type option func(*gateway.Config)
+type option func(*gateway.Config, *gateway.Deps)
 
 // recordedAssetPairs is Kraken's real AssetPairs answer from the shared
 // recordings.
@@ -94,14 +94,14 @@ func newStack(t testing.TB, opts ...option) *stack {
 	}
 	cfg := gateway.Config{BcryptCost: bcrypt.MinCost, LoginUserBurst: 50, LoginIPBurst: 1000, LoginIPEvery: time.Millisecond, LoginUserEvery: time.Millisecond,
 		Hub: hub.Config{QueueSize: 16, MaxPending: 64}}
-	for _, o := range opts {
-		o(&cfg)
-	}
 	d := gateway.Deps{
 		Publisher: js, Reader: readmodel.NewJetStream(js),
 		Pairs:   gateway.KrakenREST{Client: &krakenrest.Client{BaseURL: s.kraken.URL}},
 		Streams: js, Tokens: s.tokens, Metrics: s.reg,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&cfg, &d)
 	}
 	if err := gateway.OpenBuckets(t.Context(), js, &d); err != nil {
 		t.Fatal(err)

@@ -135,7 +135,7 @@ func tickTrades(t testing.TB, f wsFrame) int64 {
 
 func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
 	// The client reads only after the publishing: the queue must hold it all.
-	s := newStack(t, func(c *gateway.Config) { c.Hub.QueueSize = 256 })
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 256 })
 	tok := s.signup("alice", "alice-password")
 	publish(t, s, tick(0))
 	p0 := samplePrediction(tickStart, 23500)
@@ -384,7 +384,7 @@ func counterValue(t testing.TB, s *stack, name string) float64 {
 // missed and then live events, without a gap or a duplicate at the seam,
 // while events keep arriving during the resume.
 func TestWebsocketResume(t *testing.T) {
-	s := newStack(t, func(c *gateway.Config) { c.Hub.QueueSize = 4096; c.Hub.MaxPending = 100_000 })
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 4096; c.Hub.MaxPending = 100_000 })
 	tok := s.signup("alice", "alice-password")
 	c, _, err := s.dialWS(tok, false)
 	if err != nil {
@@ -581,7 +581,7 @@ func TestWebsocketResumeGap(t *testing.T) {
 // A client that stops answering pings is disconnected; one that reads (and
 // so answers them) stays.
 func TestWebsocketPingTimeout(t *testing.T) {
-	s := newStack(t, func(c *gateway.Config) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) {
 		c.Hub.PingInterval = 20 * time.Millisecond
 		c.Hub.PongWait = 200 * time.Millisecond
 	})
