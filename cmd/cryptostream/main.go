@@ -34,6 +34,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun},
+		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
+		{"user", "create, list and manage users from the shell", cmdUser},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,14 @@ type runConfig struct {
 	commonConfig
 	NATSListen string
 	Replicas   int
+	Gateway    gatewayConfig
+	// Roles limits the workers started to these; empty starts every role.
+	Roles []string
+}
+
+// wants reports whether the role runs in this process.
+func (c runConfig) wants(role string) bool {
+	return len(c.Roles) == 0 || slices.Contains(c.Roles, role)
 }
 
 func parseRunConfig(args []string, e *env) (runConfig, error) {
@@ -30,10 +39,14 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 	cfg.register(fs, ":8080")
 	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
+	cfg.Gateway.register(fs)
 	if err := fs.parse(args); err != nil {
 		return cfg, err
 	}
 	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Gateway.validate(fs); err != nil {
 		return cfg, err
 	}
 	if cfg.NATSListen != "" && cfg.NATSURL != "" {
@@ -51,7 +64,7 @@ func cmdRun(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	log := cfg.logger(e)
-	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen)
+	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen, "gateway", cfg.Gateway)
 	sys, err := startSystem(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -133,6 +146,13 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		Handler:           sys.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.wants("gateway") {
+		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
+			ln.Close()
+			b.Close()
+			return nil, err
+		}
 	}
 	log.Info("http listening", "addr", ln.Addr().String())
 	return sys, nil
