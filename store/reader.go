@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"cryptostream/readmodel"
+	"cryptostream/streams"
+)
+
+// Reader answers readmodel queries from the projection. It pages exactly
+// like readmodel.JetStream (same cursor, limits and bounds), which the
+// readmodeltest contract checks.
+type Reader struct {
+	db *pgxpool.Pool
+}
+
+var _ readmodel.Reader = (*Reader)(nil)
+
+// NewReader returns a Reader over db.
+func NewReader(db *pgxpool.Pool) *Reader { return &Reader{db: db} }
+
+// Unbounded ends of a range, inside timestamptz's range, so that one
+// statement with plain comparisons serves every query and keeps its plan.
+var (
+	beginning = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	end       = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+const candleColumns = "start, open, high, low, close, vwap, volume, trades, quality"
+
+// Candles implements readmodel.Reader.
+func (r *Reader) Candles(ctx context.Context, q readmodel.CandleQuery) (readmodel.CandlePage, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return readmodel.CandlePage{}, err
+	}
+	from, to := beginning, end
+	if !q.From.IsZero() {
+		from = q.From
+	}
+	if !q.To.IsZero() {
+		to = q.To
+	}
+	// One row past the page tells whether there is a next one, and where.
+	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
+		WHERE symbol = $1 AND interval = $2 AND start >= $3 AND start < $4
+		ORDER BY start LIMIT $5`, q.Symbol, int32(q.Interval), from, to, q.Limit+1)
+	if err != nil {
+		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
+	}
+	page := readmodel.CandlePage{Candles: make([]streams.Candle, 0, min(q.Limit, 64))}
+	page.Candles, err = collectCandles(rows, q.Symbol, q.Interval, page.Candles)
+	if err != nil {
+		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
+	}
+	if len(page.Candles) > q.Limit {
+		page.Next = readmodel.FormatCursor(page.Candles[q.Limit].Start)
+		page.Candles = page.Candles[:q.Limit]
+	}
+	return page, nil
+}
+
+func collectCandles(rows pgx.Rows, symbol string, iv streams.Interval, out []streams.Candle) ([]streams.Candle, error) {
+	defer rows.Close()
+	for rows.Next() {
+		c := streams.Candle{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+		var quality string
+		if err := rows.Scan(&c.Start, &c.Open, &c.High, &c.Low, &c.Close, &c.VWAP, &c.Volume, &c.Trades, &quality); err != nil {
+			return nil, err
+		}
+		c.Start = c.Start.UTC()
+		c.Quality = streams.Quality(quality)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LatestCandle implements readmodel.Reader.
+func (r *Reader) LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.Candle{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
+	}
+	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
+		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv))
+	if err != nil {
+		return streams.Candle{}, fmt.Errorf("store: latest candle: %w", err)
+	}
+	cs, err := collectCandles(rows, symbol, iv, nil)
+	if err != nil {
+		return streams.Candle{}, fmt.Errorf("store: latest candle: %w", err)
+	}
+	if len(cs) == 0 {
+		return streams.Candle{}, fmt.Errorf("%w: no %s candle of %s", readmodel.ErrNotFound, iv, symbol)
+	}
+	return cs[0], nil
+}
+
+// LatestPrediction implements readmodel.Reader.
+func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.Prediction{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
+	}
+	p := streams.Prediction{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+	var horizon int32
+	var candleSeq int64
+	var window []byte
+	err := r.db.QueryRow(ctx, `SELECT start, target, horizon, model_id, close, log_return, predicted_close,
+		lower_bound, upper_bound, candle_seq, window_quality FROM predictions
+		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv)).
+		Scan(&p.Start, &p.Target, &horizon, &p.ModelID, &p.Close, &p.LogReturn, &p.PredictedClose,
+			&p.Lower, &p.Upper, &candleSeq, &window)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return streams.Prediction{}, fmt.Errorf("%w: no %s prediction of %s", readmodel.ErrNotFound, iv, symbol)
+	}
+	if err != nil {
+		return streams.Prediction{}, fmt.Errorf("store: latest prediction: %w", err)
+	}
+	p.Start, p.Target = p.Start.UTC(), p.Target.UTC()
+	p.Horizon, p.CandleSeq = int(horizon), uint64(candleSeq)
+	if window != nil {
+		if err := json.Unmarshal(window, &p.Window); err != nil {
+			return streams.Prediction{}, fmt.Errorf("store: latest prediction window: %w", err)
+		}
+	}
+	return p, nil
+}

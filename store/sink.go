@@ -1,0 +1,287 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/errgroup"
+
+	"cryptostream/streams"
+)
+
+// ErrDatabaseDown is what Ready reports while writes to PostgreSQL fail.
+var ErrDatabaseDown = errors.New("store: database unavailable, sink paused")
+
+// Bus is what the sink needs of JetStream: its durable consumers and the
+// buckets it watches.
+type Bus interface {
+	Consumer(ctx context.Context, stream, consumer string) (jetstream.Consumer, error)
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+// Config tunes the sink.
+type Config struct {
+	// BatchSize is the most messages written in one transaction. It stays
+	// below the consumers' MaxAckPending (1024), or a fetch could never fill.
+	BatchSize int
+	// BatchWait is how long a fetch waits to fill a batch.
+	BatchWait time.Duration
+	// RetryMax bounds the wait between attempts while the database is down.
+	RetryMax time.Duration
+	// WriteTimeout bounds one batch's transaction.
+	WriteTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 250 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	return c
+}
+
+// Deps are the sink's collaborators.
+type Deps struct {
+	Bus     Bus
+	DB      *pgxpool.Pool
+	Metrics prometheus.Registerer
+	Log     *slog.Logger
+}
+
+// Sink projects the streams and buckets into PostgreSQL.
+type Sink struct {
+	cfg  Config
+	bus  Bus
+	db   *pgxpool.Pool
+	log  *slog.Logger
+	down atomic.Bool
+	// loaded counts the buckets whose initial values are all written.
+	loaded atomic.Int32
+
+	rows     *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+	failures prometheus.Counter
+	dbUp     prometheus.Gauge
+	batchDur prometheus.Histogram
+	ack      jetstream.MessageHandler
+	observe  func(streams.Outcome, error)
+	acks     *prometheus.CounterVec
+}
+
+// New builds a sink; it does no I/O.
+func New(cfg Config, d Deps) (*Sink, error) {
+	if d.Bus == nil || d.DB == nil {
+		return nil, errors.New("store: sink needs a bus and a database")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	f := promauto.With(d.Metrics)
+	s := &Sink{
+		cfg: cfg.withDefaults(),
+		bus: d.Bus,
+		db:  d.DB,
+		log: d.Log.With("worker", "sink"),
+		rows: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_sink_rows_written_total",
+			Help: "Rows upserted into the read model, by table.",
+		}, []string{"table"}),
+		rejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_sink_rejected_total",
+			Help: "Messages or bucket entries that failed to decode or validate and were dropped, by source.",
+		}, []string{"source"}),
+		failures: f.NewCounter(prometheus.CounterOpts{
+			Name: "cryptostream_sink_write_failures_total",
+			Help: "Failed writes to PostgreSQL; each is retried until it succeeds.",
+		}),
+		dbUp: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cryptostream_sink_database_up",
+			Help: "1 while the last write to PostgreSQL succeeded, 0 while the sink is paused on an outage.",
+		}),
+		batchDur: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cryptostream_sink_batch_duration_seconds",
+			Help:    "Time to write and commit one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}),
+		acks: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_sink_messages_total",
+			Help: "Messages settled by the sink, by outcome (ack, term, nak).",
+		}, []string{"outcome"}),
+	}
+	s.dbUp.Set(1)
+	s.observe = func(o streams.Outcome, _ error) { s.acks.WithLabelValues(string(o)).Inc() }
+	return s, nil
+}
+
+// Ready reports whether the sink can write; it is a readiness check.
+func (s *Sink) Ready(context.Context) error {
+	if s.down.Load() {
+		return ErrDatabaseDown
+	}
+	return nil
+}
+
+// Run consumes until ctx ends. The schema must be migrated before.
+func (s *Sink) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, p := range projections {
+		g.Go(func() error { return s.consume(gctx, p) })
+	}
+	for _, w := range buckets {
+		g.Go(func() error { return s.watch(gctx, w) })
+	}
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// consume fetches batches from one durable consumer, writes each in one
+// transaction, and only then acks it. Invalid messages are terminated.
+func (s *Sink) consume(ctx context.Context, p projection) error {
+	cons, err := s.bus.Consumer(ctx, p.stream, p.consumer)
+	if err != nil {
+		return fmt.Errorf("store: sink consumer %s: %w", p.consumer, err)
+	}
+	log := s.log.With("stream", p.stream)
+	settle := func(h streams.Handler) jetstream.MessageHandler { return streams.Acker(ctx, log, h, s.observe) }
+	ackOK := settle(func(context.Context, jetstream.Msg) error { return nil })
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchWait))
+		if err != nil {
+			log.Debug("fetch", "err", err)
+			if !sleep(ctx, time.Second) {
+				break
+			}
+			continue
+		}
+		var msgs []jetstream.Msg
+		rows := map[string][]any{}
+		for msg := range batch.Messages() {
+			md, err := msg.Metadata()
+			var key string
+			var row []any
+			if err == nil {
+				key, row, err = p.row(msg.Data(), md.Sequence.Stream)
+			} else {
+				err = streams.Permanent(fmt.Errorf("metadata: %w", err))
+			}
+			if err != nil {
+				s.rejected.WithLabelValues(p.stream).Inc()
+				settle(func(context.Context, jetstream.Msg) error { return streams.Permanent(err) })(msg)
+				continue
+			}
+			msgs = append(msgs, msg)
+			// The newest sequence of a key wins within a batch too: one
+			// INSERT ... ON CONFLICT may not touch a row twice.
+			if old, ok := rows[key]; !ok || old[len(old)-1].(int64) < row[len(row)-1].(int64) {
+				rows[key] = row
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) {
+			log.Debug("fetch batch", "err", err)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if !s.retry(ctx, msgs, func(wctx context.Context) error { return s.writeRows(wctx, p, rows) }) {
+			break // shutting down: nothing acked, the server redelivers
+		}
+		s.rows.WithLabelValues(p.table).Add(float64(len(rows)))
+		for _, m := range msgs {
+			ackOK(m)
+		}
+	}
+	return nil
+}
+
+// retry runs write until it succeeds or ctx ends, pausing the sink while
+// it fails. msgs are kept in progress so the server does not redeliver them
+// to another sink meanwhile. It reports whether the write succeeded.
+func (s *Sink) retry(ctx context.Context, msgs []jetstream.Msg, write func(context.Context) error) bool {
+	wait := 100 * time.Millisecond
+	for {
+		// A batch in flight finishes even when shutdown starts, so that
+		// what was written is also acked.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
+		start := time.Now()
+		err := write(wctx)
+		cancel()
+		if err == nil {
+			s.batchDur.Observe(time.Since(start).Seconds())
+			if s.down.Swap(false) {
+				s.log.Info("database back, sink resumed")
+			}
+			s.dbUp.Set(1)
+			return true
+		}
+		s.failures.Inc()
+		if !s.down.Swap(true) {
+			s.log.Warn("database write failed, sink paused", "err", err)
+		}
+		s.dbUp.Set(0)
+		for _, m := range msgs {
+			_ = m.InProgress() // best effort; a lost one is redelivered and upserted again
+		}
+		if !sleep(ctx, wait) {
+			return false
+		}
+		wait = min(2*wait, s.cfg.RetryMax)
+	}
+}
+
+// writeRows stages the batch with COPY and upserts it in one transaction.
+func (s *Sink) writeRows(ctx context.Context, p projection, rows map[string][]any) error {
+	staging := "sink_in_" + p.table
+	src := make([][]any, 0, len(rows))
+	for _, r := range rows {
+		src = append(src, r)
+	}
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP", staging, p.table)); err != nil {
+			return fmt.Errorf("stage: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{staging}, p.columns, pgx.CopyFromRows(src)); err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		if _, err := tx.Exec(ctx, p.upsertSQL(staging)); err != nil {
+			return fmt.Errorf("upsert: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: write %s: %w", p.table, err)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
