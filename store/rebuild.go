@@ -66,9 +66,9 @@ type ConsumerAdmin interface {
 	CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
 }
 
-// Reset drops the projection, recreates the empty schema and recreates the
-// sink's durable consumers at the start of their streams, so that the next
-// sink run replays everything. No sink may be running meanwhile.
+// Reset drops the projection, recreates the empty schema and rewinds the
+// sink's consumers, so that the next sink run replays everything. No sink
+// may be running meanwhile.
 func Reset(ctx context.Context, db *pgxpool.Pool, js ConsumerAdmin) error {
 	if err := Drop(ctx, db); err != nil {
 		return err
@@ -76,6 +76,12 @@ func Reset(ctx context.Context, db *pgxpool.Pool, js ConsumerAdmin) error {
 	if err := Migrate(ctx, db); err != nil {
 		return err
 	}
+	return Rewind(ctx, js)
+}
+
+// Rewind recreates the sink's durable consumers at the start of their
+// streams, as declared in streams.
+func Rewind(ctx context.Context, js ConsumerAdmin) error {
 	top := streams.Declare(1)
 	for _, p := range projections {
 		spec, ok := top.Consumer(p.consumer)
@@ -83,10 +89,10 @@ func Reset(ctx context.Context, db *pgxpool.Pool, js ConsumerAdmin) error {
 			return fmt.Errorf("store: consumer %s is not declared in streams", p.consumer)
 		}
 		if err := js.DeleteConsumer(ctx, p.stream, p.consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("store: reset consumer %s: %w", p.consumer, err)
+			return fmt.Errorf("store: rewind consumer %s: %w", p.consumer, err)
 		}
 		if _, err := js.CreateOrUpdateConsumer(ctx, spec.Stream, spec.Config); err != nil {
-			return fmt.Errorf("store: reset consumer %s: %w", p.consumer, err)
+			return fmt.Errorf("store: rewind consumer %s: %w", p.consumer, err)
 		}
 	}
 	return nil
