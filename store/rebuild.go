@@ -105,9 +105,19 @@ func (s *Sink) RunUntilSynced(ctx context.Context, every time.Duration, report f
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- s.Run(rctx) }()
+	stop := func(err error) error {
+		cancel()
+		if runErr := <-done; err == nil {
+			err = runErr
+		}
+		return err
+	}
 	total, err := s.left(ctx)
 	if err != nil {
-		return err
+		return stop(err)
+	}
+	if report != nil {
+		report(Progress{Total: total})
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -126,11 +136,13 @@ func (s *Sink) RunUntilSynced(ctx context.Context, every time.Duration, report f
 		}
 		ok, err := s.Synced(ctx)
 		if err != nil {
-			return err
+			return stop(err)
 		}
 		if ok {
-			cancel()
-			return <-done
+			if report != nil {
+				report(Progress{Done: total, Total: total})
+			}
+			return stop(nil)
 		}
 	}
 }
