@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,7 +82,6 @@ type Sink struct {
 	failures prometheus.Counter
 	dbUp     prometheus.Gauge
 	batchDur prometheus.Histogram
-	ack      jetstream.MessageHandler
 	observe  func(streams.Outcome, error)
 	acks     *prometheus.CounterVec
 }
@@ -176,6 +177,7 @@ func (s *Sink) consume(ctx context.Context, p projection) error {
 			continue
 		}
 		var msgs []jetstream.Msg
+		var keys []string
 		rows := map[string][]any{}
 		for msg := range batch.Messages() {
 			md, err := msg.Metadata()
@@ -191,7 +193,7 @@ func (s *Sink) consume(ctx context.Context, p projection) error {
 				settle(func(context.Context, jetstream.Msg) error { return streams.Permanent(err) })(msg)
 				continue
 			}
-			msgs = append(msgs, msg)
+			msgs, keys = append(msgs, msg), append(keys, key)
 			// The newest sequence of a key wins within a batch too: one
 			// INSERT ... ON CONFLICT may not touch a row twice.
 			if old, ok := rows[key]; !ok || old[len(old)-1].(int64) < row[len(row)-1].(int64) {
@@ -204,11 +206,36 @@ func (s *Sink) consume(ctx context.Context, p projection) error {
 		if len(msgs) == 0 {
 			continue
 		}
-		if !s.retry(ctx, msgs, func(wctx context.Context) error { return s.writeRows(wctx, p, rows) }) {
+		var bad map[string]error
+		write := func(wctx context.Context) error {
+			bad = nil
+			err := s.writeRows(wctx, p, rows)
+			if !isDataError(err) {
+				return err
+			}
+			// A row PostgreSQL refuses (a NUL byte in a text, say) can
+			// never be stored: find it, write the others, reject it.
+			bad = map[string]error{}
+			for k, r := range rows {
+				if err := s.writeRows(wctx, p, map[string][]any{k: r}); err != nil {
+					if !isDataError(err) {
+						return err
+					}
+					bad[k] = err
+				}
+			}
+			return nil
+		}
+		if !s.retry(ctx, msgs, write) {
 			break // shutting down: nothing acked, the server redelivers
 		}
-		s.rows.WithLabelValues(p.table).Add(float64(len(rows)))
-		for _, m := range msgs {
+		s.rows.WithLabelValues(p.table).Add(float64(len(rows) - len(bad)))
+		for i, m := range msgs {
+			if err, ok := bad[keys[i]]; ok {
+				s.rejected.WithLabelValues(p.stream).Inc()
+				settle(func(context.Context, jetstream.Msg) error { return streams.Permanent(err) })(m)
+				continue
+			}
 			ackOK(m)
 		}
 	}
@@ -273,6 +300,16 @@ func (s *Sink) writeRows(ctx context.Context, p projection, rows map[string][]an
 		return fmt.Errorf("store: write %s: %w", p.table, err)
 	}
 	return nil
+}
+
+// isDataError reports a write PostgreSQL refuses for the data itself (data
+// exception or integrity violation), which no retry can fix.
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -299,3 +299,46 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatalf("projection differs from the stream after the outage: %s", firstDiff(got, want))
 	}
 }
+
+// TestRowRefusedByDatabase: an alert that validates but that PostgreSQL
+// cannot store (a NUL byte in a text column) is rejected on its own; the
+// rest of its batch is stored and the sink goes on.
+func TestRowRefusedByDatabase(t *testing.T) {
+	js := bus(t)
+	db := testDB(t, sharedPostgres)
+	reg := prometheus.NewRegistry()
+	at := time.Date(2023, 3, 1, 5, 0, 0, 0, time.UTC)
+	alerts := []streams.Alert{
+		{ID: "a-1", RuleID: "r-1", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "above", Message: "fine", Value: 2, Threshold: 1, At: at},
+		{ID: "a-2", RuleID: "r-2", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "above", Message: "nul\x00byte", Value: 2, Threshold: 1, At: at},
+		{ID: "a-3", RuleID: "r-3", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "below", Message: "fine too", Value: 0, Threshold: 1, At: at},
+	}
+	for i := range alerts {
+		if _, err := streams.Publish(t.Context(), js, &alerts[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := runSink(t, js, db, reg)
+	waitSynced(t, sink)
+	var ids []string
+	rows, err := db.Query(t.Context(), "SELECT id FROM alerts ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if !reflect.DeepEqual(ids, []string{"a-1", "a-3"}) {
+		t.Fatalf("stored alerts %v, want [a-1 a-3]", ids)
+	}
+	if got := testutil.ToFloat64(counter(t, reg, "cryptostream_sink_rejected_total")); got != 1 {
+		t.Fatalf("rejected = %v, want 1", got)
+	}
+	if err := sink.Ready(t.Context()); err != nil {
+		t.Fatalf("a refused row paused the sink: %v", err)
+	}
+}
