@@ -157,8 +157,18 @@ func (s *Sink) Run(ctx context.Context) error {
 	return nil
 }
 
+// fetched is one decoded batch: the valid messages, each one's row key,
+// and the newest row per key.
+type fetched struct {
+	msgs []jetstream.Msg
+	keys []string
+	rows map[string][]any
+}
+
 // consume fetches batches from one durable consumer, writes each in one
 // transaction, and only then acks it. Invalid messages are terminated.
+// Fetching and decoding the next batch overlaps the write of the previous
+// one; the writes themselves stay in order, one at a time.
 func (s *Sink) consume(ctx context.Context, p projection) error {
 	cons, err := s.bus.Consumer(ctx, p.stream, p.consumer)
 	if err != nil {
@@ -167,56 +177,43 @@ func (s *Sink) consume(ctx context.Context, p projection) error {
 	log := s.log.With("stream", p.stream)
 	settle := func(h streams.Handler) jetstream.MessageHandler { return streams.Acker(ctx, log, h, s.observe) }
 	ackOK := settle(func(context.Context, jetstream.Msg) error { return nil })
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchWait))
-		if err != nil {
-			log.Debug("fetch", "err", err)
-			if !sleep(ctx, time.Second) {
-				break
-			}
-			continue
-		}
-		var msgs []jetstream.Msg
-		var keys []string
-		rows := map[string][]any{}
-		for msg := range batch.Messages() {
-			md, err := msg.Metadata()
-			var key string
-			var row []any
-			if err == nil {
-				key, row, err = p.row(msg.Data(), md.Sequence.Stream)
-			} else {
-				err = streams.Permanent(fmt.Errorf("metadata: %w", err))
-			}
-			if err != nil {
-				s.rejected.WithLabelValues(p.stream).Inc()
-				settle(func(context.Context, jetstream.Msg) error { return streams.Permanent(err) })(msg)
+	reject := func(m jetstream.Msg, err error) {
+		s.rejected.WithLabelValues(p.stream).Inc()
+		settle(func(context.Context, jetstream.Msg) error { return streams.Permanent(err) })(m)
+	}
+
+	batches := make(chan fetched, 1)
+	go func() {
+		defer close(batches)
+		for ctx.Err() == nil {
+			f, ok := s.fetch(ctx, cons, p, log, reject)
+			if !ok {
 				continue
 			}
-			msgs, keys = append(msgs, msg), append(keys, key)
-			// The newest sequence of a key wins within a batch too: one
-			// INSERT ... ON CONFLICT may not touch a row twice.
-			if old, ok := rows[key]; !ok || old[len(old)-1].(int64) < row[len(row)-1].(int64) {
-				rows[key] = row
+			select {
+			case batches <- f:
+			case <-ctx.Done():
+				return
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) {
-			log.Debug("fetch batch", "err", err)
+	}()
+	defer func() {
+		for range batches { // let the fetcher finish; what it holds is redelivered
 		}
-		if len(msgs) == 0 {
-			continue
-		}
+	}()
+
+	for f := range batches {
 		var bad map[string]error
 		write := func(wctx context.Context) error {
 			bad = nil
-			err := s.writeRows(wctx, p, rows)
+			err := s.writeRows(wctx, p, f.rows)
 			if !isDataError(err) {
 				return err
 			}
 			// A row PostgreSQL refuses (a NUL byte in a text, say) can
 			// never be stored: find it, write the others, reject it.
 			bad = map[string]error{}
-			for k, r := range rows {
+			for k, r := range f.rows {
 				if err := s.writeRows(wctx, p, map[string][]any{k: r}); err != nil {
 					if !isDataError(err) {
 						return err
@@ -226,20 +223,55 @@ func (s *Sink) consume(ctx context.Context, p projection) error {
 			}
 			return nil
 		}
-		if !s.retry(ctx, msgs, write) {
-			break // shutting down: nothing acked, the server redelivers
+		if !s.retry(ctx, f.msgs, write) {
+			return nil // shutting down: nothing acked, the server redelivers
 		}
-		s.rows.WithLabelValues(p.table).Add(float64(len(rows) - len(bad)))
-		for i, m := range msgs {
-			if err, ok := bad[keys[i]]; ok {
-				s.rejected.WithLabelValues(p.stream).Inc()
-				settle(func(context.Context, jetstream.Msg) error { return streams.Permanent(err) })(m)
+		s.rows.WithLabelValues(p.table).Add(float64(len(f.rows) - len(bad)))
+		for i, m := range f.msgs {
+			if err, ok := bad[f.keys[i]]; ok {
+				reject(m, err)
 				continue
 			}
 			ackOK(m)
 		}
 	}
 	return nil
+}
+
+// fetch gets and decodes one batch, rejecting what does not decode. It
+// reports false when there is nothing to write.
+func (s *Sink) fetch(ctx context.Context, cons jetstream.Consumer, p projection, log *slog.Logger, reject func(jetstream.Msg, error)) (fetched, bool) {
+	batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchWait))
+	if err != nil {
+		log.Debug("fetch", "err", err)
+		sleep(ctx, time.Second)
+		return fetched{}, false
+	}
+	f := fetched{rows: map[string][]any{}}
+	for msg := range batch.Messages() {
+		md, err := msg.Metadata()
+		var key string
+		var row []any
+		if err == nil {
+			key, row, err = p.row(msg.Data(), md.Sequence.Stream)
+		} else {
+			err = streams.Permanent(fmt.Errorf("metadata: %w", err))
+		}
+		if err != nil {
+			reject(msg, err)
+			continue
+		}
+		f.msgs, f.keys = append(f.msgs, msg), append(f.keys, key)
+		// The newest sequence of a key wins within a batch too: one
+		// INSERT ... ON CONFLICT may not touch a row twice.
+		if old, ok := f.rows[key]; !ok || old[len(old)-1].(int64) < row[len(row)-1].(int64) {
+			f.rows[key] = row
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) {
+		log.Debug("fetch batch", "err", err)
+	}
+	return f, len(f.msgs) > 0
 }
 
 // retry runs write until it succeeds or ctx ends, pausing the sink while
@@ -285,7 +317,7 @@ func (s *Sink) writeRows(ctx context.Context, p projection, rows map[string][]an
 		src = append(src, r)
 	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP", staging, p.table)); err != nil {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (LIKE %s) ON COMMIT DELETE ROWS", staging, p.table)); err != nil {
 			return fmt.Errorf("stage: %w", err)
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{staging}, p.columns, pgx.CopyFromRows(src)); err != nil {
