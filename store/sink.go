@@ -41,6 +41,8 @@ type Config struct {
 	RetryMax time.Duration
 	// WriteTimeout bounds one batch's transaction.
 	WriteTimeout time.Duration
+	// LagEvery is how often the consumers' backlog is sampled.
+	LagEvery time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -55,6 +57,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 30 * time.Second
+	}
+	if c.LagEvery <= 0 {
+		c.LagEvery = 15 * time.Second
 	}
 	return c
 }
@@ -82,6 +87,7 @@ type Sink struct {
 	failures prometheus.Counter
 	dbUp     prometheus.Gauge
 	batchDur prometheus.Histogram
+	pending  *prometheus.GaugeVec
 	observe  func(streams.Outcome, error)
 	acks     *prometheus.CounterVec
 }
@@ -124,6 +130,10 @@ func New(cfg Config, d Deps) (*Sink, error) {
 			Help:    "Time to write and commit one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}),
+		pending: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cryptostream_sink_pending_messages",
+			Help: "Messages of a stream not yet projected (pending or unacked on the sink's consumer), sampled every LagEvery.",
+		}, []string{"stream"}),
 		acks: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_sink_messages_total",
 			Help: "Messages settled by the sink, by outcome (ack, term, nak).",
@@ -151,10 +161,38 @@ func (s *Sink) Run(ctx context.Context) error {
 	for _, w := range buckets {
 		g.Go(func() error { return s.watch(gctx, w) })
 	}
+	g.Go(func() error { s.sampleLag(gctx); return nil })
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
+}
+
+// sampleLag exports each sink consumer's backlog until ctx ends.
+func (s *Sink) sampleLag(ctx context.Context) {
+	t := time.NewTicker(s.cfg.LagEvery)
+	defer t.Stop()
+	for {
+		for _, p := range projections {
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			cons, err := s.bus.Consumer(ictx, p.stream, p.consumer)
+			if err == nil {
+				var info *jetstream.ConsumerInfo
+				if info, err = cons.Info(ictx); err == nil {
+					s.pending.WithLabelValues(p.stream).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+				}
+			}
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Debug("sample consumer lag", "consumer", p.consumer, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // fetched is one decoded batch: the valid messages, each one's row key,
