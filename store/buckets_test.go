@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"cryptostream/natstest"
+	"cryptostream/store"
 	"cryptostream/streams"
 )
 
@@ -57,8 +59,10 @@ func TestBucketsProjected(t *testing.T) {
 	waitSynced(t, sink)
 
 	// Changes after the start are followed.
-	put(registry, streams.ModelKey("m-1"), streams.ModelRecord{ID: "m-1", Symbol: "BTC/USD", Interval: streams.Interval1m, Horizon: 1,
-		Features: []string{"r1"}, Coefficients: []float64{0.1, 0.2}, Metrics: map[string]streams.Metrics{"test": {N: 10, MSE: 0.5}}, Champion: true, CreatedAt: now})
+	model := streams.ModelRecord{Schema: streams.Schema{V: streams.SchemaVersion}, ID: "m-1", Symbol: "BTC/USD", Interval: streams.Interval1m, Horizon: 1,
+		Features: []string{"r1"}, Coefficients: []float64{0.1, 0.2}, ResidualStd: 0.01, TrainFrom: now.Add(-time.Hour), TrainTo: now,
+		Metrics: map[string]streams.Metrics{"test": {N: 10, MSE: 0.5, R2: 0.1}}, Champion: true, Decision: "beats baseline", CreatedAt: now}
+	put(registry, streams.ModelKey("m-1"), model)
 	if _, err := registry.Put(ctx, streams.ChampionKey(streams.Interval1m, "BTC/USD"), []byte("m-1")); err != nil {
 		t.Fatal(err)
 	}
@@ -89,5 +93,9 @@ func TestBucketsProjected(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(counter(t, reg, "cryptostream_sink_rejected_total")); got != 1 {
 		t.Fatalf("rejected = %v, want 1 (the malformed user)", got)
+	}
+	evals, err := store.NewReader(db).ModelEvaluations(ctx, "BTC/USD", streams.Interval1m)
+	if err != nil || len(evals) != 1 || !reflect.DeepEqual(evals[0], model) {
+		t.Fatalf("ModelEvaluations = %+v, %v\nwant %+v", evals, err, model)
 	}
 }

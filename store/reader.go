@@ -131,3 +131,79 @@ func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams
 	}
 	return p, nil
 }
+
+// ModelEvaluations returns the models trained for a series with their
+// metrics, newest first: the SQL side of /prediction/model-evaluation.
+func (r *Reader) ModelEvaluations(ctx context.Context, symbol string, iv streams.Interval) ([]streams.ModelRecord, error) {
+	rows, err := r.db.Query(ctx, `SELECT model_id, horizon, features, coefficients, residual_std, train_from, train_to,
+		test_from, test_to, metrics, champion, decision, artifact, created_at
+		FROM model_evaluations WHERE symbol = $1 AND interval = $2 ORDER BY created_at DESC NULLS LAST, model_id`, symbol, int32(iv))
+	if err != nil {
+		return nil, fmt.Errorf("store: model evaluations: %w", err)
+	}
+	defer rows.Close()
+	var out []streams.ModelRecord
+	for rows.Next() {
+		m := streams.ModelRecord{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+		var horizon int32
+		var features, coefs, metrics []byte
+		var trainFrom, trainTo, testFrom, testTo, created *time.Time
+		if err := rows.Scan(&m.ID, &horizon, &features, &coefs, &m.ResidualStd, &trainFrom, &trainTo, &testFrom, &testTo,
+			&metrics, &m.Champion, &m.Decision, &m.Artifact, &created); err != nil {
+			return nil, fmt.Errorf("store: model evaluations: %w", err)
+		}
+		m.Horizon = int(horizon)
+		for _, f := range []struct {
+			src []byte
+			dst any
+		}{{features, &m.Features}, {coefs, &m.Coefficients}, {metrics, &m.Metrics}} {
+			if err := json.Unmarshal(f.src, f.dst); err != nil {
+				return nil, fmt.Errorf("store: model %s: %w", m.ID, err)
+			}
+		}
+		m.TrainFrom, m.TrainTo, m.TestFrom, m.TestTo, m.CreatedAt = utc(trainFrom), utc(trainTo), utc(testFrom), utc(testTo), utc(created)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: model evaluations: %w", err)
+	}
+	return out, nil
+}
+
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// Alerts returns the alerts fired for a symbol in [from, to), oldest
+// first, at most limit (capped like candle pages); zero bounds are open.
+func (r *Reader) Alerts(ctx context.Context, symbol string, from, to time.Time, limit int) ([]streams.Alert, error) {
+	if from.IsZero() {
+		from = beginning
+	}
+	if to.IsZero() {
+		to = end
+	}
+	rows, err := r.db.Query(ctx, `SELECT id, rule_id, interval, kind, message, value, threshold, at FROM alerts
+		WHERE symbol = $1 AND at >= $2 AND at < $3 ORDER BY at, id LIMIT $4`, symbol, from, to, readmodel.PageLimit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("store: alerts: %w", err)
+	}
+	defer rows.Close()
+	out := []streams.Alert{}
+	for rows.Next() {
+		a := streams.Alert{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol}
+		var iv int32
+		if err := rows.Scan(&a.ID, &a.RuleID, &iv, &a.Kind, &a.Message, &a.Value, &a.Threshold, &a.At); err != nil {
+			return nil, fmt.Errorf("store: alerts: %w", err)
+		}
+		a.Interval, a.At = streams.Interval(iv), a.At.UTC()
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: alerts: %w", err)
+	}
+	return out, nil
+}

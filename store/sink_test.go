@@ -335,6 +335,16 @@ func TestRowRefusedByDatabase(t *testing.T) {
 	if !reflect.DeepEqual(ids, []string{"a-1", "a-3"}) {
 		t.Fatalf("stored alerts %v, want [a-1 a-3]", ids)
 	}
+	got, err := store.NewReader(db).Alerts(t.Context(), "BTC/USD", time.Time{}, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		got[i].Trace = nil
+	}
+	if want := []streams.Alert{alerts[0], alerts[2]}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Alerts = %+v\nwant %+v", got, want)
+	}
 	if got := testutil.ToFloat64(counter(t, reg, "cryptostream_sink_rejected_total")); got != 1 {
 		t.Fatalf("rejected = %v, want 1", got)
 	}
