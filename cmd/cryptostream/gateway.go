@@ -124,7 +124,10 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 // when the HTTP server shuts down.
 func (s *system) addGateway(ctx context.Context, cfg gatewayConfig, dataDir string) error {
 	// The SQL read model replaces this reader when --database-url is set.
-	reader := readmodel.NewJetStream(s.bus.JS)
+	reader := s.reader
+	if reader == nil {
+		reader = readmodel.NewJetStream(s.bus.JS)
+	}
 	g, err := newGateway(ctx, cfg, dataDir, s.bus, reader, s.registry, s.log)
 	if err != nil {
 		return err

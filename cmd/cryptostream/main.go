@@ -35,6 +35,7 @@ func commands() []command {
 	return []command{
 		{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun},
 		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
+		{"sink", "projects the streams and buckets into PostgreSQL; --rebuild replays them", cmdSink},
 		{"user", "create, list and manage users from the shell", cmdUser},
 	}
 }

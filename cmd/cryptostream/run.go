@@ -11,11 +11,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"cryptostream/bus"
 	"cryptostream/ops"
+	"cryptostream/readmodel"
 )
 
 // runConfig is the configuration of `run`: every role in one process.
@@ -112,6 +114,9 @@ type system struct {
 	listener net.Listener
 	workers  map[string]worker
 	timeout  time.Duration
+	// db and reader are the SQL read model, set when --database-url is.
+	db     *pgxpool.Pool
+	reader readmodel.Reader
 }
 
 func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system, error) {
@@ -146,6 +151,13 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		Handler:           sys.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.DatabaseURL != "" && (cfg.wants("sink") || cfg.wants("gateway")) {
+		if err := sys.addStore(ctx, cfg); err != nil {
+			ln.Close()
+			b.Close()
+			return nil, err
+		}
 	}
 	if cfg.wants("gateway") {
 		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
@@ -190,6 +202,9 @@ func (s *system) Run(ctx context.Context) error {
 		})
 	}
 	err := g.Wait()
+	if s.db != nil {
+		s.db.Close()
+	}
 	s.bus.Close()
 	if err != nil {
 		s.log.Error("stopped with error", "err", err)
