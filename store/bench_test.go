@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/datatest"
+	"cryptostream/pgtest"
 	"cryptostream/readmodel"
 	"cryptostream/store"
 	"cryptostream/streams"
@@ -19,7 +20,7 @@ import (
 // staging table, upsert, commit, ack. rows/s is the figure.
 func BenchmarkSink(b *testing.B) {
 	js := bus(b)
-	db := testDB(b, sharedPostgres)
+	db := testDB(b, pgtest.AdminURL())
 	candles := realFile(b)
 	publishAll(b, js, candles)
 	ctx := context.Background()
@@ -69,7 +70,7 @@ func histogramSum(b *testing.B, reg *prometheus.Registry, name string) float64 {
 // BenchmarkRawCopy is the reference for BenchmarkSink: the same rows
 // COPYed straight into the emptied table in one transaction, no bus.
 func BenchmarkRawCopy(b *testing.B) {
-	db := testDB(b, sharedPostgres)
+	db := testDB(b, pgtest.AdminURL())
 	candles := realFile(b)
 	rows := make([][]any, len(candles))
 	for i, c := range candles {
@@ -101,7 +102,7 @@ func BenchmarkRawCopy(b *testing.B) {
 // query of a series).
 func BenchmarkAssetHistory(b *testing.B) {
 	js := bus(b)
-	db := testDB(b, sharedPostgres)
+	db := testDB(b, pgtest.AdminURL())
 	candles := datatest.KrakenCandles(b, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 10000)
 	publishAll(b, js, candles)
 	sink, err := store.New(store.Config{}, store.Deps{Bus: js, DB: db, Metrics: prometheus.NewRegistry()})

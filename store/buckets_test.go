@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"cryptostream/natstest"
+	"cryptostream/pgtest"
 	"cryptostream/store"
 	"cryptostream/streams"
 )
@@ -19,7 +20,7 @@ import (
 // model records follow their buckets, deletes and bad entries included.
 func TestBucketsProjected(t *testing.T) {
 	js := bus(t)
-	db := testDB(t, sharedPostgres)
+	db := testDB(t, pgtest.AdminURL())
 	ctx := t.Context()
 	assets, err := js.KeyValue(ctx, streams.BucketAssets)
 	if err != nil {

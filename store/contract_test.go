@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"cryptostream/pgtest"
 	"cryptostream/readmodel/readmodeltest"
 	"cryptostream/store"
 )
@@ -14,7 +15,7 @@ import (
 func TestReaderContract(t *testing.T) {
 	readmodeltest.Run(t, func(t *testing.T) readmodeltest.Setup {
 		js := bus(t)
-		db := testDB(t, sharedPostgres)
+		db := testDB(t, pgtest.AdminURL())
 		sink := runSink(t, js, db, prometheus.NewRegistry())
 		return readmodeltest.Setup{JS: js, Reader: store.NewReader(db), Sync: func(t *testing.T) { waitSynced(t, sink) }}
 	})

@@ -16,6 +16,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/natstest"
+	"cryptostream/pgtest"
 	"cryptostream/store"
 	"cryptostream/streams"
 )
@@ -130,7 +131,7 @@ func realFile(t testing.TB) []streams.Candle {
 // and replaying the whole stream twice more changes nothing.
 func TestProjectionOfRealFile(t *testing.T) {
 	js := bus(t)
-	db := testDB(t, sharedPostgres)
+	db := testDB(t, pgtest.AdminURL())
 	publishAll(t, js, realFile(t))
 	want := streamRows(t, js)
 	if len(want) != 29881 {
@@ -187,7 +188,7 @@ func firstDiff(a, b []candleRow) string {
 // terminated and counted, and the sink goes on with the next one.
 func TestMalformedEventRejected(t *testing.T) {
 	js := bus(t)
-	db := testDB(t, sharedPostgres)
+	db := testDB(t, pgtest.AdminURL())
 	reg := prometheus.NewRegistry()
 	sink := runSink(t, js, db, reg)
 
@@ -254,9 +255,9 @@ func (c collectorFunc) Collect(ch chan<- prometheus.Metric) {
 // starts it again: the sink pauses, reports not ready, acks nothing it did
 // not store, and ends with every row present once.
 func TestDatabaseOutage(t *testing.T) {
-	pg := startPrivatePostgres(t)
+	pg := pgtest.PrivateServer(t)
 	js := bus(t)
-	db := testDB(t, pg.url())
+	db := testDB(t, pg.URL())
 	reg := prometheus.NewRegistry()
 	sink := runSink(t, js, db, reg)
 
@@ -267,7 +268,7 @@ func TestDatabaseOutage(t *testing.T) {
 		var n int
 		return db.QueryRow(context.Background(), "SELECT count(*) FROM candles").Scan(&n) == nil && n > 0
 	})
-	pg.stop(t)
+	pg.Stop(t)
 	// The load goes on while the database is down.
 	done := make(chan struct{})
 	go func() {
@@ -281,7 +282,7 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatalf("database_up = %v during the outage", up)
 	}
 	<-done
-	pg.start(t)
+	pg.Start(t)
 	waitSynced(t, sink)
 	if err := sink.Ready(context.Background()); err != nil {
 		t.Fatalf("after recovery: %v", err)
@@ -305,7 +306,7 @@ func TestDatabaseOutage(t *testing.T) {
 // rest of its batch is stored and the sink goes on.
 func TestRowRefusedByDatabase(t *testing.T) {
 	js := bus(t)
-	db := testDB(t, sharedPostgres)
+	db := testDB(t, pgtest.AdminURL())
 	reg := prometheus.NewRegistry()
 	at := time.Date(2023, 3, 1, 5, 0, 0, 0, time.UTC)
 	alerts := []streams.Alert{

@@ -3,11 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,25 +13,15 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/natstest"
+	"cryptostream/pgtest"
 	"cryptostream/streams"
 )
 
-// testDatabase creates a database on the local PostgreSQL for this test
+// testDatabase creates a database for this test on the shared PostgreSQL
 // and returns its URL; it is dropped when the test ends.
 func testDatabase(t *testing.T) string {
 	t.Helper()
-	const admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	db, err := pgxpool.New(context.Background(), admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	name := fmt.Sprintf("cs_store_cmd_%d_%x", os.Getpid(), rand.Uint64())
-	if _, err := db.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
-		t.Skipf("no PostgreSQL on 127.0.0.1:5432: %v", err)
-	}
-	t.Cleanup(func() { _, _ = db.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
-	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+	return pgtest.Database(t, pgtest.AdminURL())
 }
 
 func countCandles(t *testing.T, url string) int {
