@@ -43,7 +43,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.connsTotal.Add(1)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
-	c.dropAfter = s.faults.dropAfter
 	status := s.status
 	s.mu.Unlock()
 	c.send(statusFrame(status, c.id))

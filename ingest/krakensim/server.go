@@ -85,7 +85,6 @@ type Server struct {
 }
 
 type faults struct {
-	dropAfter   int // each current connection drops after this many more data frames
 	stallFor    time.Duration
 	silentNext  int
 	malformNext int
@@ -156,7 +155,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.cfg.Start = start.UTC()
 	if cfg.Shift {
-		s.shift = now.Truncate(24*time.Hour).Sub(s.cfg.Start.Truncate(24 * time.Hour))
+		s.shift = now.Truncate(24 * time.Hour).Sub(s.cfg.Start.Truncate(24 * time.Hour))
 	}
 	s.cursor = s.cfg.Start
 	return s, nil
@@ -213,7 +212,25 @@ func (s *Server) nowLocked() time.Time {
 
 // DropAfter makes every open connection drop, abruptly and without a close
 // frame, after n more data frames.
-func (s *Server) DropAfter(n int) { s.mu.Lock(); s.faults.dropAfter = n; s.mu.Unlock() }
+func (s *Server) DropAfter(n int) {
+	for _, c := range s.connList() {
+		c.mu.Lock()
+		c.dropAfter = n
+		c.mu.Unlock()
+	}
+}
+
+// connList snapshots the open connections; a connection's own lock is
+// never taken under the server's.
+func (s *Server) connList() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
 
 // Stall makes every open connection send nothing, heartbeats included, for d.
 func (s *Server) Stall(d time.Duration) {
@@ -246,12 +263,8 @@ func (s *Server) RESTRateLimitNext(n int) { s.mu.Lock(); s.faults.restRate += n;
 func (s *Server) SetSystemStatus(system string) {
 	s.mu.Lock()
 	s.status = system
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
 	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.connList() {
 		c.send(statusFrame(system, c.id))
 	}
 }
@@ -334,16 +347,12 @@ func (s *Server) waitUntil(ctx context.Context, at time.Time) error {
 // subscriber.
 func (s *Server) emit(ctx context.Context, f *Feed, at time.Time) {
 	s.mu.Lock()
-	targets := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		targets = append(targets, c)
-	}
 	online := s.status == "online"
 	s.mu.Unlock()
 	if !online {
 		return
 	}
-	for _, c := range targets {
+	for _, c := range s.connList() {
 		iv, ok := c.subscribed(f.Symbol)
 		if !ok {
 			continue
