@@ -22,6 +22,7 @@ type runConfig struct {
 	commonConfig
 	NATSListen string
 	Replicas   int
+	Ingest     ingestFlags
 }
 
 func parseRunConfig(args []string, e *env) (runConfig, error) {
@@ -30,10 +31,14 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 	cfg.register(fs, ":8080")
 	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
+	cfg.Ingest.register(fs)
 	if err := fs.parse(args); err != nil {
 		return cfg, err
 	}
 	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Ingest.validate(); err != nil {
 		return cfg, err
 	}
 	if cfg.NATSListen != "" && cfg.NATSURL != "" {
@@ -122,6 +127,10 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
 	ops.Register(sys.mux, sys.registry, sys.health)
+	if err := sys.addIngest(ctx, cfg.Ingest); err != nil {
+		b.Close()
+		return nil, err
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -176,5 +185,32 @@ func (s *system) Run(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("stopped cleanly")
+	return nil
+}
+
+// addIngest wires the Kraken ingester, and with --demo krakensim in process
+// on the embedded recording. Kraken being unreachable is a readiness
+// detail, not a failure, in the all-in-one process: history and the API
+// still serve.
+func (s *system) addIngest(ctx context.Context, f ingestFlags) error {
+	if f.Demo {
+		d, err := startDemoSim(f.DemoSpeed, s.log)
+		if err != nil {
+			return err
+		}
+		f.WSURL, f.RESTURL = d.urls()
+		s.workers["krakensim"] = d
+	}
+	w, err := newIngestWorker(ctx, s.bus, f, s.registry, s.log)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	s.health.AddDetail("kraken", func() string {
+		if err := w.Ready(ctx); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	s.workers["ingest"] = w
 	return nil
 }

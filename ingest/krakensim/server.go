@@ -145,7 +145,7 @@ func New(cfg Config) (*Server, error) {
 	if start.IsZero() {
 		if cfg.Shift {
 			day := first.Truncate(24 * time.Hour).Add(24 * time.Hour)
-			start = day.Add(now.Sub(now.Truncate(24 * time.Hour))).Truncate(time.Minute)
+			start = day.Add(now.Sub(now.Truncate(24 * time.Hour)))
 			if start.Sub(first) < 720*s.native.Duration() {
 				start = start.Add(24 * time.Hour)
 			}
@@ -290,11 +290,12 @@ func (s *Server) Run(ctx context.Context) error {
 		n, k int
 	}
 	idx := make(map[*Feed]int, len(s.feeds))
+	first := s.cfg.Start.Truncate(native)
 	for _, f := range s.feeds {
-		idx[f] = f.rowIndex(s.cfg.Start)
+		idx[f] = f.rowIndex(first)
 	}
 	var batch []ev
-	for minute := s.cfg.Start; minute.Before(s.end); minute = minute.Add(native) {
+	for minute := first; minute.Before(s.end); minute = minute.Add(native) {
 		batch = batch[:0]
 		for _, f := range s.feeds {
 			i := idx[f]
@@ -304,7 +305,11 @@ func (s *Server) Run(ctx context.Context) error {
 			idx[f] = i + 1
 			k := tradesPerRow(f.Rows[i], s.cfg.MaxUpdatesPerCandle)
 			for n := 1; n <= k; n++ {
-				batch = append(batch, ev{tradeTime(f.Rows[i], native, n-1, k), f, i, n, k})
+				// A replay that starts mid-interval has already seen the
+				// trades before its start.
+				if at := tradeTime(f.Rows[i], native, n-1, k); !at.Before(s.cfg.Start) {
+					batch = append(batch, ev{at, f, i, n, k})
+				}
 			}
 		}
 		sort.SliceStable(batch, func(a, b int) bool { return batch[a].at.Before(batch[b].at) })
