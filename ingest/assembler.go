@@ -163,6 +163,14 @@ func (a *Assembler) Update(c streams.Candle) (Emit, error) {
 			a.finalise(s, *s.cur, &e)
 		}
 	}
+	if s.anchored && s.known {
+		// A trade in a later interval of one unbroken stream proves the
+		// intervals between had none: fill them now, not when c closes.
+		if fills := FillBetween(s.last, c.Start); len(fills) > 0 {
+			e.Final = append(e.Final, fills...)
+			s.last = fills[len(fills)-1]
+		}
+	}
 	c.Quality = streams.QualityLive
 	s.cur = &c
 	e.Tick = true
