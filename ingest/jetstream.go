@@ -51,14 +51,16 @@ func (s *JetStreamSink) PublishCandle(ctx context.Context, c streams.Candle) err
 	}
 }
 
-// PublishTick publishes asynchronously: a tick is replaced by the next one,
-// so waiting for each ack would only slow the stream down.
+// PublishTick publishes without waiting for an acknowledgement: TICKS still
+// stores it (and deduplicates its id), but a tick is replaced by the next
+// one, so an ack per tick would only queue ahead of the candle publishes
+// that do wait for theirs.
 func (s *JetStreamSink) PublishTick(ctx context.Context, t streams.Tick) error {
 	msg, err := streams.NewMsg(&t)
 	if err != nil {
 		return fmt.Errorf("ingest: encode tick: %w", err)
 	}
-	if _, err := s.JS.PublishMsgAsync(msg); err != nil {
+	if err := s.JS.Conn().PublishMsg(msg); err != nil {
 		return fmt.Errorf("ingest: publish tick: %w", err)
 	}
 	return nil

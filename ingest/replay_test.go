@@ -67,15 +67,21 @@ func newHarness(t *testing.T, cfg krakensim.Config) *harness {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hs := httptest.NewServer(sim)
-		t.Cleanup(hs.Close)
-		simCtx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { sim.Run(simCtx) })
-		t.Cleanup(func() { cancel(); hs.CloseClientConnections(); wg.Wait() })
-		h.sim, h.rest, h.wsURL = sim, hs.URL, "ws"+strings.TrimPrefix(hs.URL, "http")+"/v2"
+		url := newSimServer(t, sim)
+		h.sim, h.rest, h.wsURL = sim, url, "ws"+strings.TrimPrefix(url, "http")+"/v2"
 	}
 	return h
+}
+
+// newSimServer serves sim on a loopback port and runs its replay until the
+// test ends; it returns the base URL.
+func newSimServer(t testing.TB, sim *krakensim.Server) string {
+	hs := httptest.NewServer(sim)
+	simCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { sim.Run(simCtx) })
+	t.Cleanup(func() { cancel(); hs.CloseClientConnections(); hs.Close(); wg.Wait() })
+	return hs.URL
 }
 
 func (h *harness) addAsset(t *testing.T, sym string) {
