@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"cryptostream/natstest"
+	"cryptostream/streams"
+)
+
+// TestRunDemo: `run --demo` needs nothing but the binary: krakensim starts
+// in process on the embedded recording and candles reach MARKET at once
+// (the REST heal backfills the last 12 hours, then live ones follow).
+func TestRunDemo(t *testing.T) {
+	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--demo", "--demo-speed", "120"}, testEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sys.Run(ctx) }()
+	market, err := sys.bus.JS.Stream(ctx, streams.StreamMarket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, time.Minute, "live demo candles in MARKET", func() bool {
+		m, err := market.GetLastMsgForSubject(ctx, streams.CandleSubject(streams.Interval1m, "BTC/USD"))
+		if err != nil {
+			return false
+		}
+		c, err := streams.Decode[streams.Candle](m.Data)
+		return err == nil && c.Quality == streams.QualityLive
+	})
+	resp, err := http.Get("http://" + sys.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `cryptostream_ingest_candles_published_total{interval="1m",quality="backfilled"}`) {
+		t.Errorf("/metrics lacks the ingest counters")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+func TestIngestFlags(t *testing.T) {
+	for _, args := range [][]string{{"--assets", "BTCUSD"}, {"--intervals", "2m"}, {"--intervals", ""}, {"--demo-speed", "0"}} {
+		if _, err := parseRunConfig(args, testEnv(nil)); err == nil {
+			t.Errorf("parseRunConfig(%q) accepted", args)
+		}
+	}
+	cfg, err := parseRunConfig([]string{"--assets", "xbt/usd, eth-usd", "--intervals", "1m,5"}, testEnv(map[string]string{"KRAKEN_WS_URL": "ws://x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Ingest.symbols; len(got) != 2 || got[0] != "BTC/USD" || got[1] != "ETH/USD" {
+		t.Errorf("symbols %v", got)
+	}
+	if got := cfg.Ingest.intervals; len(got) != 2 || got[1] != streams.Interval5m || cfg.Ingest.WSURL != "ws://x" {
+		t.Errorf("intervals %v ws %s", got, cfg.Ingest.WSURL)
+	}
+}
