@@ -355,9 +355,9 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 	s.lastFrame, s.lastPing = now, now
 	tick := time.NewTicker(min(w.cfg.SubscribePace, 250*time.Millisecond))
 	defer tick.Stop()
+	desired, _, changed := w.assets.get()
+	s.reconcile(desired)
 	for {
-		desired, _, changed := w.assets.get()
-		s.reconcile(desired)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -372,6 +372,8 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 				return err
 			}
 		case <-changed:
+			desired, _, changed = w.assets.get()
+			s.reconcile(desired)
 		case <-tick.C:
 			if err := s.onTick(sctx); err != nil {
 				return err

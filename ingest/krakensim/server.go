@@ -85,7 +85,6 @@ type Server struct {
 }
 
 type faults struct {
-	stallFor    time.Duration
 	silentNext  int
 	malformNext int
 	rateNext    int
