@@ -21,6 +21,12 @@
 // id (a duplicate ack is success), marked live, backfilled or filled; every
 // update goes to TICKS.
 //
+// Empty intervals become flat "filled" candles (grid.go), the way Kraken's
+// REST API returns them, in one function used by the live path, the REST
+// heal and the import. Importing kraken_BTCUSD_1m_2023-03.csv (29,881 rows,
+// 2023-03-01 05:00 to 2023-03-21 23:59) therefore stores 29,940 candles:
+// the rows plus 59 filled minutes.
+//
 // The core (ParseFrame, Assembler, Regularize) does no I/O; the Worker
 // moves frames and messages through the small interfaces in worker.go.
 package ingest

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"cryptostream/ingest/krakensim"
 	"cryptostream/natstest"
 	"cryptostream/streams"
 )
@@ -71,5 +74,32 @@ func TestIngestFlags(t *testing.T) {
 	}
 	if got := cfg.Ingest.intervals; len(got) != 2 || got[1] != streams.Interval5m || cfg.Ingest.WSURL != "ws://x" {
 		t.Errorf("intervals %v ws %s", got, cfg.Ingest.WSURL)
+	}
+}
+
+// TestImportFromKrakenREST imports REST's last 720 rows from krakensim:
+// 719 committed candles; the open last row is left out. A second import
+// stores nothing.
+func TestImportFromKrakenREST(t *testing.T) {
+	feed, err := krakensim.DemoFeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{feed}, Speed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(sim)
+	defer hs.Close()
+	dir := t.TempDir()
+	for i, want := range []string{"719 candles published", "0 candles published"} {
+		e := testEnv(nil)
+		args := []string{"--data-dir", dir, "--log-level", "error", "--from-kraken-rest", "XBTUSD", "--kraken-rest-url", hs.URL}
+		if err := cmdImport(t.Context(), args, e); err != nil {
+			t.Fatal(err)
+		}
+		if out := e.stdout.(*bytes.Buffer).String(); !strings.Contains(out, want) {
+			t.Errorf("import %d printed %q, want %q", i+1, out, want)
+		}
 	}
 }
