@@ -75,26 +75,45 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		completeness: f.NewGaugeVec(prometheus.GaugeOpts{Name: "cryptostream_ingest_completeness_ratio",
 			Help: "Share of expected candles present since this process stored the series' first one."}, []string{"symbol", "interval"}),
 		lastAge: f.NewGaugeVec(prometheus.GaugeOpts{Name: "cryptostream_ingest_last_candle_age_seconds",
-			Help: "Age of the newest stored candle's end when it was stored."}, []string{"symbol", "interval"}),
+			Help: "Time since the end of the newest stored candle of a series."}, []string{"symbol", "interval"}),
 		series: map[seriesKey]*coverage{},
 	}
 }
 
-func (m *metrics) observe(c streams.Candle, now time.Time) {
+func (m *metrics) observe(c streams.Candle) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	k := seriesKey{c.Symbol, c.Interval}
 	cv := m.series[k]
 	if cv == nil {
-		cv = &coverage{first: c.Start}
+		cv = &coverage{first: c.Start, last: c.Start}
 		m.series[k] = cv
 	}
-	if c.Start.After(cv.last) || cv.last.IsZero() {
+	if c.Start.After(cv.last) {
 		cv.last = c.Start
 	}
 	cv.present++
 	expected := int(cv.last.Sub(cv.first)/c.Interval.Duration()) + 1
-	m.mu.Unlock()
-	ratio := float64(cv.present) / float64(max(expected, 1))
-	m.completeness.WithLabelValues(c.Symbol, c.Interval.String()).Set(min(ratio, 1))
-	m.lastAge.WithLabelValues(c.Symbol, c.Interval.String()).Set(now.Sub(c.End()).Seconds())
+	m.completeness.WithLabelValues(c.Symbol, c.Interval.String()).Set(min(float64(cv.present)/float64(max(expected, 1)), 1))
+}
+
+// refreshAges sets the age of every series' newest candle of interval iv:
+// a series that stops must show its age growing, not its last value.
+func (m *metrics) refreshAges(iv streams.Interval, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, cv := range m.series {
+		if k.iv == iv {
+			m.lastAge.WithLabelValues(k.symbol, iv.String()).Set(now.Sub(cv.last.Add(iv.Duration())).Seconds())
+		}
+	}
+}
+
+// forget drops a series that is no longer tracked.
+func (m *metrics) forget(iv streams.Interval, symbol string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.series, seriesKey{symbol, iv})
+	m.completeness.DeleteLabelValues(symbol, iv.String())
+	m.lastAge.DeleteLabelValues(symbol, iv.String())
 }

@@ -435,8 +435,7 @@ func (s *session) reconcile(desired []string) {
 		}
 		s.asm.Drop(sym)
 		delete(s.subs, sym)
-		s.w.m.completeness.DeleteLabelValues(sym, s.ivs)
-		s.w.m.lastAge.DeleteLabelValues(sym, s.ivs)
+		s.w.m.forget(s.iv, sym)
 		s.log.Info("unsubscribed", "symbol", sym)
 		s.reportSubs(false)
 	}
@@ -498,6 +497,7 @@ func (s *session) onTick(ctx context.Context) error {
 			s.setState(sym, subQueued)
 		}
 	}
+	s.w.m.refreshAges(s.iv, now)
 	for _, e := range s.asm.Expire(now) {
 		if err := s.publish(ctx, e, now); err != nil {
 			return err
@@ -714,7 +714,7 @@ func (s *session) publish(ctx context.Context, e Emit, recv time.Time) error {
 			s.w.m.publishLag.WithLabelValues(s.ivs).Observe(now.Sub(c.End()).Seconds())
 			s.w.m.frameToStored.WithLabelValues(s.ivs).Observe(now.Sub(recv).Seconds())
 		}
-		s.w.m.observe(c, now)
+		s.w.m.observe(c)
 	}
 	return nil
 }
