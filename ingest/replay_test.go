@@ -259,6 +259,10 @@ func TestReplayWithFaults(t *testing.T) {
 		{11 * time.Hour, "malformed frames", func() { h.sim.MalformNext(3) }},
 		{14 * time.Hour, "rate limit", func() { h.sim.RateLimitNext(1); h.sim.DropAfter(1) }},
 		{17 * time.Hour, "REST throttled", func() { h.sim.RESTRateLimitNext(2); h.sim.DropAfter(1) }},
+		{20 * time.Hour, "maintenance", func() {
+			h.sim.SetSystemStatus("maintenance")
+			time.AfterFunc(300*time.Millisecond, func() { h.sim.SetSystemStatus("online") })
+		}},
 	}
 	next := 0
 	natstest.WaitFor(t, 3*time.Minute, "a day of candles in MARKET", func() bool {
@@ -273,7 +277,7 @@ func TestReplayWithFaults(t *testing.T) {
 		}
 		return !last.Start.Before(day)
 	})
-	if conns := h.sim.Connections(); conns < 6 {
+	if conns := h.sim.Connections(); conns < 7 {
 		t.Errorf("only %d connections: the faults did not force reconnects", conns)
 	}
 
