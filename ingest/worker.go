@@ -187,7 +187,10 @@ func (w *Worker) Ready(context.Context) error {
 func (w *Worker) Run(ctx context.Context) error {
 	ch, err := w.deps.Assets.WatchAssets(ctx)
 	if err != nil {
-		return fmt.Errorf("ingest: watch assets: %w", err)
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
+		return err
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -37,6 +37,8 @@ func commands() []command {
 		{"ingest", "the Kraken ingester alone: WebSocket candles into MARKET and TICKS, gaps healed from REST", cmdIngest},
 		{"import", "load Kraken OHLCVT / header CSV files or the last 720 REST candles into MARKET", cmdImport},
 		{"krakensim", "a Kraken-compatible WebSocket v2 + REST server replaying recorded candles", cmdKrakensim},
+		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
+		{"user", "create, list and manage users from the shell", cmdUser},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,14 @@ type runConfig struct {
 	NATSListen string
 	Replicas   int
 	Ingest     ingestFlags
+	Gateway    gatewayConfig
+	// Roles limits the workers started to these; empty starts every role.
+	Roles []string
+}
+
+// wants reports whether the role runs in this process.
+func (c runConfig) wants(role string) bool {
+	return len(c.Roles) == 0 || slices.Contains(c.Roles, role)
 }
 
 func parseRunConfig(args []string, e *env) (runConfig, error) {
@@ -32,6 +41,7 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
 	cfg.Ingest.register(fs)
+	cfg.Gateway.register(fs)
 	if err := fs.parse(args); err != nil {
 		return cfg, err
 	}
@@ -39,6 +49,9 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 		return cfg, err
 	}
 	if err := cfg.Ingest.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Gateway.validate(fs); err != nil {
 		return cfg, err
 	}
 	if cfg.NATSListen != "" && cfg.NATSURL != "" {
@@ -56,7 +69,7 @@ func cmdRun(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	log := cfg.logger(e)
-	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen)
+	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen, "gateway", cfg.Gateway)
 	sys, err := startSystem(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -127,10 +140,6 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
 	ops.Register(sys.mux, sys.registry, sys.health)
-	if err := sys.addIngest(ctx, cfg.Ingest); err != nil {
-		b.Close()
-		return nil, err
-	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -142,6 +151,20 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		Handler:           sys.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.wants("ingest") {
+		if err := sys.addIngest(ctx, cfg.Ingest); err != nil {
+			ln.Close()
+			b.Close()
+			return nil, err
+		}
+	}
+	if cfg.wants("gateway") {
+		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
+			ln.Close()
+			b.Close()
+			return nil, err
+		}
 	}
 	log.Info("http listening", "addr", ln.Addr().String())
 	return sys, nil

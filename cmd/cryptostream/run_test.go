@@ -8,12 +8,14 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"cryptostream/natstest"
 	"cryptostream/streams"
 )
 
@@ -193,6 +195,64 @@ func TestRunConfig(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("--help lacks %q:\n%s", want, out)
 			}
+		}
+	})
+}
+
+func TestRunExternalAndListen(t *testing.T) {
+	t.Run("external nats", func(t *testing.T) {
+		external := natstest.Server(t)
+		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-url", external.ClientURL(), "--data-dir", t.TempDir()}, testEnv(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- sys.Run(ctx) }()
+		if sys.bus.Embedded() {
+			t.Fatal("--nats-url started an embedded server")
+		}
+		_, js := natstest.Connect(t, external)
+		if _, err := js.Stream(t.Context(), streams.StreamMarket); err != nil {
+			t.Fatalf("topology not ensured on the external server: %v", err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if !external.Running() {
+			t.Fatal("shutting down run stopped the external server")
+		}
+	})
+	t.Run("nats-listen exposes the embedded server", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-listen", addr, "--data-dir", t.TempDir()}, testEnv(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- sys.Run(ctx) }()
+		_, js := natstest.ConnectURL(t, "nats://"+addr)
+		if _, err := js.Stream(t.Context(), streams.StreamMarket); err != nil {
+			t.Fatalf("the stock client cannot see the streams on %s: %v", addr, err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
 		}
 	})
 }

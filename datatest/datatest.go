@@ -1,0 +1,91 @@
+// Package datatest owns the tests' access to the recorded market data in
+// ../shared/data (beside the repository): locating it and reading its
+// Kraken OHLCVT files into candles. Production parsing of history files is
+// the importer's (ingest); this reader is deliberately small and strict so a
+// test can check the importer against it.
+package datatest
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"cryptostream/streams"
+)
+
+// The recorded files.
+const (
+	KrakenBTCUSD1m = "kraken_BTCUSD_1m_2023-03.csv"
+	KrakenXBTUSD5m = "kraken_XBTUSD_5m_2023Q1.csv"
+)
+
+// Dir returns the shared data directory: $CRYPTOSTREAM_SHARED/data when set,
+// otherwise ../shared/data beside the module root. A test that needs the
+// data fails when it is missing: the suite must not pass by skipping.
+func Dir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("CRYPTOSTREAM_SHARED"); d != "" {
+		return filepath.Join(d, "data")
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			data := filepath.Join(dir, "..", "shared", "data")
+			if _, err := os.Stat(data); err != nil {
+				t.Fatalf("datatest: shared data not found at %s (set CRYPTOSTREAM_SHARED): %v", data, err)
+			}
+			return data
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatal("datatest: no go.mod above the working directory")
+		}
+	}
+}
+
+// Path returns the path of one recorded file.
+func Path(t testing.TB, name string) string {
+	t.Helper()
+	return filepath.Join(Dir(t), name)
+}
+
+// KrakenCandles reads the first n rows (all when n <= 0) of a Kraken OHLCVT
+// file (no header: timestamp,open,high,low,close,volume,trades) as candles of
+// symbol and interval, quality imported.
+func KrakenCandles(t testing.TB, name, symbol string, iv streams.Interval, n int) []streams.Candle {
+	t.Helper()
+	f, err := os.Open(Path(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []streams.Candle
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan() && (n <= 0 || len(out) < n); line++ {
+		fields := strings.Split(sc.Text(), ",")
+		if len(fields) != 7 {
+			t.Fatalf("datatest: %s:%d: %d fields", name, line, len(fields))
+		}
+		var v [7]float64
+		for i, s := range fields {
+			if v[i], err = strconv.ParseFloat(s, 64); err != nil {
+				t.Fatalf("datatest: %s:%d: %v", name, line, err)
+			}
+		}
+		out = append(out, streams.Candle{
+			Symbol: symbol, Interval: iv, Start: time.Unix(int64(v[0]), 0).UTC(),
+			Open: v[1], High: v[2], Low: v[3], Close: v[4], Volume: v[5], Trades: int64(v[6]),
+			Quality: streams.QualityImported,
+		})
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -1,0 +1,357 @@
+package readmodel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+)
+
+// Page sizes shared by every Reader, so that both implementations page alike.
+const (
+	DefaultLimit = 500
+	MaxLimit     = 1000
+)
+
+// PageLimit applies the default and the cap to a requested page size.
+func PageLimit(n int) int {
+	switch {
+	case n <= 0:
+		return DefaultLimit
+	case n > MaxLimit:
+		return MaxLimit
+	}
+	return n
+}
+
+// FormatCursor and ParseCursor define the cursor every Reader uses: the
+// decimal unix seconds of the first candle of the next page. It is plain on
+// purpose: a client may also build it from a candle's time.
+func FormatCursor(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+
+// ParseCursor is the inverse of FormatCursor.
+func ParseCursor(s string) (time.Time, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("readmodel: bad cursor %q", s)
+	}
+	return time.Unix(n, 0).UTC(), nil
+}
+
+// ErrBadQuery reports a query that cannot be answered as asked.
+var ErrBadQuery = errors.New("readmodel: bad query")
+
+// Normalize validates q and folds its cursor into From.
+func (q CandleQuery) Normalize() (CandleQuery, error) {
+	if err := streams.ValidateSymbol(q.Symbol); err != nil {
+		return q, fmt.Errorf("%w: %w", ErrBadQuery, err)
+	}
+	if !q.Interval.Valid() {
+		return q, fmt.Errorf("%w: unknown interval", ErrBadQuery)
+	}
+	if q.After != "" {
+		after, err := ParseCursor(q.After)
+		if err != nil {
+			return q, fmt.Errorf("%w: %w", ErrBadQuery, err)
+		}
+		if after.After(q.From) {
+			q.From = after
+		}
+		q.After = ""
+	}
+	if !q.To.IsZero() && !q.From.IsZero() && !q.To.After(q.From) {
+		return q, fmt.Errorf("%w: to %s is not after from %s", ErrBadQuery, q.To.Format(time.RFC3339), q.From.Format(time.RFC3339))
+	}
+	q.Limit = PageLimit(q.Limit)
+	return q, nil
+}
+
+// JetStream answers from the streams themselves. A message's store time is
+// not its candle time (a backfill or an import arrives late), so it cannot
+// seek by time on the server; instead it keeps, per series asked about, an
+// index of every event by start time, and on each query reads only what the
+// stream gained since the last one.
+type JetStream struct {
+	js jetstream.JetStream
+
+	mu          sync.Mutex
+	handles     map[string]jetstream.Stream
+	candles     map[string]*series[streams.Candle]
+	predictions map[string]*series[streams.Prediction]
+}
+
+// NewJetStream returns a Reader over js.
+func NewJetStream(js jetstream.JetStream) *JetStream {
+	return &JetStream{
+		js:          js,
+		handles:     map[string]jetstream.Stream{},
+		candles:     map[string]*series[streams.Candle]{},
+		predictions: map[string]*series[streams.Prediction]{},
+	}
+}
+
+// Candles implements Reader.
+func (r *JetStream) Candles(ctx context.Context, q CandleQuery) (CandlePage, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return CandlePage{}, err
+	}
+	s := r.candleSeries(q.Interval, q.Symbol)
+	var page CandlePage
+	err = readSeries(ctx, r, s, func(sorted []streams.Candle) {
+		lo := 0
+		if !q.From.IsZero() {
+			lo, _ = slices.BinarySearchFunc(sorted, q.From, func(c streams.Candle, t time.Time) int { return c.Start.Compare(t) })
+		}
+		hi := len(sorted)
+		if !q.To.IsZero() {
+			hi, _ = slices.BinarySearchFunc(sorted, q.To, func(c streams.Candle, t time.Time) int { return c.Start.Compare(t) })
+		}
+		if lo >= hi {
+			page.Candles = []streams.Candle{}
+			return
+		}
+		end := min(hi, lo+q.Limit)
+		page.Candles = slices.Clone(sorted[lo:end])
+		if end < hi {
+			page.Next = FormatCursor(sorted[end].Start)
+		}
+	})
+	return page, err
+}
+
+// LatestCandle implements Reader: the candle with the newest start time.
+func (r *JetStream) LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.Candle{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
+	}
+	return latest(ctx, r, r.candleSeries(iv, symbol))
+}
+
+// LatestPrediction implements Reader: the prediction made at the newest candle.
+func (r *JetStream) LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.Prediction{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
+	}
+	r.mu.Lock()
+	subj := streams.PredictionSubject(iv, symbol)
+	s, ok := r.predictions[subj]
+	if !ok {
+		s = newSeries(streams.StreamPredictions, subj, streams.Decode[streams.Prediction], func(p streams.Prediction) time.Time { return p.Start })
+		r.predictions[subj] = s
+	}
+	r.mu.Unlock()
+	return latest(ctx, r, s)
+}
+
+func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[streams.Candle] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	subj := streams.CandleSubject(iv, symbol)
+	s, ok := r.candles[subj]
+	if !ok {
+		s = newSeries(streams.StreamMarket, subj, func(b []byte) (streams.Candle, error) {
+			c, err := streams.Decode[streams.Candle](b)
+			c.Trace = nil // hops are transport detail, not history
+			return c, err
+		}, func(c streams.Candle) time.Time { return c.Start })
+		r.candles[subj] = s
+	}
+	return s
+}
+
+// stream returns a cached handle: looking a stream up costs a round trip
+// that every query would otherwise pay.
+func (r *JetStream) stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	r.mu.Lock()
+	h, ok := r.handles[name]
+	r.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	h, err := r.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("readmodel: stream %s: %w", name, err)
+	}
+	r.mu.Lock()
+	r.handles[name] = h
+	r.mu.Unlock()
+	return h, nil
+}
+
+func readSeries[T any](ctx context.Context, r *JetStream, s *series[T], fn func(sorted []T)) error {
+	stream, err := r.stream(ctx, s.stream)
+	if err != nil {
+		return err
+	}
+	return s.read(ctx, r.js, stream, fn)
+}
+
+func latest[T any](ctx context.Context, r *JetStream, s *series[T]) (T, error) {
+	var out T
+	var found bool
+	err := readSeries(ctx, r, s, func(sorted []T) {
+		if len(sorted) > 0 {
+			out, found = sorted[len(sorted)-1], true
+		}
+	})
+	if err == nil && !found {
+		err = ErrNotFound
+	}
+	return out, err
+}
+
+// series indexes one subject's events by start time. The newest stored
+// version of an event wins, as it does in the SQL projection.
+type series[T any] struct {
+	stream, subject string
+	decode          func([]byte) (T, error)
+	start           func(T) time.Time
+
+	mu      sync.RWMutex
+	lastSeq uint64
+	sorted  []T
+}
+
+func newSeries[T any](stream, subject string, decode func([]byte) (T, error), start func(T) time.Time) *series[T] {
+	return &series[T]{stream: stream, subject: subject, decode: decode, start: start}
+}
+
+// read catches the index up with the stream and hands fn the sorted events.
+// fn must not keep the slice. The one round trip that asks for the
+// subject's last sequence happens outside the lock, and a series already
+// up to date is read under a shared lock, so concurrent queries of one
+// series do not queue behind each other.
+func (s *series[T]) read(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, fn func(sorted []T)) error {
+	last, err := stream.GetLastMsgForSubject(ctx, s.subject)
+	var lastSeq uint64
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("readmodel: last of %s: %w", s.subject, err)
+	default:
+		lastSeq = last.Sequence
+	}
+	s.mu.RLock()
+	if lastSeq <= s.lastSeq {
+		fn(s.sorted)
+		s.mu.RUnlock()
+		return nil
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lastSeq > s.lastSeq {
+		if err := s.catchUp(ctx, js, lastSeq); err != nil {
+			return err
+		}
+	}
+	fn(s.sorted)
+	return nil
+}
+
+// catchUp reads the subject from just after the indexed sequence up to last.
+func (s *series[T]) catchUp(ctx context.Context, js jetstream.JetStream, last uint64) error {
+	cons, err := js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    s.lastSeq + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("readmodel: read %s: %w", s.subject, err)
+	}
+	// seq advances locally and is committed with the merge, so a read cut
+	// short by ctx leaves the index consistent for the next one.
+	seq := s.lastSeq
+	var fresh []T
+	for idle := 0; seq < last; {
+		batch, err := cons.FetchNoWait(1000)
+		if err != nil {
+			return fmt.Errorf("readmodel: fetch %s: %w", s.subject, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("readmodel: metadata: %w", err)
+			}
+			seq = md.Sequence.Stream
+			// Nothing invalid is published (Publish validates), so a
+			// decode failure is foreign data on our subject: skip it.
+			if v, err := s.decode(msg.Data()); err == nil {
+				fresh = append(fresh, v)
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("readmodel: fetch %s: %w", s.subject, err)
+		}
+		if n > 0 {
+			idle = 0
+			continue
+		}
+		// A consumer that was just created may not have its messages
+		// ready yet; give it a moment, within the caller's deadline.
+		if idle++; idle > 200 {
+			return fmt.Errorf("readmodel: read %s: stalled at sequence %d of %d", s.subject, seq, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	s.merge(fresh)
+	s.lastSeq = seq
+	return nil
+}
+
+// merge folds events in stream order into the sorted index; a later event
+// with the same start replaces the earlier one.
+func (s *series[T]) merge(fresh []T) {
+	if len(fresh) == 0 {
+		return
+	}
+	byStart := func(a, b T) int { return s.start(a).Compare(s.start(b)) }
+	// A stable sort keeps stream order among equal starts, so the last of
+	// each run is the newest version.
+	slices.SortStableFunc(fresh, byStart)
+	dedup := fresh[:0]
+	for i, v := range fresh {
+		if i+1 < len(fresh) && s.start(fresh[i+1]).Equal(s.start(v)) {
+			continue
+		}
+		dedup = append(dedup, v)
+	}
+	// The common case is live data: everything new is after everything old.
+	if len(s.sorted) == 0 || s.start(s.sorted[len(s.sorted)-1]).Before(s.start(dedup[0])) {
+		s.sorted = append(s.sorted, dedup...)
+		return
+	}
+	merged := make([]T, 0, len(s.sorted)+len(dedup))
+	i, j := 0, 0
+	for i < len(s.sorted) && j < len(dedup) {
+		switch c := byStart(s.sorted[i], dedup[j]); {
+		case c < 0:
+			merged = append(merged, s.sorted[i])
+			i++
+		case c > 0:
+			merged = append(merged, dedup[j])
+			j++
+		default: // the fresh version replaces the old one
+			merged = append(merged, dedup[j])
+			i++
+			j++
+		}
+	}
+	merged = append(merged, s.sorted[i:]...)
+	merged = append(merged, dedup[j:]...)
+	s.sorted = merged
+}

@@ -1,0 +1,274 @@
+// Package readmodeltest owns the contract every readmodel.Reader must meet.
+// Run it against each implementation: the JetStream reader and the
+// PostgreSQL projection must give identical answers for the same streams.
+package readmodeltest
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/datatest"
+	"cryptostream/readmodel"
+	"cryptostream/streams"
+)
+
+// Setup is one fresh implementation under test.
+type Setup struct {
+	// JS is the JetStream, topology ensured, whose streams the reader reads
+	// (directly, or through a projection).
+	JS jetstream.JetStream
+	// Reader is the implementation under test.
+	Reader readmodel.Reader
+	// Sync returns once the reader reflects everything published to JS so
+	// far (for a projection: once the sink has caught up). A no-op for a
+	// reader of the streams themselves.
+	Sync func(t *testing.T)
+}
+
+// Run runs the contract. newSetup is called once per subtest and must give
+// empty streams and an empty reader.
+func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
+	t.Run("empty", func(t *testing.T) {
+		s := newSetup(t)
+		s.Sync(t)
+		if _, err := s.Reader.LatestCandle(t.Context(), "BTC/USD", streams.Interval1m); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatalf("LatestCandle on nothing = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Reader.LatestPrediction(t.Context(), "BTC/USD", streams.Interval1m); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatalf("LatestPrediction on nothing = %v, want ErrNotFound", err)
+		}
+		page, err := s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m})
+		if err != nil || len(page.Candles) != 0 || page.Next != "" {
+			t.Fatalf("Candles on nothing = %+v, %v", page, err)
+		}
+	})
+
+	t.Run("pages of real candles", func(t *testing.T) {
+		s := newSetup(t)
+		btc := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 1234)
+		publish(t, s.JS, btc...)
+		// Other series must not leak into the answer.
+		publish(t, s.JS, relabel(btc[:40], "ETH/USD", streams.Interval1m)...)
+		publish(t, s.JS, fiveMinute(btc[:50])...)
+		s.Sync(t)
+
+		var got []streams.Candle
+		q := readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m}
+		var pages []int
+		for {
+			page, err := s.Reader.Candles(t.Context(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages = append(pages, len(page.Candles))
+			got = append(got, page.Candles...)
+			if page.Next == "" {
+				break
+			}
+			if len(got) < len(btc) && page.Next != readmodel.FormatCursor(btc[len(got)].Start) {
+				t.Fatalf("cursor %q, want the next candle's unix time %s", page.Next, readmodel.FormatCursor(btc[len(got)].Start))
+			}
+			q.After = page.Next
+		}
+		if !reflect.DeepEqual(pages, []int{500, 500, 234}) {
+			t.Fatalf("page sizes %v, want [500 500 234]", pages)
+		}
+		assertCandles(t, got, btc)
+	})
+
+	t.Run("range bounds and limit", func(t *testing.T) {
+		s := newSetup(t)
+		btc := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 1500)
+		publish(t, s.JS, btc...)
+		s.Sync(t)
+		from, to := btc[100].Start, btc[200].Start
+		page, err := s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: from, To: to, Limit: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCandles(t, page.Candles, btc[100:160])
+		if page.Next != readmodel.FormatCursor(btc[160].Start) {
+			t.Fatalf("Next = %q", page.Next)
+		}
+		page, err = s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: from, To: to, Limit: 60, After: page.Next})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCandles(t, page.Candles, btc[160:200]) // To is exclusive
+		if page.Next != "" {
+			t.Fatalf("last page has Next %q", page.Next)
+		}
+		page, err = s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, Limit: 100000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Candles) != readmodel.MaxLimit {
+			t.Fatalf("a huge limit gave %d candles, want the cap %d", len(page.Candles), readmodel.MaxLimit)
+		}
+		// A From between candles starts at the next one.
+		page, err = s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: btc[10].Start.Add(time.Second), Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCandles(t, page.Candles, btc[11:12])
+		if _, err := s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: to, To: from}); !errors.Is(err, readmodel.ErrBadQuery) {
+			t.Fatalf("To before From = %v, want ErrBadQuery", err)
+		}
+		if _, err := s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, After: "yesterday"}); !errors.Is(err, readmodel.ErrBadQuery) {
+			t.Fatalf("a bad cursor = %v, want ErrBadQuery", err)
+		}
+	})
+
+	t.Run("out of order and revised", func(t *testing.T) {
+		s := newSetup(t)
+		btc := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 300)
+		shuffled := append([]streams.Candle(nil), btc...)
+		rand.New(rand.NewPCG(1, 2)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		publish(t, s.JS, shuffled...)
+		s.Sync(t)
+		page, err := s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCandles(t, page.Candles, btc)
+
+		// A revision of a stored bar that arrives after the dedup window
+		// (simulated with a fresh message id) replaces it: newest wins.
+		revised := btc[7]
+		revised.Close = revised.Low
+		revised.Quality = streams.QualityBackfilled
+		msg, err := streams.NewMsg(&revised)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.Header.Set(jetstream.MsgIDHeader, revised.MsgID()+":revised")
+		if _, err := s.JS.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
+		s.Sync(t)
+		page, err = s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: revised.Start, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCandles(t, page.Candles, []streams.Candle{revised})
+		latest, err := s.Reader.LatestCandle(t.Context(), "BTC/USD", streams.Interval1m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The newest bar by time, though it was not the last published.
+		assertCandles(t, []streams.Candle{latest}, btc[len(btc)-1:])
+	})
+
+	t.Run("latest", func(t *testing.T) {
+		s := newSetup(t)
+		btc := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 20)
+		publish(t, s.JS, btc...)
+		var preds []streams.Prediction
+		for i, c := range btc[:len(btc)-1] {
+			preds = append(preds, streams.Prediction{
+				Symbol: c.Symbol, Interval: c.Interval, Start: c.Start, Target: btc[i+1].Start, Horizon: 1,
+				ModelID: "m-1", Close: c.Close, LogReturn: 0.0001, PredictedClose: c.Close * 1.0001,
+				Lower: c.Close * 0.999, Upper: c.Close * 1.001, CandleSeq: uint64(i + 1),
+				Window: map[streams.Quality]int{streams.QualityImported: 10},
+			})
+		}
+		for i := range preds {
+			if _, err := streams.Publish(t.Context(), s.JS, &preds[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Sync(t)
+		c, err := s.Reader.LatestCandle(t.Context(), "BTC/USD", streams.Interval1m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCandles(t, []streams.Candle{c}, btc[len(btc)-1:])
+		p, err := s.Reader.LatestPrediction(t.Context(), "BTC/USD", streams.Interval1m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := preds[len(preds)-1]
+		want.Trace, p.Trace = nil, nil
+		if !reflect.DeepEqual(p, want) {
+			t.Fatalf("LatestPrediction = %+v\nwant %+v", p, want)
+		}
+		if _, err := s.Reader.LatestCandle(t.Context(), "ETH/USD", streams.Interval1m); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatalf("LatestCandle of an unknown asset = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Reader.LatestCandle(t.Context(), "BTC/USD", streams.Interval5m); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatalf("LatestCandle of an empty interval = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// publish stores candles with bounded asynchronous publishing.
+func publish(t *testing.T, js jetstream.JetStream, candles ...streams.Candle) {
+	t.Helper()
+	msgs := make([]*nats.Msg, len(candles))
+	for i := range candles {
+		m, err := streams.NewMsg(&candles[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = m
+	}
+	for _, m := range msgs {
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("publish did not complete")
+	}
+}
+
+func relabel(cs []streams.Candle, symbol string, iv streams.Interval) []streams.Candle {
+	out := append([]streams.Candle(nil), cs...)
+	for i := range out {
+		out[i].Symbol, out[i].Interval = symbol, iv
+	}
+	return out
+}
+
+// fiveMinute keeps the candles that sit on the 5m grid, relabelled as 5m.
+func fiveMinute(cs []streams.Candle) []streams.Candle {
+	var out []streams.Candle
+	for _, c := range cs {
+		if streams.Interval5m.Floor(c.Start).Equal(c.Start) {
+			c.Interval = streams.Interval5m
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// assertCandles compares what a reader answers, which excludes the trace.
+func assertCandles(t *testing.T, got, want []streams.Candle) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d candles, want %d", len(got), len(want))
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		w.Trace, g.Trace = nil, nil
+		w.Schema, g.Schema = streams.Schema{}, streams.Schema{}
+		if !g.Start.Equal(w.Start) {
+			t.Fatalf("candle %d starts %s, want %s", i, g.Start, w.Start)
+		}
+		g.Start, w.Start = w.Start.UTC(), w.Start.UTC()
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("candle %d = %+v\nwant %+v", i, g, w)
+		}
+	}
+}

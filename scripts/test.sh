@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it and .ci/run runs it. On a fresh
+# Debian machine with Go it installs and starts what the tests need, and it
+# fails loudly when something cannot be had: no test passes by skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq || die "apt-get update failed"
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+command -v go >/dev/null || die "Go is required (https://go.dev/doc/install)"
+[ -d ../shared/data ] || [ -n "${CRYPTOSTREAM_SHARED:-}" ] || die "../shared/data (the recorded market data) must sit beside the repository, or set CRYPTOSTREAM_SHARED"
+
+# PostgreSQL: the one on 127.0.0.1:5432 when it answers; otherwise install and
+# start one. The server binaries are needed either way: a test stops and
+# restarts a private instance of its own to prove the sink survives an outage.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+  say "installing PostgreSQL"
+  apt_install postgresql postgresql-client
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  say "starting PostgreSQL"
+  version=$(basename "$(dirname "$pg_bin")")
+  if ! ls /etc/postgresql/"$version"/main >/dev/null 2>&1; then
+    $SUDO pg_createcluster "$version" main >/dev/null
+  fi
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || die "PostgreSQL did not start"
+  for _ in $(seq 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+  pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL does not answer on 127.0.0.1:5432"
+fi
+export CRYPTOSTREAM_TEST_DATABASE_URL=${CRYPTOSTREAM_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+if ! psql "$CRYPTOSTREAM_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
+  # A stock Debian cluster asks for a password over TCP: give the tests one.
+  say "setting a password for the postgres role"
+  $SUDO -u postgres psql -qc "ALTER USER postgres PASSWORD 'postgres'" 2>/dev/null ||
+    runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD 'postgres'" ||
+    die "cannot reach PostgreSQL as postgres"
+  export CRYPTOSTREAM_TEST_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
+  psql "$CRYPTOSTREAM_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null || die "PostgreSQL refuses the test connection"
+fi
+export CRYPTOSTREAM_PG_BIN="$pg_bin"
+
+say "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*'))
+[ -z "$unformatted" ] || die "gofmt would change: $unformatted"
+
+say "go vet"
+go vet ./...
+
+say "go test -race"
+go test -race -timeout 20m -count=1 ./... || die "go test failed"
