@@ -153,10 +153,15 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.wants("ingest") {
-		if err := sys.addIngest(ctx, cfg.Ingest); err != nil {
+		if err := sys.addIngest(ctx, &cfg.Ingest); err != nil {
 			ln.Close()
 			b.Close()
 			return nil, err
+		}
+		if cfg.Ingest.Demo {
+			// The demo's market is krakensim's: the gateway validates
+			// assets against its AssetPairs.
+			cfg.Gateway.KrakenRESTURL = cfg.Ingest.RESTURL
 		}
 	}
 	if cfg.wants("gateway") {
@@ -215,7 +220,7 @@ func (s *system) Run(ctx context.Context) error {
 // on the embedded recording. Kraken being unreachable is a readiness
 // detail, not a failure, in the all-in-one process: history and the API
 // still serve.
-func (s *system) addIngest(ctx context.Context, f ingestFlags) error {
+func (s *system) addIngest(ctx context.Context, f *ingestFlags) error {
 	if f.Demo {
 		d, err := startDemoSim(f.DemoSpeed, s.log)
 		if err != nil {
@@ -224,7 +229,7 @@ func (s *system) addIngest(ctx context.Context, f ingestFlags) error {
 		f.WSURL, f.RESTURL = d.urls()
 		s.workers["krakensim"] = d
 	}
-	w, err := newIngestWorker(ctx, s.bus, f, s.registry, s.log)
+	w, err := newIngestWorker(ctx, s.bus, *f, s.registry, s.log)
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
