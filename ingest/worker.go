@@ -239,8 +239,9 @@ func (w *Worker) runInterval(ctx context.Context, iv streams.Interval) {
 	log := w.log.With("interval", iv.String())
 	failures := 0
 	for ctx.Err() == nil {
-		// Connect only once the asset set is known.
-		if _, known, changed := w.assets.get(); !known {
+		// Connect only once there is something to subscribe: Kraken sends
+		// nothing (not even heartbeats) on a connection without one.
+		if set, known, changed := w.assets.get(); !known || len(set) == 0 {
 			select {
 			case <-changed:
 			case <-ctx.Done():
@@ -465,7 +466,9 @@ func (s *session) setState(sym string, st subState) {
 
 func (s *session) onTick(ctx context.Context) error {
 	now := s.w.cfg.Now()
-	if now.Sub(s.lastFrame) > s.w.cfg.ReadTimeout {
+	// Heartbeats only flow while something is subscribed; without a
+	// subscription the pings keep the connection open.
+	if len(s.subs) > 0 && now.Sub(s.lastFrame) > s.w.cfg.ReadTimeout {
 		return fmt.Errorf("ingest: no frame for %s", now.Sub(s.lastFrame).Round(time.Millisecond))
 	}
 	if now.Sub(s.lastPing) >= s.w.cfg.PingEvery {
