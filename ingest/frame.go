@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,12 +119,8 @@ type wireFrame struct {
 // deprecated, and interval_begin is the start.
 func ParseFrame(b []byte) (Frame, error) {
 	var w wireFrame
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&w); err != nil {
+	if err := json.Unmarshal(b, &w); err != nil {
 		return Frame{}, reject(ReasonMalformed, "decode frame: %v", err)
-	}
-	if dec.More() {
-		return Frame{}, reject(ReasonMalformed, "trailing data after frame")
 	}
 	var f Frame
 	if w.ReqID != nil {
@@ -213,6 +208,20 @@ func parseOHLC(w wireFrame, f Frame) (Frame, error) {
 		}
 		f.Sent = t.UTC()
 	}
+	// One pass for the usual frame; candle by candle only when one of them
+	// does not decode, so that the good ones of the frame are kept.
+	var whole []wireCandle
+	if err := json.Unmarshal(w.Data, &whole); err == nil {
+		for i, wc := range whole {
+			c, err := candleFrom(wc)
+			if err != nil {
+				f.Rejected = append(f.Rejected, fmt.Errorf("candle %d: %w", i, err))
+				continue
+			}
+			f.Candles = append(f.Candles, c)
+		}
+		return f, nil
+	}
 	var data []json.RawMessage
 	if err := json.Unmarshal(w.Data, &data); err != nil {
 		return Frame{}, reject(ReasonMalformed, "ohlc data is not an array: %v", err)
@@ -233,6 +242,10 @@ func parseCandle(raw json.RawMessage) (streams.Candle, error) {
 	if err := json.Unmarshal(raw, &wc); err != nil {
 		return streams.Candle{}, reject(ReasonMalformed, "decode candle: %v", err)
 	}
+	return candleFrom(wc)
+}
+
+func candleFrom(wc wireCandle) (streams.Candle, error) {
 	for _, p := range []struct {
 		name string
 		v    *float64

@@ -212,3 +212,15 @@ func FuzzParseFrame(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseFrame parses a one-candle update, the ingester's commonest
+// frame.
+func BenchmarkParseFrame(b *testing.B) {
+	frame := []byte(`{"channel":"ohlc","type":"update","timestamp":"2023-10-04T16:26:30.524394914Z","data":[{"symbol":"MATIC/USD","open":0.5624,"high":0.5628,"low":0.5622,"close":0.5627,"trades":12,"volume":30927.68066226,"vwap":0.5626,"interval_begin":"2023-10-04T16:25:00.000000000Z","interval":5,"timestamp":"2023-10-04T16:30:00.000000Z"}]}`)
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if _, err := ParseFrame(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
