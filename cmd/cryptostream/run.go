@@ -25,6 +25,7 @@ type runConfig struct {
 	commonConfig
 	NATSListen string
 	Replicas   int
+	Ingest     ingestFlags
 	Gateway    gatewayConfig
 	// Roles limits the workers started to these; empty starts every role.
 	Roles []string
@@ -41,11 +42,15 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 	cfg.register(fs, ":8080")
 	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
+	cfg.Ingest.register(fs)
 	cfg.Gateway.register(fs)
 	if err := fs.parse(args); err != nil {
 		return cfg, err
 	}
 	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Ingest.validate(); err != nil {
 		return cfg, err
 	}
 	if err := cfg.Gateway.validate(fs); err != nil {
@@ -152,18 +157,33 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// fail undoes what was started before a role could not be added.
+	fail := func(err error) (*system, error) {
+		ln.Close()
+		if sys.db != nil {
+			sys.db.Close()
+		}
+		b.Close()
+		return nil, err
+	}
 	if cfg.DatabaseURL != "" && (cfg.wants("sink") || cfg.wants("gateway")) {
 		if err := sys.addStore(ctx, cfg); err != nil {
-			ln.Close()
-			b.Close()
-			return nil, err
+			return fail(err)
+		}
+	}
+	if cfg.wants("ingest") {
+		if err := sys.addIngest(ctx, &cfg.Ingest); err != nil {
+			return fail(err)
+		}
+		if cfg.Ingest.Demo {
+			// The demo's market is krakensim's: the gateway validates
+			// assets against its AssetPairs.
+			cfg.Gateway.KrakenRESTURL = cfg.Ingest.RESTURL
 		}
 	}
 	if cfg.wants("gateway") {
 		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
-			ln.Close()
-			b.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
 	log.Info("http listening", "addr", ln.Addr().String())
@@ -211,5 +231,32 @@ func (s *system) Run(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("stopped cleanly")
+	return nil
+}
+
+// addIngest wires the Kraken ingester, and with --demo krakensim in process
+// on the embedded recording. Kraken being unreachable is a readiness
+// detail, not a failure, in the all-in-one process: history and the API
+// still serve.
+func (s *system) addIngest(ctx context.Context, f *ingestFlags) error {
+	if f.Demo {
+		d, err := startDemoSim(f.DemoSpeed, s.log)
+		if err != nil {
+			return err
+		}
+		f.WSURL, f.RESTURL = d.urls()
+		s.workers["krakensim"] = d
+	}
+	w, err := newIngestWorker(ctx, s.bus, *f, s.registry, s.log)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	s.health.AddDetail("kraken", func() string {
+		if err := w.Ready(ctx); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	s.workers["ingest"] = w
 	return nil
 }
