@@ -1,3 +1,4 @@
+-- +goose Up
 -- The read model projected from the streams and buckets. Every table keeps
 -- the stream sequence (or KV revision) of the event it holds, so that an
 -- older redelivery never overwrites a newer value: the projection converges
