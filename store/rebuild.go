@@ -44,6 +44,16 @@ func (s *Sink) Synced(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	for _, proj := range projections {
+		// The stream's last sequence is read first: a consumer's pending
+		// counts can trail a message stored a moment before, so "nothing
+		// pending" alone could report synced before that message is
+		// projected. Every sink consumer covers its whole stream, so its
+		// ack floor reaches the stream's last sequence once all is written.
+		stream, err := s.bus.Stream(ctx, proj.stream)
+		if err != nil {
+			return false, fmt.Errorf("store: stream %s: %w", proj.stream, err)
+		}
+		last := stream.CachedInfo().State.LastSeq
 		cons, err := s.bus.Consumer(ctx, proj.stream, proj.consumer)
 		if err != nil {
 			return false, fmt.Errorf("store: consumer %s: %w", proj.consumer, err)
@@ -52,7 +62,7 @@ func (s *Sink) Synced(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("store: consumer %s info: %w", proj.consumer, err)
 		}
-		if info.NumPending > 0 || info.NumAckPending > 0 {
+		if info.NumPending > 0 || info.NumAckPending > 0 || info.AckFloor.Stream < last {
 			return false, nil
 		}
 	}

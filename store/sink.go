@@ -26,6 +26,7 @@ var ErrDatabaseDown = errors.New("store: database unavailable, sink paused")
 // Bus is what the sink needs of JetStream: its durable consumers and the
 // buckets it watches.
 type Bus interface {
+	Stream(ctx context.Context, stream string) (jetstream.Stream, error)
 	Consumer(ctx context.Context, stream, consumer string) (jetstream.Consumer, error)
 	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 }
