@@ -192,7 +192,7 @@ func Submit(ctx context.Context, js JobQueue, job *streams.Job, now time.Time) e
 	if err != nil {
 		return fmt.Errorf("trainer: jobs bucket: %w", err)
 	}
-	if err := putStatus(ctx, kv, streams.JobStatus{Job: *job, State: streams.JobQueued, UpdatedAt: now.UTC()}); err != nil {
+	if err := PutStatus(ctx, kv, streams.JobStatus{Job: *job, State: streams.JobQueued, UpdatedAt: now.UTC()}); err != nil {
 		return err
 	}
 	if _, err := streams.Publish(ctx, js, job); err != nil {
@@ -201,7 +201,8 @@ func Submit(ctx context.Context, js JobQueue, job *streams.Job, now time.Time) e
 	return nil
 }
 
-func putStatus(ctx context.Context, kv jetstream.KeyValue, st streams.JobStatus) error {
+// PutStatus writes a job's status to the jobs bucket, keyed by the job id.
+func PutStatus(ctx context.Context, kv jetstream.KeyValue, st streams.JobStatus) error {
 	st.V = streams.SchemaVersion
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -227,7 +228,7 @@ func (w *Worker) HandleJob(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("trainer: jobs bucket: %w", err)
 	}
 	status := streams.JobStatus{Job: job, State: streams.JobRunning, UpdatedAt: w.deps.Now().UTC()}
-	if err := putStatus(ctx, kv, status); err != nil {
+	if err := PutStatus(ctx, kv, status); err != nil {
 		return err
 	}
 	stop := keepAlive(msg)
@@ -254,7 +255,7 @@ func (w *Worker) HandleJob(ctx context.Context, msg jetstream.Msg) error {
 		status.State, status.Error = streams.JobQueued, "retrying: "+err.Error()
 		w.jobs.WithLabelValues(string(job.Kind), "retry").Inc()
 	}
-	if perr := putStatus(ctx, kv, status); perr != nil && err == nil {
+	if perr := PutStatus(ctx, kv, status); perr != nil && err == nil {
 		return perr
 	}
 	return err
