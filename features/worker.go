@@ -97,6 +97,15 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 // Run consumes until ctx ends, then drains: candles already fetched are
 // handled and acked before Run returns.
 func (w *Worker) Run(ctx context.Context) error {
+	err := w.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Stopped while still starting: a clean stop, not a failure.
+		return nil
+	}
+	return err
+}
+
+func (w *Worker) run(ctx context.Context) error {
 	cons, err := w.deps.JS.Consumer(ctx, streams.StreamMarket, w.cfg.Consumer)
 	if err != nil {
 		return fmt.Errorf("features: consumer %s: %w", w.cfg.Consumer, err)

@@ -195,6 +195,15 @@ func seriesKey(iv streams.Interval, symbol string) string {
 // registry is watched throughout so a new champion takes over from the next
 // vector on.
 func (w *Worker) Run(ctx context.Context) error {
+	err := w.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Stopped while still starting: a clean stop, not a failure.
+		return nil
+	}
+	return err
+}
+
+func (w *Worker) run(ctx context.Context) error {
 	reg, err := w.deps.JS.KeyValue(ctx, streams.BucketModelRegistry)
 	if err != nil {
 		return fmt.Errorf("predictor: registry: %w", err)

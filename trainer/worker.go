@@ -98,6 +98,15 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 
 // Run consumes jobs, and vectors for the schedule, until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
+	err := w.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Stopped while still starting: a clean stop, not a failure.
+		return nil
+	}
+	return err
+}
+
+func (w *Worker) run(ctx context.Context) error {
 	hctx := context.WithoutCancel(ctx)
 	jobs, err := w.deps.JS.Consumer(ctx, streams.StreamJobs, streams.ConsumerTrainerJobs)
 	if err != nil {

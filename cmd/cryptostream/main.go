@@ -34,6 +34,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun},
+		{"features", "candles -> feature vectors (MARKET -> FEATURES)", cmdFeatures},
+		{"trainer", "trains and promotes models on jobs and on a schedule", cmdTrainer},
+		{"predictor", "feature vectors -> scored predictions with the champion model", cmdPredictor},
+		{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
 	}
 }
 

@@ -122,6 +122,10 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
 	ops.Register(sys.mux, sys.registry, sys.health)
+	if err := addPredictionWorkers(sys); err != nil {
+		b.Close()
+		return nil, err
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
