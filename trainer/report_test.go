@@ -83,7 +83,7 @@ actual return, so the zero forecast, which calls no direction, scores 0.
 	need := sp.TrainSize + sp.Folds*sp.TestSize + sp.Gap
 	var champ *trainer.Linear
 	champID := ""
-	trainings, promotions, covered := 0, 0, 0
+	trainings, promotions, demotions, covered := 0, 0, 0, 0
 	var pred, actual, zero, last []float64
 	for start := need; start < len(ds.Rows); start += 1440 {
 		// Train on everything labelled before this day (the label of
@@ -106,6 +106,9 @@ actual return, so the zero forecast, which calls no direction, scores 0.
 			m := rep.Model
 			champ, champID = &m, fmt.Sprint(trainings)
 			promotions++
+		} else if trainer.Demote(rep, champMSE) {
+			champ, champID = nil, ""
+			demotions++
 		}
 		if champ == nil {
 			continue
@@ -124,8 +127,8 @@ actual return, so the zero forecast, which calls no direction, scores 0.
 	}
 	total := len(ds.Rows) - need
 	fmt.Fprintf(&b, "### The champion, replayed as the live system would have run it (horizon 1)\n\n")
-	fmt.Fprintf(&b, "From the first day with enough history (%d rows), the trainer retrains every 1,440 vectors (its default\nschedule) with the default split (%d folds of %d rows, fits of %d rows), the promotion rule decides, and the\ncurrent champion predicts the next day. %d trainings, %d promotions; a champion existed for %d of the %d\nminutes (%.0f%%); with no champion the predictor publishes nothing, so only those minutes are scored.\n\n",
-		need, sp.Folds, sp.TestSize, sp.TrainSize, trainings, promotions, covered, total, 100*float64(covered)/float64(max(total, 1)))
+	fmt.Fprintf(&b, "From the first day with enough history (%d rows), the trainer retrains every 1,440 vectors (its default\nschedule) with the default split (%d folds of %d rows, fits of %d rows), the promotion and demotion rules decide,\nand the current champion predicts the next day. %d trainings, %d promotions, %d demotions; a champion existed for %d of the %d\nminutes (%.0f%%); with no champion the predictor publishes nothing, so only those minutes are scored.\n\n",
+		need, sp.Folds, sp.TestSize, sp.TrainSize, trainings, promotions, demotions, covered, total, 100*float64(covered)/float64(max(total, 1)))
 	if covered > 0 {
 		b.WriteString("| forecast | rows | MSE | RMSE (bp) | R² | MAE (bp) | direction accuracy |\n|---|---:|---:|---:|---:|---:|---:|\n")
 		row := func(name string, m streams.Metrics) {

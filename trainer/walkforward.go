@@ -197,6 +197,15 @@ func Decide(rep Report, championID string, championMSE float64) (bool, string) {
 	return true, fmt.Sprintf("promoted: test MSE %.4g beats the zero-return baseline %.4g; no champion before", rep.Test.MSE, rep.BaselineZero.MSE)
 }
 
+// Demote says whether the current champion, not replaced by the candidate,
+// must step down: its MSE on the candidate's held-out rows no longer beats
+// the zero-return baseline there. A champion is the best model that beats
+// the baseline, or none; a stale one would publish forecasts worse than
+// saying nothing.
+func Demote(rep Report, championMSE float64) bool {
+	return championMSE >= 0 && championMSE >= rep.BaselineZero.MSE
+}
+
 // Score is a model's MSE and metrics on rows, for comparing a champion with
 // a candidate on the candidate's held-out rows.
 func Score(m Linear, names []string, rows []Row) (streams.Metrics, error) {

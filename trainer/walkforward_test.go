@@ -110,6 +110,22 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+	for _, tt := range []struct {
+		name        string
+		championMSE float64
+		want        bool
+	}{
+		{"no champion", -1, false},
+		{"champion beats the baseline", 1, false},
+		{"champion ties the baseline", 2, true},
+		{"champion loses to the baseline", 3, true},
+	} {
+		t.Run("demote/"+tt.name, func(t *testing.T) {
+			if got := trainer.Demote(rep(5, 2), tt.championMSE); got != tt.want {
+				t.Fatalf("Demote = %v, want %v", got, tt.want)
+			}
+		})
+	}
 }
 
 // TestBuildDatasetGaps: labels are over elapsed intervals, not rows.

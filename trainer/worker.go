@@ -384,6 +384,10 @@ func (w *Worker) Train(ctx context.Context, job streams.Job) (map[string]string,
 	if champID == id {
 		promote, decision = true, "already champion (job redelivered)"
 	}
+	demote := !promote && champID != "" && Demote(rep, champMSE)
+	if demote {
+		decision += fmt.Sprintf("; champion %s demoted: %.4g on these rows does not beat the zero-return baseline", champID, champMSE)
+	}
 	now := w.deps.Now().UTC()
 	rec := streams.ModelRecord{
 		ID: id, Symbol: job.Symbol, Interval: job.Interval, Horizon: horizon,
@@ -406,10 +410,18 @@ func (w *Worker) Train(ctx context.Context, job streams.Job) (map[string]string,
 	if _, err := obj.PutBytes(ctx, rec.Artifact, art); err != nil {
 		return nil, fmt.Errorf("trainer: store artifact: %w", err)
 	}
+	champion := champID
 	if err := putJSON(ctx, reg, streams.ModelKey(id), rec); err != nil {
 		return nil, err
 	}
-	champion := champID
+	if demote {
+		// Compare-and-delete: a concurrent promotion wins over this.
+		if err := reg.Delete(ctx, streams.ChampionKey(job.Interval, job.Symbol), jetstream.LastRevision(champEntry.Revision())); err != nil {
+			return nil, fmt.Errorf("trainer: demote %s: %w", champID, err)
+		}
+		champion = ""
+		w.demote(ctx, reg, champID)
+	}
 	if promote && champID != id {
 		// Compare-and-swap on the champion key: a concurrent promotion
 		// makes this job retry and decide again against the new champion.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,13 +25,21 @@ import (
 // meanReverting returns n 1-minute candles whose log returns follow
 // r[t] = -0.4 r[t-1] + noise: a pattern the ret_1 feature exposes, so a
 // model must beat the zero-return baseline on it.
-func meanReverting(n int, seed uint64) []streams.Candle {
+func meanReverting(n int, seed uint64) []streams.Candle { return regimes(seed, n, 0) }
+
+// regimes returns a mean-reverting stretch of n candles followed by a
+// random walk of m candles, where nothing learnt on the first holds.
+func regimes(seed uint64, n, m int) []streams.Candle {
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	price, r := 40000.0, 0.0
-	out := make([]streams.Candle, n)
+	out := make([]streams.Candle, n+m)
 	for i := range out {
-		r = -0.4*r + 0.001*rng.NormFloat64()
+		phi := -0.4
+		if i >= n {
+			phi = 0
+		}
+		r = phi*r + 0.001*rng.NormFloat64()
 		open := price
 		price *= math.Exp(r)
 		hi, lo := math.Max(open, price)*1.0002, math.Min(open, price)*0.9998
@@ -79,7 +88,9 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 	if err := streams.Ensure(ctx, js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range vectorsOf(t, meanReverting(1800, 7)) {
+	all := vectorsOf(t, regimes(7, 1800, 1500))
+	firstRegime := 1800 - features.DefaultSpec().Need() + 1
+	for _, v := range all[:firstRegime] {
 		if _, err := streams.Publish(ctx, js, &v); err != nil {
 			t.Fatal(err)
 		}
@@ -195,8 +206,24 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 		t.Fatalf("unknown feature: %+v", st)
 	}
 
-	// Scoring the champion stores its scored figures.
-	job := streams.Job{ID: "score-1", Kind: streams.JobScore, Symbol: "BTC/USD", Interval: streams.Interval1m, RequestedAt: time.Now()}
+	// The market changes: on a random walk the champion's forecasts are
+	// worse than saying nothing, and the next training demotes it.
+	for _, v := range all[firstRegime:] {
+		if _, err := streams.Publish(ctx, js, &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st = run("after-change", map[string]string{"features": "tod_sin,tod_cos"})
+	if st.State != streams.JobDone || st.Result["promoted"] != "false" || !strings.Contains(st.Result["decision"], "demoted") || champion() != "" {
+		t.Fatalf("after the change: %+v, champion %q", st, champion())
+	}
+	if rec, _, err := trainer.GetModel(ctx, reg, "m-full-1"); err != nil || rec.Champion {
+		t.Fatalf("demoted record %+v, %v", rec, err)
+	}
+
+	// Scoring a model stores its scored figures.
+	job := streams.Job{ID: "score-1", Kind: streams.JobScore, Symbol: "BTC/USD", Interval: streams.Interval1m,
+		Params: map[string]string{"model_id": "m-full-1"}, RequestedAt: time.Now()}
 	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
 		t.Fatal(err)
 	}
