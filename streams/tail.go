@@ -32,7 +32,7 @@ func Tail(ctx context.Context, js StreamLookup, stream, subject string, n int, b
 	if err != nil {
 		return nil, fmt.Errorf("streams: tail %s: %w", subject, err)
 	}
-	info, err := s.Info(ctx)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		return nil, fmt.Errorf("streams: tail %s: stream info: %w", subject, err)
 	}
@@ -40,10 +40,16 @@ func Tail(ctx context.Context, js StreamLookup, stream, subject string, n int, b
 	if before == 0 || before > last+1 {
 		before = last + 1
 	}
-	if info.State.Msgs == 0 || before <= first {
+	onSubject := info.State.Subjects[subject]
+	if onSubject == 0 || before <= first {
 		return nil, nil
 	}
 	span := uint64(4 * n)
+	if onSubject <= uint64(n) {
+		// The whole subject is wanted: one pass from the start, rather
+		// than widening the window over a stream where it is sparse.
+		span = before
+	}
 	for {
 		start := first
 		if before > span && before-span > first {

@@ -181,24 +181,28 @@ const conclusion = `### What this says
 On these three weeks of one-minute XBT/USD, the linear model does not beat
 the zero-return forecast out of sample, at one minute or at five, with all
 features or with the time of day alone; the naive "last return" forecast is
-far worse than both (one-minute returns are slightly mean-reverting, so
-repeating the last one doubles the error). The fits find a little structure
+far worse than both: one-minute returns are nearly uncorrelated, and for
+uncorrelated returns the squared error of repeating the last one is twice the
+variance (its MSE is 1.92 times the zero forecast's here, a lag-1
+autocorrelation of about +0.04). The fits find a little structure
 in the rows they are given (in-sample R² around 0.01 to 0.02) that does not
 survive to the next twelve hours. Direction accuracy hovers at a coin flip.
 
-The promotion rule did its job most of the time (it kept the system from
-publishing forecasts on about half of the minutes) but not always: a model
-that beats the baseline on its 2,160 held-out rows by chance gets promoted,
-and then loses to it on the following days: nothing demotes a champion
-whose recent figures fall behind the zero forecast, it stays until a better
-model beats it. With held-out differences this small
-(well under 1% of the MSE), a single walk-forward comparison is noise. What
-would make promotion honest is a margin or a significance test on the
-held-out errors (Diebold-Mariano on the paired squared errors, say) rather
-than a strict "lower MSE"; that is the next change to the trainer, and until
-then the live figures the predictor writes next to the test figures
-(` + "`metrics.live`" + ` in the registry, ` + "`cryptostream_predictor_direction_hit_ratio`" + `)
-are the ones to trust.
+Promotion on a strict "lower held-out MSE" lets chance winners through: a
+model that beats the baseline on its 2,160 held-out rows by luck is promoted
+and then loses to the zero forecast on the following days. The demotion rule
+(at each training, a champion whose MSE on the new held-out rows does not
+beat the zero forecast steps down) was added after the first run of this
+replay, where the chance champion stayed in place and forecasts were published
+for 48% of the minutes; with it, 19%. But on the minutes that remain, the
+champion is still worse than the zero forecast: a day between a model going
+stale and its demotion is long at one minute, and the differences it is
+promoted on (well under 1% of the MSE) are noise. What would make promotion
+honest is a margin or a significance test on the paired held-out errors
+(Diebold-Mariano, say) rather than a strict "lower MSE"; that is the next
+change to the trainer. Until then the live figures the predictor writes next
+to the test figures (` + "`metrics.live`" + ` in the registry,
+` + "`cryptostream_predictor_direction_hit_ratio`" + `) are the ones to trust.
 
 None of this is surprising for a liquid market at one minute, and it is the
 reason the system publishes no prediction without a champion rather than a
