@@ -198,7 +198,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	startPredictor := func(h *ops.Health) *instance {
 		return start(t, s, func(js jetstream.JetStream, reg *prometheus.Registry) interface{ Run(context.Context) error } {
-			w, err := predictor.New(predictor.Config{FlushEvery: 20}, predictor.Deps{JS: js, Log: discard, Registry: reg, Health: h})
+			w, err := predictor.New(predictor.Config{FlushEvery: 20, LiveWindow: 1000}, predictor.Deps{JS: js, Log: discard, Registry: reg, Health: h})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -364,5 +364,16 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if d := health2.Evaluate(ctx).Details["predictor"]; d != "" {
 		t.Fatalf("readyz detail with a champion: %q", d)
+	}
+	// Stopping flushes the live figures: they cover every scored
+	// prediction (all but the last, whose target has not come), those
+	// scored before the kill included.
+	pred.stop()
+	rec, _, err = trainer.GetModel(ctx, reg, string(champ.Value()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.Metrics["live"].N; n != want-1 {
+		t.Fatalf("live figures over %d scores, want %d", n, want-1)
 	}
 }

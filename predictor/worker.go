@@ -431,41 +431,72 @@ func (w *Worker) publish(ctx context.Context, stop <-chan struct{}, msg jetstrea
 	}
 }
 
-// rebuild restores a series' scorer after a start or failover: the vector
-// before v says what was already scored, and the predictions stored since
-// then are the ones still waiting for their target.
+// rebuild restores a series' scorer after a start or failover by replaying
+// the stored history before v: the last vectors of the series and the
+// predictions made from them go through a fresh scorer exactly as they went
+// live, which leaves it holding the predictions still waiting for their
+// target, and yields the scores that seed the live figures of models this
+// instance has not scored yet (so a restart does not reset them).
 func (w *Worker) rebuild(ctx context.Context, v streams.FeatureVector, seq uint64) (*series, error) {
 	subject := v.Subject()
-	prev, err := streams.Tail(ctx, w.deps.JS, streams.StreamFeatures, subject, 1, seq)
+	n := w.cfg.LiveWindow + 64
+	vmsgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamFeatures, subject, n, seq)
 	if err != nil {
 		return nil, fmt.Errorf("predictor: rebuild %s: %w", subject, err)
 	}
-	var lastStart time.Time
-	var lastClose float64
-	if len(prev) == 1 {
-		pv, err := streams.Decode[streams.FeatureVector](prev[0].Data)
-		if err == nil {
-			lastStart, lastClose = pv.Start, pv.Close
-		}
-	}
-	// Horizons are a few intervals: the last 256 predictions cover every
-	// pending one unless a model predicts further than that.
-	msgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamPredictions, streams.PredictionSubject(v.Interval, v.Symbol), 256, 0)
+	// Horizons are a few intervals: 256 more predictions than vectors
+	// cover every one made from the replayed vectors.
+	pmsgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamPredictions, streams.PredictionSubject(v.Interval, v.Symbol), n+256, 0)
 	if err != nil {
 		return nil, fmt.Errorf("predictor: rebuild %s: %w", subject, err)
 	}
-	var pending []streams.Prediction
-	for _, m := range msgs {
-		p, err := streams.Decode[streams.Prediction](m.Data)
-		if err != nil {
-			continue
-		}
-		// Made before v and not yet reached by the vector before v.
-		if p.Start.Before(v.Start) && p.Target.After(lastStart) {
-			pending = append(pending, p)
+	var vecs []streams.FeatureVector
+	for _, m := range vmsgs {
+		if pv, err := streams.Decode[streams.FeatureVector](m.Data); err == nil {
+			vecs = append(vecs, pv)
 		}
 	}
-	return &series{scorer: NewScorer(lastStart, lastClose, pending)}, nil
+	var preds []streams.Prediction
+	for _, m := range pmsgs {
+		if p, err := streams.Decode[streams.Prediction](m.Data); err == nil && p.Start.Before(v.Start) {
+			preds = append(preds, p)
+		}
+	}
+	slices.SortFunc(preds, func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
+	sc := NewScorer(time.Time{}, 0, nil)
+	if len(vecs) == 0 {
+		return &series{scorer: sc}, nil
+	}
+	pi := 0
+	for ; pi < len(preds) && preds[pi].Start.Before(vecs[0].Start); pi++ {
+		// Made before the replay starts; still open if its target is not
+		// before the first replayed vector.
+		if !preds[pi].Target.Before(vecs[0].Start) {
+			sc.Await(preds[pi])
+		}
+	}
+	seed := map[string]bool{}
+	for _, pv := range vecs {
+		if !pv.Start.After(sc.Seen()) && !sc.Seen().IsZero() {
+			continue // a duplicate vector in the stream
+		}
+		for _, s := range sc.Observe(pv.Start, pv.Close) {
+			l, ok := w.live[s.ModelID]
+			if !ok {
+				l, seed[s.ModelID] = NewLive(w.cfg.LiveWindow), true
+				w.live[s.ModelID] = l
+			}
+			if seed[s.ModelID] {
+				l.Add(s)
+			}
+		}
+		for ; pi < len(preds) && !preds[pi].Start.After(pv.Start); pi++ {
+			if preds[pi].Start.Equal(pv.Start) {
+				sc.Await(preds[pi])
+			}
+		}
+	}
+	return &series{scorer: sc}, nil
 }
 
 // record adds a score to the model's live figures and, every FlushEvery
