@@ -26,11 +26,12 @@ func publishCandles(t *testing.T, js jetstream.JetStream, candles []streams.Cand
 	}
 }
 
-// startWorker runs a features worker until the returned stop is called.
-func startWorker(t *testing.T, js jetstream.JetStream) (stop func()) {
+// startWorker runs a features worker with its own metrics registry until
+// the returned stop is called.
+func startWorker(t *testing.T, js jetstream.JetStream, reg *prometheus.Registry) (stop func()) {
 	t.Helper()
 	w, err := features.New(features.Config{Spec: features.DefaultSpec()}, features.Deps{
-		JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(),
+		JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +111,7 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishCandles(t, js, candles[:400])
-	stop := startWorker(t, js)
+	stop := startWorker(t, js, prometheus.NewRegistry())
 	natstest.WaitFor(t, 30*time.Second, "first half of the vectors", func() bool {
 		return streamMsgs(t, js, streams.StreamFeatures) >= uint64(wantBefore)
 	})
@@ -127,11 +128,17 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	startWorker(t, js)
+	reg := prometheus.NewRegistry()
+	startWorker(t, js, reg)
 	publishCandles(t, js, candles[400:])
 	natstest.WaitFor(t, 30*time.Second, "all vectors", func() bool {
 		return streamMsgs(t, js, streams.StreamFeatures) >= uint64(len(want))
 	})
+	for outcome, want := range map[string]float64{"duplicate": 1, "too_old": 1, "computed": float64(len(want) - wantBefore)} {
+		if got := candlesCounted(t, reg, outcome); got != want {
+			t.Errorf("candles %s: %v, want %v", outcome, got, want)
+		}
+	}
 	got := readVectors(t, js)
 	if len(got) != len(want) {
 		t.Fatalf("%d vectors, want %d", len(got), len(want))
@@ -151,4 +158,25 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 			t.Fatalf("vector %d has no %s hop", i, features.Stage)
 		}
 	}
+}
+
+func candlesCounted(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cryptostream_features_candles_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
