@@ -12,6 +12,7 @@ import (
 	"cryptostream/natstest"
 	"cryptostream/predictor"
 	"cryptostream/streams"
+	"cryptostream/trainer"
 )
 
 // TestHotSwap: a new champion in the registry takes over from the next
@@ -91,5 +92,27 @@ func TestHotSwap(t *testing.T) {
 		if p := got[v.Start]; len(p) != 1 || p[0].ModelID != want {
 			t.Fatalf("vector %d: predictions %+v, want one by %s", i, p, want)
 		}
+	}
+
+	// A predict job answers from the latest vector with the champion,
+	// and publishes nothing.
+	job := streams.Job{ID: "predict-1", Kind: streams.JobPredict, Symbol: symbol, Interval: streams.Interval1m, RequestedAt: time.Now()}
+	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := js.KeyValue(ctx, streams.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st streams.JobStatus
+	natstest.WaitFor(t, 30*time.Second, "the predict job", func() bool {
+		e, err := jobs.Get(ctx, "predict-1")
+		return err == nil && json.Unmarshal(e.Value(), &st) == nil && st.State == streams.JobDone
+	})
+	if st.Result["model_id"] != "b" || st.Result["start"] != vs[199].Start.Format(time.RFC3339) || st.Result["predicted_close"] == "" {
+		t.Fatalf("predict job result %+v", st.Result)
+	}
+	if _, n := predictionsByStart(t, js); n != 200 {
+		t.Fatalf("%d predictions stored after the predict job, want 200", n)
 	}
 }
