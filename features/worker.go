@@ -54,6 +54,7 @@ type Worker struct {
 	candles *prometheus.CounterVec
 	rebuild prometheus.Counter
 	latency prometheus.Observer
+	lag     prometheus.Gauge
 
 	mu     sync.Mutex // one handler at a time: series are per-symbol state
 	series map[string]*Series
@@ -90,7 +91,11 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 			Help: "Per-symbol windows rebuilt from MARKET (start, failover, or after a failed publish).",
 		}),
 		latency: ops.PipelineLatency(deps.Registry).WithLabelValues(Stage),
-		series:  map[string]*Series{},
+		lag: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cryptostream_features_consumer_backlog_messages",
+			Help: "Candles in MARKET not yet handled by the features consumer (pending plus unacked).",
+		}),
+		series: map[string]*Series{},
 	}, nil
 }
 
@@ -124,6 +129,7 @@ func (w *Worker) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("features: consume: %w", err)
 	}
+	go streams.WatchLag(ctx, cons, 15*time.Second, w.lag.Set)
 	<-ctx.Done()
 	cc.Drain()
 	<-cc.Closed()
@@ -231,6 +237,8 @@ func (w *Worker) publish(ctx context.Context, stop <-chan struct{}, msg jetstrea
 // seq arrives.
 func (w *Worker) rebuildSeries(ctx context.Context, subject string, seq uint64) (*Series, error) {
 	w.rebuild.Inc()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	// Twice what the window needs, so duplicates stored in MARKET do not
 	// leave it short.
 	msgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamMarket, subject, 2*w.calc.Spec().Need(), seq)

@@ -275,20 +275,24 @@ func TestEndToEnd(t *testing.T) {
 		return counter(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1
 	})
 
-	// Stream the rest, killing both workers mid-stream and restarting them.
-	from := 1700
+	// Stream the rest, killing both workers mid-stream (while candles are
+	// still arriving and being handled) and restarting them; the last
+	// candles come while they are down, so the new instances have work
+	// whatever the timing.
+	from, down := 1700, 2100
 	done := make(chan struct{})
-	go func() { defer close(done); publish(candles[from:]) }()
+	go func() { defer close(done); publish(candles[from:down]) }()
 	natstest.WaitFor(t, 60*time.Second, "predictions to start", func() bool {
 		got, _ := predictionsByStart(t, js)
 		return len(got) >= 100
 	})
 	feat.kill()
 	pred.kill()
+	<-done
+	publish(candles[down:])
 	health2 := ops.NewHealth()
 	feat = startFeatures()
 	pred = startPredictor(health2)
-	<-done
 
 	want := len(candles) - from
 	natstest.WaitFor(t, 90*time.Second, "a prediction for every candle after the champion", func() bool {

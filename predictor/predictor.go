@@ -33,6 +33,7 @@ func Forecast(rec streams.ModelRecord, b trainer.Bound, v streams.FeatureVector,
 // Score is one scored prediction.
 type Score struct {
 	ModelID   string
+	Start     time.Time // of the prediction, which identifies it in its series
 	Predicted float64 // log return
 	Actual    float64 // log return
 	AbsError  float64
@@ -74,7 +75,7 @@ func (s *Scorer) Observe(start time.Time, close float64) []Score {
 		}
 		actual := math.Log(price / p.Close)
 		out = append(out, Score{
-			ModelID: p.ModelID, Predicted: p.LogReturn, Actual: actual,
+			ModelID: p.ModelID, Start: p.Start, Predicted: p.LogReturn, Actual: actual,
 			AbsError: math.Abs(p.LogReturn - actual), Hit: p.LogReturn*actual > 0, Moved: actual != 0,
 		})
 	}

@@ -88,6 +88,7 @@ type Worker struct {
 	liveMAE     *prometheus.GaugeVec
 	swaps       prometheus.Counter
 	latency     prometheus.Observer
+	lag         prometheus.Gauge
 
 	cmu       sync.RWMutex
 	champions map[string]*champion // by series subject token "1m.BTC-USD"
@@ -97,6 +98,7 @@ type Worker struct {
 	series   map[string]*series
 	live     map[string]*Live // by model id
 	unflush  map[string]int
+	scored   map[string]time.Time // series -> start of the last prediction scored
 	noChamp  map[string]bool
 	pin      string
 	registry jetstream.KeyValue
@@ -130,7 +132,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		cfg: cfg, deps: deps, log: deps.Log.With("worker", "predictor"),
 		predictions: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_predictor_vectors_total",
-			Help: "Feature vectors handled by the predictor, by outcome (predicted, no_champion, model_mismatch, duplicate, invalid).",
+			Help: "Feature vectors handled by the predictor, by outcome (predicted, no_champion, model_mismatch, duplicate, invalid), and scores skipped as already counted (rescored).",
 		}, []string{"outcome"}),
 		absError: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cryptostream_predictor_prediction_abs_error",
@@ -149,12 +151,17 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 			Name: "cryptostream_predictor_champion_swaps_total",
 			Help: "Champion models loaded from the registry without a restart.",
 		}),
-		latency:   ops.PipelineLatency(deps.Registry).WithLabelValues(Stage),
+		latency: ops.PipelineLatency(deps.Registry).WithLabelValues(Stage),
+		lag: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cryptostream_predictor_consumer_backlog_messages",
+			Help: "Vectors in FEATURES not yet handled by the predictor consumer (pending plus unacked).",
+		}),
 		champions: map[string]*champion{},
 		ready:     make(chan struct{}),
 		series:    map[string]*series{},
 		live:      map[string]*Live{},
 		unflush:   map[string]int{},
+		scored:    map[string]time.Time{},
 		noChamp:   map[string]bool{},
 	}
 	if deps.Health != nil {
@@ -246,6 +253,7 @@ func (w *Worker) run(ctx context.Context) error {
 		cc.Stop()
 		return fmt.Errorf("predictor: consume jobs: %w", err)
 	}
+	go streams.WatchLag(ctx, cons, 15*time.Second, w.lag.Set)
 	<-ctx.Done()
 	jc.Drain()
 	cc.Drain()
@@ -376,6 +384,13 @@ func (w *Worker) Handle(ctx context.Context, stop <-chan struct{}, msg jetstream
 		return nil
 	}
 	for _, s := range st.scorer.Observe(v.Start, v.Close) {
+		// A vector handled again after a failed publish re-scores what
+		// it scored the first time: count each prediction once.
+		if !s.Start.After(w.scored[key]) {
+			w.predictions.WithLabelValues("rescored").Inc()
+			continue
+		}
+		w.scored[key] = s.Start
 		w.record(ctx, v, s)
 	}
 	c, err := w.current(key, v.Names)
@@ -438,7 +453,9 @@ func (w *Worker) publish(ctx context.Context, stop <-chan struct{}, msg jetstrea
 // target, and yields the scores that seed the live figures of models this
 // instance has not scored yet (so a restart does not reset them).
 func (w *Worker) rebuild(ctx context.Context, v streams.FeatureVector, seq uint64) (*series, error) {
-	subject := v.Subject()
+	subject, key := v.Subject(), seriesKey(v.Interval, v.Symbol)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	n := w.cfg.LiveWindow + 64
 	vmsgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamFeatures, subject, n, seq)
 	if err != nil {
@@ -488,6 +505,9 @@ func (w *Worker) rebuild(ctx context.Context, v streams.FeatureVector, seq uint6
 			}
 			if seed[s.ModelID] {
 				l.Add(s)
+			}
+			if s.Start.After(w.scored[key]) {
+				w.scored[key] = s.Start
 			}
 		}
 		for ; pi < len(preds) && !preds[pi].Start.After(pv.Start); pi++ {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -75,6 +76,9 @@ func readRange(ctx context.Context, s jetstream.Stream, subject string, start, b
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
+		// The default retries a lost consumer forever, which on a dead
+		// connection blocks Fetch for good.
+		MaxResetAttempts: 3,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ordered consumer: %w", err)
@@ -92,7 +96,20 @@ func readRange(ctx context.Context, s jetstream.Stream, subject string, start, b
 			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		got := 0
-		for msg := range batch.Messages() {
+		msgs := batch.Messages()
+		for {
+			// A batch on a connection that dies does not always end:
+			// ctx bounds the wait.
+			var msg jetstream.Msg
+			var ok bool
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case msg, ok = <-msgs:
+			}
+			if !ok {
+				break
+			}
 			got++
 			md, err := msg.Metadata()
 			if err != nil {
@@ -130,4 +147,24 @@ func Unpin(ctx context.Context, js StreamLookup, stream, consumer string) error 
 		return fmt.Errorf("streams: unpin %s: %w", consumer, err)
 	}
 	return nil
+}
+
+// WatchLag reports a durable consumer's backlog (messages not yet
+// delivered plus delivered and not yet acked) to set every interval until
+// ctx ends: the figure that says a worker is falling behind.
+func WatchLag(ctx context.Context, c jetstream.Consumer, every time.Duration, set func(pending float64)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, every)
+		if info, err := c.Info(ictx); err == nil {
+			set(float64(info.NumPending) + float64(info.NumAckPending))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

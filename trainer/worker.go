@@ -54,6 +54,7 @@ type Worker struct {
 	jobs     *prometheus.CounterVec
 	duration prometheus.Histogram
 	models   *prometheus.CounterVec
+	lag      prometheus.Gauge
 
 	mu    sync.Mutex
 	count map[string]int
@@ -92,6 +93,10 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 			Name: "cryptostream_trainer_models_total",
 			Help: "Models trained, by decision (promoted or rejected).",
 		}, []string{"decision"}),
+		lag: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cryptostream_trainer_jobs_backlog_messages",
+			Help: "Train and score jobs queued and not yet finished.",
+		}),
 		count: map[string]int{},
 	}, nil
 }
@@ -132,6 +137,7 @@ func (w *Worker) run(ctx context.Context) error {
 			return fmt.Errorf("trainer: consume features: %w", err)
 		}
 	}
+	go streams.WatchLag(ctx, jobs, 15*time.Second, w.lag.Set)
 	<-ctx.Done()
 	jc.Drain()
 	if vc != nil {
@@ -314,6 +320,8 @@ func (w *Worker) params(job streams.Job) (int, Split, error) {
 // dataset reads the latest n vectors of a series and labels them.
 func (w *Worker) dataset(ctx context.Context, job streams.Job, n, horizon int) (Dataset, error) {
 	subject := streams.FeaturesSubject(job.Interval, job.Symbol)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	msgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamFeatures, subject, n, 0)
 	if err != nil {
 		return Dataset{}, fmt.Errorf("trainer: read features: %w", err)
