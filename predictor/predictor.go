@@ -34,8 +34,8 @@ func Forecast(rec streams.ModelRecord, b trainer.Bound, v streams.FeatureVector,
 type Score struct {
 	ModelID   string
 	Start     time.Time // of the prediction, which identifies it in its series
-	Predicted float64 // log return
-	Actual    float64 // log return
+	Predicted float64   // log return
+	Actual    float64   // log return
 	AbsError  float64
 	Hit       bool // same sign as a non-zero actual
 	Moved     bool // the actual was not zero
