@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -122,7 +121,8 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	opts := &server.Options{
 		ServerName: "cryptostream",
 		JetStream:  true,
-		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		// nats-server keeps its store in a "jetstream" folder under StoreDir.
+		StoreDir:   cfg.DataDir,
 		NoSigs:     true,
 		NoLog:      true,
 		DontListen: cfg.Listen == "",

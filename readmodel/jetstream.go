@@ -82,6 +82,7 @@ type JetStream struct {
 	js jetstream.JetStream
 
 	mu          sync.Mutex
+	handles     map[string]jetstream.Stream
 	candles     map[string]*series[streams.Candle]
 	predictions map[string]*series[streams.Prediction]
 }
@@ -90,6 +91,7 @@ type JetStream struct {
 func NewJetStream(js jetstream.JetStream) *JetStream {
 	return &JetStream{
 		js:          js,
+		handles:     map[string]jetstream.Stream{},
 		candles:     map[string]*series[streams.Candle]{},
 		predictions: map[string]*series[streams.Prediction]{},
 	}
@@ -103,7 +105,7 @@ func (r *JetStream) Candles(ctx context.Context, q CandleQuery) (CandlePage, err
 	}
 	s := r.candleSeries(q.Interval, q.Symbol)
 	var page CandlePage
-	err = s.read(ctx, r.js, func(sorted []streams.Candle) {
+	err = readSeries(ctx, r, s, func(sorted []streams.Candle) {
 		lo := 0
 		if !q.From.IsZero() {
 			lo, _ = slices.BinarySearchFunc(sorted, q.From, func(c streams.Candle, t time.Time) int { return c.Start.Compare(t) })
@@ -130,7 +132,7 @@ func (r *JetStream) LatestCandle(ctx context.Context, symbol string, iv streams.
 	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
 		return streams.Candle{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
 	}
-	return latest(ctx, r.js, r.candleSeries(iv, symbol))
+	return latest(ctx, r, r.candleSeries(iv, symbol))
 }
 
 // LatestPrediction implements Reader: the prediction made at the newest candle.
@@ -146,7 +148,7 @@ func (r *JetStream) LatestPrediction(ctx context.Context, symbol string, iv stre
 		r.predictions[subj] = s
 	}
 	r.mu.Unlock()
-	return latest(ctx, r.js, s)
+	return latest(ctx, r, s)
 }
 
 func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[streams.Candle] {
@@ -165,10 +167,37 @@ func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[str
 	return s
 }
 
-func latest[T any](ctx context.Context, js jetstream.JetStream, s *series[T]) (T, error) {
+// stream returns a cached handle: looking a stream up costs a round trip
+// that every query would otherwise pay.
+func (r *JetStream) stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	r.mu.Lock()
+	h, ok := r.handles[name]
+	r.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	h, err := r.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("readmodel: stream %s: %w", name, err)
+	}
+	r.mu.Lock()
+	r.handles[name] = h
+	r.mu.Unlock()
+	return h, nil
+}
+
+func readSeries[T any](ctx context.Context, r *JetStream, s *series[T], fn func(sorted []T)) error {
+	stream, err := r.stream(ctx, s.stream)
+	if err != nil {
+		return err
+	}
+	return s.read(ctx, r.js, stream, fn)
+}
+
+func latest[T any](ctx context.Context, r *JetStream, s *series[T]) (T, error) {
 	var out T
 	var found bool
-	err := s.read(ctx, js, func(sorted []T) {
+	err := readSeries(ctx, r, s, func(sorted []T) {
 		if len(sorted) > 0 {
 			out, found = sorted[len(sorted)-1], true
 		}
@@ -186,7 +215,7 @@ type series[T any] struct {
 	decode          func([]byte) (T, error)
 	start           func(T) time.Time
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	lastSeq uint64
 	sorted  []T
 }
@@ -196,32 +225,40 @@ func newSeries[T any](stream, subject string, decode func([]byte) (T, error), st
 }
 
 // read catches the index up with the stream and hands fn the sorted events.
-// fn must not keep the slice.
-func (s *series[T]) read(ctx context.Context, js jetstream.JetStream, fn func(sorted []T)) error {
+// fn must not keep the slice. The one round trip that asks for the
+// subject's last sequence happens outside the lock, and a series already
+// up to date is read under a shared lock, so concurrent queries of one
+// series do not queue behind each other.
+func (s *series[T]) read(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, fn func(sorted []T)) error {
+	last, err := stream.GetLastMsgForSubject(ctx, s.subject)
+	var lastSeq uint64
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("readmodel: last of %s: %w", s.subject, err)
+	default:
+		lastSeq = last.Sequence
+	}
+	s.mu.RLock()
+	if lastSeq <= s.lastSeq {
+		fn(s.sorted)
+		s.mu.RUnlock()
+		return nil
+	}
+	s.mu.RUnlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.catchUp(ctx, js); err != nil {
-		return err
+	if lastSeq > s.lastSeq {
+		if err := s.catchUp(ctx, js, lastSeq); err != nil {
+			return err
+		}
 	}
 	fn(s.sorted)
 	return nil
 }
 
-func (s *series[T]) catchUp(ctx context.Context, js jetstream.JetStream) error {
-	stream, err := js.Stream(ctx, s.stream)
-	if err != nil {
-		return fmt.Errorf("readmodel: stream %s: %w", s.stream, err)
-	}
-	last, err := stream.GetLastMsgForSubject(ctx, s.subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("readmodel: last of %s: %w", s.subject, err)
-	}
-	if last.Sequence <= s.lastSeq {
-		return nil
-	}
+// catchUp reads the subject from just after the indexed sequence up to last.
+func (s *series[T]) catchUp(ctx context.Context, js jetstream.JetStream, last uint64) error {
 	cons, err := js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{s.subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -234,7 +271,7 @@ func (s *series[T]) catchUp(ctx context.Context, js jetstream.JetStream) error {
 	// short by ctx leaves the index consistent for the next one.
 	seq := s.lastSeq
 	var fresh []T
-	for idle := 0; seq < last.Sequence; {
+	for idle := 0; seq < last; {
 		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
 			return fmt.Errorf("readmodel: fetch %s: %w", s.subject, err)
@@ -263,7 +300,7 @@ func (s *series[T]) catchUp(ctx context.Context, js jetstream.JetStream) error {
 		// A consumer that was just created may not have its messages
 		// ready yet; give it a moment, within the caller's deadline.
 		if idle++; idle > 200 {
-			return fmt.Errorf("readmodel: read %s: stalled at sequence %d of %d", s.subject, seq, last.Sequence)
+			return fmt.Errorf("readmodel: read %s: stalled at sequence %d of %d", s.subject, seq, last)
 		}
 		select {
 		case <-ctx.Done():

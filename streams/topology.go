@@ -199,10 +199,10 @@ func Declare(replicas int) Topology {
 			durable(StreamJobs, ConsumerBacktestJobs, false, JobSubject(JobBacktest)),
 			durable(StreamMarket, ConsumerNotifierMarket, true, CandleFilter(0, "")),
 			durable(StreamPredictions, ConsumerNotifierPrediction, true, rootPrediction+".>"),
-			durable(StreamMarket, ConsumerSinkMarket, false, CandleFilter(0, "")),
-			durable(StreamPredictions, ConsumerSinkPredictions, false, rootPrediction+".>"),
-			durable(StreamAlerts, ConsumerSinkAlerts, false, rootAlert+".>"),
-			durable(StreamAudit, ConsumerSinkAudit, false, rootAudit+".>"),
+			sink(durable(StreamMarket, ConsumerSinkMarket, false, CandleFilter(0, ""))),
+			sink(durable(StreamPredictions, ConsumerSinkPredictions, false, rootPrediction+".>")),
+			sink(durable(StreamAlerts, ConsumerSinkAlerts, false, rootAlert+".>")),
+			sink(durable(StreamAudit, ConsumerSinkAudit, false, rootAudit+".>")),
 		},
 	}
 }
@@ -248,6 +248,16 @@ func durable(stream, name string, pinned bool, filters ...string) ConsumerSpec {
 // rates (a few per minute per series) can afford.
 func inOrder(c ConsumerSpec) ConsumerSpec {
 	c.Config.MaxAckPending = 1
+	return c
+}
+
+// SinkMaxAckPending is the in-flight bound of the sink's consumers: the sink
+// fetches and decodes the next batch (up to 1,000 messages) while it writes
+// the previous one, so it needs room for about three batches unacked.
+const SinkMaxAckPending = 4096
+
+func sink(c ConsumerSpec) ConsumerSpec {
+	c.Config.MaxAckPending = SinkMaxAckPending
 	return c
 }
 

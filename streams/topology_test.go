@@ -129,13 +129,14 @@ func TestEnsureOnCluster(t *testing.T) {
 	}
 	servers, urls := natstest.Cluster(t, 3)
 	_, js := natstest.ConnectURL(t, urls)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
+	ctx := t.Context()
 	topo := streams.Declare(3)
 	var err error
 	// Until every peer has joined, the meta layer may refuse an R3 stream.
-	natstest.WaitFor(t, 30*time.Second, "R3 topology", func() bool {
-		err = streams.Ensure(ctx, js, topo)
+	natstest.WaitFor(t, time.Minute, "R3 topology", func() bool {
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		err = streams.Ensure(actx, js, topo)
 		return err == nil
 	})
 	info, err := js.Stream(ctx, streams.StreamMarket)
@@ -157,12 +158,14 @@ func TestEnsureOnCluster(t *testing.T) {
 			s.Shutdown()
 		}
 	}
-	natstest.WaitFor(t, 30*time.Second, "candle readable after leader loss", func() bool {
-		stream, err := js.Stream(ctx, streams.StreamMarket)
+	natstest.WaitFor(t, time.Minute, "candle readable after leader loss", func() bool {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		stream, err := js.Stream(actx, streams.StreamMarket)
 		if err != nil {
 			return false
 		}
-		msg, err := stream.GetLastMsgForSubject(ctx, c.Subject())
+		msg, err := stream.GetLastMsgForSubject(actx, c.Subject())
 		return err == nil && msg.Header.Get(jetstream.MsgIDHeader) == c.MsgID()
 	})
 }

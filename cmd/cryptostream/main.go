@@ -34,10 +34,16 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun},
+		{"ingest", "the Kraken ingester alone: WebSocket candles into MARKET and TICKS, gaps healed from REST", cmdIngest},
+		{"import", "load Kraken OHLCVT / header CSV files or the last 720 REST candles into MARKET", cmdImport},
+		{"krakensim", "a Kraken-compatible WebSocket v2 + REST server replaying recorded candles", cmdKrakensim},
 		{"features", "candles -> feature vectors (MARKET -> FEATURES)", cmdFeatures},
 		{"trainer", "trains and promotes models on jobs and on a schedule", cmdTrainer},
 		{"predictor", "feature vectors -> scored predictions with the champion model", cmdPredictor},
 		{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
+		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
+		{"sink", "projects the streams and buckets into PostgreSQL; --rebuild replays them", cmdSink},
+		{"user", "create, list and manage users from the shell", cmdUser},
 	}
 }
 

@@ -8,13 +8,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"cryptostream/bus"
 	"cryptostream/ops"
+	"cryptostream/readmodel"
 )
 
 // runConfig is the configuration of `run`: every role in one process.
@@ -22,6 +25,16 @@ type runConfig struct {
 	commonConfig
 	NATSListen string
 	Replicas   int
+	Ingest     ingestFlags
+	Gateway    gatewayConfig
+	Trainer    trainerFlags
+	// Roles limits the workers started to these; empty starts every role.
+	Roles []string
+}
+
+// wants reports whether the role runs in this process.
+func (c runConfig) wants(role string) bool {
+	return len(c.Roles) == 0 || slices.Contains(c.Roles, role)
 }
 
 func parseRunConfig(args []string, e *env) (runConfig, error) {
@@ -30,10 +43,22 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 	cfg.register(fs, ":8080")
 	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
+	cfg.Ingest.register(fs)
+	cfg.Gateway.register(fs)
+	cfg.Trainer.register(fs)
 	if err := fs.parse(args); err != nil {
 		return cfg, err
 	}
+	if err := cfg.Trainer.validate(); err != nil {
+		return cfg, err
+	}
 	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Ingest.validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Gateway.validate(fs); err != nil {
 		return cfg, err
 	}
 	if cfg.NATSListen != "" && cfg.NATSURL != "" {
@@ -51,7 +76,7 @@ func cmdRun(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	log := cfg.logger(e)
-	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen)
+	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen, "gateway", cfg.Gateway)
 	sys, err := startSystem(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -99,6 +124,9 @@ type system struct {
 	listener net.Listener
 	workers  map[string]worker
 	timeout  time.Duration
+	// db and reader are the SQL read model, set when --database-url is.
+	db     *pgxpool.Pool
+	reader readmodel.Reader
 }
 
 func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system, error) {
@@ -122,10 +150,6 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
 	ops.Register(sys.mux, sys.registry, sys.health)
-	if err := addPredictionWorkers(sys); err != nil {
-		b.Close()
-		return nil, err
-	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -137,6 +161,38 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		Handler:           sys.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// fail undoes what was started before a role could not be added.
+	fail := func(err error) (*system, error) {
+		ln.Close()
+		if sys.db != nil {
+			sys.db.Close()
+		}
+		b.Close()
+		return nil, err
+	}
+	if cfg.DatabaseURL != "" && (cfg.wants("sink") || cfg.wants("gateway")) {
+		if err := sys.addStore(ctx, cfg); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.wants("ingest") {
+		if err := sys.addIngest(ctx, &cfg.Ingest); err != nil {
+			return fail(err)
+		}
+		if cfg.Ingest.Demo {
+			// The demo's market is krakensim's: the gateway validates
+			// assets against its AssetPairs.
+			cfg.Gateway.KrakenRESTURL = cfg.Ingest.RESTURL
+		}
+	}
+	if cfg.wants("gateway") {
+		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
+			return fail(err)
+		}
+	}
+	if err := sys.addPrediction(cfg); err != nil {
+		return fail(err)
 	}
 	log.Info("http listening", "addr", ln.Addr().String())
 	return sys, nil
@@ -174,11 +230,41 @@ func (s *system) Run(ctx context.Context) error {
 		})
 	}
 	err := g.Wait()
+	if s.db != nil {
+		s.db.Close()
+	}
 	s.bus.Close()
 	if err != nil {
 		s.log.Error("stopped with error", "err", err)
 		return err
 	}
 	s.log.Info("stopped cleanly")
+	return nil
+}
+
+// addIngest wires the Kraken ingester, and with --demo krakensim in process
+// on the embedded recording. Kraken being unreachable is a readiness
+// detail, not a failure, in the all-in-one process: history and the API
+// still serve.
+func (s *system) addIngest(ctx context.Context, f *ingestFlags) error {
+	if f.Demo {
+		d, err := startDemoSim(f.DemoSpeed, s.log)
+		if err != nil {
+			return err
+		}
+		f.WSURL, f.RESTURL = d.urls()
+		s.workers["krakensim"] = d
+	}
+	w, err := newIngestWorker(ctx, s.bus, *f, s.registry, s.log)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	s.health.AddDetail("kraken", func() string {
+		if err := w.Ready(ctx); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	s.workers["ingest"] = w
 	return nil
 }

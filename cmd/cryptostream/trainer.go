@@ -14,6 +14,10 @@ type trainerFlags struct {
 	Split   trainer.Split
 }
 
+func defaultTrainerFlags() trainerFlags {
+	return trainerFlags{Horizon: 1, Every: 1440, Split: trainer.DefaultSplit()}
+}
+
 func (t *trainerFlags) register(fs *flagSet) {
 	def := trainer.DefaultSplit()
 	fs.intVar(&t.Horizon, "horizon", "TRAIN_HORIZON", 1, "intervals ahead the models predict the log return")
@@ -32,24 +36,7 @@ func (t *trainerFlags) validate() error {
 }
 
 func cmdTrainer(ctx context.Context, args []string, e *env) error {
-	var cfg standaloneConfig
-	var tf trainerFlags
-	fs := newFlagSet("trainer", "Trains linear models on FEATURES on train jobs from JOBS and on a schedule,\nstores them in the model registry and promotes champions.", e)
-	cfg.register(fs, ":8082")
-	tf.register(fs)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	if err := tf.validate(); err != nil {
-		return err
-	}
-	log := cfg.logger(e)
-	return runStandalone(ctx, cfg, "trainer", log, func(sys *system) (worker, error) {
-		return newTrainerWorker(sys, tf)
-	})
+	return cmdRole(ctx, args, e, "trainer", "Trains linear models on FEATURES on train jobs from JOBS and on a schedule,\nstores them in the model registry and promotes champions.", ":8082", true)
 }
 
 func newTrainerWorker(sys *system, tf trainerFlags) (*trainer.Worker, error) {

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptostream/bus"
+	"cryptostream/gateway"
+	"cryptostream/gateway/auth"
+	"cryptostream/ingest/krakenrest"
+	"cryptostream/readmodel"
+)
+
+// gatewayConfig is the gateway's part of the configuration, shared by `run`
+// and `gateway`.
+type gatewayConfig struct {
+	JWTSecretFile string
+	AdminUsername string
+	AdminPassword string
+	CORSOrigins   string
+	TokenTTL      time.Duration
+	BcryptCost    int
+	KrakenRESTURL string
+}
+
+func (c *gatewayConfig) register(fs *flagSet) {
+	fs.stringVar(&c.JWTSecretFile, "jwt-secret-file", "JWT_SECRET_FILE", "", "file holding the token signing key (at least 32 bytes); empty generates one once into <data-dir>/jwt.key (0600). Every gateway replica needs the same key")
+	fs.stringVar(&c.AdminUsername, "admin-username", "ADMIN_USERNAME", "admin", "the first admin, created at start when no admin exists")
+	fs.stringVar(&c.AdminPassword, "admin-password", "ADMIN_PASSWORD", "", "the first admin's password; empty generates one and logs it once")
+	fs.stringVar(&c.CORSOrigins, "cors-origins", "CORS_ORIGINS", "", "comma-separated origins allowed to call the API from a browser; * allows any; empty allows none")
+	fs.durationVar(&c.TokenTTL, "token-ttl", "TOKEN_TTL", 30*time.Minute, "lifetime of an access token; there is no refresh token, clients log in again")
+	fs.intVar(&c.BcryptCost, "bcrypt-cost", "BCRYPT_COST", auth.DefaultCost, "bcrypt cost of new password hashes (10 to 14)")
+	// The ingester reads the same REST API; whoever registers the flag
+	// first owns it and the other reads it back after parsing.
+	if fs.Lookup("kraken-rest-url") == nil {
+		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
+	}
+}
+
+func (c *gatewayConfig) validate(fs *flagSet) error {
+	if c.KrakenRESTURL == "" {
+		if f := fs.Lookup("kraken-rest-url"); f != nil {
+			c.KrakenRESTURL = f.Value.String()
+		}
+	}
+	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
+		return fmt.Errorf("--token-ttl %s: want 1m to 24h", c.TokenTTL)
+	}
+	if c.BcryptCost < 10 || c.BcryptCost > 14 {
+		return fmt.Errorf("--bcrypt-cost %d: want 10 to 14", c.BcryptCost)
+	}
+	if err := auth.ValidateUsername(c.AdminUsername); err != nil {
+		return fmt.Errorf("--admin-username: %w", err)
+	}
+	if c.AdminPassword != "" {
+		if err := auth.ValidatePassword(c.AdminPassword); err != nil {
+			return fmt.Errorf("--admin-password: %w", err)
+		}
+	}
+	return nil
+}
+
+// LogValue logs the configuration without the admin password.
+func (c gatewayConfig) LogValue() slog.Value {
+	pw := ""
+	if c.AdminPassword != "" {
+		pw = "(redacted)"
+	}
+	return slog.GroupValue(
+		slog.String("jwt_secret_file", c.JWTSecretFile),
+		slog.String("admin_username", c.AdminUsername),
+		slog.String("admin_password", pw),
+		slog.String("cors_origins", c.CORSOrigins),
+		slog.Duration("token_ttl", c.TokenTTL),
+		slog.Int("bcrypt_cost", c.BcryptCost),
+		slog.String("kraken_rest_url", c.KrakenRESTURL),
+	)
+}
+
+// newGateway builds the gateway on an open bus and creates the first admin
+// if there is none.
+func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.Bus, reader readmodel.Reader, reg prometheus.Registerer, log *slog.Logger) (*gateway.Gateway, error) {
+	key, err := auth.LoadKey(cfg.JWTSecretFile, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := auth.NewTokens(key, cfg.TokenTTL, nil)
+	if err != nil {
+		return nil, err
+	}
+	var origins []string
+	for _, o := range strings.Split(cfg.CORSOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	d := gateway.Deps{
+		Publisher: b.JS, Reader: reader, Streams: b.JS,
+		Pairs:  gateway.KrakenREST{Client: &krakenrest.Client{BaseURL: cfg.KrakenRESTURL}},
+		Tokens: tokens, Metrics: reg, Log: log,
+	}
+	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
+		return nil, err
+	}
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins}, d)
+	if err != nil {
+		return nil, err
+	}
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := g.EnsureAdmin(ectx, cfg.AdminUsername, cfg.AdminPassword); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// addGateway mounts the gateway on the system's mux (beside /metrics,
+// /healthz and /readyz), runs its hub as a worker and closes its websockets
+// when the HTTP server shuts down.
+func (s *system) addGateway(ctx context.Context, cfg gatewayConfig, dataDir string) error {
+	// The SQL read model replaces this reader when --database-url is set.
+	reader := s.reader
+	if reader == nil {
+		reader = readmodel.NewJetStream(s.bus.JS)
+	}
+	g, err := newGateway(ctx, cfg, dataDir, s.bus, reader, s.registry, s.log)
+	if err != nil {
+		return err
+	}
+	g.Register(s.mux)
+	s.server.RegisterOnShutdown(g.Shutdown)
+	s.workers["gateway"] = g
+	return nil
+}
+
+func cmdGateway(ctx context.Context, args []string, e *env) error {
+	var cfg runConfig
+	fs := newFlagSet("gateway", "Serves the REST API, the websocket hub and the OpenAPI document against\nNATS (--nats-url; an embedded server under --data-dir when empty).", e)
+	cfg.register(fs, ":8080")
+	cfg.Gateway.register(fs)
+	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if err := cfg.Gateway.validate(fs); err != nil {
+		return err
+	}
+	cfg.Roles = []string{"gateway"}
+	log := cfg.logger(e)
+	log.Info("starting", "command", "gateway", "config", cfg.commonConfig, "gateway", cfg.Gateway)
+	sys, err := startSystem(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
+	defer stopWatchdog()
+	return sys.Run(ctx)
+}

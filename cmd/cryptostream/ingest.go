@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"cryptostream/bus"
+	"cryptostream/ingest"
+	"cryptostream/ingest/krakensim"
+	"cryptostream/ops"
+	"cryptostream/streams"
+)
+
+// ingestFlags are the ingester's settings, shared by `ingest` and `run`.
+type ingestFlags struct {
+	WSURL     string
+	RESTURL   string
+	Assets    string
+	Intervals string
+	Demo      bool
+	DemoSpeed float64
+	symbols   []string
+	intervals []streams.Interval
+}
+
+func (f *ingestFlags) register(fs *flagSet) {
+	fs.stringVar(&f.WSURL, "kraken-ws-url", "KRAKEN_WS_URL", ingest.DefaultWSURL, "Kraken WebSocket v2 URL")
+	fs.stringVar(&f.RESTURL, "kraken-rest-url", "KRAKEN_REST_URL", ingest.DefaultRESTURL, "Kraken REST base URL")
+	fs.stringVar(&f.Assets, "assets", "ASSETS", "BTC/USD", "comma-separated pairs that seed the assets bucket when it is empty")
+	fs.stringVar(&f.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals, one Kraken connection each (1m,5m,15m,30m,1h,4h,1d)")
+	fs.boolVar(&f.Demo, "demo", "DEMO", false, "start krakensim in process on the embedded recording and ingest from it (no network needed)")
+	fs.Float64Var(&f.DemoSpeed, "demo-speed", 1, "market seconds per second of the --demo replay")
+}
+
+func (f *ingestFlags) validate() error {
+	f.symbols, f.intervals = nil, nil
+	for _, s := range strings.Split(f.Assets, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		sym, err := streams.NormalizeSymbol(s)
+		if err != nil {
+			return fmt.Errorf("--assets: %w", err)
+		}
+		f.symbols = append(f.symbols, sym)
+	}
+	for _, s := range strings.Split(f.Intervals, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		iv, err := streams.ParseInterval(s)
+		if err != nil {
+			return fmt.Errorf("--intervals: %w", err)
+		}
+		f.intervals = append(f.intervals, iv)
+	}
+	if len(f.intervals) == 0 {
+		return errors.New("--intervals: none given")
+	}
+	if f.DemoSpeed <= 0 {
+		return fmt.Errorf("--demo-speed %v: must be positive", f.DemoSpeed)
+	}
+	return nil
+}
+
+// demoSim is krakensim on the embedded recording, on a loopback port.
+type demoSim struct {
+	sim *krakensim.Server
+	srv *http.Server
+	ln  net.Listener
+}
+
+func startDemoSim(speed float64, log *slog.Logger) (*demoSim, error) {
+	feed, err := krakensim.DemoFeed()
+	if err != nil {
+		return nil, err
+	}
+	sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{feed}, Speed: speed, Shift: true, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("krakensim listen: %w", err)
+	}
+	log.Info("demo: krakensim serving the embedded BTC/USD recording", "addr", ln.Addr().String(), "speed", speed)
+	return &demoSim{sim: sim, srv: &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}, ln: ln}, nil
+}
+
+func (d *demoSim) urls() (ws, rest string) {
+	return "ws://" + d.ln.Addr().String() + "/v2", "http://" + d.ln.Addr().String()
+}
+
+// Run serves until ctx ends.
+func (d *demoSim) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := d.srv.Serve(d.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return d.sim.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		d.srv.Shutdown(sctx)
+		d.srv.Close() // hijacked websockets are not closed by Shutdown
+		return nil
+	})
+	return g.Wait()
+}
+
+// newIngestWorker seeds the assets bucket and builds the ingester on b.
+func newIngestWorker(ctx context.Context, b *bus.Bus, f ingestFlags, reg prometheus.Registerer, log *slog.Logger) (*ingest.Worker, error) {
+	kv, err := b.JS.KeyValue(ctx, streams.BucketAssets)
+	if err != nil {
+		return nil, fmt.Errorf("assets bucket: %w", err)
+	}
+	assets := &ingest.KVAssets{KV: kv, Log: log}
+	if err := assets.Seed(ctx, f.symbols, time.Now()); err != nil {
+		return nil, err
+	}
+	return ingest.New(ingest.Config{WSURL: f.WSURL, RESTURL: f.RESTURL, Intervals: f.intervals},
+		ingest.Deps{Sink: &ingest.JetStreamSink{JS: b.JS, Log: log}, Assets: assets, Log: log, Registry: reg})
+}
+
+type ingestConfig struct {
+	commonConfig
+	ingestFlags
+}
+
+func cmdIngest(ctx context.Context, args []string, e *env) error {
+	var cfg ingestConfig
+	fs := newFlagSet("ingest", "Ingests Kraken OHLC candles into MARKET (final candles) and TICKS (running ones),\nhealing gaps from REST after every reconnect.", e)
+	cfg.commonConfig.register(fs, ":9101")
+	cfg.ingestFlags.register(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := cfg.commonConfig.validate(); err != nil {
+		return err
+	}
+	if err := cfg.ingestFlags.validate(); err != nil {
+		return err
+	}
+	log := cfg.logger(e)
+	log.Info("starting", "command", "ingest", "config", cfg.commonConfig, "ws_url", cfg.WSURL, "rest_url", cfg.RESTURL,
+		"assets", cfg.symbols, "intervals", cfg.Intervals, "demo", cfg.Demo)
+	b, err := bus.Open(ctx, bus.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Replicas: 1, Name: "cryptostream-ingest"}, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	reg, health, mux := ops.NewRegistry(), ops.NewHealth(), http.NewServeMux()
+	ops.Register(mux, reg, health)
+	health.AddCheck("jetstream", b.Ready)
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.Demo {
+		d, err := startDemoSim(cfg.DemoSpeed, log)
+		if err != nil {
+			return err
+		}
+		cfg.WSURL, cfg.RESTURL = d.urls()
+		g.Go(func() error { return d.Run(gctx) })
+	}
+	w, err := newIngestWorker(ctx, b, cfg.ingestFlags, reg, log)
+	if err != nil {
+		return err
+	}
+	health.AddCheck("kraken", w.Ready)
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("http listening", "addr", ln.Addr().String())
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout/2)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	stop := watchdog(ctx, cfg.ShutdownTimeout, log)
+	defer stop()
+	return g.Wait()
+}

@@ -1,0 +1,202 @@
+// Package gateway owns the HTTP face of cryptostream: the REST API (auth,
+// users, assets, history, predictions, jobs), its OpenAPI document, the
+// request middleware (request id, access log, metrics, CORS, body limits)
+// and the mounting of the websocket hub at /ws.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptostream/gateway/auth"
+	"cryptostream/gateway/hub"
+	"cryptostream/readmodel"
+	"cryptostream/streams"
+)
+
+// Config is the gateway's tuning. Zero values take the defaults.
+type Config struct {
+	// BcryptCost of new password hashes.
+	BcryptCost int
+	// CORSOrigins allowed to call the API from a browser; "*" allows any.
+	CORSOrigins []string
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64
+	// LoginPerIP and LoginPerUser: burst of login attempts and the refill
+	// period of one attempt.
+	LoginIPBurst, LoginUserBurst int
+	LoginIPEvery, LoginUserEvery time.Duration
+	// PairsTTL is how long Kraken's pair list is cached.
+	PairsTTL time.Duration
+	// IOTimeout bounds each NATS round trip a request makes.
+	IOTimeout time.Duration
+	// Hub configures the websocket hub.
+	Hub hub.Config
+}
+
+func (c *Config) defaults() {
+	if c.BcryptCost == 0 {
+		c.BcryptCost = auth.DefaultCost
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.LoginIPBurst == 0 {
+		c.LoginIPBurst = 20
+	}
+	if c.LoginIPEvery == 0 {
+		c.LoginIPEvery = 3 * time.Second
+	}
+	if c.LoginUserBurst == 0 {
+		c.LoginUserBurst = 5
+	}
+	if c.LoginUserEvery == 0 {
+		c.LoginUserEvery = 12 * time.Second
+	}
+	if c.PairsTTL == 0 {
+		c.PairsTTL = time.Hour
+	}
+	if c.IOTimeout == 0 {
+		c.IOTimeout = 5 * time.Second
+	}
+}
+
+// Bucket is the part of a KV bucket the gateway reads and writes.
+type Bucket = auth.KV
+
+// Deps are what the gateway talks to.
+type Deps struct {
+	Users, Assets, Jobs, Registry Bucket
+	// Publisher stores jobs and audit events.
+	Publisher streams.Publisher
+	// Reader answers history questions (JetStream or PostgreSQL).
+	Reader readmodel.Reader
+	// Pairs lists Kraken's tradable pairs.
+	Pairs PairSource
+	// Streams feeds the websocket hub.
+	Streams hub.Source
+	Tokens  *auth.Tokens
+	Metrics prometheus.Registerer
+	Log     *slog.Logger
+	// Now is the clock; nil for time.Now.
+	Now func() time.Time
+}
+
+// Gateway serves the API.
+type Gateway struct {
+	cfg     Config
+	d       Deps
+	log     *slog.Logger
+	now     func() time.Time
+	users   *auth.Users
+	ipLim   *auth.Limiter
+	userLim *auth.Limiter
+	pairs   *pairCache
+	hub     *hub.Hub
+	m       *metrics
+}
+
+// New builds a gateway; it does no I/O.
+func New(cfg Config, d Deps) (*Gateway, error) {
+	cfg.defaults()
+	switch {
+	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil:
+		return nil, errors.New("gateway: the users, assets, jobs and model-registry buckets are required")
+	case d.Publisher == nil || d.Reader == nil || d.Pairs == nil || d.Streams == nil || d.Tokens == nil:
+		return nil, errors.New("gateway: publisher, reader, pairs, streams and tokens are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := d.Log.With("worker", "gateway")
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: d.Tokens.Verify, Metrics: d.Metrics, Log: log, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return &Gateway{
+		cfg:     cfg,
+		d:       d,
+		log:     log,
+		now:     now,
+		users:   auth.NewUsers(d.Users, now),
+		ipLim:   auth.NewLimiter(cfg.LoginIPEvery, cfg.LoginIPBurst, 100_000, now),
+		userLim: auth.NewLimiter(cfg.LoginUserEvery, cfg.LoginUserBurst, 100_000, now),
+		pairs:   &pairCache{src: d.Pairs, ttl: cfg.PairsTTL, now: now},
+		hub:     h,
+		m:       newMetrics(d.Metrics),
+	}, nil
+}
+
+// Users is the users store, for the `user` subcommand and bootstrap.
+func (g *Gateway) Users() *auth.Users { return g.users }
+
+// EnsureAdmin creates the first admin when none exists, logging a generated
+// password once.
+func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error {
+	created, generated, err := g.users.EnsureAdmin(ctx, name, password, g.cfg.BcryptCost)
+	if err != nil {
+		return fmt.Errorf("gateway: ensure admin: %w", err)
+	}
+	if !created {
+		return nil
+	}
+	if name == "" {
+		name = "admin"
+	}
+	if generated != "" {
+		// Printed once on purpose: this is the only way to learn it.
+		g.log.Warn("created the first admin with a generated password; change it now", "username", name, "password", generated)
+	} else {
+		g.log.Info("created the first admin", "username", name)
+	}
+	g.audit(ctx, "user.bootstrap", "system", name, "ok", "", "first admin")
+	return nil
+}
+
+// Shutdown closes every websocket connection with "going away". Register it
+// with http.Server.RegisterOnShutdown: Shutdown does not close hijacked
+// connections.
+func (g *Gateway) Shutdown() { g.hub.Shutdown() }
+
+// Clients is the number of connected websocket clients.
+func (g *Gateway) Clients() int { return g.hub.Clients() }
+
+// Run runs the hub until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error { return g.hub.Run(ctx) }
+
+// Register mounts every route on mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	for _, r := range g.routes() {
+		mux.Handle(r.pattern, g.wrap(r.pattern, r.handler))
+	}
+}
+
+// OpenBuckets opens the buckets the gateway needs from a JetStream
+// context; a small helper for the command wiring and tests.
+func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
+	for _, b := range []struct {
+		name string
+		dst  *Bucket
+	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}} {
+		kv, err := js.KeyValue(ctx, b.name)
+		if err != nil {
+			return fmt.Errorf("gateway: open bucket %s: %w", b.name, err)
+		}
+		*b.dst = kv
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/readmodel"
+	"cryptostream/streams"
+)
+
+// defaultAsset is what the proof of concept answered for when no asset was
+// given.
+const defaultAsset = "BTC/USD"
+
+type candleView struct {
+	Time    time.Time       `json:"time"`
+	Open    float64         `json:"open"`
+	High    float64         `json:"high"`
+	Low     float64         `json:"low"`
+	Close   float64         `json:"close"`
+	Volume  float64         `json:"volume"`
+	Trades  int64           `json:"trades"`
+	Quality streams.Quality `json:"quality"`
+}
+
+func viewCandle(c streams.Candle) candleView {
+	return candleView{c.Start.UTC(), c.Open, c.High, c.Low, c.Close, c.Volume, c.Trades, c.Quality}
+}
+
+// parseTime accepts RFC3339 or unix seconds.
+func parseTime(name, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 || n > 1<<40 {
+			return time.Time{}, errorf(http.StatusBadRequest, "invalid_"+name, "%s out of range", name)
+		}
+		return time.Unix(n, 0).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, errorf(http.StatusBadRequest, "invalid_"+name, "%s must be RFC3339 or unix seconds", name)
+	}
+	return t.UTC(), nil
+}
+
+func intervalParam(s string) (streams.Interval, error) {
+	if s == "" {
+		return streams.Interval1m, nil
+	}
+	iv, err := streams.ParseInterval(s)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "invalid_interval", "interval must be one of 1m 5m 15m 30m 1h 4h 1d 1w 15d")
+	}
+	return iv, nil
+}
+
+// tracked reports whether an asset is in the assets bucket.
+func (g *Gateway) tracked(r *http.Request, sym string) (bool, error) {
+	ctx, cancel := g.io(r)
+	defer cancel()
+	_, err := g.d.Assets.Get(ctx, streams.AssetKey(sym))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (g *Gateway) assetHistory(w http.ResponseWriter, r *http.Request) {
+	sym, err := assetParam(r.PathValue("asset"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	iv, err := intervalParam(q.Get("interval"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	from, err := parseTime("from", q.Get("from"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	to, err := parseTime("to", q.Get("to"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		limit, err = strconv.Atoi(s)
+		if err != nil || limit < 1 {
+			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_limit", "limit must be a positive integer (at most %d)", readmodel.MaxLimit))
+			return
+		}
+	}
+	ctx, cancel := g.io(r)
+	defer cancel()
+	page, err := g.d.Reader.Candles(ctx, readmodel.CandleQuery{Symbol: sym, Interval: iv, From: from, To: to, Limit: limit, After: q.Get("cursor")})
+	if errors.Is(err, readmodel.ErrBadQuery) {
+		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_query", "%s", err.Error()))
+		return
+	}
+	if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
+		g.fail(w, r, err)
+		return
+	}
+	if len(page.Candles) == 0 {
+		// Empty is an answer for a tracked asset, an unknown asset otherwise.
+		ok, err := g.tracked(r, sym)
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		if !ok {
+			g.fail(w, r, errorf(http.StatusNotFound, "unknown_asset", "%s is not tracked and has no history", sym))
+			return
+		}
+	}
+	out := make([]candleView, len(page.Candles))
+	for i, c := range page.Candles {
+		out[i] = viewCandle(c)
+	}
+	var next *string
+	if page.Next != "" {
+		next = &page.Next
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "candles": out, "next": next})
+}
+
+func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {
+	sym, err := assetParam(r.PathValue("asset"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	iv, err := intervalParam(r.URL.Query().Get("interval"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	ctx, cancel := g.io(r)
+	defer cancel()
+	c, err := g.d.Reader.LatestCandle(ctx, sym, iv)
+	if errors.Is(err, readmodel.ErrNotFound) {
+		g.fail(w, r, errorf(http.StatusNotFound, "unknown_asset", "no %s candle for %s", iv, sym))
+		return
+	}
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "candle": viewCandle(c)})
+}

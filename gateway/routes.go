@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	_ "embed"
+	"net/http"
+)
+
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+//go:embed openapi.json
+var openapiDoc []byte
+
+const rootPage = `<!doctype html><meta charset="utf-8"><title>cryptostream</title>
+<h1>cryptostream</h1><p>The API is described in <a href="/openapi.json">/openapi.json</a>.
+Live data: websocket at <code>/ws</code>. Operators: <a href="/metrics">/metrics</a>, <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>.</p>`
+
+func (g *Gateway) routes() []route {
+	hf := func(p string, f func(http.ResponseWriter, *http.Request)) route { return route{p, http.HandlerFunc(f)} }
+	return []route{
+		hf("POST /auth/signup", g.signup),
+		hf("POST /auth/login", g.login),
+		{"GET /auth/users/me", g.authed(g.getMe)},
+		{"PUT /auth/users/me", g.authed(g.putMe)},
+		{"GET /auth/users", g.admin(g.listUsers)},
+		{"DELETE /auth/users/{username}", g.admin(g.deleteUser)},
+		{"PUT /auth/users/{username}/role", g.admin(g.putRole)},
+
+		{"GET /crypto/assets", g.authed(g.listAssets)},
+		{"POST /crypto/assets", g.admin(g.addAsset)},
+		{"DELETE /crypto/assets/{id}", g.admin(g.deleteAsset)},
+		{"GET /crypto/kraken_assets", g.authed(g.krakenAssets)},
+		{"GET /crypto/asset_history/{asset}", g.authed(g.assetHistory)},
+		{"GET /crypto/asset_latest/{asset}", g.authed(g.assetLatest)},
+
+		{"GET /prediction/latest-prediction", g.authed(g.latestPrediction)},
+		{"GET /prediction/model-evaluation", g.authed(g.modelEvaluation)},
+		{"GET /prediction/best-model", g.authed(g.bestModel)},
+		{"GET /prediction/models", g.authed(g.listModels)},
+		{"POST /prediction/train", g.admin(g.submitJob("train"))},
+		{"POST /prediction/score", g.admin(g.submitJob("score"))},
+		{"POST /prediction/predict", g.admin(g.submitJob("predict"))},
+		{"GET /prediction/jobs/{id}", g.authed(g.getJob)},
+
+		{"GET /ws", g.hub},
+		hf("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(openapiDoc)
+		}),
+		hf("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			_, _ = w.Write([]byte(rootPage))
+		}),
+		hf("OPTIONS /", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }),
+		// Everything else gets the JSON error shape rather than the mux's
+		// plain-text 404.
+		hf("/", func(w http.ResponseWriter, r *http.Request) {
+			g.fail(w, r, errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
+		}),
+	}
+}

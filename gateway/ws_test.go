@@ -1,0 +1,620 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/gateway"
+	"cryptostream/gateway/auth"
+	"cryptostream/natstest"
+	"cryptostream/streams"
+)
+
+type wsFrame struct {
+	Type     string          `json:"type"`
+	Channel  string          `json:"channel"`
+	Seq      uint64          `json:"seq"`
+	Snapshot bool            `json:"snapshot"`
+	Data     json.RawMessage `json:"data"`
+	Code     string          `json:"code"`
+	From, To uint64
+}
+
+type wsClient struct {
+	t    testing.TB
+	conn *websocket.Conn
+}
+
+func (s *stack) wsURL() string { return "ws" + strings.TrimPrefix(s.url, "http") + "/ws" }
+
+// dialWS connects with the token as the "bearer, <token>" subprotocol pair
+// (none when token is empty). smallBuffer shrinks the client's socket
+// receive buffer so that a client that stops reading backs up quickly.
+func (s *stack) dialWS(token string, smallBuffer bool) (*wsClient, *http.Response, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	if token != "" {
+		d.Subprotocols = []string{"bearer", token}
+	}
+	if smallBuffer {
+		d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4096)
+			}
+			return c, err
+		}
+	}
+	conn, resp, err := d.DialContext(s.t.Context(), s.wsURL(), nil)
+	if err != nil {
+		return nil, resp, err
+	}
+	c := &wsClient{t: s.t, conn: conn}
+	s.t.Cleanup(func() { _ = conn.Close() })
+	return c, resp, nil
+}
+
+func (c *wsClient) send(v any) {
+	c.t.Helper()
+	if err := c.conn.WriteJSON(v); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *wsClient) next() wsFrame {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second)) // a hang guard
+	var f wsFrame
+	if err := c.conn.ReadJSON(&f); err != nil {
+		c.t.Fatalf("websocket read: %v", err)
+	}
+	return f
+}
+
+func (c *wsClient) expect(typ, channel string) wsFrame {
+	c.t.Helper()
+	f := c.next()
+	if f.Type != typ || (channel != "" && f.Channel != channel) {
+		c.t.Fatalf("got %+v, want %s on %s", f, typ, channel)
+	}
+	return f
+}
+
+// closeCode reads until the server closes and returns the close code.
+func (c *wsClient) closeCode() int {
+	c.t.Helper()
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, _, err := c.conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		c.t.Fatalf("read ended without a close frame: %v", err)
+	}
+}
+
+var tickStart = time.Unix(1677646800, 0).UTC()
+
+func tick(i int) *streams.Tick {
+	p := 23500 + float64(i%50)
+	return &streams.Tick{Candle: streams.Candle{Symbol: "BTC/USD", Interval: streams.Interval1m, Start: tickStart,
+		Open: 23500, High: 23550, Low: 23500, Close: p, Volume: float64(i + 1), Trades: int64(i + 1), Quality: streams.QualityLive},
+		ReceivedAt: time.Now().UTC()}
+}
+
+func publish(t testing.TB, s *stack, e streams.Event) uint64 {
+	t.Helper()
+	ack, err := streams.Publish(t.Context(), s.js, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+func tickTrades(t testing.TB, f wsFrame) int64 {
+	t.Helper()
+	tk, err := streams.Decode[streams.Tick](f.Data)
+	if err != nil {
+		t.Fatalf("event data %s: %v", f.Data, err)
+	}
+	return tk.Candle.Trades
+}
+
+func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
+	// The client reads only after the publishing: the queue must hold it all.
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 256 })
+	tok := s.signup("alice", "alice-password")
+	publish(t, s, tick(0))
+	p0 := samplePrediction(tickStart, 23500)
+	publish(t, s, &p0)
+
+	c, resp, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get("Sec-Websocket-Protocol") != "bearer" {
+		t.Fatalf("subprotocol = %q", resp.Header.Get("Sec-Websocket-Protocol"))
+	}
+	c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	c.expect("subscribed", "ticks:BTC-USD")
+	if f := c.expect("event", "ticks:BTC-USD"); !f.Snapshot || tickTrades(t, f) != 1 {
+		t.Fatalf("tick snapshot = %+v", f)
+	}
+	c.send(map[string]string{"op": "subscribe", "channel": "predictions:BTC/USD"})
+	c.expect("subscribed", "predictions:BTC-USD")
+	if f := c.expect("event", "predictions:BTC-USD"); !f.Snapshot {
+		t.Fatalf("prediction snapshot = %+v", f)
+	}
+	// Live, in order, interleaved across channels.
+	var wantTicks []int64
+	for i := 1; i <= 30; i++ {
+		publish(t, s, tick(i))
+		wantTicks = append(wantTicks, int64(i+1))
+		if i%10 == 0 {
+			p := samplePrediction(tickStart.Add(time.Duration(i)*time.Minute), 23500+float64(i))
+			publish(t, s, &p)
+		}
+	}
+	var gotTicks []int64
+	var gotPreds []time.Time
+	var lastTickSeq, lastPredSeq uint64
+	for len(gotTicks) < 30 || len(gotPreds) < 3 {
+		f := c.expect("event", "")
+		if f.Snapshot {
+			t.Fatalf("a live event marked snapshot: %+v", f)
+		}
+		switch f.Channel {
+		case "ticks:BTC-USD":
+			if f.Seq <= lastTickSeq {
+				t.Fatalf("tick seq %d after %d", f.Seq, lastTickSeq)
+			}
+			lastTickSeq = f.Seq
+			gotTicks = append(gotTicks, tickTrades(t, f))
+		case "predictions:BTC-USD":
+			if f.Seq <= lastPredSeq {
+				t.Fatalf("prediction seq %d after %d", f.Seq, lastPredSeq)
+			}
+			lastPredSeq = f.Seq
+			p, err := streams.Decode[streams.Prediction](f.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotPreds = append(gotPreds, p.Start)
+		default:
+			t.Fatalf("event on %q", f.Channel)
+		}
+	}
+	for i := range wantTicks {
+		if gotTicks[i] != wantTicks[i] {
+			t.Fatalf("ticks out of order: %v", gotTicks)
+		}
+	}
+	for i, at := range gotPreds {
+		if !at.Equal(tickStart.Add(time.Duration(10*(i+1)) * time.Minute)) {
+			t.Fatalf("predictions = %v", gotPreds)
+		}
+	}
+	// Unsubscribe: ticks stop, predictions continue.
+	c.send(map[string]string{"op": "unsubscribe", "channel": "ticks:BTC-USD"})
+	c.expect("unsubscribed", "ticks:BTC-USD")
+	publish(t, s, tick(100))
+	p := samplePrediction(tickStart.Add(time.Hour), 23600)
+	publish(t, s, &p)
+	if f := c.expect("event", "predictions:BTC-USD"); f.Seq <= lastPredSeq {
+		t.Fatalf("stale prediction %+v", f)
+	}
+	// Bad requests get an error frame and the connection stays.
+	c.send(map[string]string{"op": "subscribe", "channel": "ticks:*"})
+	if f := c.expect("error", ""); f.Code != "bad_channel" {
+		t.Fatalf("bad channel = %+v", f)
+	}
+	c.send(map[string]string{"op": "subscribe", "channel": "predictions:BTC-USD"})
+	if f := c.expect("error", ""); f.Code != "subscribe_refused" {
+		t.Fatalf("double subscribe = %+v", f)
+	}
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if f := c.expect("error", ""); f.Code != "bad_message" {
+		t.Fatalf("bad message = %+v", f)
+	}
+}
+
+func TestWebsocketAlertsAndCandles(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+	c.expect("subscribed", "alerts")
+	c.send(map[string]string{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
+	c.expect("subscribed", "candles:BTC-USD:1m")
+	a := streams.Alert{ID: "a1", RuleID: "r1", Symbol: "ETH/USD", Interval: streams.Interval1m, Kind: "price_above", Message: "up", Value: 2, Threshold: 1, At: tickStart}
+	publish(t, s, &a)
+	if f := c.expect("event", "alerts"); !strings.Contains(string(f.Data), `"rule_id":"r1"`) {
+		t.Fatalf("alert = %s", f.Data)
+	}
+	candle := tick(3).Candle
+	publish(t, s, &candle)
+	c.expect("event", "candles:BTC-USD:1m")
+	// A second client gets the alert as its snapshot.
+	c2, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+	c2.expect("subscribed", "alerts")
+	if f := c2.expect("event", "alerts"); !f.Snapshot {
+		t.Fatalf("alert snapshot = %+v", f)
+	}
+	// Two clients on alerts, one on candles: two stream consumers, and each
+	// live event is fanned out from its one consumer to both.
+	if n := counterValue(t, s, "cryptostream_gateway_ws_channels"); n != 2 {
+		t.Fatalf("%v channel consumers, want 2", n)
+	}
+	a2 := a
+	a2.ID, a2.At = "a2", tickStart.Add(time.Minute)
+	publish(t, s, &a2)
+	for _, cl := range []*wsClient{c, c2} {
+		if f := cl.expect("event", "alerts"); f.Snapshot || !strings.Contains(string(f.Data), `"id":"a2"`) {
+			t.Fatalf("live alert = %+v", f)
+		}
+	}
+	if n := counterValue(t, s, "cryptostream_gateway_ws_events_total"); n != 3 {
+		t.Fatalf("%v events read from the streams, want 3 (alert, candle, alert)", n)
+	}
+	c.send(map[string]string{"op": "unsubscribe", "channel": "candles:BTC-USD:1m"})
+	c.expect("unsubscribed", "")
+	if n := counterValue(t, s, "cryptostream_gateway_ws_channels"); n != 1 {
+		t.Fatalf("%v channel consumers after the last candles subscriber left, want 1", n)
+	}
+}
+
+func TestWebsocketStalledClientDropped(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	healthy, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled, _, err := s.dialWS(tok, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*wsClient{healthy, stalled} {
+		c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+		c.expect("subscribed", "ticks:BTC-USD")
+	}
+	// The healthy client reads everything as it comes.
+	var mu sync.Mutex
+	var got []uint64
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			_ = healthy.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+			var f wsFrame
+			if err := healthy.conn.ReadJSON(&f); err != nil {
+				readErr <- err
+				return
+			}
+			if f.Type == "event" {
+				mu.Lock()
+				got = append(got, f.Seq)
+				mu.Unlock()
+			}
+		}
+	}()
+	// Publish until the stalled client is dropped: its socket buffers fill,
+	// its queue overflows.
+	slowCloses := func() float64 { return counterValue(t, s, "cryptostream_gateway_ws_slow_closes_total") }
+	var last uint64
+	for i := 0; slowCloses() == 0; i++ {
+		if i > 200_000 {
+			t.Fatal("the stalled client was never dropped")
+		}
+		last = publish(t, s, tick(i))
+	}
+	// The healthy one keeps receiving after the drop.
+	for i := range 20 {
+		last = publish(t, s, tick(1_000_000+i))
+	}
+	natstest.WaitFor(t, 30*time.Second, "the healthy client to receive everything", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1] == last
+	})
+	select {
+	case err := <-readErr:
+		t.Fatalf("the healthy client was closed: %v", err)
+	default:
+	}
+	mu.Lock()
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			t.Fatalf("healthy client missed events: %d then %d", got[i-1], got[i])
+		}
+	}
+	mu.Unlock()
+	if code := stalled.closeCode(); code != 4008 {
+		t.Fatalf("stalled client closed with %d, want 4008", code)
+	}
+	if slowCloses() != 1 {
+		t.Fatalf("%v slow closes", slowCloses())
+	}
+}
+
+func counterValue(t testing.TB, s *stack, name string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				if m.Counter != nil {
+					v += m.Counter.GetValue()
+				}
+				if m.Gauge != nil {
+					v += m.Gauge.GetValue()
+				}
+			}
+		}
+	}
+	return v
+}
+
+// A client that reconnects with the last sequence it saw gets what it
+// missed and then live events, without a gap or a duplicate at the seam,
+// while events keep arriving during the resume.
+func TestWebsocketResume(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 4096; c.Hub.MaxPending = 100_000 })
+	tok := s.signup("alice", "alice-password")
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	c.expect("subscribed", "")
+	for i := range 5 {
+		publish(t, s, tick(i))
+	}
+	var seen uint64
+	for range 5 {
+		seen = c.expect("event", "ticks:BTC-USD").Seq
+	}
+	_ = c.conn.Close()
+	for i := 5; i < 300; i++ {
+		publish(t, s, tick(i))
+	}
+	// Keep publishing while the client resumes.
+	done := make(chan uint64)
+	go func() {
+		var last uint64
+		for i := 300; i < 600; i++ {
+			ack, err := streams.Publish(context.Background(), s.js, tick(i))
+			if err != nil {
+				break
+			}
+			last = ack.Sequence
+		}
+		done <- last
+	}()
+	c2, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.send(map[string]any{"op": "subscribe", "channel": "ticks:BTC-USD", "since": seen})
+	c2.expect("subscribed", "ticks:BTC-USD")
+	last := <-done
+	if last == 0 {
+		t.Fatal("publisher failed")
+	}
+	want := seen + 1
+	for want <= last {
+		f := c2.expect("event", "ticks:BTC-USD")
+		if f.Seq != want || f.Snapshot {
+			t.Fatalf("got seq %d (snapshot %v), want %d", f.Seq, f.Snapshot, want)
+		}
+		if tickTrades(t, f) != int64(want) {
+			t.Fatalf("seq %d carries tick %d", f.Seq, tickTrades(t, f))
+		}
+		want++
+	}
+}
+
+func TestWebsocketAuth(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+
+	t.Run("bad token at upgrade", func(t *testing.T) {
+		_, resp, err := s.dialWS("not-a-token", false)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("dial = %v, %v", resp, err)
+		}
+	})
+	t.Run("no token then subscribe", func(t *testing.T) {
+		c, _, err := s.dialWS("", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+		if code := c.closeCode(); code != 4003 {
+			t.Fatalf("close %d", code)
+		}
+	})
+	t.Run("bad token in first message", func(t *testing.T) {
+		c, _, err := s.dialWS("", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]string{"op": "auth", "token": tok + "x"})
+		if code := c.closeCode(); code != 4003 {
+			t.Fatalf("close %d", code)
+		}
+	})
+	t.Run("token in first message", func(t *testing.T) {
+		c, _, err := s.dialWS("", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]string{"op": "auth", "token": tok})
+		c.expect("authenticated", "")
+		c.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+		c.expect("subscribed", "alerts")
+	})
+	t.Run("expiry closes", func(t *testing.T) {
+		// A token that expires a few seconds from now.
+		short, err := auth.NewTokens(s.key, time.Minute, func() time.Time { return time.Now().Add(-57 * time.Second) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _, err := short.Issue("alice", streams.RoleUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := s.dialWS(st, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := c.closeCode(); code != 4001 {
+			t.Fatalf("close %d", code)
+		}
+	})
+	t.Run("a fresh token extends", func(t *testing.T) {
+		short, err := auth.NewTokens(s.key, time.Minute, func() time.Time { return time.Now().Add(-57 * time.Second) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _, err := short.Issue("alice", streams.RoleUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := s.dialWS(st, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]string{"op": "auth", "token": tok})
+		c.expect("authenticated", "")
+		c.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+		c.expect("subscribed", "alerts")
+		// Past the first token's expiry the connection still serves.
+		time.Sleep(4 * time.Second)
+		a := streams.Alert{ID: "x", RuleID: "r", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "k", Message: "m", At: tickStart}
+		publish(t, s, &a)
+		c.expect("event", "alerts")
+		// Another user's token is refused.
+		other := s.signup("mallory", "mallory-password")
+		c.send(map[string]string{"op": "auth", "token": other})
+		if code := c.closeCode(); code != 4003 {
+			t.Fatalf("close %d", code)
+		}
+	})
+	t.Run("shutdown closes", func(t *testing.T) {
+		c, _, err := s.dialWS(tok, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]string{"op": "subscribe", "channel": "alerts"})
+		c.expect("subscribed", "alerts")
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		go func() { _ = s.srv.Config.Shutdown(ctx) }()
+		if code := c.closeCode(); code != websocket.CloseGoingAway {
+			t.Fatalf("close %d", code)
+		}
+	})
+}
+
+// A resume from before what the stream still holds gets a gap frame naming
+// the missing range, then everything that is there.
+func TestWebsocketResumeGap(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	for i := range 10 {
+		publish(t, s, tick(i))
+	}
+	st, err := s.js.Stream(t.Context(), streams.StreamTicks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSequence(6)); err != nil { // keeps 6..10
+		t.Fatal(err)
+	}
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "subscribe", "channel": "ticks:BTC-USD", "since": 2})
+	c.expect("subscribed", "")
+	var g struct {
+		Type     string
+		From, To uint64
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if err := c.conn.ReadJSON(&g); err != nil || g.Type != "gap" || g.From != 3 || g.To != 5 {
+		t.Fatalf("gap frame = %+v, %v", g, err)
+	}
+	for want := uint64(6); want <= 10; want++ {
+		if f := c.expect("event", "ticks:BTC-USD"); f.Seq != want {
+			t.Fatalf("seq %d, want %d", f.Seq, want)
+		}
+	}
+}
+
+// A client that stops answering pings is disconnected; one that reads (and
+// so answers them) stays.
+func TestWebsocketPingTimeout(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) {
+		c.Hub.PingInterval = 20 * time.Millisecond
+		c.Hub.PongWait = 200 * time.Millisecond
+	})
+	tok := s.signup("alice", "alice-password")
+	live, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	live.expect("subscribed", "")
+	frames := make(chan wsFrame, 100)
+	go func() {
+		for {
+			var f wsFrame
+			if err := live.conn.ReadJSON(&f); err != nil {
+				close(frames)
+				return
+			}
+			frames <- f
+		}
+	}()
+	if _, _, err := s.dialWS(tok, false); err != nil { // never reads
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 30*time.Second, "two clients", func() bool { return s.gw.Clients() == 2 })
+	natstest.WaitFor(t, 30*time.Second, "the silent client to be dropped", func() bool { return s.gw.Clients() == 1 })
+	publish(t, s, tick(1))
+	select {
+	case f, ok := <-frames:
+		if !ok || f.Type != "event" {
+			t.Fatalf("the reading client got %+v (open %v)", f, ok)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the reading client got nothing")
+	}
+}

@@ -1,0 +1,189 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+)
+
+// JetStreamSink stores candles in MARKET and ticks in TICKS.
+type JetStreamSink struct {
+	JS  jetstream.JetStream
+	Log *slog.Logger
+}
+
+// PublishCandle stores c with its message id and waits for the ack,
+// retrying a failed publish until ctx ends: the id makes a retry of a
+// stored candle a duplicate, which is success.
+func (s *JetStreamSink) PublishCandle(ctx context.Context, c streams.Candle) error {
+	msg, err := streams.NewMsg(&c)
+	if err != nil {
+		return fmt.Errorf("ingest: encode candle: %w", err)
+	}
+	wait := 50 * time.Millisecond
+	for {
+		_, err := s.JS.PublishMsg(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("ingest: publish %s: %w", msg.Subject, err)
+		}
+		if s.Log != nil {
+			s.Log.Warn("publish candle failed, retrying", "subject", msg.Subject, "err", err, "in", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("ingest: publish %s: %w", msg.Subject, err)
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// PublishTick publishes without waiting for an acknowledgement: TICKS still
+// stores it (and deduplicates its id), but a tick is replaced by the next
+// one, so an ack per tick would only queue ahead of the candle publishes
+// that do wait for theirs.
+func (s *JetStreamSink) PublishTick(ctx context.Context, t streams.Tick) error {
+	msg, err := streams.NewMsg(&t)
+	if err != nil {
+		return fmt.Errorf("ingest: encode tick: %w", err)
+	}
+	if err := s.JS.Conn().PublishMsg(msg); err != nil {
+		return fmt.Errorf("ingest: publish tick: %w", err)
+	}
+	return nil
+}
+
+// LastCandle reads the newest candle of a series from MARKET.
+func (s *JetStreamSink) LastCandle(ctx context.Context, iv streams.Interval, symbol string) (streams.Candle, bool, error) {
+	st, err := s.JS.Stream(ctx, streams.StreamMarket)
+	if err != nil {
+		return streams.Candle{}, false, fmt.Errorf("ingest: market stream: %w", err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, streams.CandleSubject(iv, symbol))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return streams.Candle{}, false, nil
+	}
+	if err != nil {
+		return streams.Candle{}, false, fmt.Errorf("ingest: last candle %s %s: %w", iv, symbol, err)
+	}
+	c, err := streams.Decode[streams.Candle](m.Data)
+	if err != nil {
+		return streams.Candle{}, false, fmt.Errorf("ingest: last candle %s %s: %w", iv, symbol, err)
+	}
+	return c, true, nil
+}
+
+// KVAssets watches the assets bucket.
+type KVAssets struct {
+	KV  jetstream.KeyValue
+	Log *slog.Logger
+}
+
+// Seed puts symbols into the bucket when it is empty, so a first start
+// tracks something; an operator's later choices are never overwritten.
+func (a *KVAssets) Seed(ctx context.Context, symbols []string, now time.Time) error {
+	keys, err := a.KV.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("ingest: list assets: %w", err)
+	}
+	for range keys.Keys() {
+		keys.Stop()
+		return nil
+	}
+	for _, s := range symbols {
+		sym, err := streams.NormalizeSymbol(s)
+		if err != nil {
+			return fmt.Errorf("ingest: seed asset: %w", err)
+		}
+		b, err := json.Marshal(streams.Asset{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: sym, AddedBy: "ingest --assets", AddedAt: now.UTC()})
+		if err != nil {
+			return err
+		}
+		if _, err := a.KV.Create(ctx, streams.AssetKey(sym), b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("ingest: seed asset %s: %w", sym, err)
+		}
+	}
+	return nil
+}
+
+// WatchAssets implements AssetWatcher.
+func (a *KVAssets) WatchAssets(ctx context.Context) (<-chan []string, error) {
+	w, err := a.KV.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: watch assets: %w", err)
+	}
+	out := make(chan []string, 1)
+	go func() {
+		defer close(out)
+		defer w.Stop()
+		set := map[string]bool{}
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					a.apply(set, e)
+					if initial {
+						continue
+					}
+				}
+				initial = false
+				syms := make([]string, 0, len(set))
+				for s := range set {
+					syms = append(syms, s)
+				}
+				sort.Strings(syms)
+				// Only the newest set matters: replace an unread one.
+				select {
+				case <-out:
+				default:
+				}
+				out <- syms
+			}
+		}
+	}()
+	return out, nil
+}
+
+func (a *KVAssets) apply(set map[string]bool, e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		sym, err := streams.SymbolFromToken(e.Key())
+		if err == nil {
+			delete(set, sym)
+		}
+		return
+	}
+	var asset streams.Asset
+	if err := json.Unmarshal(e.Value(), &asset); err != nil {
+		if a.Log != nil {
+			a.Log.Warn("asset entry unreadable, ignored", "key", e.Key(), "err", err)
+		}
+		return
+	}
+	sym, err := streams.NormalizeSymbol(asset.Symbol)
+	if err != nil {
+		if a.Log != nil {
+			a.Log.Warn("asset entry has a bad symbol, ignored", "key", e.Key(), "err", err)
+		}
+		return
+	}
+	set[sym] = true
+}

@@ -1,0 +1,160 @@
+package ingest_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"os"
+	"testing"
+	"time"
+
+	"cryptostream/ingest"
+	"cryptostream/ingest/krakensim"
+	"cryptostream/natstest"
+	"cryptostream/streams"
+)
+
+// TestAssetWatch: putting an asset into the bucket starts its candles in
+// the running ingester, and deleting it stops its subscription, without a
+// restart.
+func TestAssetWatch(t *testing.T) {
+	btc, err := krakensim.DemoFeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second pair from the same recording, under another name.
+	eth := btc
+	eth.Symbol, eth.PairKey, eth.Altname, eth.WSName, eth.Base, eth.Quote = "ETH/USD", "XETHZUSD", "ETHUSD", "ETH/USD", "XETH", "ZUSD"
+	h := newHarness(t, krakensim.Config{Feeds: []krakensim.Feed{btc, eth}, Speed: 600, MaxUpdatesPerCandle: 2, Heartbeat: 100 * time.Millisecond})
+	h.addAsset(t, "BTC/USD")
+	reg := h.startWorker(t, ingest.Config{SubscribePace: 10 * time.Millisecond, RESTInterval: time.Millisecond,
+		HealRetry: 50 * time.Millisecond, BackoffMin: 20 * time.Millisecond})
+	natstest.WaitFor(t, time.Minute, "live BTC/USD candles", func() bool {
+		return counter(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"}) >= 3
+	})
+	if _, ok := h.lastStored(t, streams.Interval1m, "ETH/USD"); ok {
+		t.Fatal("ETH/USD stored before it was added")
+	}
+
+	h.addAsset(t, "ETH/USD")
+	natstest.WaitFor(t, time.Minute, "ETH/USD candles after adding the asset", func() bool {
+		c, ok := h.lastStored(t, streams.Interval1m, "ETH/USD")
+		return ok && c.Quality == streams.QualityLive
+	})
+	acked := func() float64 {
+		return counter(t, reg, "cryptostream_ingest_subscriptions", map[string]string{"state": "acked"})
+	}
+	if got := acked(); got != 2 {
+		t.Errorf("acked subscriptions %v, want 2", got)
+	}
+
+	if err := h.kv.Delete(t.Context(), streams.AssetKey("BTC/USD")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, time.Minute, "BTC/USD unsubscribed", func() bool { return acked() == 1 })
+	before, _ := h.lastStored(t, streams.Interval1m, "BTC/USD")
+	ethBefore, _ := h.lastStored(t, streams.Interval1m, "ETH/USD")
+	natstest.WaitFor(t, time.Minute, "ETH/USD still flowing", func() bool {
+		c, _ := h.lastStored(t, streams.Interval1m, "ETH/USD")
+		return c.Start.Sub(ethBefore.Start) >= 3*time.Minute
+	})
+	if after, _ := h.lastStored(t, streams.Interval1m, "BTC/USD"); !after.Start.Equal(before.Start) {
+		t.Errorf("BTC/USD still stored after removal: %s then %s", before.Start, after.Start)
+	}
+}
+
+// TestImportTwice imports the 1-minute Kraken file twice: the grid holds
+// 29,940 minutes from 2023-03-01 05:00 to 2023-03-21 23:59, of which 29,881
+// are the file's rows and 59 are filled by the empty-interval policy, and
+// the second import stores nothing new.
+func TestImportTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports 30k candles")
+	}
+	h := newHarness(t, krakensim.Config{})
+	raw := embeddedCSV(t)
+	im := &ingest.Importer{Pub: h.js, Stored: ingest.StoredStarts(h.js)}
+	var bad []error
+	candles := ingest.ReadFile("kraken_BTCUSD_1m_2023-03.csv", bytes.NewReader(raw), "BTC/USD", streams.Interval1m, func(err error) { bad = append(bad, err) })
+	if len(bad) > 0 || len(candles) != 29881 {
+		t.Fatalf("read %d candles, bad %v", len(candles), bad)
+	}
+	st, err := im.Import(t.Context(), candles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Published != 29940 || st.Filled != 59 || st.Skipped != 0 {
+		t.Fatalf("first import: %+v", st)
+	}
+	st, err = im.Import(t.Context(), candles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Published != 0 || st.Skipped != 29940 {
+		t.Fatalf("second import: %+v", st)
+	}
+	// Without the stored-starts check the server's deduplication still
+	// holds within its window.
+	st, err = (&ingest.Importer{Pub: h.js}).Import(t.Context(), candles[:100])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Duplicates != st.Published {
+		t.Fatalf("third import: %+v", st)
+	}
+	got := h.stored(t, streams.Interval1m, "BTC/USD")
+	if len(got) != 29940 {
+		t.Fatalf("MARKET holds %d candles, want 29940", len(got))
+	}
+	q := map[streams.Quality]int{}
+	for i, c := range got {
+		q[c.Quality]++
+		if i > 0 && !c.Start.Equal(got[i-1].Start.Add(time.Minute)) {
+			t.Fatalf("candle %d at %s after %s", i, c.Start, got[i-1].Start)
+		}
+	}
+	if q[streams.QualityImported] != 29881 || q[streams.QualityFilled] != 59 {
+		t.Errorf("qualities %v", q)
+	}
+}
+
+func TestImportBadRows(t *testing.T) {
+	csv := "timestamp,open,high,low,close,volume\n" +
+		"1677646800,23797.6,23819.4,23797.6,23799.7,10.4\n" +
+		"1677646860,abc,23798.9,23775.2,23777.6,0.95\n" +
+		"1677646920,23777.6,23701.2,23777.6,23783.5,21.9\n" +
+		"\n" +
+		"1677646980,23783.4,23785.1,23769.9,23769.9,-4\n" +
+		"1677647040,23769.8,23769.9,23748.9,23759.3,19.3\n"
+	var bad []string
+	cs := ingest.ReadFile("x.csv", bytes.NewReader([]byte(csv)), "BTC/USD", streams.Interval1m, func(err error) { bad = append(bad, err.Error()) })
+	if len(cs) != 2 || cs[0].Trades != 1 {
+		t.Fatalf("candles %+v", cs)
+	}
+	want := []string{"x.csv:3:", "x.csv:4:", "x.csv:6:"}
+	if len(bad) != len(want) {
+		t.Fatalf("bad rows %q", bad)
+	}
+	for i, w := range want {
+		if len(bad[i]) < len(w) || bad[i][:len(w)] != w {
+			t.Errorf("bad row %d = %q, want prefix %q", i, bad[i], w)
+		}
+	}
+}
+
+func embeddedCSV(t testing.TB) []byte {
+	t.Helper()
+	f, err := os.Open("krakensim/data/kraken_BTCUSD_1m_2023-03.csv.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(zr); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,209 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"cryptostream/readmodel"
+	"cryptostream/streams"
+)
+
+// Reader answers readmodel queries from the projection. It pages exactly
+// like readmodel.JetStream (same cursor, limits and bounds), which the
+// readmodeltest contract checks.
+type Reader struct {
+	db *pgxpool.Pool
+}
+
+var _ readmodel.Reader = (*Reader)(nil)
+
+// NewReader returns a Reader over db.
+func NewReader(db *pgxpool.Pool) *Reader { return &Reader{db: db} }
+
+// Unbounded ends of a range, inside timestamptz's range, so that one
+// statement with plain comparisons serves every query and keeps its plan.
+var (
+	beginning = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	end       = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+const candleColumns = "start, open, high, low, close, vwap, volume, trades, quality"
+
+// Candles implements readmodel.Reader.
+func (r *Reader) Candles(ctx context.Context, q readmodel.CandleQuery) (readmodel.CandlePage, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return readmodel.CandlePage{}, err
+	}
+	from, to := beginning, end
+	if !q.From.IsZero() {
+		from = q.From
+	}
+	if !q.To.IsZero() {
+		to = q.To
+	}
+	// One row past the page tells whether there is a next one, and where.
+	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
+		WHERE symbol = $1 AND interval = $2 AND start >= $3 AND start < $4
+		ORDER BY start LIMIT $5`, q.Symbol, int32(q.Interval), from, to, q.Limit+1)
+	if err != nil {
+		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
+	}
+	page := readmodel.CandlePage{Candles: make([]streams.Candle, 0, min(q.Limit, 64))}
+	page.Candles, err = collectCandles(rows, q.Symbol, q.Interval, page.Candles)
+	if err != nil {
+		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
+	}
+	if len(page.Candles) > q.Limit {
+		page.Next = readmodel.FormatCursor(page.Candles[q.Limit].Start)
+		page.Candles = page.Candles[:q.Limit]
+	}
+	return page, nil
+}
+
+func collectCandles(rows pgx.Rows, symbol string, iv streams.Interval, out []streams.Candle) ([]streams.Candle, error) {
+	defer rows.Close()
+	for rows.Next() {
+		c := streams.Candle{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+		var quality string
+		if err := rows.Scan(&c.Start, &c.Open, &c.High, &c.Low, &c.Close, &c.VWAP, &c.Volume, &c.Trades, &quality); err != nil {
+			return nil, err
+		}
+		c.Start = c.Start.UTC()
+		c.Quality = streams.Quality(quality)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LatestCandle implements readmodel.Reader.
+func (r *Reader) LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.Candle{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
+	}
+	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
+		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv))
+	if err != nil {
+		return streams.Candle{}, fmt.Errorf("store: latest candle: %w", err)
+	}
+	cs, err := collectCandles(rows, symbol, iv, nil)
+	if err != nil {
+		return streams.Candle{}, fmt.Errorf("store: latest candle: %w", err)
+	}
+	if len(cs) == 0 {
+		return streams.Candle{}, fmt.Errorf("%w: no %s candle of %s", readmodel.ErrNotFound, iv, symbol)
+	}
+	return cs[0], nil
+}
+
+// LatestPrediction implements readmodel.Reader.
+func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.Prediction{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
+	}
+	p := streams.Prediction{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+	var horizon int32
+	var candleSeq int64
+	var window []byte
+	err := r.db.QueryRow(ctx, `SELECT start, target, horizon, model_id, close, log_return, predicted_close,
+		lower_bound, upper_bound, candle_seq, window_quality FROM predictions
+		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv)).
+		Scan(&p.Start, &p.Target, &horizon, &p.ModelID, &p.Close, &p.LogReturn, &p.PredictedClose,
+			&p.Lower, &p.Upper, &candleSeq, &window)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return streams.Prediction{}, fmt.Errorf("%w: no %s prediction of %s", readmodel.ErrNotFound, iv, symbol)
+	}
+	if err != nil {
+		return streams.Prediction{}, fmt.Errorf("store: latest prediction: %w", err)
+	}
+	p.Start, p.Target = p.Start.UTC(), p.Target.UTC()
+	p.Horizon, p.CandleSeq = int(horizon), uint64(candleSeq)
+	if window != nil {
+		if err := json.Unmarshal(window, &p.Window); err != nil {
+			return streams.Prediction{}, fmt.Errorf("store: latest prediction window: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// ModelEvaluations returns the models trained for a series with their
+// metrics, newest first: the SQL side of /prediction/model-evaluation.
+func (r *Reader) ModelEvaluations(ctx context.Context, symbol string, iv streams.Interval) ([]streams.ModelRecord, error) {
+	rows, err := r.db.Query(ctx, `SELECT model_id, horizon, features, coefficients, residual_std, train_from, train_to,
+		test_from, test_to, metrics, champion, decision, artifact, created_at
+		FROM model_evaluations WHERE symbol = $1 AND interval = $2 ORDER BY created_at DESC NULLS LAST, model_id`, symbol, int32(iv))
+	if err != nil {
+		return nil, fmt.Errorf("store: model evaluations: %w", err)
+	}
+	defer rows.Close()
+	var out []streams.ModelRecord
+	for rows.Next() {
+		m := streams.ModelRecord{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+		var horizon int32
+		var features, coefs, metrics []byte
+		var trainFrom, trainTo, testFrom, testTo, created *time.Time
+		if err := rows.Scan(&m.ID, &horizon, &features, &coefs, &m.ResidualStd, &trainFrom, &trainTo, &testFrom, &testTo,
+			&metrics, &m.Champion, &m.Decision, &m.Artifact, &created); err != nil {
+			return nil, fmt.Errorf("store: model evaluations: %w", err)
+		}
+		m.Horizon = int(horizon)
+		for _, f := range []struct {
+			src []byte
+			dst any
+		}{{features, &m.Features}, {coefs, &m.Coefficients}, {metrics, &m.Metrics}} {
+			if err := json.Unmarshal(f.src, f.dst); err != nil {
+				return nil, fmt.Errorf("store: model %s: %w", m.ID, err)
+			}
+		}
+		m.TrainFrom, m.TrainTo, m.TestFrom, m.TestTo, m.CreatedAt = utc(trainFrom), utc(trainTo), utc(testFrom), utc(testTo), utc(created)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: model evaluations: %w", err)
+	}
+	return out, nil
+}
+
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// Alerts returns the alerts fired for a symbol in [from, to), oldest
+// first, at most limit (capped like candle pages); zero bounds are open.
+func (r *Reader) Alerts(ctx context.Context, symbol string, from, to time.Time, limit int) ([]streams.Alert, error) {
+	if from.IsZero() {
+		from = beginning
+	}
+	if to.IsZero() {
+		to = end
+	}
+	rows, err := r.db.Query(ctx, `SELECT id, rule_id, interval, kind, message, value, threshold, at FROM alerts
+		WHERE symbol = $1 AND at >= $2 AND at < $3 ORDER BY at, id LIMIT $4`, symbol, from, to, readmodel.PageLimit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("store: alerts: %w", err)
+	}
+	defer rows.Close()
+	out := []streams.Alert{}
+	for rows.Next() {
+		a := streams.Alert{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol}
+		var iv int32
+		if err := rows.Scan(&a.ID, &a.RuleID, &iv, &a.Kind, &a.Message, &a.Value, &a.Threshold, &a.At); err != nil {
+			return nil, fmt.Errorf("store: alerts: %w", err)
+		}
+		a.Interval, a.At = streams.Interval(iv), a.At.UTC()
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: alerts: %w", err)
+	}
+	return out, nil
+}
