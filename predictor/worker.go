@@ -132,7 +132,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		cfg: cfg, deps: deps, log: deps.Log.With("worker", "predictor"),
 		predictions: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_predictor_vectors_total",
-			Help: "Feature vectors handled by the predictor, by outcome (predicted, no_champion, model_mismatch, duplicate, invalid), and scores skipped as already counted (rescored).",
+			Help: "Feature vectors handled by the predictor, by outcome (predicted, no_champion, model_newer (the champion was trained on later data), model_mismatch, duplicate, invalid), and scores skipped as already counted (rescored).",
 		}, []string{"outcome"}),
 		absError: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cryptostream_predictor_prediction_abs_error",
@@ -405,6 +405,13 @@ func (w *Worker) Handle(ctx context.Context, stop <-chan struct{}, msg jetstream
 		return nil
 	}
 	w.noChamp[v.Symbol+" "+v.Interval.String()] = false
+	if v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())) {
+		// The champion's training labels reach past this vector (the
+		// predictor is replaying history the trainer has passed): its
+		// forecast would have seen part of the answer.
+		w.predictions.WithLabelValues("model_newer").Inc()
+		return nil
+	}
 	p := Forecast(c.rec, c.bound, v, w.cfg.Z)
 	now := w.deps.Now()
 	p.Trace = v.Trace.Stamp(Stage, now)

@@ -176,9 +176,18 @@ func (w *Worker) handleVector(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return streams.Permanent(err)
 	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return streams.Permanent(fmt.Errorf("trainer: metadata: %w", err))
+	}
 	job := streams.Job{
 		ID:   "sched-" + v.Interval.String() + "-" + tok + "-" + strconv.FormatInt(v.Start.Unix(), 10),
 		Kind: streams.JobTrain, Symbol: v.Symbol, Interval: v.Interval,
+		// The schedule trains on the vectors up to the one that triggered
+		// it, not on whatever FEATURES holds when the job runs: during a
+		// backfill the stream is far ahead, and a model trained on later
+		// data would then forecast minutes it has already seen.
+		Params:      map[string]string{"before_seq": strconv.FormatUint(md.Sequence.Stream+1, 10)},
 		RequestedBy: "schedule", RequestedAt: w.deps.Now().UTC(),
 	}
 	if err := Submit(ctx, w.deps.JS, &job, w.deps.Now()); err != nil {
@@ -322,7 +331,15 @@ func (w *Worker) dataset(ctx context.Context, job streams.Job, n, horizon int) (
 	subject := streams.FeaturesSubject(job.Interval, job.Symbol)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	msgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamFeatures, subject, n, 0)
+	var before uint64
+	if b := job.Params["before_seq"]; b != "" {
+		v, err := strconv.ParseUint(b, 10, 64)
+		if err != nil {
+			return Dataset{}, streams.Permanent(fmt.Errorf("trainer: param before_seq=%q: %w", b, err))
+		}
+		before = v
+	}
+	msgs, err := streams.Tail(ctx, w.deps.JS, streams.StreamFeatures, subject, n, before)
 	if err != nil {
 		return Dataset{}, fmt.Errorf("trainer: read features: %w", err)
 	}

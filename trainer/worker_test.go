@@ -266,13 +266,33 @@ func TestScheduleQueuesTraining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The 100th, 200th and 300th vectors each queue one training.
+	// The 100th, 200th and 300th vectors each queue one training, on the
+	// vectors up to the one that triggered it even though more are stored
+	// by the time it runs.
+	reg, err := js.KeyValue(ctx, streams.BucketModelRegistry)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, i := range []int{99, 199, 299} {
 		id := "sched-1m-BTC-USD-" + itoa(vs[i].Start.Unix())
+		var st streams.JobStatus
 		natstest.WaitFor(t, 60*time.Second, "scheduled job "+id, func() bool {
-			st, ok := jobStatus(t, jobsKV, id)
+			var ok bool
+			st, ok = jobStatus(t, jobsKV, id)
 			return ok && (st.State == streams.JobDone || st.State == streams.JobFailed)
 		})
+		if st.Job.Params["before_seq"] != itoa(int64(i+2)) {
+			t.Fatalf("job %s params %v, want before_seq %d", id, st.Job.Params, i+2)
+		}
+		if st.State == streams.JobDone {
+			rec, _, err := trainer.GetModel(ctx, reg, st.Result["model_id"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rec.TrainTo.Before(vs[i].Start) {
+				t.Fatalf("model of %s trained up to %s, past its trigger %s", id, rec.TrainTo, vs[i].Start)
+			}
+		}
 	}
 	if _, ok := jobStatus(t, jobsKV, "sched-1m-BTC-USD-"+itoa(vs[98].Start.Unix())); ok {
 		t.Fatal("a job was queued off schedule")
