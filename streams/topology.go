@@ -191,8 +191,8 @@ func Declare(replicas int) Topology {
 			{Bucket: ObjectStoreModels, Description: "model artifacts", Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		Consumers: []ConsumerSpec{
-			durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, "")),
-			durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>"),
+			inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, ""))),
+			inOrder(durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>")),
 			durable(StreamFeatures, ConsumerTrainerFeatures, true, rootFeatures+".>"),
 			durable(StreamJobs, ConsumerTrainerJobs, false, JobSubject(JobTrain), JobSubject(JobScore)),
 			durable(StreamJobs, ConsumerPredictorJobs, false, JobSubject(JobPredict)),
@@ -238,6 +238,17 @@ func durable(stream, name string, pinned bool, filters ...string) ConsumerSpec {
 		cfg.PinnedTTL = 2 * time.Minute
 	}
 	return ConsumerSpec{Stream: stream, Config: cfg}
+}
+
+// inOrder makes a consumer deliver strictly in stream order, also across a
+// failover. With more than one message in flight, the messages a crashed
+// instance held come back only after AckWait, by which time its successor
+// has handled newer ones of the same series: a rolling window would have to
+// skip them. One in flight costs a round trip per message, which candle
+// rates (a few per minute per series) can afford.
+func inOrder(c ConsumerSpec) ConsumerSpec {
+	c.Config.MaxAckPending = 1
+	return c
 }
 
 // SinkMaxAckPending is the in-flight bound of the sink's consumers: the sink

@@ -27,6 +27,7 @@ type runConfig struct {
 	Replicas   int
 	Ingest     ingestFlags
 	Gateway    gatewayConfig
+	Trainer    trainerFlags
 	// Roles limits the workers started to these; empty starts every role.
 	Roles []string
 }
@@ -44,7 +45,11 @@ func parseRunConfig(args []string, e *env) (runConfig, error) {
 	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
 	cfg.Ingest.register(fs)
 	cfg.Gateway.register(fs)
+	cfg.Trainer.register(fs)
 	if err := fs.parse(args); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Trainer.validate(); err != nil {
 		return cfg, err
 	}
 	if err := cfg.validate(); err != nil {
@@ -185,6 +190,9 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
 			return fail(err)
 		}
+	}
+	if err := sys.addPrediction(cfg); err != nil {
+		return fail(err)
 	}
 	log.Info("http listening", "addr", ln.Addr().String())
 	return sys, nil

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+	"cryptostream/trainer"
+)
+
+// trainConfig is the configuration of `train`: one job, queued like
+// POST /prediction/train queues it.
+type trainConfig struct {
+	NATSURL  string
+	Kind     string
+	Symbol   string
+	Interval string
+	Horizon  int
+	Features string
+	Wait     bool
+	Timeout  time.Duration
+}
+
+func cmdTrain(ctx context.Context, args []string, e *env) error {
+	var cfg trainConfig
+	fs := newFlagSet("train", "Queues a train (or score, predict) job on JOBS, as POST /prediction/train does,\nand with --wait waits for its result and prints the job status as JSON.", e)
+	fs.stringVar(&cfg.NATSURL, "nats-url", "NATS_URL", "", "NATS URL of the running system (run it with --nats-listen to reach an embedded one)")
+	fs.stringVar(&cfg.Kind, "kind", "", "train", "job kind: train, score or predict")
+	fs.stringVar(&cfg.Symbol, "symbol", "", "BTC/USD", "pair")
+	fs.stringVar(&cfg.Interval, "interval", "", "1m", "candle interval")
+	fs.intVar(&cfg.Horizon, "horizon", "", 0, "intervals ahead (0: the trainer's default)")
+	fs.stringVar(&cfg.Features, "features", "", "", "comma-separated feature names (empty: all)")
+	fs.boolVar(&cfg.Wait, "wait", "", true, "wait for the job to finish and print its status")
+	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if cfg.NATSURL == "" {
+		return errors.New("--nats-url is required")
+	}
+	iv, err := streams.ParseInterval(cfg.Interval)
+	if err != nil {
+		return err
+	}
+	sym, err := streams.NormalizeSymbol(cfg.Symbol)
+	if err != nil {
+		return err
+	}
+	id := make([]byte, 8)
+	_, _ = rand.Read(id)
+	job := streams.Job{ID: "cli-" + hex.EncodeToString(id), Kind: streams.JobKind(cfg.Kind), Symbol: sym, Interval: iv,
+		Params: map[string]string{}, RequestedBy: "cli", RequestedAt: time.Now().UTC()}
+	if cfg.Horizon > 0 {
+		job.Params["horizon"] = strconv.Itoa(cfg.Horizon)
+	}
+	if cfg.Features != "" {
+		job.Params["features"] = cfg.Features
+	}
+	nc, err := nats.Connect(cfg.NATSURL, nats.Name("cryptostream-train"))
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stderr, "queued job", job.ID)
+	if !cfg.Wait {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	kv, err := js.KeyValue(wctx, streams.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("jobs bucket: %w", err)
+	}
+	w, err := kv.Watch(wctx, job.ID)
+	if err != nil {
+		return fmt.Errorf("watch job: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("job %s: %w", job.ID, wctx.Err())
+		case entry := <-w.Updates():
+			if entry == nil {
+				continue
+			}
+			var st streams.JobStatus
+			if err := json.Unmarshal(entry.Value(), &st); err != nil {
+				return fmt.Errorf("job status: %w", err)
+			}
+			if st.State != streams.JobDone && st.State != streams.JobFailed {
+				continue
+			}
+			out, _ := json.MarshalIndent(st, "", "  ")
+			fmt.Fprintln(e.stdout, string(out))
+			if st.State == streams.JobFailed {
+				return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,128 @@
+// Package predictor owns the live forecasts: it applies each series'
+// champion model to every feature vector, publishes the prediction with its
+// provenance to PREDICTIONS, scores it when the target candle's vector
+// arrives, and keeps rolling live figures per model in Prometheus and in the
+// registry. The champion is swapped in place when the registry changes.
+// Forecast and scoring (Forecast, Scorer) are plain functions over plain
+// values, so a backtest replays them without a server.
+package predictor
+
+import (
+	"math"
+	"time"
+
+	"cryptostream/streams"
+	"cryptostream/trainer"
+)
+
+// Forecast is the prediction the model bound to v's layout makes from v.
+// z sizes the interval in held-out residual standard deviations.
+func Forecast(rec streams.ModelRecord, b trainer.Bound, v streams.FeatureVector, z float64) streams.Prediction {
+	lr := b.Predict(v.Values)
+	half := z * rec.ResidualStd
+	return streams.Prediction{
+		Symbol: v.Symbol, Interval: v.Interval, Start: v.Start,
+		Target:  v.Start.Add(time.Duration(rec.Horizon) * v.Interval.Duration()),
+		Horizon: rec.Horizon, ModelID: rec.ID,
+		Close: v.Close, LogReturn: lr, PredictedClose: v.Close * math.Exp(lr),
+		Lower: v.Close * math.Exp(lr-half), Upper: v.Close * math.Exp(lr+half),
+		CandleSeq: v.CandleSeq, Window: v.Window,
+	}
+}
+
+// Score is one scored prediction.
+type Score struct {
+	ModelID   string
+	Start     time.Time // of the prediction, which identifies it in its series
+	Predicted float64   // log return
+	Actual    float64   // log return
+	AbsError  float64
+	Hit       bool // same sign as a non-zero actual
+	Moved     bool // the actual was not zero
+}
+
+// Scorer holds the predictions of one series that wait for their target and
+// scores them as later vectors arrive. The price at a target with no candle
+// (no trade) is the last close before it, as in the features.
+type Scorer struct {
+	pending   []streams.Prediction
+	lastStart time.Time
+	lastClose float64
+}
+
+// NewScorer starts a scorer that has seen the vector at lastStart (zero:
+// none) and waits for pending.
+func NewScorer(lastStart time.Time, lastClose float64, pending []streams.Prediction) *Scorer {
+	return &Scorer{pending: pending, lastStart: lastStart, lastClose: lastClose}
+}
+
+// Seen is the start of the newest vector observed.
+func (s *Scorer) Seen() time.Time { return s.lastStart }
+
+// Observe takes the next vector's start and close and returns the scores of
+// the predictions whose target it reaches.
+func (s *Scorer) Observe(start time.Time, close float64) []Score {
+	var out []Score
+	keep := s.pending[:0]
+	for _, p := range s.pending {
+		if p.Target.After(start) {
+			keep = append(keep, p)
+			continue
+		}
+		price := close
+		if p.Target.Before(start) {
+			price = s.lastClose
+		}
+		actual := math.Log(price / p.Close)
+		out = append(out, Score{
+			ModelID: p.ModelID, Start: p.Start, Predicted: p.LogReturn, Actual: actual,
+			AbsError: math.Abs(p.LogReturn - actual), Hit: p.LogReturn*actual > 0, Moved: actual != 0,
+		})
+	}
+	clear(s.pending[len(keep):])
+	s.pending = keep
+	s.lastStart, s.lastClose = start, close
+	return out
+}
+
+// Await adds a prediction to score later.
+func (s *Scorer) Await(p streams.Prediction) { s.pending = append(s.pending, p) }
+
+// Pending is how many predictions wait for their target.
+func (s *Scorer) Pending() int { return len(s.pending) }
+
+// Live is a model's rolling live figures over its last scores.
+type Live struct {
+	size   int
+	scores []Score
+	next   int
+	total  int
+}
+
+// NewLive keeps the last size scores.
+func NewLive(size int) *Live { return &Live{size: size} }
+
+// Add records a score.
+func (l *Live) Add(s Score) {
+	l.total++
+	if len(l.scores) < l.size {
+		l.scores = append(l.scores, s)
+		return
+	}
+	l.scores[l.next] = s
+	l.next = (l.next + 1) % l.size
+}
+
+// Metrics are the figures over the window, with the same definitions as the
+// trainer's (trainer.Evaluate), so train, test and live compare.
+func (l *Live) Metrics() streams.Metrics {
+	pred := make([]float64, len(l.scores))
+	actual := make([]float64, len(l.scores))
+	for i, s := range l.scores {
+		pred[i], actual[i] = s.Predicted, s.Actual
+	}
+	return trainer.Evaluate(pred, actual)
+}
+
+// HitRatio is the direction accuracy over the window.
+func (l *Live) HitRatio() float64 { return l.Metrics().DirectionAccuracy }

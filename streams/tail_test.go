@@ -1,0 +1,64 @@
+package streams_test
+
+import (
+	"fmt"
+	"testing"
+
+	"cryptostream/natstest"
+	"cryptostream/streams"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestTail(t *testing.T) {
+	s := natstest.Server(t)
+	_, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Two subjects interleaved, a's messages are every third one.
+	for i := range 300 {
+		subj := "t.b"
+		if i%3 == 0 {
+			subj = "t.a"
+		}
+		if _, err := js.Publish(ctx, subj, fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name         string
+		subject      string
+		n            int
+		before       uint64
+		wantFirst    uint64
+		wantLast     uint64
+		wantMessages int
+	}{
+		{"last 10 of a", "t.a", 10, 0, 271, 298, 10},
+		{"last 5 of a before seq 100", "t.a", 5, 100, 85, 97, 5},
+		{"more than exist", "t.a", 1000, 0, 1, 298, 100},
+		{"before the first", "t.a", 3, 1, 0, 0, 0},
+		{"absent subject", "t.c", 3, 0, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := streams.Tail(ctx, js, "T", tt.subject, tt.n, tt.before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tt.wantMessages {
+				t.Fatalf("got %d messages, want %d", len(got), tt.wantMessages)
+			}
+			if len(got) > 0 && (got[0].Seq != tt.wantFirst || got[len(got)-1].Seq != tt.wantLast) {
+				t.Fatalf("got seqs %d..%d, want %d..%d", got[0].Seq, got[len(got)-1].Seq, tt.wantFirst, tt.wantLast)
+			}
+			for i := 1; i < len(got); i++ {
+				if got[i].Seq <= got[i-1].Seq {
+					t.Fatal("not in order")
+				}
+			}
+		})
+	}
+}
