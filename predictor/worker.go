@@ -629,16 +629,9 @@ func PredictJob(ctx context.Context, js JetStream, job streams.Job, z float64) (
 	if err != nil {
 		return nil, fmt.Errorf("predictor: registry: %w", err)
 	}
-	id := job.Params["model_id"]
-	if id == "" {
-		e, err := reg.Get(ctx, streams.ChampionKey(job.Interval, job.Symbol))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil, streams.Permanent(fmt.Errorf("predictor: no champion for %s %s", job.Symbol, job.Interval))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("predictor: read champion: %w", err)
-		}
-		id = string(e.Value())
+	id, err := trainer.JobModelID(ctx, reg, job)
+	if err != nil {
+		return nil, err
 	}
 	rec, _, err := trainer.GetModel(ctx, reg, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

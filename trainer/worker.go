@@ -528,6 +528,22 @@ func (w *Worker) demote(ctx context.Context, reg jetstream.KeyValue, id string) 
 	}
 }
 
+// JobModelID is the model a score or predict job names: its model_id
+// parameter, else the series' champion. No champion is permanent for the job.
+func JobModelID(ctx context.Context, reg jetstream.KeyValue, job streams.Job) (string, error) {
+	if id := job.Params["model_id"]; id != "" {
+		return id, nil
+	}
+	e, err := reg.Get(ctx, streams.ChampionKey(job.Interval, job.Symbol))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", streams.Permanent(fmt.Errorf("trainer: no champion for %s %s", job.Symbol, job.Interval))
+	}
+	if err != nil {
+		return "", fmt.Errorf("trainer: read champion: %w", err)
+	}
+	return string(e.Value()), nil
+}
+
 // GetModel reads a model record and its revision from the registry.
 func GetModel(ctx context.Context, reg jetstream.KeyValue, id string) (streams.ModelRecord, uint64, error) {
 	e, err := reg.Get(ctx, streams.ModelKey(id))
@@ -571,16 +587,9 @@ func (w *Worker) Score(ctx context.Context, job streams.Job) (map[string]string,
 	if err != nil {
 		return nil, fmt.Errorf("trainer: registry: %w", err)
 	}
-	id := job.Params["model_id"]
-	if id == "" {
-		e, err := reg.Get(ctx, streams.ChampionKey(job.Interval, job.Symbol))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil, streams.Permanent(fmt.Errorf("trainer: no champion for %s %s to score", job.Symbol, job.Interval))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("trainer: read champion: %w", err)
-		}
-		id = string(e.Value())
+	id, err := JobModelID(ctx, reg, job)
+	if err != nil {
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		rec, rev, err := GetModel(ctx, reg, id)
