@@ -88,6 +88,10 @@ func (f fixedReader) LatestPrediction(context.Context, string, streams.Interval)
 	return streams.Prediction{}, readmodel.ErrNotFound
 }
 
+func (f fixedReader) Champion(context.Context, string, streams.Interval) (streams.ModelRecord, error) {
+	return streams.ModelRecord{}, readmodel.ErrNotFound
+}
+
 func benchGet(b *testing.B, s *stack, path string) {
 	tok, _, err := s.tokens.Issue(adminName, streams.RoleAdmin)
 	if err != nil {

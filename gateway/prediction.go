@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,22 +84,19 @@ func (g *Gateway) model(r *http.Request, id string) (streams.ModelRecord, error)
 
 // champion reads the champion of a series. The entry holds the model id,
 // either bare or as a JSON string.
+// champion reads the series' champion through the read model, so that with
+// a database the evaluation comes from SQL like the rest of history.
 func (g *Gateway) champion(r *http.Request, sym string, iv streams.Interval) (streams.ModelRecord, error) {
 	ctx, cancel := g.io(r)
 	defer cancel()
-	e, err := g.d.Registry.Get(ctx, streams.ChampionKey(iv, sym))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return streams.ModelRecord{}, errorf(http.StatusNotFound, "no_champion", "no champion model for %s %s yet", sym, iv)
+	m, err := g.d.Reader.Champion(ctx, sym, iv)
+	if errors.Is(err, readmodel.ErrNotFound) {
+		return m, errorf(http.StatusNotFound, "no_champion", "no champion model for %s %s yet", sym, iv)
 	}
 	if err != nil {
-		return streams.ModelRecord{}, fmt.Errorf("gateway: get champion: %w", err)
+		return m, fmt.Errorf("gateway: champion: %w", err)
 	}
-	id := string(bytes.TrimSpace(e.Value()))
-	var s string
-	if json.Unmarshal(e.Value(), &s) == nil {
-		id = s
-	}
-	return g.model(r, id)
+	return m, nil
 }
 
 func (g *Gateway) bestModel(w http.ResponseWriter, r *http.Request) {

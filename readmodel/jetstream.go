@@ -1,7 +1,9 @@
 package readmodel
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -149,6 +151,43 @@ func (r *JetStream) LatestPrediction(ctx context.Context, symbol string, iv stre
 	}
 	r.mu.Unlock()
 	return latest(ctx, r, s)
+}
+
+// Champion implements Reader from the model-registry bucket, which the
+// trainer writes: the champion key holds the model id (bare, or as a JSON
+// string), the model key the record.
+func (r *JetStream) Champion(ctx context.Context, symbol string, iv streams.Interval) (streams.ModelRecord, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.ModelRecord{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
+	}
+	kv, err := r.js.KeyValue(ctx, streams.BucketModelRegistry)
+	if err != nil {
+		return streams.ModelRecord{}, fmt.Errorf("readmodel: registry: %w", err)
+	}
+	e, err := kv.Get(ctx, streams.ChampionKey(iv, symbol))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return streams.ModelRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return streams.ModelRecord{}, fmt.Errorf("readmodel: champion: %w", err)
+	}
+	id := string(bytes.TrimSpace(e.Value()))
+	var quoted string
+	if json.Unmarshal(e.Value(), &quoted) == nil {
+		id = quoted
+	}
+	me, err := kv.Get(ctx, streams.ModelKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return streams.ModelRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return streams.ModelRecord{}, fmt.Errorf("readmodel: model %s: %w", id, err)
+	}
+	var m streams.ModelRecord
+	if err := json.Unmarshal(me.Value(), &m); err != nil {
+		return streams.ModelRecord{}, fmt.Errorf("readmodel: model %s: %w", id, err)
+	}
+	return m, nil
 }
 
 func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[streams.Candle] {

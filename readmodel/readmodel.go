@@ -39,4 +39,7 @@ type Reader interface {
 	Candles(ctx context.Context, q CandleQuery) (CandlePage, error)
 	LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error)
 	LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error)
+	// Champion is the series' champion model with its train, test and live
+	// figures.
+	Champion(ctx context.Context, symbol string, iv streams.Interval) (streams.ModelRecord, error)
 }

@@ -185,28 +185,38 @@ func (s *Sink) watch(ctx context.Context, b bucketProjection) error {
 			s.loaded.Add(1) // the end of the initial values, all written
 			continue
 		}
-		var st *statement
-		if e.Operation() == jetstream.KeyValuePut {
-			st, err = b.put(e.Key(), e.Value(), e.Revision())
-			if errors.Is(err, errSkip) {
-				continue
-			}
-			if err != nil {
-				s.rejected.WithLabelValues(b.bucket).Inc()
-				s.log.Warn("bucket entry rejected", "bucket", b.bucket, "key", e.Key(), "err", err)
-				continue
-			}
-		} else {
-			st = b.delete(e.Key(), e.Revision())
-		}
-		if st == nil {
-			continue
-		}
-		if !s.retry(ctx, nil, func(wctx context.Context) error { return exec(wctx, s.db, st) }) {
+		if !s.project(ctx, b, e) {
 			return nil
 		}
-		s.rows.WithLabelValues(b.bucket).Inc()
+		s.settled[b.bucket].Store(e.Revision())
 	}
+}
+
+// project writes one bucket entry; false means ctx ended first.
+func (s *Sink) project(ctx context.Context, b bucketProjection, e jetstream.KeyValueEntry) bool {
+	var st *statement
+	if e.Operation() != jetstream.KeyValuePut {
+		st = b.delete(e.Key(), e.Revision())
+	} else {
+		var err error
+		st, err = b.put(e.Key(), e.Value(), e.Revision())
+		if errors.Is(err, errSkip) {
+			return true
+		}
+		if err != nil {
+			s.rejected.WithLabelValues(b.bucket).Inc()
+			s.log.Warn("bucket entry rejected", "bucket", b.bucket, "key", e.Key(), "err", err)
+			return true
+		}
+	}
+	if st == nil {
+		return true
+	}
+	if !s.retry(ctx, nil, func(wctx context.Context) error { return exec(wctx, s.db, st) }) {
+		return false
+	}
+	s.rows.WithLabelValues(b.bucket).Inc()
+	return true
 }
 
 func exec(ctx context.Context, db *pgxpool.Pool, st *statement) error {

@@ -135,39 +135,62 @@ func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams
 // ModelEvaluations returns the models trained for a series with their
 // metrics, newest first: the SQL side of /prediction/model-evaluation.
 func (r *Reader) ModelEvaluations(ctx context.Context, symbol string, iv streams.Interval) ([]streams.ModelRecord, error) {
-	rows, err := r.db.Query(ctx, `SELECT model_id, horizon, features, coefficients, residual_std, train_from, train_to,
-		test_from, test_to, metrics, champion, decision, artifact, created_at
-		FROM model_evaluations WHERE symbol = $1 AND interval = $2 ORDER BY created_at DESC NULLS LAST, model_id`, symbol, int32(iv))
+	rows, err := r.db.Query(ctx, `SELECT `+modelColumns+`
+		FROM model_evaluations m WHERE symbol = $1 AND interval = $2 ORDER BY created_at DESC NULLS LAST, model_id`, symbol, int32(iv))
 	if err != nil {
 		return nil, fmt.Errorf("store: model evaluations: %w", err)
 	}
-	defer rows.Close()
-	var out []streams.ModelRecord
-	for rows.Next() {
-		m := streams.ModelRecord{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
-		var horizon int32
-		var features, coefs, metrics []byte
-		var trainFrom, trainTo, testFrom, testTo, created *time.Time
-		if err := rows.Scan(&m.ID, &horizon, &features, &coefs, &m.ResidualStd, &trainFrom, &trainTo, &testFrom, &testTo,
-			&metrics, &m.Champion, &m.Decision, &m.Artifact, &created); err != nil {
-			return nil, fmt.Errorf("store: model evaluations: %w", err)
-		}
-		m.Horizon = int(horizon)
-		for _, f := range []struct {
-			src []byte
-			dst any
-		}{{features, &m.Features}, {coefs, &m.Coefficients}, {metrics, &m.Metrics}} {
-			if err := json.Unmarshal(f.src, f.dst); err != nil {
-				return nil, fmt.Errorf("store: model %s: %w", m.ID, err)
-			}
-		}
-		m.TrainFrom, m.TrainTo, m.TestFrom, m.TestTo, m.CreatedAt = utc(trainFrom), utc(trainTo), utc(testFrom), utc(testTo), utc(created)
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (streams.ModelRecord, error) {
+		return scanModel(row, symbol, iv)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: model evaluations: %w", err)
 	}
 	return out, nil
+}
+
+// Champion implements readmodel.Reader: the series' champion as projected
+// from the registry bucket.
+func (r *Reader) Champion(ctx context.Context, symbol string, iv streams.Interval) (streams.ModelRecord, error) {
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return streams.ModelRecord{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
+	}
+	row := r.db.QueryRow(ctx, `SELECT `+modelColumns+`
+		FROM champions c JOIN model_evaluations m ON m.model_id = c.model_id
+		WHERE c.symbol = $1 AND c.interval = $2`, symbol, int32(iv))
+	m, err := scanModel(row, symbol, iv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, readmodel.ErrNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("store: champion: %w", err)
+	}
+	return m, nil
+}
+
+const modelColumns = `m.model_id, m.horizon, m.features, m.coefficients, m.residual_std, m.train_from, m.train_to,
+		m.test_from, m.test_to, m.metrics, m.champion, m.decision, m.artifact, m.created_at`
+
+func scanModel(row pgx.Row, symbol string, iv streams.Interval) (streams.ModelRecord, error) {
+	m := streams.ModelRecord{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+	var horizon int32
+	var features, coefs, metrics []byte
+	var trainFrom, trainTo, testFrom, testTo, created *time.Time
+	if err := row.Scan(&m.ID, &horizon, &features, &coefs, &m.ResidualStd, &trainFrom, &trainTo, &testFrom, &testTo,
+		&metrics, &m.Champion, &m.Decision, &m.Artifact, &created); err != nil {
+		return m, err
+	}
+	m.Horizon = int(horizon)
+	for _, f := range []struct {
+		src []byte
+		dst any
+	}{{features, &m.Features}, {coefs, &m.Coefficients}, {metrics, &m.Metrics}} {
+		if err := json.Unmarshal(f.src, f.dst); err != nil {
+			return m, fmt.Errorf("store: model %s: %w", m.ID, err)
+		}
+	}
+	m.TrainFrom, m.TrainTo, m.TestFrom, m.TestTo, m.CreatedAt = utc(trainFrom), utc(trainTo), utc(testFrom), utc(testTo), utc(created)
+	return m, nil
 }
 
 func utc(t *time.Time) time.Time {

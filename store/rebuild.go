@@ -43,6 +43,23 @@ func (s *Sink) Synced(ctx context.Context) (bool, error) {
 	if int(s.loaded.Load()) < len(buckets) {
 		return false, nil
 	}
+	for _, b := range buckets {
+		kv, err := s.bus.KeyValue(ctx, b.bucket)
+		if err != nil {
+			return false, fmt.Errorf("store: bucket %s: %w", b.bucket, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return false, fmt.Errorf("store: bucket %s status: %w", b.bucket, err)
+		}
+		bs, ok := st.(*jetstream.KeyValueBucketStatus)
+		if !ok {
+			return false, fmt.Errorf("store: bucket %s status is a %T", b.bucket, st)
+		}
+		if s.settled[b.bucket].Load() < bs.StreamInfo().State.LastSeq {
+			return false, nil
+		}
+	}
 	for _, proj := range projections {
 		// The stream's last sequence is read first: a consumer's pending
 		// counts can trail a message stored a moment before, so "nothing

@@ -82,6 +82,10 @@ type Sink struct {
 	down atomic.Bool
 	// loaded counts the buckets whose initial values are all written.
 	loaded atomic.Int32
+	// settled is, per bucket, the newest revision the sink has handled
+	// (written, skipped or rejected), so Synced can tell a change that is
+	// still on its way from one that is in the database.
+	settled map[string]*atomic.Uint64
 
 	rows     *prometheus.CounterVec
 	rejected *prometheus.CounterVec
@@ -106,10 +110,11 @@ func New(cfg Config, d Deps) (*Sink, error) {
 	}
 	f := promauto.With(d.Metrics)
 	s := &Sink{
-		cfg: cfg.withDefaults(),
-		bus: d.Bus,
-		db:  d.DB,
-		log: d.Log.With("worker", "sink"),
+		settled: map[string]*atomic.Uint64{},
+		cfg:     cfg.withDefaults(),
+		bus:     d.Bus,
+		db:      d.DB,
+		log:     d.Log.With("worker", "sink"),
 		rows: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_sink_rows_written_total",
 			Help: "Rows upserted into the read model, by table.",
@@ -142,6 +147,9 @@ func New(cfg Config, d Deps) (*Sink, error) {
 	}
 	s.dbUp.Set(1)
 	s.observe = func(o streams.Outcome, _ error) { s.acks.WithLabelValues(string(o)).Inc() }
+	for _, b := range buckets {
+		s.settled[b.bucket] = new(atomic.Uint64)
+	}
 	return s, nil
 }
 

@@ -5,6 +5,7 @@ package readmodeltest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"reflect"
@@ -35,6 +36,7 @@ type Setup struct {
 // Run runs the contract. newSetup is called once per subtest and must give
 // empty streams and an empty reader.
 func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
+	runChampion(t, newSetup)
 	t.Run("empty", func(t *testing.T) {
 		s := newSetup(t)
 		s.Sync(t)
@@ -204,6 +206,71 @@ func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
 		}
 		if _, err := s.Reader.LatestCandle(t.Context(), "BTC/USD", streams.Interval5m); !errors.Is(err, readmodel.ErrNotFound) {
 			t.Fatalf("LatestCandle of an empty interval = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// runChampion is the model-evaluation part of the contract: the champion the
+// trainer registered, read back whole, and a champion change followed.
+func runChampion(t *testing.T, newSetup func(t *testing.T) Setup) {
+	t.Run("champion", func(t *testing.T) {
+		s := newSetup(t)
+		kv, err := s.JS.KeyValue(t.Context(), streams.BucketModelRegistry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Reader.Champion(t.Context(), "BTC/USD", streams.Interval1m); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatalf("Champion with no model = %v, want ErrNotFound", err)
+		}
+		at := time.Date(2023, 3, 5, 12, 0, 0, 0, time.UTC)
+		model := func(id string, mse float64) streams.ModelRecord {
+			return streams.ModelRecord{
+				Schema: streams.Schema{V: streams.SchemaVersion},
+				ID:     id, Symbol: "BTC/USD", Interval: streams.Interval1m, Horizon: 1,
+				Features: []string{"ret_1", "rsi_14"}, Coefficients: []float64{1e-5, 0.02, -3e-4},
+				ResidualStd: 9.3e-4, TrainFrom: at, TrainTo: at.Add(48 * time.Hour),
+				TestFrom: at.Add(48*time.Hour + 5*time.Minute), TestTo: at.Add(60 * time.Hour),
+				Metrics: map[string]streams.Metrics{
+					"train":         {N: 2880, MSE: mse * 0.98, R2: 0.0127, MAE: 5.1e-4, DirectionAccuracy: 0.51},
+					"test":          {N: 720, MSE: mse, R2: -0.00913, MAE: 5.381e-4, DirectionAccuracy: 0.4986},
+					"baseline_zero": {N: 720, MSE: 8.5594e-07, R2: -0.00009, MAE: 5.282e-4},
+				},
+				Champion: true, Decision: "promoted: beats the zero forecast", Artifact: "models/" + id, CreatedAt: at.Add(61 * time.Hour),
+			}
+		}
+		put := func(key string, v any) {
+			t.Helper()
+			b, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(t.Context(), key, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first, second := model("m-1", 8.4e-07), model("m-2", 8.1e-07)
+		put(streams.ModelKey(first.ID), first)
+		put(streams.ModelKey(second.ID), second)
+		if _, err := kv.Put(t.Context(), streams.ChampionKey(streams.Interval1m, "BTC/USD"), []byte(first.ID)); err != nil {
+			t.Fatal(err)
+		}
+		s.Sync(t)
+		got, err := s.Reader.Champion(t.Context(), "BTC/USD", streams.Interval1m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, first) {
+			t.Fatalf("Champion = %+v\nwant %+v", got, first)
+		}
+		if _, err := kv.Put(t.Context(), streams.ChampionKey(streams.Interval1m, "BTC/USD"), []byte(second.ID)); err != nil {
+			t.Fatal(err)
+		}
+		s.Sync(t)
+		if got, err := s.Reader.Champion(t.Context(), "BTC/USD", streams.Interval1m); err != nil || got.ID != second.ID {
+			t.Fatalf("after a champion change: %+v, %v; want %s", got.ID, err, second.ID)
+		}
+		if _, err := s.Reader.Champion(t.Context(), "ETH/USD", streams.Interval1m); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatalf("Champion of a series without one = %v, want ErrNotFound", err)
 		}
 	})
 }
