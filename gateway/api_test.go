@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -405,4 +406,44 @@ func metricsText(t *testing.T, s *stack) []byte {
 		}
 	}
 	return buf.Bytes()
+}
+
+func TestAlertHistory(t *testing.T) {
+	s := newStack(t)
+	user := s.signup("alice", "alice-password")
+	empty := s.expect(s.call("GET", "/crypto/alert_history/BTC-USD", user, nil), http.StatusOK).json(t)
+	if alerts, _ := empty["alerts"].([]any); empty["asset"] != "BTC/USD" || alerts == nil || len(alerts) != 0 {
+		t.Fatalf("alert history before any alert = %v", empty)
+	}
+	at := time.Unix(1677646800, 0).UTC()
+	for i := 2; i >= 0; i-- { // newest first: the answer must still be oldest first
+		a := streams.Alert{ID: fmt.Sprintf("a%d", i), RuleID: "move", Symbol: "BTC/USD", Interval: streams.Interval1m,
+			Kind: "price_move", Message: "moved", Value: float64(i), Threshold: 0.01, At: at.Add(time.Duration(i) * time.Minute)}
+		if _, err := streams.Publish(t.Context(), s.js, &a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := s.expect(s.call("GET", "/crypto/alert_history/"+url.PathEscape("BTC/USD")+"?limit=2", user, nil), http.StatusOK).json(t)
+	alerts := got["alerts"].([]any)
+	if len(alerts) != 2 || alerts[0].(map[string]any)["id"] != "a0" || alerts[1].(map[string]any)["id"] != "a1" {
+		t.Fatalf("alert history = %v", got)
+	}
+	from := at.Add(time.Minute).Format(time.RFC3339)
+	got = s.expect(s.call("GET", "/crypto/alert_history/BTC-USD?from="+from, user, nil), http.StatusOK).json(t)
+	if alerts := got["alerts"].([]any); len(alerts) != 2 || alerts[0].(map[string]any)["at"] != from {
+		t.Fatalf("alert history from %s = %v", from, got)
+	}
+	for path, code := range map[string]string{
+		"/crypto/alert_history/BTC-USD?limit=0":                        "invalid_limit",
+		"/crypto/alert_history/BTC-USD?from=monday":                    "invalid_from",
+		"/crypto/alert_history/" + url.PathEscape("BTC/USD' OR 1=1--"): "invalid_asset",
+	} {
+		r := s.call("GET", path, user, nil)
+		if r.status != http.StatusBadRequest || r.errCode(t) != code {
+			t.Errorf("%s = %d %s, want 400 %s", path, r.status, r.body, code)
+		}
+	}
+	if r := s.call("GET", "/crypto/alert_history/BTC-USD", "", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("alert history without a token = %d", r.status)
+	}
 }

@@ -88,6 +88,10 @@ func (f fixedReader) LatestPrediction(context.Context, string, streams.Interval)
 	return streams.Prediction{}, readmodel.ErrNotFound
 }
 
+func (f fixedReader) Alerts(context.Context, readmodel.AlertQuery) ([]streams.Alert, error) {
+	return nil, nil
+}
+
 func (f fixedReader) Champion(context.Context, string, streams.Interval) (streams.ModelRecord, error) {
 	return streams.ModelRecord{}, readmodel.ErrNotFound
 }

@@ -159,3 +159,58 @@ func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "candle": viewCandle(c)})
 }
+
+type alertView struct {
+	ID        string    `json:"id"`
+	RuleID    string    `json:"rule_id"`
+	Interval  string    `json:"interval"`
+	Kind      string    `json:"kind"`
+	Message   string    `json:"message"`
+	Value     float64   `json:"value"`
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+}
+
+// alertHistory answers the alerts fired for an asset, oldest first, from
+// the read model (SQL when configured, the ALERTS stream otherwise).
+func (g *Gateway) alertHistory(w http.ResponseWriter, r *http.Request) {
+	sym, err := assetParam(r.PathValue("asset"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	from, err := parseTime("from", q.Get("from"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	to, err := parseTime("to", q.Get("to"))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_limit", "limit must be a positive integer (at most %d)", readmodel.MaxLimit))
+			return
+		}
+	}
+	ctx, cancel := g.io(r)
+	defer cancel()
+	alerts, err := g.d.Reader.Alerts(ctx, readmodel.AlertQuery{Symbol: sym, From: from, To: to, Limit: limit})
+	if errors.Is(err, readmodel.ErrBadQuery) {
+		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_query", "%s", err.Error()))
+		return
+	}
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	out := make([]alertView, len(alerts))
+	for i, a := range alerts {
+		out[i] = alertView{a.ID, a.RuleID, a.Interval.String(), a.Kind, a.Message, a.Value, a.Threshold, a.At.UTC()}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "alerts": out})
+}

@@ -177,6 +177,8 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	check("GET", "/crypto/asset_history/{asset}", "/crypto/asset_history/BTC-USD?limit=2&interval=bad", user, nil)
 	check("GET", "/crypto/asset_latest/{asset}", "/crypto/asset_latest/BTC-USD", user, nil)
 	check("GET", "/crypto/asset_latest/{asset}", "/crypto/asset_latest/ETH-USD", user, nil)
+	check("GET", "/crypto/alert_history/{asset}", "/crypto/alert_history/BTC-USD", user, nil)
+	check("GET", "/crypto/alert_history/{asset}", "/crypto/alert_history/BTC-USD?limit=0", user, nil)
 	check("DELETE", "/crypto/assets/{id}", "/crypto/assets/BTC-USD", admin, nil)
 	check("DELETE", "/crypto/assets/{id}", "/crypto/assets/BTC-USD", admin, nil)
 	check("GET", "/prediction/latest-prediction", "/prediction/latest-prediction", user, nil)

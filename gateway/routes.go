@@ -33,6 +33,7 @@ func (g *Gateway) routes() []route {
 		{"DELETE /crypto/assets/{id}", g.admin(g.deleteAsset)},
 		{"GET /crypto/kraken_assets", g.authed(g.krakenAssets)},
 		{"GET /crypto/asset_history/{asset}", g.authed(g.assetHistory)},
+		{"GET /crypto/alert_history/{asset}", g.authed(g.alertHistory)},
 		{"GET /crypto/asset_latest/{asset}", g.authed(g.assetLatest)},
 
 		{"GET /prediction/latest-prediction", g.authed(g.latestPrediction)},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,7 @@ type JetStream struct {
 	handles     map[string]jetstream.Stream
 	candles     map[string]*series[streams.Candle]
 	predictions map[string]*series[streams.Prediction]
+	alerts      map[string]*series[streams.Alert]
 }
 
 // NewJetStream returns a Reader over js.
@@ -96,6 +98,7 @@ func NewJetStream(js jetstream.JetStream) *JetStream {
 		handles:     map[string]jetstream.Stream{},
 		candles:     map[string]*series[streams.Candle]{},
 		predictions: map[string]*series[streams.Prediction]{},
+		alerts:      map[string]*series[streams.Alert]{},
 	}
 }
 
@@ -146,7 +149,7 @@ func (r *JetStream) LatestPrediction(ctx context.Context, symbol string, iv stre
 	subj := streams.PredictionSubject(iv, symbol)
 	s, ok := r.predictions[subj]
 	if !ok {
-		s = newSeries(streams.StreamPredictions, subj, streams.Decode[streams.Prediction], func(p streams.Prediction) time.Time { return p.Start })
+		s = newSeries(streams.StreamPredictions, subj, streams.Decode[streams.Prediction], func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
 		r.predictions[subj] = s
 	}
 	r.mu.Unlock()
@@ -190,6 +193,42 @@ func (r *JetStream) Champion(ctx context.Context, symbol string, iv streams.Inte
 	return m, nil
 }
 
+// Alerts implements Reader.
+func (r *JetStream) Alerts(ctx context.Context, q AlertQuery) ([]streams.Alert, error) {
+	if err := streams.ValidateSymbol(q.Symbol); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadQuery, err)
+	}
+	r.mu.Lock()
+	subj := streams.AlertSubject(q.Symbol)
+	s, ok := r.alerts[subj]
+	if !ok {
+		s = newSeries(streams.StreamAlerts, subj, func(b []byte) (streams.Alert, error) {
+			a, err := streams.Decode[streams.Alert](b)
+			a.Trace = nil
+			return a, err
+		}, func(a, b streams.Alert) int {
+			if c := a.At.Compare(b.At); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		r.alerts[subj] = s
+	}
+	r.mu.Unlock()
+	out := []streams.Alert{}
+	err := readSeries(ctx, r, s, func(sorted []streams.Alert) {
+		for _, a := range sorted {
+			if (!q.From.IsZero() && a.At.Before(q.From)) || (!q.To.IsZero() && !a.At.Before(q.To)) {
+				continue
+			}
+			if out = append(out, a); len(out) == PageLimit(q.Limit) {
+				return
+			}
+		}
+	})
+	return out, err
+}
+
 func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[streams.Candle] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -200,7 +239,7 @@ func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[str
 			c, err := streams.Decode[streams.Candle](b)
 			c.Trace = nil // hops are transport detail, not history
 			return c, err
-		}, func(c streams.Candle) time.Time { return c.Start })
+		}, func(a, b streams.Candle) int { return a.Start.Compare(b.Start) })
 		r.candles[subj] = s
 	}
 	return s
@@ -247,20 +286,22 @@ func latest[T any](ctx context.Context, r *JetStream, s *series[T]) (T, error) {
 	return out, err
 }
 
-// series indexes one subject's events by start time. The newest stored
+// series indexes one subject's events in their order (by start time, or
+// for alerts by time and id); events the order calls equal are one event,
+// and the newest stored version wins, as it does in the SQL projection.
 // version of an event wins, as it does in the SQL projection.
 type series[T any] struct {
 	stream, subject string
 	decode          func([]byte) (T, error)
-	start           func(T) time.Time
+	order           func(a, b T) int
 
 	mu      sync.RWMutex
 	lastSeq uint64
 	sorted  []T
 }
 
-func newSeries[T any](stream, subject string, decode func([]byte) (T, error), start func(T) time.Time) *series[T] {
-	return &series[T]{stream: stream, subject: subject, decode: decode, start: start}
+func newSeries[T any](stream, subject string, decode func([]byte) (T, error), order func(a, b T) int) *series[T] {
+	return &series[T]{stream: stream, subject: subject, decode: decode, order: order}
 }
 
 // read catches the index up with the stream and hands fn the sorted events.
@@ -353,24 +394,24 @@ func (s *series[T]) catchUp(ctx context.Context, js jetstream.JetStream, last ui
 }
 
 // merge folds events in stream order into the sorted index; a later event
-// with the same start replaces the earlier one.
+// the order calls equal replaces the earlier one.
 func (s *series[T]) merge(fresh []T) {
 	if len(fresh) == 0 {
 		return
 	}
-	byStart := func(a, b T) int { return s.start(a).Compare(s.start(b)) }
+	byStart := s.order
 	// A stable sort keeps stream order among equal starts, so the last of
 	// each run is the newest version.
 	slices.SortStableFunc(fresh, byStart)
 	dedup := fresh[:0]
 	for i, v := range fresh {
-		if i+1 < len(fresh) && s.start(fresh[i+1]).Equal(s.start(v)) {
+		if i+1 < len(fresh) && s.order(fresh[i+1], v) == 0 {
 			continue
 		}
 		dedup = append(dedup, v)
 	}
 	// The common case is live data: everything new is after everything old.
-	if len(s.sorted) == 0 || s.start(s.sorted[len(s.sorted)-1]).Before(s.start(dedup[0])) {
+	if len(s.sorted) == 0 || s.order(s.sorted[len(s.sorted)-1], dedup[0]) < 0 {
 		s.sorted = append(s.sorted, dedup...)
 		return
 	}

@@ -42,4 +42,14 @@ type Reader interface {
 	// Champion is the series' champion model with its train, test and live
 	// figures.
 	Champion(ctx context.Context, symbol string, iv streams.Interval) (streams.ModelRecord, error)
+	// Alerts is the alert history of one symbol, oldest first.
+	Alerts(ctx context.Context, q AlertQuery) ([]streams.Alert, error)
+}
+
+// AlertQuery selects the alerts of one symbol fired in [From, To).
+type AlertQuery struct {
+	Symbol string
+	From   time.Time // inclusive; zero is open
+	To     time.Time // exclusive; zero is open
+	Limit  int       // capped like a candle page
 }

@@ -200,9 +200,12 @@ func utc(t *time.Time) time.Time {
 	return t.UTC()
 }
 
-// Alerts returns the alerts fired for a symbol in [from, to), oldest
-// first, at most limit (capped like candle pages); zero bounds are open.
-func (r *Reader) Alerts(ctx context.Context, symbol string, from, to time.Time, limit int) ([]streams.Alert, error) {
+// Alerts implements readmodel.Reader.
+func (r *Reader) Alerts(ctx context.Context, q readmodel.AlertQuery) ([]streams.Alert, error) {
+	if err := streams.ValidateSymbol(q.Symbol); err != nil {
+		return nil, fmt.Errorf("%w: %w", readmodel.ErrBadQuery, err)
+	}
+	symbol, from, to, limit := q.Symbol, q.From, q.To, q.Limit
 	if from.IsZero() {
 		from = beginning
 	}

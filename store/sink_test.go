@@ -17,6 +17,7 @@ import (
 	"cryptostream/datatest"
 	"cryptostream/natstest"
 	"cryptostream/pgtest"
+	"cryptostream/readmodel"
 	"cryptostream/store"
 	"cryptostream/streams"
 )
@@ -336,7 +337,7 @@ func TestRowRefusedByDatabase(t *testing.T) {
 	if !reflect.DeepEqual(ids, []string{"a-1", "a-3"}) {
 		t.Fatalf("stored alerts %v, want [a-1 a-3]", ids)
 	}
-	got, err := store.NewReader(db).Alerts(t.Context(), "BTC/USD", time.Time{}, time.Time{}, 0)
+	got, err := store.NewReader(db).Alerts(t.Context(), readmodel.AlertQuery{Symbol: "BTC/USD"})
 	if err != nil {
 		t.Fatal(err)
 	}

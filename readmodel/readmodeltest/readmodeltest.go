@@ -7,8 +7,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +40,7 @@ type Setup struct {
 // empty streams and an empty reader.
 func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
 	runChampion(t, newSetup)
+	runAlerts(t, newSetup)
 	t.Run("empty", func(t *testing.T) {
 		s := newSetup(t)
 		s.Sync(t)
@@ -271,6 +275,67 @@ func runChampion(t *testing.T, newSetup func(t *testing.T) Setup) {
 		}
 		if _, err := s.Reader.Champion(t.Context(), "ETH/USD", streams.Interval1m); !errors.Is(err, readmodel.ErrNotFound) {
 			t.Fatalf("Champion of a series without one = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// runAlerts is the alert-history part of the contract: order by time then
+// id, two rules firing at the same minute both kept, bounds and limit.
+func runAlerts(t *testing.T, newSetup func(t *testing.T) Setup) {
+	t.Run("alerts", func(t *testing.T) {
+		s := newSetup(t)
+		base := time.Date(2023, 3, 5, 12, 0, 0, 0, time.UTC)
+		var want []streams.Alert
+		for i := range 6 {
+			for _, rule := range []string{"move-1pct", "above-25k"} {
+				want = append(want, streams.Alert{
+					ID: fmt.Sprintf("%s-%d", rule, i), RuleID: rule, Symbol: "BTC/USD", Interval: streams.Interval1m,
+					Kind: "price_move", Message: "BTC/USD moved", Value: 25000 + float64(i), Threshold: 0.01,
+					At: base.Add(time.Duration(i) * time.Minute),
+				})
+			}
+		}
+		// Published newest first, to show the answer is ordered, not stored order.
+		for i := len(want) - 1; i >= 0; i-- {
+			if _, err := streams.Publish(t.Context(), s.JS, &want[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		other := want[0]
+		other.Symbol, other.ID = "ETH/USD", "eth-0"
+		if _, err := streams.Publish(t.Context(), s.JS, &other); err != nil {
+			t.Fatal(err)
+		}
+		s.Sync(t)
+		slices.SortFunc(want, func(a, b streams.Alert) int {
+			if c := a.At.Compare(b.At); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		check := func(q readmodel.AlertQuery, want []streams.Alert) {
+			t.Helper()
+			got, err := s.Reader.Alerts(t.Context(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				got[i].Schema, got[i].Trace = streams.Schema{}, nil
+			}
+			want = slices.Clone(want)
+			for i := range want {
+				want[i].Schema, want[i].Trace = streams.Schema{}, nil
+			}
+			if len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+				t.Fatalf("Alerts(%+v) = %+v\nwant %+v", q, got, want)
+			}
+		}
+		check(readmodel.AlertQuery{Symbol: "BTC/USD"}, want)
+		check(readmodel.AlertQuery{Symbol: "BTC/USD", From: base.Add(2 * time.Minute), To: base.Add(4 * time.Minute)}, want[4:8])
+		check(readmodel.AlertQuery{Symbol: "BTC/USD", Limit: 3}, want[:3])
+		check(readmodel.AlertQuery{Symbol: "DOGE/USD"}, nil)
+		if _, err := s.Reader.Alerts(t.Context(), readmodel.AlertQuery{Symbol: "btc"}); !errors.Is(err, readmodel.ErrBadQuery) {
+			t.Fatalf("Alerts of a malformed symbol = %v, want ErrBadQuery", err)
 		}
 	})
 }
