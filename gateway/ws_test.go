@@ -322,22 +322,31 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 	// Publish until the stalled client is dropped: its socket buffers fill,
 	// its queue overflows.
 	slowCloses := func() float64 { return counterValue(t, s, "cryptostream_gateway_ws_slow_closes_total") }
+	caughtUp := func(seq uint64) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(got) > 0 && got[len(got)-1] == seq
+		}
+	}
 	var last uint64
 	for i := 0; slowCloses() == 0; i++ {
 		if i > 200_000 {
 			t.Fatal("the stalled client was never dropped")
 		}
 		last = publish(t, s, tick(i))
+		// Let the healthy client catch up now and then, well inside its
+		// queue bound: on a loaded machine an unthrottled publisher could
+		// otherwise outrun it too, and it would rightly be dropped as slow.
+		if i%64 == 63 {
+			natstest.WaitFor(t, 30*time.Second, "the healthy client to keep up", caughtUp(last))
+		}
 	}
 	// The healthy one keeps receiving after the drop.
 	for i := range 20 {
 		last = publish(t, s, tick(1_000_000+i))
 	}
-	natstest.WaitFor(t, 30*time.Second, "the healthy client to receive everything", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) > 0 && got[len(got)-1] == last
-	})
+	natstest.WaitFor(t, 30*time.Second, "the healthy client to receive everything", caughtUp(last))
 	select {
 	case err := <-readErr:
 		t.Fatalf("the healthy client was closed: %v", err)
