@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -49,6 +50,22 @@ func parseTime(name, s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
+// rangeParams reads the from, to and limit a history query shares.
+func rangeParams(q url.Values) (from, to time.Time, limit int, err error) {
+	if from, err = parseTime("from", q.Get("from")); err != nil {
+		return
+	}
+	if to, err = parseTime("to", q.Get("to")); err != nil {
+		return
+	}
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+			err = errorf(http.StatusBadRequest, "invalid_limit", "limit must be a positive integer (at most %d)", readmodel.MaxLimit)
+		}
+	}
+	return
+}
+
 func intervalParam(s string) (streams.Interval, error) {
 	if s == "" {
 		return streams.Interval1m, nil
@@ -83,23 +100,10 @@ func (g *Gateway) assetHistory(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	from, err := parseTime("from", q.Get("from"))
+	from, to, limit, err := rangeParams(q)
 	if err != nil {
 		g.fail(w, r, err)
 		return
-	}
-	to, err := parseTime("to", q.Get("to"))
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	limit := 0
-	if s := q.Get("limit"); s != "" {
-		limit, err = strconv.Atoi(s)
-		if err != nil || limit < 1 {
-			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_limit", "limit must be a positive integer (at most %d)", readmodel.MaxLimit))
-			return
-		}
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
@@ -180,22 +184,10 @@ func (g *Gateway) alertHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	from, err := parseTime("from", q.Get("from"))
+	from, to, limit, err := rangeParams(q)
 	if err != nil {
 		g.fail(w, r, err)
 		return
-	}
-	to, err := parseTime("to", q.Get("to"))
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	limit := 0
-	if s := q.Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
-			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_limit", "limit must be a positive integer (at most %d)", readmodel.MaxLimit))
-			return
-		}
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
