@@ -10,6 +10,9 @@ die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
 apt_updated=""
 apt_install() {
   if [ -z "$apt_updated" ]; then
@@ -45,9 +48,7 @@ export CRYPTOSTREAM_TEST_DATABASE_URL=${CRYPTOSTREAM_TEST_DATABASE_URL:-postgres
 if ! psql "$CRYPTOSTREAM_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
   # A stock Debian cluster asks for a password over TCP: give the tests one.
   say "setting a password for the postgres role"
-  $SUDO -u postgres psql -qc "ALTER USER postgres PASSWORD 'postgres'" 2>/dev/null ||
-    runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD 'postgres'" ||
-    die "cannot reach PostgreSQL as postgres"
+  as_postgres psql -qc "ALTER USER postgres PASSWORD 'postgres'" || die "cannot reach PostgreSQL as postgres"
   export CRYPTOSTREAM_TEST_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
   psql "$CRYPTOSTREAM_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null || die "PostgreSQL refuses the test connection"
 fi
