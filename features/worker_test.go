@@ -14,6 +14,7 @@ import (
 	"cryptostream/datatest"
 	"cryptostream/features"
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/streams"
 )
 
@@ -135,7 +136,7 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 		return streamMsgs(t, js, streams.StreamFeatures) >= uint64(len(want))
 	})
 	for outcome, want := range map[string]float64{"duplicate": 1, "too_old": 1, "computed": float64(len(want) - wantBefore)} {
-		if got := candlesCounted(t, reg, outcome); got != want {
+		if got := opstest.Value(t, reg, "cryptostream_features_candles_total", map[string]string{"outcome": outcome}); got != want {
 			t.Errorf("candles %s: %v, want %v", outcome, got, want)
 		}
 	}
@@ -158,25 +159,4 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 			t.Fatalf("vector %d has no %s hop", i, features.Stage)
 		}
 	}
-}
-
-func candlesCounted(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "cryptostream_features_candles_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }

@@ -17,6 +17,7 @@ import (
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/streams"
 )
 
@@ -264,7 +265,7 @@ func TestWebsocketAlertsAndCandles(t *testing.T) {
 	}
 	// Two clients on alerts, one on candles: two stream consumers, and each
 	// live event is fanned out from its one consumer to both.
-	if n := counterValue(t, s, "cryptostream_gateway_ws_channels"); n != 2 {
+	if n := opstest.Value(t, s.reg, "cryptostream_gateway_ws_channels", nil); n != 2 {
 		t.Fatalf("%v channel consumers, want 2", n)
 	}
 	a2 := a
@@ -275,12 +276,12 @@ func TestWebsocketAlertsAndCandles(t *testing.T) {
 			t.Fatalf("live alert = %+v", f)
 		}
 	}
-	if n := counterValue(t, s, "cryptostream_gateway_ws_events_total"); n != 3 {
+	if n := opstest.Value(t, s.reg, "cryptostream_gateway_ws_events_total", nil); n != 3 {
 		t.Fatalf("%v events read from the streams, want 3 (alert, candle, alert)", n)
 	}
 	c.send(map[string]string{"op": "unsubscribe", "channel": "candles:BTC-USD:1m"})
 	c.expect("unsubscribed", "")
-	if n := counterValue(t, s, "cryptostream_gateway_ws_channels"); n != 1 {
+	if n := opstest.Value(t, s.reg, "cryptostream_gateway_ws_channels", nil); n != 1 {
 		t.Fatalf("%v channel consumers after the last candles subscriber left, want 1", n)
 	}
 }
@@ -321,7 +322,7 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 	}()
 	// Publish until the stalled client is dropped: its socket buffers fill,
 	// its queue overflows.
-	slowCloses := func() float64 { return counterValue(t, s, "cryptostream_gateway_ws_slow_closes_total") }
+	slowCloses := func() float64 { return opstest.Value(t, s.reg, "cryptostream_gateway_ws_slow_closes_total", nil) }
 	caughtUp := func(seq uint64) func() bool {
 		return func() bool {
 			mu.Lock()
@@ -365,28 +366,6 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 	if slowCloses() != 1 {
 		t.Fatalf("%v slow closes", slowCloses())
 	}
-}
-
-func counterValue(t testing.TB, s *stack, name string) float64 {
-	t.Helper()
-	mfs, err := s.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				if m.Counter != nil {
-					v += m.Counter.GetValue()
-				}
-				if m.Gauge != nil {
-					v += m.Gauge.GetValue()
-				}
-			}
-		}
-	}
-	return v
 }
 
 // A client that reconnects with the last sequence it saw gets what it

@@ -17,6 +17,7 @@ import (
 	"cryptostream/ingest"
 	"cryptostream/ingest/krakensim"
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/streams"
 )
 
@@ -115,37 +116,6 @@ func (h *harness) startWorker(t *testing.T, cfg ingest.Config) *prometheus.Regis
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return reg
-}
-
-// counter sums a counter family's samples whose labels include want.
-func counter(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == k && lp.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue metric
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
 }
 
 // stored reads every candle of a series from MARKET, in stream order.
@@ -292,7 +262,7 @@ func TestReplayWithFaults(t *testing.T) {
 		{"cryptostream_ingest_reconnects_total", nil, 4},
 		{"cryptostream_ingest_gaps_healed_total", nil, 5},
 	} {
-		if got := counter(t, reg, c.name, c.labels); got < c.min {
+		if got := opstest.Value(t, reg, c.name, c.labels); got < c.min {
 			t.Errorf("%s%v = %v, want at least %v", c.name, c.labels, got, c.min)
 		}
 	}

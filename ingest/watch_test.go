@@ -10,6 +10,7 @@ import (
 	"cryptostream/ingest"
 	"cryptostream/ingest/krakensim"
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/streams"
 )
 
@@ -29,7 +30,7 @@ func TestAssetWatch(t *testing.T) {
 	reg := h.startWorker(t, ingest.Config{SubscribePace: 10 * time.Millisecond, RESTInterval: time.Millisecond,
 		HealRetry: 50 * time.Millisecond, BackoffMin: 20 * time.Millisecond})
 	natstest.WaitFor(t, time.Minute, "live BTC/USD candles", func() bool {
-		return counter(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"}) >= 3
+		return opstest.Value(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"}) >= 3
 	})
 	if _, ok := h.lastStored(t, streams.Interval1m, "ETH/USD"); ok {
 		t.Fatal("ETH/USD stored before it was added")
@@ -41,7 +42,7 @@ func TestAssetWatch(t *testing.T) {
 		return ok && c.Quality == streams.QualityLive
 	})
 	acked := func() float64 {
-		return counter(t, reg, "cryptostream_ingest_subscriptions", map[string]string{"state": "acked"})
+		return opstest.Value(t, reg, "cryptostream_ingest_subscriptions", map[string]string{"state": "acked"})
 	}
 	if got := acked(); got != 2 {
 		t.Errorf("acked subscriptions %v, want 2", got)

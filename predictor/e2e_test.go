@@ -15,11 +15,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"cryptostream/features"
 	"cryptostream/natstest"
 	"cryptostream/ops"
+	"cryptostream/ops/opstest"
 	"cryptostream/predictor"
 	"cryptostream/streams"
 	"cryptostream/trainer"
@@ -102,49 +102,6 @@ func (in *instance) stop() {
 func (in *instance) kill() {
 	in.nc.Close()
 	in.stop()
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if !matches(m, labels) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
-func matches(m *dto.Metric, labels map[string]string) bool {
-	for k, v := range labels {
-		found := false
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() == k && lp.GetValue() == v {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 func predictionsByStart(t *testing.T, js jetstream.JetStream) (map[time.Time][]streams.Prediction, int) {
@@ -250,7 +207,7 @@ func TestEndToEnd(t *testing.T) {
 	publish(candles[:1700])
 	natstest.WaitFor(t, 60*time.Second, "vectors of the first candles", func() bool { return vectors() >= uint64(1700-warm-1) })
 	natstest.WaitFor(t, 30*time.Second, "no_champion outcomes", func() bool {
-		return counter(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0
+		return opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0
 	})
 	if got, _ := predictionsByStart(t, js); len(got) != 0 {
 		t.Fatalf("%d predictions without a champion", len(got))
@@ -272,7 +229,7 @@ func TestEndToEnd(t *testing.T) {
 		return err == nil
 	})
 	natstest.WaitFor(t, 30*time.Second, "the predictor to load the champion", func() bool {
-		return counter(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1
+		return opstest.Value(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1
 	})
 
 	// Stream the rest, killing both workers mid-stream (while candles are
@@ -358,11 +315,11 @@ func TestEndToEnd(t *testing.T) {
 		rec, _, err := trainer.GetModel(ctx, reg, string(champ.Value()))
 		return err == nil && rec.Metrics["live"].N >= 20
 	})
-	if n := counter(t, pred.reg, "cryptostream_predictor_prediction_abs_error", nil); n == 0 {
+	if n := opstest.Value(t, pred.reg, "cryptostream_predictor_prediction_abs_error", nil); n == 0 {
 		t.Fatal("no scored prediction in the restarted predictor's histogram")
 	}
 	for _, in := range []*instance{feat, pred} {
-		if counter(t, in.reg, "cryptostream_pipeline_latency_seconds", nil) == 0 {
+		if opstest.Value(t, in.reg, "cryptostream_pipeline_latency_seconds", nil) == 0 {
 			t.Fatal("no pipeline latency observed")
 		}
 	}

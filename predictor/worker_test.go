@@ -10,6 +10,7 @@ import (
 
 	"cryptostream/features"
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/predictor"
 	"cryptostream/streams"
 	"cryptostream/trainer"
@@ -80,7 +81,7 @@ func TestHotSwap(t *testing.T) {
 	wait(100)
 	put("b", 0.2)
 	natstest.WaitFor(t, 30*time.Second, "the swap", func() bool {
-		return counter(t, promReg, "cryptostream_predictor_champion_swaps_total", nil) >= 2
+		return opstest.Value(t, promReg, "cryptostream_predictor_champion_swaps_total", nil) >= 2
 	})
 	publish(vs[100:200])
 	got := wait(200)
