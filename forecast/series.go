@@ -577,4 +577,3 @@ func (s *Series) best(hz *horizon, from, to int) int {
 	}
 	return b
 }
-
