@@ -199,6 +199,7 @@ type Outcome struct {
 	Return, Realised float64
 	// Lower and Upper are the intervals issued, one per level.
 	Lower, Upper []float64
+	at           int // offset of the bounds in Series.bounds
 }
 
 // Step is what one Add produced. Its slices are the series' own and valid
@@ -240,6 +241,9 @@ type pending struct {
 	center, variance            float64
 	naiveLast, naiveDay, regime float64
 	bin                         int
+	// published: made at a real candle, so its outcome is reported;
+	// one made at a carried-forward point only feeds the estimates.
+	published bool
 }
 
 // Series forecasts one series. Not safe for concurrent use: one per series
@@ -266,6 +270,7 @@ type Series struct {
 	floor       float64
 	forecasts   []Forecast
 	outcomes    []Outcome
+	bounds      []float64 // the outcomes' interval bounds, lower then upper
 }
 
 // NewSeries validates cfg and returns an empty series.
@@ -362,6 +367,7 @@ func (s *Series) Add(start time.Time, close float64, centers []float64) (Step, e
 		return Step{}, fmt.Errorf("%w: %s", ErrOffGrid, start.UTC().Format(time.RFC3339))
 	}
 	var st Step
+	s.outcomes, s.bounds = s.outcomes[:0], s.bounds[:0]
 	if s.started {
 		if unix <= s.lastUnix {
 			return Step{}, fmt.Errorf("%w: %s", ErrNotAfter, start.UTC().Format(time.RFC3339))
@@ -378,8 +384,14 @@ func (s *Series) Add(start time.Time, close float64, centers []float64) (Step, e
 			st.Filled = gap
 		}
 	}
-	s.outcomes = s.outcomes[:0]
 	s.advance(unix, close, centers, true)
+	// The bounds are copied as the outcomes come, since a later grid
+	// point of the same gap may reuse a forecast's slot.
+	nl := len(s.cfg.Levels)
+	for i := range s.outcomes {
+		o := &s.outcomes[i]
+		o.Lower, o.Upper = s.bounds[o.at:o.at+nl], s.bounds[o.at+nl:o.at+2*nl]
+	}
 	st.Forecasts, st.Outcomes = s.forecasts, s.outcomes
 	return st, nil
 }
@@ -434,7 +446,7 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 			hz.raw.recompute(&s.raw)
 			hz.uSpan.recompute(&s.u)
 		}
-		s.score(hz, unix, emit)
+		s.score(hz)
 		for _, m := range hz.har {
 			if s.t >= m.span && s.t-m.span >= s.hour {
 				m.learn(s.t, hz.uSpan.sum/float64(m.span))
@@ -448,7 +460,7 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 }
 
 // score takes the outcome of the forecast made h intervals ago.
-func (s *Series) score(hz *horizon, unix int64, emit bool) {
+func (s *Series) score(hz *horizon) {
 	if s.t < hz.h {
 		return
 	}
@@ -478,12 +490,13 @@ func (s *Series) score(hz *horizon, unix int64, emit bool) {
 		}
 		hz.cal[p.bin].Add(math.Abs(ret-p.center) / math.Sqrt(p.variance))
 	}
-	if emit {
+	if p.published {
 		s.outcomes = append(s.outcomes, Outcome{
 			Horizon: hz.h, Start: p.start, Center: p.center, Variance: p.variance,
 			NaiveLast: p.naiveLast, NaiveDay: p.naiveDay, Regime: p.regime, Ready: p.ready,
-			Return: ret, Realised: rv, Lower: lo, Upper: up,
+			Return: ret, Realised: rv, at: len(s.bounds),
 		})
+		s.bounds = append(append(s.bounds, lo...), up...)
 	}
 }
 
@@ -542,7 +555,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		cal := hz.cal[bin]
 		p := &hz.pend[slot]
 		*p = pending{valid: variance > 0 && s.t > 0, ready: ready, start: start, center: center, variance: variance,
-			naiveLast: hz.raw.sum, naiveDay: s.dayRaw.mean(&s.raw) * float64(hz.h), regime: regime, bin: bin}
+			naiveLast: hz.raw.sum, naiveDay: s.dayRaw.mean(&s.raw) * float64(hz.h), regime: regime, bin: bin, published: emit}
 		sigma := math.Sqrt(variance)
 		lo, up := hz.lowers[slot*nl:(slot+1)*nl], hz.uppers[slot*nl:(slot+1)*nl]
 		for i := range hz.intervals {
