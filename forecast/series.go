@@ -227,7 +227,6 @@ type horizon struct {
 	cands     int
 	candVar   []float64      // (h+1) * cands
 	loss      []ewMean       // trailing selection loss per candidate
-	regimes   *Calibration   // the trailing hour's variance at the last forecasts
 	cal       []*Calibration // per regime bin
 	aci       [][]ACI        // per regime bin, per level
 	hits      []hitWindow
@@ -271,6 +270,9 @@ type Series struct {
 	forecasts   []Forecast
 	outcomes    []Outcome
 	bounds      []float64 // the outcomes' interval bounds, lower then upper
+	// regimes holds the trailing hour's variance at the last forecasts,
+	// whose quantiles cut the regime bins (the same for every horizon).
+	regimes *Calibration
 }
 
 // NewSeries validates cfg and returns an empty series.
@@ -318,6 +320,7 @@ func (s *Series) reset() {
 	}
 	s.prof = newProfile(cfg.ProfileBuckets, cfg.Interval, cfg.ProfileHalfLifeDays, cfg.ProfileMinDays)
 	s.x = make([][harDim]float64, len(cfg.HARRecent))
+	s.regimes = NewCalibration(cfg.Calibration)
 	s.hz = s.hz[:0]
 	s.forecasts = s.forecasts[:0]
 	nl := len(cfg.Levels)
@@ -326,7 +329,7 @@ func (s *Series) reset() {
 		hz := &horizon{h: h, uSpan: windowSum{n: span}, raw: windowSum{n: h},
 			pend: make([]pending, h+1), lowers: make([]float64, (h+1)*nl), uppers: make([]float64, (h+1)*nl),
 			cands: len(s.names), candVar: make([]float64, (h+1)*len(s.names)), loss: make([]ewMean, len(s.names)),
-			regimes: NewCalibration(cfg.Calibration), intervals: make([]Interval, nl)}
+			intervals: make([]Interval, nl)}
 		for range cfg.RegimeBins {
 			hz.cal = append(hz.cal, NewCalibration(cfg.Calibration))
 			var a []ACI
@@ -512,6 +515,14 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		x[3] = math.Log(s.recU[i].mean(&s.u) + s.floor)
 	}
 	ready := s.t >= s.cfg.Warmup
+	regime := s.hourRaw.mean(&s.raw)
+	bin := 0
+	for b := 1; b < s.cfg.RegimeBins; b++ {
+		if regime > s.regimes.At(float64(b)/float64(s.cfg.RegimeBins)) {
+			bin = b
+		}
+	}
+	s.regimes.Add(regime)
 	start := time.Unix(unix, 0).UTC()
 	nl := len(s.cfg.Levels)
 	for k, hz := range s.hz {
@@ -544,14 +555,6 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		if centers != nil {
 			center = centers[k]
 		}
-		regime := s.hourRaw.mean(&s.raw)
-		bin := 0
-		for b := 1; b < len(hz.cal); b++ {
-			if regime > hz.regimes.At(float64(b)/float64(len(hz.cal))) {
-				bin = b
-			}
-		}
-		hz.regimes.Add(regime)
 		cal := hz.cal[bin]
 		p := &hz.pend[slot]
 		*p = pending{valid: variance > 0 && s.t > 0, ready: ready, start: start, center: center, variance: variance,
