@@ -89,16 +89,26 @@ func TestReplaceSection(t *testing.T) {
 	}
 }
 
-// TestEvaluateRealFile runs the volatility evaluation on the real
-// 5-minute quarter (a second) and holds it to the 15-minute targets.
+// TestEvaluateRealFile runs the evaluation on the real 5-minute quarter
+// and holds it to the 15-minute targets and to what README says of the
+// point model: it does not beat no-change, and the rule never promotes it.
 func TestEvaluateRealFile(t *testing.T) {
 	f, err := evaluation.ReadFile(datatest.Path(t, datatest.KrakenXBTUSD5m))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := evaluation.Evaluate(f, evaluation.Options{Rule: forecast.DefaultRule()})
+	rep, err := evaluation.Evaluate(f, evaluation.Options{Point: true, Rule: forecast.DefaultRule()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, h := range rep.Horizons {
+		p := h.Point
+		if p == nil {
+			t.Fatalf("%d min: no point evaluation: %s", h.Minutes, h.PointErr)
+		}
+		if p.Rows == 0 || p.Decisions == 0 || p.Promoted != 0 || p.R2 >= 0 || !(p.Brier > 0) {
+			t.Errorf("%d min: %+v", h.Minutes, *p)
+		}
 	}
 	if len(rep.Horizons) != 2 || rep.Horizons[0].Minutes != 15 || rep.Horizons[1].Minutes != 60 {
 		t.Fatalf("horizons %+v: 5-minute candles forecast 15 and 60 minutes", rep.Horizons)

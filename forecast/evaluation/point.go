@@ -2,7 +2,10 @@ package evaluation
 
 import (
 	"fmt"
+	"math"
 	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
 
 	"cryptostream/features"
 	"cryptostream/forecast"
@@ -24,6 +27,11 @@ type PointScore struct {
 	R2               float64
 	VsZero, VsLast   forecast.DM
 	TrainSize, Tests int
+	// Brier is the direction forecast's Brier score on the rows that
+	// moved, the probability of an up move being Φ(forecast/σ) with σ the
+	// training rows' RMS return, against climatology: the training rows'
+	// share of up moves.
+	Brier, BrierClimate float64
 	// Promoted counts the daily trainings the promotion rule would have
 	// promoted the model at, out of Decisions, each judged on the three
 	// folds (days) before it.
@@ -68,6 +76,7 @@ func ScorePoint(vectors []streams.FeatureVector, h int, iv time.Duration, rule f
 	var pred, actual, last []float64
 	var starts []time.Time
 	var foldEnds []int
+	brierRows := 0
 	for from := first; from+test <= len(ds.Rows); from += test {
 		// The trainer's final fit on rows ending a gap before the fold is
 		// that fold's model.
@@ -79,9 +88,26 @@ func ScorePoint(vectors []streams.FeatureVector, h int, iv time.Duration, rule f
 		if err != nil {
 			return ps, err
 		}
-		var sse, sseZero float64
+		var sse, sseZero, ss float64
+		up, moved := 0, 0
+		for _, r := range ds.Rows[from-sp.Gap-sp.TrainSize : from-sp.Gap] {
+			ss += r.Y * r.Y
+			if r.Y != 0 {
+				moved++
+				if r.Y > 0 {
+					up++
+				}
+			}
+		}
+		sigma := math.Sqrt(ss / float64(sp.TrainSize))
+		climate := float64(up) / float64(max(moved, 1))
 		for _, r := range ds.Rows[from : from+test] {
 			p := b.Predict(r.Values)
+			if r.Y != 0 && sigma > 0 {
+				ps.Brier += forecast.Brier(distuv.UnitNormal.CDF(p/sigma), r.Y > 0)
+				ps.BrierClimate += forecast.Brier(climate, r.Y > 0)
+				brierRows++
+			}
 			pred, actual, last, starts = append(pred, p), append(actual, r.Y), append(last, r.Last), append(starts, r.Start)
 			sse += (p - r.Y) * (p - r.Y)
 			sseZero += r.Y * r.Y
@@ -104,6 +130,7 @@ func ScorePoint(vectors []streams.FeatureVector, h int, iv time.Duration, rule f
 	n := float64(ps.Rows)
 	ps.MSE, ps.MSEZero, ps.MSELast = ps.MSE/n, ps.MSEZero/n, ps.MSELast/n
 	ps.R2 = 1 - ps.MSE/ps.MSEZero
+	ps.Brier, ps.BrierClimate = ps.Brier/float64(max(brierRows, 1)), ps.BrierClimate/float64(max(brierRows, 1))
 	if ps.VsZero, err = forecast.DieboldMariano(dZero, forecast.DMLag(ps.Rows, h)); err != nil {
 		return ps, err
 	}

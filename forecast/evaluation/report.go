@@ -129,15 +129,15 @@ func (r Report) Markdown() string {
 	b.WriteString(".\n\n")
 
 	if hasPoint(r) {
-		b.WriteString("| point forecast, horizon | rows | MSE model | MSE no-change | MSE last | R² vs no-change | DM vs no-change (p) | DM vs last (p) | folds won | promoted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| point forecast, horizon | rows | MSE model | MSE no-change | MSE last | R² vs no-change | DM vs no-change (p) | DM vs last (p) | folds won | Brier direction / climatology | promoted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, h := range r.Horizons {
 			p := h.Point
 			if p == nil {
 				fmt.Fprintf(&b, "| %d min | %s |\n", h.Minutes, h.PointErr)
 				continue
 			}
-			fmt.Fprintf(&b, "| %d min | %d | %.4e | %.4e | %.4e | %+.5f | %.2f (%.3g) | %.2f (%.3g) | %d of %d | %d of %d |\n",
-				h.Minutes, p.Rows, p.MSE, p.MSEZero, p.MSELast, p.R2, p.VsZero.Stat, p.VsZero.P, p.VsLast.Stat, p.VsLast.P, p.FoldsWon, p.Folds, p.Promoted, p.Decisions)
+			fmt.Fprintf(&b, "| %d min | %d | %.4e | %.4e | %.4e | %+.5f | %.2f (%.3g) | %.2f (%.3g) | %d of %d | %.4f / %.4f | %d of %d |\n",
+				h.Minutes, p.Rows, p.MSE, p.MSEZero, p.MSELast, p.R2, p.VsZero.Stat, p.VsZero.P, p.VsLast.Stat, p.VsLast.P, p.FoldsWon, p.Folds, p.Brier, p.BrierClimate, p.Promoted, p.Decisions)
 		}
 		b.WriteString("\n")
 	}
