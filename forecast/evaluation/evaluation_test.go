@@ -3,6 +3,7 @@ package evaluation_test
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,41 @@ func TestEvaluateRealFile(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestExactIntervalDailyCoverage backs what README says of the daily
+// target: on a Gaussian random walk, the exact 80% interval (the true σ)
+// still has its daily coverage of overlapping hour-long windows outside
+// 70–90% on several percent of days, and of 15-minute windows on almost
+// none: at 60 minutes a day holds only about 24 independent outcomes.
+func TestExactIntervalDailyCoverage(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	const days = 1000
+	outside := func(h int) float64 {
+		n := days*1440 + h
+		cum := make([]float64, n+1)
+		for i := range n {
+			cum[i+1] = cum[i] + rng.NormFloat64()
+		}
+		z := 1.2815515655446004 * math.Sqrt(float64(h))
+		out := 0
+		for d := range days {
+			hit := 0
+			for i := d * 1440; i < (d+1)*1440; i++ {
+				if math.Abs(cum[i+h]-cum[i]) <= z {
+					hit++
+				}
+			}
+			if c := float64(hit) / 1440; c < 0.7 || c > 0.9 {
+				out++
+			}
+		}
+		return float64(out) / days
+	}
+	o15, o60 := outside(15), outside(60)
+	t.Logf("days outside 70–90%%: %.1f%% at 15 min, %.1f%% at 60 min", 100*o15, 100*o60)
+	if o15 > 0.01 || o60 < 0.04 || o60 > 0.10 {
+		t.Errorf("exact interval: %.3f of days outside at 15 min, %.3f at 60 min", o15, o60)
 	}
 }
