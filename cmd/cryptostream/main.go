@@ -41,6 +41,7 @@ func commands() []command {
 		{"trainer", "trains and promotes models on jobs and on a schedule", cmdTrainer},
 		{"predictor", "feature vectors -> scored predictions with the champion model", cmdPredictor},
 		{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
+		{"evaluate", "the forecast evaluation on candle files: point, volatility and intervals, past only", cmdEvaluate},
 		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
 		{"sink", "projects the streams and buckets into PostgreSQL; --rebuild replays them", cmdSink},
 		{"user", "create, list and manage users from the shell", cmdUser},

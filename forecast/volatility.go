@@ -1,0 +1,213 @@
+package forecast
+
+import (
+	"math"
+	"time"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+func pow2(x float64) float64 { return math.Exp2(x) }
+
+// profile is the time-of-day shape of volatility: for each bucket of the
+// day, an exponentially weighted mean of |r| over the trailing day's RMS
+// return, so that the shape is measured apart from the level. Its square,
+// normalised to a mean of one over the day, scales each interval's
+// variance. Absolute rather than squared returns keep one crash minute
+// from dominating a bucket for weeks.
+type profile struct {
+	bucketSec int64
+	minObs    int
+	m         []ewMean
+	s         []float64 // the normalised variance factors, refreshed per bucket
+	last      int       // bucket of the last update
+}
+
+func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int) profile {
+	ivSec := int64(iv / time.Second)
+	bucketSec := max(86400/int64(buckets), ivSec)
+	nb := int(max(86400/bucketSec, 1))
+	perDay := float64(max(bucketSec/max(ivSec, 1), 1))
+	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), m: make([]ewMean, nb), s: make([]float64, nb), last: -1}
+	for i := range p.m {
+		p.m[i] = newEWMean(halfLifeDays * perDay)
+		p.s[i] = 1
+	}
+	return p
+}
+
+func (p *profile) bucket(unix int64) int {
+	sec := unix % 86400
+	if sec < 0 {
+		sec += 86400
+	}
+	return int(sec/p.bucketSec) % len(p.m)
+}
+
+func (p *profile) factor(unix int64) float64 { return p.s[p.bucket(unix)] }
+
+// observe adds the interval starting at unix with |r| relative to rms.
+func (p *profile) observe(unix int64, z float64) {
+	b := p.bucket(unix)
+	p.m[b].add(z)
+	if b != p.last {
+		p.last = b
+		p.refresh()
+	}
+}
+
+// refresh recomputes the factors; buckets with too few days of data keep a
+// factor of one.
+func (p *profile) refresh() {
+	var sum float64
+	k := 0
+	for i := range p.m {
+		if p.m[i].n >= p.minObs {
+			sum += p.m[i].v
+			k++
+		}
+	}
+	// Until every bucket is measured the shape is left flat: a partial
+	// normalisation would bias the buckets it covers.
+	if k < len(p.m) || sum <= 0 {
+		return
+	}
+	mean := sum / float64(k)
+	for i := range p.m {
+		r := p.m[i].v / mean
+		p.s[i] = r * r
+	}
+}
+
+// forward is the sum of the factors of the h intervals after the one
+// starting at unix: the seasonal length of a horizon, in average
+// intervals.
+func (p *profile) forward(unix, ivSec int64, h int) float64 {
+	t := unix + ivSec
+	var sum float64
+	for h > 0 {
+		b := p.bucket(t)
+		end := t - t%p.bucketSec + p.bucketSec
+		n := int((end - t + ivSec - 1) / ivSec)
+		n = min(max(n, 1), h)
+		sum += float64(n) * p.s[b]
+		h -= n
+		t += int64(n) * ivSec
+	}
+	return sum
+}
+
+// harDim is the log-HAR regressors: intercept, day, hour, recent.
+const harDim = 4
+
+// har is the log-HAR regression for one horizon and one recent-window
+// length: log of the next H intervals' mean deseasonalised variance on the
+// logs of the day's, the hour's and the recent window's, fitted by
+// exponentially weighted ridge least squares on rows whose outcome is
+// known, one ridge penalty per candidate. H is the horizon, or more for
+// short horizons, whose single-interval variance is too noisy (and too
+// often exactly zero) to regress on.
+type har struct {
+	span   int // H
+	recent int // index into Series.recU
+	forget float64
+	a      [harDim * harDim]float64
+	b      [harDim]float64
+	weight float64
+	rows   []float64 // ring of the last span+1 rows' regressors
+	floors []float64 // and the log floor each row used
+	ridges []float64
+	beta   [][harDim]float64
+	scale  []ewMean // QLIKE-optimal scale: mean of outcome over fitted level
+	fitted []bool
+	// scratch for the solve, reused.
+	sym  *mat.SymDense
+	chol mat.Cholesky
+	rhs  *mat.VecDense
+	sol  *mat.VecDense
+}
+
+func newHAR(span, recent int, ridges []float64, memory float64) *har {
+	h := &har{span: span, recent: recent, forget: pow2(-1 / memory), rows: make([]float64, (span+1)*harDim),
+		floors: make([]float64, span+1), ridges: ridges, beta: make([][harDim]float64, len(ridges)),
+		scale: make([]ewMean, len(ridges)), fitted: make([]bool, len(ridges)),
+		sym: mat.NewSymDense(harDim, nil), rhs: mat.NewVecDense(harDim, nil), sol: mat.NewVecDense(harDim, nil)}
+	for i := range h.scale {
+		h.scale[i] = newEWMean(memory)
+	}
+	return h
+}
+
+func (h *har) slot(t int) []float64 {
+	i := t % (h.span + 1)
+	return h.rows[i*harDim : (i+1)*harDim]
+}
+
+// level is the fitted (scaled) mean variance per interval for regressors x.
+func (h *har) level(k int, x []float64) float64 {
+	var f float64
+	for j := range harDim {
+		f += h.beta[k][j] * x[j]
+	}
+	return h.scale[k].v * math.Exp(f)
+}
+
+// learn adds the row made span steps ago, now that its outcome (the mean
+// deseasonalised variance since) is known.
+func (h *har) learn(t int, outcome float64) {
+	x := h.slot(t - h.span)
+	floor := h.floors[(t-h.span)%(h.span+1)]
+	y := math.Log(outcome + floor)
+	if math.IsInf(y, 0) || math.IsNaN(y) || math.IsInf(x[1], 0) || math.IsInf(x[2], 0) || math.IsInf(x[3], 0) {
+		return // a series flat for its whole history so far: nothing to learn
+	}
+	for i := range h.a {
+		h.a[i] *= h.forget
+	}
+	for i := range harDim {
+		h.b[i] = h.forget*h.b[i] + x[i]*y
+		for j := range harDim {
+			h.a[i*harDim+j] += x[i] * x[j]
+		}
+	}
+	h.weight = h.forget*h.weight + 1
+	for k := range h.ridges {
+		if !h.fitted[k] {
+			continue
+		}
+		var f float64
+		for j := range harDim {
+			f += h.beta[k][j] * x[j]
+		}
+		h.scale[k].add(outcome / math.Exp(f))
+	}
+}
+
+// solve refits every ridge candidate on the rows learnt so far.
+func (h *har) solve() {
+	for k, lambda := range h.ridges {
+		for i := range harDim {
+			for j := i; j < harDim; j++ {
+				v := h.a[i*harDim+j]
+				if i == j && i > 0 {
+					v += lambda * h.weight
+				}
+				h.sym.SetSym(i, j, v)
+			}
+			h.rhs.SetVec(i, h.b[i])
+		}
+		if !h.chol.Factorize(h.sym) {
+			continue
+		}
+		if err := h.chol.SolveVecTo(h.sol, h.rhs); err != nil {
+			continue // ill-conditioned: keep the last good fit
+		}
+		for j := range harDim {
+			h.beta[k][j] = h.sol.AtVec(j)
+		}
+		if !h.fitted[k] {
+			h.fitted[k] = true
+			h.scale[k].v, h.scale[k].n = 1, 0
+		}
+	}
+}
