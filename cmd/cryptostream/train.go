@@ -87,32 +87,14 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("jobs bucket: %w", err)
 	}
-	w, err := kv.Watch(wctx, job.ID)
+	st, err := trainer.WaitJob(wctx, kv, job.ID)
 	if err != nil {
-		return fmt.Errorf("watch job: %w", err)
+		return err
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("job %s: %w", job.ID, wctx.Err())
-		case entry := <-w.Updates():
-			if entry == nil {
-				continue
-			}
-			var st streams.JobStatus
-			if err := json.Unmarshal(entry.Value(), &st); err != nil {
-				return fmt.Errorf("job status: %w", err)
-			}
-			if st.State != streams.JobDone && st.State != streams.JobFailed {
-				continue
-			}
-			out, _ := json.MarshalIndent(st, "", "  ")
-			fmt.Fprintln(e.stdout, string(out))
-			if st.State == streams.JobFailed {
-				return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
-			}
-			return nil
-		}
+	out, _ := json.MarshalIndent(st, "", "  ")
+	fmt.Fprintln(e.stdout, string(out))
+	if st.State == streams.JobFailed {
+		return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
 	}
+	return nil
 }
