@@ -100,9 +100,13 @@ func ensureWithRetry(ctx context.Context, js jetstream.JetStream, topo streams.T
 	delay := 250 * time.Millisecond
 	for {
 		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := streams.Ensure(ectx, js, topo)
+		diffs, err := streams.EnsureReport(ectx, js, topo)
 		cancel()
 		if err == nil {
+			for _, d := range diffs {
+				log.Warn("topology differs from the declaration", "stream", d.Stream, "limit", d.Limit,
+					"existing", d.Existing, "declared", d.Declared, "kept_existing", d.Kept)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
