@@ -259,6 +259,22 @@ func sink(c ConsumerSpec) ConsumerSpec {
 	return c
 }
 
+// StreamNames lists every stream of the topology, the backing streams of
+// the buckets and object stores included.
+func (t Topology) StreamNames() []string {
+	var names []string
+	for _, s := range t.Streams {
+		names = append(names, s.Name)
+	}
+	for _, kv := range t.KeyValues {
+		names = append(names, "KV_"+kv.Bucket)
+	}
+	for _, o := range t.ObjectStores {
+		names = append(names, "OBJ_"+o.Bucket)
+	}
+	return names
+}
+
 // Consumer returns the declared spec of a durable consumer.
 func (t Topology) Consumer(name string) (ConsumerSpec, bool) {
 	for _, c := range t.Consumers {

@@ -159,7 +159,10 @@ type commonConfig struct {
 	NATSListen string
 	// Replicas of every stream and bucket; applying the topology never
 	// lowers what a stream already has (see streams.Ensure).
-	Replicas        int
+	Replicas int
+	// NKeyFile and CredsFile are the NATS credential (see bus.Config).
+	NKeyFile        string
+	CredsFile       string
 	DataDir         string
 	HTTPAddr        string
 	DatabaseURL     string
@@ -172,6 +175,8 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
 	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
+	fs.stringVar(&c.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file: the key an embedded server admits (empty: generated once into <data-dir>/nats.nkey, 0600) or the key presented to --nats-url")
+	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
@@ -198,6 +203,14 @@ func (c *commonConfig) validate() error {
 			return fmt.Errorf("--database-url: %w", err)
 		}
 	}
+	if c.NATSURL != "" {
+		if err := bus.ValidateURL(c.NATSURL); err != nil {
+			return fmt.Errorf("--nats-url: %w", err)
+		}
+	}
+	if c.CredsFile != "" && c.NATSURL == "" {
+		return errors.New("--nats-creds authenticates to --nats-url; the embedded server takes --nats-nkey")
+	}
 	if c.NATSListen != "" && c.NATSURL != "" {
 		return errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
 	}
@@ -210,7 +223,17 @@ func (c *commonConfig) validate() error {
 // busConfig is the bus this configuration asks for, named for the server's
 // connection list.
 func (c *commonConfig) busConfig(name string) bus.Config {
-	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name}
+	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
+		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile}
+}
+
+// toolBusConfig is busConfig for a tool (user, import): when another
+// process holds the data dir, the tool reaches that process through its NATS
+// instead of opening the store a second time.
+func (c *commonConfig) toolBusConfig(name string) bus.Config {
+	bc := c.busConfig(name)
+	bc.Attach = true
+	return bc
 }
 
 // LogValue logs the configuration with credentials redacted.
@@ -219,6 +242,8 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.String("nats_url", redact(c.NATSURL)),
 		slog.String("nats_listen", c.NATSListen),
 		slog.Int("replicas", c.Replicas),
+		slog.String("nats_nkey", c.NKeyFile),
+		slog.String("nats_creds", c.CredsFile),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("database_url", redact(c.DatabaseURL)),

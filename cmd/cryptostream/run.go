@@ -103,6 +103,12 @@ func cmdRun(ctx context.Context, args []string, e *env) error {
 func serve(ctx context.Context, cfg runConfig, log *slog.Logger) error {
 	sys, err := startSystem(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			// A signal during start-up (NATS not reached yet, say) is
+			// a stop request, not a failure.
+			log.Info("stopped cleanly", "during", "start-up", "cause", err)
+			return nil
+		}
 		return err
 	}
 	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
@@ -148,18 +154,19 @@ type system struct {
 	listener net.Listener
 	workers  map[string]worker
 	timeout  time.Duration
+	// served reports the end of the HTTP server, which serves from the
+	// start of startSystem.
+	served chan error
 	// db and reader are the SQL read model, set when --database-url is.
 	db     *pgxpool.Pool
 	reader readmodel.Reader
 }
 
+// startSystem opens the bus, brings up HTTP at once (so /healthz answers
+// and /readyz says why it is not ready while NATS connects), waits for the
+// topology and then adds the roles cfg wants.
 func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system, error) {
-	if cfg.NATSURL == "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
-		}
-	}
-	b, err := bus.Open(ctx, cfg.busConfig("cryptostream-"+processName(cfg)), log)
+	b, err := bus.Dial(cfg.busConfig("cryptostream-"+processName(cfg)), log)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +178,7 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		mux:      http.NewServeMux(),
 		workers:  map[string]worker{},
 		timeout:  cfg.ShutdownTimeout,
+		served:   make(chan error, 1),
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
 	ops.Register(sys.mux, sys.registry, sys.health)
@@ -186,20 +194,35 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	go func() {
+		err := sys.server.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		sys.served <- err
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
+	fail := func(err error) (*system, error) {
+		sys.server.Close()
+		<-sys.served
+		if sys.db != nil {
+			sys.db.Close()
+		}
+		b.Close()
+		return nil, err
+	}
+	if err := b.Ensure(ctx); err != nil {
+		return fail(err)
+	}
 	for _, r := range roles() {
 		if !cfg.wants(r.name) {
 			continue
 		}
 		if err := r.add(ctx, sys, &cfg); err != nil {
-			ln.Close()
-			if sys.db != nil {
-				sys.db.Close()
-			}
-			b.Close()
-			return nil, fmt.Errorf("%s: %w", r.name, err)
+			return fail(fmt.Errorf("%s: %w", r.name, err))
 		}
 	}
-	log.Info("http listening", "addr", ln.Addr().String())
+	log.Info("started", "workers", len(sys.workers))
 	return sys, nil
 }
 
@@ -221,7 +244,7 @@ func (s *system) Addr() string { return s.listener.Addr().String() }
 func (s *system) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := s.server.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := <-s.served; err != nil {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil

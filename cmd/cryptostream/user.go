@@ -25,8 +25,9 @@ const userSynopsis = `Manages users in the users bucket, for bootstrap and recov
   cryptostream user delete <name>
 
 Without --password-stdin a password is generated and printed once. With no
---nats-url it opens the embedded store under --data-dir: stop 'run' first,
-or point --nats-url at a running server (run --nats-listen exposes one).`
+--nats-url it works on --data-dir: through the NATS of the 'run' that holds
+it when one does (with its credential, <data-dir>/nats.nkey), on the
+embedded store otherwise. With --nats-url it works on that server.`
 
 type userConfig struct {
 	commonConfig
@@ -70,7 +71,7 @@ func cmdUser(ctx context.Context, args []string, e *env) error {
 		return fmt.Errorf("user %s: want %d argument(s), got %q", action, n, pos)
 	}
 	log := cfg.logger(e)
-	b, err := bus.Open(ctx, cfg.busConfig("cryptostream-user"), log)
+	b, err := bus.Open(ctx, cfg.toolBusConfig("cryptostream-user"), log)
 	if err != nil {
 		return err
 	}
