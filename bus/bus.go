@@ -48,6 +48,9 @@ type Config struct {
 	NKeyFile string
 	// CredsFile is a JWT credentials file for an external server.
 	CredsFile string
+	// User and Password authenticate to an external server, as a URL's
+	// user:password would, without putting the password in the URL.
+	User, Password string
 	// Attach lets a tool with no URL reach the process that holds DataDir
 	// through the URL it published, rather than fail on the lock.
 	Attach bool
@@ -267,6 +270,9 @@ func clientAuth(cfg Config) ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	}
+	if cfg.User != "" || cfg.Password != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
 	if cfg.CredsFile != "" {
 		if _, err := os.Stat(cfg.CredsFile); err != nil {
 			return nil, fmt.Errorf("bus: creds: %w", err)
@@ -485,9 +491,24 @@ func redactURL(raw string) string {
 	if raw == "" {
 		return "embedded"
 	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable url)"
+	return RedactURLs(raw)
+}
+
+// RedactURLs hides the password of each URL of a comma-separated list (a
+// cluster's seed list): url.Parse of the whole list would take the later
+// URLs for a path and leave their passwords in.
+func RedactURLs(raw string) string {
+	if raw == "" {
+		return ""
 	}
-	return u.Redacted()
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.Scheme == "" {
+			parts[i] = "(redacted)"
+			continue
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
 }

@@ -163,6 +163,8 @@ type commonConfig struct {
 	// NKeyFile and CredsFile are the NATS credential (see bus.Config).
 	NKeyFile        string
 	CredsFile       string
+	NATSUser        string
+	NATSPassword    string
 	DataDir         string
 	HTTPAddr        string
 	DatabaseURL     string
@@ -177,6 +179,8 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
 	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
 	fs.stringVar(&c.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file: the key an embedded server admits (empty: generated once into <data-dir>/nats.nkey, 0600) or the key presented to --nats-url")
 	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
+	fs.stringVar(&c.NATSUser, "nats-user", "NATS_USER", "", "user presented to --nats-url")
+	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
@@ -208,8 +212,8 @@ func (c *commonConfig) validate() error {
 			return fmt.Errorf("--nats-url: %w", err)
 		}
 	}
-	if c.CredsFile != "" && c.NATSURL == "" {
-		return errors.New("--nats-creds authenticates to --nats-url; the embedded server takes --nats-nkey")
+	if (c.CredsFile != "" || c.NATSUser != "" || c.NATSPassword != "") && c.NATSURL == "" {
+		return errors.New("--nats-creds, --nats-user and --nats-password authenticate to --nats-url; the embedded server takes --nats-nkey")
 	}
 	if c.NATSListen != "" && c.NATSURL != "" {
 		return errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
@@ -224,7 +228,7 @@ func (c *commonConfig) validate() error {
 // connection list.
 func (c *commonConfig) busConfig(name string) bus.Config {
 	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
-		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile}
+		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword}
 }
 
 // toolBusConfig is busConfig for a tool (user, import): when another
@@ -239,7 +243,9 @@ func (c *commonConfig) toolBusConfig(name string) bus.Config {
 // LogValue logs the configuration with credentials redacted.
 func (c commonConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redact(c.NATSURL)),
+		slog.String("nats_url", bus.RedactURLs(c.NATSURL)),
+		slog.String("nats_user", c.NATSUser),
+		slog.Bool("nats_password_set", c.NATSPassword != ""),
 		slog.String("nats_listen", c.NATSListen),
 		slog.Int("replicas", c.Replicas),
 		slog.String("nats_nkey", c.NKeyFile),

@@ -169,6 +169,17 @@ func TestRunConfig(t *testing.T) {
 		if strings.Contains(logged.String(), "secret") {
 			t.Fatalf("logged config leaks a password: %s", logged.String())
 		}
+		// A cluster's seed list, and the password as its own setting.
+		e = testEnv(map[string]string{"NATS_URL": "nats://u:secret@a:4222,nats://u:secret@b:4222", "NATS_USER": "u", "NATS_PASSWORD": "secret"})
+		cfg, err = parseRunConfig(nil, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logged.Reset()
+		slog.New(slog.NewTextHandler(&logged, nil)).Info("cfg", "config", cfg)
+		if strings.Contains(logged.String(), "secret") || !strings.Contains(logged.String(), "b:4222") {
+			t.Fatalf("logged config of a seed list: %s", logged.String())
+		}
 	})
 	for name, args := range map[string][]string{
 		"bad log format":   {"--log-format", "xml"},
