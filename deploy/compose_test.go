@@ -159,7 +159,7 @@ func TestKubernetesNATSRequiresCredentials(t *testing.T) {
 	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
 	for {
 		var doc struct {
-			Kind       string            `yaml:"kind"`
+			Kind       string `yaml:"kind"`
 			Metadata   struct{ Name string }
 			Data       map[string]string `yaml:"data"`
 			StringData map[string]string `yaml:"stringData"`

@@ -170,14 +170,14 @@ func TestRunConfig(t *testing.T) {
 			t.Fatalf("logged config leaks a password: %s", logged.String())
 		}
 		// A cluster's seed list, and the password as its own setting.
-		e = testEnv(map[string]string{"NATS_URL": "nats://u:secret@a:4222,nats://u:secret@b:4222", "NATS_USER": "u", "NATS_PASSWORD": "secret"})
+		e = testEnv(map[string]string{"NATS_URL": "nats://u:hunter2@a:4222,nats://u:hunter2@b:4222", "NATS_USER": "u", "NATS_PASSWORD": "hunter2"})
 		cfg, err = parseRunConfig(nil, e)
 		if err != nil {
 			t.Fatal(err)
 		}
 		logged.Reset()
 		slog.New(slog.NewTextHandler(&logged, nil)).Info("cfg", "config", cfg)
-		if strings.Contains(logged.String(), "secret") || !strings.Contains(logged.String(), "b:4222") {
+		if strings.Contains(logged.String(), "hunter2") || !strings.Contains(logged.String(), "b:4222") {
 			t.Fatalf("logged config of a seed list: %s", logged.String())
 		}
 	})
