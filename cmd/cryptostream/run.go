@@ -181,6 +181,10 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		served:   make(chan error, 1),
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
+	if err := b.RegisterMetrics(sys.registry); err != nil {
+		b.Close()
+		return nil, err
+	}
 	ops.Register(sys.mux, sys.registry, sys.health)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
