@@ -301,6 +301,14 @@ func (g *Gateway) putMe(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, viewUser(u))
 }
 
+// putMeDeprecated is the proof of concept's path, kept so its clients keep
+// working; the headers tell them where the route moved (RFC 9745, RFC 8288).
+func (g *Gateway) putMeDeprecated(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Deprecation", "true")
+	w.Header().Set("Link", `</auth/users/me>; rel="successor-version"`)
+	g.putMe(w, r)
+}
+
 func (g *Gateway) userErr(err error) error {
 	switch {
 	case errors.Is(err, auth.ErrUserNotFound):
