@@ -167,6 +167,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	check("GET", "/auth/users", "/auth/users", admin, nil)
 	check("GET", "/auth/users", "/auth/users", user, nil)
 	check("PUT", "/auth/users/{username}/role", "/auth/users/bob/role", admin, map[string]string{"role": "admin"})
+	user = s.login("bob", "bob-password") // the role change revoked bob's token
 	check("PUT", "/auth/users/{username}/role", "/auth/users/nobody/role", admin, map[string]string{"role": "admin"})
 	check("DELETE", "/auth/users/{username}", "/auth/users/carol", admin, nil)
 	check("DELETE", "/auth/users/{username}", "/auth/users/carol", admin, nil)
