@@ -217,6 +217,10 @@ func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error 
 // connections.
 func (g *Gateway) Shutdown() { g.hub.Shutdown() }
 
+// SessionsSynced reports whether the users mirror that token checks read
+// holds the whole bucket.
+func (g *Gateway) SessionsSynced() bool { return g.sessions.Synced() }
+
 // Clients is the number of connected websocket clients.
 func (g *Gateway) Clients() int { return g.hub.Clients() }
 

@@ -225,6 +225,16 @@ func (s *stack) expect(r reply, status int) reply {
 	return r
 }
 
+// usersKV is the users bucket itself, for writes from outside the gateway.
+func (s *stack) usersKV() jetstream.KeyValue {
+	s.t.Helper()
+	kv, err := s.js.KeyValue(s.t.Context(), streams.BucketUsers)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return kv
+}
+
 // issue signs a token of tokens for a user as stored now.
 func (s *stack) issue(tokens *auth.Tokens, name string) string {
 	s.t.Helper()

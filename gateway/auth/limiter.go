@@ -23,6 +23,8 @@ type Limiter struct {
 type bucket struct {
 	lim  *rate.Limiter
 	seen time.Time
+	// held counts tokens set aside for attempts in flight (Guard).
+	held int
 }
 
 // NewLimiter allows burst events at once per key and one more every per.
@@ -90,21 +92,40 @@ func (l *Limiter) bucketFor(key string, now time.Time) *bucket {
 	return b
 }
 
-// reserve takes one token of key's bucket if there is one, returning the
-// reservation (to be cancelled if the attempt turns out not to count) and
-// whether the bucket was full before, that is whether key has no recent
-// failure. It returns a nil reservation and the wait when there is none.
-func (l *Limiter) reserve(key string, now time.Time) (r *rate.Reservation, wasFull bool, wait time.Duration) {
+// hold sets one token of key's bucket aside for an attempt in flight if
+// there is one, and reports whether the bucket was full before, that is
+// whether key has no recent failure; when there is none it reports the
+// wait. Held tokens are not spent: charge spends one, release gives it
+// back. (rate.Reservation's cancel cannot give back exactly one token once
+// a later reservation was made, so the holding is counted here.)
+func (l *Limiter) hold(key string, now time.Time) (ok, wasFull bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucketFor(key, now)
-	wasFull = b.lim.TokensAt(now) >= float64(l.burst)
-	r = b.lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return nil, wasFull, d
+	tokens := b.lim.TokensAt(now)
+	wasFull = tokens >= float64(l.burst)
+	if free := tokens - float64(b.held); free < 1 {
+		return false, wasFull, time.Duration((1 - free) / float64(l.every) * float64(time.Second))
 	}
-	return r, wasFull, 0
+	b.held++
+	return true, wasFull, 0
+}
+
+// charge spends the token held for key.
+func (l *Limiter) charge(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketFor(key, now)
+	b.held = max(b.held-1, 0)
+	b.lim.AllowN(now, 1)
+}
+
+// release gives back the token held for key.
+func (l *Limiter) release(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketFor(key, now)
+	b.held = max(b.held-1, 0)
 }
 
 // forget drops key's bucket, so it starts full again.
@@ -165,8 +186,12 @@ func NewGuard(c GuardConfig, now func() time.Time) *Guard {
 type Attempt struct {
 	g          *Guard
 	user, addr string
-	held       []*rate.Reservation
-	at         time.Time
+	held       []heldToken
+}
+
+type heldToken struct {
+	l   *Limiter
+	key string
 }
 
 func pairKey(user, addr string) string { return user + "\x00" + addr }
@@ -177,22 +202,22 @@ func pairKey(user, addr string) string { return user + "\x00" + addr }
 // returns how long until a retry can succeed.
 func (g *Guard) Begin(user, addr string) (*Attempt, time.Duration, bool) {
 	now := g.now()
-	a := &Attempt{g: g, user: user, addr: addr, at: now}
-	ra, addrClean, wait := g.addr.reserve(addr, now)
-	if ra == nil {
+	a := &Attempt{g: g, user: user, addr: addr}
+	ok, addrClean, wait := g.addr.hold(addr, now)
+	if !ok {
 		return nil, wait, false
 	}
-	a.held = append(a.held, ra)
-	rp, pairClean, wait := g.pair.reserve(pairKey(user, addr), now)
-	if rp == nil {
+	a.held = append(a.held, heldToken{g.addr, addr})
+	ok, pairClean, wait := g.pair.hold(pairKey(user, addr), now)
+	if !ok {
 		a.Release()
 		return nil, wait, false
 	}
-	a.held = append(a.held, rp)
-	ru, _, wait := g.user.reserve(user, now)
+	a.held = append(a.held, heldToken{g.pair, pairKey(user, addr)})
+	ok, _, wait = g.user.hold(user, now)
 	switch {
-	case ru != nil:
-		a.held = append(a.held, ru)
+	case ok:
+		a.held = append(a.held, heldToken{g.user, user})
 	case addrClean && pairClean:
 		// The brake is on, but this address has no failure of its own:
 		// it gets its try, and does not charge the spent username budget.
@@ -204,7 +229,13 @@ func (g *Guard) Begin(user, addr string) (*Attempt, time.Duration, bool) {
 }
 
 // Failed charges the attempt to every budget it was counted against.
-func (a *Attempt) Failed() { a.held = nil }
+func (a *Attempt) Failed() {
+	now := a.g.now()
+	for _, h := range a.held {
+		h.l.charge(h.key, now)
+	}
+	a.held = nil
+}
 
 // Succeeded gives the held budget back and clears the (username, address)
 // record.
@@ -216,8 +247,9 @@ func (a *Attempt) Succeeded() {
 // Release gives the held budget back: the attempt did not count (the
 // backend failed before the password was checked).
 func (a *Attempt) Release() {
-	for _, r := range a.held {
-		r.CancelAt(a.at)
+	now := a.g.now()
+	for _, h := range a.held {
+		h.l.release(h.key, now)
 	}
 	a.held = nil
 }
