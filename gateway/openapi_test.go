@@ -163,9 +163,11 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	check("POST", "/auth/login", "/auth/login", "", map[string]string{"username": "carol", "password": "wrong-password"})
 	check("GET", "/auth/users/me", "/auth/users/me", user, nil)
 	check("PUT", "/auth/users/me", "/auth/users/me", user, map[string]string{"full_name": "Bob"})
+	check("PUT", "/auth/user/me", "/auth/user/me", user, map[string]string{"full_name": "Bob"})
 	check("GET", "/auth/users", "/auth/users", admin, nil)
 	check("GET", "/auth/users", "/auth/users", user, nil)
 	check("PUT", "/auth/users/{username}/role", "/auth/users/bob/role", admin, map[string]string{"role": "admin"})
+	user = s.login("bob", "bob-password") // the role change revoked bob's token
 	check("PUT", "/auth/users/{username}/role", "/auth/users/nobody/role", admin, map[string]string{"role": "admin"})
 	check("DELETE", "/auth/users/{username}", "/auth/users/carol", admin, nil)
 	check("DELETE", "/auth/users/{username}", "/auth/users/carol", admin, nil)
