@@ -24,6 +24,8 @@ func (g *Gateway) routes() []route {
 		hf("POST /auth/login", g.login),
 		{"GET /auth/users/me", g.authed(g.getMe)},
 		{"PUT /auth/users/me", g.authed(g.putMe)},
+		{"GET /auth/users/me/preferences", g.authed(g.getPreferences)},
+		{"PUT /auth/users/me/preferences", g.authed(g.putPreferences)},
 		{"GET /auth/users", g.admin(g.listUsers)},
 		{"DELETE /auth/users/{username}", g.admin(g.deleteUser)},
 		{"PUT /auth/users/{username}/role", g.admin(g.putRole)},
