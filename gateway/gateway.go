@@ -91,6 +91,8 @@ type Bucket = auth.KV
 // Deps are what the gateway talks to.
 type Deps struct {
 	Users, Assets, Jobs, Registry Bucket
+	// Prefs holds each user's dashboard preferences.
+	Prefs Bucket
 	// Publisher stores jobs and audit events.
 	Publisher streams.Publisher
 	// Reader answers history questions (JetStream or PostgreSQL).
@@ -126,8 +128,8 @@ type Gateway struct {
 func New(cfg Config, d Deps) (*Gateway, error) {
 	cfg.defaults()
 	switch {
-	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil:
-		return nil, errors.New("gateway: the users, assets, jobs and model-registry buckets are required")
+	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil || d.Prefs == nil:
+		return nil, errors.New("gateway: the users, assets, jobs, model-registry and preferences buckets are required")
 	case d.Publisher == nil || d.Reader == nil || d.Pairs == nil || d.Streams == nil || d.Tokens == nil:
 		return nil, errors.New("gateway: publisher, reader, pairs, streams and tokens are required")
 	}
@@ -247,7 +249,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 	for _, b := range []struct {
 		name string
 		dst  *Bucket
-	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}} {
+	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("gateway: open bucket %s: %w", b.name, err)
