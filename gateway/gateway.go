@@ -18,6 +18,7 @@ import (
 
 	"cryptostream/gateway/auth"
 	"cryptostream/gateway/hub"
+	"cryptostream/notifier"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
@@ -47,6 +48,11 @@ type Config struct {
 	IOTimeout time.Duration
 	// Hub configures the websocket hub.
 	Hub hub.Config
+	// MaxAlertRules caps the alert rules one user may hold.
+	MaxAlertRules int
+	// AllowPrivateWebhooks lets webhook targets be loopback, link-local or
+	// private addresses: for a closed network, never on a public server.
+	AllowPrivateWebhooks bool
 }
 
 func (c *Config) defaults() {
@@ -83,6 +89,9 @@ func (c *Config) defaults() {
 	if c.IOTimeout == 0 {
 		c.IOTimeout = 5 * time.Second
 	}
+	if c.MaxAlertRules == 0 {
+		c.MaxAlertRules = 100
+	}
 }
 
 // Bucket is the part of a KV bucket the gateway reads and writes.
@@ -93,6 +102,11 @@ type Deps struct {
 	Users, Assets, Jobs, Registry Bucket
 	// Prefs holds each user's dashboard preferences.
 	Prefs Bucket
+	// Rules is the alert-rules bucket; without it the alert routes answer
+	// 503.
+	Rules Bucket
+	// Resolver checks webhook hosts; nil for net.DefaultResolver.
+	Resolver notifier.Resolver
 	// Publisher stores jobs and audit events.
 	Publisher streams.Publisher
 	// Reader answers history questions (JetStream or PostgreSQL).
@@ -122,6 +136,7 @@ type Gateway struct {
 	pairs     *pairCache
 	hub       *hub.Hub
 	m         *metrics
+	rules     *notifier.Store
 }
 
 // New builds a gateway; it does no I/O.
@@ -171,6 +186,9 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.hub = h
+	if d.Rules != nil {
+		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)
+	}
 	return g, nil
 }
 
@@ -249,7 +267,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 	for _, b := range []struct {
 		name string
 		dst  *Bucket
-	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}} {
+	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}, {streams.BucketAlertRules, &d.Rules}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("gateway: open bucket %s: %w", b.name, err)

@@ -46,6 +46,14 @@ func (g *Gateway) routes() []route {
 		{"POST /prediction/predict", g.admin(g.submitJob("predict"))},
 		{"GET /prediction/jobs/{id}", g.authed(g.getJob)},
 
+		{"GET /alerts/rules", g.authed(g.listRules)},
+		{"POST /alerts/rules", g.authed(g.createRule)},
+		{"POST /alerts/rules/preview", g.authed(g.previewRule)},
+		{"GET /alerts/rules/{id}", g.authed(g.getRule)},
+		{"PUT /alerts/rules/{id}", g.authed(g.putRule)},
+		{"DELETE /alerts/rules/{id}", g.authed(g.deleteRule)},
+		{"GET /alerts/history", g.authed(g.alertsHistory)},
+
 		{"GET /ws", g.hub},
 		hf("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
