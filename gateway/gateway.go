@@ -123,7 +123,15 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		now = time.Now
 	}
 	log := d.Log.With("worker", "gateway")
-	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: d.Tokens.Verify, Metrics: d.Metrics, Log: log, Now: now})
+	assets := d.Assets
+	tracked := func(ctx context.Context, sym string) (bool, error) {
+		_, err := assets.Get(ctx, streams.AssetKey(sym))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: d.Tokens.Verify, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
