@@ -199,6 +199,7 @@ func wsFanout(b *testing.B, clients, rate, events int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	s.track("BTC/USD")
 	heap0, stack0 := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "CS_WSBENCH_URL="+s.wsURL(), "CS_WSBENCH_TOKEN="+tok,
