@@ -159,6 +159,14 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		now = time.Now
 	}
 	log := d.Log.With("worker", "gateway")
+	assets := d.Assets
+	tracked := func(ctx context.Context, sym string) (bool, error) {
+		_, err := assets.Get(ctx, streams.AssetKey(sym))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 	users := auth.NewUsers(d.Users, now)
 	// A bucket that cannot be watched (a test double) is read on every
 	// check instead.
@@ -181,7 +189,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		m:         newMetrics(d.Metrics),
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
-	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Metrics: d.Metrics, Log: log, Now: now})
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
