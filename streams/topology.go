@@ -29,6 +29,10 @@ const (
 	ObjectStoreModels   = "models"
 )
 
+// BucketPreferences holds each user's dashboard preferences (watchlist,
+// default interval), keyed by username.
+const BucketPreferences = "preferences"
+
 // PriorityGroup is the pinned group of every consumer that keeps per-symbol
 // state: the server pins it to one client at a time and fails over to a
 // standby when that client stops pulling, so scaling out a stateful worker
@@ -202,6 +206,7 @@ func Declare(replicas int) Topology {
 			{Bucket: BucketModelRegistry, Description: "models, metrics and champions", History: 10, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 			// Job state is only interesting while someone polls for it.
 			{Bucket: BucketJobs, Description: "job state by job id", History: 1, TTL: 7 * day, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, MaxBytes: 64 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
 			{Bucket: ObjectStoreModels, Description: "model artifacts", MaxBytes: 4 << 30, Replicas: replicas, Storage: jetstream.FileStorage},

@@ -12,8 +12,10 @@ import (
 	"cryptostream/bus"
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
+	"cryptostream/gateway/hub"
 	"cryptostream/ingest/krakenrest"
 	"cryptostream/readmodel"
+	"cryptostream/streams"
 )
 
 // gatewayConfig is the gateway's part of the configuration, shared by `run`
@@ -26,6 +28,11 @@ type gatewayConfig struct {
 	TokenTTL      time.Duration
 	BcryptCost    int
 	KrakenRESTURL string
+	// Intervals the ingester runs: websocket channels on others are
+	// refused. Shared with the ingester's flag the same way as
+	// kraken-rest-url.
+	Intervals string
+	intervals []streams.Interval
 }
 
 func (c *gatewayConfig) register(fs *flagSet) {
@@ -40,6 +47,9 @@ func (c *gatewayConfig) register(fs *flagSet) {
 	if fs.Lookup("kraken-rest-url") == nil {
 		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
+	if fs.Lookup("intervals") == nil {
+		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")
+	}
 }
 
 func (c *gatewayConfig) validate(fs *flagSet) error {
@@ -47,6 +57,22 @@ func (c *gatewayConfig) validate(fs *flagSet) error {
 		if f := fs.Lookup("kraken-rest-url"); f != nil {
 			c.KrakenRESTURL = f.Value.String()
 		}
+	}
+	if c.Intervals == "" {
+		if f := fs.Lookup("intervals"); f != nil {
+			c.Intervals = f.Value.String()
+		}
+	}
+	c.intervals = nil
+	for _, s := range strings.Split(c.Intervals, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		iv, err := streams.ParseInterval(s)
+		if err != nil {
+			return fmt.Errorf("--intervals: %w", err)
+		}
+		c.intervals = append(c.intervals, iv)
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
 		return fmt.Errorf("--token-ttl %s: want 1m to 24h", c.TokenTTL)
@@ -107,7 +133,7 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins}, d)
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals}}, d)
 	if err != nil {
 		return nil, err
 	}
