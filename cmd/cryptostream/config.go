@@ -92,6 +92,18 @@ func (fs *flagSet) intVar(p *int, name, envName string, def int, usage string) {
 	fs.IntVar(p, name, def, fs.envUsage(envName, usage))
 }
 
+func (fs *flagSet) float64Var(p *float64, name, envName string, def float64, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s=%q: %w", envName, v, err))
+		} else {
+			def = f
+		}
+	}
+	fs.Float64Var(p, name, def, fs.envUsage(envName, usage))
+}
+
 func (fs *flagSet) durationVar(p *time.Duration, name, envName string, def time.Duration, usage string) {
 	if v := fs.lookup(envName); v != "" {
 		d, err := time.ParseDuration(v)
@@ -176,7 +188,9 @@ type commonConfig struct {
 	ShutdownTimeout time.Duration
 }
 
-func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
+// register registers the common flags. serves says what the HTTP server
+// serves, for its help; empty (a tool) registers no HTTP flag at all.
+func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
 	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
@@ -186,7 +200,9 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
 	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
 	fs.stringVar(&c.NATSMaxStore, "nats-max-store", "NATS_MAX_STORE", "", "bound on the embedded server's file store, e.g. 20G (empty: three quarters of the free disk); the streams' MaxBytes are fitted to it")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
-	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
+	if serves != "" {
+		fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server: "+serves)
+	}
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
 	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")
 	fs.stringVar(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")

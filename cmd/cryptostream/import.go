@@ -22,7 +22,7 @@ func cmdImport(ctx context.Context, args []string, e *env) error {
 		restURL                  string
 	)
 	fs := newFlagSet("import", "Loads OHLC history into MARKET: Kraken OHLCVT CSV files (no header:\ntimestamp,open,high,low,close,volume,trades) or CSVs with a header\n(timestamp,open,high,low,close,volume[,trades]), or the last 720 candles from Kraken REST.\nIdempotent: importing the same file twice stores each candle once.\n\nUsage: cryptostream import [flags] FILE...", e)
-	cc.register(fs, "")
+	cc.register(fs, "", "")
 	fs.stringVar(&symbol, "symbol", "IMPORT_SYMBOL", "BTC/USD", "pair the files hold (Kraken XBT/USD is BTC/USD)")
 	fs.stringVar(&ivName, "interval", "IMPORT_INTERVAL", "1m", "candle interval of the files")
 	fs.stringVar(&restPair, "from-kraken-rest", "", "", "import the last 720 candles of this Kraken pair (e.g. XBTUSD) from REST instead of files")

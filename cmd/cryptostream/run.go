@@ -45,11 +45,16 @@ func (c runConfig) alone() bool { return len(c.Roles) == 1 }
 // secrets redacted by each part's own LogValue.
 func (c runConfig) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.Any("common", c.commonConfig)}
+	gw := c.Gateway
 	if c.wants("ingest") {
 		attrs = append(attrs, slog.Any("ingest", c.Ingest))
+		if c.Ingest.Demo {
+			// The demo's Kraken is krakensim, on a port not chosen yet.
+			gw.KrakenRESTURL = demoURL
+		}
 	}
 	if c.wants("gateway") {
-		attrs = append(attrs, slog.Any("gateway", c.Gateway))
+		attrs = append(attrs, slog.Any("gateway", gw))
 	}
 	if c.wants("trainer") {
 		attrs = append(attrs, slog.Any("trainer", c.Trainer))
@@ -62,7 +67,11 @@ func (c runConfig) LogValue() slog.Value {
 func parseRoleConfig(name, synopsis, httpAddr string, rs []role, args []string, e *env) (runConfig, error) {
 	cfg := runConfig{Trainer: defaultTrainerFlags(), Sink: defaultSinkFlags()}
 	fs := newFlagSet(name, synopsis, e)
-	cfg.commonConfig.register(fs, httpAddr)
+	serves := "/metrics, /healthz and /readyz"
+	if slices.ContainsFunc(rs, func(r role) bool { return r.name == "gateway" }) {
+		serves = "the API, the dashboard, the websocket hub, /metrics, /healthz and /readyz"
+	}
+	cfg.commonConfig.register(fs, httpAddr, serves)
 	alone := len(rs) == 1
 	for _, r := range rs {
 		if r.flags != nil {
