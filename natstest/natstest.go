@@ -142,6 +142,27 @@ func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	}
 }
 
+// WaitProgress polls until cond reports done, and fails only when the
+// progress it reports (a count of messages, a state) has not changed for
+// stall: a busy machine slows a test down, which a wall-clock deadline
+// takes for a failure; only a stalled test is one.
+func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (done bool, progress string)) {
+	t.Helper()
+	last, since := "", time.Now()
+	for {
+		done, progress := cond()
+		if done {
+			return
+		}
+		if progress != last {
+			last, since = progress, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("natstest: no progress towards %s for %s (stuck at %q)", what, stall, progress)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
