@@ -30,16 +30,7 @@ func streamNames(t *testing.T, js jetstream.JetStream) []string {
 }
 
 func wantStreamNames(topo streams.Topology) []string {
-	var want []string
-	for _, s := range topo.Streams {
-		want = append(want, s.Name)
-	}
-	for _, kv := range topo.KeyValues {
-		want = append(want, "KV_"+kv.Bucket)
-	}
-	for _, o := range topo.ObjectStores {
-		want = append(want, "OBJ_"+o.Bucket)
-	}
+	want := topo.StreamNames()
 	slices.Sort(want)
 	return want
 }
