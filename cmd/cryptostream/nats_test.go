@@ -262,3 +262,50 @@ func TestStreamsBoundedOnSmallStoreAndMetered(t *testing.T) {
 		}
 	}
 }
+
+// Issue 9: restarting ingest (alone, with its default of one replica)
+// against a cluster whose streams were created with three leaves them at
+// three.
+func TestIngestRestartKeepsReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster start-up is slow")
+	}
+	_, urls := natstest.Cluster(t, 3)
+	_, js := natstest.ConnectURL(t, urls)
+	natstest.WaitProgress(t, time.Minute, "R3 topology", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		err := streams.Ensure(ctx, js, streams.Declare(3))
+		return err == nil, fmt.Sprint(err)
+	})
+	var r role
+	for _, x := range roles() {
+		if x.name == "ingest" {
+			r = x
+		}
+	}
+	cfg, err := parseRoleConfig(r.name, r.synopsis, r.httpAddr, []role{r}, []string{"--nats-url", urls, "--http-addr", "127.0.0.1:0", "--demo"}, testEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Roles = []string{"ingest"}
+	var logged lockedBuffer
+	sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewJSONHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.bus.Close()
+	defer sys.server.Close()
+	for _, name := range sys.bus.Topology.StreamNames() {
+		st, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Replicas; got != 3 {
+			t.Errorf("%s has %d replicas after ingest started with one, want 3", name, got)
+		}
+	}
+	if !strings.Contains(logged.String(), `"msg":"topology differs from the declaration","stream":"MARKET","limit":"replicas"`) {
+		t.Errorf("no log line says MARKET keeps its replicas:\n%s", logged.String())
+	}
+}
