@@ -255,7 +255,7 @@ func TestRunExternalAndListen(t *testing.T) {
 		addr := l.Addr().String()
 		l.Close()
 		dataDir := t.TempDir()
-		var logged bytes.Buffer
+		var logged lockedBuffer
 		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-listen", addr, "--data-dir", dataDir}, testEnv(nil))
 		if err != nil {
 			t.Fatal(err)

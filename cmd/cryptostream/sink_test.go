@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -51,7 +50,9 @@ func TestSinkRebuild(t *testing.T) {
 	}
 	dbURL := testDatabase(t)
 	for range 2 { // a second rebuild starts from empty again
-		var out bytes.Buffer
+		// The connection's callbacks log from their own goroutine while
+		// the progress bar writes: the buffer must take both.
+		var out lockedBuffer
 		e := &env{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
 		args := []string{"sink", "--rebuild", "--nats-url", s.ClientURL(), "--database-url", dbURL, "--http-addr", "127.0.0.1:0", "--log-format", "text"}
 		if err := run(t.Context(), args, e); err != nil {
