@@ -126,6 +126,7 @@ type commonConfig struct {
 	NATSURL         string
 	DataDir         string
 	HTTPAddr        string
+	MetricsAddr     string
 	DatabaseURL     string
 	LogFormat       string
 	LogLevel        string
@@ -136,6 +137,7 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
+	fs.stringVar(&c.MetricsAddr, "metrics-addr", "METRICS_ADDR", "", "serve /metrics on this address (a private one) instead of on --http-addr; empty keeps it on --http-addr")
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
 	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")
 	fs.stringVar(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
@@ -169,6 +171,7 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.String("nats_url", redact(c.NATSURL)),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
 		slog.String("database_url", redact(c.DatabaseURL)),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),

@@ -163,9 +163,29 @@ func cmdIngest(ctx context.Context, args []string, e *env) error {
 	}
 	defer b.Close()
 	reg, health, mux := ops.NewRegistry(), ops.NewHealth(), http.NewServeMux()
-	ops.Register(mux, reg, health)
-	health.AddCheck("jetstream", b.Ready)
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.MetricsAddr == "" {
+		ops.Register(mux, reg, health)
+	} else {
+		ops.RegisterHealth(mux, health)
+		msrv, mln, err := listenMetrics(cfg.MetricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout/2)
+			defer cancel()
+			return msrv.Shutdown(sctx)
+		})
+	}
+	health.AddCheck("jetstream", b.Ready)
 	if cfg.Demo {
 		d, err := startDemoSim(cfg.DemoSpeed, log)
 		if err != nil {

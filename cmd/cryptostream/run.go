@@ -122,7 +122,10 @@ type system struct {
 	mux      *http.ServeMux
 	server   *http.Server
 	listener net.Listener
-	workers  map[string]worker
+	// metrics serves /metrics alone when --metrics-addr is set.
+	metrics         *http.Server
+	metricsListener net.Listener
+	workers         map[string]worker
 	timeout  time.Duration
 	// db and reader are the SQL read model, set when --database-url is.
 	db     *pgxpool.Pool
@@ -149,10 +152,22 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		timeout:  cfg.ShutdownTimeout,
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
-	ops.Register(sys.mux, sys.registry, sys.health)
+	if cfg.MetricsAddr == "" {
+		ops.Register(sys.mux, sys.registry, sys.health)
+	} else {
+		ops.RegisterHealth(sys.mux, sys.health)
+		sys.metrics, sys.metricsListener, err = listenMetrics(cfg.MetricsAddr, sys.registry, log)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
+		if sys.metricsListener != nil {
+			sys.metricsListener.Close()
+		}
 		b.Close()
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
 	}
@@ -165,6 +180,9 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	// fail undoes what was started before a role could not be added.
 	fail := func(err error) (*system, error) {
 		ln.Close()
+		if sys.metricsListener != nil {
+			sys.metricsListener.Close()
+		}
 		if sys.db != nil {
 			sys.db.Close()
 		}
@@ -198,8 +216,31 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	return sys, nil
 }
 
+// listenMetrics is the server of --metrics-addr: /metrics alone, off the
+// public API port, so that an operator can keep scrapes on a private
+// address.
+func listenMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, net.Listener, error) {
+	mux := http.NewServeMux()
+	ops.RegisterMetrics(mux, reg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, ln, nil
+}
+
 // Addr is where the HTTP server listens.
 func (s *system) Addr() string { return s.listener.Addr().String() }
+
+// MetricsAddr is where /metrics is served on its own, empty when it is on
+// Addr.
+func (s *system) MetricsAddr() string {
+	if s.metricsListener == nil {
+		return ""
+	}
+	return s.metricsListener.Addr().String()
+}
 
 // Run serves and runs the workers until ctx ends, then shuts down in
 // reverse: HTTP first (no new work comes in), then the workers drain their
@@ -221,6 +262,20 @@ func (s *system) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.metrics != nil {
+		g.Go(func() error {
+			if err := s.metrics.Serve(s.metricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout/2)
+			defer cancel()
+			return s.metrics.Shutdown(sctx)
+		})
+	}
 	for name, w := range s.workers {
 		g.Go(func() error {
 			if err := w.Run(gctx); err != nil {
