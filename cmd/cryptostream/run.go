@@ -126,7 +126,7 @@ type system struct {
 	metrics         *http.Server
 	metricsListener net.Listener
 	workers         map[string]worker
-	timeout  time.Duration
+	timeout         time.Duration
 	// db and reader are the SQL read model, set when --database-url is.
 	db     *pgxpool.Pool
 	reader readmodel.Reader
