@@ -193,6 +193,7 @@ func memInUse() (heap, stack uint64) {
 func wsFanout(b *testing.B, clients, rate, events int) {
 	s := newStack(b, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 256; c.Hub.MaxPending = 1024 })
 	tok := s.issue(s.tokens, adminName)
+	s.track("BTC/USD")
 	heap0, stack0 := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "CS_WSBENCH_URL="+s.wsURL(), "CS_WSBENCH_TOKEN="+tok,

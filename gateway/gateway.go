@@ -18,6 +18,7 @@ import (
 
 	"cryptostream/gateway/auth"
 	"cryptostream/gateway/hub"
+	"cryptostream/notifier"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
@@ -47,6 +48,11 @@ type Config struct {
 	IOTimeout time.Duration
 	// Hub configures the websocket hub.
 	Hub hub.Config
+	// MaxAlertRules caps the alert rules one user may hold.
+	MaxAlertRules int
+	// AllowPrivateWebhooks lets webhook targets be loopback, link-local or
+	// private addresses: for a closed network, never on a public server.
+	AllowPrivateWebhooks bool
 }
 
 func (c *Config) defaults() {
@@ -83,6 +89,9 @@ func (c *Config) defaults() {
 	if c.IOTimeout == 0 {
 		c.IOTimeout = 5 * time.Second
 	}
+	if c.MaxAlertRules == 0 {
+		c.MaxAlertRules = 100
+	}
 }
 
 // Bucket is the part of a KV bucket the gateway reads and writes.
@@ -91,6 +100,13 @@ type Bucket = auth.KV
 // Deps are what the gateway talks to.
 type Deps struct {
 	Users, Assets, Jobs, Registry Bucket
+	// Prefs holds each user's dashboard preferences.
+	Prefs Bucket
+	// Rules is the alert-rules bucket; without it the alert routes answer
+	// 503.
+	Rules Bucket
+	// Resolver checks webhook hosts; nil for net.DefaultResolver.
+	Resolver notifier.Resolver
 	// Publisher stores jobs and audit events.
 	Publisher streams.Publisher
 	// Reader answers history questions (JetStream or PostgreSQL).
@@ -120,14 +136,15 @@ type Gateway struct {
 	pairs     *pairCache
 	hub       *hub.Hub
 	m         *metrics
+	rules     *notifier.Store
 }
 
 // New builds a gateway; it does no I/O.
 func New(cfg Config, d Deps) (*Gateway, error) {
 	cfg.defaults()
 	switch {
-	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil:
-		return nil, errors.New("gateway: the users, assets, jobs and model-registry buckets are required")
+	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil || d.Prefs == nil:
+		return nil, errors.New("gateway: the users, assets, jobs, model-registry and preferences buckets are required")
 	case d.Publisher == nil || d.Reader == nil || d.Pairs == nil || d.Streams == nil || d.Tokens == nil:
 		return nil, errors.New("gateway: publisher, reader, pairs, streams and tokens are required")
 	}
@@ -142,6 +159,14 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		now = time.Now
 	}
 	log := d.Log.With("worker", "gateway")
+	assets := d.Assets
+	tracked := func(ctx context.Context, sym string) (bool, error) {
+		_, err := assets.Get(ctx, streams.AssetKey(sym))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 	users := auth.NewUsers(d.Users, now)
 	// A bucket that cannot be watched (a test double) is read on every
 	// check instead.
@@ -164,11 +189,14 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		m:         newMetrics(d.Metrics),
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
-	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Metrics: d.Metrics, Log: log, Now: now})
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.hub = h
+	if d.Rules != nil {
+		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)
+	}
 	return g, nil
 }
 
@@ -253,7 +281,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 	for _, b := range []struct {
 		name string
 		dst  *Bucket
-	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}} {
+	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}, {streams.BucketAlertRules, &d.Rules}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("gateway: open bucket %s: %w", b.name, err)

@@ -178,6 +178,9 @@ type metrics struct {
 	errors   *prometheus.CounterVec
 	audit    *prometheus.CounterVec
 	logins   *prometheus.CounterVec
+	// ruleRejects counts alert rules refused, by reason (malformed,
+	// invalid, webhook).
+	ruleRejects *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -186,9 +189,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_requests_total", Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "cryptostream_gateway_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"route"}),
-		errors: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_request_errors_total", Help: "HTTP requests answered with an error, by route and error class (client or server)."}, []string{"route", "class"}),
-		audit:  f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_audit_events_total", Help: "Audit events by outcome of their publication (ok or failed)."}, []string{"result"}),
-		logins: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_logins_total", Help: "Login attempts by outcome (ok, invalid, rate_limited)."}, []string{"outcome"}),
+		errors:      f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_request_errors_total", Help: "HTTP requests answered with an error, by route and error class (client or server)."}, []string{"route", "class"}),
+		audit:       f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_audit_events_total", Help: "Audit events by outcome of their publication (ok or failed)."}, []string{"result"}),
+		logins:      f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_logins_total", Help: "Login attempts by outcome (ok, invalid, rate_limited)."}, []string{"outcome"}),
+		ruleRejects: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_alert_rules_rejected_total", Help: "Alert rules refused, by reason (malformed, invalid, webhook)."}, []string{"reason"}),
 	}
 }
 

@@ -451,6 +451,7 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.audit(ctx, "user.delete", actor, name, "ok", remoteIP(r), "")
+	g.dropPreferences(r, name)
 	w.WriteHeader(http.StatusNoContent)
 }
 
