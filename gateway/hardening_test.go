@@ -277,6 +277,8 @@ func TestTokenBoundToAccount(t *testing.T) {
 	admin := s.login(adminName, adminPass)
 	old := s.signup("bob", "bob-password")
 	s.expect(s.call("GET", "/crypto/assets", old, nil), http.StatusOK)
+	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": "BTC/USD"}), http.StatusCreated)
+	s.expect(s.call("PUT", "/auth/users/me/preferences", old, map[string]any{"watchlist": []string{"BTC/USD"}}), http.StatusOK)
 	s.expect(s.call("DELETE", "/auth/users/bob", admin, nil), http.StatusNoContent)
 	for _, path := range []string{"/auth/users/me", "/crypto/assets", "/crypto/alert_history/BTC-USD"} {
 		if r := s.call("GET", path, old, nil); r.status != http.StatusUnauthorized || r.errCode(t) != "invalid_token" {
@@ -292,6 +294,10 @@ func TestTokenBoundToAccount(t *testing.T) {
 		t.Fatalf("websocket with old bob's token = %v, %v", resp, err)
 	}
 	s.expect(s.call("GET", "/auth/users/me", fresh, nil), http.StatusOK)
+	// Nor does old bob's data pass to new bob.
+	if wl := s.expect(s.call("GET", "/auth/users/me/preferences", fresh, nil), http.StatusOK).json(t)["watchlist"]; len(wl.([]any)) != 0 {
+		t.Fatalf("new bob sees old bob's watchlist %v", wl)
+	}
 
 	// A change made outside this gateway (another replica, the CLI) also
 	// revokes, as soon as the users watch delivers it.
