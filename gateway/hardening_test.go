@@ -182,6 +182,11 @@ func TestLoginFloodCannotFillAudit(t *testing.T) {
 	if got := sumAuditCount(evs, "auth.login", "rate_limited"); got != floods-10+refused {
 		t.Fatalf("refusals counted %d, want %d", got, floods-10+refused)
 	}
+	// The ten huge names the address's budget let through: failures that
+	// name no possible user, counted in one event too.
+	if n, got := countAudit(evs, "auth.login", "failed", ""), sumAuditCount(evs, "auth.login", "failed"); n != 1 || got != 10 {
+		t.Fatalf("%d failed events counting %d, want one counting 10", n, got)
+	}
 	// 200 requests, 60 KiB each: AUDIT grew by a few KiB at most.
 	if grown := s.auditBytes() - before; grown > 16<<10 {
 		t.Fatalf("AUDIT grew by %d bytes", grown)

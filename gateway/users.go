@@ -146,7 +146,7 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 	if nameErr != nil {
 		attempt.Failed()
 		g.m.logins.WithLabelValues("invalid").Inc()
-		g.audit(ctx, "auth.login", "", "", "failed", ip, fmt.Sprintf("not a valid username (%d bytes)", len(username)))
+		g.countAttempt("auth.login", "", ip, "failed", "logins with a name that cannot be a username")
 		g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password"))
 		return
 	}
