@@ -182,6 +182,7 @@ type commonConfig struct {
 	NATSMaxStore    string
 	DataDir         string
 	HTTPAddr        string
+	MetricsAddr     string
 	DatabaseURL     string
 	LogFormat       string
 	LogLevel        string
@@ -202,6 +203,7 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	if serves != "" {
 		fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server: "+serves)
+		fs.stringVar(&c.MetricsAddr, "metrics-addr", "METRICS_ADDR", "", "serve /metrics on this address (a private one) instead of on --http-addr; empty keeps it on --http-addr")
 	}
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
 	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")
@@ -304,6 +306,7 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.String("nats_max_store", c.NATSMaxStore),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
 		slog.String("database_url", redact(c.DatabaseURL)),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
