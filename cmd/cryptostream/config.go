@@ -193,7 +193,7 @@ type commonConfig struct {
 // serves, for its help; empty (a tool) registers no HTTP flag at all.
 func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
-	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
+	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "host:port of the embedded NATS, for the nats CLI (empty: a random loopback port, published in <data-dir>/nats.url); every client needs the credential (--nats-nkey)")
 	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
 	fs.stringVar(&c.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file: the key an embedded server admits (empty: generated once into <data-dir>/nats.nkey, 0600) or the key presented to --nats-url")
 	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
