@@ -137,9 +137,10 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err != nil {
 		return nil, err
 	}
-	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := g.EnsureAdmin(ectx, cfg.AdminUsername, cfg.AdminPassword); err != nil {
+	// No deadline around it: hashing the first admin's password is CPU
+	// work (cost 12) that a busy machine slows without being stuck, and
+	// each bucket call takes jetstream's own API timeout.
+	if err := g.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword); err != nil {
 		return nil, err
 	}
 	return g, nil

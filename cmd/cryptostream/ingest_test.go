@@ -21,7 +21,7 @@ import (
 // in process on the embedded recording and candles reach MARKET at once
 // (the REST heal backfills the last 12 hours, then live ones follow).
 func TestRunDemo(t *testing.T) {
-	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--demo", "--demo-speed", "120"}, testEnv(nil))
+	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--bcrypt-cost", "10", "--data-dir", t.TempDir(), "--demo", "--demo-speed", "120"}, testEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

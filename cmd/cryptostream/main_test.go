@@ -27,7 +27,7 @@ func TestSignalShutdown(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "CRYPTOSTREAM_TEST_MAIN=run --http-addr 127.0.0.1:0 --log-format json --data-dir "+t.TempDir())
+			cmd.Env = append(os.Environ(), "CRYPTOSTREAM_TEST_MAIN=run --http-addr 127.0.0.1:0 --bcrypt-cost 10 --log-format json --data-dir "+t.TempDir())
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)

@@ -25,16 +25,21 @@ import (
 	"cryptostream/streams"
 )
 
+// testEnv gives a command its own stdout and stderr: the logger writes to
+// stderr from the connection's callback goroutines too (under its handler's
+// lock), while the command prints its results to stdout.
 func testEnv(vars map[string]string) *env {
-	var buf bytes.Buffer
-	return &env{stdout: &buf, stderr: &buf, getenv: func(k string) string { return vars[k] }}
+	var out, errs bytes.Buffer
+	return &env{stdout: &out, stderr: &errs, getenv: func(k string) string { return vars[k] }}
 }
 
 // startTestSystem starts run's composition on a random port and dataDir and
 // returns it with a function that stops it and reports Run's error.
 func startTestSystem(t *testing.T, dataDir string) (*system, func() error) {
 	t.Helper()
-	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", dataDir}, testEnv(nil))
+	// The lowest bcrypt cost the gateway takes: the first admin's hash
+	// is the slowest step of a start under -race.
+	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", dataDir, "--bcrypt-cost", "10"}, testEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +224,7 @@ func TestRunConfig(t *testing.T) {
 func TestRunExternalAndListen(t *testing.T) {
 	t.Run("external nats", func(t *testing.T) {
 		external := natstest.Server(t)
-		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-url", external.ClientURL(), "--data-dir", t.TempDir()}, testEnv(nil))
+		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--bcrypt-cost", "10", "--nats-url", external.ClientURL(), "--data-dir", t.TempDir()}, testEnv(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,7 +261,7 @@ func TestRunExternalAndListen(t *testing.T) {
 		l.Close()
 		dataDir := t.TempDir()
 		var logged lockedBuffer
-		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-listen", addr, "--data-dir", dataDir}, testEnv(nil))
+		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--bcrypt-cost", "10", "--nats-listen", addr, "--data-dir", dataDir}, testEnv(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
