@@ -295,9 +295,13 @@ func TestREST(t *testing.T) {
 // wall clock, so the demo stores no candle from the future (which every
 // validation refuses and which would stop a later real ingester).
 func TestShiftNeverAhead(t *testing.T) {
+	demo, err := krakensim.DemoFeed() // three weeks: the replay outlasts a day
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, speed := range []float64{1, 60, 120, 3000} {
 		now := time.Now()
-		sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{feed()}, Speed: speed, Shift: true})
+		sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{demo}, Speed: speed, Shift: true})
 		if err != nil {
 			t.Fatal(err)
 		}
