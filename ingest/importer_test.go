@@ -249,3 +249,43 @@ func TestImportCadence(t *testing.T) {
 		})
 	}
 }
+
+// TestImportResumes (issue 11 item 11): an import stopped part-way (here
+// cancelled) leaves a prefix stored; importing the same series again
+// stores the rest, each candle once.
+func TestImportResumes(t *testing.T) {
+	h := newHarness(t, krakensim.Config{})
+	cs := minutes(20000)
+	ctx, cancel := context.WithCancel(t.Context())
+	im := &ingest.Importer{Pub: h.js, Stored: ingest.StoredStarts(h.js), Progress: func(n int) {
+		if n >= 8192 {
+			cancel()
+		}
+	}}
+	if _, err := im.Import(ctx, ingest.Series{Candles: cs}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted import = %v, want context.Canceled", err)
+	}
+	part := len(h.stored(t, streams.Interval1m, "BTC/USD"))
+	if part == 0 || part >= len(cs) {
+		t.Fatalf("%d of %d stored after the interruption", part, len(cs))
+	}
+	im.Progress = nil
+	st, err := im.Import(t.Context(), ingest.Series{Candles: cs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Skipped < part || st.Published+st.Skipped != len(cs) {
+		t.Errorf("resumed import %+v after %d stored", st, part)
+	}
+	got := h.stored(t, streams.Interval1m, "BTC/USD")
+	seen := map[time.Time]bool{}
+	for _, c := range got {
+		if seen[c.Start] {
+			t.Fatalf("%s stored twice", c.Start)
+		}
+		seen[c.Start] = true
+	}
+	if len(seen) != len(cs) {
+		t.Fatalf("%d candles stored, want %d", len(seen), len(cs))
+	}
+}
