@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"math"
 	"sort"
 	"time"
 
@@ -244,6 +245,13 @@ func after(cs []streams.Candle, t time.Time) []streams.Candle {
 // order, already marked backfilled (filler rows included, as Kraken sends
 // them). A nil or failed heal is Healed with no rows.
 func (a *Assembler) Healed(sym string, rows []streams.Candle) Emit {
+	return a.HealedSeries(sym, Series{Candles: rows})
+}
+
+// HealedSeries is Healed for an answer that lost rows to validation: the
+// gaps they leave are not filled (RegularizeSeries).
+func (a *Assembler) HealedSeries(sym string, hs Series) Emit {
+	rows := hs.Candles
 	var e Emit
 	s := a.series[sym]
 	if s == nil || !s.active {
@@ -261,7 +269,7 @@ func (a *Assembler) Healed(sym string, rows []streams.Candle) Emit {
 		}
 		rows = after(rows, s.last.Start)
 	}
-	out := Regularize(prev, rows)
+	out, _ := RegularizeSeries(prev, Series{Candles: rows, Broken: hs.Broken}, math.MaxInt)
 	if len(out) > 0 {
 		e.Final = append(e.Final, out...)
 		s.last, s.known = out[len(out)-1], true

@@ -18,7 +18,8 @@ import (
 // healResult is a heal's answer, handed back to the session's loop.
 type healResult struct {
 	symbol string
-	rows   []streams.Candle
+	rows   Series
+	bad    []error // REST rows refused by validation
 	err    error
 }
 
@@ -30,9 +31,9 @@ func (s *session) startHeal(ctx context.Context, sym string, delay time.Duration
 	s.healing[sym] = true
 	since := s.asm.SinceForHeal(sym)
 	go func() {
-		rows, err := s.w.heal(ctx, s.iv, sym, since, delay)
+		rows, bad, err := s.w.heal(ctx, s.iv, sym, since, delay)
 		select {
-		case s.heals <- healResult{sym, rows, err}:
+		case s.heals <- healResult{sym, rows, bad, err}:
 		case <-ctx.Done():
 		}
 	}()
@@ -43,7 +44,14 @@ func (s *session) applyHeal(ctx context.Context, h healResult) error {
 	if h.err != nil {
 		s.log.Warn("heal from REST failed", "symbol", h.symbol, "err", h.err)
 	}
-	e := s.asm.Healed(h.symbol, h.rows)
+	for _, err := range h.bad {
+		reason := ReasonInvalidCandle
+		if errors.Is(err, streams.ErrFutureCandle) {
+			reason = ReasonFuture
+		}
+		s.rejected(reason, fmt.Errorf("REST %s: %w", h.symbol, err))
+	}
+	e := s.asm.HealedSeries(h.symbol, h.rows)
 	backfilled := 0
 	for _, c := range e.Final {
 		if c.Quality == streams.QualityBackfilled {
@@ -64,21 +72,21 @@ func (s *session) applyHeal(ctx context.Context, h healResult) error {
 }
 
 // heal fetches the committed candles of sym after since from REST.
-func (w *Worker) heal(ctx context.Context, iv streams.Interval, sym string, since time.Time, delay time.Duration) ([]streams.Candle, error) {
+func (w *Worker) heal(ctx context.Context, iv streams.Interval, sym string, since time.Time, delay time.Duration) (Series, []error, error) {
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return Series{}, nil, ctx.Err()
 		}
 	}
 	wait := w.cfg.HealRetry
 	for attempt := 0; ; attempt++ {
-		rows, err := w.fetch(ctx, iv, sym, since)
+		rows, bad, err := w.fetch(ctx, iv, sym, since)
 		if err == nil || ctx.Err() != nil || attempt >= 4 {
-			return rows, err
+			return rows, bad, err
 		}
 		w.log.Warn("REST OHLC failed, retrying", "symbol", sym, "err", err, "in", wait)
 		if errors.Is(err, krakenrest.ErrRateLimited) {
@@ -89,42 +97,59 @@ func (w *Worker) heal(ctx context.Context, iv streams.Interval, sym string, sinc
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return Series{}, nil, ctx.Err()
 		}
 		wait = min(2*wait, time.Minute)
 	}
 }
 
-func (w *Worker) fetch(ctx context.Context, iv streams.Interval, sym string, since time.Time) ([]streams.Candle, error) {
+func (w *Worker) fetch(ctx context.Context, iv streams.Interval, sym string, since time.Time) (Series, []error, error) {
 	pair, err := w.pairFor(ctx, sym)
 	if err != nil {
-		return nil, err
+		return Series{}, nil, err
 	}
 	if err := w.limiter.Wait(ctx); err != nil {
-		return nil, err
+		return Series{}, nil, err
 	}
 	res, err := w.deps.REST.OHLC(ctx, pair, iv, since)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: heal %s %s: %w", iv, sym, err)
+		return Series{}, nil, fmt.Errorf("ingest: heal %s %s: %w", iv, sym, err)
 	}
-	return RESTCandles(sym, iv, res.Committed(), streams.QualityBackfilled), nil
+	s, bad := RESTSeries(sym, iv, res.Committed(), streams.QualityBackfilled, w.cfg.Now())
+	return s, bad, nil
 }
 
-// RESTCandles turns REST rows into candles of one quality, dropping rows
-// that fail validation.
-func RESTCandles(sym string, iv streams.Interval, rows []krakenrest.Row, q streams.Quality) []streams.Candle {
-	out := make([]streams.Candle, 0, len(rows))
+// RESTSeries turns REST rows into candles of one quality. A row that fails
+// validation (on the clock now) is refused and returned in bad, and the gap
+// it leaves is marked broken, so that no policy fills it with invented
+// candles.
+func RESTSeries(sym string, iv streams.Interval, rows []krakenrest.Row, q streams.Quality, now time.Time) (s Series, bad []error) {
+	s.Candles = make([]streams.Candle, 0, len(rows))
+	broken := false
 	for _, r := range rows {
 		c := streams.Candle{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: sym, Interval: iv, Start: r.Start,
 			Open: r.Open, High: r.High, Low: r.Low, Close: r.Close, VWAP: r.VWAP, Volume: r.Volume, Trades: r.Trades, Quality: q}
+		probe := c
 		if IsFiller(c) {
+			// Its prices are rebuilt from the previous close: check the rest.
 			c.Quality = streams.QualityFilled
-		} else if c.Validate() != nil {
+			probe.Open, probe.High, probe.Low, probe.Close, probe.VWAP = 1, 1, 1, 1, 0
+		}
+		if err := probe.ValidateAt(now); err != nil {
+			bad = append(bad, fmt.Errorf("row at %s: %w", r.Start.UTC().Format(time.RFC3339), err))
+			broken = true
 			continue
 		}
-		out = append(out, c)
+		if broken {
+			if s.Broken == nil {
+				s.Broken = map[time.Time]bool{}
+			}
+			s.Broken[c.Start] = true
+			broken = false
+		}
+		s.Candles = append(s.Candles, c)
 	}
-	return out
+	return s, bad
 }
 
 // pairFor maps a v2 symbol to its REST pair name through AssetPairs, asked

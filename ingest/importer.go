@@ -66,15 +66,6 @@ type ImportStats struct {
 	Elapsed    time.Duration
 }
 
-// Series is candles of one series from one source in ascending order of
-// start, with where the source's continuity is broken.
-type Series struct {
-	Candles []streams.Candle
-	// Broken holds the starts of candles whose preceding gap held a
-	// rejected row: it is never filled, its content is unknown.
-	Broken map[time.Time]bool
-}
-
 // Rejection reasons beside ohlcfile's.
 const (
 	ReasonRowInvalid = "invalid candle"
@@ -207,61 +198,6 @@ func checkCadence(name string, starts []time.Time, iv streams.Interval) error {
 	return nil
 }
 
-// Gap is an interval range an import left unfilled.
-type Gap struct {
-	After, Before time.Time // the accepted candles around it
-	Intervals     int
-	Reason        string // GapRejectedRow or GapTooLong
-}
-
-// Why a gap is left open.
-const (
-	GapRejectedRow = "a rejected row lies in it"
-	GapTooLong     = "longer than the fill bound"
-)
-
-// RegularizeSeries applies the empty-interval policy to a file or REST
-// answer: a gap is filled only between two accepted rows with no rejected
-// row between them and when it spans at most maxFill intervals (negative:
-// none); every other gap is left open and returned. Filler rows are rebuilt
-// from the previous close, and dropped where that close is unknown.
-func RegularizeSeries(s Series, maxFill int) ([]streams.Candle, []Gap) {
-	out := make([]streams.Candle, 0, len(s.Candles))
-	var open []Gap
-	var last streams.Candle
-	have, carry := false, false
-	for _, c := range s.Candles {
-		if have && !c.Start.After(last.Start) {
-			continue // a duplicate: the first one wins
-		}
-		contiguous := have && !carry && !s.Broken[c.Start]
-		if have {
-			n := int(c.Start.Sub(last.Start)/c.Interval.Duration()) - 1
-			switch {
-			case n <= 0:
-			case !contiguous:
-				open = append(open, Gap{last.Start, c.Start, n, GapRejectedRow})
-			case n > maxFill:
-				open = append(open, Gap{last.Start, c.Start, n, GapTooLong})
-				contiguous = false
-			case n > 0:
-				out = append(out, FillBetween(last, c.Start)...)
-			}
-		}
-		if IsFiller(c) {
-			if !contiguous {
-				// Its close is unknown; what follows it is still cut off.
-				carry = have
-				continue
-			}
-			c = Filled(c.Symbol, c.Interval, c.Start, last.Close)
-		}
-		out = append(out, c)
-		last, have, carry = c, true, false
-	}
-	return out, open
-}
-
 // Replaces reports whether a candle of quality q replaces a stored one of
 // quality stored: only a real candle replaces a filled one, so an operator
 // can correct what the empty-interval policy once invented, and nothing
@@ -290,7 +226,7 @@ func (im *Importer) Import(ctx context.Context, s Series) (ImportStats, error) {
 	if maxFill == 0 {
 		maxFill = DefaultMaxFill
 	}
-	grid, open := RegularizeSeries(s, maxFill)
+	grid, open := RegularizeSeries(nil, s, maxFill)
 	st.Open = open
 	if len(grid) == 0 {
 		return st, nil

@@ -114,7 +114,15 @@ func cmdImport(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		batches = append(batches, batch{"kraken REST " + restPair, ingest.Series{Candles: ingest.RESTCandles(sym, iv, res.Committed(), streams.QualityBackfilled)}})
+		s, bad := ingest.RESTSeries(sym, iv, res.Committed(), streams.QualityBackfilled, time.Now())
+		for _, err := range bad {
+			reason := ingest.ReasonRowInvalid
+			if errors.Is(err, streams.ErrFutureCandle) {
+				reason = ingest.ReasonRowFuture
+			}
+			rejected = append(rejected, &ingest.BadRowError{File: "kraken REST " + restPair, Reason: reason, Err: err})
+		}
+		batches = append(batches, batch{"kraken REST " + restPair, s})
 	}
 
 	im := &ingest.Importer{Pub: b.JS, Stored: ingest.StoredStarts(b.JS), MaxFill: maxFill, Log: log}
