@@ -47,6 +47,9 @@ type Emit struct {
 	Tick  bool             // the update was accepted: publish it to TICKS
 	Heal  bool             // request a REST heal of this series
 	Gap   bool             // a gap could not be healed and was left open
+	// Behind is how far a stale update (at or before the newest final
+	// candle) lies behind it; zero otherwise.
+	Behind time.Duration
 }
 
 // NewAssembler returns an assembler for one interval. grace is how long past
@@ -153,7 +156,7 @@ func (a *Assembler) Update(c streams.Candle) (Emit, error) {
 		return Emit{}, reject(ReasonInvalidCandle, "%s candle on the %s connection", c.Interval, a.iv)
 	}
 	if s.known && !c.Start.After(s.last.Start) {
-		return Emit{}, nil
+		return Emit{Behind: s.last.Start.Sub(c.Start) + a.iv.Duration()}, nil
 	}
 	var e Emit
 	if s.cur != nil {

@@ -62,3 +62,36 @@ func TestResumeAfterFutureCandle(t *testing.T) {
 		t.Errorf("newest stored candle %s, want one of the replay after %s", last.Start, h.sim.Start())
 	}
 }
+
+// TestStreamBehindStored (issue 11 item 15): when the stored series is far
+// ahead of what the exchange streams (a demo replay restarted on its own
+// data), the ingester stores nothing new until the stream passes it, and
+// says so instead of staying silent.
+func TestStreamBehindStored(t *testing.T) {
+	feed, err := krakensim.DemoFeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, krakensim.Config{Feeds: []krakensim.Feed{feed}, Speed: 600, MaxUpdatesPerCandle: 2, Heartbeat: 100 * time.Millisecond})
+	ahead := expectedGrid(t, feed)[h.sim.Start().Add(5*24*time.Hour)]
+	if ahead.Start.IsZero() {
+		t.Fatal("no recorded candle five days after the replay start")
+	}
+	ahead.Schema.V, ahead.Quality = streams.SchemaVersion, streams.QualityLive
+	msg, err := streams.NewMsg(&ahead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	h.addAsset(t, "BTC/USD")
+	reg := h.startWorker(t, ingest.Config{SubscribePace: 10 * time.Millisecond, RESTInterval: time.Millisecond,
+		HealRetry: 50 * time.Millisecond, BackoffMin: 20 * time.Millisecond})
+	natstest.WaitFor(t, time.Minute, "the stream reported behind the stored series", func() bool {
+		return opstest.Value(t, reg, "cryptostream_ingest_rejected_total", map[string]string{"reason": "stale"}) >= 1
+	})
+	if last, _ := h.lastStored(t, streams.Interval1m, "BTC/USD"); !last.Start.Equal(ahead.Start) {
+		t.Errorf("stored %s behind the newest candle %s", last.Start, ahead.Start)
+	}
+}

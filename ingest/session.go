@@ -17,6 +17,10 @@ import (
 // final, until the connection fails. Its loop owns the assembler, the
 // subscription table and the heals in flight, so none of them needs a lock.
 
+// staleAfter is how many intervals behind the stored series an update must
+// be to be reported: more than a snapshot ever holds.
+const staleAfter = 60
+
 // rawFrame is a frame as read, with when it arrived.
 type rawFrame struct {
 	data []byte
@@ -64,7 +68,7 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 	}
 	s := &session{w: w, iv: iv, ivs: iv.String(), asm: asm, ws: ws, log: log,
 		subs:  newSubTable(w.cfg.SubscribeBatch, w.cfg.SubscribePace, silent),
-		heals: make(chan healResult, 16), seeded: seeded, healing: map[string]bool{}}
+		heals: make(chan healResult, 16), seeded: seeded, healing: map[string]bool{}, behind: map[string]bool{}}
 	defer s.reportSubs(true)
 	now := w.cfg.Now()
 	s.lastFrame, s.lastPing = now, now
@@ -108,6 +112,7 @@ type session struct {
 	heals     chan healResult
 	seeded    map[string]bool
 	healing   map[string]bool
+	behind    map[string]bool // said once that the stream is far behind
 	lastFrame time.Time
 	lastPing  time.Time
 	online    bool
@@ -253,6 +258,14 @@ func (s *session) handle(ctx context.Context, raw rawFrame) error {
 				continue
 			}
 			s.subs.Data(c.Symbol, raw.recv)
+			if e.Behind > staleAfter*s.iv.Duration() && !s.behind[c.Symbol] {
+				// A snapshot's rows are a few intervals old; a stream far
+				// behind what is stored (a replay restarted on its own
+				// data) stores nothing until it passes it: say so, once.
+				s.behind[c.Symbol] = true
+				s.rejected(ReasonStale, fmt.Errorf("%s stream at %s is %s behind the newest stored candle: nothing is stored until it passes it",
+					c.Symbol, c.Start.Format(time.RFC3339), e.Behind))
+			}
 			if e.Tick {
 				tick := streams.Tick{Candle: c, ReceivedAt: raw.recv}
 				tick.Candle.Quality = streams.QualityLive
