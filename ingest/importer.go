@@ -291,10 +291,6 @@ func (im *Importer) Import(ctx context.Context, s Series) (ImportStats, error) {
 				return st, err
 			}
 			head++
-			if head > maxPending {
-				queue = append(queue[:0], queue[head:]...)
-				head = 0
-			}
 		}
 		fut, err := im.Pub.PublishMsgAsync(msg)
 		for errors.Is(err, jetstream.ErrTooManyStalledMsgs) && head < len(queue) {
@@ -308,6 +304,11 @@ func (im *Importer) Import(ctx context.Context, s Series) (ImportStats, error) {
 		}
 		if err != nil {
 			return st, fmt.Errorf("ingest: import publish: %w", err)
+		}
+		if head >= len(queue)/2 && head > 0 {
+			// Keep the settled prefix from growing with the import.
+			queue = append(queue[:0], queue[head:]...)
+			head = 0
 		}
 		queue = append(queue, inflight{fut, msg})
 		st.Published++
