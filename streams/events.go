@@ -452,16 +452,21 @@ func Encode(e Event) ([]byte, error) {
 	return b, nil
 }
 
-// Decode parses and validates an event. Every failure is permanent.
+// Decode parses and validates an event, JSON or, for the events that have
+// one, binary (EncodeBinary). Every failure is permanent.
 func Decode[T any, PT interface {
 	*T
 	Event
 }](data []byte) (T, error) {
 	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
+	e := PT(&v)
+	if be, ok := any(e).(binaryEvent); ok && isBinary(data) {
+		if err := be.decodeBinary(data); err != nil {
+			return v, fmt.Errorf("%w: decode binary %T: %w", ErrInvalidEvent, v, err)
+		}
+	} else if err := json.Unmarshal(data, &v); err != nil {
 		return v, fmt.Errorf("%w: decode %T: %w", ErrInvalidEvent, v, err)
 	}
-	e := PT(&v)
 	if got := e.schema().V; got != SchemaVersion {
 		return v, fmt.Errorf("%w: %T schema version %d, want %d", ErrInvalidEvent, v, got, SchemaVersion)
 	}
@@ -472,13 +477,22 @@ func Decode[T any, PT interface {
 }
 
 // NewMsg encodes e into a message on its subject carrying its Nats-Msg-Id,
-// ready for PublishMsg or PublishMsgAsync.
+// ready for PublishMsg or PublishMsgAsync: in binary for the events internal
+// to the pipeline, with a Content-Type header saying so, in JSON for the
+// others.
 func NewMsg(e Event) (*nats.Msg, error) {
-	data, err := Encode(e)
+	msg := nats.NewMsg(e.Subject())
+	var data []byte
+	var err error
+	if be, ok := e.(binaryEvent); ok {
+		data, err = EncodeBinary(e)
+		msg.Header.Set(HeaderContentType, be.contentType())
+	} else {
+		data, err = Encode(e)
+	}
 	if err != nil {
 		return nil, err
 	}
-	msg := nats.NewMsg(e.Subject())
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
 	return msg, nil
