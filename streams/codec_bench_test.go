@@ -1,6 +1,8 @@
 package streams
 
 import (
+	stdjson "encoding/json"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -54,11 +56,43 @@ func benchHop[T any, PT interface {
 	})
 }
 
-// BenchmarkHop is the encode and decode cost of each internal hop's event.
+// stdEncode and stdDecode are Encode and Decode as they were before this
+// package had its own codec: encoding/json, with the same version stamp and
+// validation.
+func stdEncode(e Event) ([]byte, error) {
+	e.schema().V = SchemaVersion
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return stdjson.Marshal(e)
+}
+
+func stdDecode[T any, PT interface {
+	*T
+	Event
+}](data []byte) (T, error) {
+	var v T
+	if err := stdjson.Unmarshal(data, &v); err != nil {
+		return v, err
+	}
+	if PT(&v).schema().V != SchemaVersion {
+		return v, fmt.Errorf("version %d", PT(&v).schema().V)
+	}
+	return v, PT(&v).Validate()
+}
+
+// BenchmarkHop is the encode and decode cost of each internal hop's event:
+// stdlib is encoding/json as before, bus is what NewMsg and Decode do now
+// (JSON through this package's codec for the user-facing candle and
+// prediction, binary for the vector), json the vector in JSON for
+// comparison.
 func BenchmarkHop(b *testing.B) {
 	c, v, p := hopEvents()
-	b.Run("candle/json", func(b *testing.B) { benchHop(b, &c, Encode, Decode[Candle]) })
+	b.Run("candle/stdlib", func(b *testing.B) { benchHop(b, &c, stdEncode, stdDecode[Candle]) })
+	b.Run("candle/bus", func(b *testing.B) { benchHop(b, &c, Encode, Decode[Candle]) })
+	b.Run("features/stdlib", func(b *testing.B) { benchHop(b, &v, stdEncode, stdDecode[FeatureVector]) })
 	b.Run("features/json", func(b *testing.B) { benchHop(b, &v, Encode, Decode[FeatureVector]) })
-	b.Run("features/binary", func(b *testing.B) { benchHop(b, &v, EncodeBinary, Decode[FeatureVector]) })
-	b.Run("prediction/json", func(b *testing.B) { benchHop(b, &p, Encode, Decode[Prediction]) })
+	b.Run("features/bus", func(b *testing.B) { benchHop(b, &v, EncodeBinary, Decode[FeatureVector]) })
+	b.Run("prediction/stdlib", func(b *testing.B) { benchHop(b, &p, stdEncode, stdDecode[Prediction]) })
+	b.Run("prediction/bus", func(b *testing.B) { benchHop(b, &p, Encode, Decode[Prediction]) })
 }
