@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/registry"
 	"cryptostream/streams"
-	"cryptostream/trainer"
 )
 
 // trainConfig is the configuration of `train`: one job, queued like
@@ -74,7 +74,11 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+	jobs, err := registry.OpenJobs(ctx, js, nil)
+	if err != nil {
+		return err
+	}
+	if err := jobs.Submit(ctx, &job); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stderr, "queued job", job.ID)
@@ -83,36 +87,14 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	kv, err := js.KeyValue(wctx, streams.BucketJobs)
+	st, err := jobs.Wait(wctx, job.ID)
 	if err != nil {
-		return fmt.Errorf("jobs bucket: %w", err)
+		return err
 	}
-	w, err := kv.Watch(wctx, job.ID)
-	if err != nil {
-		return fmt.Errorf("watch job: %w", err)
+	out, _ := json.MarshalIndent(st, "", "  ")
+	fmt.Fprintln(e.stdout, string(out))
+	if st.State == streams.JobFailed {
+		return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("job %s: %w", job.ID, wctx.Err())
-		case entry := <-w.Updates():
-			if entry == nil {
-				continue
-			}
-			var st streams.JobStatus
-			if err := json.Unmarshal(entry.Value(), &st); err != nil {
-				return fmt.Errorf("job status: %w", err)
-			}
-			if st.State != streams.JobDone && st.State != streams.JobFailed {
-				continue
-			}
-			out, _ := json.MarshalIndent(st, "", "  ")
-			fmt.Fprintln(e.stdout, string(out))
-			if st.State == streams.JobFailed {
-				return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
-			}
-			return nil
-		}
-	}
+	return nil
 }
