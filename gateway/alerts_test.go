@@ -16,7 +16,7 @@ func moveRule(threshold float64) map[string]any {
 	return map[string]any{"kind": "percent_move", "symbol": "BTC/USD", "threshold": threshold, "window": "15m", "cooldown": "30m", "hysteresis": 0.3}
 }
 
-func (s *stack) track(admin, sym string) {
+func (s *stack) trackVia(admin, sym string) {
 	s.t.Helper()
 	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": sym}), http.StatusCreated)
 }
@@ -35,7 +35,7 @@ func TestAlertRulesOwnership(t *testing.T) {
 	admin := s.login(adminName, adminPass)
 	alice := s.signup("alice", "alice-password")
 	bob := s.signup("bob", "bob-password")
-	s.track(admin, "BTC/USD")
+	s.trackVia(admin, "BTC/USD")
 
 	r := s.expect(s.call("POST", "/alerts/rules", alice, moveRule(2)), http.StatusCreated)
 	id := r.json(t)["id"].(string)
@@ -108,7 +108,7 @@ func TestAlertRulesBadInput(t *testing.T) {
 	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.MaxAlertRules = 2 })
 	admin := s.login(adminName, adminPass)
 	alice := s.signup("alice", "alice-password")
-	s.track(admin, "BTC/USD")
+	s.trackVia(admin, "BTC/USD")
 	withHook := func(url string) map[string]any {
 		r := moveRule(2)
 		r["webhook"] = map[string]any{"url": url}
@@ -179,7 +179,7 @@ func TestAlertRulePreview(t *testing.T) {
 	s := newStack(t)
 	admin := s.login(adminName, adminPass)
 	alice := s.signup("alice", "alice-password")
-	s.track(admin, "BTC/USD")
+	s.trackVia(admin, "BTC/USD")
 	var cs []streams.Candle
 	from, to := time.Date(2023, 3, 2, 22, 0, 0, 0, time.UTC), time.Date(2023, 3, 3, 4, 0, 0, 0, time.UTC)
 	for _, c := range datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 3000) {

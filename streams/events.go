@@ -444,6 +444,11 @@ type AuditEvent struct {
 	Remote  string    `json:"remote,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
 	At      time.Time `json:"at"`
+	// Count is how many like attempts the event stands for when the
+	// gateway aggregates them (rate-limited logins), from At to Until;
+	// zero means one.
+	Count int       `json:"count,omitempty"`
+	Until time.Time `json:"until,omitzero"`
 }
 
 // Subject implements Event.
@@ -465,8 +470,22 @@ func (a *AuditEvent) Validate() error {
 			return invalid("audit: action %q is not a subject token", a.Action)
 		}
 	}
+	// AUDIT keeps everything it is given, so nothing a client chose may
+	// reach it unbounded.
+	if len(a.Action) > maxAuditName || len(a.Actor) > maxAuditName || len(a.Target) > maxAuditName || len(a.Remote) > maxAuditName || len(a.Detail) > maxAuditDetail {
+		return invalid("audit: a field is longer than its bound (%d, detail %d)", maxAuditName, maxAuditDetail)
+	}
+	if a.Count < 0 {
+		return invalid("audit: negative count")
+	}
 	return nil
 }
+
+// Bounds of an audit event's fields.
+const (
+	maxAuditName   = 256
+	maxAuditDetail = 2048
+)
 
 func positiveFinite(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }
 

@@ -1,8 +1,6 @@
 package streams
 
 import (
-	"context"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,6 +30,10 @@ const (
 	BucketWebhookDeliveries = "webhook-deliveries"
 	ObjectStoreModels       = "models"
 )
+
+// BucketPreferences holds each user's dashboard preferences (watchlist,
+// default interval), keyed by username.
+const BucketPreferences = "preferences"
 
 // PriorityGroup is the pinned group of every consumer that keeps per-symbol
 // state: the server pins it to one client at a time and fails over to a
@@ -195,6 +197,7 @@ func Declare(replicas int) Topology {
 			// A delivery record outlives the redeliveries of its alert by
 			// far; dead letters stay a month for an operator to read.
 			{Bucket: BucketWebhookDeliveries, Description: "webhook deliveries and dead letters by alert id", History: 1, TTL: 30 * day, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
 			{Bucket: ObjectStoreModels, Description: "model artifacts", Replicas: replicas, Storage: jetstream.FileStorage},
@@ -299,6 +302,22 @@ func sink(c ConsumerSpec) ConsumerSpec {
 	return c
 }
 
+// StreamNames lists every stream of the topology, the backing streams of
+// the buckets and object stores included.
+func (t Topology) StreamNames() []string {
+	var names []string
+	for _, s := range t.Streams {
+		names = append(names, s.Name)
+	}
+	for _, kv := range t.KeyValues {
+		names = append(names, "KV_"+kv.Bucket)
+	}
+	for _, o := range t.ObjectStores {
+		names = append(names, "OBJ_"+o.Bucket)
+	}
+	return names
+}
+
 // Consumer returns the declared spec of a durable consumer.
 func (t Topology) Consumer(name string) (ConsumerSpec, bool) {
 	for _, c := range t.Consumers {
@@ -307,31 +326,4 @@ func (t Topology) Consumer(name string) (ConsumerSpec, bool) {
 		}
 	}
 	return ConsumerSpec{}, false
-}
-
-// Ensure creates or updates the whole topology. It is idempotent and safe to
-// run from several processes at once: creating what exists with the same
-// configuration is a no-op on the server.
-func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
-	for _, cfg := range t.Streams {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("streams: ensure stream %s: %w", cfg.Name, err)
-		}
-	}
-	for _, cfg := range t.KeyValues {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return fmt.Errorf("streams: ensure kv %s: %w", cfg.Bucket, err)
-		}
-	}
-	for _, cfg := range t.ObjectStores {
-		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
-			return fmt.Errorf("streams: ensure object store %s: %w", cfg.Bucket, err)
-		}
-	}
-	for _, c := range t.Consumers {
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
-			return fmt.Errorf("streams: ensure consumer %s on %s: %w", c.Config.Durable, c.Stream, err)
-		}
-	}
-	return nil
 }
