@@ -259,4 +259,3 @@ func TestWorkerSecurityRule(t *testing.T) {
 		t.Fatalf("alerts %+v", got)
 	}
 }
-
