@@ -135,8 +135,17 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	return w, nil
 }
 
-// Run loads the rules, then evaluates until ctx ends.
+// Run loads the rules, then evaluates until ctx ends. A stop while still
+// starting is a clean stop.
 func (w *Worker) Run(ctx context.Context) error {
+	err := w.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (w *Worker) run(ctx context.Context) error {
 	rules, err := w.d.Rules.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("notifier: watch rules: %w", err)
