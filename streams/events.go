@@ -356,6 +356,25 @@ type Alert struct {
 // AlertAudienceAdmins is the Owner of alerts that only admins receive.
 const AlertAudienceAdmins = "@admins"
 
+// AlertVisible reports whether an alert of owner may reach user: their
+// own, the system's (no owner), and for an admin the admins'. The one
+// rule for the websocket and the history alike.
+func AlertVisible(owner, user string, admin bool) bool {
+	return owner == "" || (owner == user && user != "") || (admin && owner == AlertAudienceAdmins)
+}
+
+// AlertOwner reads only the owner of an encoded alert: what a fan-out
+// needs to route it, without decoding the rest.
+func AlertOwner(data []byte) (string, error) {
+	var v struct {
+		Owner string `json:"owner"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return "", fmt.Errorf("%w: alert owner: %w", ErrInvalidEvent, err)
+	}
+	return v.Owner, nil
+}
+
 // Subject implements Event: alerts.<SYMBOL-TOKEN>, or alerts.security for
 // a security alert.
 func (a *Alert) Subject() string {
