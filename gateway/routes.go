@@ -22,6 +22,7 @@ func (g *Gateway) routes() []route {
 		hf("POST /auth/login", g.login),
 		{"GET /auth/users/me", g.authed(g.getMe)},
 		{"PUT /auth/users/me", g.authed(g.putMe)},
+		{"PUT /auth/user/me", g.authed(g.putMeDeprecated)},
 		{"GET /auth/users/me/preferences", g.authed(g.getPreferences)},
 		{"PUT /auth/users/me/preferences", g.authed(g.putPreferences)},
 		{"GET /auth/users", g.admin(g.listUsers)},
@@ -44,6 +45,14 @@ func (g *Gateway) routes() []route {
 		{"POST /prediction/score", g.admin(g.submitJob("score"))},
 		{"POST /prediction/predict", g.admin(g.submitJob("predict"))},
 		{"GET /prediction/jobs/{id}", g.authed(g.getJob)},
+
+		{"GET /alerts/rules", g.authed(g.listRules)},
+		{"POST /alerts/rules", g.authed(g.createRule)},
+		{"POST /alerts/rules/preview", g.authed(g.previewRule)},
+		{"GET /alerts/rules/{id}", g.authed(g.getRule)},
+		{"PUT /alerts/rules/{id}", g.authed(g.putRule)},
+		{"DELETE /alerts/rules/{id}", g.authed(g.deleteRule)},
+		{"GET /alerts/history", g.authed(g.alertsHistory)},
 
 		{"GET /ws", g.hub},
 		hf("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
