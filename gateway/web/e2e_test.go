@@ -234,15 +234,24 @@ func (s *system) token(t *testing.T, user, pass string) string {
 	return m["access_token"].(string)
 }
 
-// forge signs a token for user that expires in ttl, with the binary's key:
-// what the server would issue with a short --token-ttl.
-func (s *system) forge(t *testing.T, user string, role streams.Role, ttl time.Duration) (string, time.Time) {
+// forge signs a token for a user that expires in ttl, with the binary's
+// key: what the server would issue with a short --token-ttl. The account
+// it is bound to (id, token generation) comes from a real login's token.
+func (s *system) forge(t *testing.T, user, pass string, ttl time.Duration) (string, time.Time) {
 	t.Helper()
 	tk, err := auth.NewTokens(s.key, time.Minute, func() time.Time { return time.Now().Add(ttl - time.Minute) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, exp, err := tk.Issue(user, role)
+	real, err := auth.NewTokens(s.key, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := real.Verify(s.token(t, user, pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, exp, err := tk.Issue(streams.User{ID: c.UID, Username: c.Subject, Role: c.Role, TokenGen: c.Gen})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,6 +692,22 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("a rule is added on the alerts page", func(t *testing.T) {
+		user.t = t
+		user.hash("#/alerts")
+		user.run(chromedp.WaitVisible("#rule-form", chromedp.ByQuery),
+			chromedp.SendKeys(`#rule-form input[name=name]`, "e2e level", chromedp.ByQuery),
+			chromedp.SendKeys(`#rule-form input[name=threshold]`, "30000", chromedp.ByQuery),
+			chromedp.Click("#save-rule", chromedp.ByQuery))
+		user.waitJS("the rule in the table", `[...document.querySelectorAll("#rules td")].some(td => td.textContent === "e2e level")`)
+		tok := sys.token(t, userName, userPass)
+		code, m := sys.api(t, "GET", "/alerts/rules", tok, nil)
+		rules, _ := m["rules"].([]any)
+		if code != http.StatusOK || len(rules) != 1 || rules[0].(map[string]any)["kind"] != "price_cross" {
+			t.Fatalf("stored rules: %d %v", code, m)
+		}
+	})
+
 	t.Run("screenshots", func(t *testing.T) {
 		user.t, admin.t = t, t
 		for _, size := range []struct {
@@ -728,7 +753,7 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("the session warning and a re-login keep the page", func(t *testing.T) {
 		tb := newTab(t, browser, "relogin")
-		tok, exp := sys.forge(t, userName, streams.RoleUser, 20*time.Second)
+		tok, exp := sys.forge(t, userName, userPass, 20*time.Second)
 		tb.fulfilLogin(tok, 20*time.Second)
 		tb.run(page.BringToFront())
 		tb.run(chromedp.Navigate(base + "/#/asset/BTC-USD?iv=1m&range=1h"))
@@ -756,7 +781,7 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("an expired token sends the page back to login", func(t *testing.T) {
 		tb := newTab(t, browser, "expiry")
-		tok, _ := sys.forge(t, userName, streams.RoleUser, 5*time.Second)
+		tok, _ := sys.forge(t, userName, userPass, 5*time.Second)
 		tb.fulfilLogin(tok, 5*time.Second)
 		tb.run(page.BringToFront())
 		tb.run(chromedp.Navigate(base + "/#/asset/BTC-USD"))
