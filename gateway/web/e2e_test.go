@@ -646,6 +646,24 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("a wider range loads its history and stays live", func(t *testing.T) {
+		user.t = t
+		n := len(user.chart().Closed)
+		user.run(chromedp.Click("#range-6h", chromedp.ByQuery))
+		user.waitJS("six hours of candles", fmt.Sprintf(`location.hash.includes("range=6h") && window.cryptostream.chart && window.cryptostream.chart.snapshot().closed.length > %d`, n+60))
+		last := user.chart().Closed
+		user.waitJS("a live candle after the reload", fmt.Sprintf(`window.cryptostream.chart.snapshot().closed.at(-1) > %d`, last[len(last)-1]))
+		got := user.chart().Closed
+		want := sys.historyTimes(t, adminTok, got[0])
+		want = slices.DeleteFunc(want, func(ts int64) bool { return ts > got[len(got)-1] })
+		if !slices.Equal(got, want) {
+			t.Fatalf("after the range change the chart differs from the stream:\nchart  %v\nstream %v", got, want)
+		}
+		if span := got[len(got)-1] - got[0]; span < 5*3600 {
+			t.Fatalf("the 6h range spans %ds", span)
+		}
+	})
+
 	t.Run("candle published to drawn", func(t *testing.T) {
 		user.t = t
 		// Only candles drawn as they come: the backlog of the resume above
