@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -121,10 +122,26 @@ func CandleMsgID(iv Interval, symbol string, start time.Time) string {
 	return "candle:" + iv.String() + ":" + token(symbol) + ":" + strconv.FormatInt(start.Unix(), 10)
 }
 
-// Validate rejects what no exchange can have produced.
-func (c *Candle) Validate() error {
+// MaxClockSkew is how far past this machine's clock a candle may start:
+// the exchange's clock and ours differ by seconds, never by minutes.
+const MaxClockSkew = 2 * time.Minute
+
+// ErrFutureCandle is wrapped (with ErrInvalidEvent) by the validation of a
+// candle that starts after the clock plus MaxClockSkew. One such candle
+// stored would sort after every real one and stop the series.
+var ErrFutureCandle = errors.New("streams: candle from the future")
+
+// Validate rejects what no exchange can have produced, on the wall clock.
+func (c *Candle) Validate() error { return c.ValidateAt(time.Now()) }
+
+// ValidateAt is Validate on the clock reading now.
+func (c *Candle) ValidateAt(now time.Time) error {
 	if err := validateSeries(c.Symbol, c.Interval, c.Start); err != nil {
 		return err
+	}
+	if bound := now.Add(MaxClockSkew); c.Start.After(bound) {
+		return fmt.Errorf("%w: %w: starts %s, after %s", ErrInvalidEvent, ErrFutureCandle,
+			c.Start.UTC().Format(time.RFC3339), bound.UTC().Format(time.RFC3339))
 	}
 	if !c.Quality.Valid() {
 		return invalid("candle: unknown quality %q", c.Quality)

@@ -45,7 +45,7 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	fs.intVar(&cfg.Horizon, "horizon", "", 0, "intervals ahead (0: the trainer's default)")
 	fs.stringVar(&cfg.Features, "features", "", "", "comma-separated feature names (empty: all)")
 	fs.boolVar(&cfg.Wait, "wait", "", true, "wait for the job to finish and print its status")
-	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait")
+	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait (0: wait as long as the job takes)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -93,7 +93,10 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if !cfg.Wait {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if cfg.Timeout > 0 {
+		wctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+	}
 	defer cancel()
 	kv, err := js.KeyValue(wctx, streams.BucketJobs)
 	if err != nil {
