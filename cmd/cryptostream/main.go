@@ -45,6 +45,7 @@ func commands() []command {
 		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
 		{"sink", "projects the streams and buckets into PostgreSQL; --rebuild replays them", cmdSink},
 		{"user", "create, list and manage users from the shell", cmdUser},
+		{"loadtest", "ws|rest: load a running gateway on loopback and report throughput, delay, memory and CPU", cmdLoadtest},
 	}
 }
 

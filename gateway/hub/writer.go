@@ -166,6 +166,9 @@ func (c *client) slowLocked(reason string) {
 		return
 	}
 	c.h.m.slow.Inc()
+	// The writer may be blocked on a write this client is slow to take:
+	// give it a whole WriteTimeout from now to take that and its close.
+	_ = c.nc.SetWriteDeadline(c.h.d.Now().Add(c.h.cfg.WriteTimeout))
 	c.killLocked(CloseSlowClient, reason)
 }
 
@@ -180,6 +183,7 @@ func (c *client) writer() {
 	defer expiry.Stop()
 	var batch []qitem
 	var bufs net.Buffers
+	var deadline time.Time
 	for {
 		select {
 		case <-c.wake:
@@ -220,7 +224,12 @@ func (c *client) writer() {
 		if len(bufs) == 0 {
 			continue
 		}
-		_ = c.nc.SetWriteDeadline(h.d.Now().Add(h.cfg.WriteTimeout))
+		// Setting a deadline costs as much as a small write: renew it only
+		// when less than three quarters of WriteTimeout are left.
+		if now := h.d.Now(); deadline.Sub(now) < h.cfg.WriteTimeout*3/4 {
+			deadline = now.Add(h.cfg.WriteTimeout)
+			_ = c.nc.SetWriteDeadline(deadline)
+		}
 		b := bufs // WriteTo consumes its receiver
 		if _, err := b.WriteTo(c.nc); err != nil {
 			c.writeFailed(err)
