@@ -70,6 +70,7 @@ type WSResult struct {
 	ServerSlowCloses       float64        // the gateway's slow-close counter, delta
 	ServerRSSPerConn       float64        // bytes, connected and idle
 	ServerRSSPerConnLoaded float64        // bytes, at the end of the window
+	ServerHeapPerConn      float64        // Go heap and stacks in use, bytes, connected and idle
 	ServerCPU              float64        // cores used during the window
 	ServerGoroutines       float64
 	LoadgenCPU             float64 // cores the load generator used
@@ -86,13 +87,13 @@ events published   %d in the window (%d deliveries owed)
 delivered          %d (%.3f of owed), %.0f msg/s
 delay              p50 %s  p99 %s  max %s
 closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
-server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients)
+server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
 server cpu         %.2f cores, %.0f goroutines
 loadgen cpu        %.2f cores`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
 		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses,
-		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerCPU, r.ServerGoroutines, r.LoadgenCPU)
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.LoadgenCPU)
 }
 
 // CheckLoopback refuses a URL whose host is not a loopback address: the
@@ -216,6 +217,10 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 		return res, err
 	}
 	res.ServerRSSPerConn = (m1["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
+	inuse := func(m map[string]float64) float64 {
+		return m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"]
+	}
+	res.ServerHeapPerConn = (inuse(m1) - inuse(m0)) / float64(len(clients))
 
 	// Readers: every healthy client reads and notes (seq, time) of each
 	// event; slow clients read nothing until the end.

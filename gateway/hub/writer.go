@@ -69,6 +69,10 @@ type qitem struct {
 	sub *clientSub
 }
 
+// conflateDepth is how many unsent ticks of one channel a client may have
+// queued before it counts as behind and the newest replaces the last.
+const conflateDepth = 4
+
 var errQueueClosed = errors.New("hub: client closing")
 
 // enqueueLive queues a shared live frame for cs; the caller holds c.qmu. It
@@ -82,9 +86,9 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 		c.slowLocked("client too slow: frames waited too long")
 		return false
 	}
-	if cs.conflate && cs.qi > 0 {
+	if cs.conflate && cs.nq >= conflateDepth {
 		// Running-candle ticks: a client that is behind gets the newest,
-		// in the place of the one it has not yet been sent.
+		// in the place of the last one it has not yet been sent.
 		c.q[cs.qi-1].b = b
 		c.h.m.conflated.Inc()
 		return true
@@ -100,6 +104,7 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 	c.pushLocked(it, now)
 	if cs.conflate {
 		cs.qi = len(c.q)
+		cs.nq++
 	}
 	return true
 }
@@ -202,7 +207,7 @@ func (c *client) writer() {
 		batch, c.q = c.q, batch[:0]
 		for _, it := range batch {
 			if it.sub != nil {
-				it.sub.qi = 0
+				it.sub.qi, it.sub.nq = 0, 0
 			}
 		}
 		if cap(c.q) > 64 {
