@@ -46,7 +46,7 @@ type WSConfig struct {
 	ExtraEvery int
 	// Rate is ticks/s on the busy channel, ExtraRate on each extra one.
 	Rate, ExtraRate float64
-	// Slow clients subscribe to the busy channel and never read.
+	// Slow clients subscribe to every channel and never read.
 	Slow int
 	// Warmup publishes without measuring; Duration measures; Drain waits
 	// for the last events.
@@ -180,11 +180,15 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 		slow := i >= cfg.Clients
 		var chans []string
 		chans = append(chans, channelOf(cfg.Busy))
-		if !slow && i%cfg.ExtraEvery == 0 {
+		// A slow client follows every channel: it fills its socket
+		// sooner.
+		if slow || i%cfg.ExtraEvery == 0 {
 			for _, s := range cfg.Extra {
 				chans = append(chans, channelOf(s))
 			}
-			subsExtra++
+			if !slow {
+				subsExtra++
+			}
 		}
 		if !slow {
 			subsBusy++
