@@ -97,10 +97,7 @@ func (f fixedReader) Champion(context.Context, string, streams.Interval) (stream
 }
 
 func benchGet(b *testing.B, s *stack, path string) {
-	tok, _, err := s.tokens.Issue(adminName, streams.RoleAdmin)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tok := s.issue(s.tokens, adminName)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
 	cl := &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
@@ -195,10 +192,7 @@ func memInUse() (heap, stack uint64) {
 
 func wsFanout(b *testing.B, clients, rate, events int) {
 	s := newStack(b, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 256; c.Hub.MaxPending = 1024 })
-	tok, _, err := s.tokens.Issue(adminName, streams.RoleAdmin)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tok := s.issue(s.tokens, adminName)
 	s.track("BTC/USD")
 	heap0, stack0 := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -519,10 +519,7 @@ func TestWebsocketAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, _, err := short.Issue("alice", streams.RoleUser)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := s.issue(short, "alice")
 		c, _, err := s.dialWS(st, false)
 		if err != nil {
 			t.Fatal(err)
@@ -536,10 +533,7 @@ func TestWebsocketAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, _, err := short.Issue("alice", streams.RoleUser)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := s.issue(short, "alice")
 		c, _, err := s.dialWS(st, false)
 		if err != nil {
 			t.Fatal(err)

@@ -307,39 +307,70 @@ func (p *Prediction) Validate() error {
 	return nil
 }
 
-// Alert is a fired alert rule.
+// Alert is a fired alert rule. Owner says who may see it: a username, ""
+// for a system rule every user sees, or AlertAudienceAdmins for the system's
+// security alerts. A security alert has no symbol or interval; Key names what
+// it is about (a username, a client address). Stream and Seq are the
+// provenance: the stored event that made the rule fire.
 type Alert struct {
 	Schema
-	ID        string    `json:"id"`
-	RuleID    string    `json:"rule_id"`
-	Symbol    string    `json:"symbol"`
-	Interval  Interval  `json:"interval"`
-	Kind      string    `json:"kind"`
-	Message   string    `json:"message"`
-	Value     float64   `json:"value"`
-	Threshold float64   `json:"threshold"`
-	At        time.Time `json:"at"`
-	Trace     Trace     `json:"trace,omitempty"`
+	ID        string             `json:"id"`
+	RuleID    string             `json:"rule_id"`
+	Owner     string             `json:"owner,omitempty"`
+	Symbol    string             `json:"symbol,omitempty"`
+	Interval  Interval           `json:"interval,omitempty"`
+	Key       string             `json:"key,omitempty"`
+	Kind      string             `json:"kind"`
+	Message   string             `json:"message"`
+	Value     float64            `json:"value"`
+	Threshold float64            `json:"threshold"`
+	Values    map[string]float64 `json:"values,omitempty"`
+	At        time.Time          `json:"at"`
+	Stream    string             `json:"stream,omitempty"`
+	Seq       uint64             `json:"seq,omitempty"`
+	Trace     Trace              `json:"trace,omitempty"`
 }
 
-// Subject implements Event.
-func (a *Alert) Subject() string { return AlertSubject(a.Symbol) }
+// AlertAudienceAdmins is the Owner of alerts that only admins receive.
+const AlertAudienceAdmins = "@admins"
 
-// MsgID is one firing per rule and candle.
-func (a *Alert) MsgID() string {
-	return "alert:" + a.RuleID + ":" + token(a.Symbol) + ":" + strconv.FormatInt(a.At.Unix(), 10)
+// Subject implements Event: alerts.<SYMBOL-TOKEN>, or alerts.security for
+// a security alert.
+func (a *Alert) Subject() string {
+	if a.Symbol == "" {
+		return AlertSecuritySubject
+	}
+	return AlertSubject(a.Symbol)
+}
+
+// MsgID is one firing per rule, symbol (or key) and trigger time.
+func (a *Alert) MsgID() string { return "alert:" + a.ID }
+
+// AlertID is the deterministic id of a firing: rule, symbol or key, and
+// trigger time in unix seconds.
+func AlertID(ruleID, symbolOrKey string, at time.Time) string {
+	return ruleID + ":" + token(symbolOrKey) + ":" + strconv.FormatInt(at.Unix(), 10)
 }
 
 // Validate implements Event.
 func (a *Alert) Validate() error {
-	if err := validateSeries(a.Symbol, a.Interval, a.Interval.Floor(a.At)); err != nil {
-		return err
+	if a.Symbol != "" || a.Interval != 0 {
+		if err := validateSeries(a.Symbol, a.Interval, a.Interval.Floor(a.At)); err != nil {
+			return err
+		}
+	} else if a.At.IsZero() {
+		return invalid("alert: zero time")
 	}
 	switch {
 	case a.ID == "" || a.RuleID == "" || a.Kind == "":
 		return invalid("alert: id, rule id and kind are required")
 	case math.IsNaN(a.Value) || math.IsInf(a.Value, 0) || math.IsNaN(a.Threshold) || math.IsInf(a.Threshold, 0):
 		return invalid("alert: value %v, threshold %v", a.Value, a.Threshold)
+	}
+	for k, v := range a.Values {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return invalid("alert: %s is %v", k, v)
+		}
 	}
 	return nil
 }
@@ -413,6 +444,11 @@ type AuditEvent struct {
 	Remote  string    `json:"remote,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
 	At      time.Time `json:"at"`
+	// Count is how many like attempts the event stands for when the
+	// gateway aggregates them (rate-limited logins), from At to Until;
+	// zero means one.
+	Count int       `json:"count,omitempty"`
+	Until time.Time `json:"until,omitzero"`
 }
 
 // Subject implements Event.
@@ -434,8 +470,22 @@ func (a *AuditEvent) Validate() error {
 			return invalid("audit: action %q is not a subject token", a.Action)
 		}
 	}
+	// AUDIT keeps everything it is given, so nothing a client chose may
+	// reach it unbounded.
+	if len(a.Action) > maxAuditName || len(a.Actor) > maxAuditName || len(a.Target) > maxAuditName || len(a.Remote) > maxAuditName || len(a.Detail) > maxAuditDetail {
+		return invalid("audit: a field is longer than its bound (%d, detail %d)", maxAuditName, maxAuditDetail)
+	}
+	if a.Count < 0 {
+		return invalid("audit: negative count")
+	}
 	return nil
 }
+
+// Bounds of an audit event's fields.
+const (
+	maxAuditName   = 256
+	maxAuditDetail = 2048
+)
 
 func positiveFinite(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }
 

@@ -1,8 +1,6 @@
 package streams
 
 import (
-	"context"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +27,10 @@ const (
 	BucketJobs          = "jobs"
 	ObjectStoreModels   = "models"
 )
+
+// BucketPreferences holds each user's dashboard preferences (watchlist,
+// default interval), keyed by username.
+const BucketPreferences = "preferences"
 
 // PriorityGroup is the pinned group of every consumer that keeps per-symbol
 // state: the server pins it to one client at a time and fails over to a
@@ -186,6 +188,7 @@ func Declare(replicas int) Topology {
 			{Bucket: BucketModelRegistry, Description: "models, metrics and champions", History: 10, Replicas: replicas, Storage: jetstream.FileStorage},
 			// Job state is only interesting while someone polls for it.
 			{Bucket: BucketJobs, Description: "job state by job id", History: 1, TTL: 7 * day, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
 			{Bucket: ObjectStoreModels, Description: "model artifacts", Replicas: replicas, Storage: jetstream.FileStorage},
@@ -261,6 +264,22 @@ func sink(c ConsumerSpec) ConsumerSpec {
 	return c
 }
 
+// StreamNames lists every stream of the topology, the backing streams of
+// the buckets and object stores included.
+func (t Topology) StreamNames() []string {
+	var names []string
+	for _, s := range t.Streams {
+		names = append(names, s.Name)
+	}
+	for _, kv := range t.KeyValues {
+		names = append(names, "KV_"+kv.Bucket)
+	}
+	for _, o := range t.ObjectStores {
+		names = append(names, "OBJ_"+o.Bucket)
+	}
+	return names
+}
+
 // Consumer returns the declared spec of a durable consumer.
 func (t Topology) Consumer(name string) (ConsumerSpec, bool) {
 	for _, c := range t.Consumers {
@@ -269,31 +288,4 @@ func (t Topology) Consumer(name string) (ConsumerSpec, bool) {
 		}
 	}
 	return ConsumerSpec{}, false
-}
-
-// Ensure creates or updates the whole topology. It is idempotent and safe to
-// run from several processes at once: creating what exists with the same
-// configuration is a no-op on the server.
-func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
-	for _, cfg := range t.Streams {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("streams: ensure stream %s: %w", cfg.Name, err)
-		}
-	}
-	for _, cfg := range t.KeyValues {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return fmt.Errorf("streams: ensure kv %s: %w", cfg.Bucket, err)
-		}
-	}
-	for _, cfg := range t.ObjectStores {
-		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
-			return fmt.Errorf("streams: ensure object store %s: %w", cfg.Bucket, err)
-		}
-	}
-	for _, c := range t.Consumers {
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
-			return fmt.Errorf("streams: ensure consumer %s on %s: %w", c.Config.Durable, c.Stream, err)
-		}
-	}
-	return nil
 }

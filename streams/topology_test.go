@@ -146,6 +146,24 @@ func TestEnsureOnCluster(t *testing.T) {
 	if got := info.CachedInfo().Config.Replicas; got != 3 {
 		t.Fatalf("MARKET replicas = %d, want 3", got)
 	}
+	// Issue 9: a role started with one replica (ingest and import
+	// hard-coded it) scales nothing down, and says so.
+	diffs, err := streams.EnsureReport(ctx, js, streams.Declare(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range wantStreamNames(topo) {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Replicas; got != 3 {
+			t.Errorf("%s replicas = %d after an R1 Ensure, want 3", name, got)
+		}
+		if !slices.ContainsFunc(diffs, func(d streams.Difference) bool { return d.Stream == name && d.Limit == "replicas" && d.Kept }) {
+			t.Errorf("no kept-replicas difference reported for %s in %v", name, diffs)
+		}
+	}
 	c := streams.Candle{Symbol: "ETH/USD", Interval: streams.Interval1m, Start: time.Unix(1677646800, 0).UTC(),
 		Open: 1, High: 2, Low: 1, Close: 2, Volume: 1, Quality: streams.QualityLive}
 	if _, err := streams.Publish(ctx, js, &c); err != nil {
@@ -168,4 +186,75 @@ func TestEnsureOnCluster(t *testing.T) {
 		msg, err := stream.GetLastMsgForSubject(actx, c.Subject())
 		return err == nil && msg.Header.Get(jetstream.MsgIDHeader) == c.MsgID()
 	})
+}
+
+// Issue 9: applying the topology again keeps a limit an operator raised and
+// reports it, and puts back one an operator lowered.
+func TestEnsureKeepsRaisedLimits(t *testing.T) {
+	s := natstest.Server(t)
+	_, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	topo := streams.Declare(1)
+	if err := streams.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	update := func(name string, change func(*jetstream.StreamConfig)) {
+		t.Helper()
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		change(&cfg)
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatalf("operator update of %s: %v", name, err)
+		}
+	}
+	// The operator keeps two years of audit trail, more user history, and
+	// (by mistake) a week of features.
+	update(streams.StreamAudit, func(c *jetstream.StreamConfig) { c.MaxAge = 800 * 24 * time.Hour })
+	update("KV_"+streams.BucketUsers, func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 20 })
+	update(streams.StreamFeatures, func(c *jetstream.StreamConfig) { c.MaxAge = 7 * 24 * time.Hour })
+
+	diffs, err := streams.EnsureReport(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := func(name string) jetstream.StreamConfig {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config
+	}
+	if got := config(streams.StreamAudit).MaxAge; got != 800*24*time.Hour {
+		t.Errorf("AUDIT max age = %s after Ensure, want the operator's 800 days", got)
+	}
+	if got := config("KV_" + streams.BucketUsers).MaxMsgsPerSubject; got != 20 {
+		t.Errorf("users history = %d after Ensure, want the operator's 20", got)
+	}
+	if got := config(streams.StreamFeatures).MaxAge; got != 400*24*time.Hour {
+		t.Errorf("FEATURES max age = %s after Ensure, want the declared 400 days back", got)
+	}
+	want := map[string]bool{"AUDIT max_age": true, "KV_users max_msgs_per_subject": true, "FEATURES max_age": false}
+	for _, d := range diffs {
+		k := d.Stream + " " + d.Limit
+		kept, ok := want[k]
+		if !ok {
+			t.Errorf("unexpected difference %s", d)
+			continue
+		}
+		if d.Kept != kept {
+			t.Errorf("%s: kept = %v, want %v", d, d.Kept, kept)
+		}
+		delete(want, k)
+	}
+	for k := range want {
+		t.Errorf("no difference reported for %s", k)
+	}
+	// The raised values stay raised on every later start, reported each time.
+	diffs, err = streams.EnsureReport(ctx, js, topo)
+	if err != nil || len(diffs) != 2 || config(streams.StreamAudit).MaxAge != 800*24*time.Hour {
+		t.Fatalf("third Ensure: %v, %v", diffs, err)
+	}
 }

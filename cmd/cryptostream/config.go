@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"cryptostream/bus"
 )
 
 // env is what a command reads from its surroundings, so tests can give
@@ -121,9 +123,48 @@ func (fs *flagSet) parse(args []string) error {
 	return nil
 }
 
-// commonConfig is what every role takes.
+// parseInterleaved parses flags anywhere among the positional arguments
+// (`user add bob --role admin` as well as `user add --role admin bob`) and
+// returns the positional ones in order; "--" ends the flags.
+func (fs *flagSet) parseInterleaved(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// flag stops at "--" too; whatever follows it is positional.
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(fs.errs) > 0 {
+		return nil, fmt.Errorf("environment: %w", errors.Join(fs.errs...))
+	}
+	return pos, nil
+}
+
+// commonConfig is what every command that reaches NATS takes: registered
+// once here, so that a setting such as --replicas means the same in every
+// role and tool.
 type commonConfig struct {
-	NATSURL         string
+	NATSURL string
+	// NATSListen exposes the embedded server on host:port.
+	NATSListen string
+	// Replicas of every stream and bucket; applying the topology never
+	// lowers what a stream already has (see streams.Ensure).
+	Replicas int
+	// NKeyFile and CredsFile are the NATS credential (see bus.Config).
+	NKeyFile        string
+	CredsFile       string
+	NATSUser        string
+	NATSPassword    string
 	DataDir         string
 	HTTPAddr        string
 	DatabaseURL     string
@@ -134,6 +175,12 @@ type commonConfig struct {
 
 func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
+	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
+	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
+	fs.stringVar(&c.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file: the key an embedded server admits (empty: generated once into <data-dir>/nats.nkey, 0600) or the key presented to --nats-url")
+	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
+	fs.stringVar(&c.NATSUser, "nats-user", "NATS_USER", "", "user presented to --nats-url")
+	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
@@ -160,13 +207,49 @@ func (c *commonConfig) validate() error {
 			return fmt.Errorf("--database-url: %w", err)
 		}
 	}
+	if c.NATSURL != "" {
+		if err := bus.ValidateURL(c.NATSURL); err != nil {
+			return fmt.Errorf("--nats-url: %w", err)
+		}
+	}
+	if (c.CredsFile != "" || c.NATSUser != "" || c.NATSPassword != "") && c.NATSURL == "" {
+		return errors.New("--nats-creds, --nats-user and --nats-password authenticate to --nats-url; the embedded server takes --nats-nkey")
+	}
+	if c.NATSListen != "" && c.NATSURL != "" {
+		return errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("--replicas %d: want 1 to 5", c.Replicas)
+	}
 	return nil
+}
+
+// busConfig is the bus this configuration asks for, named for the server's
+// connection list.
+func (c *commonConfig) busConfig(name string) bus.Config {
+	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
+		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword}
+}
+
+// toolBusConfig is busConfig for a tool (user, import): when another
+// process holds the data dir, the tool reaches that process through its NATS
+// instead of opening the store a second time.
+func (c *commonConfig) toolBusConfig(name string) bus.Config {
+	bc := c.busConfig(name)
+	bc.Attach = true
+	return bc
 }
 
 // LogValue logs the configuration with credentials redacted.
 func (c commonConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redact(c.NATSURL)),
+		slog.String("nats_url", bus.RedactURLs(c.NATSURL)),
+		slog.String("nats_user", c.NATSUser),
+		slog.Bool("nats_password_set", c.NATSPassword != ""),
+		slog.String("nats_listen", c.NATSListen),
+		slog.Int("replicas", c.Replicas),
+		slog.String("nats_nkey", c.NKeyFile),
+		slog.String("nats_creds", c.CredsFile),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("database_url", redact(c.DatabaseURL)),

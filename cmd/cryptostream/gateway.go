@@ -148,13 +148,17 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 // addGateway mounts the gateway on the system's mux (beside /metrics,
 // /healthz and /readyz), runs its hub as a worker and closes its websockets
 // when the HTTP server shuts down.
-func (s *system) addGateway(ctx context.Context, cfg gatewayConfig, dataDir string) error {
-	// The SQL read model replaces this reader when --database-url is set.
-	reader := s.reader
-	if reader == nil {
-		reader = readmodel.NewJetStream(s.bus.JS)
+func addGateway(ctx context.Context, s *system, cfg *runConfig) error {
+	// With --database-url the gateway reads history from the SQL read
+	// model, otherwise from JetStream.
+	var reader readmodel.Reader = readmodel.NewJetStream(s.bus.JS)
+	if cfg.DatabaseURL != "" {
+		if _, err := s.database(ctx, cfg); err != nil {
+			return err
+		}
+		reader = s.reader
 	}
-	g, err := newGateway(ctx, cfg, dataDir, s.bus, reader, s.registry, s.log)
+	g, err := newGateway(ctx, cfg.Gateway, cfg.DataDir, s.bus, reader, s.registry, s.log)
 	if err != nil {
 		return err
 	}
@@ -162,31 +166,4 @@ func (s *system) addGateway(ctx context.Context, cfg gatewayConfig, dataDir stri
 	s.server.RegisterOnShutdown(g.Shutdown)
 	s.workers["gateway"] = g
 	return nil
-}
-
-func cmdGateway(ctx context.Context, args []string, e *env) error {
-	var cfg runConfig
-	fs := newFlagSet("gateway", "Serves the REST API, the websocket hub and the OpenAPI document against\nNATS (--nats-url; an embedded server under --data-dir when empty).", e)
-	cfg.register(fs, ":8080")
-	cfg.Gateway.register(fs)
-	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	if err := cfg.Gateway.validate(fs); err != nil {
-		return err
-	}
-	cfg.Roles = []string{"gateway"}
-	log := cfg.logger(e)
-	log.Info("starting", "command", "gateway", "config", cfg.commonConfig, "gateway", cfg.Gateway)
-	sys, err := startSystem(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
-	defer stopWatchdog()
-	return sys.Run(ctx)
 }

@@ -49,7 +49,7 @@ func cmdImport(ctx context.Context, args []string, e *env) error {
 		return fmt.Errorf("give either files or --from-kraken-rest PAIR")
 	}
 	log := cc.logger(e)
-	b, err := bus.Open(ctx, bus.Config{URL: cc.NATSURL, DataDir: cc.DataDir, Replicas: 1, Name: "cryptostream-import"}, log)
+	b, err := bus.Open(ctx, cc.toolBusConfig("cryptostream-import"), log)
 	if err != nil {
 		return err
 	}

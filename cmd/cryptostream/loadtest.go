@@ -71,10 +71,12 @@ func cmdLoadtest(ctx context.Context, args []string, e *env) error {
 func loadtestWS(ctx context.Context, args []string, e *env) error {
 	var t loadtestTarget
 	var cfg loadtest.WSConfig
-	var natsURL, extra string
+	var natsURL, nkey, creds, extra string
 	fs := newFlagSet("loadtest ws", "Opens --clients websocket clients to a running gateway on loopback, subscribes\nevery one to ticks of --busy and every --extra-every-th also to ticks of each\n--extra symbol, publishes --rate ticks/s on the busy channel and --extra-rate on\neach extra one through NATS (--nats-url), and reports delivered/s, the delay\nfrom publish time (p50, p99, max), closes by code, and the gateway's memory per\nconnection and CPU. --slow clients never read: they should be closed with 4008.\nMissing symbols are added to the assets bucket. It stops by itself.\n\nUsage: cryptostream loadtest ws [flags]", e)
 	t.register(fs)
-	fs.stringVar(&natsURL, "nats-url", "NATS_URL", "", "the running system's NATS (loopback), to publish the ticks")
+	fs.stringVar(&natsURL, "nats-url", "NATS_URL", "", "the running system's NATS (loopback), to publish the ticks; for run, <data-dir>/nats.url holds it")
+	fs.stringVar(&nkey, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file to present (run's is <data-dir>/nats.nkey)")
+	fs.stringVar(&creds, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file to present")
 	fs.intVar(&cfg.Clients, "clients", "", 1000, "healthy websocket clients")
 	fs.intVar(&cfg.Slow, "slow", "", 0, "clients that subscribe and never read")
 	fs.stringVar(&cfg.Busy, "busy", "", "BTC/USD", "the symbol every client follows")
@@ -113,7 +115,7 @@ func loadtestWS(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := bus.Open(ctx, bus.Config{URL: natsURL, Replicas: 1, Name: "cryptostream-loadtest"}, log)
+	b, err := bus.Open(ctx, bus.Config{URL: natsURL, Replicas: 1, Name: "cryptostream-loadtest", NKeyFile: nkey, CredsFile: creds}, log)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/bus"
 	"cryptostream/streams"
 	"cryptostream/trainer"
 )
@@ -21,6 +22,8 @@ import (
 // POST /prediction/train queues it.
 type trainConfig struct {
 	NATSURL  string
+	NKeyFile string
+	Creds    string
 	Kind     string
 	Symbol   string
 	Interval string
@@ -34,6 +37,8 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	var cfg trainConfig
 	fs := newFlagSet("train", "Queues a train (or score, predict) job on JOBS, as POST /prediction/train does,\nand with --wait waits for its result and prints the job status as JSON.", e)
 	fs.stringVar(&cfg.NATSURL, "nats-url", "NATS_URL", "", "NATS URL of the running system (run it with --nats-listen to reach an embedded one)")
+	fs.stringVar(&cfg.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file to present (run's is <data-dir>/nats.nkey)")
+	fs.stringVar(&cfg.Creds, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file to present")
 	fs.stringVar(&cfg.Kind, "kind", "", "train", "job kind: train, score or predict")
 	fs.stringVar(&cfg.Symbol, "symbol", "", "BTC/USD", "pair")
 	fs.stringVar(&cfg.Interval, "interval", "", "1m", "candle interval")
@@ -65,7 +70,14 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if cfg.Features != "" {
 		job.Params["features"] = cfg.Features
 	}
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("cryptostream-train"))
+	if err := bus.ValidateURL(cfg.NATSURL); err != nil {
+		return fmt.Errorf("--nats-url: %w", err)
+	}
+	auth, err := bus.ClientAuth(bus.Config{NKeyFile: cfg.NKeyFile, CredsFile: cfg.Creds})
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(auth, nats.Name("cryptostream-train"))...)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -87,32 +99,14 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("jobs bucket: %w", err)
 	}
-	w, err := kv.Watch(wctx, job.ID)
+	st, err := trainer.WaitJob(wctx, kv, job.ID)
 	if err != nil {
-		return fmt.Errorf("watch job: %w", err)
+		return err
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("job %s: %w", job.ID, wctx.Err())
-		case entry := <-w.Updates():
-			if entry == nil {
-				continue
-			}
-			var st streams.JobStatus
-			if err := json.Unmarshal(entry.Value(), &st); err != nil {
-				return fmt.Errorf("job status: %w", err)
-			}
-			if st.State != streams.JobDone && st.State != streams.JobFailed {
-				continue
-			}
-			out, _ := json.MarshalIndent(st, "", "  ")
-			fmt.Fprintln(e.stdout, string(out))
-			if st.State == streams.JobFailed {
-				return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
-			}
-			return nil
-		}
+	out, _ := json.MarshalIndent(st, "", "  ")
+	fmt.Fprintln(e.stdout, string(out))
+	if st.State == streams.JobFailed {
+		return fmt.Errorf("job %s failed: %s", job.ID, st.Error)
 	}
+	return nil
 }

@@ -1,0 +1,75 @@
+package pipeline
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are one runner's figures; every runner of a process shares the
+// vectors, labelled by stage.
+type metrics struct {
+	inputs      *prometheus.CounterVec
+	outputs     prometheus.Counter
+	republished prometheus.Counter
+	retries     prometheus.Counter
+	warmups     prometheus.Counter
+	batch       prometheus.Observer
+	duration    prometheus.Observer
+	lag         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, stage string) metrics {
+	l := prometheus.Labels{"stage": stage}
+	return metrics{
+		inputs: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_inputs_total",
+			Help: "Inputs settled by a stage runner, by outcome (ack: outputs stored; covered: delivered again after its series moved past it; term: rejected as permanent; nak: handed back for redelivery).",
+		}, []string{"stage", "outcome"})).MustCurryWith(l),
+		outputs: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_outputs_total",
+			Help: "Outputs a stage runner stored (a duplicate the server already held included).",
+		}, []string{"stage"})).With(l),
+		republished: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_republished_total",
+			Help: "Outputs published again one at a time after an asynchronous publish of their batch failed or timed out.",
+		}, []string{"stage"})).With(l),
+		retries: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_batch_retries_total",
+			Help: "Batches retried in place after a step or publish failed.",
+		}, []string{"stage"})).With(l),
+		warmups: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_warmups_total",
+			Help: "Series warmed from history (after a start, a change of owner or a failure).",
+		}, []string{"stage"})).With(l),
+		batch: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cryptostream_pipeline_batch_size_messages",
+			Help:    "Inputs per batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 6),
+		}, []string{"stage"})).With(l),
+		duration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cryptostream_pipeline_batch_duration_seconds",
+			Help:    "Time from a batch's fetch to its last ack: step, publish and PubAcks.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"stage"})).With(l),
+		lag: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cryptostream_pipeline_consumer_backlog_messages",
+			Help: "Inputs in the stream not yet handled by the stage's consumer (pending plus unacked).",
+		}, []string{"stage"})).With(l),
+	}
+}
+
+// register registers c, or returns the collector of that name already
+// registered by another runner of the process.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}

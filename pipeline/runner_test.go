@@ -1,0 +1,367 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
+	"cryptostream/pipeline"
+	"cryptostream/streams"
+)
+
+// sum is the test stage's output: the running sum of a key's inputs up to
+// and including the input at Seq.
+type sum struct {
+	streams.Schema
+	Key string `json:"key"`
+	Seq uint64 `json:"seq"`
+	Sum int    `json:"sum"`
+}
+
+func (s *sum) Subject() string { return "out." + s.Key }
+func (s *sum) MsgID() string   { return "sum:" + s.Key + ":" + strconv.FormatUint(s.Seq, 10) }
+func (s *sum) Validate() error {
+	if s.Key == "" {
+		return streams.Permanent(errors.New("sum: no key"))
+	}
+	return nil
+}
+
+// summer keeps a running sum per key of integer inputs on in.<key>: state
+// that is wrong if an input is lost, doubled or reordered, and that a
+// warm-up must rebuild from the stream.
+type summer struct {
+	mu   sync.Mutex
+	sums map[string]int
+	// fail, when set, is asked before each step whether to fail it with
+	// an error worth retrying.
+	fail func(pipeline.Msg) bool
+}
+
+func newSummer() *summer { return &summer{sums: map[string]int{}} }
+
+func (s *summer) Key(m pipeline.Msg) string { return strings.TrimPrefix(m.Subject, "in.") }
+
+func (s *summer) Warm(ctx context.Context, h pipeline.History, key string, first pipeline.Msg) error {
+	prev, err := h.Tail(ctx, "IN", first.Subject, 1<<20, first.Seq)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, m := range prev {
+		if n, err := strconv.Atoi(string(m.Data)); err == nil {
+			total += n
+		}
+	}
+	s.mu.Lock()
+	s.sums[key] = total
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *summer) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, error) {
+	if s.fail != nil && s.fail(m) {
+		return nil, errors.New("summer: transient failure")
+	}
+	n, err := strconv.Atoi(string(m.Data))
+	if err != nil {
+		return nil, streams.Permanent(fmt.Errorf("summer: %w", err))
+	}
+	key := s.Key(m)
+	s.mu.Lock()
+	s.sums[key] += n
+	total := s.sums[key]
+	s.mu.Unlock()
+	return []streams.Event{&sum{Key: key, Seq: m.Seq, Sum: total}}, nil
+}
+
+func (s *summer) Reset(key string) {
+	s.mu.Lock()
+	delete(s.sums, key)
+	s.mu.Unlock()
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const batch = 64
+
+// setup declares IN, OUT and the pinned durable "sum" with one batch in
+// flight, with AckWait and PinnedTTL short enough for a test to see a
+// killed instance's batch come back.
+func setup(t *testing.T) (*server.Server, jetstream.JetStream) {
+	t.Helper()
+	s := natstest.Server(t)
+	_, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	for name, subj := range map[string]string{"IN": "in.>", "OUT": "out.>"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, "IN", jetstream.ConsumerConfig{
+		Durable: "sum", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second, MaxDeliver: -1,
+		MaxAckPending: batch, PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{streams.PriorityGroup}, PinnedTTL: time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return s, js
+}
+
+// inputs publishes n inputs round-robin over keys; input i carries i.
+func inputs(t *testing.T, js jetstream.JetStream, keys []string, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if _, err := js.Publish(t.Context(), "in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// instance is a runner on its own connection, so that closing the
+// connection kills it the way a crashed process dies.
+type instance struct {
+	nc     *nats.Conn
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func run(t *testing.T, s *server.Server, stage pipeline.Stage, wrap func(*nats.Conn, pipeline.JetStream) pipeline.JetStream) *instance {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pjs pipeline.JetStream = js
+	if wrap != nil {
+		pjs = wrap(nc, js)
+	}
+	in := &instance{nc: nc, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Consumer: "sum", Batch: batch, Pinned: true, PublishTimeout: time.Second},
+		stage, pipeline.Deps{JS: pjs, Log: discard, Registry: in.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	in.cancel = cancel
+	go func() { in.done <- r.Run(ctx) }()
+	t.Cleanup(in.stop)
+	return in
+}
+
+func (in *instance) stop() {
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	<-in.done
+	in.cancel = nil
+}
+
+func outputs(t *testing.T, js jetstream.JetStream) []sum {
+	t.Helper()
+	n := count(t, js, "OUT")
+	out := make([]sum, 0, n)
+	if n == 0 {
+		return out
+	}
+	c, err := js.OrderedConsumer(t.Context(), "OUT", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uint64(len(out)) < n {
+		m, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s sum
+		if err := json.Unmarshal(m.Data(), &s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func count(t *testing.T, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	st, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// want is the outputs of one uninterrupted pass: inputs 0..n-1 published
+// in order (stream sequence i+1) round-robin over keys, minus the skipped.
+func want(keys []string, n int, skip map[int]bool) []sum {
+	sums := map[string]int{}
+	var out []sum
+	for i := range n {
+		k := keys[i%len(keys)]
+		if skip[i] {
+			continue
+		}
+		sums[k] += i
+		out = append(out, sum{Key: k, Seq: uint64(i + 1), Sum: sums[k]})
+	}
+	return out
+}
+
+// check says that got is want: every output once, in the stream in input
+// order.
+func check(t *testing.T, got, want []sum) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d outputs stored, want %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Key != w.Key || g.Seq != w.Seq || g.Sum != w.Sum {
+			t.Fatalf("output %d: %+v, want %+v", i, g, w)
+		}
+	}
+}
+
+// TestRunnerInOrder: a backlog and then live inputs over several keys, one
+// output each, stored in input order with the right running sums; a
+// malformed input is rejected without stopping the stream.
+func TestRunnerInOrder(t *testing.T) {
+	s, js := setup(t)
+	keys := []string{"a", "b", "c"}
+	inputs(t, js, keys, 0, 300)
+	if _, err := js.Publish(t.Context(), "in.a", []byte("not a number")); err != nil {
+		t.Fatal(err)
+	}
+	in := run(t, s, newSummer(), nil)
+	natstest.WaitFor(t, 30*time.Second, "the backlog's outputs", func() bool { return count(t, js, "OUT") >= 300 })
+	// Live: one at a time, each handled on its own.
+	for i := 301; i < 320; i++ {
+		inputs(t, js, keys, i, 1)
+	}
+	natstest.WaitFor(t, 30*time.Second, "the live outputs", func() bool { return count(t, js, "OUT") >= 319 })
+	in.stop()
+	check(t, outputs(t, js), want(keys, 320, map[int]bool{300: true}))
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_inputs_total", map[string]string{"outcome": "term"}); got != 1 {
+		t.Fatalf("%v inputs rejected, want 1", got)
+	}
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_inputs_total", map[string]string{"outcome": "ack"}); got != 319 {
+		t.Fatalf("%v inputs acked, want 319", got)
+	}
+	// The backlog went in batches, not one at a time.
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batch_size_messages", nil); got >= 300 {
+		t.Fatalf("%v batches for 320 inputs", got)
+	}
+}
+
+// TestRunnerRestart: stopped halfway and started again, the runner warms
+// every key from the stream and goes on where it stopped.
+func TestRunnerRestart(t *testing.T) {
+	s, js := setup(t)
+	keys := []string{"a", "b"}
+	inputs(t, js, keys, 0, 200)
+	in := run(t, s, newSummer(), nil)
+	natstest.WaitFor(t, 30*time.Second, "the first outputs", func() bool { return count(t, js, "OUT") >= 200 })
+	in.stop()
+	inputs(t, js, keys, 200, 200)
+	in = run(t, s, newSummer(), nil)
+	natstest.WaitFor(t, 30*time.Second, "the rest", func() bool { return count(t, js, "OUT") >= 400 })
+	in.stop()
+	check(t, outputs(t, js), want(keys, 400, nil))
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got != 2 {
+		t.Fatalf("%v warm-ups after the restart, want one per key", got)
+	}
+}
+
+// killAfter wraps a runner's bus so that its n-th asynchronous publish
+// kills the connection, once the earlier ones are stored: the process
+// dies in the middle of a batch, after some of its outputs are published
+// and before the batch is acked.
+type killAfter struct {
+	pipeline.JetStream
+	nc     *nats.Conn
+	n      int64
+	count  atomic.Int64
+	killed chan struct{}
+}
+
+func (k *killAfter) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if k.count.Add(1) == k.n {
+		_ = k.nc.Flush()
+		k.nc.Close()
+		close(k.killed)
+	}
+	return k.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// TestRunnerKillMidBatch: a runner killed after publishing part of a batch
+// and before acking it; its successor gets the batch back before anything
+// newer, and every output is stored once, in order, with the sums of an
+// uninterrupted run.
+func TestRunnerKillMidBatch(t *testing.T) {
+	s, js := setup(t)
+	keys := []string{"a", "b", "c"}
+	inputs(t, js, keys, 0, 3*batch)
+	const at = batch + batch/2 // the middle of the second batch
+	k := &killAfter{n: at, killed: make(chan struct{})}
+	victim := run(t, s, newSummer(), func(nc *nats.Conn, js pipeline.JetStream) pipeline.JetStream {
+		k.nc, k.JetStream = nc, js
+		return k
+	})
+	<-k.killed
+	victim.stop()
+	if got := count(t, js, "OUT"); got != at-1 {
+		t.Fatalf("%d outputs stored before the kill, want %d: the kill did not land mid-batch", got, at-1)
+	}
+	inputs(t, js, keys, 3*batch, batch)
+	run(t, s, newSummer(), nil)
+	natstest.WaitFor(t, 60*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 4*batch })
+	check(t, outputs(t, js), want(keys, 4*batch, nil))
+}
+
+// TestRunnerRetryInPlace: a step that fails is retried in place, with its
+// key warmed again, and the stream keeps its order.
+func TestRunnerRetryInPlace(t *testing.T) {
+	s, js := setup(t)
+	keys := []string{"a", "b"}
+	inputs(t, js, keys, 0, 100)
+	var fails atomic.Int32
+	st := newSummer()
+	st.fail = func(m pipeline.Msg) bool { return m.Seq == 50 && fails.Add(1) <= 2 }
+	in := run(t, s, st, nil)
+	natstest.WaitFor(t, 30*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 100 })
+	in.stop()
+	check(t, outputs(t, js), want(keys, 100, nil))
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batch_retries_total", nil); got != 2 {
+		t.Fatalf("%v retries, want 2", got)
+	}
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_inputs_total", map[string]string{"outcome": "nak"}); got != 0 {
+		t.Fatalf("%v inputs handed back", got)
+	}
+}

@@ -1,0 +1,57 @@
+// Package pipeline owns the stage runner: the one consumer loop of every
+// worker that turns a stream into outputs. A Stage is plain code over plain
+// values (a series key, a warm-up from history, a step from one input to its
+// outputs, a reset) and never sees NATS; a Runner moves its messages (the
+// durable consumer, batches handled in order, outputs published
+// asynchronously with their msg-ids, the ack after every PubAck, the retry,
+// the drain, the pinned ownership, the warm-up after a start or failover,
+// lag and throughput metrics). Replay drives the same stages from stored
+// events with no NATS at all, for the backtest, rule previews and tests.
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"cryptostream/streams"
+)
+
+// Msg is one stored input event as a stage sees it.
+type Msg struct {
+	// Stream and Seq locate the event: a stage's outputs should be a
+	// function of the stream position, so that a redelivery or a
+	// failover recomputes exactly what was published the first time.
+	Stream  string
+	Subject string
+	Seq     uint64
+	// Time is when the stream stored the event.
+	Time time.Time
+	Data []byte
+}
+
+// History reads events stored before the ones a stage is about to handle.
+// The Runner answers from the streams; Replay from what it is given.
+type History interface {
+	// Tail returns, oldest first, the last n events on subject in stream
+	// whose sequence is below before (0: no bound).
+	Tail(ctx context.Context, stream, subject string, n int, before uint64) ([]Msg, error)
+}
+
+// Stage is the domain logic of a worker. The runner calls it from one
+// goroutine at a time, in stream order.
+type Stage interface {
+	// Key names the series m belongs to: state is kept, warmed and reset
+	// per key. An empty key means m needs no state (no Warm).
+	Key(m Msg) string
+	// Warm builds key's state as an uninterrupted run would hold it when
+	// first arrives, from the history before it. The runner calls it the
+	// first time it sees key after a start, a change of owner or a reset.
+	Warm(ctx context.Context, h History, key string, first Msg) error
+	// Step handles one input and returns the events it produces, in the
+	// order they must be stored. A streams.Permanent error rejects the
+	// input (it is logged, counted and terminated, and the stream goes
+	// on); any other error is retried.
+	Step(ctx context.Context, m Msg) ([]streams.Event, error)
+	// Reset forgets key's state: the next input of key is warmed again.
+	Reset(key string)
+}
