@@ -274,6 +274,42 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	for i, s := range cfg.Extra {
 		pace(cfg.ExtraRate, s, extraSeqs[i])
 	}
+	// The slow clients read once the gateway has counted them slow: a
+	// client gets WriteTimeout from then to take its close frame.
+	slowDone := make(chan struct{})
+	var slowWG sync.WaitGroup
+	if cfg.Slow > 0 {
+		slowWG.Add(1)
+		go func() {
+			defer slowWG.Done()
+			tick := time.NewTicker(500 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+				case <-slowDone:
+				}
+				m, err := scrape(ctx, cfg.MetricsURL)
+				counted := err == nil && m["cryptostream_gateway_ws_slow_closes_total"]-m0["cryptostream_gateway_ws_slow_closes_total"] >= float64(cfg.Slow)
+				select {
+				case <-slowDone:
+					counted = true
+				default:
+				}
+				if counted {
+					break
+				}
+			}
+			var sg sync.WaitGroup
+			for _, c := range clients {
+				if c.slow {
+					sg.Add(1)
+					go func() { defer sg.Done(); c.drainToClose(15 * time.Second) }()
+				}
+			}
+			sg.Wait()
+		}()
+	}
 	cpu0, mStart := loadgenCPU(), map[string]float64{}
 	timer := time.NewTimer(cfg.Warmup)
 	select {
@@ -310,21 +346,19 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 		}
 	}
 	wg.Wait()
-	// Slow clients read now: what they find at the end is the close.
-	var sg sync.WaitGroup
-	for _, c := range clients {
-		if c.slow {
-			sg.Add(1)
-			go func() { defer sg.Done(); c.drainToClose(15 * time.Second) }()
-		}
+	// Slow clients not yet counted read now: what they find is the close.
+	close(slowDone)
+	slowWG.Wait()
+	mFinal, err := scrape(ctx, cfg.MetricsURL)
+	if err != nil {
+		return res, err
 	}
-	sg.Wait()
 
 	secs := float64(windowEnd.Load()-windowStart.Load()) / 1e9
 	res.ServerCPU = (mEnd["process_cpu_seconds_total"] - mStart["process_cpu_seconds_total"]) / secs
 	res.ServerGoroutines = mEnd["go_goroutines"]
 	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
-	res.ServerSlowCloses = mEnd["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
+	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
 	res.LoadgenCPU = (cpu1 - cpu0) / secs
 
 	// The measured events are those published inside the window.
