@@ -26,7 +26,10 @@ const (
 	BucketAlertRules    = "alert-rules"
 	BucketModelRegistry = "model-registry"
 	BucketJobs          = "jobs"
-	ObjectStoreModels   = "models"
+	// BucketWebhookDeliveries tracks each webhook delivery by alert id:
+	// attempts, and delivered or dead-lettered.
+	BucketWebhookDeliveries = "webhook-deliveries"
+	ObjectStoreModels       = "models"
 )
 
 // BucketPreferences holds each user's dashboard preferences (watchlist,
@@ -49,6 +52,9 @@ const (
 	ConsumerBacktestJobs       = "backtest-jobs"
 	ConsumerNotifierMarket     = "notifier-market"
 	ConsumerNotifierPrediction = "notifier-predictions"
+	ConsumerNotifierTicks      = "notifier-ticks"
+	ConsumerNotifierAudit      = "notifier-audit"
+	ConsumerNotifierWebhooks   = "notifier-webhooks"
 	ConsumerSinkMarket         = "sink-market"
 	ConsumerSinkPredictions    = "sink-predictions"
 	ConsumerSinkAlerts         = "sink-alerts"
@@ -206,6 +212,9 @@ func Declare(replicas int) Topology {
 			{Bucket: BucketModelRegistry, Description: "models, metrics and champions", History: 10, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 			// Job state is only interesting while someone polls for it.
 			{Bucket: BucketJobs, Description: "job state by job id", History: 1, TTL: 7 * day, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			// A delivery record outlives the redeliveries of its alert by
+			// far; dead letters stay a month for an operator to read.
+			{Bucket: BucketWebhookDeliveries, Description: "webhook deliveries and dead letters by alert id", History: 1, TTL: 30 * day, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, MaxBytes: 64 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
@@ -220,6 +229,9 @@ func Declare(replicas int) Topology {
 			durable(StreamJobs, ConsumerBacktestJobs, false, JobSubject(JobBacktest)),
 			durable(StreamMarket, ConsumerNotifierMarket, true, CandleFilter(0, "")),
 			durable(StreamPredictions, ConsumerNotifierPrediction, true, rootPrediction+".>"),
+			durable(StreamAudit, ConsumerNotifierAudit, true, rootAudit+".>"),
+			ticks(durable(StreamTicks, ConsumerNotifierTicks, true, rootTick+".>")),
+			webhooks(durable(StreamAlerts, ConsumerNotifierWebhooks, false, rootAlert+".>")),
 			sink(durable(StreamMarket, ConsumerSinkMarket, false, CandleFilter(0, ""))),
 			sink(durable(StreamPredictions, ConsumerSinkPredictions, false, rootPrediction+".>")),
 			sink(durable(StreamAlerts, ConsumerSinkAlerts, false, rootAlert+".>")),
@@ -269,6 +281,32 @@ func durable(stream, name string, pinned bool, filters ...string) ConsumerSpec {
 // rates (a few per minute per series) can afford.
 func inOrder(c ConsumerSpec) ConsumerSpec {
 	c.Config.MaxAckPending = 1
+	return c
+}
+
+// ticks start a consumer at the newest tick: a running candle is only worth
+// evaluating while it runs, and the notifier catches up on closes from
+// MARKET, so ticks missed while it was down are not replayed.
+func ticks(c ConsumerSpec) ConsumerSpec {
+	c.Config.DeliverPolicy = jetstream.DeliverNewPolicy
+	// A tick not handled within a few seconds is superseded by the next.
+	c.Config.AckWait = 10 * time.Second
+	c.Config.BackOff = nil
+	c.Config.MaxDeliver = 2
+	return c
+}
+
+// webhooks deliver alerts fired from the consumer's creation on, never the
+// stream's past, and retry on their own schedule (NakWithDelay with jitter),
+// and so have no consumer BackOff: the server offsets a nak's delay by the
+// BackOff step of the delivery count, which would stretch a 2s retry to a
+// minute. Deliveries to different receivers run side by side, so many may
+// be in flight.
+func webhooks(c ConsumerSpec) ConsumerSpec {
+	c.Config.DeliverPolicy = jetstream.DeliverNewPolicy
+	c.Config.BackOff = nil
+	c.Config.MaxDeliver = 20
+	c.Config.MaxAckPending = 256
 	return c
 }
 

@@ -28,6 +28,8 @@ type runConfig struct {
 	Gateway gatewayConfig
 	Trainer trainerFlags
 	Sink    sinkFlags
+	// Notifier is the notifier role's settings.
+	Notifier notifierFlags
 	// Roles limits the workers started to these; empty starts every role.
 	Roles []string
 }
@@ -58,6 +60,9 @@ func (c runConfig) LogValue() slog.Value {
 	}
 	if c.wants("trainer") {
 		attrs = append(attrs, slog.Any("trainer", c.Trainer))
+	}
+	if c.wants("notifier") {
+		attrs = append(attrs, slog.Any("notifier", c.Notifier))
 	}
 	return slog.GroupValue(attrs...)
 }

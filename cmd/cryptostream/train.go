@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/bus"
+	"cryptostream/registry"
 	"cryptostream/streams"
-	"cryptostream/trainer"
 )
 
 // trainConfig is the configuration of `train`: one job, queued like
@@ -86,7 +86,11 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+	jobs, err := registry.OpenJobs(ctx, js, nil)
+	if err != nil {
+		return err
+	}
+	if err := jobs.Submit(ctx, &job); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stderr, "queued job", job.ID)
@@ -98,11 +102,7 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 		wctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 	}
 	defer cancel()
-	kv, err := js.KeyValue(wctx, streams.BucketJobs)
-	if err != nil {
-		return fmt.Errorf("jobs bucket: %w", err)
-	}
-	st, err := trainer.WaitJob(wctx, kv, job.ID)
+	st, err := jobs.Wait(wctx, job.ID)
 	if err != nil {
 		return err
 	}
