@@ -34,7 +34,8 @@ func TestImportRefusedRows(t *testing.T) {
 		"1677647040,23769.8,23769.9,23748.9,23759.3,19.3\n")
 	e := testEnv(nil)
 	err := cmdImport(t.Context(), []string{"--data-dir", filepath.Join(dir, "data"), "--log-level", "error", file}, e)
-	out := e.stdout.(*bytes.Buffer).String()
+	// The summary goes to stdout, the refused rows by reason to stderr.
+	out := e.stdout.(*bytes.Buffer).String() + e.stderr.(*bytes.Buffer).String()
 	if err == nil || !strings.Contains(err.Error(), "2 rows refused") {
 		t.Fatalf("import = %v, want an error naming 2 refused rows; output:\n%s", err, out)
 	}
