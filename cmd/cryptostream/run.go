@@ -28,6 +28,8 @@ type runConfig struct {
 	Gateway gatewayConfig
 	Trainer trainerFlags
 	Sink    sinkFlags
+	// Notifier is the notifier role's settings.
+	Notifier notifierFlags
 	// Roles limits the workers started to these; empty starts every role.
 	Roles []string
 }
@@ -45,14 +47,22 @@ func (c runConfig) alone() bool { return len(c.Roles) == 1 }
 // secrets redacted by each part's own LogValue.
 func (c runConfig) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.Any("common", c.commonConfig)}
+	gw := c.Gateway
 	if c.wants("ingest") {
 		attrs = append(attrs, slog.Any("ingest", c.Ingest))
+		if c.Ingest.Demo {
+			// The demo's Kraken is krakensim, on a port not chosen yet.
+			gw.KrakenRESTURL = demoURL
+		}
 	}
 	if c.wants("gateway") {
-		attrs = append(attrs, slog.Any("gateway", c.Gateway))
+		attrs = append(attrs, slog.Any("gateway", gw))
 	}
 	if c.wants("trainer") {
 		attrs = append(attrs, slog.Any("trainer", c.Trainer))
+	}
+	if c.wants("notifier") {
+		attrs = append(attrs, slog.Any("notifier", c.Notifier))
 	}
 	return slog.GroupValue(attrs...)
 }
@@ -62,7 +72,11 @@ func (c runConfig) LogValue() slog.Value {
 func parseRoleConfig(name, synopsis, httpAddr string, rs []role, args []string, e *env) (runConfig, error) {
 	cfg := runConfig{Trainer: defaultTrainerFlags(), Sink: defaultSinkFlags()}
 	fs := newFlagSet(name, synopsis, e)
-	cfg.commonConfig.register(fs, httpAddr)
+	serves := "/metrics, /healthz and /readyz"
+	if slices.ContainsFunc(rs, func(r role) bool { return r.name == "gateway" }) {
+		serves = "the API, the dashboard, the websocket hub, /metrics, /healthz and /readyz"
+	}
+	cfg.commonConfig.register(fs, httpAddr, serves)
 	alone := len(rs) == 1
 	for _, r := range rs {
 		if r.flags != nil {
@@ -184,6 +198,10 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		served:   make(chan error, 1),
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
+	if err := b.RegisterMetrics(sys.registry); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if cfg.MetricsAddr == "" {
 		ops.Register(sys.mux, sys.registry, sys.health)
 	} else {
