@@ -135,6 +135,26 @@ func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	}
 }
 
+// WaitProgress polls progress until it reports done, and fails only when
+// the figure it returns (messages stored, say) has not moved for stall: a
+// pipeline that is hung, not one that a busy machine makes slow.
+func WaitProgress(t testing.TB, stall time.Duration, what string, progress func() (n int, done bool)) {
+	t.Helper()
+	last, since := -1, time.Now()
+	for {
+		n, done := progress()
+		if done {
+			return
+		}
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("natstest: no progress towards %s for %s (stuck at %d)", what, stall, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
