@@ -14,9 +14,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"cryptostream/gateway/auth"
 	"cryptostream/gateway/hub"
+	"cryptostream/notifier"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
@@ -29,16 +31,28 @@ type Config struct {
 	CORSOrigins []string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// LoginPerIP and LoginPerUser: burst of login attempts and the refill
-	// period of one attempt.
-	LoginIPBurst, LoginUserBurst int
-	LoginIPEvery, LoginUserEvery time.Duration
+	// Password-check limits (login, and a password change's check of the
+	// current password), each a burst of failures and the period that
+	// gives one back: per client address (LoginIP), per (username,
+	// address) (LoginUser), and the per-username brake (LoginBrake) that
+	// only holds back addresses which are failing themselves. Successes
+	// are not charged. LoginIP also bounds signups per address.
+	LoginIPBurst, LoginUserBurst, LoginBrakeBurst int
+	LoginIPEvery, LoginUserEvery, LoginBrakeEvery time.Duration
+	// AuditFlushEvery is how often refused (rate-limited) attempts are
+	// written to AUDIT, one counted event per (action, username, address).
+	AuditFlushEvery time.Duration
 	// PairsTTL is how long Kraken's pair list is cached.
 	PairsTTL time.Duration
 	// IOTimeout bounds each NATS round trip a request makes.
 	IOTimeout time.Duration
 	// Hub configures the websocket hub.
 	Hub hub.Config
+	// MaxAlertRules caps the alert rules one user may hold.
+	MaxAlertRules int
+	// AllowPrivateWebhooks lets webhook targets be loopback, link-local or
+	// private addresses: for a closed network, never on a public server.
+	AllowPrivateWebhooks bool
 }
 
 func (c *Config) defaults() {
@@ -60,11 +74,23 @@ func (c *Config) defaults() {
 	if c.LoginUserEvery == 0 {
 		c.LoginUserEvery = 12 * time.Second
 	}
+	if c.LoginBrakeBurst == 0 {
+		c.LoginBrakeBurst = 20
+	}
+	if c.LoginBrakeEvery == 0 {
+		c.LoginBrakeEvery = 6 * time.Second
+	}
+	if c.AuditFlushEvery == 0 {
+		c.AuditFlushEvery = 10 * time.Second
+	}
 	if c.PairsTTL == 0 {
 		c.PairsTTL = time.Hour
 	}
 	if c.IOTimeout == 0 {
 		c.IOTimeout = 5 * time.Second
+	}
+	if c.MaxAlertRules == 0 {
+		c.MaxAlertRules = 100
 	}
 }
 
@@ -74,6 +100,13 @@ type Bucket = auth.KV
 // Deps are what the gateway talks to.
 type Deps struct {
 	Users, Assets, Jobs, Registry Bucket
+	// Prefs holds each user's dashboard preferences.
+	Prefs Bucket
+	// Rules is the alert-rules bucket; without it the alert routes answer
+	// 503.
+	Rules Bucket
+	// Resolver checks webhook hosts; nil for net.DefaultResolver.
+	Resolver notifier.Resolver
 	// Publisher stores jobs and audit events.
 	Publisher streams.Publisher
 	// Reader answers history questions (JetStream or PostgreSQL).
@@ -91,24 +124,27 @@ type Deps struct {
 
 // Gateway serves the API.
 type Gateway struct {
-	cfg     Config
-	d       Deps
-	log     *slog.Logger
-	now     func() time.Time
-	users   *auth.Users
-	ipLim   *auth.Limiter
-	userLim *auth.Limiter
-	pairs   *pairCache
-	hub     *hub.Hub
-	m       *metrics
+	cfg       Config
+	d         Deps
+	log       *slog.Logger
+	now       func() time.Time
+	users     *auth.Users
+	sessions  *auth.Sessions
+	guard     *auth.Guard
+	signupLim *auth.Limiter
+	refused   *auditAgg
+	pairs     *pairCache
+	hub       *hub.Hub
+	m         *metrics
+	rules     *notifier.Store
 }
 
 // New builds a gateway; it does no I/O.
 func New(cfg Config, d Deps) (*Gateway, error) {
 	cfg.defaults()
 	switch {
-	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil:
-		return nil, errors.New("gateway: the users, assets, jobs and model-registry buckets are required")
+	case d.Users == nil || d.Assets == nil || d.Jobs == nil || d.Registry == nil || d.Prefs == nil:
+		return nil, errors.New("gateway: the users, assets, jobs, model-registry and preferences buckets are required")
 	case d.Publisher == nil || d.Reader == nil || d.Pairs == nil || d.Streams == nil || d.Tokens == nil:
 		return nil, errors.New("gateway: publisher, reader, pairs, streams and tokens are required")
 	}
@@ -123,30 +159,66 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		now = time.Now
 	}
 	log := d.Log.With("worker", "gateway")
-	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: d.Tokens.Verify, Metrics: d.Metrics, Log: log, Now: now})
+	assets := d.Assets
+	tracked := func(ctx context.Context, sym string) (bool, error) {
+		_, err := assets.Get(ctx, streams.AssetKey(sym))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	users := auth.NewUsers(d.Users, now)
+	// A bucket that cannot be watched (a test double) is read on every
+	// check instead.
+	watch, _ := d.Users.(auth.Watcher)
+	g := &Gateway{
+		cfg:      cfg,
+		d:        d,
+		log:      log,
+		now:      now,
+		users:    users,
+		sessions: auth.NewSessions(users, watch, log),
+		guard: auth.NewGuard(auth.GuardConfig{
+			AddrBurst: cfg.LoginIPBurst, AddrEvery: cfg.LoginIPEvery,
+			PairBurst: cfg.LoginUserBurst, PairEvery: cfg.LoginUserEvery,
+			UserBurst: cfg.LoginBrakeBurst, UserEvery: cfg.LoginBrakeEvery,
+		}, now),
+		signupLim: auth.NewLimiter(cfg.LoginIPEvery, cfg.LoginIPBurst, 100_000, now),
+		refused:   newAuditAgg(maxRefusedKeys),
+		pairs:     &pairCache{src: d.Pairs, ttl: cfg.PairsTTL, now: now},
+		m:         newMetrics(d.Metrics),
+	}
+	// The websocket upgrade checks revocation too, not only the signature.
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	return &Gateway{
-		cfg:     cfg,
-		d:       d,
-		log:     log,
-		now:     now,
-		users:   auth.NewUsers(d.Users, now),
-		ipLim:   auth.NewLimiter(cfg.LoginIPEvery, cfg.LoginIPBurst, 100_000, now),
-		userLim: auth.NewLimiter(cfg.LoginUserEvery, cfg.LoginUserBurst, 100_000, now),
-		pairs:   &pairCache{src: d.Pairs, ttl: cfg.PairsTTL, now: now},
-		hub:     h,
-		m:       newMetrics(d.Metrics),
-	}, nil
+	g.hub = h
+	if d.Rules != nil {
+		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)
+	}
+	return g, nil
 }
 
 // Users is the users store, for the `user` subcommand and bootstrap.
 func (g *Gateway) Users() *auth.Users { return g.users }
 
-// EnsureAdmin creates the first admin when none exists, logging a generated
-// password once.
+// EnsureAdmin moves accounts stored under names from before usernames were
+// canonical (see auth.Users.Canonicalize), then creates the first admin when
+// none exists, logging a generated password once.
 func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error {
+	renamed, err := g.users.Canonicalize(ctx)
+	for _, r := range renamed {
+		if r.Collided {
+			g.log.Warn("renamed an account whose case-folded name was taken; tell its owner", "from", r.From, "to", r.To)
+		} else {
+			g.log.Info("moved an account to its canonical name", "from", r.From, "to", r.To)
+		}
+		g.audit(ctx, "user.rename", "system", r.To, "ok", "", "from "+r.From)
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: canonicalize usernames: %w", err)
+	}
 	created, generated, err := g.users.EnsureAdmin(ctx, name, password, g.cfg.BcryptCost)
 	if err != nil {
 		return fmt.Errorf("gateway: ensure admin: %w", err)
@@ -157,6 +229,7 @@ func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error 
 	if name == "" {
 		name = "admin"
 	}
+	name, _ = auth.CanonicalUsername(name)
 	if generated != "" {
 		// Printed once on purpose: this is the only way to learn it.
 		g.log.Warn("created the first admin with a generated password; change it now", "username", name, "password", generated)
@@ -172,11 +245,28 @@ func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error 
 // connections.
 func (g *Gateway) Shutdown() { g.hub.Shutdown() }
 
+// SessionsSynced reports whether the users mirror that token checks read
+// holds the whole bucket.
+func (g *Gateway) SessionsSynced() bool { return g.sessions.Synced() }
+
 // Clients is the number of connected websocket clients.
 func (g *Gateway) Clients() int { return g.hub.Clients() }
 
-// Run runs the hub until ctx ends.
-func (g *Gateway) Run(ctx context.Context) error { return g.hub.Run(ctx) }
+// Run runs the hub, the users mirror that token checks read, and the
+// writing of aggregated audit events, until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.hub.Run(ctx) })
+	eg.Go(func() error { return g.sessions.Run(ctx) })
+	eg.Go(func() error { return g.flushRefusedEvery(ctx, g.cfg.AuditFlushEvery) })
+	eg.Go(func() error {
+		// Make the dummy hash now rather than on the first unknown name,
+		// whose answer would otherwise take twice as long.
+		auth.CheckPassword("", "", g.cfg.BcryptCost)
+		return nil
+	})
+	return eg.Wait()
+}
 
 // Register mounts every route on mux.
 func (g *Gateway) Register(mux *http.ServeMux) {
@@ -191,7 +281,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 	for _, b := range []struct {
 		name string
 		dst  *Bucket
-	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}} {
+	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}, {streams.BucketAlertRules, &d.Rules}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("gateway: open bucket %s: %w", b.name, err)

@@ -47,6 +47,9 @@ type stack struct {
 	krakenN    atomic.Int32
 	krakenDown atomic.Bool
 	reg        *prometheus.Registry
+	// stopRun ends gw.Run and waits for it (it flushes aggregated audit
+	// events on the way out); idempotent.
+	stopRun func()
 }
 
 type option func(*gateway.Config, *gateway.Deps)
@@ -121,7 +124,17 @@ func newStack(t testing.TB, opts ...option) *stack {
 	s.srv.Listener = smallSendBuffers{s.srv.Listener}
 	s.srv.Config.RegisterOnShutdown(s.gw.Shutdown)
 	s.srv.Start()
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(t.Context()))
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		if err := s.gw.Run(runCtx); err != nil {
+			t.Errorf("gateway run: %v", err)
+		}
+	}()
+	s.stopRun = func() { stopRun(); <-ran }
 	t.Cleanup(func() {
+		s.stopRun()
 		s.gw.Shutdown()
 		s.srv.Close()
 	})
@@ -210,6 +223,30 @@ func (s *stack) expect(r reply, status int) reply {
 		s.t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
 	}
 	return r
+}
+
+// usersKV is the users bucket itself, for writes from outside the gateway.
+func (s *stack) usersKV() jetstream.KeyValue {
+	s.t.Helper()
+	kv, err := s.js.KeyValue(s.t.Context(), streams.BucketUsers)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return kv
+}
+
+// issue signs a token of tokens for a user as stored now.
+func (s *stack) issue(tokens *auth.Tokens, name string) string {
+	s.t.Helper()
+	u, _, err := s.gw.Users().Get(s.t.Context(), name)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	tok, _, err := tokens.Issue(u)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tok
 }
 
 func (s *stack) login(user, pass string) string {

@@ -59,7 +59,10 @@ func rangeParams(q url.Values) (from, to time.Time, limit int, err error) {
 		return
 	}
 	if s := q.Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+		// Above the maximum is refused rather than clamped: a client asking
+		// for 5000 and silently getting 1000 would take a short page for the
+		// end of the data.
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > readmodel.MaxLimit {
 			err = errorf(http.StatusBadRequest, "invalid_limit", "limit must be a positive integer (at most %d)", readmodel.MaxLimit)
 		}
 	}

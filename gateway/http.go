@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -47,17 +48,56 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 			ae = errorf(http.StatusServiceUnavailable, "unavailable", "the backend did not answer in time")
-		} else {
+		case backendDown(err):
+			ae = errorf(http.StatusServiceUnavailable, "unavailable", "a backend is unreachable; retry later")
+		default:
 			ae = errorf(http.StatusInternalServerError, "internal", "internal error")
 		}
 		g.log.Error("request failed", "request_id", requestID(r), "path", r.URL.Path, "err", err)
 	}
-	if ae.Status == http.StatusUnauthorized {
+	switch ae.Status {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cryptostream"`)
+	case http.StatusServiceUnavailable:
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
+		}
 	}
 	writeJSON(w, ae.Status, map[string]*apiError{"error": ae})
+}
+
+// retryAfterUnavailable is the Retry-After, in seconds, of a 503: about the
+// time a database restart or a NATS reconnect takes.
+const retryAfterUnavailable = 5
+
+// backendDown reports an error that says a backend (PostgreSQL, NATS) could
+// not be reached, rather than that the request or the code is wrong, so the
+// client is told to retry instead of shown a 500. The read models' drivers
+// are matched by behaviour (net.Error, SQLSTATE, SafeToRetry) so that this
+// package does not import them.
+func backendDown(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrDisconnected) {
+		return true
+	}
+	var pg interface{ SQLState() string }
+	if errors.As(err, &pg) {
+		// 08 connection exception, 57 operator intervention (shutdown,
+		// cannot connect now), 53 insufficient resources.
+		switch pg.SQLState()[:min(2, len(pg.SQLState()))] {
+		case "08", "57", "53":
+			return true
+		}
+	}
+	var retry interface{ SafeToRetry() bool }
+	return errors.As(err, &retry) && retry.SafeToRetry()
 }
 
 // decodeJSON reads a bounded body strictly: one JSON object, no unknown
@@ -138,6 +178,9 @@ type metrics struct {
 	errors   *prometheus.CounterVec
 	audit    *prometheus.CounterVec
 	logins   *prometheus.CounterVec
+	// ruleRejects counts alert rules refused, by reason (malformed,
+	// invalid, webhook).
+	ruleRejects *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -146,9 +189,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_requests_total", Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "cryptostream_gateway_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"route"}),
-		errors: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_request_errors_total", Help: "HTTP requests answered with an error, by route and error class (client or server)."}, []string{"route", "class"}),
-		audit:  f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_audit_events_total", Help: "Audit events by outcome of their publication (ok or failed)."}, []string{"result"}),
-		logins: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_logins_total", Help: "Login attempts by outcome (ok, invalid, rate_limited)."}, []string{"outcome"}),
+		errors:      f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_request_errors_total", Help: "HTTP requests answered with an error, by route and error class (client or server)."}, []string{"route", "class"}),
+		audit:       f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_audit_events_total", Help: "Audit events by outcome of their publication (ok or failed)."}, []string{"result"}),
+		logins:      f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_logins_total", Help: "Login attempts by outcome (ok, invalid, rate_limited)."}, []string{"outcome"}),
+		ruleRejects: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_alert_rules_rejected_total", Help: "Alert rules refused, by reason (malformed, invalid, webhook)."}, []string{"reason"}),
 	}
 }
 

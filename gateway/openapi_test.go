@@ -163,9 +163,14 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	check("POST", "/auth/login", "/auth/login", "", map[string]string{"username": "carol", "password": "wrong-password"})
 	check("GET", "/auth/users/me", "/auth/users/me", user, nil)
 	check("PUT", "/auth/users/me", "/auth/users/me", user, map[string]string{"full_name": "Bob"})
+	check("PUT", "/auth/user/me", "/auth/user/me", user, map[string]string{"full_name": "Bob"})
+	check("GET", "/auth/users/me/preferences", "/auth/users/me/preferences", user, nil)
+	check("PUT", "/auth/users/me/preferences", "/auth/users/me/preferences", user, map[string]string{"interval": "5m"})
+	check("PUT", "/auth/users/me/preferences", "/auth/users/me/preferences", user, map[string]string{"interval": "2m"})
 	check("GET", "/auth/users", "/auth/users", admin, nil)
 	check("GET", "/auth/users", "/auth/users", user, nil)
 	check("PUT", "/auth/users/{username}/role", "/auth/users/bob/role", admin, map[string]string{"role": "admin"})
+	user = s.login("bob", "bob-password") // the role change revoked bob's token
 	check("PUT", "/auth/users/{username}/role", "/auth/users/nobody/role", admin, map[string]string{"role": "admin"})
 	check("DELETE", "/auth/users/{username}", "/auth/users/carol", admin, nil)
 	check("DELETE", "/auth/users/{username}", "/auth/users/carol", admin, nil)
@@ -193,6 +198,23 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	}
 	check("POST", "/prediction/train", "/prediction/train", user, map[string]string{"asset": "BTC-USD"})
 	check("GET", "/prediction/jobs/{id}", "/prediction/jobs/"+jobID, user, nil)
+	check("POST", "/crypto/assets", "/crypto/assets", admin, map[string]string{"symbol": "BTC/USD"})
+	rule := map[string]any{"kind": "percent_move", "symbol": "BTC/USD", "threshold": 0.01, "window": "2m",
+		"webhook": map[string]any{"url": "https://93.184.215.14/hook", "secret": "s"}}
+	ruleID := check("POST", "/alerts/rules", "/alerts/rules", user, rule).json(t)["id"].(string)
+	check("POST", "/alerts/rules", "/alerts/rules", user, map[string]any{"kind": "moon"})
+	check("GET", "/alerts/rules", "/alerts/rules", user, nil)
+	check("GET", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, nil)
+	check("GET", "/alerts/rules/{id}", "/alerts/rules/nope", user, nil)
+	check("PUT", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, rule)
+	check("POST", "/alerts/rules/preview", "/alerts/rules/preview", user, map[string]any{"rule_id": ruleID, "from": "1677646800", "to": "1677647100"})
+	check("POST", "/alerts/rules/preview", "/alerts/rules/preview", user, map[string]any{"rule_id": ruleID})
+	publish(t, s, &streams.Alert{ID: "a1", RuleID: ruleID, Owner: "bob", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
+		Message: "BTC/USD rose", Value: 1, Threshold: 1, Values: map[string]float64{"from": 1}, At: time.Unix(1677646860, 0), Stream: streams.StreamMarket, Seq: 2})
+	check("GET", "/alerts/history", "/alerts/history", user, nil)
+	check("GET", "/alerts/history", "/alerts/history?limit=0", user, nil)
+	check("DELETE", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, nil)
+	check("DELETE", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, nil)
 	check("GET", "/openapi.json", "/openapi.json", "", nil)
 	// Every secured operation documents the 401 it answers without a token.
 	for tmpl, ops := range doc.Paths {

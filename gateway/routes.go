@@ -3,6 +3,8 @@ package gateway
 import (
 	_ "embed"
 	"net/http"
+
+	"cryptostream/gateway/web"
 )
 
 type route struct {
@@ -13,10 +15,6 @@ type route struct {
 //go:embed openapi.json
 var openapiDoc []byte
 
-const rootPage = `<!doctype html><meta charset="utf-8"><title>cryptostream</title>
-<h1>cryptostream</h1><p>The API is described in <a href="/openapi.json">/openapi.json</a>.
-Live data: websocket at <code>/ws</code>. Operators: <a href="/metrics">/metrics</a>, <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>.</p>`
-
 func (g *Gateway) routes() []route {
 	hf := func(p string, f func(http.ResponseWriter, *http.Request)) route { return route{p, http.HandlerFunc(f)} }
 	return []route{
@@ -24,6 +22,9 @@ func (g *Gateway) routes() []route {
 		hf("POST /auth/login", g.login),
 		{"GET /auth/users/me", g.authed(g.getMe)},
 		{"PUT /auth/users/me", g.authed(g.putMe)},
+		{"PUT /auth/user/me", g.authed(g.putMeDeprecated)},
+		{"GET /auth/users/me/preferences", g.authed(g.getPreferences)},
+		{"PUT /auth/users/me/preferences", g.authed(g.putPreferences)},
 		{"GET /auth/users", g.admin(g.listUsers)},
 		{"DELETE /auth/users/{username}", g.admin(g.deleteUser)},
 		{"PUT /auth/users/{username}/role", g.admin(g.putRole)},
@@ -45,15 +46,22 @@ func (g *Gateway) routes() []route {
 		{"POST /prediction/predict", g.admin(g.submitJob("predict"))},
 		{"GET /prediction/jobs/{id}", g.authed(g.getJob)},
 
+		{"GET /alerts/rules", g.authed(g.listRules)},
+		{"POST /alerts/rules", g.authed(g.createRule)},
+		{"POST /alerts/rules/preview", g.authed(g.previewRule)},
+		{"GET /alerts/rules/{id}", g.authed(g.getRule)},
+		{"PUT /alerts/rules/{id}", g.authed(g.putRule)},
+		{"DELETE /alerts/rules/{id}", g.authed(g.deleteRule)},
+		{"GET /alerts/history", g.authed(g.alertsHistory)},
+
 		{"GET /ws", g.hub},
 		hf("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(openapiDoc)
 		}),
-		hf("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			_, _ = w.Write([]byte(rootPage))
-		}),
+		// The dashboard: its page shell and its content-hashed assets.
+		hf("GET /{$}", web.Index),
+		hf("GET /static/", web.Static),
 		hf("OPTIONS /", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }),
 		// Everything else gets the JSON error shape rather than the mux's
 		// plain-text 404.

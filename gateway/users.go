@@ -3,12 +3,15 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/gateway/auth"
 	"cryptostream/streams"
@@ -50,7 +53,8 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	if err := auth.ValidateUsername(body.Username); err != nil {
+	name, err := auth.CanonicalUsername(body.Username)
+	if err != nil {
 		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_username", "%s", strings.TrimPrefix(err.Error(), "auth: ")))
 		return
 	}
@@ -58,8 +62,9 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	// The limiter also guards signup: each one costs a bcrypt hash.
-	if ok, wait := g.ipLim.Allow(remoteIP(r)); !ok {
+	// Each signup costs a bcrypt hash and an account: bounded per address.
+	if ok, wait := g.signupLim.Allow(remoteIP(r)); !ok {
+		g.refusedAttempt("auth.signup", name, remoteIP(r))
 		g.rateLimited(w, r, wait)
 		return
 	}
@@ -74,10 +79,10 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
-	u, err := g.users.Create(ctx, streams.User{Username: body.Username, Email: body.Email, FullName: body.FullName, Role: streams.RoleUser, PasswordHash: hash})
+	u, err := g.users.Create(ctx, streams.User{Username: name, Email: body.Email, FullName: body.FullName, Role: streams.RoleUser, PasswordHash: hash})
 	if errors.Is(err, auth.ErrUserExists) {
-		g.audit(ctx, "auth.signup", body.Username, body.Username, "denied", remoteIP(r), "username taken")
-		g.fail(w, r, errorf(http.StatusConflict, "user_exists", "username %q is taken", body.Username))
+		g.audit(ctx, "auth.signup", name, name, "denied", remoteIP(r), "username taken")
+		g.fail(w, r, errorf(http.StatusConflict, "user_exists", "username %q is taken", name))
 		return
 	}
 	if err != nil {
@@ -126,29 +131,48 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 	ip := remoteIP(r)
 	ctx, cancel := g.io(r)
 	defer cancel()
-	okIP, waitIP := g.ipLim.Allow(ip)
-	okUser, waitUser := true, time.Duration(0)
-	if okIP {
-		okUser, waitUser = g.userLim.Allow(strings.ToLower(username))
-	}
-	if !okIP || !okUser {
+	// The name is checked before it is used for anything, audit included:
+	// only a canonical, bounded name is ever stored. One that cannot be a
+	// username is a failure of its address like any other, without the
+	// name.
+	name, nameErr := auth.CanonicalUsername(username)
+	attempt, wait, ok := g.guard.Begin(name, ip)
+	if !ok {
 		g.m.logins.WithLabelValues("rate_limited").Inc()
-		g.audit(ctx, "auth.login", username, username, "rate_limited", ip, "")
-		g.rateLimited(w, r, max(waitIP, waitUser))
+		g.refusedAttempt("auth.login", name, ip)
+		g.rateLimited(w, r, wait)
 		return
 	}
-	u, _, err := g.users.Get(ctx, username)
-	if err != nil && !errors.Is(err, auth.ErrUserNotFound) {
-		g.fail(w, r, err)
-		return
-	}
-	if !auth.CheckPassword(u.PasswordHash, password) || u.Disabled {
+	if nameErr != nil {
+		attempt.Failed()
 		g.m.logins.WithLabelValues("invalid").Inc()
-		g.audit(ctx, "auth.login", username, username, "failed", ip, "bad credentials")
+		g.countAttempt("auth.login", "", ip, "failed", "logins with a name that cannot be a username")
 		g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password"))
 		return
 	}
-	token, _, err := g.d.Tokens.Issue(u.Username, u.Role)
+	u, _, err := g.users.Get(ctx, name)
+	if err != nil && !errors.Is(err, auth.ErrUserNotFound) {
+		attempt.Release()
+		g.fail(w, r, err)
+		return
+	}
+	// An unknown name spends a comparison at the cost of a real one.
+	if !auth.CheckPassword(u.PasswordHash, password, g.cfg.BcryptCost) || u.Disabled {
+		attempt.Failed()
+		g.m.logins.WithLabelValues("invalid").Inc()
+		g.audit(ctx, "auth.login", name, name, "failed", ip, "bad credentials")
+		g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password"))
+		return
+	}
+	attempt.Succeeded()
+	if u.ID == "" {
+		// An account from before tokens named accounts gets its ID now.
+		if u, err = g.users.Update(ctx, name, func(*streams.User) error { return nil }); err != nil {
+			g.fail(w, r, g.userErr(err))
+			return
+		}
+	}
+	token, _, err := g.d.Tokens.Issue(u)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -176,8 +200,41 @@ func (g *Gateway) authed(h http.HandlerFunc) http.Handler {
 			g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_token", "the token is invalid or expired"))
 			return
 		}
+		ctx, cancel := g.io(r)
+		err = g.sessions.Check(ctx, c)
+		cancel()
+		if err != nil {
+			g.fail(w, r, sessionErr(err))
+			return
+		}
 		h(w, r.WithContext(context.WithValue(r.Context(), keyClaims, c)))
 	})
+}
+
+// sessionErr is the answer to a token Sessions.Check refused.
+func sessionErr(err error) error {
+	switch {
+	case errors.Is(err, auth.ErrRevoked):
+		return errorf(http.StatusUnauthorized, "invalid_token", "the token was revoked (account deleted, or its password or role changed); log in again")
+	case errors.Is(err, auth.ErrDisabled):
+		return errorf(http.StatusForbidden, "disabled", "the account is disabled")
+	}
+	return err
+}
+
+// verifyToken is the websocket's token check: the signature and claims, and
+// that the token was not revoked since.
+func (g *Gateway) verifyToken(token string) (auth.Claims, error) {
+	c, err := g.d.Tokens.Verify(token)
+	if err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.IOTimeout)
+	defer cancel()
+	if err := g.sessions.Check(ctx, c); err != nil {
+		return auth.Claims{}, fmt.Errorf("%w: %w", auth.ErrInvalidToken, err)
+	}
+	return c, nil
 }
 
 // admin requires a token and re-reads the user, so that a deleted, disabled
@@ -186,16 +243,12 @@ func (g *Gateway) admin(h http.HandlerFunc) http.Handler {
 	return g.authed(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := g.io(r)
 		defer cancel()
-		u, _, err := g.users.Get(ctx, claimsOf(r).Subject)
-		if errors.Is(err, auth.ErrUserNotFound) {
-			g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_token", "the token's user no longer exists"))
-			return
-		}
+		u, err := g.currentUser(ctx, r)
 		if err != nil {
 			g.fail(w, r, err)
 			return
 		}
-		if u.Role != streams.RoleAdmin || u.Disabled {
+		if u.Role != streams.RoleAdmin {
 			g.fail(w, r, errorf(http.StatusForbidden, "forbidden", "admin only"))
 			return
 		}
@@ -207,13 +260,16 @@ func (g *Gateway) io(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), g.cfg.IOTimeout)
 }
 
+// currentUser reads the token's account, as of now, refusing a token the
+// account has moved on from (it may have changed since authed checked).
 func (g *Gateway) currentUser(ctx context.Context, r *http.Request) (streams.User, error) {
-	u, _, err := g.users.Get(ctx, claimsOf(r).Subject)
-	if errors.Is(err, auth.ErrUserNotFound) {
-		return u, errorf(http.StatusUnauthorized, "invalid_token", "the token's user no longer exists")
-	}
-	if err == nil && u.Disabled {
-		return u, errorf(http.StatusForbidden, "disabled", "the account is disabled")
+	c := claimsOf(r)
+	u, _, err := g.users.Get(ctx, c.Subject)
+	switch {
+	case errors.Is(err, auth.ErrUserNotFound) || (err == nil && (u.ID != c.UID || u.TokenGen != c.Gen)):
+		return u, sessionErr(auth.ErrRevoked)
+	case err == nil && u.Disabled:
+		return u, sessionErr(auth.ErrDisabled)
 	}
 	return u, err
 }
@@ -262,11 +318,22 @@ func (g *Gateway) putMe(w http.ResponseWriter, r *http.Request) {
 	}
 	var newHash string
 	if body.Password != nil {
-		if !auth.CheckPassword(cur.PasswordHash, body.CurrentPassword) {
-			g.audit(ctx, "user.update", cur.Username, cur.Username, "denied", remoteIP(r), "wrong current password")
+		// A stolen token must not buy unlimited guesses at the password
+		// (each one a bcrypt comparison): the same budget as login's.
+		ip := remoteIP(r)
+		attempt, wait, ok := g.guard.Begin(cur.Username, ip)
+		if !ok {
+			g.refusedAttempt("user.update", cur.Username, ip)
+			g.rateLimited(w, r, wait)
+			return
+		}
+		if !auth.CheckPassword(cur.PasswordHash, body.CurrentPassword, g.cfg.BcryptCost) {
+			attempt.Failed()
+			g.audit(ctx, "user.update", cur.Username, cur.Username, "denied", ip, "wrong current password")
 			g.fail(w, r, errorf(http.StatusForbidden, "invalid_credentials", "current_password is wrong"))
 			return
 		}
+		attempt.Succeeded()
 		newHash, err = auth.HashPassword(*body.Password, g.cfg.BcryptCost)
 		if errors.Is(err, auth.ErrWeakPassword) {
 			g.fail(w, r, errorf(http.StatusBadRequest, "weak_password", "password must be %d to %d bytes", auth.MinPasswordLen, auth.MaxPasswordLen))
@@ -299,6 +366,24 @@ func (g *Gateway) putMe(w http.ResponseWriter, r *http.Request) {
 	}
 	g.audit(ctx, "user.update", u.Username, u.Username, "ok", remoteIP(r), detail)
 	writeJSON(w, http.StatusOK, viewUser(u))
+}
+
+// putMeDeprecated is the proof of concept's path, kept so its clients keep
+// working; the headers tell them where the route moved (RFC 9745, RFC 8288).
+func (g *Gateway) putMeDeprecated(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Deprecation", "true")
+	w.Header().Set("Link", `</auth/users/me>; rel="successor-version"`)
+	g.putMe(w, r)
+}
+
+// pathUsername is the {username} of the path in canonical form; a name that
+// has none cannot exist, and is not echoed into the audit trail.
+func pathUsername(r *http.Request) (string, error) {
+	name, err := auth.CanonicalUsername(r.PathValue("username"))
+	if err != nil {
+		return "", errorf(http.StatusNotFound, "user_not_found", "no such user")
+	}
+	return name, nil
 }
 
 func (g *Gateway) userErr(err error) error {
@@ -347,7 +432,11 @@ func (g *Gateway) lastAdminGuard(ctx context.Context, target streams.User) error
 }
 
 func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("username")
+	name, err := pathUsername(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
 	actor := claimsOf(r).Subject
 	ctx, cancel := g.io(r)
 	defer cancel()
@@ -363,7 +452,13 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, g.userErr(err))
 		return
 	}
+	// Per-user data keyed by name must not pass to whoever signs up under
+	// the name next.
+	if err := g.d.Prefs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		g.log.Error("preferences of a deleted user left behind", "user", name, "err", err)
+	}
 	g.audit(ctx, "user.delete", actor, name, "ok", remoteIP(r), "")
+	g.dropPreferences(r, name)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -379,7 +474,11 @@ func (g *Gateway) putRole(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_role", "role must be user or admin"))
 		return
 	}
-	name := r.PathValue("username")
+	name, err := pathUsername(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
 	actor := claimsOf(r).Subject
 	ctx, cancel := g.io(r)
 	defer cancel()
@@ -401,18 +500,4 @@ func (g *Gateway) putRole(w http.ResponseWriter, r *http.Request) {
 	}
 	g.audit(ctx, "user.role", actor, name, "ok", remoteIP(r), string(from)+" -> "+string(body.Role))
 	writeJSON(w, http.StatusOK, viewUser(u))
-}
-
-// audit records an event on AUDIT. A failed publication is logged and
-// counted, not returned: the request it describes already happened.
-func (g *Gateway) audit(ctx context.Context, action, actor, target, outcome, remote, detail string) {
-	ev := &streams.AuditEvent{ID: auth.NewID(), Action: action, Actor: actor, Target: target, Outcome: outcome, Remote: remote, Detail: detail, At: g.now().UTC()}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.IOTimeout)
-	defer cancel()
-	if _, err := streams.Publish(ctx, g.d.Publisher, ev); err != nil {
-		g.m.audit.WithLabelValues("failed").Inc()
-		g.log.Error("audit event lost", "action", action, "actor", actor, "target", target, "outcome", outcome, "err", err)
-		return
-	}
-	g.m.audit.WithLabelValues("ok").Inc()
 }

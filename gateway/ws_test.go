@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,15 @@ func (c *wsClient) closeCode() int {
 	}
 }
 
+func candleTrades(t testing.TB, f wsFrame) int64 {
+	t.Helper()
+	c, err := streams.Decode[streams.Candle](f.Data)
+	if err != nil {
+		t.Fatalf("event data %s: %v", f.Data, err)
+	}
+	return c.Trades
+}
+
 var tickStart = time.Unix(1677646800, 0).UTC()
 
 func tick(i int) *streams.Tick {
@@ -114,6 +124,32 @@ func tick(i int) *streams.Tick {
 	return &streams.Tick{Candle: streams.Candle{Symbol: "BTC/USD", Interval: streams.Interval1m, Start: tickStart,
 		Open: 23500, High: 23550, Low: 23500, Close: p, Volume: float64(i + 1), Trades: int64(i + 1), Quality: streams.QualityLive},
 		ReceivedAt: time.Now().UTC()}
+}
+
+// track puts symbols in the assets bucket: the hub refuses channels of
+// untracked assets.
+func (s *stack) track(symbols ...string) {
+	s.t.Helper()
+	kv, err := s.js.KeyValue(s.t.Context(), streams.BucketAssets)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, sym := range symbols {
+		b, err := json.Marshal(streams.Asset{Symbol: sym, AddedAt: time.Now().UTC()})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if _, err := kv.Put(s.t.Context(), streams.AssetKey(sym), b); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+// candle i is minute i after tickStart: each has its own msg-id.
+func candle(i int) *streams.Candle {
+	c := tick(i).Candle
+	c.Start = tickStart.Add(time.Duration(i) * time.Minute)
+	return &c
 }
 
 func publish(t testing.TB, s *stack, e streams.Event) uint64 {
@@ -138,6 +174,7 @@ func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
 	// The client reads only after the publishing: the queue must hold it all.
 	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 256 })
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 	publish(t, s, tick(0))
 	p0 := samplePrediction(tickStart, 23500)
 	publish(t, s, &p0)
@@ -169,10 +206,13 @@ func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
 			publish(t, s, &p)
 		}
 	}
+	// Ticks conflate: a client that is behind gets the newest tick, so
+	// the ticks come in stream order and end with the last one, though
+	// some may be skipped. Predictions never skip.
 	var gotTicks []int64
 	var gotPreds []time.Time
 	var lastTickSeq, lastPredSeq uint64
-	for len(gotTicks) < 30 || len(gotPreds) < 3 {
+	for (len(gotTicks) == 0 || gotTicks[len(gotTicks)-1] != wantTicks[len(wantTicks)-1]) || len(gotPreds) < 3 {
 		f := c.expect("event", "")
 		if f.Snapshot {
 			t.Fatalf("a live event marked snapshot: %+v", f)
@@ -198,8 +238,8 @@ func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
 			t.Fatalf("event on %q", f.Channel)
 		}
 	}
-	for i := range wantTicks {
-		if gotTicks[i] != wantTicks[i] {
+	for i := 1; i < len(gotTicks); i++ {
+		if gotTicks[i] <= gotTicks[i-1] {
 			t.Fatalf("ticks out of order: %v", gotTicks)
 		}
 	}
@@ -237,6 +277,7 @@ func TestWebsocketSnapshotLiveUnsubscribe(t *testing.T) {
 func TestWebsocketAlertsAndCandles(t *testing.T) {
 	s := newStack(t)
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 	c, _, err := s.dialWS(tok, false)
 	if err != nil {
 		t.Fatal(err)
@@ -289,6 +330,7 @@ func TestWebsocketAlertsAndCandles(t *testing.T) {
 func TestWebsocketStalledClientDropped(t *testing.T) {
 	s := newStack(t)
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 	healthy, _, err := s.dialWS(tok, false)
 	if err != nil {
 		t.Fatal(err)
@@ -297,9 +339,10 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Candles never conflate: every one is owed to every client.
 	for _, c := range []*wsClient{healthy, stalled} {
-		c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
-		c.expect("subscribed", "ticks:BTC-USD")
+		c.send(map[string]string{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
+		c.expect("subscribed", "candles:BTC-USD:1m")
 	}
 	// The healthy client reads everything as it comes.
 	var mu sync.Mutex
@@ -335,7 +378,7 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 		if i > 200_000 {
 			t.Fatal("the stalled client was never dropped")
 		}
-		last = publish(t, s, tick(i))
+		last = publish(t, s, candle(i))
 		// Let the healthy client catch up now and then, well inside its
 		// queue bound: on a loaded machine an unthrottled publisher could
 		// otherwise outrun it too, and it would rightly be dropped as slow.
@@ -345,7 +388,7 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 	}
 	// The healthy one keeps receiving after the drop.
 	for i := range 20 {
-		last = publish(t, s, tick(1_000_000+i))
+		last = publish(t, s, candle(1_000_000+i))
 	}
 	natstest.WaitFor(t, 30*time.Second, "the healthy client to receive everything", caughtUp(last))
 	select {
@@ -370,33 +413,35 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 
 // A client that reconnects with the last sequence it saw gets what it
 // missed and then live events, without a gap or a duplicate at the seam,
-// while events keep arriving during the resume.
+// while events keep arriving during the resume (on candles, which never
+// conflate; TestWebsocketTicksResume covers ticks).
 func TestWebsocketResume(t *testing.T) {
 	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 4096; c.Hub.MaxPending = 100_000 })
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 	c, _, err := s.dialWS(tok, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	c.send(map[string]string{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
 	c.expect("subscribed", "")
 	for i := range 5 {
-		publish(t, s, tick(i))
+		publish(t, s, candle(i))
 	}
 	var seen uint64
 	for range 5 {
-		seen = c.expect("event", "ticks:BTC-USD").Seq
+		seen = c.expect("event", "candles:BTC-USD:1m").Seq
 	}
 	_ = c.conn.Close()
 	for i := 5; i < 300; i++ {
-		publish(t, s, tick(i))
+		publish(t, s, candle(i))
 	}
 	// Keep publishing while the client resumes.
 	done := make(chan uint64)
 	go func() {
 		var last uint64
 		for i := 300; i < 600; i++ {
-			ack, err := streams.Publish(context.Background(), s.js, tick(i))
+			ack, err := streams.Publish(context.Background(), s.js, candle(i))
 			if err != nil {
 				break
 			}
@@ -408,20 +453,20 @@ func TestWebsocketResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2.send(map[string]any{"op": "subscribe", "channel": "ticks:BTC-USD", "since": seen})
-	c2.expect("subscribed", "ticks:BTC-USD")
+	c2.send(map[string]any{"op": "subscribe", "channel": "candles:BTC-USD:1m", "since": seen})
+	c2.expect("subscribed", "candles:BTC-USD:1m")
 	last := <-done
 	if last == 0 {
 		t.Fatal("publisher failed")
 	}
 	want := seen + 1
 	for want <= last {
-		f := c2.expect("event", "ticks:BTC-USD")
+		f := c2.expect("event", "candles:BTC-USD:1m")
 		if f.Seq != want || f.Snapshot {
 			t.Fatalf("got seq %d (snapshot %v), want %d", f.Seq, f.Snapshot, want)
 		}
-		if tickTrades(t, f) != int64(want) {
-			t.Fatalf("seq %d carries tick %d", f.Seq, tickTrades(t, f))
+		if candleTrades(t, f) != int64(want) {
+			t.Fatalf("seq %d carries tick %d", f.Seq, candleTrades(t, f))
 		}
 		want++
 	}
@@ -430,6 +475,7 @@ func TestWebsocketResume(t *testing.T) {
 func TestWebsocketAuth(t *testing.T) {
 	s := newStack(t)
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 
 	t.Run("bad token at upgrade", func(t *testing.T) {
 		_, resp, err := s.dialWS("not-a-token", false)
@@ -473,10 +519,7 @@ func TestWebsocketAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, _, err := short.Issue("alice", streams.RoleUser)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := s.issue(short, "alice")
 		c, _, err := s.dialWS(st, false)
 		if err != nil {
 			t.Fatal(err)
@@ -490,10 +533,7 @@ func TestWebsocketAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, _, err := short.Issue("alice", streams.RoleUser)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := s.issue(short, "alice")
 		c, _, err := s.dialWS(st, false)
 		if err != nil {
 			t.Fatal(err)
@@ -535,6 +575,7 @@ func TestWebsocketAuth(t *testing.T) {
 func TestWebsocketResumeGap(t *testing.T) {
 	s := newStack(t)
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 	for i := range 10 {
 		publish(t, s, tick(i))
 	}
@@ -574,6 +615,7 @@ func TestWebsocketPingTimeout(t *testing.T) {
 		c.Hub.PongWait = 200 * time.Millisecond
 	})
 	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
 	live, _, err := s.dialWS(tok, false)
 	if err != nil {
 		t.Fatal(err)
@@ -604,5 +646,174 @@ func TestWebsocketPingTimeout(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the reading client got nothing")
+	}
+}
+
+// Issue 11 item 8: a client that never authenticates, and sends nothing,
+// is closed with 4003 as documented (it was closed with 1000).
+func TestWebsocketSilentClientClosed4003(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.AuthTimeout = 200 * time.Millisecond })
+	c, _, err := s.dialWS("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := c.closeCode(); code != 4003 {
+		t.Fatalf("a silent client was closed with %d, want 4003", code)
+	}
+}
+
+// Issue 11 item 8: a client that reads too slowly at a modest event rate,
+// where its queue would take longer to overflow than its socket write to
+// time out, is closed with 4008 and counted (it was cut with 1006 and the
+// slow-client metric stayed 0). The healthy client beside it stays.
+func TestWebsocketSlowClientClosed4008(t *testing.T) {
+	// A queue far larger than anything published here: only the time a
+	// frame waits can call the client slow.
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 100_000 })
+	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
+	healthy, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled, _, err := s.dialWS(tok, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*wsClient{healthy, stalled} {
+		c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+		c.expect("subscribed", "ticks:BTC-USD")
+	}
+	var lastSeen atomic.Uint64
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			_ = healthy.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+			var f wsFrame
+			if err := healthy.conn.ReadJSON(&f); err != nil {
+				readErr <- err
+				return
+			}
+			if f.Type == "event" {
+				lastSeen.Store(f.Seq)
+			}
+		}
+	}()
+	slowCloses := func() float64 { return opstest.Value(t, s.reg, "cryptostream_gateway_ws_slow_closes_total", nil) }
+	pace := time.NewTicker(10 * time.Millisecond)
+	defer pace.Stop()
+	// Until the stalled client is called slow, or is gone some other way.
+	for i := 0; slowCloses() == 0 && s.gw.Clients() == 2; i++ {
+		if i > 100_000 {
+			t.Fatal("the stalled client was never closed")
+		}
+		publish(t, s, tick(i))
+		<-pace.C
+	}
+	if slowCloses() != 1 {
+		t.Fatalf("the stalled client left with %v slow closes counted, want 1", slowCloses())
+	}
+	// Reading now, it finds the close frame behind what was queued.
+	if code := stalled.closeCode(); code != 4008 {
+		t.Fatalf("stalled client closed with %d, want 4008", code)
+	}
+	last := publish(t, s, tick(1_000_000))
+	natstest.WaitFor(t, 30*time.Second, "the healthy client to get the last tick", func() bool { return lastSeen.Load() == last })
+	select {
+	case err := <-readErr:
+		t.Fatalf("the healthy client was closed: %v", err)
+	default:
+	}
+}
+
+// Issue 11 item 19: subscribing to an untracked asset or an interval the
+// system does not run answers an error (it answered subscribed and then
+// nothing, ever).
+func TestWebsocketUntrackedChannel(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []string{"ticks:DOGE-USD", "candles:ETH-USD:1m", "predictions:DOGE/USD", "alerts:DOGE-USD", "ticks:BTC-USD:5m", "candles:BTC-USD:1h"} {
+		c.send(map[string]string{"op": "subscribe", "channel": ch})
+		if f := c.expect("error", ""); f.Code != "not_tracked" {
+			t.Fatalf("subscribe %s = %+v, want not_tracked", ch, f)
+		}
+	}
+	// Tracked ones, and the all-assets alerts, subscribe.
+	for _, ch := range []string{"ticks:BTC-USD", "candles:BTC/USD:1m", "alerts:BTC-USD", "alerts"} {
+		c.send(map[string]string{"op": "subscribe", "channel": ch})
+		c.expect("subscribed", "")
+	}
+	if n := opstest.Value(t, s.reg, "cryptostream_gateway_ws_subscribe_errors_total", nil); n != 6 {
+		t.Fatalf("%v refused subscriptions counted, want 6", n)
+	}
+}
+
+// A ticks client that falls behind gets the newest tick rather than being
+// closed: its queue (16 here) is far smaller than what is published while
+// it does not read.
+func TestWebsocketTicksConflate(t *testing.T) {
+	s := newStack(t)
+	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	c.expect("subscribed", "")
+	var last uint64
+	for i := range 300 {
+		last = publish(t, s, tick(i))
+	}
+	var prev uint64
+	n := 0
+	for prev != last {
+		f := c.expect("event", "ticks:BTC-USD")
+		if f.Seq <= prev {
+			t.Fatalf("tick seq %d after %d", f.Seq, prev)
+		}
+		if tickTrades(t, f) != int64(f.Seq) {
+			t.Fatalf("seq %d carries tick %d", f.Seq, tickTrades(t, f))
+		}
+		prev = f.Seq
+		n++
+	}
+	if slow := opstest.Value(t, s.reg, "cryptostream_gateway_ws_slow_closes_total", nil); slow != 0 {
+		t.Fatalf("%v slow closes", slow)
+	}
+	t.Logf("%d of 300 ticks sent", n)
+}
+
+// A ticks resume replays every stored tick after since up to the seam
+// (conflation is for live ticks only), then live ticks in order.
+func TestWebsocketTicksResume(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 64 })
+	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
+	for i := range 200 {
+		publish(t, s, tick(i))
+	}
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "subscribe", "channel": "ticks:BTC-USD", "since": 50})
+	seam := c.expect("subscribed", "ticks:BTC-USD").Seq
+	if seam != 200 {
+		t.Fatalf("seam %d, want 200", seam)
+	}
+	last := publish(t, s, tick(200))
+	for want := uint64(51); want <= seam; want++ {
+		if f := c.expect("event", "ticks:BTC-USD"); f.Seq != want || f.Snapshot {
+			t.Fatalf("backlog seq %d (snapshot %v), want %d", f.Seq, f.Snapshot, want)
+		}
+	}
+	if f := c.expect("event", "ticks:BTC-USD"); f.Seq != last {
+		t.Fatalf("live seq %d, want %d", f.Seq, last)
 	}
 }

@@ -2,6 +2,7 @@ package predictor_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -209,13 +210,13 @@ func TestEndToEnd(t *testing.T) {
 	// Every wait fails only when its figure stops moving for a minute:
 	// the machine may be slow, the pipeline must not be stuck.
 	const stall = time.Minute
-	natstest.WaitProgress(t, stall, "vectors of the first candles", func() (int, bool) {
+	natstest.WaitProgress(t, stall, "vectors of the first candles", func() (bool, string) {
 		n := vectors()
-		return int(n), n >= uint64(1700-warm-1)
+		return n >= uint64(1700-warm-1), fmt.Sprint(int(n))
 	})
-	natstest.WaitProgress(t, stall, "no_champion outcomes", func() (int, bool) {
+	natstest.WaitProgress(t, stall, "no_champion outcomes", func() (bool, string) {
 		handled := opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", nil)
-		return int(handled), opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0
+		return opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0, fmt.Sprint(int(handled))
 	})
 	if got, _ := predictionsByStart(t, js); len(got) != 0 {
 		t.Fatalf("%d predictions without a champion", len(got))
@@ -237,16 +238,16 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The job's status revisions are its progress: queued, running, done.
-	natstest.WaitProgress(t, stall, "a champion", func() (int, bool) {
+	natstest.WaitProgress(t, stall, "a champion", func() (bool, string) {
 		rev := 0
 		if e, err := jobsKV.Get(ctx, job.ID); err == nil {
 			rev = int(e.Revision())
 		}
 		_, err := reg.Get(ctx, streams.ChampionKey(streams.Interval1m, symbol))
-		return rev, err == nil
+		return err == nil, fmt.Sprint(rev)
 	})
-	natstest.WaitProgress(t, stall, "the predictor to load the champion", func() (int, bool) {
-		return 0, opstest.Value(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1
+	natstest.WaitProgress(t, stall, "the predictor to load the champion", func() (bool, string) {
+		return opstest.Value(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1, fmt.Sprint(0)
 	})
 
 	// Stream the rest, killing both workers mid-stream (while candles are
@@ -256,9 +257,9 @@ func TestEndToEnd(t *testing.T) {
 	from, down := 1700, 2100
 	done := make(chan struct{})
 	go func() { defer close(done); publish(candles[from:down]) }()
-	natstest.WaitProgress(t, stall, "predictions to start", func() (int, bool) {
+	natstest.WaitProgress(t, stall, "predictions to start", func() (bool, string) {
 		_, n := predictionsByStart(t, js)
-		return n, n >= 100
+		return n >= 100, fmt.Sprint(n)
 	})
 	feat.kill()
 	pred.kill()
@@ -271,9 +272,9 @@ func TestEndToEnd(t *testing.T) {
 	want := len(candles) - from
 	// Progress is anything stored down the chain; the restarted workers
 	// first wait for the killed ones' batches to come back.
-	natstest.WaitProgress(t, stall, "a prediction for every candle after the champion", func() (int, bool) {
+	natstest.WaitProgress(t, stall, "a prediction for every candle after the champion", func() (bool, string) {
 		got, n := predictionsByStart(t, js)
-		return n + int(vectors()), len(got) >= want
+		return len(got) >= want, fmt.Sprint(n + int(vectors()))
 	})
 	got, stored := predictionsByStart(t, js)
 	if stored != len(got) || len(got) != want {
@@ -330,9 +331,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Scored: the live figures reach the registry and Prometheus.
-	natstest.WaitProgress(t, stall, "live metrics in the registry", func() (int, bool) {
+	natstest.WaitProgress(t, stall, "live metrics in the registry", func() (bool, string) {
 		rec, _, err := registry.NewModels(reg).Get(ctx, string(champ.Value()))
-		return rec.Metrics["live"].N, err == nil && rec.Metrics["live"].N >= 20
+		return err == nil && rec.Metrics["live"].N >= 20, fmt.Sprint(rec.Metrics["live"].N)
 	})
 	if n := opstest.Value(t, pred.reg, "cryptostream_predictor_prediction_abs_error", nil); n == 0 {
 		t.Fatal("no scored prediction in the restarted predictor's histogram")

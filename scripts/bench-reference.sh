@@ -24,12 +24,14 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   --nats-listen "127.0.0.1:$port" --log-format json >"$work/run.log" 2>&1 &
 pid=$!
 url="nats://127.0.0.1:$port"
+# Every listener takes the generated credential only (issue 11 item 1).
+key="$work/data/nats.nkey"
 for _ in $(seq 100); do
-  nats --server "$url" account info >/dev/null 2>&1 && break
+  [ -f "$key" ] && nats --server "$url" --nkey "$key" account info >/dev/null 2>&1 && break
   sleep 0.2
 done
 
-common=(--server "$url" --no-progress --size 200B --msgs "$msgs")
+common=(--server "$url" --nkey "$key" --no-progress --size 200B --msgs "$msgs")
 echo "== async publish (file storage, R1) =="
 nats bench js pub async "${common[@]}" --create --storage file --stream benchref --csv "$work/pub.csv" benchref.subject
 echo "== durable consume (callback, explicit ack) =="

@@ -34,7 +34,15 @@ const (
 // never leaves the bucket: the read model and the API drop it.
 type User struct {
 	Schema
-	Username     string    `json:"username"`
+	// ID is the account's stable identity: a token names it, so that a
+	// token of a deleted account never opens one created later under the
+	// same name.
+	ID       string `json:"id,omitempty"`
+	Username string `json:"username"`
+	// TokenGen is bumped whenever the password, the role or the disabled
+	// flag changes; a token carries the generation it was issued at and
+	// is refused once it is behind.
+	TokenGen     uint64    `json:"token_gen,omitempty"`
 	Email        string    `json:"email,omitempty"`
 	FullName     string    `json:"full_name,omitempty"`
 	Role         Role      `json:"role"`

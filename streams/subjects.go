@@ -57,6 +57,10 @@ func PredictionSubject(iv Interval, symbol string) string {
 // AlertSubject is alerts.<SYMBOL-TOKEN>.
 func AlertSubject(symbol string) string { return rootAlert + "." + token(symbol) }
 
+// AlertSecuritySubject carries the alerts of security rules. A symbol token
+// always holds a dash, so it cannot collide with one.
+const AlertSecuritySubject = rootAlert + ".security"
+
 // JobSubject is jobs.<kind>.
 func JobSubject(kind JobKind) string { return rootJob + "." + string(kind) }
 

@@ -168,3 +168,17 @@ func WatchLag(ctx context.Context, c jetstream.Consumer, every time.Duration, se
 		}
 	}
 }
+
+// ReadRange returns subject's messages in stream with start <= seq < before,
+// oldest first: a bounded page of history by sequence.
+func ReadRange(ctx context.Context, js StreamLookup, stream, subject string, start, before uint64) ([]StoredMsg, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
+	}
+	msgs, err := readRange(ctx, s, subject, start, before)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
+	}
+	return msgs, nil
+}

@@ -9,9 +9,12 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
+
+	"cryptostream/bus"
 )
 
 // env is what a command reads from its surroundings, so tests can give
@@ -89,6 +92,18 @@ func (fs *flagSet) intVar(p *int, name, envName string, def int, usage string) {
 	fs.IntVar(p, name, def, fs.envUsage(envName, usage))
 }
 
+func (fs *flagSet) float64Var(p *float64, name, envName string, def float64, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s=%q: %w", envName, v, err))
+		} else {
+			def = f
+		}
+	}
+	fs.Float64Var(p, name, def, fs.envUsage(envName, usage))
+}
+
 func (fs *flagSet) durationVar(p *time.Duration, name, envName string, def time.Duration, usage string) {
 	if v := fs.lookup(envName); v != "" {
 		d, err := time.ParseDuration(v)
@@ -121,21 +136,75 @@ func (fs *flagSet) parse(args []string) error {
 	return nil
 }
 
-// commonConfig is what every role takes.
+// parseInterleaved parses flags anywhere among the positional arguments
+// (`user add bob --role admin` as well as `user add --role admin bob`) and
+// returns the positional ones in order; "--" ends the flags.
+func (fs *flagSet) parseInterleaved(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// flag stops at "--" too; whatever follows it is positional.
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(fs.errs) > 0 {
+		return nil, fmt.Errorf("environment: %w", errors.Join(fs.errs...))
+	}
+	return pos, nil
+}
+
+// commonConfig is what every command that reaches NATS takes: registered
+// once here, so that a setting such as --replicas means the same in every
+// role and tool.
 type commonConfig struct {
-	NATSURL         string
+	NATSURL string
+	// NATSListen exposes the embedded server on host:port.
+	NATSListen string
+	// Replicas of every stream and bucket; applying the topology never
+	// lowers what a stream already has (see streams.Ensure).
+	Replicas int
+	// NKeyFile and CredsFile are the NATS credential (see bus.Config).
+	NKeyFile     string
+	CredsFile    string
+	NATSUser     string
+	NATSPassword string
+	// NATSMaxStore bounds the embedded server's file store ("20G").
+	NATSMaxStore    string
 	DataDir         string
 	HTTPAddr        string
+	MetricsAddr     string
 	DatabaseURL     string
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
 }
 
-func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
+// register registers the common flags. serves says what the HTTP server
+// serves, for its help; empty (a tool) registers no HTTP flag at all.
+func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
+	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
+	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
+	fs.stringVar(&c.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file: the key an embedded server admits (empty: generated once into <data-dir>/nats.nkey, 0600) or the key presented to --nats-url")
+	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
+	fs.stringVar(&c.NATSUser, "nats-user", "NATS_USER", "", "user presented to --nats-url")
+	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
+	fs.stringVar(&c.NATSMaxStore, "nats-max-store", "NATS_MAX_STORE", "", "bound on the embedded server's file store, e.g. 20G (empty: three quarters of the free disk); the streams' MaxBytes are fitted to it")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
-	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
+	if serves != "" {
+		fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server: "+serves)
+		fs.stringVar(&c.MetricsAddr, "metrics-addr", "METRICS_ADDR", "", "serve /metrics on this address (a private one) instead of on --http-addr; empty keeps it on --http-addr")
+	}
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
 	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")
 	fs.stringVar(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
@@ -160,15 +229,84 @@ func (c *commonConfig) validate() error {
 			return fmt.Errorf("--database-url: %w", err)
 		}
 	}
+	if c.NATSURL != "" {
+		if err := bus.ValidateURL(c.NATSURL); err != nil {
+			return fmt.Errorf("--nats-url: %w", err)
+		}
+	}
+	if (c.CredsFile != "" || c.NATSUser != "" || c.NATSPassword != "") && c.NATSURL == "" {
+		return errors.New("--nats-creds, --nats-user and --nats-password authenticate to --nats-url; the embedded server takes --nats-nkey")
+	}
+	if _, err := parseBytes(c.NATSMaxStore); err != nil {
+		return fmt.Errorf("--nats-max-store: %w", err)
+	}
+	if c.NATSListen != "" && c.NATSURL != "" {
+		return errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("--replicas %d: want 1 to 5", c.Replicas)
+	}
 	return nil
+}
+
+// busConfig is the bus this configuration asks for, named for the server's
+// connection list.
+func (c *commonConfig) busConfig(name string) bus.Config {
+	maxStore, _ := parseBytes(c.NATSMaxStore) // validated before
+	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
+		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword, MaxStore: maxStore}
+}
+
+// parseBytes reads a size such as 512M or 20G (powers of 1024); empty is 0.
+func parseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	case "T":
+		mult = 1 << 40
+	}
+	num := s
+	if mult > 1 {
+		num = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q: want a positive size such as 512M or 20G", s)
+	}
+	return n * mult, nil
+}
+
+// toolBusConfig is busConfig for a tool (user, import): when another
+// process holds the data dir, the tool reaches that process through its NATS
+// instead of opening the store a second time.
+func (c *commonConfig) toolBusConfig(name string) bus.Config {
+	bc := c.busConfig(name)
+	bc.Attach = true
+	return bc
 }
 
 // LogValue logs the configuration with credentials redacted.
 func (c commonConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redact(c.NATSURL)),
+		slog.String("nats_url", bus.RedactURLs(c.NATSURL)),
+		slog.String("nats_user", c.NATSUser),
+		slog.Bool("nats_password_set", c.NATSPassword != ""),
+		slog.String("nats_listen", c.NATSListen),
+		slog.Int("replicas", c.Replicas),
+		slog.String("nats_nkey", c.NKeyFile),
+		slog.String("nats_creds", c.CredsFile),
+		slog.String("nats_max_store", c.NATSMaxStore),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
 		slog.String("database_url", redact(c.DatabaseURL)),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),

@@ -12,8 +12,10 @@ import (
 	"cryptostream/bus"
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
+	"cryptostream/gateway/hub"
 	"cryptostream/ingest/krakenrest"
 	"cryptostream/readmodel"
+	"cryptostream/streams"
 )
 
 // gatewayConfig is the gateway's part of the configuration, shared by `run`
@@ -26,6 +28,15 @@ type gatewayConfig struct {
 	TokenTTL      time.Duration
 	BcryptCost    int
 	KrakenRESTURL string
+	// Intervals the ingester runs: websocket channels on others are
+	// refused. Shared with the ingester's flag the same way as
+	// kraken-rest-url.
+	Intervals string
+	intervals []streams.Interval
+	// MaxAlertRules per user; AllowPrivateWebhooks is shared with the
+	// notifier (see registerPrivateWebhooks).
+	MaxAlertRules        int
+	AllowPrivateWebhooks bool
 }
 
 func (c *gatewayConfig) register(fs *flagSet) {
@@ -40,6 +51,11 @@ func (c *gatewayConfig) register(fs *flagSet) {
 	if fs.Lookup("kraken-rest-url") == nil {
 		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
+	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
+	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
+	if fs.Lookup("intervals") == nil {
+		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")
+	}
 }
 
 func (c *gatewayConfig) validate(fs *flagSet) error {
@@ -47,6 +63,26 @@ func (c *gatewayConfig) validate(fs *flagSet) error {
 		if f := fs.Lookup("kraken-rest-url"); f != nil {
 			c.KrakenRESTURL = f.Value.String()
 		}
+	}
+	if c.Intervals == "" {
+		if f := fs.Lookup("intervals"); f != nil {
+			c.Intervals = f.Value.String()
+		}
+	}
+	c.intervals = nil
+	for _, s := range strings.Split(c.Intervals, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		iv, err := streams.ParseInterval(s)
+		if err != nil {
+			return fmt.Errorf("--intervals: %w", err)
+		}
+		c.intervals = append(c.intervals, iv)
+	}
+	c.AllowPrivateWebhooks = lookupBool(fs, "allow-private-webhooks")
+	if c.MaxAlertRules < 1 {
+		return fmt.Errorf("--max-alert-rules %d: must be positive", c.MaxAlertRules)
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
 		return fmt.Errorf("--token-ttl %s: want 1m to 24h", c.TokenTTL)
@@ -107,7 +143,8 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins}, d)
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals},
+		MaxAlertRules: cfg.MaxAlertRules, AllowPrivateWebhooks: cfg.AllowPrivateWebhooks}, d)
 	if err != nil {
 		return nil, err
 	}
@@ -122,13 +159,17 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 // addGateway mounts the gateway on the system's mux (beside /metrics,
 // /healthz and /readyz), runs its hub as a worker and closes its websockets
 // when the HTTP server shuts down.
-func (s *system) addGateway(ctx context.Context, cfg gatewayConfig, dataDir string) error {
-	// The SQL read model replaces this reader when --database-url is set.
-	reader := s.reader
-	if reader == nil {
-		reader = readmodel.NewJetStream(s.bus.JS)
+func addGateway(ctx context.Context, s *system, cfg *runConfig) error {
+	// With --database-url the gateway reads history from the SQL read
+	// model, otherwise from JetStream.
+	var reader readmodel.Reader = readmodel.NewJetStream(s.bus.JS)
+	if cfg.DatabaseURL != "" {
+		if _, err := s.database(ctx, cfg); err != nil {
+			return err
+		}
+		reader = s.reader
 	}
-	g, err := newGateway(ctx, cfg, dataDir, s.bus, reader, s.registry, s.log)
+	g, err := newGateway(ctx, cfg.Gateway, cfg.DataDir, s.bus, reader, s.registry, s.log)
 	if err != nil {
 		return err
 	}
@@ -136,31 +177,4 @@ func (s *system) addGateway(ctx context.Context, cfg gatewayConfig, dataDir stri
 	s.server.RegisterOnShutdown(g.Shutdown)
 	s.workers["gateway"] = g
 	return nil
-}
-
-func cmdGateway(ctx context.Context, args []string, e *env) error {
-	var cfg runConfig
-	fs := newFlagSet("gateway", "Serves the REST API, the websocket hub and the OpenAPI document against\nNATS (--nats-url; an embedded server under --data-dir when empty).", e)
-	cfg.register(fs, ":8080")
-	cfg.Gateway.register(fs)
-	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	if err := cfg.Gateway.validate(fs); err != nil {
-		return err
-	}
-	cfg.Roles = []string{"gateway"}
-	log := cfg.logger(e)
-	log.Info("starting", "command", "gateway", "config", cfg.commonConfig, "gateway", cfg.Gateway)
-	sys, err := startSystem(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
-	defer stopWatchdog()
-	return sys.Run(ctx)
 }

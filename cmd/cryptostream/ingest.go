@@ -16,7 +16,6 @@ import (
 	"cryptostream/bus"
 	"cryptostream/ingest"
 	"cryptostream/ingest/krakensim"
-	"cryptostream/ops"
 	"cryptostream/streams"
 )
 
@@ -38,7 +37,28 @@ func (f *ingestFlags) register(fs *flagSet) {
 	fs.stringVar(&f.Assets, "assets", "ASSETS", "BTC/USD", "comma-separated pairs that seed the assets bucket when it is empty")
 	fs.stringVar(&f.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals, one Kraken connection each (1m,5m,15m,30m,1h,4h,1d)")
 	fs.boolVar(&f.Demo, "demo", "DEMO", false, "start krakensim in process on the embedded recording and ingest from it (no network needed)")
-	fs.Float64Var(&f.DemoSpeed, "demo-speed", 1, "market seconds per second of the --demo replay")
+	fs.float64Var(&f.DemoSpeed, "demo-speed", "DEMO_SPEED", defaultSimSpeed, "market seconds per second of the --demo replay (1: real time, as krakensim)")
+}
+
+// defaultSimSpeed is the replay speed of krakensim and of run --demo: real
+// time, so that a demo looks live and stores no candle from the future.
+const defaultSimSpeed = 1.0
+
+// demoURL stands for krakensim's address in the start-up log: the demo
+// never reaches the real Kraken, whose URLs are the flags' defaults.
+const demoURL = "(krakensim in process)"
+
+// LogValue logs the ingester's settings.
+func (f ingestFlags) LogValue() slog.Value {
+	ws, rest := f.WSURL, f.RESTURL
+	if f.Demo {
+		ws, rest = demoURL, demoURL
+	}
+	return slog.GroupValue(
+		slog.String("ws_url", ws), slog.String("rest_url", rest),
+		slog.Any("assets", f.symbols), slog.String("intervals", f.Intervals),
+		slog.Bool("demo", f.Demo), slog.Float64("demo_speed", f.DemoSpeed),
+	)
 }
 
 func (f *ingestFlags) validate() error {
@@ -133,72 +153,4 @@ func newIngestWorker(ctx context.Context, b *bus.Bus, f ingestFlags, reg prometh
 	}
 	return ingest.New(ingest.Config{WSURL: f.WSURL, RESTURL: f.RESTURL, Intervals: f.intervals},
 		ingest.Deps{Sink: &ingest.JetStreamSink{JS: b.JS, Log: log}, Assets: assets, Log: log, Registry: reg})
-}
-
-type ingestConfig struct {
-	commonConfig
-	ingestFlags
-}
-
-func cmdIngest(ctx context.Context, args []string, e *env) error {
-	var cfg ingestConfig
-	fs := newFlagSet("ingest", "Ingests Kraken OHLC candles into MARKET (final candles) and TICKS (running ones),\nhealing gaps from REST after every reconnect.", e)
-	cfg.commonConfig.register(fs, ":9101")
-	cfg.ingestFlags.register(fs)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := cfg.commonConfig.validate(); err != nil {
-		return err
-	}
-	if err := cfg.ingestFlags.validate(); err != nil {
-		return err
-	}
-	log := cfg.logger(e)
-	log.Info("starting", "command", "ingest", "config", cfg.commonConfig, "ws_url", cfg.WSURL, "rest_url", cfg.RESTURL,
-		"assets", cfg.symbols, "intervals", cfg.Intervals, "demo", cfg.Demo)
-	b, err := bus.Open(ctx, bus.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Replicas: 1, Name: "cryptostream-ingest"}, log)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	reg, health, mux := ops.NewRegistry(), ops.NewHealth(), http.NewServeMux()
-	ops.Register(mux, reg, health)
-	health.AddCheck("jetstream", b.Ready)
-	g, gctx := errgroup.WithContext(ctx)
-	if cfg.Demo {
-		d, err := startDemoSim(cfg.DemoSpeed, log)
-		if err != nil {
-			return err
-		}
-		cfg.WSURL, cfg.RESTURL = d.urls()
-		g.Go(func() error { return d.Run(gctx) })
-	}
-	w, err := newIngestWorker(ctx, b, cfg.ingestFlags, reg, log)
-	if err != nil {
-		return err
-	}
-	health.AddCheck("kraken", w.Ready)
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("http listening", "addr", ln.Addr().String())
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout/2)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	stop := watchdog(ctx, cfg.ShutdownTimeout, log)
-	defer stop()
-	return g.Wait()
 }

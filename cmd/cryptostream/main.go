@@ -30,22 +30,21 @@ type command struct {
 	run     func(ctx context.Context, args []string, env *env) error
 }
 
-// commands lists every subcommand in the order --help shows them.
+// commands lists every subcommand in the order --help shows them: run, the
+// roles it composes, then the tools.
 func commands() []command {
-	return []command{
-		{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun},
-		{"ingest", "the Kraken ingester alone: WebSocket candles into MARKET and TICKS, gaps healed from REST", cmdIngest},
-		{"import", "load Kraken OHLCVT / header CSV files or the last 720 REST candles into MARKET", cmdImport},
-		{"krakensim", "a Kraken-compatible WebSocket v2 + REST server replaying recorded candles", cmdKrakensim},
-		{"features", "candles -> feature vectors (MARKET -> FEATURES)", cmdFeatures},
-		{"trainer", "trains and promotes models on jobs and on a schedule", cmdTrainer},
-		{"predictor", "feature vectors -> scored predictions with the champion model", cmdPredictor},
-		{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
-		{"evaluate", "the forecast evaluation on candle files: point, volatility and intervals, past only", cmdEvaluate},
-		{"gateway", "the REST API, websocket hub and OpenAPI document", cmdGateway},
-		{"sink", "projects the streams and buckets into PostgreSQL; --rebuild replays them", cmdSink},
-		{"user", "create, list and manage users from the shell", cmdUser},
+	cs := []command{{"run", "everything in one process, on an embedded JetStream unless --nats-url is set", cmdRun}}
+	for _, r := range roles() {
+		cs = append(cs, roleCommand(r))
 	}
+	return append(cs,
+		command{"import", "load Kraken OHLCVT / header CSV files or the last 720 REST candles into MARKET", cmdImport},
+		command{"krakensim", "a Kraken-compatible WebSocket v2 + REST server replaying recorded candles", cmdKrakensim},
+		command{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
+		command{"evaluate", "the forecast evaluation on candle files: point, volatility and intervals, past only", cmdEvaluate},
+		command{"user", "create, list and manage users from the shell", cmdUser},
+		command{"loadtest", "ws|rest: load a running gateway on loopback and report throughput, delay, memory and CPU", cmdLoadtest},
+	)
 }
 
 func run(ctx context.Context, args []string, e *env) error {

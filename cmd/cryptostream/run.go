@@ -20,14 +20,16 @@ import (
 	"cryptostream/readmodel"
 )
 
-// runConfig is the configuration of `run`: every role in one process.
+// runConfig is the configuration of `run` (every role in one process) and
+// of each standalone role (one of them).
 type runConfig struct {
 	commonConfig
-	NATSListen string
-	Replicas   int
-	Ingest     ingestFlags
-	Gateway    gatewayConfig
-	Trainer    trainerFlags
+	Ingest  ingestFlags
+	Gateway gatewayConfig
+	Trainer trainerFlags
+	Sink    sinkFlags
+	// Notifier is the notifier role's settings.
+	Notifier notifierFlags
 	// Roles limits the workers started to these; empty starts every role.
 	Roles []string
 }
@@ -37,37 +39,68 @@ func (c runConfig) wants(role string) bool {
 	return len(c.Roles) == 0 || slices.Contains(c.Roles, role)
 }
 
-func parseRunConfig(args []string, e *env) (runConfig, error) {
-	var cfg runConfig
-	fs := newFlagSet("run", "Runs every role in one process. With no --nats-url it starts an embedded\nnats-server with JetStream file storage under --data-dir.", e)
-	cfg.register(fs, ":8080")
-	fs.stringVar(&cfg.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
-	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
-	cfg.Ingest.register(fs)
-	cfg.Gateway.register(fs)
-	cfg.Trainer.register(fs)
+// alone reports whether this process runs a single role: a standalone
+// role's own dependencies are readiness checks, run's are details.
+func (c runConfig) alone() bool { return len(c.Roles) == 1 }
+
+// LogValue logs the common settings and those of the roles that run, with
+// secrets redacted by each part's own LogValue.
+func (c runConfig) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.Any("common", c.commonConfig)}
+	gw := c.Gateway
+	if c.wants("ingest") {
+		attrs = append(attrs, slog.Any("ingest", c.Ingest))
+		if c.Ingest.Demo {
+			// The demo's Kraken is krakensim, on a port not chosen yet.
+			gw.KrakenRESTURL = demoURL
+		}
+	}
+	if c.wants("gateway") {
+		attrs = append(attrs, slog.Any("gateway", gw))
+	}
+	if c.wants("trainer") {
+		attrs = append(attrs, slog.Any("trainer", c.Trainer))
+	}
+	if c.wants("notifier") {
+		attrs = append(attrs, slog.Any("notifier", c.Notifier))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// parseRoleConfig parses the flags of a command that runs the roles rs:
+// the common ones once, then each role's own.
+func parseRoleConfig(name, synopsis, httpAddr string, rs []role, args []string, e *env) (runConfig, error) {
+	cfg := runConfig{Trainer: defaultTrainerFlags(), Sink: defaultSinkFlags()}
+	fs := newFlagSet(name, synopsis, e)
+	serves := "/metrics, /healthz and /readyz"
+	if slices.ContainsFunc(rs, func(r role) bool { return r.name == "gateway" }) {
+		serves = "the API, the dashboard, the websocket hub, /metrics, /healthz and /readyz"
+	}
+	cfg.commonConfig.register(fs, httpAddr, serves)
+	alone := len(rs) == 1
+	for _, r := range rs {
+		if r.flags != nil {
+			r.flags(fs, &cfg, alone)
+		}
+	}
 	if err := fs.parse(args); err != nil {
 		return cfg, err
 	}
-	if err := cfg.Trainer.validate(); err != nil {
+	if err := cfg.commonConfig.validate(); err != nil {
 		return cfg, err
 	}
-	if err := cfg.validate(); err != nil {
-		return cfg, err
-	}
-	if err := cfg.Ingest.validate(); err != nil {
-		return cfg, err
-	}
-	if err := cfg.Gateway.validate(fs); err != nil {
-		return cfg, err
-	}
-	if cfg.NATSListen != "" && cfg.NATSURL != "" {
-		return cfg, errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
-	}
-	if cfg.Replicas < 1 || cfg.Replicas > 5 {
-		return cfg, fmt.Errorf("--replicas %d: want 1 to 5", cfg.Replicas)
+	for _, r := range rs {
+		if r.check != nil {
+			if err := r.check(fs, &cfg); err != nil {
+				return cfg, err
+			}
+		}
 	}
 	return cfg, nil
+}
+
+func parseRunConfig(args []string, e *env) (runConfig, error) {
+	return parseRoleConfig("run", "Runs every role in one process. With no --nats-url it starts an embedded\nnats-server with JetStream file storage under --data-dir.", ":8080", roles(), args, e)
 }
 
 func cmdRun(ctx context.Context, args []string, e *env) error {
@@ -76,9 +109,20 @@ func cmdRun(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	log := cfg.logger(e)
-	log.Info("starting", "command", "run", "config", cfg.commonConfig, "nats_listen", cfg.NATSListen, "gateway", cfg.Gateway)
+	log.Info("starting", "command", "run", "config", cfg)
+	return serve(ctx, cfg, log)
+}
+
+// serve starts the roles cfg wants and runs them until ctx ends.
+func serve(ctx context.Context, cfg runConfig, log *slog.Logger) error {
 	sys, err := startSystem(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			// A signal during start-up (NATS not reached yet, say) is
+			// a stop request, not a failure.
+			log.Info("stopped cleanly", "during", "start-up", "cause", err)
+			return nil
+		}
 		return err
 	}
 	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
@@ -122,20 +166,24 @@ type system struct {
 	mux      *http.ServeMux
 	server   *http.Server
 	listener net.Listener
-	workers  map[string]worker
-	timeout  time.Duration
+	// metrics serves /metrics alone when --metrics-addr is set.
+	metrics         *http.Server
+	metricsListener net.Listener
+	workers         map[string]worker
+	timeout         time.Duration
+	// served reports the end of the HTTP server, which serves from the
+	// start of startSystem.
+	served chan error
 	// db and reader are the SQL read model, set when --database-url is.
 	db     *pgxpool.Pool
 	reader readmodel.Reader
 }
 
+// startSystem opens the bus, brings up HTTP at once (so /healthz answers
+// and /readyz says why it is not ready while NATS connects), waits for the
+// topology and then adds the roles cfg wants.
 func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system, error) {
-	if cfg.NATSURL == "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
-		}
-	}
-	b, err := bus.Open(ctx, bus.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Listen: cfg.NATSListen, Replicas: cfg.Replicas, Name: "cryptostream-run"}, log)
+	b, err := bus.Dial(cfg.busConfig("cryptostream-"+processName(cfg)), log)
 	if err != nil {
 		return nil, err
 	}
@@ -147,12 +195,29 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		mux:      http.NewServeMux(),
 		workers:  map[string]worker{},
 		timeout:  cfg.ShutdownTimeout,
+		served:   make(chan error, 1),
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
-	ops.Register(sys.mux, sys.registry, sys.health)
+	if err := b.RegisterMetrics(sys.registry); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if cfg.MetricsAddr == "" {
+		ops.Register(sys.mux, sys.registry, sys.health)
+	} else {
+		ops.RegisterHealth(sys.mux, sys.health)
+		sys.metrics, sys.metricsListener, err = listenMetrics(cfg.MetricsAddr, sys.registry, log)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
+		if sys.metricsListener != nil {
+			sys.metricsListener.Close()
+		}
 		b.Close()
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
 	}
@@ -162,44 +227,75 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	// fail undoes what was started before a role could not be added.
+	go func() {
+		err := sys.server.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		sys.served <- err
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
 	fail := func(err error) (*system, error) {
-		ln.Close()
+		sys.server.Close()
+		<-sys.served
+		if sys.metricsListener != nil {
+			sys.metricsListener.Close()
+		}
 		if sys.db != nil {
 			sys.db.Close()
 		}
 		b.Close()
 		return nil, err
 	}
-	if cfg.DatabaseURL != "" && (cfg.wants("sink") || cfg.wants("gateway")) {
-		if err := sys.addStore(ctx, cfg); err != nil {
-			return fail(err)
-		}
-	}
-	if cfg.wants("ingest") {
-		if err := sys.addIngest(ctx, &cfg.Ingest); err != nil {
-			return fail(err)
-		}
-		if cfg.Ingest.Demo {
-			// The demo's market is krakensim's: the gateway validates
-			// assets against its AssetPairs.
-			cfg.Gateway.KrakenRESTURL = cfg.Ingest.RESTURL
-		}
-	}
-	if cfg.wants("gateway") {
-		if err := sys.addGateway(ctx, cfg.Gateway, cfg.DataDir); err != nil {
-			return fail(err)
-		}
-	}
-	if err := sys.addPrediction(cfg); err != nil {
+	if err := b.Ensure(ctx); err != nil {
 		return fail(err)
 	}
-	log.Info("http listening", "addr", ln.Addr().String())
+	for _, r := range roles() {
+		if !cfg.wants(r.name) {
+			continue
+		}
+		if err := r.add(ctx, sys, &cfg); err != nil {
+			return fail(fmt.Errorf("%s: %w", r.name, err))
+		}
+	}
+	log.Info("started", "workers", len(sys.workers))
 	return sys, nil
+}
+
+// listenMetrics is the server of --metrics-addr: /metrics alone, off the
+// public API port, so that an operator can keep scrapes on a private
+// address.
+func listenMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, net.Listener, error) {
+	mux := http.NewServeMux()
+	ops.RegisterMetrics(mux, reg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, ln, nil
+}
+
+// processName names the process on the NATS connection: the role when it
+// runs alone, "run" otherwise.
+func processName(cfg runConfig) string {
+	if cfg.alone() {
+		return cfg.Roles[0]
+	}
+	return "run"
 }
 
 // Addr is where the HTTP server listens.
 func (s *system) Addr() string { return s.listener.Addr().String() }
+
+// MetricsAddr is where /metrics is served on its own, empty when it is on
+// Addr.
+func (s *system) MetricsAddr() string {
+	if s.metricsListener == nil {
+		return ""
+	}
+	return s.metricsListener.Addr().String()
+}
 
 // Run serves and runs the workers until ctx ends, then shuts down in
 // reverse: HTTP first (no new work comes in), then the workers drain their
@@ -207,7 +303,7 @@ func (s *system) Addr() string { return s.listener.Addr().String() }
 func (s *system) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := s.server.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := <-s.served; err != nil {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
@@ -221,6 +317,20 @@ func (s *system) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.metrics != nil {
+		g.Go(func() error {
+			if err := s.metrics.Serve(s.metricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout/2)
+			defer cancel()
+			return s.metrics.Shutdown(sctx)
+		})
+	}
 	for name, w := range s.workers {
 		g.Go(func() error {
 			if err := w.Run(gctx); err != nil {
@@ -243,10 +353,11 @@ func (s *system) Run(ctx context.Context) error {
 }
 
 // addIngest wires the Kraken ingester, and with --demo krakensim in process
-// on the embedded recording. Kraken being unreachable is a readiness
-// detail, not a failure, in the all-in-one process: history and the API
-// still serve.
-func (s *system) addIngest(ctx context.Context, f *ingestFlags) error {
+// on the embedded recording. In the all-in-one process Kraken being
+// unreachable is a readiness detail, not a failure: history and the API
+// still serve. Alone, the ingester is not ready without it.
+func addIngest(ctx context.Context, s *system, cfg *runConfig) error {
+	f := &cfg.Ingest
 	if f.Demo {
 		d, err := startDemoSim(f.DemoSpeed, s.log)
 		if err != nil {
@@ -254,17 +365,24 @@ func (s *system) addIngest(ctx context.Context, f *ingestFlags) error {
 		}
 		f.WSURL, f.RESTURL = d.urls()
 		s.workers["krakensim"] = d
+		// The demo's market is krakensim's: the gateway validates
+		// assets against its AssetPairs.
+		cfg.Gateway.KrakenRESTURL = f.RESTURL
 	}
 	w, err := newIngestWorker(ctx, s.bus, *f, s.registry, s.log)
 	if err != nil {
-		return fmt.Errorf("ingest: %w", err)
+		return err
 	}
-	s.health.AddDetail("kraken", func() string {
-		if err := w.Ready(ctx); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	if cfg.alone() {
+		s.health.AddCheck("kraken", w.Ready)
+	} else {
+		s.health.AddDetail("kraken", func() string {
+			if err := w.Ready(ctx); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+	}
 	s.workers["ingest"] = w
 	return nil
 }

@@ -10,11 +10,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/bus"
 	"cryptostream/natstest"
 	"cryptostream/streams"
 )
@@ -163,6 +169,17 @@ func TestRunConfig(t *testing.T) {
 		if strings.Contains(logged.String(), "secret") {
 			t.Fatalf("logged config leaks a password: %s", logged.String())
 		}
+		// A cluster's seed list, and the password as its own setting.
+		e = testEnv(map[string]string{"NATS_URL": "nats://u:hunter2@a:4222,nats://u:hunter2@b:4222", "NATS_USER": "u", "NATS_PASSWORD": "hunter2"})
+		cfg, err = parseRunConfig(nil, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logged.Reset()
+		slog.New(slog.NewTextHandler(&logged, nil)).Info("cfg", "config", cfg)
+		if strings.Contains(logged.String(), "hunter2") || !strings.Contains(logged.String(), "b:4222") {
+			t.Fatalf("logged config of a seed list: %s", logged.String())
+		}
 	})
 	for name, args := range map[string][]string{
 		"bad log format":   {"--log-format", "xml"},
@@ -228,25 +245,52 @@ func TestRunExternalAndListen(t *testing.T) {
 			t.Fatal("shutting down run stopped the external server")
 		}
 	})
-	t.Run("nats-listen exposes the embedded server", func(t *testing.T) {
+	// Issue 11 item 1: the exposed port admits the generated credential
+	// (0600 under the data dir) and nobody without it.
+	t.Run("nats-listen exposes the embedded server with a credential", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr := l.Addr().String()
 		l.Close()
-		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-listen", addr, "--data-dir", t.TempDir()}, testEnv(nil))
+		dataDir := t.TempDir()
+		var logged bytes.Buffer
+		cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--nats-listen", addr, "--data-dir", dataDir}, testEnv(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewTextHandler(&logged, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- sys.Run(ctx) }()
-		_, js := natstest.ConnectURL(t, "nats://"+addr)
+		if nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Fatal("the embedded server admitted a client with no credential")
+		}
+		keyFile := filepath.Join(dataDir, bus.KeyFileName)
+		if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("generated credential %s: %v, %v", keyFile, fi, err)
+		}
+		if !strings.Contains(logged.String(), "nats --server nats://"+addr+" --nkey ") {
+			t.Errorf("the log does not say how to use the nats CLI:\n%s", logged.String())
+		}
+		key, err := nats.NkeyOptionFromSeed(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect("nats://"+addr, key)
+		if err != nil {
+			t.Fatalf("connect with the generated credential: %v", err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := js.Stream(t.Context(), streams.StreamMarket); err != nil {
 			t.Fatalf("the stock client cannot see the streams on %s: %v", addr, err)
 		}

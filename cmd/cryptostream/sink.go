@@ -14,60 +14,54 @@ import (
 	"cryptostream/store"
 )
 
-// sinkConfig is the configuration of `sink`.
-type sinkConfig struct {
-	runConfig
+// sinkFlags are the sink's settings.
+type sinkFlags struct {
 	Rebuild   bool
 	BatchSize int
 	BatchWait time.Duration
 }
 
-func (c *sinkConfig) registerSink(fs *flagSet) {
+func defaultSinkFlags() sinkFlags {
+	return sinkFlags{BatchSize: 1000, BatchWait: 250 * time.Millisecond}
+}
+
+func (c *sinkFlags) register(fs *flagSet, alone bool) {
+	if alone {
+		fs.boolVar(&c.Rebuild, "rebuild", "", false, "drop the projection and replay it from the streams, then exit")
+	}
 	fs.intVar(&c.BatchSize, "sink-batch-size", "SINK_BATCH_SIZE", 1000, "most messages written to PostgreSQL in one transaction (at most the consumers' MaxAckPending, 1024)")
 	fs.durationVar(&c.BatchWait, "sink-batch-wait", "SINK_BATCH_WAIT", 250*time.Millisecond, "how long the sink waits to fill a batch")
 }
 
-func (c sinkConfig) store() store.Config {
+func (c sinkFlags) store() store.Config {
 	return store.Config{BatchSize: c.BatchSize, BatchWait: c.BatchWait}
 }
 
-func cmdSink(ctx context.Context, args []string, e *env) error {
-	var cfg sinkConfig
-	fs := newFlagSet("sink", "Projects MARKET, PREDICTIONS, ALERTS, AUDIT and the assets, users and\nmodel-registry buckets into PostgreSQL (--database-url). With --rebuild it\ndrops the projection, replays every stream from its start with a progress\nbar and exits; stop the running sinks first.", e)
-	cfg.register(fs, ":8083")
-	fs.intVar(&cfg.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster)")
-	fs.boolVar(&cfg.Rebuild, "rebuild", "", false, "drop the projection and replay it from the streams, then exit")
-	cfg.registerSink(fs)
-	if err := fs.parse(args); err != nil {
-		return err
+// checkSink validates the sink's settings. Alone the sink needs a database;
+// in run without one there is simply no sink.
+func checkSink(_ *flagSet, cfg *runConfig) error {
+	if cfg.Sink.BatchSize < 1 || cfg.Sink.BatchSize > 1024 {
+		return fmt.Errorf("--sink-batch-size %d: want 1 to 1024", cfg.Sink.BatchSize)
 	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	if cfg.DatabaseURL == "" {
+	if cfg.Sink.Rebuild && cfg.DatabaseURL == "" {
 		return errors.New("sink: --database-url (DATABASE_URL) is required")
 	}
-	if cfg.BatchSize < 1 || cfg.BatchSize > 1024 {
-		return fmt.Errorf("--sink-batch-size %d: want 1 to 1024", cfg.BatchSize)
+	return nil
+}
+
+func rebuildOneShot(ctx context.Context, cfg *runConfig, e *env, log *slog.Logger) (bool, error) {
+	if cfg.DatabaseURL == "" {
+		return true, errors.New("sink: --database-url (DATABASE_URL) is required")
 	}
-	cfg.Roles = []string{"sink"}
-	log := cfg.logger(e)
-	log.Info("starting", "command", "sink", "config", cfg.commonConfig, "rebuild", cfg.Rebuild)
-	if cfg.Rebuild {
-		return rebuild(ctx, cfg, e, log)
+	if !cfg.Sink.Rebuild {
+		return false, nil
 	}
-	sys, err := startSystem(ctx, cfg.runConfig, log)
-	if err != nil {
-		return err
-	}
-	stopWatchdog := watchdog(ctx, cfg.ShutdownTimeout, log)
-	defer stopWatchdog()
-	return sys.Run(ctx)
+	return true, rebuild(ctx, *cfg, e, log)
 }
 
 // rebuild drops the projection and replays the streams into it.
-func rebuild(ctx context.Context, cfg sinkConfig, e *env, log *slog.Logger) error {
-	b, err := bus.Open(ctx, bus.Config{URL: cfg.NATSURL, DataDir: cfg.DataDir, Replicas: cfg.Replicas, Name: "cryptostream-sink-rebuild"}, log)
+func rebuild(ctx context.Context, cfg runConfig, e *env, log *slog.Logger) error {
+	b, err := bus.Open(ctx, cfg.busConfig("cryptostream-sink-rebuild"), log)
 	if err != nil {
 		return err
 	}
@@ -80,7 +74,7 @@ func rebuild(ctx context.Context, cfg sinkConfig, e *env, log *slog.Logger) erro
 	if err := store.Reset(ctx, db, b.JS); err != nil {
 		return err
 	}
-	sink, err := store.New(cfg.store(), store.Deps{Bus: b.JS, DB: db, Log: log})
+	sink, err := store.New(cfg.Sink.store(), store.Deps{Bus: b.JS, DB: db, Log: log})
 	if err != nil {
 		return err
 	}
@@ -129,19 +123,33 @@ func openDatabase(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return db, nil
 }
 
-// addStore opens the read model: the gateway reads history from it, and
-// the sink (when this process runs that role) keeps it up to date.
-func (s *system) addStore(ctx context.Context, cfg runConfig) error {
+// database opens the read model once: the gateway reads history from it and
+// the sink keeps it up to date, in one process or each alone.
+func (s *system) database(ctx context.Context, cfg *runConfig) (*pgxpool.Pool, error) {
+	if s.db != nil {
+		return s.db, nil
+	}
 	db, err := openDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.db = db
 	s.reader = store.NewReader(db)
-	if !cfg.wants("sink") {
+	return db, nil
+}
+
+// addSink projects the streams into PostgreSQL when --database-url is set;
+// without it run has no read model to keep.
+func addSink(ctx context.Context, s *system, cfg *runConfig) error {
+	if cfg.DatabaseURL == "" {
 		return nil
 	}
-	sink, err := store.New(store.Config{}, store.Deps{Bus: s.bus.JS, DB: db, Metrics: s.registry, Log: s.log})
+	db, err := s.database(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	sc := cfg.Sink.store()
+	sink, err := store.New(sc, store.Deps{Bus: s.bus.JS, DB: db, Metrics: s.registry, Log: s.log})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/bus"
 	"cryptostream/registry"
 	"cryptostream/streams"
 )
@@ -21,6 +22,8 @@ import (
 // POST /prediction/train queues it.
 type trainConfig struct {
 	NATSURL  string
+	NKeyFile string
+	Creds    string
 	Kind     string
 	Symbol   string
 	Interval string
@@ -34,13 +37,15 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	var cfg trainConfig
 	fs := newFlagSet("train", "Queues a train (or score, predict) job on JOBS, as POST /prediction/train does,\nand with --wait waits for its result and prints the job status as JSON.", e)
 	fs.stringVar(&cfg.NATSURL, "nats-url", "NATS_URL", "", "NATS URL of the running system (run it with --nats-listen to reach an embedded one)")
+	fs.stringVar(&cfg.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file to present (run's is <data-dir>/nats.nkey)")
+	fs.stringVar(&cfg.Creds, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file to present")
 	fs.stringVar(&cfg.Kind, "kind", "", "train", "job kind: train, score or predict")
 	fs.stringVar(&cfg.Symbol, "symbol", "", "BTC/USD", "pair")
 	fs.stringVar(&cfg.Interval, "interval", "", "1m", "candle interval")
 	fs.intVar(&cfg.Horizon, "horizon", "", 0, "intervals ahead (0: the trainer's default)")
 	fs.stringVar(&cfg.Features, "features", "", "", "comma-separated feature names (empty: all)")
 	fs.boolVar(&cfg.Wait, "wait", "", true, "wait for the job to finish and print its status")
-	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait")
+	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait (0: wait as long as the job takes)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -65,7 +70,14 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if cfg.Features != "" {
 		job.Params["features"] = cfg.Features
 	}
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("cryptostream-train"))
+	if err := bus.ValidateURL(cfg.NATSURL); err != nil {
+		return fmt.Errorf("--nats-url: %w", err)
+	}
+	auth, err := bus.ClientAuth(bus.Config{NKeyFile: cfg.NKeyFile, CredsFile: cfg.Creds})
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(auth, nats.Name("cryptostream-train"))...)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -85,7 +97,10 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if !cfg.Wait {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if cfg.Timeout > 0 {
+		wctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+	}
 	defer cancel()
 	st, err := jobs.Wait(wctx, job.ID)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"cryptostream/trainer"
 )
@@ -35,11 +36,20 @@ func (t *trainerFlags) validate() error {
 	return nil
 }
 
-func cmdTrainer(ctx context.Context, args []string, e *env) error {
-	return cmdRole(ctx, args, e, "trainer", "Trains linear models on FEATURES on train jobs from JOBS and on a schedule,\nstores them in the model registry and promotes champions.", ":8082", true)
+// LogValue logs the trainer's settings.
+func (t trainerFlags) LogValue() slog.Value {
+	return slog.GroupValue(slog.Int("horizon", t.Horizon), slog.Int("every", t.Every),
+		slog.Int("train_size", t.Split.TrainSize), slog.Int("test_size", t.Split.TestSize),
+		slog.Int("folds", t.Split.Folds), slog.Int("gap", t.Split.Gap))
 }
 
-func newTrainerWorker(sys *system, tf trainerFlags) (*trainer.Worker, error) {
-	return trainer.New(trainer.Config{Horizon: tf.Horizon, Every: tf.Every, Split: tf.Split},
-		trainer.Deps{JS: sys.bus.JS, Log: sys.log, Registry: sys.registry})
+func addTrainer(_ context.Context, s *system, cfg *runConfig) error {
+	tf := cfg.Trainer
+	w, err := trainer.New(trainer.Config{Horizon: tf.Horizon, Every: tf.Every, Split: tf.Split},
+		trainer.Deps{JS: s.bus.JS, Log: s.log, Registry: s.registry})
+	if err != nil {
+		return err
+	}
+	s.workers["trainer"] = w
+	return nil
 }

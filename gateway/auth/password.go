@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -46,17 +47,37 @@ func HashPassword(pw string, cost int) (string, error) {
 	return string(h), nil
 }
 
-// dummyHash is compared against when the user does not exist, so that a
-// login for an unknown name costs as much as one for a known name and the
-// response time does not tell which names exist.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not-a-real-password"), bcrypt.MinCost)
+// compare is bcrypt's comparison; a variable so that a test can see which
+// hash, at which cost, a check spends its time on.
+var compare = bcrypt.CompareHashAndPassword
+
+// dummies holds one dummy hash per cost, made on first use.
+var dummies sync.Map // int -> func() []byte
+
+// dummyHash is compared against when the user does not exist. It is made at
+// the cost real hashes are made at, so that a login for an unknown name
+// costs what one for a known name costs and the response time does not
+// tell which names exist.
+func dummyHash(cost int) []byte {
+	f, _ := dummies.LoadOrStore(cost, sync.OnceValue(func() []byte {
+		h, err := bcrypt.GenerateFromPassword([]byte("not-a-real-password"), cost)
+		if err != nil {
+			// An out-of-range cost: bcrypt clamps nothing, so fall back
+			// to its default rather than compare against nothing.
+			h, _ = bcrypt.GenerateFromPassword([]byte("not-a-real-password"), bcrypt.DefaultCost)
+		}
+		return h
+	}))
+	return f.(func() []byte)()
+}
 
 // CheckPassword reports whether pw matches hash. An empty hash (unknown
-// user) still spends a comparison.
-func CheckPassword(hash, pw string) bool {
+// user) still spends a comparison against a hash of the given cost, the
+// cost new hashes are made at.
+func CheckPassword(hash, pw string, cost int) bool {
 	if hash == "" {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pw))
+		_ = compare(dummyHash(cost), []byte(pw))
 		return false
 	}
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+	return compare([]byte(hash), []byte(pw)) == nil
 }

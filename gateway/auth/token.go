@@ -24,9 +24,14 @@ const (
 	MinKeyLen = 32
 )
 
-// Claims are what an access token says.
+// Claims are what an access token says. Subject is the canonical
+// username; UID and Gen bind the token to one account and one generation of
+// its credentials, so that deleting the account, or changing its password
+// or role, revokes it (see Sessions).
 type Claims struct {
 	Role streams.Role `json:"role"`
+	UID  string       `json:"uid"`
+	Gen  uint64       `json:"gen"`
 	jwt.RegisteredClaims
 }
 
@@ -67,15 +72,21 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time) (*Tokens, er
 // TTL is how long an issued token lives.
 func (t *Tokens) TTL() time.Duration { return t.ttl }
 
-// Issue signs a token for a user.
-func (t *Tokens) Issue(username string, role streams.Role) (string, time.Time, error) {
+// Issue signs a token for a user as stored (its ID and token generation
+// included).
+func (t *Tokens) Issue(u streams.User) (string, time.Time, error) {
+	if u.ID == "" || u.Username == "" {
+		return "", time.Time{}, errors.New("auth: issue token: the user has no id or name")
+	}
 	now := t.now().UTC().Truncate(time.Second)
 	exp := now.Add(t.ttl)
 	claims := Claims{
-		Role: role,
+		Role: u.Role,
+		UID:  u.ID,
+		Gen:  u.TokenGen,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    issuer,
-			Subject:   username,
+			Subject:   u.Username,
 			Audience:  jwt.ClaimStrings{audience},
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(exp),
@@ -96,8 +107,10 @@ func (t *Tokens) Verify(token string) (Claims, error) {
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	if c.Subject == "" || (c.Role != streams.RoleUser && c.Role != streams.RoleAdmin) {
-		return Claims{}, fmt.Errorf("%w: missing subject or unknown role", ErrInvalidToken)
+	// A token from before tokens named the account (no uid) is refused:
+	// its holder logs in again.
+	if c.Subject == "" || c.UID == "" || (c.Role != streams.RoleUser && c.Role != streams.RoleAdmin) {
+		return Claims{}, fmt.Errorf("%w: missing subject or account, or unknown role", ErrInvalidToken)
 	}
 	return c, nil
 }

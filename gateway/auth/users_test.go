@@ -103,7 +103,7 @@ func TestEnsureAdmin(t *testing.T) {
 		t.Fatalf("first EnsureAdmin = %v %q %v", created, generated, err)
 	}
 	u, _, err := users.Get(t.Context(), "admin")
-	if err != nil || u.Role != streams.RoleAdmin || !auth.CheckPassword(u.PasswordHash, generated) {
+	if err != nil || u.Role != streams.RoleAdmin || !auth.CheckPassword(u.PasswordHash, generated, bcrypt.MinCost) {
 		t.Fatalf("admin = %+v, %v", u, err)
 	}
 	created, _, err = users.EnsureAdmin(t.Context(), "other", "other-password", bcrypt.MinCost)

@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"cryptostream/streams"
@@ -16,6 +18,14 @@ type spec struct {
 	name   string // canonical, the name frames carry
 	stream string
 	filter string
+	// symbol and interval are what must be tracked for the channel to
+	// carry anything; symbol is empty for "alerts", interval zero for
+	// alerts.
+	symbol   string
+	interval streams.Interval
+	// conflate: a client that is behind gets the newest event, not every
+	// one (running-candle ticks, each of which replaces the last).
+	conflate bool
 }
 
 // parseChannel accepts
@@ -43,7 +53,7 @@ func parseChannel(s string) (spec, error) {
 			if err != nil {
 				return spec{}, fmt.Errorf("%w: %q: %w", ErrBadChannel, s, err)
 			}
-			return spec{name: "alerts:" + streams.AssetKey(sym), stream: streams.StreamAlerts, filter: streams.AlertSubject(sym)}, nil
+			return spec{name: "alerts:" + streams.AssetKey(sym), stream: streams.StreamAlerts, filter: streams.AlertSubject(sym), symbol: sym}, nil
 		}
 		return spec{}, fmt.Errorf("%w: %q", ErrBadChannel, s)
 	}
@@ -67,11 +77,29 @@ func parseChannel(s string) (spec, error) {
 	}
 	switch kind {
 	case "ticks":
-		return spec{name: "ticks:" + tok + suffix, stream: streams.StreamTicks, filter: streams.TickSubject(iv, sym)}, nil
+		return spec{name: "ticks:" + tok + suffix, stream: streams.StreamTicks, filter: streams.TickSubject(iv, sym), symbol: sym, interval: iv, conflate: true}, nil
 	case "candles":
-		return spec{name: "candles:" + tok + ":" + iv.String(), stream: streams.StreamMarket, filter: streams.CandleSubject(iv, sym)}, nil
+		return spec{name: "candles:" + tok + ":" + iv.String(), stream: streams.StreamMarket, filter: streams.CandleSubject(iv, sym), symbol: sym, interval: iv}, nil
 	case "predictions":
-		return spec{name: "predictions:" + tok + suffix, stream: streams.StreamPredictions, filter: streams.PredictionSubject(iv, sym)}, nil
+		return spec{name: "predictions:" + tok + suffix, stream: streams.StreamPredictions, filter: streams.PredictionSubject(iv, sym), symbol: sym, interval: iv}, nil
 	}
 	return spec{}, fmt.Errorf("%w: %q: unknown kind %q", ErrBadChannel, s, kind)
+}
+
+// appendEvent appends an event message; it is encoded once per event
+// whatever the number of subscribers.
+func appendEvent(b []byte, channel string, seq uint64, snapshot bool, data []byte) []byte {
+	b = append(b, `{"type":"event","channel":`...)
+	b = strconv.AppendQuote(b, channel)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"snapshot":`...)
+	b = strconv.AppendBool(b, snapshot)
+	b = append(b, `,"data":`...)
+	if json.Valid(data) {
+		b = append(b, data...)
+	} else {
+		b = append(b, "null"...)
+	}
+	return append(b, '}')
 }

@@ -63,14 +63,14 @@ func TestFrame(t *testing.T) {
 		Snapshot bool            `json:"snapshot"`
 		Data     json.RawMessage `json:"data"`
 	}
-	if err := json.Unmarshal(frame(`a"b`, 42, true, []byte(`{"x":1}`)), &f); err != nil {
+	if err := json.Unmarshal(appendEvent(nil, `a"b`, 42, true, []byte(`{"x":1}`)), &f); err != nil {
 		t.Fatal(err)
 	}
 	if f.Type != "event" || f.Channel != `a"b` || f.Seq != 42 || !f.Snapshot || string(f.Data) != `{"x":1}` {
 		t.Fatalf("frame = %+v", f)
 	}
 	// Foreign bytes on a subject cannot break the frame.
-	if !json.Valid(frame("c", 1, false, []byte("not json"))) {
+	if !json.Valid(appendEvent(nil, "c", 1, false, []byte("not json"))) {
 		t.Fatal("an invalid payload produced an invalid frame")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -11,62 +12,110 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/gateway/auth"
+	"cryptostream/streams"
 )
 
 type client struct {
 	h    *Hub
-	conn *websocket.Conn
-	// live carries shared, pre-encoded events; out carries this client's
-	// own frames (replies, snapshots, backlog). out is unbuffered: a send
-	// returns once the writer took the frame, which is what lets a
-	// subscription switch to live without reordering.
-	live chan *websocket.PreparedMessage
-	out  chan []byte
-	done chan struct{}
-	exp  chan time.Time // a new token expiry for the writer
+	id   uint64
+	conn *websocket.Conn // handshake and reading only
+	nc   net.Conn        // written by the writer goroutine alone
+	exp  chan time.Time  // a new token expiry for the writer
+	done chan struct{}   // closed when the client starts closing
 
-	once        sync.Once
+	// qmu guards the write queue, the close state and every subscription's
+	// delivery state: the fan-out takes it once per delivery, the writer
+	// once per batch, and nobody holds it across a socket write.
+	qmu         sync.Mutex
+	room        *sync.Cond // the queue has room, or the client is closing
+	q           []qitem
+	oldest      time.Time // when q's first frame was queued
+	wake        chan struct{}
+	closing     bool
 	closeCode   int
 	closeReason string
 
-	mu   sync.Mutex
-	user string
-	subs map[string]*clientSub
-	wg   sync.WaitGroup // catch-up goroutines
+	mu    sync.Mutex
+	user  string
+	admin bool
+	subs  map[string]*clientSub
+	wg    sync.WaitGroup // catch-up goroutines
 }
 
-func (c *client) kill(code int, reason string) {
-	c.once.Do(func() {
-		c.closeCode, c.closeReason = code, reason
-		close(c.done)
-	})
+// clientSub is one client's subscription to one channel. Its fields are
+// under c.qmu.
+type clientSub struct {
+	c        *client
+	t        *topic
+	conflate bool
+
+	ready   bool    // snapshot or backlog sent; live events go straight out
+	pending []event // live events that arrived before ready
+	lastSeq uint64  // the newest sequence sent
+	qi      int     // 1 + the index in c.q of its last unsent conflatable frame, or 0
+	nq      int     // its unsent conflatable frames in c.q
 }
 
-func (c *client) slow() {
-	c.once.Do(func() {
-		c.h.m.slow.Inc()
-		c.closeCode, c.closeReason = CloseSlowClient, "client too slow: queue overflowed"
-		close(c.done)
-	})
+// mayRead reports whether this client may receive an alert of owner.
+func (c *client) mayRead(owner string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return streams.AlertVisible(owner, c.user, c.admin)
 }
 
-// send queues one of this client's own frames; false once the client is
-// closing.
+// mayReadData is mayRead for a stored event of the subscription's stream:
+// everything but alerts is public to an authenticated client.
+func (c *client) mayReadData(stream string, data []byte) bool {
+	if stream != streams.StreamAlerts {
+		return true
+	}
+	owner, err := streams.AlertOwner(data)
+	return err == nil && c.mayRead(owner)
+}
+
+// deliver runs on the fan-out goroutine and never blocks.
+func (c *client) deliver(cs *clientSub, ev event, now time.Time) bool {
+	if ev.owned && !c.mayRead(ev.owner) {
+		return false
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if !cs.ready {
+		if len(cs.pending) >= c.h.cfg.MaxPending {
+			c.slowLocked("client too slow: subscription backlog overflowed")
+			return false
+		}
+		cs.pending = append(cs.pending, ev)
+		return false
+	}
+	if ev.seq <= cs.lastSeq {
+		return false
+	}
+	if !c.enqueueLive(cs, ev.frame, now) {
+		return false
+	}
+	cs.lastSeq = ev.seq
+	return true
+}
+
+type errorFrame struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Channel string `json:"channel,omitempty"`
+	Message string `json:"message"`
+}
+
+// send queues one of this client's own replies; false once it is closing.
 func (c *client) send(v any) bool {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return false
 	}
-	return c.sendRaw(b)
+	return c.sendWait(textFrame(b)) == nil
 }
 
-func (c *client) sendRaw(b []byte) bool {
-	select {
-	case c.out <- b:
-		return true
-	case <-c.done:
-		return false
-	}
+func (c *client) sendError(code, channel, msg string) {
+	c.send(errorFrame{Type: "error", Code: code, Channel: channel, Message: msg})
 }
 
 func (c *client) serve(claims *auth.Claims) {
@@ -77,18 +126,30 @@ func (c *client) serve(claims *auth.Claims) {
 		c.writer()
 	}()
 	c.conn.SetReadLimit(4096)
+	// gorilla would answer pings and closes itself, writing from the
+	// reader: the writer goroutine answers them instead.
+	c.conn.SetPingHandler(func(data string) error {
+		c.sendControl(control(opPong, []byte(data)))
+		return nil
+	})
+	c.conn.SetCloseHandler(func(code int, _ string) error {
+		if code == websocket.CloseNoStatusReceived {
+			code = websocket.CloseNormalClosure
+		}
+		c.kill(code, "")
+		return nil
+	})
 	if claims != nil {
 		c.authorize(*claims)
 	} else {
 		_ = c.conn.SetReadDeadline(h.d.Now().Add(h.cfg.AuthTimeout))
 	}
 	c.reader(claims != nil)
-	c.kill(websocket.CloseNormalClosure, "")
 	<-writerDone
 	c.mu.Lock()
 	user := c.user
 	c.mu.Unlock()
-	h.log.Debug("websocket closed", "user", user, "remote", c.conn.RemoteAddr().String(), "code", c.closeCode, "reason", c.closeReason)
+	h.log.Debug("websocket closed", "user", user, "remote", c.nc.RemoteAddr().String(), "code", c.closeCode, "reason", c.closeReason)
 	c.wg.Wait()
 	c.mu.Lock()
 	subs := c.subs
@@ -102,6 +163,7 @@ func (c *client) serve(claims *auth.Claims) {
 func (c *client) authorize(cl auth.Claims) {
 	c.mu.Lock()
 	c.user = cl.Subject
+	c.admin = cl.Role == streams.RoleAdmin
 	c.mu.Unlock()
 	select {
 	case <-c.exp:
@@ -127,12 +189,24 @@ func (c *client) reader(authed bool) {
 	for {
 		kind, data, err := c.conn.ReadMessage()
 		if err != nil {
+			var ne net.Error
+			timeout := errors.As(err, &ne) && ne.Timeout()
+			switch {
+			case !authed && timeout:
+				// The protocol promises 4003 to a client that never
+				// authenticates, silent ones included.
+				c.kill(CloseAuthFailed, "authentication timed out")
+			case timeout:
+				c.kill(websocket.CloseNormalClosure, "no pong")
+			default:
+				c.kill(websocket.CloseAbnormalClosure, "")
+			}
 			return
 		}
 		var req request
 		if kind != websocket.TextMessage || json.Unmarshal(data, &req) != nil {
 			h.m.badMsgs.Inc()
-			c.send(map[string]string{"type": "error", "code": "bad_message", "message": "send JSON text frames with an op"})
+			c.sendError("bad_message", "", "send JSON text frames with an op")
 			continue
 		}
 		if req.Op == "auth" {
@@ -167,46 +241,7 @@ func (c *client) reader(authed bool) {
 			c.unsubscribe(req.Channel)
 		default:
 			h.m.badMsgs.Inc()
-			c.send(map[string]string{"type": "error", "code": "bad_op", "message": "op must be auth, subscribe or unsubscribe"})
-		}
-	}
-}
-
-func (c *client) writer() {
-	h := c.h
-	ping := time.NewTicker(h.cfg.PingInterval)
-	defer ping.Stop()
-	expiry := time.NewTimer(time.Hour)
-	expiry.Stop()
-	defer expiry.Stop()
-	deadline := func() time.Time { return h.d.Now().Add(h.cfg.WriteTimeout) }
-	fail := func() { c.kill(websocket.CloseAbnormalClosure, "") }
-	for {
-		select {
-		case b := <-c.out:
-			_ = c.conn.SetWriteDeadline(deadline())
-			if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
-				fail()
-			}
-		case pm := <-c.live:
-			_ = c.conn.SetWriteDeadline(deadline())
-			if err := c.conn.WritePreparedMessage(pm); err != nil {
-				fail()
-			}
-		case <-ping.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, deadline()); err != nil {
-				fail()
-			}
-		case at := <-c.exp:
-			expiry.Reset(at.Sub(h.d.Now()))
-		case <-expiry.C:
-			c.kill(CloseTokenExpired, "token expired")
-		case <-c.done:
-			if c.closeCode != websocket.CloseAbnormalClosure {
-				_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeReason), deadline())
-			}
-			_ = c.conn.Close()
-			return
+			c.sendError("bad_op", "", "op must be auth, subscribe or unsubscribe")
 		}
 	}
 }
@@ -216,7 +251,14 @@ func (c *client) subscribe(channel string, since *uint64) {
 	sp, err := parseChannel(channel)
 	if err != nil {
 		h.m.nosub.Inc()
-		c.send(map[string]string{"type": "error", "code": "bad_channel", "channel": channel, "message": err.Error()})
+		c.sendError("bad_channel", channel, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.IOTimeout)
+	defer cancel()
+	if code, msg := h.tracked(ctx, sp); code != "" {
+		h.m.nosub.Inc()
+		c.sendError(code, sp.name, msg)
 		return
 	}
 	c.mu.Lock()
@@ -224,7 +266,7 @@ func (c *client) subscribe(channel string, since *uint64) {
 	full := len(c.subs) >= h.cfg.MaxChannels
 	var cs *clientSub
 	if !dup && !full {
-		cs = &clientSub{c: c}
+		cs = &clientSub{c: c, conflate: sp.conflate}
 		c.subs[sp.name] = cs
 	}
 	c.mu.Unlock()
@@ -234,19 +276,17 @@ func (c *client) subscribe(channel string, since *uint64) {
 		if full {
 			msg = "too many channels"
 		}
-		c.send(map[string]string{"type": "error", "code": "subscribe_refused", "channel": sp.name, "message": msg})
+		c.sendError("subscribe_refused", sp.name, msg)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.IOTimeout)
 	t, upTo, err := h.acquire(ctx, sp, cs)
-	cancel()
 	if err != nil {
 		h.m.nosub.Inc()
 		h.log.Warn("websocket subscribe failed", "channel", sp.name, "err", err)
 		c.mu.Lock()
 		delete(c.subs, sp.name)
 		c.mu.Unlock()
-		c.send(map[string]string{"type": "error", "code": "unavailable", "channel": sp.name, "message": "the channel cannot be read now"})
+		c.sendError("unavailable", sp.name, "the channel cannot be read now")
 		return
 	}
 	cs.t = t
@@ -271,42 +311,42 @@ func (c *client) catchUp(cs *clientSub, upTo uint64, since *uint64) {
 	} else {
 		err = c.snapshot(cs, upTo)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errQueueClosed) {
 		h.log.Warn("websocket snapshot or backlog failed", "channel", sp.name, "err", err)
-		c.send(map[string]any{"type": "error", "code": "backlog_failed", "channel": sp.name, "message": "history could not be read; live events follow"})
+		c.sendError("backlog_failed", sp.name, "history could not be read; live events follow")
 	}
 	for {
-		cs.mu.Lock()
+		c.qmu.Lock()
 		batch := cs.pending
 		cs.pending = nil
 		if len(batch) == 0 {
 			cs.ready = true
-			cs.mu.Unlock()
+			c.qmu.Unlock()
 			return
 		}
 		last := cs.lastSeq
-		cs.mu.Unlock()
+		c.qmu.Unlock()
 		for _, ev := range batch {
 			if ev.seq <= last {
 				continue
 			}
-			select {
-			case c.live <- ev.pm:
-			case <-c.done:
+			if c.sendWait(ev.frame) != nil {
 				return
 			}
 			last = ev.seq
 		}
-		cs.mu.Lock()
-		cs.lastSeq = last
-		cs.mu.Unlock()
+		c.setLast(cs, last)
 	}
 }
 
 func (c *client) setLast(cs *clientSub, seq uint64) {
-	cs.mu.Lock()
+	c.qmu.Lock()
 	cs.lastSeq = seq
-	cs.mu.Unlock()
+	c.qmu.Unlock()
+}
+
+func (c *client) sendEvent(channel string, seq uint64, snapshot bool, data []byte) error {
+	return c.sendWait(wsFrame(opText, appendEvent(make([]byte, maxHeader, maxHeader+len(data)+len(channel)+64), channel, seq, snapshot, data)))
 }
 
 func (c *client) snapshot(cs *clientSub, upTo uint64) error {
@@ -327,8 +367,11 @@ func (c *client) snapshot(cs *clientSub, upTo uint64) error {
 	if msg.Sequence > upTo {
 		return nil // it is newer than the seam: it comes live
 	}
-	if !c.sendRaw(frame(cs.t.sp.name, msg.Sequence, true, msg.Data)) {
-		return nil
+	if !c.mayReadData(cs.t.sp.stream, msg.Data) {
+		return nil // another user's alert is nobody's snapshot
+	}
+	if err := c.sendEvent(cs.t.sp.name, msg.Sequence, true, msg.Data); err != nil {
+		return err
 	}
 	h.m.backlog.Inc()
 	c.setLast(cs, msg.Sequence)
@@ -378,7 +421,9 @@ func (c *client) backlog(cs *clientSub, since, upTo uint64) error {
 	// be replayed: say so rather than pretend there was nothing.
 	if si := st.CachedInfo(); si != nil && si.State.FirstSeq > since+1 {
 		gapTo := min(si.State.FirstSeq-1, upTo)
-		c.send(map[string]any{"type": "gap", "channel": sp.name, "from": since + 1, "to": gapTo})
+		if !c.send(map[string]any{"type": "gap", "channel": sp.name, "from": since + 1, "to": gapTo}) {
+			return errQueueClosed
+		}
 		last = gapTo
 		c.setLast(cs, gapTo)
 	}
@@ -409,8 +454,16 @@ func (c *client) backlog(cs *clientSub, since, upTo uint64) error {
 				c.setLast(cs, upTo)
 				return nil
 			}
-			if !c.sendRaw(frame(sp.name, seq, false, msg.Data())) {
-				return nil
+			if !c.mayReadData(sp.stream, msg.Data()) {
+				last = seq
+				c.setLast(cs, seq)
+				if seq == upTo || meta.NumPending == 0 {
+					return nil
+				}
+				continue
+			}
+			if err := c.sendEvent(sp.name, seq, false, msg.Data()); err != nil {
+				return err
 			}
 			h.m.backlog.Inc()
 			sent++
@@ -432,7 +485,7 @@ func (c *client) backlog(cs *clientSub, since, upTo uint64) error {
 func (c *client) unsubscribe(channel string) {
 	sp, err := parseChannel(channel)
 	if err != nil {
-		c.send(map[string]string{"type": "error", "code": "bad_channel", "channel": channel, "message": err.Error()})
+		c.sendError("bad_channel", channel, err.Error())
 		return
 	}
 	c.mu.Lock()
@@ -440,7 +493,7 @@ func (c *client) unsubscribe(channel string) {
 	delete(c.subs, sp.name)
 	c.mu.Unlock()
 	if !ok {
-		c.send(map[string]string{"type": "error", "code": "not_subscribed", "channel": sp.name, "message": "not subscribed"})
+		c.sendError("not_subscribed", sp.name, "not subscribed")
 		return
 	}
 	c.h.release(cs.t, cs)

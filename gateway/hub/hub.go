@@ -21,11 +21,21 @@
 // (the server answers with "bearer"), in an Authorization header, or in the
 // first message within AuthTimeout. Events of one channel arrive in stream
 // order without duplicates; seq is what a reconnecting client passes back as
-// since.
+// since. A ticks channel (running-candle updates, each replacing the last)
+// conflates: a client that is behind gets the newest tick rather than every
+// one, so its live seq may skip; a resume with since still replays every
+// stored tick up to the seam. Other channels never skip: a client too far
+// behind on them is closed with 4008.
+//
+// Subscribing to an asset that is not tracked, or to an interval the system
+// does not run, is refused with an error frame (code not_tracked).
 //
 // Close codes: 1001 server shutting down; 4001 token expired; 4003
-// authentication failed or missing; 4008 client too slow (its queue
-// overflowed; reconnect and resume with since).
+// authentication failed, missing or not given within AuthTimeout; 4008
+// client too slow (its bounded queue overflowed, or a frame waited longer
+// than SlowAfter; reconnect and resume with since). A client that accepts
+// nothing at all for WriteTimeout is cut without a close frame (none can
+// reach it) and counted as slow too.
 package hub
 
 import (
@@ -34,10 +44,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -46,6 +58,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"cryptostream/gateway/auth"
+	"cryptostream/streams"
 )
 
 // Close codes beyond the standard ones.
@@ -57,8 +70,19 @@ const (
 
 // Config tunes the hub. Zero values take the defaults.
 type Config struct {
-	// QueueSize bounds the live events waiting for one client's socket.
+	// QueueSize bounds the frames waiting for one client's socket.
 	QueueSize int
+	// SlowAfter: a client whose oldest queued frame has waited this long is
+	// closed as slow, before its socket write can time out.
+	SlowAfter time.Duration
+	// SendBuffer is each socket's kernel send buffer (SO_SNDBUF): it bounds
+	// the kernel memory a client that stops reading can hold, and how much
+	// it must leave unread before it is called slow. Negative keeps the
+	// kernel's autotuned default (megabytes per socket).
+	SendBuffer int
+	// Intervals the system runs (the ingester's); channels on others are
+	// refused. Empty means 1m.
+	Intervals []streams.Interval
 	// MaxPending bounds the live events held for a subscription while its
 	// snapshot or backlog is being sent.
 	MaxPending int
@@ -89,11 +113,16 @@ func (c *Config) defaults() {
 	def(&c.MaxPending, 1024)
 	def(&c.MaxBacklog, 10_000)
 	def(&c.MaxChannels, 32)
+	def(&c.SendBuffer, 64<<10)
 	defd(&c.PingInterval, 25*time.Second)
 	defd(&c.PongWait, 60*time.Second)
 	defd(&c.WriteTimeout, 10*time.Second)
 	defd(&c.AuthTimeout, 10*time.Second)
 	defd(&c.IOTimeout, 5*time.Second)
+	defd(&c.SlowAfter, min(5*time.Second, c.WriteTimeout/2))
+	if len(c.Intervals) == 0 {
+		c.Intervals = []streams.Interval{streams.Interval1m}
+	}
 }
 
 // Source opens streams; jetstream.JetStream is one.
@@ -103,8 +132,11 @@ type Source interface {
 
 // Deps are what the hub talks to.
 type Deps struct {
-	Source  Source
-	Verify  func(token string) (auth.Claims, error)
+	Source Source
+	Verify func(token string) (auth.Claims, error)
+	// Tracked reports whether a symbol is tracked (in the assets bucket);
+	// nil accepts every symbol.
+	Tracked func(ctx context.Context, symbol string) (bool, error)
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
 	Now     func() time.Time
@@ -118,16 +150,28 @@ type Hub struct {
 	upgrader websocket.Upgrader
 	m        hubMetrics
 
-	mu      sync.Mutex
-	topics  map[string]*topic
-	clients map[*client]struct{}
-	closed  bool
+	mu     sync.Mutex
+	topics map[string]*topic
+	closed bool
+
+	ids     atomic.Uint64
+	nclient atomic.Int64
+	clients [clientShards]clientShard
+}
+
+// clientShards splits the connected clients so that ten thousand
+// connections and disconnections do not queue on one lock.
+const clientShards = 32
+
+type clientShard struct {
+	mu sync.Mutex
+	m  map[*client]struct{}
 }
 
 type hubMetrics struct {
 	clients, topics                         prometheus.Gauge
 	events, delivered, slow, backlog, nosub prometheus.Counter
-	badMsgs                                 prometheus.Counter
+	badMsgs, conflated, writes, frames      prometheus.Counter
 }
 
 // New builds a hub; it does no I/O.
@@ -148,12 +192,11 @@ func New(cfg Config, d Deps) (*Hub, error) {
 	f := promauto.With(d.Metrics)
 	h := &Hub{
 		cfg: cfg, d: d, log: d.Log,
-		topics:  map[string]*topic{},
-		clients: map[*client]struct{}{},
+		topics: map[string]*topic{},
 		upgrader: websocket.Upgrader{
-			ReadBufferSize: 1024, WriteBufferSize: 4096,
-			// Idle connections hold no write buffer: with thousands of
-			// clients mostly waiting, the pool saves 4 KiB each.
+			// The hub writes frames itself (writer.go): gorilla writes
+			// only the handshake, from a pooled buffer.
+			ReadBufferSize: 1024, WriteBufferSize: 1024,
 			WriteBufferPool: &sync.Pool{},
 			Subprotocols:    []string{"bearer"},
 			// The token travels explicitly (subprotocol, header or first
@@ -166,11 +209,17 @@ func New(cfg Config, d Deps) (*Hub, error) {
 			topics:    f.NewGauge(prometheus.GaugeOpts{Name: "cryptostream_gateway_ws_channels", Help: "Channels with at least one subscriber (one stream consumer each)."}),
 			events:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_events_total", Help: "Live events received from the streams."}),
 			delivered: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_deliveries_total", Help: "Live events queued to a client."}),
-			slow:      f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_slow_closes_total", Help: "Clients closed with 4008 because their queue overflowed."}),
+			slow:      f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_slow_closes_total", Help: "Clients closed as too slow (4008): their queue overflowed, a frame waited past SlowAfter, or a write timed out."}),
 			backlog:   f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_backlog_events_total", Help: "Events sent from the stream for snapshots and resumes."}),
 			nosub:     f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_subscribe_errors_total", Help: "Subscriptions refused or failed."}),
 			badMsgs:   f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_bad_messages_total", Help: "Client messages that did not parse."}),
+			conflated: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_conflated_total", Help: "Ticks replaced by a newer one before they were sent (a client or a channel's fan-out was behind)."}),
+			writes:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_writes_total", Help: "Socket writes; each carries one or more frames."}),
+			frames:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_frames_total", Help: "Frames written to clients."}),
 		},
+	}
+	for i := range h.clients {
+		h.clients[i].m = map[*client]struct{}{}
 	}
 	return h, nil
 }
@@ -187,22 +236,23 @@ func (h *Hub) Run(ctx context.Context) error {
 func (h *Hub) Shutdown() {
 	h.mu.Lock()
 	h.closed = true
-	clients := make([]*client, 0, len(h.clients))
-	for c := range h.clients {
-		clients = append(clients, c)
-	}
 	h.mu.Unlock()
-	for _, c := range clients {
-		c.kill(websocket.CloseGoingAway, "server shutting down")
+	for i := range h.clients {
+		sh := &h.clients[i]
+		sh.mu.Lock()
+		clients := make([]*client, 0, len(sh.m))
+		for c := range sh.m {
+			clients = append(clients, c)
+		}
+		sh.mu.Unlock()
+		for _, c := range clients {
+			c.kill(websocket.CloseGoingAway, "server shutting down")
+		}
 	}
 }
 
 // Clients is the number of connected clients.
-func (h *Hub) Clients() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.clients)
-}
+func (h *Hub) Clients() int { return int(h.nclient.Load()) }
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -240,199 +290,125 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader answered the client already
 	}
 	c := &client{
-		h: h, conn: conn,
-		live: make(chan *websocket.PreparedMessage, h.cfg.QueueSize),
-		out:  make(chan []byte),
+		h: h, id: h.ids.Add(1), conn: conn, nc: conn.NetConn(),
+		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 		exp:  make(chan time.Time, 1),
 		subs: map[string]*clientSub{},
 	}
+	c.room = sync.NewCond(&c.qmu)
+	if tc, ok := c.nc.(*net.TCPConn); ok && h.cfg.SendBuffer > 0 {
+		_ = tc.SetWriteBuffer(h.cfg.SendBuffer)
+	}
+	sh := &h.clients[c.id%clientShards]
 	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	closed = h.closed
+	h.mu.Unlock()
+	if closed {
 		_ = conn.Close()
 		return
 	}
-	h.clients[c] = struct{}{}
-	h.mu.Unlock()
+	sh.mu.Lock()
+	sh.m[c] = struct{}{}
+	sh.mu.Unlock()
+	h.nclient.Add(1)
 	h.m.clients.Inc()
 	// The connection lives on its own goroutines so that this handler
 	// returns and net/http frees its request state and its goroutine's
 	// grown stack: a third of the memory of an idle connection.
 	go func() {
 		c.serve(claims)
-		h.mu.Lock()
-		delete(h.clients, c)
-		h.mu.Unlock()
+		sh.mu.Lock()
+		delete(sh.m, c)
+		sh.mu.Unlock()
+		h.nclient.Add(-1)
 		h.m.clients.Dec()
 	}()
+}
+
+// tracked checks that a channel can carry anything: its interval is one the
+// system runs and its asset is tracked. It answers an error code and message,
+// or "" when the channel may be subscribed.
+func (h *Hub) tracked(ctx context.Context, sp spec) (string, string) {
+	if sp.interval != 0 && !slices.Contains(h.cfg.Intervals, sp.interval) {
+		return "not_tracked", fmt.Sprintf("interval %s is not tracked", sp.interval)
+	}
+	if sp.symbol == "" || h.d.Tracked == nil {
+		return "", ""
+	}
+	ok, err := h.d.Tracked(ctx, sp.symbol)
+	if err != nil {
+		h.log.Warn("websocket subscribe: tracked assets unreadable", "channel", sp.name, "err", err)
+		return "unavailable", "the tracked assets cannot be read now"
+	}
+	if !ok {
+		return "not_tracked", fmt.Sprintf("asset %s is not tracked", sp.symbol)
+	}
+	return "", ""
 }
 
 // acquire adds a subscription to its channel's topic, starting the topic's
 // consumer if it is the first, and returns the last sequence the topic had
 // dispatched when the subscription joined: everything after it reaches the
-// subscription live.
+// subscription live. A topic starts outside h.mu, so a slow stream does not
+// hold up subscriptions to other channels.
 func (h *Hub) acquire(ctx context.Context, sp spec, cs *clientSub) (*topic, uint64, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return nil, 0, errors.New("hub: shutting down")
 	}
 	t, ok := h.topics[sp.name]
 	if !ok {
-		var err error
-		t, err = h.startTopic(ctx, sp)
-		if err != nil {
-			return nil, 0, err
-		}
+		t = newTopic(h, sp)
 		h.topics[sp.name] = t
 		h.m.topics.Inc()
 	}
-	t.mu.Lock()
-	t.subs[cs] = struct{}{}
-	seq := t.lastSeq
-	t.mu.Unlock()
-	return t, seq, nil
+	t.refs++
+	h.mu.Unlock()
+	if !ok {
+		t.err = t.start(ctx)
+		close(t.ready)
+		if t.err != nil {
+			// The next subscriber tries afresh.
+			h.mu.Lock()
+			if h.topics[sp.name] == t {
+				delete(h.topics, sp.name)
+				h.m.topics.Dec()
+			}
+			h.mu.Unlock()
+		}
+	} else {
+		select {
+		case <-t.ready:
+		case <-ctx.Done():
+			h.release(t, nil)
+			return nil, 0, ctx.Err()
+		}
+	}
+	if t.err != nil {
+		h.release(t, nil)
+		return nil, 0, t.err
+	}
+	return t, t.join(cs), nil
 }
 
+// release drops a subscription (cs nil: a reference that never joined) and
+// stops the topic's consumer with the last one.
 func (h *Hub) release(t *topic, cs *clientSub) {
+	if cs != nil {
+		t.leave(cs)
+	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	t.mu.Lock()
-	delete(t.subs, cs)
-	empty := len(t.subs) == 0
-	t.mu.Unlock()
-	if empty && h.topics[t.sp.name] == t {
+	t.refs--
+	last := t.refs == 0 && h.topics[t.sp.name] == t
+	if last {
 		delete(h.topics, t.sp.name)
 		h.m.topics.Dec()
-		t.cc.Stop()
 	}
-}
-
-// topic is one channel's shared consumer and its subscribers.
-type topic struct {
-	h  *Hub
-	sp spec
-	cc jetstream.ConsumeContext
-
-	mu      sync.Mutex
-	subs    map[*clientSub]struct{}
-	lastSeq uint64
-}
-
-type event struct {
-	seq uint64
-	pm  *websocket.PreparedMessage
-}
-
-// startTopic starts an ordered consumer right after the stream's current
-// last sequence, so that what a new subscriber reads from the stream (up to
-// lastSeq) and what the topic delivers live (after it) meet without a gap.
-func (h *Hub) startTopic(ctx context.Context, sp spec) (*topic, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.IOTimeout)
-	defer cancel()
-	st, err := h.d.Source.Stream(ctx, sp.stream)
-	if err != nil {
-		return nil, fmt.Errorf("hub: open stream %s: %w", sp.stream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("hub: stream %s info: %w", sp.stream, err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{sp.filter},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    info.State.LastSeq + 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hub: consumer on %s: %w", sp.filter, err)
-	}
-	t := &topic{h: h, sp: sp, subs: map[*clientSub]struct{}{}, lastSeq: info.State.LastSeq}
-	cc, err := cons.Consume(t.dispatch, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		h.log.Debug("channel consumer", "channel", sp.name, "err", err)
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("hub: consume %s: %w", sp.filter, err)
-	}
-	t.cc = cc
-	return t, nil
-}
-
-// frame encodes an event once for every subscriber.
-func frame(channel string, seq uint64, snapshot bool, data []byte) []byte {
-	b := make([]byte, 0, len(data)+len(channel)+64)
-	b = append(b, `{"type":"event","channel":`...)
-	b = strconv.AppendQuote(b, channel)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, `,"snapshot":`...)
-	b = strconv.AppendBool(b, snapshot)
-	b = append(b, `,"data":`...)
-	if json.Valid(data) {
-		b = append(b, data...)
-	} else {
-		b = append(b, "null"...)
-	}
-	return append(b, '}')
-}
-
-// dispatch runs on the consumer's goroutine, one message at a time. It never
-// blocks on a client: each delivery is a non-blocking queue send.
-func (t *topic) dispatch(msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return
-	}
-	seq := meta.Sequence.Stream
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame(t.sp.name, seq, false, msg.Data()))
-	if err != nil {
-		return
-	}
-	t.h.m.events.Inc()
-	ev := event{seq: seq, pm: pm}
-	t.mu.Lock()
-	t.lastSeq = seq
-	n := 0
-	for cs := range t.subs {
-		if cs.deliver(ev) {
-			n++
-		}
-	}
-	t.mu.Unlock()
-	t.h.m.delivered.Add(float64(n))
-}
-
-// clientSub is one client's subscription to one channel.
-type clientSub struct {
-	c *client
-	t *topic
-
-	mu      sync.Mutex
-	ready   bool    // snapshot or backlog sent; live events go straight out
-	pending []event // live events that arrived before ready
-	lastSeq uint64  // the newest sequence sent
-}
-
-func (cs *clientSub) deliver(ev event) bool {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if !cs.ready {
-		if len(cs.pending) >= cs.c.h.cfg.MaxPending {
-			cs.c.slow()
-			return false
-		}
-		cs.pending = append(cs.pending, ev)
-		return false
-	}
-	if ev.seq <= cs.lastSeq {
-		return false
-	}
-	select {
-	case cs.c.live <- ev.pm:
-		cs.lastSeq = ev.seq
-		return true
-	default:
-		cs.c.slow()
-		return false
+	h.mu.Unlock()
+	if last {
+		<-t.ready
+		t.close()
 	}
 }

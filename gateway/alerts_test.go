@@ -1,0 +1,282 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"cryptostream/datatest"
+	"cryptostream/gateway"
+	"cryptostream/streams"
+)
+
+func moveRule(threshold float64) map[string]any {
+	return map[string]any{"kind": "percent_move", "symbol": "BTC/USD", "threshold": threshold, "window": "15m", "cooldown": "30m", "hysteresis": 0.3}
+}
+
+func (s *stack) trackVia(admin, sym string) {
+	s.t.Helper()
+	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": sym}), http.StatusCreated)
+}
+
+func ruleIDs(t *testing.T, r reply) []string {
+	t.Helper()
+	var ids []string
+	for _, x := range r.json(t)["rules"].([]any) {
+		ids = append(ids, x.(map[string]any)["id"].(string))
+	}
+	return ids
+}
+
+func TestAlertRulesOwnership(t *testing.T) {
+	s := newStack(t)
+	admin := s.login(adminName, adminPass)
+	alice := s.signup("alice", "alice-password")
+	bob := s.signup("bob", "bob-password")
+	s.trackVia(admin, "BTC/USD")
+
+	r := s.expect(s.call("POST", "/alerts/rules", alice, moveRule(2)), http.StatusCreated)
+	id := r.json(t)["id"].(string)
+	if r.json(t)["owner"] != "alice" || r.header.Get("Location") != "/alerts/rules/"+id {
+		t.Fatalf("created %s", r.body)
+	}
+	s.expect(s.call("POST", "/alerts/rules", bob, moveRule(3)), http.StatusCreated)
+
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", alice, nil), http.StatusOK)); len(ids) != 1 || ids[0] != id {
+		t.Fatalf("alice lists %v", ids)
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", bob, nil), http.StatusOK)); len(ids) != 1 || ids[0] == id {
+		t.Fatalf("bob lists %v", ids)
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", admin, nil), http.StatusOK)); len(ids) != 2 {
+		t.Fatalf("admin lists %v", ids)
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules?owner=alice", admin, nil), http.StatusOK)); len(ids) != 1 || ids[0] != id {
+		t.Fatalf("admin lists alice's as %v", ids)
+	}
+
+	// Bob cannot read, change, delete or preview alice's rule: to him it
+	// does not exist.
+	path := "/alerts/rules/" + id
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", path, nil},
+		{"PUT", path, moveRule(5)},
+		{"DELETE", path, nil},
+		{"POST", "/alerts/rules/preview", map[string]any{"rule_id": id, "from": "2023-03-02T22:00:00Z", "to": "2023-03-03T04:00:00Z"}},
+	} {
+		if r := s.call(c.method, c.path, bob, c.body); r.status != http.StatusNotFound || r.errCode(t) != "rule_not_found" {
+			t.Errorf("bob %s %s = %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
+	if got := s.expect(s.call("GET", path, alice, nil), http.StatusOK).json(t); got["threshold"] != 2.0 {
+		t.Fatalf("bob changed alice's rule: %v", got)
+	}
+	// Alice changes her own; the admin can too, and it stays hers.
+	s.expect(s.call("PUT", path, alice, moveRule(2.5)), http.StatusOK)
+	if got := s.expect(s.call("PUT", path, admin, moveRule(2.6)), http.StatusOK).json(t); got["owner"] != "alice" || got["threshold"] != 2.6 {
+		t.Fatalf("admin edit: %v", got)
+	}
+
+	// Security and system rules are an admin's.
+	sec := map[string]any{"kind": "failed_logins", "count": 20, "window": "1m", "per": "ip"}
+	if r := s.call("POST", "/alerts/rules", bob, sec); r.status != http.StatusForbidden {
+		t.Fatalf("bob's security rule = %d %s", r.status, r.body)
+	}
+	sys := moveRule(2)
+	sys["system"] = true
+	if r := s.call("POST", "/alerts/rules", bob, sys); r.status != http.StatusForbidden {
+		t.Fatalf("bob's system rule = %d %s", r.status, r.body)
+	}
+	s.expect(s.call("POST", "/alerts/rules", admin, sec), http.StatusCreated)
+	if got := s.expect(s.call("POST", "/alerts/rules", admin, sys), http.StatusCreated).json(t); got["system"] != true || got["owner"] != "" {
+		t.Fatalf("system rule %v", got)
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", bob, nil), http.StatusOK)); len(ids) != 1 {
+		t.Fatalf("bob sees %d rules", len(ids))
+	}
+
+	s.expect(s.call("DELETE", path, alice, nil), http.StatusNoContent)
+	s.expect(s.call("GET", path, alice, nil), http.StatusNotFound)
+}
+
+func TestAlertRulesBadInput(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.MaxAlertRules = 2 })
+	admin := s.login(adminName, adminPass)
+	alice := s.signup("alice", "alice-password")
+	s.trackVia(admin, "BTC/USD")
+	withHook := func(url string) map[string]any {
+		r := moveRule(2)
+		r["webhook"] = map[string]any{"url": url}
+		return r
+	}
+	count := func() int {
+		return len(s.expect(s.call("GET", "/alerts/rules", admin, nil), http.StatusOK).json(t)["rules"].([]any))
+	}
+	for _, tc := range []struct {
+		name   string
+		body   any
+		status int
+		code   string
+	}{
+		{"not JSON", `{"kind":`, 400, "malformed_body"},
+		{"unknown field", `{"kind":"price_cross","symbol":"BTC/USD","threshold":1,"owner":"bob"}`, 400, "malformed_body"},
+		{"NaN", `{"kind":"price_cross","symbol":"BTC/USD","threshold":NaN}`, 400, "malformed_body"},
+		{"NaN as a string", `{"kind":"price_cross","symbol":"BTC/USD","threshold":"NaN"}`, 400, "malformed_body"},
+		{"huge number", `{"kind":"price_cross","symbol":"BTC/USD","threshold":1e999}`, 400, "malformed_body"},
+		{"no threshold", `{"kind":"price_cross","symbol":"BTC/USD"}`, 400, "invalid_threshold"},
+		{"bad window", `{"kind":"percent_move","symbol":"BTC/USD","threshold":2,"window":"soon"}`, 400, "malformed_body"},
+		{"unknown kind", map[string]any{"kind": "moon", "symbol": "BTC/USD", "threshold": 1}, 400, "unknown_kind"},
+		{"unknown asset", map[string]any{"kind": "price_cross", "symbol": "ETH/USD", "threshold": 1}, 400, "unknown_asset"},
+		{"not an asset", map[string]any{"kind": "price_cross", "symbol": "BTCUSD", "threshold": 1}, 400, "invalid_symbol"},
+		{"threshold out of range", map[string]any{"kind": "percent_move", "symbol": "BTC/USD", "threshold": 250, "window": "15m"}, 400, "threshold_out_of_range"},
+		{"negative level", map[string]any{"kind": "price_cross", "symbol": "BTC/USD", "threshold": -5}, 400, "threshold_out_of_range"},
+		{"oversized", `{"name":"` + strings.Repeat("x", 70<<10) + `"}`, 413, "body_too_large"},
+		{"webhook on loopback", withHook("http://127.0.0.1:8080/hook"), 400, "invalid_webhook"},
+		{"webhook on cloud metadata", withHook("http://169.254.169.254/latest/meta-data/"), 400, "invalid_webhook"},
+		{"webhook on a private network", withHook("https://10.1.2.3/hook"), 400, "invalid_webhook"},
+		{"webhook on IPv6 loopback", withHook("http://[::1]/hook"), 400, "invalid_webhook"},
+		{"webhook on IPv4-mapped loopback", withHook("http://[::ffff:127.0.0.1]/hook"), 400, "invalid_webhook"},
+		{"webhook on localhost", withHook("http://localhost/hook"), 400, "invalid_webhook"},
+		{"webhook not http", withHook("file:///etc/passwd"), 400, "invalid_webhook"},
+		{"webhook with credentials", withHook("https://u:p@93.184.215.14/hook"), 400, "invalid_webhook"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.call("POST", "/alerts/rules", alice, tc.body)
+			if r.status != tc.status || r.errCode(t) != tc.code {
+				t.Fatalf("= %d %s, want %d %s", r.status, r.body, tc.status, tc.code)
+			}
+			if n := count(); n != 0 {
+				t.Fatalf("%d rules stored after a refusal", n)
+			}
+		})
+	}
+	// The cap: the third rule is refused and not stored.
+	s.expect(s.call("POST", "/alerts/rules", alice, moveRule(2)), http.StatusCreated)
+	s.expect(s.call("POST", "/alerts/rules", alice, moveRule(3)), http.StatusCreated)
+	if r := s.call("POST", "/alerts/rules", alice, moveRule(4)); r.status != 400 || r.errCode(t) != "too_many_rules" {
+		t.Fatalf("third rule = %d %s", r.status, r.body)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d rules stored", n)
+	}
+	// A bad replacement leaves the rule as it was.
+	id := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", alice, nil), http.StatusOK))[0]
+	before := s.expect(s.call("GET", "/alerts/rules/"+id, alice, nil), http.StatusOK).body
+	s.expect(s.call("PUT", "/alerts/rules/"+id, alice, withHook("http://169.254.169.254/")), http.StatusBadRequest)
+	if after := s.expect(s.call("GET", "/alerts/rules/"+id, alice, nil), http.StatusOK).body; string(after) != string(before) {
+		t.Fatalf("rule changed by a refused PUT:\n%s\n%s", before, after)
+	}
+}
+
+// The preview over the stored candles answers what the engine answers
+// over the same file (notifier's TestPercentMoveOnRealData).
+func TestAlertRulePreview(t *testing.T) {
+	s := newStack(t)
+	admin := s.login(adminName, adminPass)
+	alice := s.signup("alice", "alice-password")
+	s.trackVia(admin, "BTC/USD")
+	var cs []streams.Candle
+	from, to := time.Date(2023, 3, 2, 22, 0, 0, 0, time.UTC), time.Date(2023, 3, 3, 4, 0, 0, 0, time.UTC)
+	for _, c := range datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 3000) {
+		if !c.Start.Before(from) && c.Start.Before(to) {
+			cs = append(cs, c)
+		}
+	}
+	publishCandles(t, s, cs)
+	body := map[string]any{"rule": moveRule(0.7), "from": from.Format(time.RFC3339), "to": to.Format(time.RFC3339)}
+	got := s.expect(s.call("POST", "/alerts/rules/preview", alice, body), http.StatusOK).json(t)
+	firings := got["firings"].([]any)
+	var at []string
+	for _, f := range firings {
+		m := f.(map[string]any)
+		at = append(at, fmt.Sprint(m["at"], " ", m["values"].(map[string]any)["to"]))
+	}
+	if want := "[2023-03-03T01:21:00Z 23170.8 2023-03-03T01:58:00Z 22128.7]"; fmt.Sprint(at) != want || got["candles"] != float64(len(cs)) {
+		t.Fatalf("preview fired %v over %v candles, want %s", at, got["candles"], want)
+	}
+	// Nothing was stored.
+	if n := len(s.expect(s.call("GET", "/alerts/rules", alice, nil), http.StatusOK).json(t)["rules"].([]any)); n != 0 {
+		t.Fatalf("preview stored %d rules", n)
+	}
+	// A stored rule previews by id.
+	id := s.expect(s.call("POST", "/alerts/rules", alice, moveRule(2)), http.StatusCreated).json(t)["id"].(string)
+	byID := s.expect(s.call("POST", "/alerts/rules/preview", alice, map[string]any{"rule_id": id, "from": body["from"], "to": body["to"]}), http.StatusOK).json(t)
+	if f := byID["firings"].([]any); len(f) != 1 || !strings.HasPrefix(f[0].(map[string]any)["message"].(string), "BTC/USD fell 2.3% in 15 min") {
+		t.Fatalf("preview by id: %v", byID)
+	}
+	for _, bad := range []map[string]any{
+		{"rule": moveRule(2), "from": body["from"]},
+		{"rule": moveRule(2), "from": body["to"], "to": body["from"]},
+		{"rule": moveRule(2), "from": "2023-01-01T00:00:00Z", "to": "2023-06-01T00:00:00Z"},
+		{"rule": map[string]any{"kind": "predicted_move", "symbol": "BTC/USD", "threshold": 1}, "from": body["from"], "to": body["to"]},
+		{"from": body["from"], "to": body["to"]},
+	} {
+		if r := s.call("POST", "/alerts/rules/preview", alice, bad); r.status != http.StatusBadRequest {
+			t.Errorf("preview %v = %d %s", bad, r.status, r.body)
+		}
+	}
+}
+
+func TestAlertsHistory(t *testing.T) {
+	s := newStack(t)
+	admin := s.login(adminName, adminPass)
+	alice := s.signup("alice", "alice-password")
+	bob := s.signup("bob", "bob-password")
+	at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
+	for i, owner := range []string{"alice", "bob", "", streams.AlertAudienceAdmins, "alice", "bob", "alice"} {
+		a := streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: owner, Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
+			Message: "m", Value: 1, Threshold: 1, At: at.Add(time.Duration(i) * time.Minute)}
+		if owner == streams.AlertAudienceAdmins {
+			a.Symbol, a.Interval, a.Key, a.Kind = "", 0, "eve", "failed_logins"
+		}
+		publish(t, s, &a)
+	}
+	ids := func(r reply) []string {
+		var out []string
+		for _, x := range r.json(t)["alerts"].([]any) {
+			out = append(out, x.(map[string]any)["id"].(string))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		who, token, query, want string
+	}{
+		{"alice", alice, "", "[a0 a2 a4 a6]"},
+		{"bob", bob, "", "[a1 a2 a5]"},
+		{"admin", admin, "", "[a2 a3]"},
+		{"admin for alice", admin, "?user=alice", "[a0 a4 a6]"},
+		{"alice by symbol", alice, "?symbol=BTC-USD", "[a0 a2 a4 a6]"},
+	} {
+		if got := fmt.Sprint(ids(s.expect(s.call("GET", "/alerts/history"+tc.query, tc.token, nil), http.StatusOK))); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.who, got, tc.want)
+		}
+	}
+	if r := s.call("GET", "/alerts/history?user=alice", bob, nil); r.status != http.StatusForbidden {
+		t.Fatalf("bob reading alice's = %d", r.status)
+	}
+	// Pages by stream sequence.
+	var pages []string
+	q := "?limit=2"
+	for range 5 {
+		r := s.expect(s.call("GET", "/alerts/history"+q, alice, nil), http.StatusOK)
+		pages = append(pages, fmt.Sprint(ids(r)))
+		next, ok := r.json(t)["next"].(float64)
+		if !ok {
+			break
+		}
+		q = fmt.Sprintf("?limit=2&after=%d", int(next))
+	}
+	if got := fmt.Sprint(pages); got != "[[a0 a2] [a4 a6] []]" && got != "[[a0 a2] [a4 a6]]" {
+		t.Fatalf("pages %s", got)
+	}
+	for _, q := range []string{"?limit=0", "?limit=5000", "?after=x", "?symbol=nope"} {
+		if r := s.call("GET", "/alerts/history"+q, alice, nil); r.status != http.StatusBadRequest {
+			t.Errorf("%s = %d", q, r.status)
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+)
+
+// Reasons Sessions.Check refuses a well-signed token.
+var (
+	ErrRevoked  = errors.New("auth: token revoked")
+	ErrDisabled = errors.New("auth: account disabled")
+)
+
+// Watcher is the part of a KV bucket Sessions watches.
+type Watcher interface {
+	WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
+// Sessions decides, on every request, whether a token still stands for its
+// account: same account ID (not deleted, not re-created under the name),
+// same token generation (no password, role or disabled change since), not
+// disabled.
+//
+// The check is a map lookup. The map mirrors the users bucket through a KV
+// watch, so a change made by another gateway replica or by `cryptostream
+// user` takes effect here as soon as the watch delivers it (milliseconds on
+// a healthy bus; for as long as an outage lasts otherwise, during which no
+// change can be made either). Changes this process makes are applied at
+// once. Until the watch has delivered the whole bucket, and whenever the map
+// cannot answer for sure, Check reads the user from the bucket instead.
+type Sessions struct {
+	users *Users
+	watch Watcher
+	log   *slog.Logger
+
+	mu     sync.RWMutex
+	byName map[string]session
+	synced bool
+}
+
+type session struct {
+	id       string
+	gen      uint64
+	disabled bool
+	deleted  bool
+	rev      uint64
+}
+
+// NewSessions mirrors users; watch may be nil, and then every Check reads
+// the bucket. It registers itself to hear of every write made through
+// users.
+func NewSessions(users *Users, watch Watcher, log *slog.Logger) *Sessions {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Sessions{users: users, watch: watch, log: log, byName: map[string]session{}}
+	users.onWrite = s.apply
+	return s
+}
+
+// Check reports nil when c still stands for its account, ErrRevoked or
+// ErrDisabled when it does not, and any other error when the bucket could
+// not be read.
+func (s *Sessions) Check(ctx context.Context, c Claims) error {
+	s.mu.RLock()
+	e, ok := s.byName[c.Subject]
+	synced := s.synced
+	s.mu.RUnlock()
+	if synced && ok && !e.deleted && e.id == c.UID {
+		switch {
+		case e.gen == c.Gen && e.disabled:
+			return ErrDisabled
+		case e.gen == c.Gen:
+			return nil
+		case e.gen > c.Gen:
+			// Generations only grow: the token is behind for sure.
+			return ErrRevoked
+		}
+	}
+	// Unsure (not synced yet, a name this replica has not seen, another
+	// account ID, a generation ahead of ours): ask the bucket.
+	u, rev, err := s.users.Get(ctx, c.Subject)
+	if errors.Is(err, ErrUserNotFound) {
+		s.apply(c.Subject, nil, 0)
+		return ErrRevoked
+	}
+	if err != nil {
+		return err
+	}
+	s.apply(u.Username, &u, rev)
+	switch {
+	case u.ID != c.UID || u.TokenGen != c.Gen:
+		return ErrRevoked
+	case u.Disabled:
+		return ErrDisabled
+	}
+	return nil
+}
+
+// apply records a user as of revision rev, or its deletion when u is nil.
+// An older revision than the one held is ignored, so the watch and this
+// process's own writes may arrive in any order. A deletion seen by a read
+// (rev 0) keeps the revision held: anything written later has a higher one.
+func (s *Sessions) apply(name string, u *streams.User, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.byName[name]
+	if ok && rev != 0 && rev <= cur.rev {
+		return
+	}
+	if u == nil {
+		if !ok {
+			// Nothing to forget; a tombstone for every name ever asked
+			// about would let anyone grow the map.
+			return
+		}
+		s.byName[name] = session{deleted: true, rev: max(rev, cur.rev)}
+		return
+	}
+	s.byName[name] = session{id: u.ID, gen: u.TokenGen, disabled: u.Disabled, rev: rev}
+}
+
+// Run mirrors the bucket until ctx ends, re-watching after an error.
+func (s *Sessions) Run(ctx context.Context) error {
+	if s.watch == nil {
+		<-ctx.Done()
+		return nil
+	}
+	for {
+		err := s.follow(ctx)
+		s.mu.Lock()
+		s.synced = false
+		s.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("users watch ended; tokens are checked against the bucket until it resumes", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Sessions) follow(ctx context.Context) error {
+	w, err := s.watch.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for e := range w.Updates() {
+		if e == nil {
+			// The initial values are all in.
+			s.mu.Lock()
+			s.synced = true
+			s.mu.Unlock()
+			continue
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			s.apply(e.Key(), nil, e.Revision())
+			continue
+		}
+		var u streams.User
+		if err := json.Unmarshal(e.Value(), &u); err != nil {
+			// Not a user this code can read: treat the name as gone
+			// rather than trust a stale entry.
+			s.log.Error("users watch: undecodable user", "key", e.Key(), "err", err)
+			s.apply(e.Key(), nil, e.Revision())
+			continue
+		}
+		s.apply(e.Key(), &u, e.Revision())
+	}
+	return errors.New("auth: users watch closed")
+}
+
+// Synced reports whether the mirror holds the whole bucket.
+func (s *Sessions) Synced() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.synced
+}

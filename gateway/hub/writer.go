@@ -1,0 +1,275 @@
+package hub
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Frames are built here rather than by gorilla's writer because gorilla
+// flushes every message with its own write call: with thousands of clients
+// the write syscalls are the cost (centrifuge measured the same), and
+// coalescing several queued frames into one writev needs the frames as
+// bytes. Server frames are unmasked, so a frame is a header and the payload;
+// gorilla still does the handshake and all the reading.
+
+const (
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+	opPong  = 0xA
+
+	maxHeader = 10
+)
+
+// header appends a final frame's header for a payload of n bytes.
+func header(b []byte, op byte, n int) []byte {
+	b = append(b, 0x80|op)
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xFFFF:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+}
+
+// wsFrame frames a payload that was built after maxHeader reserved bytes:
+// the header goes into the reserve, so the payload is not copied.
+func wsFrame(op byte, buf []byte) []byte {
+	n := len(buf) - maxHeader
+	var h [maxHeader]byte
+	hb := header(h[:0], op, n)
+	start := maxHeader - len(hb)
+	copy(buf[start:], hb)
+	return buf[start:]
+}
+
+// control frames a control message (at most 125 bytes of payload).
+func control(op byte, payload []byte) []byte {
+	b := header(make([]byte, 0, 2+len(payload)), op, len(payload))
+	return append(b, payload...)
+}
+
+// textFrame frames a message this client alone receives.
+func textFrame(payload []byte) []byte {
+	b := header(make([]byte, 0, maxHeader+len(payload)), opText, len(payload))
+	return append(b, payload...)
+}
+
+// qitem is a frame waiting for the socket. sub is set for a frame of a
+// conflating channel, so a newer tick can take its place.
+type qitem struct {
+	b   []byte
+	sub *clientSub
+}
+
+// conflateDepth is how many unsent ticks of one channel a client may have
+// queued before it counts as behind and the newest replaces the last.
+const conflateDepth = 4
+
+var errQueueClosed = errors.New("hub: client closing")
+
+// enqueueLive queues a shared live frame for cs; the caller holds c.qmu. It
+// never blocks: a client whose queue is full, or whose oldest queued frame
+// has waited longer than SlowAfter, is closed as slow.
+func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
+	if c.closing {
+		return false
+	}
+	if len(c.q) > 0 && now.Sub(c.oldest) > c.h.cfg.SlowAfter {
+		c.slowLocked("client too slow: frames waited too long")
+		return false
+	}
+	if cs.conflate && cs.nq >= conflateDepth {
+		// Running-candle ticks: a client that is behind gets the newest,
+		// in the place of the last one it has not yet been sent.
+		c.q[cs.qi-1].b = b
+		c.h.m.conflated.Inc()
+		return true
+	}
+	if len(c.q) >= c.h.cfg.QueueSize {
+		c.slowLocked("client too slow: queue overflowed")
+		return false
+	}
+	it := qitem{b: b}
+	if cs.conflate {
+		it.sub = cs
+	}
+	c.pushLocked(it, now)
+	if cs.conflate {
+		cs.qi = len(c.q)
+		cs.nq++
+	}
+	return true
+}
+
+func (c *client) pushLocked(it qitem, now time.Time) {
+	if len(c.q) == 0 {
+		c.oldest = now
+	}
+	c.q = append(c.q, it)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendWait queues one of this client's own frames (replies, snapshots,
+// backlog) in order with its live frames, waiting for room rather than
+// overflowing: a resume of thousands of events is paced by the socket.
+func (c *client) sendWait(b []byte) error {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for !c.closing && len(c.q) >= c.h.cfg.QueueSize {
+		c.room.Wait()
+	}
+	if c.closing {
+		return errQueueClosed
+	}
+	c.pushLocked(qitem{b: b}, c.h.d.Now())
+	return nil
+}
+
+// sendControl queues a control frame (a pong) past the bound: the reader
+// must not wait on the writer.
+func (c *client) sendControl(b []byte) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if !c.closing {
+		c.pushLocked(qitem{b: b}, c.h.d.Now())
+	}
+}
+
+func (c *client) kill(code int, reason string) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.killLocked(code, reason)
+}
+
+func (c *client) killLocked(code int, reason string) {
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.closeCode, c.closeReason = code, reason
+	c.room.Broadcast()
+	close(c.done)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *client) slowLocked(reason string) {
+	if c.closing {
+		return
+	}
+	c.h.m.slow.Inc()
+	// The writer may be blocked on a write this client is slow to take:
+	// give it a whole WriteTimeout from now to take that and its close.
+	_ = c.nc.SetWriteDeadline(c.h.d.Now().Add(c.h.cfg.WriteTimeout))
+	c.killLocked(CloseSlowClient, reason)
+}
+
+// writer is the only goroutine that writes to the socket. It takes every
+// queued frame at once and writes them with one writev, outside the lock.
+func (c *client) writer() {
+	h := c.h
+	ping := time.NewTicker(h.cfg.PingInterval)
+	defer ping.Stop()
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer expiry.Stop()
+	var batch []qitem
+	var bufs net.Buffers
+	var deadline time.Time
+	for {
+		select {
+		case <-c.wake:
+		case <-ping.C:
+			c.sendControl(control(opPing, nil))
+			continue
+		case at := <-c.exp:
+			expiry.Reset(at.Sub(h.d.Now()))
+			continue
+		case <-expiry.C:
+			c.kill(CloseTokenExpired, "token expired")
+			continue
+		}
+		c.qmu.Lock()
+		closing := c.closing
+		batch, c.q = c.q, batch[:0]
+		for _, it := range batch {
+			if it.sub != nil {
+				it.sub.qi, it.sub.nq = 0, 0
+			}
+		}
+		if cap(c.q) > 64 {
+			c.q = nil // a burst grew it: an idle client keeps no big queue
+		}
+		c.room.Broadcast()
+		c.qmu.Unlock()
+		if closing {
+			c.finish()
+			return
+		}
+		bufs = bufs[:0]
+		for _, it := range batch {
+			bufs = append(bufs, it.b)
+		}
+		for i := range batch {
+			batch[i] = qitem{}
+		}
+		if len(bufs) == 0 {
+			continue
+		}
+		// Setting a deadline costs as much as a small write: renew it only
+		// when less than three quarters of WriteTimeout are left.
+		if now := h.d.Now(); deadline.Sub(now) < h.cfg.WriteTimeout*3/4 {
+			deadline = now.Add(h.cfg.WriteTimeout)
+			_ = c.nc.SetWriteDeadline(deadline)
+		}
+		b := bufs // WriteTo consumes its receiver
+		if _, err := b.WriteTo(c.nc); err != nil {
+			c.writeFailed(err)
+			_ = c.nc.Close()
+			return
+		}
+		h.m.writes.Inc()
+		h.m.frames.Add(float64(len(bufs)))
+		for i := range bufs {
+			bufs[i] = nil
+		}
+		if cap(batch) > 64 {
+			batch, bufs = nil, nil
+		}
+	}
+}
+
+// writeFailed records why the socket could not be written. A write that
+// timed out is a slow client too: it is counted as one, though no close
+// frame can follow a frame cut short.
+func (c *client) writeFailed(err error) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.slowLocked("client too slow: write timed out")
+		return
+	}
+	c.killLocked(websocket.CloseAbnormalClosure, "")
+}
+
+// finish sends the close frame, when there is one to send, and closes.
+func (c *client) finish() {
+	if c.closeCode != websocket.CloseAbnormalClosure {
+		_ = c.nc.SetWriteDeadline(c.h.d.Now().Add(c.h.cfg.WriteTimeout))
+		_, _ = c.nc.Write(control(opClose, websocket.FormatCloseMessage(c.closeCode, c.closeReason)))
+	}
+	_ = c.nc.Close()
+}

@@ -1,0 +1,66 @@
+// REST calls with the session's token. A 401 ends the session: the page
+// goes back to login with a message rather than showing broken panels.
+import { session, expire } from "./session.js";
+
+export class APIError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export async function api(method, path, body) {
+  const headers = {};
+  const s = session.value;
+  if (s) headers.Authorization = "Bearer " + s.token;
+  let payload;
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: payload });
+  } catch {
+    throw new APIError(0, "offline", "The server cannot be reached.");
+  }
+  if (resp.status === 204) return null;
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    const e = (data && data.error) || {};
+    if (resp.status === 401 && s && path !== "/auth/login") {
+      expire("Your session expired or was revoked. Log in again.");
+    }
+    throw new APIError(resp.status, e.code || "error", e.message || resp.statusText);
+  }
+  return data;
+}
+
+export const get = (p) => api("GET", p);
+
+// assetToken spells a symbol the way paths and channels take it: BTC-USD.
+export const assetToken = (sym) => sym.replace("/", "-");
+
+// history reads every candle of a series from `from` on, following the
+// cursor, bounded by max candles.
+export async function history(sym, interval, from, max = 5000) {
+  let out = [];
+  let cursor = "";
+  for (;;) {
+    const q = new URLSearchParams({ interval, limit: String(Math.min(1000, max)) });
+    if (from) q.set("from", String(Math.floor(from)));
+    if (cursor) q.set("cursor", cursor);
+    const r = await get(`/crypto/asset_history/${assetToken(sym)}?${q}`);
+    if (!session.value) break; // logged out meanwhile
+    out = out.concat(r.candles);
+    if (!r.next || out.length >= max || r.candles.length === 0) break;
+    cursor = r.next;
+  }
+  return out;
+}

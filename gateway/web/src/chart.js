@@ -1,0 +1,116 @@
+// The asset chart: candles with volume, the running candle, the predicted
+// next close with its band drawn ahead of the last candle, past predictions
+// against the actual closes, and alert markers. It keeps its own bars by
+// time so that an event arriving out of order (a closed candle after the
+// next candle's first tick) redraws instead of throwing.
+import { createChart, CandlestickSeries, HistogramSeries, LineSeries, LineStyle, createSeriesMarkers, CrosshairMode } from "lightweight-charts";
+
+const UP = "#26a69a", DOWN = "#ef5350";
+
+export class CandleChart {
+  constructor(el) {
+    this.chart = createChart(el, {
+      autoSize: true,
+      layout: { background: { color: "#11151c" }, textColor: "#c9d1d9", attributionLogo: false },
+      grid: { vertLines: { color: "#1d232c" }, horzLines: { color: "#1d232c" } },
+      crosshair: { mode: CrosshairMode.Normal },
+      timeScale: { timeVisible: true, secondsVisible: false, rightOffset: 4 },
+    });
+    this.candles = this.chart.addSeries(CandlestickSeries, { upColor: UP, downColor: DOWN, wickUpColor: UP, wickDownColor: DOWN, borderVisible: false });
+    this.volume = this.chart.addSeries(HistogramSeries, { priceScaleId: "vol", priceFormat: { type: "volume" }, lastValueVisible: false, priceLineVisible: false });
+    this.chart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+    const line = (color, style, width = 2) => this.chart.addSeries(LineSeries, { color, lineStyle: style, lineWidth: width, lastValueVisible: false, priceLineVisible: false, crosshairMarkerVisible: false });
+    this.past = line("#d29922", LineStyle.Solid, 1);
+    this.forecast = line("#58a6ff", LineStyle.Dashed);
+    this.upper = line("#58a6ff80", LineStyle.Dotted, 1);
+    this.lower = line("#58a6ff80", LineStyle.Dotted, 1);
+    this.markers = createSeriesMarkers(this.candles, []);
+    this.bars = new Map(); // time -> bar
+    this.times = []; // sorted
+    this.closed = new Set();
+    this.drawn = []; // [{time, publishedAt, drawnAt}] for the benchmark
+  }
+
+  destroy() {
+    this.chart.remove();
+  }
+
+  setHistory(candles) {
+    this.bars.clear();
+    this.closed.clear();
+    for (const c of candles) {
+      this.bars.set(c.time, c);
+      this.closed.add(c.time);
+    }
+    this.times = [...this.bars.keys()].sort((a, b) => a - b);
+    this.redraw();
+    this.chart.timeScale().scrollToRealTime();
+  }
+
+  redraw() {
+    const bars = this.times.map((t) => this.bars.get(t));
+    this.candles.setData(bars);
+    this.volume.setData(bars.map(volBar));
+  }
+
+  // upsert adds or replaces the bar at its time; closed marks a candle
+  // from the candles channel or history, not a running one.
+  upsert(bar, closed) {
+    if (!closed && this.closed.has(bar.time)) return; // a late tick of a closed candle
+    const last = this.times[this.times.length - 1];
+    const known = this.bars.has(bar.time);
+    this.bars.set(bar.time, bar);
+    if (closed) this.closed.add(bar.time);
+    if (last === undefined || bar.time > last) {
+      this.times.push(bar.time);
+      this.candles.update(bar);
+      this.volume.update(volBar(bar));
+    } else if (bar.time === last) {
+      this.candles.update(bar);
+      this.volume.update(volBar(bar));
+    } else {
+      if (!known) {
+        this.times.push(bar.time);
+        this.times.sort((a, b) => a - b);
+      }
+      this.redraw();
+    }
+  }
+
+  lastClosed() {
+    for (let i = this.times.length - 1; i >= 0; i--) if (this.closed.has(this.times[i])) return this.bars.get(this.times[i]);
+    return null;
+  }
+
+  setForecast(p) {
+    if (!p) {
+      for (const s of [this.forecast, this.upper, this.lower]) s.setData([]);
+      return;
+    }
+    const from = p.start, to = p.target;
+    if (!(to > from)) return;
+    this.forecast.setData([{ time: from, value: p.close }, { time: to, value: p.predicted_close }]);
+    this.upper.setData([{ time: from, value: p.close }, { time: to, value: p.upper }]);
+    this.lower.setData([{ time: from, value: p.close }, { time: to, value: p.lower }]);
+  }
+
+  setPast(preds) {
+    this.past.setData(preds.map((p) => ({ time: p.target, value: p.predicted_close })));
+  }
+
+  setMarkers(alerts) {
+    this.markers.setMarkers(alerts.map((a) => ({ time: a.time, position: "aboveBar", color: "#f0883e", shape: "arrowDown", text: a.kind })));
+  }
+
+  snapshot() {
+    return {
+      closed: this.times.filter((t) => this.closed.has(t)),
+      running: this.times.length && !this.closed.has(this.times[this.times.length - 1]) ? this.bars.get(this.times[this.times.length - 1]) : null,
+      last: this.times.length ? this.bars.get(this.times[this.times.length - 1]) : null,
+    };
+  }
+}
+
+function volBar(b) {
+  return { time: b.time, value: b.volume, color: b.close >= b.open ? UP + "80" : DOWN + "80" };
+}

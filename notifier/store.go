@@ -1,0 +1,202 @@
+package notifier
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+)
+
+// KV is the part of the alert-rules bucket the store uses.
+type KV interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+	ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyLister, error)
+}
+
+// Store errors.
+var (
+	ErrRuleNotFound = errors.New("notifier: rule not found")
+	ErrConflict     = errors.New("notifier: rule changed concurrently")
+	ErrTooManyRules = errors.New("notifier: too many rules")
+)
+
+// Store keeps rules in the alert-rules bucket, one key per rule id, every
+// change a compare-and-swap on the entry's revision.
+type Store struct {
+	kv  KV
+	now func() time.Time
+	// MaxPerUser caps the rules one owner may hold (0: no cap).
+	MaxPerUser int
+}
+
+// NewStore returns a store over kv.
+func NewStore(kv KV, maxPerUser int, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{kv: kv, now: now, MaxPerUser: maxPerUser}
+}
+
+// NewRuleID returns a random rule id, safe as a KV key and a subject-free
+// message id part.
+func NewRuleID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return "r" + hex.EncodeToString(b[:])
+}
+
+// ValidID reports whether id can be a rule id (and so a bucket key).
+func ValidID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	return !strings.ContainsFunc(id, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_')
+	})
+}
+
+// DecodeRule parses a stored rule.
+func DecodeRule(b []byte) (Rule, error) {
+	var r Rule
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("notifier: decode rule: %w", err)
+	}
+	if r.V != streams.SchemaVersion {
+		return r, fmt.Errorf("notifier: rule %s has schema version %d", r.ID, r.V)
+	}
+	return r, nil
+}
+
+func encodeRule(r Rule) ([]byte, error) {
+	r.V = streams.SchemaVersion
+	return json.Marshal(r)
+}
+
+// Get reads one rule and its revision.
+func (s *Store) Get(ctx context.Context, id string) (Rule, uint64, error) {
+	if !ValidID(id) {
+		return Rule{}, 0, ErrRuleNotFound
+	}
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Rule{}, 0, ErrRuleNotFound
+	}
+	if err != nil {
+		return Rule{}, 0, fmt.Errorf("notifier: get rule %s: %w", id, err)
+	}
+	r, err := DecodeRule(e.Value())
+	return r, e.Revision(), err
+}
+
+// List returns every rule, ordered by id; owner, when not empty, keeps
+// only that owner's.
+func (s *Store) List(ctx context.Context, owner string) ([]Rule, error) {
+	kl, err := s.kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("notifier: list rules: %w", err)
+	}
+	var keys []string
+	for k := range kl.Keys() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := []Rule{}
+	for _, k := range keys {
+		r, _, err := s.Get(ctx, k)
+		if errors.Is(err, ErrRuleNotFound) {
+			continue // deleted since the listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		if owner == "" || r.Owner == owner {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Create stores a new, validated rule, giving it an id and times. The
+// per-owner cap is checked against a listing, so two creations racing at
+// the cap may both pass: the cap bounds abuse, not an exact count.
+func (s *Store) Create(ctx context.Context, r Rule) (Rule, error) {
+	if s.MaxPerUser > 0 {
+		mine, err := s.List(ctx, r.Owner)
+		if err != nil {
+			return Rule{}, err
+		}
+		if len(mine) >= s.MaxPerUser {
+			return Rule{}, fmt.Errorf("%w: %s holds %d (the cap)", ErrTooManyRules, r.Owner, len(mine))
+		}
+	}
+	r.ID = NewRuleID()
+	r.CreatedAt = s.now().UTC()
+	r.UpdatedAt = r.CreatedAt
+	b, err := encodeRule(r)
+	if err != nil {
+		return Rule{}, fmt.Errorf("notifier: encode rule: %w", err)
+	}
+	if _, err := s.kv.Create(ctx, r.ID, b); err != nil {
+		return Rule{}, fmt.Errorf("notifier: create rule: %w", err)
+	}
+	r.V = streams.SchemaVersion
+	return r, nil
+}
+
+// Update applies fn to the stored rule and writes it back with the read
+// revision, retrying a few times when someone else wrote in between. fn
+// may return an error to abandon the change.
+func (s *Store) Update(ctx context.Context, id string, fn func(*Rule) error) (Rule, error) {
+	for range 5 {
+		r, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return Rule{}, err
+		}
+		created := r.CreatedAt
+		if err := fn(&r); err != nil {
+			return Rule{}, err
+		}
+		r.ID, r.CreatedAt, r.UpdatedAt = id, created, s.now().UTC()
+		b, err := encodeRule(r)
+		if err != nil {
+			return Rule{}, fmt.Errorf("notifier: encode rule: %w", err)
+		}
+		_, err = s.kv.Update(ctx, id, b, rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+			continue
+		}
+		if err != nil {
+			return Rule{}, fmt.Errorf("notifier: update rule %s: %w", id, err)
+		}
+		r.V = streams.SchemaVersion
+		return r, nil
+	}
+	return Rule{}, ErrConflict
+}
+
+// Delete removes a rule if it is still at revision rev.
+func (s *Store) Delete(ctx context.Context, id string, rev uint64) error {
+	err := s.kv.Delete(ctx, id, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("notifier: delete rule %s: %w", id, err)
+	}
+	return nil
+}
