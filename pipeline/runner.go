@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -133,9 +135,7 @@ func (r *Runner) run(ctx context.Context) error {
 	if max <= 0 {
 		max = 256
 	}
-	// The channel holds what MaxAckPending lets the server deliver, so
-	// the consume callback never blocks for long.
-	in := make(chan jetstream.Msg, 2*max)
+	in := newInbox()
 	opts := []jetstream.PullConsumeOpt{
 		jetstream.PullMaxMessages(max),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { r.log.Debug("consume", "err", err) }),
@@ -143,7 +143,7 @@ func (r *Runner) run(ctx context.Context) error {
 	if r.cfg.Pinned {
 		opts = append(opts, jetstream.PullPriorityGroup(streams.PriorityGroup))
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { in <- m }, opts...)
+	cc, err := cons.Consume(in.put, opts...)
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: consume: %w", r.cfg.Name, err)
 	}
@@ -156,31 +156,91 @@ func (r *Runner) run(ctx context.Context) error {
 	// finish what was fetched instead of failing it; ctx.Done() still
 	// ends a retry that would never succeed.
 	hctx := context.WithoutCancel(ctx)
+	kctx, stopKeep := context.WithCancel(hctx)
+	defer stopKeep()
+	go in.keepAlive(kctx, ackWait)
 	batch := make([]jetstream.Msg, 0, max)
 	for {
-		var m jetstream.Msg
 		select {
-		case m = <-in:
+		case <-in.signal:
 		case <-cc.Closed():
-			select {
-			case m = <-in:
-			default:
+			if in.len() == 0 {
 				r.unpin(hctx)
 				return nil
 			}
 		}
-		batch = append(batch[:0], m)
-	fill:
-		for len(batch) < max {
-			select {
-			case m := <-in:
-				batch = append(batch, m)
-			default:
-				break fill
+		for in.len() > 0 {
+			batch = in.take(max, batch[:0])
+			if r.cfg.Pinned && r.newOwner(batch) {
+				held := r.takeOver(hctx, cons, in, batch)
+				for len(held) > 0 {
+					n := min(max, len(held))
+					r.handle(hctx, ctx.Done(), held[:n])
+					held = held[n:]
+				}
+			} else {
+				r.handle(hctx, ctx.Done(), batch)
 			}
+			in.setBusy(nil)
 		}
-		r.handle(hctx, ctx.Done(), batch, ackWait)
 	}
+}
+
+// newOwner says whether batch is the first since this instance became the
+// consumer's owner (a start or a new pin id), which resets every series.
+func (r *Runner) newOwner(batch []jetstream.Msg) bool {
+	pin := batch[0].Headers().Get("Nats-Pin-Id")
+	if pin == "" || pin == r.pin {
+		return false
+	}
+	if r.pin != "" {
+		r.log.Info("owner changed, warming every series again", "from", r.pin, "to", pin)
+	}
+	r.pin = pin
+	r.d.resetAll()
+	return true
+}
+
+// takeOver makes a new owner start where the previous one stopped. A crashed
+// owner's unacked inputs come back only when their AckWait ends, and the
+// server may meanwhile deliver newer inputs to the new owner, which would
+// step a series out of order. So the new owner holds what it got, keeping
+// it alive, until it holds everything the consumer has in flight, and then
+// goes on in stream order.
+func (r *Runner) takeOver(ctx context.Context, cons jetstream.Consumer, in *inbox, batch []jetstream.Msg) []jetstream.Msg {
+	held := slices.Clone(batch)
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		in.setBusy(held)
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err != nil {
+			r.log.Warn("takeover: consumer info", "err", err)
+			break // the stage's covered check is all that is left
+		}
+		if info.NumAckPending <= len(held)+in.len() {
+			break
+		}
+		select {
+		case <-in.signal:
+		case <-poll.C:
+		}
+	}
+	// Sorted in a copy: the inbox's keep-alive reads the busy one.
+	sorted := slices.Clone(in.take(0, held))
+	slices.SortFunc(sorted, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
+	in.setBusy(sorted)
+	return sorted
+}
+
+func streamSeq(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
 }
 
 // unpin hands the consumer over at once after a clean stop, instead of
@@ -213,11 +273,9 @@ type item struct {
 
 // handle takes a batch to the end: every input acked or terminated, or,
 // when stop closes during a retry, the rest handed back in order.
-func (r *Runner) handle(ctx context.Context, stop <-chan struct{}, batch []jetstream.Msg, ackWait time.Duration) {
+func (r *Runner) handle(ctx context.Context, stop <-chan struct{}, batch []jetstream.Msg) {
 	began := time.Now()
 	r.m.batch.Observe(float64(len(batch)))
-	keep := r.keepAlive(batch, ackWait)
-	defer keep()
 	delay := 100 * time.Millisecond
 	for len(batch) > 0 {
 		n, err := r.process(ctx, batch)
@@ -261,32 +319,6 @@ func (r *Runner) settle(batch []jetstream.Msg, outcome string, f func(jetstream.
 		}
 	}
 	r.m.inputs.WithLabelValues(outcome).Add(float64(len(batch)))
-}
-
-// keepAlive tells the server the batch is still being worked on while it
-// takes longer than a third of AckWait (a long job, a publish retried).
-func (r *Runner) keepAlive(batch []jetstream.Msg, ackWait time.Duration) (stop func()) {
-	done, exited := make(chan struct{}), make(chan struct{})
-	t := time.NewTicker(max(ackWait/3, 100*time.Millisecond))
-	go func() {
-		defer close(exited)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, m := range batch {
-					_ = m.InProgress() // already acked: refused, harmless
-				}
-			}
-		}
-	}()
-	return func() {
-		// The caller reuses the batch's slice once this returns.
-		close(done)
-		<-exited
-	}
 }
 
 // process steps the batch in order, publishes every output and acks each
@@ -349,15 +381,6 @@ func (r *Runner) step(ctx context.Context, raw jetstream.Msg) (item, error) {
 	if err != nil {
 		it.rejected = streams.Permanent(fmt.Errorf("pipeline: metadata: %w", err))
 		return it, nil
-	}
-	// The pin id changes when the server hands the consumer to another
-	// instance: the series this one holds may have moved on meanwhile.
-	if pin := raw.Headers().Get("Nats-Pin-Id"); pin != "" && pin != r.pin {
-		if r.pin != "" {
-			r.log.Info("owner changed, warming every series again", "from", r.pin, "to", pin)
-		}
-		r.pin = pin
-		r.d.resetAll()
 	}
 	it.in = Msg{Stream: md.Stream, Subject: raw.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Data: raw.Data()}
 	it.outs, err = r.run1(ctx, it.in)

@@ -345,6 +345,40 @@ func TestRunnerKillMidBatch(t *testing.T) {
 	check(t, outputs(t, js), want(keys, 4*batch, nil))
 }
 
+// TestRunnerKillLive: killed while inputs arrive one at a time, so that
+// it holds a small batch and the server has room to deliver newer inputs:
+// its successor still gets the held batch back first, and every output is
+// stored once, in order.
+func TestRunnerKillLive(t *testing.T) {
+	s, js := setup(t)
+	keys := []string{"a", "b"}
+	k := &killAfter{n: 100, killed: make(chan struct{})}
+	victim := run(t, s, newSummer(), func(nc *nats.Conn, js pipeline.JetStream) pipeline.JetStream {
+		k.nc, k.JetStream = nc, js
+		return k
+	})
+	const n = 300
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range n {
+			if _, err := js.Publish(t.Context(), "in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
+				t.Error(err)
+				return
+			}
+			if i == 150 {
+				<-k.killed
+			}
+		}
+	}()
+	<-k.killed
+	victim.stop()
+	run(t, s, newSummer(), nil)
+	<-published
+	natstest.WaitFor(t, 60*time.Second, "every output", func() bool { return count(t, js, "OUT") >= n })
+	check(t, outputs(t, js), want(keys, n, nil))
+}
+
 // TestRunnerRetryInPlace: a step that fails is retried in place, with its
 // key warmed again, and the stream keeps its order.
 func TestRunnerRetryInPlace(t *testing.T) {

@@ -2,6 +2,7 @@ package predictor_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -206,9 +207,16 @@ func TestEndToEnd(t *testing.T) {
 	// says why.
 	warm := features.DefaultSpec().Lookback()
 	publish(candles[:1700])
-	natstest.WaitFor(t, 60*time.Second, "vectors of the first candles", func() bool { return vectors() >= uint64(1700-warm-1) })
-	natstest.WaitFor(t, 30*time.Second, "no_champion outcomes", func() bool {
-		return opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0
+	// Every wait fails only when its figure stops moving for a minute:
+	// the machine may be slow, the pipeline must not be stuck.
+	const stall = time.Minute
+	natstest.WaitProgress(t, stall, "vectors of the first candles", func() (bool, string) {
+		n := vectors()
+		return n >= uint64(1700-warm-1), fmt.Sprint(int(n))
+	})
+	natstest.WaitProgress(t, stall, "no_champion outcomes", func() (bool, string) {
+		handled := opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", nil)
+		return opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0, fmt.Sprint(int(handled))
 	})
 	if got, _ := predictionsByStart(t, js); len(got) != 0 {
 		t.Fatalf("%d predictions without a champion", len(got))
@@ -225,12 +233,21 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitFor(t, 60*time.Second, "a champion", func() bool {
+	jobsKV, err := js.KeyValue(ctx, streams.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The job's status revisions are its progress: queued, running, done.
+	natstest.WaitProgress(t, stall, "a champion", func() (bool, string) {
+		rev := 0
+		if e, err := jobsKV.Get(ctx, job.ID); err == nil {
+			rev = int(e.Revision())
+		}
 		_, err := reg.Get(ctx, streams.ChampionKey(streams.Interval1m, symbol))
-		return err == nil
+		return err == nil, fmt.Sprint(rev)
 	})
-	natstest.WaitFor(t, 30*time.Second, "the predictor to load the champion", func() bool {
-		return opstest.Value(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1
+	natstest.WaitProgress(t, stall, "the predictor to load the champion", func() (bool, string) {
+		return opstest.Value(t, pred.reg, "cryptostream_predictor_champion_swaps_total", nil) >= 1, fmt.Sprint(0)
 	})
 
 	// Stream the rest, killing both workers mid-stream (while candles are
@@ -240,9 +257,9 @@ func TestEndToEnd(t *testing.T) {
 	from, down := 1700, 2100
 	done := make(chan struct{})
 	go func() { defer close(done); publish(candles[from:down]) }()
-	natstest.WaitFor(t, 60*time.Second, "predictions to start", func() bool {
-		got, _ := predictionsByStart(t, js)
-		return len(got) >= 100
+	natstest.WaitProgress(t, stall, "predictions to start", func() (bool, string) {
+		_, n := predictionsByStart(t, js)
+		return n >= 100, fmt.Sprint(n)
 	})
 	feat.kill()
 	pred.kill()
@@ -253,9 +270,11 @@ func TestEndToEnd(t *testing.T) {
 	pred = startPredictor(health2)
 
 	want := len(candles) - from
-	natstest.WaitFor(t, 90*time.Second, "a prediction for every candle after the champion", func() bool {
-		got, _ := predictionsByStart(t, js)
-		return len(got) >= want
+	// Progress is anything stored down the chain; the restarted workers
+	// first wait for the killed ones' batches to come back.
+	natstest.WaitProgress(t, stall, "a prediction for every candle after the champion", func() (bool, string) {
+		got, n := predictionsByStart(t, js)
+		return len(got) >= want, fmt.Sprint(n + int(vectors()))
 	})
 	got, stored := predictionsByStart(t, js)
 	if stored != len(got) || len(got) != want {
@@ -312,9 +331,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Scored: the live figures reach the registry and Prometheus.
-	natstest.WaitFor(t, 30*time.Second, "live metrics in the registry", func() bool {
+	natstest.WaitProgress(t, stall, "live metrics in the registry", func() (bool, string) {
 		rec, _, err := registry.NewModels(reg).Get(ctx, string(champ.Value()))
-		return err == nil && rec.Metrics["live"].N >= 20
+		return err == nil && rec.Metrics["live"].N >= 20, fmt.Sprint(rec.Metrics["live"].N)
 	})
 	if n := opstest.Value(t, pred.reg, "cryptostream_predictor_prediction_abs_error", nil); n == 0 {
 		t.Fatal("no scored prediction in the restarted predictor's histogram")

@@ -273,14 +273,17 @@ func durable(stream, name string, pinned bool, filters ...string) ConsumerSpec {
 	return ConsumerSpec{Stream: stream, Config: cfg}
 }
 
-// inOrder makes a consumer deliver strictly in stream order, also across a
-// failover. With more than one message in flight, the messages a crashed
-// instance held come back only after AckWait, by which time its successor
-// has handled newer ones of the same series: a rolling window would have to
-// skip them. One in flight costs a round trip per message, which candle
-// rates (a few per minute per series) can afford.
+// StageBatch is the in-flight bound of a consumer that keeps per-series
+// order (see inOrder), and so the largest batch its stage runner handles.
+const StageBatch = 256
+
+// inOrder bounds a per-series consumer to one batch of its stage runner in
+// flight: what a crash hands back to the next owner, which holds newer
+// inputs until it has those back and then goes on in stream order (see
+// pipeline). A batch rather than one message in flight amortises the
+// round trips of the acks over a backlog.
 func inOrder(c ConsumerSpec) ConsumerSpec {
-	c.Config.MaxAckPending = 1
+	c.Config.MaxAckPending = StageBatch
 	return c
 }
 

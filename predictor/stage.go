@@ -1,0 +1,380 @@
+package predictor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"cryptostream/ops"
+	"cryptostream/pipeline"
+	"cryptostream/streams"
+	"cryptostream/trainer"
+)
+
+// LiveStore keeps the live figures of a model in its registry record.
+type LiveStore interface {
+	Modify(ctx context.Context, id string, change func(*streams.ModelRecord) error) error
+}
+
+// PredictionsConfig tunes the Predictions stage.
+type PredictionsConfig struct {
+	// Z is the half-width of the interval in residual standard deviations.
+	Z float64
+	// LiveWindow is how many recent scores the live figures cover (500
+	// when 0), FlushEvery how many new scores of a model trigger writing
+	// them to the registry (50 when 0).
+	LiveWindow int
+	FlushEvery int
+}
+
+// champion is a series' current model, bound lazily to the vector layout.
+type champion struct {
+	rec   streams.ModelRecord
+	model trainer.Linear
+	names []string
+	bound trainer.Bound
+}
+
+// Predictions is the predictor stage: feature vectors in, the champion's
+// prediction out, every earlier prediction scored when its target arrives.
+// The worker runs it on FEATURES with the champions it watches; the
+// backtest replays it with pipeline.Replay after SetChampion.
+type Predictions struct {
+	cfg   PredictionsConfig
+	now   func() time.Time
+	log   *slog.Logger
+	store LiveStore // nil: live figures stay in memory
+
+	predictions *prometheus.CounterVec
+	absError    *prometheus.HistogramVec
+	hitRatio    *prometheus.GaugeVec
+	liveMAE     *prometheus.GaugeVec
+	latency     prometheus.Observer
+
+	mu        sync.Mutex           // the runner's steps against the watch and /readyz
+	champions map[string]*champion // by series key "1m.BTC-USD"
+	scorers   map[string]*Scorer   // by series key
+	live      map[string]*Live     // by model id
+	unflush   map[string]int
+	scored    map[string]time.Time // series -> start of the last prediction scored
+	noChamp   map[string]bool
+}
+
+// NewPredictions builds the stage; now stamps the traces and reg takes its
+// metrics.
+func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logger, reg prometheus.Registerer) *Predictions {
+	if cfg.Z <= 0 {
+		cfg.Z = 1.96
+	}
+	if cfg.LiveWindow <= 0 {
+		cfg.LiveWindow = 500
+	}
+	if cfg.FlushEvery <= 0 {
+		cfg.FlushEvery = 50
+	}
+	if now == nil {
+		now = time.Now
+	}
+	f := promauto.With(reg)
+	return &Predictions{
+		cfg: cfg, now: now, log: log,
+		predictions: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_predictor_vectors_total",
+			Help: "Feature vectors handled by the predictor, by outcome (predicted, no_champion, model_newer (the champion was trained on later data), model_mismatch, duplicate, invalid), and scores skipped as already counted (rescored).",
+		}, []string{"outcome"}),
+		absError: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cryptostream_predictor_prediction_abs_error",
+			Help:    "Absolute error of scored predictions, in log return (0.001 is about 0.1%).",
+			Buckets: prometheus.ExponentialBucketsRange(1e-5, 0.05, 14),
+		}, []string{"symbol", "interval"}),
+		hitRatio: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cryptostream_predictor_direction_hit_ratio",
+			Help: "Share of the last live-window scored predictions of the champion whose direction was right (a flat actual counts as a miss).",
+		}, []string{"symbol", "interval"}),
+		liveMAE: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cryptostream_predictor_live_mae",
+			Help: "Mean absolute error, in log return, of the last live-window scored predictions.",
+		}, []string{"symbol", "interval"}),
+		latency:   ops.PipelineLatency(reg).WithLabelValues(Stage),
+		champions: map[string]*champion{},
+		scorers:   map[string]*Scorer{},
+		live:      map[string]*Live{},
+		unflush:   map[string]int{},
+		scored:    map[string]time.Time{},
+		noChamp:   map[string]bool{},
+	}
+}
+
+func seriesKey(iv streams.Interval, symbol string) string {
+	tok, _ := streams.SymbolToken(symbol)
+	return iv.String() + "." + tok
+}
+
+// SetChampion makes rec the champion of a series ("1m.BTC-USD"; see
+// streams.ChampionKey), from the next vector on; nil removes it.
+func (p *Predictions) SetChampion(series string, rec *streams.ModelRecord) error {
+	var c *champion
+	if rec != nil {
+		m, err := trainer.FromRecord(*rec)
+		if err != nil {
+			return err
+		}
+		c = &champion{rec: *rec, model: m}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c == nil {
+		delete(p.champions, series)
+	} else {
+		p.champions[series] = c
+	}
+	return nil
+}
+
+// current returns the series' champion bound to names.
+func (p *Predictions) current(key string, names []string) (*champion, error) {
+	c := p.champions[key]
+	if c == nil {
+		return nil, nil
+	}
+	if !slices.Equal(c.names, names) {
+		b, err := c.model.Bind(names)
+		if err != nil {
+			return nil, err
+		}
+		c.bound, c.names = b, names
+	}
+	return c, nil
+}
+
+// Key implements pipeline.Stage: one scorer per vector subject.
+func (p *Predictions) Key(m pipeline.Msg) string { return m.Subject }
+
+// Reset implements pipeline.Stage.
+func (p *Predictions) Reset(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v, ok := vectorSeries(key); ok {
+		delete(p.scorers, v)
+	}
+}
+
+// vectorSeries is the series key of a FEATURES subject.
+func vectorSeries(subject string) (string, bool) {
+	k, err := streams.ParseSeriesSubject(subject)
+	if err != nil {
+		return "", false
+	}
+	return seriesKey(k.Interval, k.Symbol), true
+}
+
+// Step implements pipeline.Stage: score what the vector completes, then
+// predict from it.
+func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
+	v, err := streams.Decode[streams.FeatureVector](m.Data)
+	if err != nil {
+		p.predictions.WithLabelValues("invalid").Inc()
+		return nil, fmt.Errorf("predictor: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := seriesKey(v.Interval, v.Symbol)
+	sc := p.scorers[key]
+	if sc == nil {
+		sc = NewScorer(time.Time{}, 0, nil)
+		p.scorers[key] = sc
+	}
+	if !v.Start.After(sc.Seen()) {
+		p.predictions.WithLabelValues("duplicate").Inc()
+		return nil, nil
+	}
+	for _, s := range sc.Observe(v.Start, v.Close) {
+		// A vector handled again after a failed publish re-scores what
+		// it scored the first time: count each prediction once.
+		if !s.Start.After(p.scored[key]) {
+			p.predictions.WithLabelValues("rescored").Inc()
+			continue
+		}
+		p.scored[key] = s.Start
+		p.record(ctx, v, s)
+	}
+	c, err := p.current(key, v.Names)
+	if err != nil {
+		p.predictions.WithLabelValues("model_mismatch").Inc()
+		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
+		return nil, nil
+	}
+	label := v.Symbol + " " + v.Interval.String()
+	if c == nil {
+		p.predictions.WithLabelValues("no_champion").Inc()
+		p.noChamp[label] = true
+		return nil, nil
+	}
+	p.noChamp[label] = false
+	if v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())) {
+		// The champion's training labels reach past this vector (the
+		// predictor is replaying history the trainer has passed): its
+		// forecast would have seen part of the answer.
+		p.predictions.WithLabelValues("model_newer").Inc()
+		return nil, nil
+	}
+	pred := Forecast(c.rec, c.bound, v, p.cfg.Z)
+	now := p.now()
+	pred.Trace = v.Trace.Stamp(Stage, now)
+	if _, live := v.Trace.At("ingest"); live {
+		p.latency.Observe(now.Sub(v.Start.Add(v.Interval.Duration())).Seconds())
+	}
+	sc.Await(pred)
+	p.predictions.WithLabelValues("predicted").Inc()
+	return []streams.Event{&pred}, nil
+}
+
+// Warm implements pipeline.Stage: it restores a series' scorer after a
+// start or failover by replaying the stored history before first: the last
+// vectors of the series and the predictions made from them go through a
+// fresh scorer exactly as they went live, which leaves it holding the
+// predictions still waiting for their target, and yields the scores that
+// seed the live figures of models this instance has not scored yet (so a
+// restart does not reset them).
+func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject string, first pipeline.Msg) error {
+	v, err := streams.Decode[streams.FeatureVector](first.Data)
+	if err != nil {
+		return nil // Step rejects it
+	}
+	n := p.cfg.LiveWindow + 64
+	vmsgs, err := h.Tail(ctx, streams.StreamFeatures, subject, n, first.Seq)
+	if err != nil {
+		return fmt.Errorf("predictor: rebuild %s: %w", subject, err)
+	}
+	// Horizons are a few intervals: 256 more predictions than vectors
+	// cover every one made from the replayed vectors.
+	pmsgs, err := h.Tail(ctx, streams.StreamPredictions, streams.PredictionSubject(v.Interval, v.Symbol), n+256, 0)
+	if err != nil {
+		return fmt.Errorf("predictor: rebuild %s: %w", subject, err)
+	}
+	var vecs []streams.FeatureVector
+	for _, m := range vmsgs {
+		if pv, err := streams.Decode[streams.FeatureVector](m.Data); err == nil {
+			vecs = append(vecs, pv)
+		}
+	}
+	var preds []streams.Prediction
+	for _, m := range pmsgs {
+		if pr, err := streams.Decode[streams.Prediction](m.Data); err == nil && pr.Start.Before(v.Start) {
+			preds = append(preds, pr)
+		}
+	}
+	slices.SortFunc(preds, func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := seriesKey(v.Interval, v.Symbol)
+	sc := NewScorer(time.Time{}, 0, nil)
+	p.scorers[key] = sc
+	if len(vecs) == 0 {
+		return nil
+	}
+	pi := 0
+	for ; pi < len(preds) && preds[pi].Start.Before(vecs[0].Start); pi++ {
+		// Made before the replay starts; still open if its target is not
+		// before the first replayed vector.
+		if !preds[pi].Target.Before(vecs[0].Start) {
+			sc.Await(preds[pi])
+		}
+	}
+	seed := map[string]bool{}
+	for _, pv := range vecs {
+		if !pv.Start.After(sc.Seen()) && !sc.Seen().IsZero() {
+			continue // a duplicate vector in the stream
+		}
+		for _, s := range sc.Observe(pv.Start, pv.Close) {
+			l, ok := p.live[s.ModelID]
+			if !ok {
+				l, seed[s.ModelID] = NewLive(p.cfg.LiveWindow), true
+				p.live[s.ModelID] = l
+			}
+			if seed[s.ModelID] {
+				l.Add(s)
+			}
+			if s.Start.After(p.scored[key]) {
+				p.scored[key] = s.Start
+			}
+		}
+		for ; pi < len(preds) && !preds[pi].Start.After(pv.Start); pi++ {
+			if preds[pi].Start.Equal(pv.Start) {
+				sc.Await(preds[pi])
+			}
+		}
+	}
+	return nil
+}
+
+// record adds a score to the model's live figures and, every FlushEvery
+// scores, writes them to the model's registry record.
+func (p *Predictions) record(ctx context.Context, v streams.FeatureVector, s Score) {
+	l := p.live[s.ModelID]
+	if l == nil {
+		l = NewLive(p.cfg.LiveWindow)
+		p.live[s.ModelID] = l
+	}
+	l.Add(s)
+	labels := []string{v.Symbol, v.Interval.String()}
+	p.absError.WithLabelValues(labels...).Observe(s.AbsError)
+	m := l.Metrics()
+	p.hitRatio.WithLabelValues(labels...).Set(m.DirectionAccuracy)
+	p.liveMAE.WithLabelValues(labels...).Set(m.MAE)
+	p.unflush[s.ModelID]++
+	if p.unflush[s.ModelID] >= p.cfg.FlushEvery {
+		p.flush(ctx, s.ModelID, m)
+	}
+}
+
+// Live returns a model's live figures so far.
+func (p *Predictions) Live(id string) (streams.Metrics, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.live[id]
+	if l == nil {
+		return streams.Metrics{}, false
+	}
+	return l.Metrics(), true
+}
+
+// FlushAll writes every model's unwritten live figures to the registry.
+func (p *Predictions) FlushAll(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, n := range p.unflush {
+		if n > 0 {
+			p.flush(ctx, id, p.live[id].Metrics())
+		}
+	}
+}
+
+// flush writes a model's live figures to its record with compare-and-swap,
+// so a concurrent write by the trainer (a demotion, a score job) is not
+// overwritten.
+func (p *Predictions) flush(ctx context.Context, id string, m streams.Metrics) {
+	if p.store == nil {
+		return
+	}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := p.store.Modify(fctx, id, func(rec *streams.ModelRecord) error {
+		if rec.Metrics == nil {
+			rec.Metrics = map[string]streams.Metrics{}
+		}
+		rec.Metrics["live"] = m
+		return nil
+	})
+	if err != nil {
+		p.log.Warn("live metrics not stored", "model", id, "err", err)
+		return
+	}
+	p.unflush[id] = 0
+}
