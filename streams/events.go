@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -126,10 +127,26 @@ func CandleMsgID(iv Interval, symbol string, start time.Time) string {
 	return "candle:" + iv.String() + ":" + token(symbol) + ":" + strconv.FormatInt(start.Unix(), 10)
 }
 
-// Validate rejects what no exchange can have produced.
-func (c *Candle) Validate() error {
+// MaxClockSkew is how far past this machine's clock a candle may start:
+// the exchange's clock and ours differ by seconds, never by minutes.
+const MaxClockSkew = 2 * time.Minute
+
+// ErrFutureCandle is wrapped (with ErrInvalidEvent) by the validation of a
+// candle that starts after the clock plus MaxClockSkew. One such candle
+// stored would sort after every real one and stop the series.
+var ErrFutureCandle = errors.New("streams: candle from the future")
+
+// Validate rejects what no exchange can have produced, on the wall clock.
+func (c *Candle) Validate() error { return c.ValidateAt(time.Now()) }
+
+// ValidateAt is Validate on the clock reading now.
+func (c *Candle) ValidateAt(now time.Time) error {
 	if err := validateSeries(c.Symbol, c.Interval, c.Start); err != nil {
 		return err
+	}
+	if bound := now.Add(MaxClockSkew); c.Start.After(bound) {
+		return fmt.Errorf("%w: %w: starts %s, after %s", ErrInvalidEvent, ErrFutureCandle,
+			c.Start.UTC().Format(time.RFC3339), bound.UTC().Format(time.RFC3339))
 	}
 	if !c.Quality.Valid() {
 		return invalid("candle: unknown quality %q", c.Quality)
@@ -340,6 +357,25 @@ type Alert struct {
 
 // AlertAudienceAdmins is the Owner of alerts that only admins receive.
 const AlertAudienceAdmins = "@admins"
+
+// AlertVisible reports whether an alert of owner may reach user: their
+// own, the system's (no owner), and for an admin the admins'. The one
+// rule for the websocket and the history alike.
+func AlertVisible(owner, user string, admin bool) bool {
+	return owner == "" || (owner == user && user != "") || (admin && owner == AlertAudienceAdmins)
+}
+
+// AlertOwner reads only the owner of an encoded alert: what a fan-out
+// needs to route it, without decoding the rest.
+func AlertOwner(data []byte) (string, error) {
+	var v struct {
+		Owner string `json:"owner"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return "", fmt.Errorf("%w: alert owner: %w", ErrInvalidEvent, err)
+	}
+	return v.Owner, nil
+}
 
 // Subject implements Event: alerts.<SYMBOL-TOKEN>, or alerts.security for
 // a security alert.
