@@ -96,3 +96,62 @@ func BenchmarkHop(b *testing.B) {
 	b.Run("prediction/stdlib", func(b *testing.B) { benchHop(b, &p, stdEncode, stdDecode[Prediction]) })
 	b.Run("prediction/bus", func(b *testing.B) { benchHop(b, &p, Encode, Decode[Prediction]) })
 }
+
+// paired runs old and new in alternating blocks of 64 and reports each
+// one's ns/op and allocations and their ratio: on a shared machine whose
+// load changes from second to second, a ratio from the same moments is the
+// figure that holds.
+func paired(b *testing.B, old, new func()) {
+	var tOld, tNew time.Duration
+	n := 0
+	for b.Loop() {
+		began := time.Now()
+		for range 64 {
+			old()
+		}
+		mid := time.Now()
+		for range 64 {
+			new()
+		}
+		tOld, tNew = tOld+mid.Sub(began), tNew+time.Since(mid)
+		n += 64
+	}
+	b.ReportMetric(float64(tOld.Nanoseconds())/float64(n), "before_ns/op")
+	b.ReportMetric(float64(tNew.Nanoseconds())/float64(n), "after_ns/op")
+	b.ReportMetric(float64(tOld)/float64(tNew), "speedup")
+	b.ReportMetric(testing.AllocsPerRun(100, old), "before_allocs/op")
+	b.ReportMetric(testing.AllocsPerRun(100, new), "after_allocs/op")
+	b.ReportMetric(0, "ns/op")
+}
+
+func pairedHop[T any, PT interface {
+	*T
+	Event
+}](b *testing.B, e PT, encode func(Event) ([]byte, error)) {
+	old, err := stdEncode(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := encode(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("encode", func(b *testing.B) {
+		paired(b, func() { _, _ = stdEncode(e) }, func() { _, _ = encode(e) })
+		b.ReportMetric(float64(len(old)), "before_bytes")
+		b.ReportMetric(float64(len(data)), "after_bytes")
+	})
+	b.Run("decode", func(b *testing.B) {
+		paired(b, func() { _, _ = stdDecode[T, PT](old) }, func() { _, _ = Decode[T, PT](data) })
+	})
+}
+
+// BenchmarkHopPaired is BenchmarkHop's before (encoding/json) and after
+// (what the bus does now) run side by side, per hop.
+func BenchmarkHopPaired(b *testing.B) {
+	c, v, p := hopEvents()
+	b.Run("candle", func(b *testing.B) { pairedHop(b, &c, Encode) })
+	b.Run("features", func(b *testing.B) { pairedHop(b, &v, EncodeBinary) })
+	b.Run("features-json", func(b *testing.B) { pairedHop(b, &v, Encode) })
+	b.Run("prediction", func(b *testing.B) { pairedHop(b, &p, Encode) })
+}

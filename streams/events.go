@@ -237,7 +237,9 @@ func (t *Tick) Validate() error {
 }
 
 // FeatureVector is the model input computed from candles up to and including
-// the one starting at Start; Names and Values are parallel.
+// the one starting at Start; Names and Values are parallel. Names and Window
+// may be shared with other vectors of the series (and Window with the
+// predictions made from it): read them, do not modify them.
 type FeatureVector struct {
 	Schema
 	Symbol    string          `json:"symbol"`
