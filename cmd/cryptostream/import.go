@@ -44,7 +44,7 @@ func cmdImport(ctx context.Context, args []string, e *env) error {
 		fmt.Fprintf(e.stderr, "Usage: cryptostream import [flags] FILE...\n\n%s\n\nFlags:\n", importSynopsis)
 		fs.PrintDefaults()
 	}
-	cc.register(fs, "")
+	cc.register(fs, "", "")
 	fs.stringVar(&symbol, "symbol", "IMPORT_SYMBOL", "BTC/USD", "pair the files hold (Kraken XBT/USD is BTC/USD)")
 	fs.stringVar(&ivName, "interval", "IMPORT_INTERVAL", "1m", "candle interval of the files")
 	fs.stringVar(&restPair, "from-kraken-rest", "", "", "import the last 720 candles of this Kraken pair (e.g. XBTUSD) from REST instead of files")

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
 )
 
 // subShards splits a channel's subscribers so that subscribing and
@@ -52,10 +54,10 @@ type inbound struct {
 func newTopic(h *Hub, sp spec) *topic {
 	t := &topic{h: h, sp: sp, ready: make(chan struct{}), stop: make(chan struct{})}
 	// A conflating channel keeps only a few unsent events: when the
-	// fan-out is behind, the newest replaces the older ones.
+	// fan-out is further behind, the oldest make way for the newest.
 	n := h.cfg.MaxPending
 	if sp.conflate {
-		n = 4
+		n = conflateDepth
 	}
 	t.in = make(chan inbound, n)
 	for i := range t.shards {
@@ -150,18 +152,6 @@ func (t *topic) fanout() {
 		case <-t.stop:
 			return
 		}
-		if t.sp.conflate {
-		drain:
-			for {
-				select {
-				case newer := <-t.in:
-					in = newer
-					t.h.m.conflated.Inc()
-				default:
-					break drain
-				}
-			}
-		}
 		t.dispatch(in, t.h.d.Now())
 	}
 }
@@ -169,10 +159,20 @@ func (t *topic) fanout() {
 type event struct {
 	seq   uint64
 	frame []byte // the whole websocket frame, shared by every subscriber
+	// owned: an alert, for its owner's eyes only (see streams.AlertVisible).
+	owned bool
+	owner string
 }
 
 func (t *topic) dispatch(in inbound, now time.Time) {
 	ev := event{seq: in.seq, frame: wsFrame(opText, appendEvent(make([]byte, maxHeader, maxHeader+len(in.data)+len(t.sp.name)+64), t.sp.name, in.seq, false, in.data))}
+	if t.sp.stream == streams.StreamAlerts {
+		owner, err := streams.AlertOwner(in.data)
+		if err != nil {
+			owner = streams.AlertAudienceAdmins // unreadable: nobody's but the admins'
+		}
+		ev.owned, ev.owner = true, owner
+	}
 	t.lastSeq.Store(in.seq)
 	n := 0
 	for i := range t.shards {
