@@ -21,12 +21,19 @@
 // id (a duplicate ack is success), marked live, backfilled or filled; every
 // update goes to TICKS.
 //
+// No candle from the future is accepted anywhere (streams.MaxClockSkew), and
+// the ingester resumes after the newest valid stored candle, reading the
+// series back past anything that does not validate.
+//
 // Empty intervals become flat "filled" candles (grid.go), the way Kraken's
 // REST API returns them, in one function used by the live path, the REST
-// heal and the import. Importing kraken_BTCUSD_1m_2023-03.csv (29,881 rows,
-// 2023-03-01 05:00 to 2023-03-21 23:59) therefore stores 29,940 candles:
-// the rows plus 59 filled minutes.
+// heal and the import, and only between two accepted candles with no
+// refused row between them. Importing kraken_BTCUSD_1m_2023-03.csv (29,881
+// rows, 2023-03-01 05:00 to 2023-03-21 23:59) therefore stores 29,940
+// candles: the rows plus 59 filled minutes.
 //
-// The core (ParseFrame, Assembler, Regularize) does no I/O; the Worker
-// moves frames and messages through the small interfaces in worker.go.
+// The core (ParseFrame, Assembler, RegularizeSeries, the subscription table)
+// does no I/O; the Worker moves frames and messages through the small
+// interfaces in worker.go: session.go is one connection, subscriptions.go
+// its subscription table, heal.go the REST heal.
 package ingest

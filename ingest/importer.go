@@ -51,7 +51,8 @@ type Importer struct {
 // DefaultMaxPending is the import's bound on unacknowledged publishes.
 const DefaultMaxPending = 1024
 
-// DefaultMaxFill is the longest gap an import fills: an hour of minutes.
+// DefaultMaxFill is the longest gap, in intervals, an import fills (an hour
+// of minutes).
 const DefaultMaxFill = 60
 
 // ImportStats says what an import did.
