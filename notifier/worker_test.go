@@ -79,7 +79,7 @@ func (b *bus) worker(t *testing.T, cfg notifier.Config) (stop func(), reg *prome
 
 // waitHandled waits until the durable consumer has acked everything up
 // to seq.
-func (b *bus) waitHandled(t *testing.T, stream, consumer string, seq uint64) {
+func (b *bus) waitHandled(t testing.TB, stream, consumer string, seq uint64) {
 	t.Helper()
 	for {
 		c, err := b.js.Consumer(t.Context(), stream, consumer)
