@@ -43,6 +43,7 @@ func commands() []command {
 		command{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
 		command{"evaluate", "the forecast evaluation on candle files: point, volatility and intervals, past only", cmdEvaluate},
 		command{"user", "create, list and manage users from the shell", cmdUser},
+		command{"loadtest", "ws|rest: load a running gateway on loopback and report throughput, delay, memory and CPU", cmdLoadtest},
 	)
 }
 

@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -74,6 +75,11 @@ type Config struct {
 	// SlowAfter: a client whose oldest queued frame has waited this long is
 	// closed as slow, before its socket write can time out.
 	SlowAfter time.Duration
+	// SendBuffer is each socket's kernel send buffer (SO_SNDBUF): it bounds
+	// the kernel memory a client that stops reading can hold, and how much
+	// it must leave unread before it is called slow. Negative keeps the
+	// kernel's autotuned default (megabytes per socket).
+	SendBuffer int
 	// Intervals the system runs (the ingester's); channels on others are
 	// refused. Empty means 1m.
 	Intervals []streams.Interval
@@ -107,6 +113,7 @@ func (c *Config) defaults() {
 	def(&c.MaxPending, 1024)
 	def(&c.MaxBacklog, 10_000)
 	def(&c.MaxChannels, 32)
+	def(&c.SendBuffer, 64<<10)
 	defd(&c.PingInterval, 25*time.Second)
 	defd(&c.PongWait, 60*time.Second)
 	defd(&c.WriteTimeout, 10*time.Second)
@@ -290,6 +297,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		subs: map[string]*clientSub{},
 	}
 	c.room = sync.NewCond(&c.qmu)
+	if tc, ok := c.nc.(*net.TCPConn); ok && h.cfg.SendBuffer > 0 {
+		_ = tc.SetWriteBuffer(h.cfg.SendBuffer)
+	}
 	sh := &h.clients[c.id%clientShards]
 	h.mu.Lock()
 	closed = h.closed

@@ -54,10 +54,10 @@ type inbound struct {
 func newTopic(h *Hub, sp spec) *topic {
 	t := &topic{h: h, sp: sp, ready: make(chan struct{}), stop: make(chan struct{})}
 	// A conflating channel keeps only a few unsent events: when the
-	// fan-out is behind, the newest replaces the older ones.
+	// fan-out is further behind, the oldest make way for the newest.
 	n := h.cfg.MaxPending
 	if sp.conflate {
-		n = 4
+		n = conflateDepth
 	}
 	t.in = make(chan inbound, n)
 	for i := range t.shards {
@@ -151,18 +151,6 @@ func (t *topic) fanout() {
 		case in = <-t.in:
 		case <-t.stop:
 			return
-		}
-		if t.sp.conflate {
-		drain:
-			for {
-				select {
-				case newer := <-t.in:
-					in = newer
-					t.h.m.conflated.Inc()
-				default:
-					break drain
-				}
-			}
 		}
 		t.dispatch(in, t.h.d.Now())
 	}

@@ -69,6 +69,10 @@ type qitem struct {
 	sub *clientSub
 }
 
+// conflateDepth is how many unsent ticks of one channel a client may have
+// queued before it counts as behind and the newest replaces the last.
+const conflateDepth = 4
+
 var errQueueClosed = errors.New("hub: client closing")
 
 // enqueueLive queues a shared live frame for cs; the caller holds c.qmu. It
@@ -82,9 +86,9 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 		c.slowLocked("client too slow: frames waited too long")
 		return false
 	}
-	if cs.conflate && cs.qi > 0 {
+	if cs.conflate && cs.nq >= conflateDepth {
 		// Running-candle ticks: a client that is behind gets the newest,
-		// in the place of the one it has not yet been sent.
+		// in the place of the last one it has not yet been sent.
 		c.q[cs.qi-1].b = b
 		c.h.m.conflated.Inc()
 		return true
@@ -100,6 +104,7 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 	c.pushLocked(it, now)
 	if cs.conflate {
 		cs.qi = len(c.q)
+		cs.nq++
 	}
 	return true
 }
@@ -166,6 +171,9 @@ func (c *client) slowLocked(reason string) {
 		return
 	}
 	c.h.m.slow.Inc()
+	// The writer may be blocked on a write this client is slow to take:
+	// give it a whole WriteTimeout from now to take that and its close.
+	_ = c.nc.SetWriteDeadline(c.h.d.Now().Add(c.h.cfg.WriteTimeout))
 	c.killLocked(CloseSlowClient, reason)
 }
 
@@ -180,6 +188,7 @@ func (c *client) writer() {
 	defer expiry.Stop()
 	var batch []qitem
 	var bufs net.Buffers
+	var deadline time.Time
 	for {
 		select {
 		case <-c.wake:
@@ -198,7 +207,7 @@ func (c *client) writer() {
 		batch, c.q = c.q, batch[:0]
 		for _, it := range batch {
 			if it.sub != nil {
-				it.sub.qi = 0
+				it.sub.qi, it.sub.nq = 0, 0
 			}
 		}
 		if cap(c.q) > 64 {
@@ -220,7 +229,12 @@ func (c *client) writer() {
 		if len(bufs) == 0 {
 			continue
 		}
-		_ = c.nc.SetWriteDeadline(h.d.Now().Add(h.cfg.WriteTimeout))
+		// Setting a deadline costs as much as a small write: renew it only
+		// when less than three quarters of WriteTimeout are left.
+		if now := h.d.Now(); deadline.Sub(now) < h.cfg.WriteTimeout*3/4 {
+			deadline = now.Add(h.cfg.WriteTimeout)
+			_ = c.nc.SetWriteDeadline(deadline)
+		}
 		b := bufs // WriteTo consumes its receiver
 		if _, err := b.WriteTo(c.nc); err != nil {
 			c.writeFailed(err)

@@ -1,0 +1,77 @@
+package loadtest_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"cryptostream/gateway/auth"
+	"cryptostream/gateway/hub"
+	"cryptostream/loadtest"
+	"cryptostream/natstest"
+	"cryptostream/streams"
+)
+
+func TestCheckLoopback(t *testing.T) {
+	for _, ok := range []string{"http://127.0.0.1:8080", "http://localhost:1", "nats://127.0.0.2:4222", "http://[::1]:80"} {
+		if err := loadtest.CheckLoopback(ok); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"http://10.0.0.1:8080", "http://example.com", "nats://0.0.0.0:4222", "http://[::]:80", "://x"} {
+		if err := loadtest.CheckLoopback(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+// A scenario against a real hub on a real JetStream: every client
+// connects, receives what is published, and nobody is closed.
+func TestRunWS(t *testing.T) {
+	srv := natstest.Server(t)
+	_, js := natstest.Connect(t, srv)
+	if err := streams.Ensure(t.Context(), js, streams.Declare(1)); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tokens, err := auth.NewTokens(bytes.Repeat([]byte("k"), 32), time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := tokens.Issue(streams.User{ID: "u1", Username: "alice", Role: streams.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hub.New(hub.Config{}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", h)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := httptest.NewServer(mux)
+	t.Cleanup(func() { h.Shutdown(); hs.Close() })
+
+	res, err := loadtest.RunWS(t.Context(), loadtest.WSConfig{
+		URL: hs.URL, Token: tok, Clients: 20, Busy: "BTC/USD", Extra: []string{"ETH/USD", "SOL/USD"}, ExtraEvery: 4,
+		Rate: 50, ExtraRate: 10, Warmup: 200 * time.Millisecond, Duration: time.Second, Drain: 500 * time.Millisecond,
+	}, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if res.Connected != 20 || res.Channels != 3 || res.ClosedHealthy != 0 || len(res.Closes) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.EventsPublished == 0 || res.Delivered == 0 || res.Delivered > res.Offered || res.P99 < res.P50 || res.Max < res.P99 {
+		t.Fatalf("result %+v", res)
+	}
+}

@@ -1,0 +1,586 @@
+// Package loadtest owns the load generator for a running gateway: N
+// websocket clients on K channels fed with M events/s through the real
+// streams (ws), and concurrent keep-alive REST clients (rest). It reports
+// what the clients saw (delivered/s, delay from publish time, closes by
+// code) and what the gateway spent (memory per connection and CPU, read
+// from its /metrics). It refuses any target that is not on loopback and
+// stops by itself.
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sync/errgroup"
+
+	"cryptostream/streams"
+)
+
+// Publisher stores events in the streams; jetstream.JetStream is one.
+type Publisher = streams.Publisher
+
+// WSConfig is one websocket scenario.
+type WSConfig struct {
+	// URL is the gateway's base URL (http://127.0.0.1:8080).
+	URL string
+	// MetricsURL is where the gateway's /metrics are; empty: URL/metrics.
+	MetricsURL string
+	Token      string
+	Clients    int
+	// Busy is the symbol every client follows; Extra the symbols every
+	// ExtraEvery-th client follows too (ticks channels).
+	Busy       string
+	Extra      []string
+	ExtraEvery int
+	// Rate is ticks/s on the busy channel, ExtraRate on each extra one.
+	Rate, ExtraRate float64
+	// Slow clients subscribe to every channel and never read.
+	Slow int
+	// Warmup publishes without measuring; Duration measures; Drain waits
+	// for the last events.
+	Warmup, Duration, Drain time.Duration
+	// DialConcurrency bounds the handshakes in flight.
+	DialConcurrency int
+}
+
+// WSResult is what a scenario measured.
+type WSResult struct {
+	Clients, Connected     int
+	Channels               int
+	EventsPublished        int     // in the measured window
+	Offered                int64   // deliveries owed for those events
+	Delivered              int64   // of those, received by a client
+	DeliveredPerSec        float64 // Delivered over the window
+	P50, P99, Max          time.Duration
+	ClosedHealthy          int            // healthy clients the server closed
+	Closes                 map[string]int // every close seen, by code
+	SlowClosed             int            // slow clients closed with 4008
+	ServerSlowCloses       float64        // the gateway's slow-close counter, delta
+	ServerRSSPerConn       float64        // bytes, connected and idle
+	ServerRSSPerConnLoaded float64        // bytes, at the end of the window
+	ServerHeapPerConn      float64        // Go heap and stacks in use, bytes, connected and idle
+	ServerCPU              float64        // cores used during the window
+	ServerGoroutines       float64
+	LoadgenCPU             float64 // cores the load generator used
+}
+
+func (r WSResult) String() string {
+	codes := make([]string, 0, len(r.Closes))
+	for c, n := range r.Closes {
+		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
+	}
+	slices.Sort(codes)
+	return fmt.Sprintf(`clients            %d connected of %d, %d channels
+events published   %d in the window (%d deliveries owed)
+delivered          %d (%.3f of owed), %.0f msg/s
+delay              p50 %s  p99 %s  max %s
+closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
+server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
+server cpu         %.2f cores, %.0f goroutines
+loadgen cpu        %.2f cores`,
+		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
+		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
+		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses,
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.LoadgenCPU)
+}
+
+// CheckLoopback refuses a URL whose host is not a loopback address: the
+// load generator never sends to anything else.
+func CheckLoopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("loadtest: %q: %w", raw, err)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("loadtest: %q is not a loopback address; the load generator only targets loopback", raw)
+	}
+	return nil
+}
+
+type recv struct {
+	seq uint64
+	at  int64 // unix nanoseconds
+}
+
+type wsClient struct {
+	conn  *websocket.Conn
+	slow  bool
+	got   []recv
+	close string // "" while open
+}
+
+func channelOf(sym string) string { return "ticks:" + streams.AssetKey(sym) }
+
+// RunWS runs one websocket scenario against a running gateway, publishing
+// through pub. It returns when the scenario is over.
+func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
+	if err := CheckLoopback(cfg.URL); err != nil {
+		return WSResult{}, err
+	}
+	if cfg.MetricsURL == "" {
+		cfg.MetricsURL = cfg.URL + "/metrics"
+	}
+	if err := CheckLoopback(cfg.MetricsURL); err != nil {
+		return WSResult{}, err
+	}
+	if cfg.DialConcurrency <= 0 {
+		cfg.DialConcurrency = 64
+	}
+	if cfg.ExtraEvery <= 0 {
+		cfg.ExtraEvery = 10
+	}
+	res := WSResult{Clients: cfg.Clients, Channels: 1 + len(cfg.Extra), Closes: map[string]int{}}
+	m0, err := scrape(ctx, cfg.MetricsURL)
+	if err != nil {
+		return res, err
+	}
+	// Every channel must hold an event before the clients subscribe, so
+	// that each subscription starts with a snapshot the client can skip.
+	busySeqs, extraSeqs := &seqLog{}, make([]*seqLog, len(cfg.Extra))
+	for i := range extraSeqs {
+		extraSeqs[i] = &seqLog{}
+	}
+	var trades atomic.Int64
+	publishOne := func(ctx context.Context, sym string, log *seqLog) error {
+		n := trades.Add(1)
+		now := time.Now()
+		tk := &streams.Tick{Candle: streams.Candle{Symbol: sym, Interval: streams.Interval1m, Start: now.UTC().Truncate(time.Minute),
+			Open: 100, High: 101, Low: 99, Close: 100.5, Volume: float64(n), Trades: n, Quality: streams.QualityLive}, ReceivedAt: now.UTC()}
+		ack, err := streams.Publish(ctx, pub, tk)
+		if err != nil {
+			return err
+		}
+		log.add(ack.Sequence, now.UnixNano())
+		return nil
+	}
+
+	wsURL := "ws" + cfg.URL[len("http"):] + "/ws"
+	clients := make([]*wsClient, cfg.Clients+cfg.Slow)
+	var subsBusy, subsExtra int
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cfg.DialConcurrency)
+	for i := range clients {
+		slow := i >= cfg.Clients
+		var chans []string
+		chans = append(chans, channelOf(cfg.Busy))
+		// A slow client follows every channel: it fills its socket
+		// sooner.
+		if slow || i%cfg.ExtraEvery == 0 {
+			for _, s := range cfg.Extra {
+				chans = append(chans, channelOf(s))
+			}
+			if !slow {
+				subsExtra++
+			}
+		}
+		if !slow {
+			subsBusy++
+		}
+		g.Go(func() error {
+			c, err := dial(gctx, wsURL, cfg.Token, chans, slow)
+			if err != nil {
+				return fmt.Errorf("loadtest: client %d: %w", i, err)
+			}
+			clients[i] = c
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		for _, c := range clients {
+			if c != nil {
+				_ = c.conn.Close()
+			}
+		}
+		return res, err
+	}
+	defer func() {
+		for _, c := range clients {
+			_ = c.conn.Close()
+		}
+	}()
+	res.Connected = len(clients)
+	m1, err := scrape(ctx, cfg.MetricsURL)
+	if err != nil {
+		return res, err
+	}
+	res.ServerRSSPerConn = (m1["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
+	inuse := func(m map[string]float64) float64 {
+		return m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"]
+	}
+	res.ServerHeapPerConn = (inuse(m1) - inuse(m0)) / float64(len(clients))
+
+	// Readers: every healthy client reads and notes (seq, time) of each
+	// event; slow clients read nothing until the end.
+	var wg sync.WaitGroup
+	stopRead := make(chan struct{})
+	for _, c := range clients {
+		if c.slow {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.read(stopRead)
+		}()
+	}
+
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	var windowStart, windowEnd atomic.Int64
+	pg, pgctx := errgroup.WithContext(pctx)
+	pace := func(rate float64, sym string, log *seqLog) {
+		if rate <= 0 {
+			return
+		}
+		pg.Go(func() error {
+			every := time.Duration(float64(time.Second) / rate)
+			next := time.Now()
+			for {
+				next = next.Add(every)
+				if d := time.Until(next); d > 0 {
+					select {
+					case <-time.After(d):
+					case <-pgctx.Done():
+						return nil
+					}
+				}
+				if pgctx.Err() != nil {
+					return nil
+				}
+				if err := publishOne(pgctx, sym, log); err != nil && pgctx.Err() == nil {
+					return err
+				}
+			}
+		})
+	}
+	pace(cfg.Rate, cfg.Busy, busySeqs)
+	for i, s := range cfg.Extra {
+		pace(cfg.ExtraRate, s, extraSeqs[i])
+	}
+	// The slow clients read once the gateway has counted them slow: a
+	// client gets WriteTimeout from then to take its close frame.
+	slowDone := make(chan struct{})
+	var slowWG sync.WaitGroup
+	if cfg.Slow > 0 {
+		slowWG.Add(1)
+		go func() {
+			defer slowWG.Done()
+			tick := time.NewTicker(500 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+				case <-slowDone:
+				}
+				m, err := scrape(ctx, cfg.MetricsURL)
+				counted := err == nil && m["cryptostream_gateway_ws_slow_closes_total"]-m0["cryptostream_gateway_ws_slow_closes_total"] >= float64(cfg.Slow)
+				select {
+				case <-slowDone:
+					counted = true
+				default:
+				}
+				if counted {
+					break
+				}
+			}
+			var sg sync.WaitGroup
+			for _, c := range clients {
+				if c.slow {
+					sg.Add(1)
+					go func() { defer sg.Done(); c.drainToClose(15 * time.Second) }()
+				}
+			}
+			sg.Wait()
+		}()
+	}
+	cpu0, mStart := loadgenCPU(), map[string]float64{}
+	timer := time.NewTimer(cfg.Warmup)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	windowStart.Store(time.Now().UnixNano())
+	if mStart, err = scrape(ctx, cfg.MetricsURL); err != nil {
+		return res, err
+	}
+	cpu0 = loadgenCPU()
+	timer.Reset(cfg.Duration)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	windowEnd.Store(time.Now().UnixNano())
+	mEnd, err := scrape(ctx, cfg.MetricsURL)
+	if err != nil {
+		return res, err
+	}
+	cpu1 := loadgenCPU()
+	pcancel()
+	if err := pg.Wait(); err != nil {
+		return res, fmt.Errorf("loadtest: publish: %w", err)
+	}
+	time.Sleep(cfg.Drain)
+	close(stopRead)
+	for _, c := range clients {
+		if !c.slow {
+			_ = c.conn.SetReadDeadline(time.Now())
+		}
+	}
+	wg.Wait()
+	// Slow clients not yet counted read now: what they find is the close.
+	close(slowDone)
+	slowWG.Wait()
+	mFinal, err := scrape(ctx, cfg.MetricsURL)
+	if err != nil {
+		return res, err
+	}
+
+	secs := float64(windowEnd.Load()-windowStart.Load()) / 1e9
+	res.ServerCPU = (mEnd["process_cpu_seconds_total"] - mStart["process_cpu_seconds_total"]) / secs
+	res.ServerGoroutines = mEnd["go_goroutines"]
+	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
+	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
+	res.LoadgenCPU = (cpu1 - cpu0) / secs
+
+	// The measured events are those published inside the window.
+	ws, we := windowStart.Load(), windowEnd.Load()
+	pubAt := map[uint64]int64{}
+	busyIn := busySeqs.within(ws, we, pubAt)
+	extraIn := 0
+	for _, l := range extraSeqs {
+		extraIn += l.within(ws, we, pubAt)
+	}
+	res.EventsPublished = busyIn + extraIn
+	res.Offered = int64(busyIn)*int64(subsBusy) + int64(extraIn)*int64(subsExtra)
+	var delays []int64
+	for _, c := range clients {
+		if c.slow {
+			if c.close == "4008" {
+				res.SlowClosed++
+			}
+		} else if c.close != "" {
+			res.ClosedHealthy++
+		}
+		if c.close != "" {
+			res.Closes[c.close]++
+		}
+		for _, r := range c.got {
+			if at, ok := pubAt[r.seq]; ok {
+				delays = append(delays, r.at-at)
+			}
+		}
+	}
+	res.Delivered = int64(len(delays))
+	res.DeliveredPerSec = float64(res.Delivered) / secs
+	slices.Sort(delays)
+	q := func(p float64) time.Duration {
+		if len(delays) == 0 {
+			return 0
+		}
+		return time.Duration(delays[min(len(delays)-1, int(p*float64(len(delays))))])
+	}
+	res.P50, res.P99, res.Max = q(0.50), q(0.99), q(1)
+	return res, nil
+}
+
+// seqLog holds the stream sequence and publish time of each event of one
+// channel.
+type seqLog struct {
+	mu   sync.Mutex
+	seqs []uint64
+	at   []int64
+}
+
+func (l *seqLog) add(seq uint64, at int64) {
+	l.mu.Lock()
+	l.seqs = append(l.seqs, seq)
+	l.at = append(l.at, at)
+	l.mu.Unlock()
+}
+
+func (l *seqLog) within(from, to int64, into map[uint64]int64) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for i, at := range l.at {
+		if at >= from && at < to {
+			into[l.seqs[i]] = at
+			n++
+		}
+	}
+	return n
+}
+
+func dial(ctx context.Context, wsURL, token string, chans []string, slow bool) (*wsClient, error) {
+	d := websocket.Dialer{Subprotocols: []string{"bearer", token}, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 512}
+	if slow {
+		d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4096)
+			}
+			return c, err
+		}
+	}
+	conn, resp, err := d.DialContext(ctx, wsURL, nil)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial: %w (HTTP %d)", err, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	c := &wsClient{conn: conn, slow: slow}
+	// Subscribe and wait for each answer (and the snapshot that follows).
+	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for _, ch := range chans {
+		if err := conn.WriteJSON(map[string]string{"op": "subscribe", "channel": ch}); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		for {
+			var f struct{ Type, Channel, Code, Message string }
+			if err := conn.ReadJSON(&f); err != nil {
+				_ = conn.Close()
+				return nil, fmt.Errorf("subscribe %s: %w", ch, err)
+			}
+			if f.Type == "error" {
+				_ = conn.Close()
+				return nil, fmt.Errorf("subscribe %s: %s: %s", ch, f.Code, f.Message)
+			}
+			if f.Type == "subscribed" {
+				break
+			}
+		}
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return c, nil
+}
+
+var seqKey = []byte(`"seq":`)
+
+// read notes the sequence and arrival time of every event until stop.
+func (c *wsClient) read(stop <-chan struct{}) {
+	buf := make([]byte, 0, 1024)
+	for {
+		_, r, err := c.conn.NextReader()
+		if err != nil {
+			select {
+			case <-stop:
+			default:
+				c.close = closeName(err)
+			}
+			return
+		}
+		buf = buf[:0]
+		for {
+			if len(buf) == cap(buf) {
+				buf = slices.Grow(buf, cap(buf))
+			}
+			n, err := r.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				break
+			}
+		}
+		now := time.Now().UnixNano()
+		if !bytes.HasPrefix(buf, []byte(`{"type":"event"`)) || bytes.Contains(buf[:min(len(buf), 120)], []byte(`"snapshot":true`)) {
+			continue
+		}
+		i := bytes.Index(buf, seqKey)
+		if i < 0 {
+			continue
+		}
+		rest := buf[i+len(seqKey):]
+		j := 0
+		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+			j++
+		}
+		seq, err := strconv.ParseUint(string(rest[:j]), 10, 64)
+		if err != nil {
+			continue
+		}
+		c.got = append(c.got, recv{seq: seq, at: now})
+	}
+}
+
+func (c *wsClient) drainToClose(bound time.Duration) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(bound))
+	for {
+		if _, _, err := c.conn.ReadMessage(); err != nil {
+			c.close = closeName(err)
+			return
+		}
+	}
+}
+
+func closeName(err error) string {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return strconv.Itoa(ce.Code)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "eof"
+}
+
+// scrape reads the gateway's metrics in the text format, unlabelled
+// series only (what the scenario needs).
+func scrape(ctx context.Context, u string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("loadtest: metrics: %s", resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for line := range bytes.Lines(b) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 {
+			continue
+		}
+		name, val, ok := bytes.Cut(line, []byte(" "))
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(string(bytes.TrimSpace(val)), 64); err == nil {
+			out[string(name)] = v
+		}
+	}
+	return out, nil
+}
