@@ -282,7 +282,7 @@ func (e *Engine) Tick(t streams.Tick, src Source) []streams.Alert {
 	if at.IsZero() || at.Before(c.Start) {
 		at = c.Start
 	}
-	ev := input{at: at, candle: c.Start, src: src, symbol: c.Symbol, interval: c.Interval, tick: true}
+	ev := input{at: at, candle: c.Start, src: src, symbol: c.Symbol, interval: c.Interval}
 	var out []streams.Alert
 	for _, rs := range rules {
 		if rs.r.Trigger == TriggerOncePerClose {
@@ -371,7 +371,6 @@ type input struct {
 	symbol   string
 	interval streams.Interval
 	key      string
-	tick     bool
 }
 
 type firing struct {
