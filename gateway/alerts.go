@@ -135,6 +135,21 @@ func (g *Gateway) alertsReady(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// ruleCaller starts a rule request: the bucket is configured and the
+// caller is a current user. The context bounds the request's I/O.
+func (g *Gateway) ruleCaller(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc, streams.User, bool) {
+	ctx, cancel := g.io(r)
+	if !g.alertsReady(w, r) {
+		return ctx, cancel, streams.User{}, false
+	}
+	u, err := g.currentUser(ctx, r)
+	if err != nil {
+		g.fail(w, r, err)
+		return ctx, cancel, u, false
+	}
+	return ctx, cancel, u, true
+}
+
 // checkRule validates a rule for its owner: the rule itself, the asset
 // being tracked, admin-only kinds and the webhook target.
 func (g *Gateway) checkRule(ctx context.Context, r *http.Request, rule *notifier.Rule, admin bool) error {
@@ -230,14 +245,9 @@ func (g *Gateway) decodeRule(w http.ResponseWriter, r *http.Request, u streams.U
 }
 
 func (g *Gateway) listRules(w http.ResponseWriter, r *http.Request) {
-	if !g.alertsReady(w, r) {
-		return
-	}
-	ctx, cancel := g.io(r)
+	ctx, cancel, u, ok := g.ruleCaller(w, r)
 	defer cancel()
-	u, err := g.currentUser(ctx, r)
-	if err != nil {
-		g.fail(w, r, err)
+	if !ok {
 		return
 	}
 	owner := u.Username
@@ -257,14 +267,9 @@ func (g *Gateway) listRules(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) createRule(w http.ResponseWriter, r *http.Request) {
-	if !g.alertsReady(w, r) {
-		return
-	}
-	ctx, cancel := g.io(r)
+	ctx, cancel, u, ok := g.ruleCaller(w, r)
 	defer cancel()
-	u, err := g.currentUser(ctx, r)
-	if err != nil {
-		g.fail(w, r, err)
+	if !ok {
 		return
 	}
 	rule, err := g.decodeRule(w, r, u)
@@ -283,14 +288,9 @@ func (g *Gateway) createRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) getRule(w http.ResponseWriter, r *http.Request) {
-	if !g.alertsReady(w, r) {
-		return
-	}
-	ctx, cancel := g.io(r)
+	ctx, cancel, u, ok := g.ruleCaller(w, r)
 	defer cancel()
-	u, err := g.currentUser(ctx, r)
-	if err != nil {
-		g.fail(w, r, err)
+	if !ok {
 		return
 	}
 	rule, _, err := g.ownRule(ctx, r.PathValue("id"), u)
@@ -302,14 +302,9 @@ func (g *Gateway) getRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request) {
-	if !g.alertsReady(w, r) {
-		return
-	}
-	ctx, cancel := g.io(r)
+	ctx, cancel, u, ok := g.ruleCaller(w, r)
 	defer cancel()
-	u, err := g.currentUser(ctx, r)
-	if err != nil {
-		g.fail(w, r, err)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
@@ -344,14 +339,9 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) deleteRule(w http.ResponseWriter, r *http.Request) {
-	if !g.alertsReady(w, r) {
-		return
-	}
-	ctx, cancel := g.io(r)
+	ctx, cancel, u, ok := g.ruleCaller(w, r)
 	defer cancel()
-	u, err := g.currentUser(ctx, r)
-	if err != nil {
-		g.fail(w, r, err)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")

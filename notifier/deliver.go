@@ -219,31 +219,34 @@ func (w *Deliverer) handle(ctx context.Context, msg jetstream.Msg) error {
 		w.out.WithLabelValues("skipped").Inc()
 		return nil
 	}
+	// Attempts are counted in the record, not from the delivery count:
+	// a message redelivered while no deliverer ran it was not an attempt.
+	// The consumer's MaxDeliver still bounds a record that cannot be
+	// written.
 	attempt := rec.Attempts + 1
-	if md, err := msg.Metadata(); err == nil {
-		attempt = max(attempt, int(md.NumDelivered))
-	}
 	rec = DeliveryRecord{AlertID: a.ID, RuleID: a.RuleID, URL: rule.Webhook.URL, Attempts: attempt}
-	sendCtx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	// A stop does not cut a POST short: the receiver may already have
+	// taken it, and a cut one would be sent again. Run waits for it.
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.Timeout)
 	err = w.sender.Send(sendCtx, *rule.Webhook, a)
 	cancel()
 	if err == nil {
 		rec.State = DeliveryDelivered
-		w.record(ctx, rec)
 		w.out.WithLabelValues("delivered").Inc()
+		w.record(ctx, rec)
 		return nil
 	}
 	rec.LastError = err.Error()
 	if errors.Is(err, ErrGiveUp) || attempt >= w.cfg.MaxAttempts {
 		rec.State = DeliveryDead
-		w.record(ctx, rec)
 		w.out.WithLabelValues("dead").Inc()
+		w.record(ctx, rec)
 		w.log.Warn("webhook dead-lettered", "alert_id", a.ID, "rule_id", a.RuleID, "attempts", attempt, "err", err)
 		return nil
 	}
 	rec.State = DeliveryPending
-	w.record(ctx, rec)
 	w.out.WithLabelValues("retry").Inc()
+	w.record(ctx, rec)
 	w.log.Debug("webhook retried", "alert_id", a.ID, "attempt", attempt, "err", err)
 	return streams.RetryAfter(err, w.backoff(attempt))
 }

@@ -21,6 +21,7 @@ import (
 )
 
 type bus struct {
+	url     string
 	js      jetstream.JetStream
 	rules   *notifier.Store
 	records jetstream.KeyValue
@@ -28,7 +29,8 @@ type bus struct {
 
 func newBus(t *testing.T) *bus {
 	t.Helper()
-	_, js := natstest.Connect(t, natstest.Server(t))
+	srv := natstest.Server(t)
+	_, js := natstest.Connect(t, srv)
 	if err := streams.Ensure(t.Context(), js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +42,7 @@ func newBus(t *testing.T) *bus {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bus{js: js, rules: notifier.NewStore(kv, 0, nil), records: rec}
+	return &bus{url: srv.ClientURL(), js: js, rules: notifier.NewStore(kv, 0, nil), records: rec}
 }
 
 // deliverer runs a deliverer until the returned stop is called.

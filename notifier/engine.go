@@ -282,7 +282,7 @@ func (e *Engine) Tick(t streams.Tick, src Source) []streams.Alert {
 	if at.IsZero() || at.Before(c.Start) {
 		at = c.Start
 	}
-	ev := input{at: at, candle: c.Start, src: src, symbol: c.Symbol, interval: c.Interval, tick: true}
+	ev := input{at: at, candle: c.Start, src: src, symbol: c.Symbol, interval: c.Interval}
 	var out []streams.Alert
 	for _, rs := range rules {
 		if rs.r.Trigger == TriggerOncePerClose {
@@ -371,7 +371,6 @@ type input struct {
 	symbol   string
 	interval streams.Interval
 	key      string
-	tick     bool
 }
 
 type firing struct {
@@ -414,9 +413,10 @@ func (e *Engine) move(out []streams.Alert, rs *ruleState, ev input, s *series, p
 		return out
 	}
 	pct := (price/from - 1) * 100
-	vals := map[string]float64{"from": from, "to": price, "percent": pct}
+	// Built only for a firing: a map per evaluation would be most of its
+	// cost.
 	f := func(word string) firing {
-		return firing{value: pct, threshold: r.Threshold, values: vals,
+		return firing{value: pct, threshold: r.Threshold, values: map[string]float64{"from": from, "to": price, "percent": pct},
 			msg: r.Symbol + " " + word + " " + fmtPercent(math.Abs(pct)) + " in " + fmtWindow(r.Window.D()) + " to " + fmtPrice(price)}
 	}
 	switch r.Direction {
@@ -476,10 +476,10 @@ func (e *Engine) modelError(out []streams.Alert, rs *ruleState, ev input, s *ser
 	}
 	rmse := math.Sqrt(model/float64(r.Count)) * 100
 	zrmse := math.Sqrt(zero/float64(r.Count)) * 100
-	vals := map[string]float64{"rmse": rmse, "zero_rmse": zrmse}
+	vals := func() map[string]float64 { return map[string]float64{"rmse": rmse, "zero_rmse": zrmse} }
 	if r.Threshold > 0 {
 		if rs.legs[0].check(rmse, r.Threshold, r.Hysteresis) {
-			out = e.fire(out, rs, ev, firing{value: rmse, threshold: r.Threshold, values: vals,
+			out = e.fire(out, rs, ev, firing{value: rmse, threshold: r.Threshold, values: vals(),
 				msg: r.Symbol + " model error over the last " + itoa(r.Count) + " predictions is " + fmtPercent(rmse) + " (above " + fmtPercent(r.Threshold) + ")"})
 		}
 		return out
@@ -489,7 +489,7 @@ func (e *Engine) modelError(out []streams.Alert, rs *ruleState, ev input, s *ser
 	}
 	ratio := rmse / zrmse
 	if rs.legs[0].check(ratio, 1, r.Hysteresis) {
-		out = e.fire(out, rs, ev, firing{value: ratio, threshold: 1, values: vals,
+		out = e.fire(out, rs, ev, firing{value: ratio, threshold: 1, values: vals(),
 			msg: r.Symbol + " model is worse than the no-change forecast over the last " + itoa(r.Count) + " predictions (error " +
 				fmtPercent(rmse) + " vs " + fmtPercent(zrmse) + ")"})
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
+	"cryptostream/ops"
 	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
@@ -82,6 +83,7 @@ type workerMetrics struct {
 	suppressed *prometheus.CounterVec
 	rules      prometheus.Gauge
 	badRules   prometheus.Counter
+	latency    prometheus.Observer
 }
 
 type spentRule struct {
@@ -121,6 +123,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 			rules: f.NewGauge(prometheus.GaugeOpts{Name: "cryptostream_notifier_rules", Help: "Rules being evaluated (stored and system)."}),
 			badRules: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_notifier_rules_rejected_total",
 				Help: "Stored rules that did not decode or validate and are not evaluated."}),
+			latency: ops.PipelineLatency(d.Metrics).WithLabelValues(Stage),
 		},
 	}
 	ec := cfg.Engine
@@ -454,6 +457,13 @@ func (s *stage) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, error)
 		trace = in.Prediction.Trace
 	}
 	now := w.d.Now()
+	// From the close of a live candle to its alerts, as the other stages
+	// measure theirs; imported history would only measure its age.
+	if in.Candle != nil {
+		if _, live := trace.At("ingest"); live {
+			w.m.latency.Observe(now.Sub(in.Candle.End()).Seconds())
+		}
+	}
 	out := make([]streams.Event, len(alerts))
 	for i := range alerts {
 		alerts[i].Trace = trace.Stamp(Stage, now)

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/datatest"
+	"cryptostream/natstest"
 	"cryptostream/notifier"
 	"cryptostream/streams"
 )
@@ -48,16 +50,23 @@ func (b *bus) track(t *testing.T, sym string) {
 // returns its registry.
 func (b *bus) worker(t *testing.T, cfg notifier.Config) (stop func(), reg *prometheus.Registry) {
 	t.Helper()
-	rules, err := b.js.KeyValue(t.Context(), streams.BucketAlertRules)
+	return b.workerOn(t, b.js, cfg, false)
+}
+
+// workerOn is worker on a connection of its own; with dies, the worker's
+// connection will be killed under it and its error is expected.
+func (b *bus) workerOn(t *testing.T, js jetstream.JetStream, cfg notifier.Config, dies bool) (stop func(), reg *prometheus.Registry) {
+	t.Helper()
+	rules, err := js.KeyValue(t.Context(), streams.BucketAlertRules)
 	if err != nil {
 		t.Fatal(err)
 	}
-	assets, err := b.js.KeyValue(t.Context(), streams.BucketAssets)
+	assets, err := js.KeyValue(t.Context(), streams.BucketAssets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg = prometheus.NewRegistry()
-	w, err := notifier.New(cfg, notifier.Deps{JS: b.js, Rules: rules, Assets: assets, Records: b.records, Metrics: reg})
+	w, err := notifier.New(cfg, notifier.Deps{JS: js, Rules: rules, Assets: assets, Records: b.records, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +77,7 @@ func (b *bus) worker(t *testing.T, cfg notifier.Config) (stop func(), reg *prome
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
+			if err := <-done; err != nil && !dies {
 				t.Error(err)
 			}
 		})
@@ -79,7 +88,7 @@ func (b *bus) worker(t *testing.T, cfg notifier.Config) (stop func(), reg *prome
 
 // waitHandled waits until the durable consumer has acked everything up
 // to seq.
-func (b *bus) waitHandled(t *testing.T, stream, consumer string, seq uint64) {
+func (b *bus) waitHandled(t testing.TB, stream, consumer string, seq uint64) {
 	t.Helper()
 	for {
 		c, err := b.js.Consumer(t.Context(), stream, consumer)
@@ -257,5 +266,50 @@ func TestWorkerSecurityRule(t *testing.T) {
 	got := b.alerts(t)
 	if len(got) != 1 || got[0].Key != "alice" || got[0].Owner != streams.AlertAudienceAdmins || got[0].Kind != "failed_logins" || got[0].Stream != streams.StreamAudit {
 		t.Fatalf("alerts %+v", got)
+	}
+}
+
+// A worker whose connection dies mid-stream (a crash: nothing drained,
+// nothing unpinned, a batch unacked) is replaced by another that resumes
+// from the stream: the alerts are exactly those of an uninterrupted run,
+// each stored once. The consumer's ack wait and pin timeout are shortened
+// so that the takeover happens in seconds rather than minutes.
+func TestWorkerKilledMidStream(t *testing.T) {
+	b := newBus(t)
+	b.track(t, "BTC/USD")
+	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
+		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
+		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := streams.Declare(1).Consumer(streams.ConsumerNotifierMarket)
+	spec.Config.AckWait, spec.Config.BackOff, spec.Config.PinnedTTL = time.Second, nil, time.Second
+	if _, err := b.js.CreateOrUpdateConsumer(t.Context(), spec.Stream, spec.Config); err != nil {
+		t.Fatal(err)
+	}
+	cfg := notifier.Config{System: notifier.SystemConfig{MovePercent: 2, MoveWindow: 15 * time.Minute, MoveCooldown: 30 * time.Minute}}
+	cs := stretchCandles(t)
+	// The first worker handles up to 01:24 (inside the cooldown of alice's
+	// first alert, her rule disarmed), then dies as the next minutes
+	// arrive, likely with some unacked.
+	cut := slices.IndexFunc(cs, func(c streams.Candle) bool { return c.Start.Equal(time.Date(2023, 3, 3, 1, 24, 0, 0, time.UTC)) })
+	seqs := b.publishAll(t, cs[:cut+1])
+	nc1, js1 := natstest.ConnectURL(t, b.url)
+	b.workerOn(t, js1, cfg, true)
+	b.waitHandled(t, streams.StreamMarket, streams.ConsumerNotifierMarket, seqs[len(seqs)-1])
+	seqs = append(seqs, b.publishAll(t, cs[cut+1:cut+4])...)
+	nc1.Close()
+	seqs = append(seqs, b.publishAll(t, cs[cut+4:])...)
+	_, js2 := natstest.ConnectURL(t, b.url)
+	b.workerOn(t, js2, cfg, false)
+	b.waitHandled(t, streams.StreamMarket, streams.ConsumerNotifierMarket, seqs[len(seqs)-1])
+	var got []string
+	for _, a := range b.alerts(t) {
+		got = append(got, a.RuleID+"@"+a.At.Format("15:04"))
+	}
+	want := []string{mine.ID + "@01:21", "system-move-BTC-USD@01:29", mine.ID + "@01:58"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("alerts %v, want %v", got, want)
 	}
 }
