@@ -51,6 +51,10 @@ type Config struct {
 	// User and Password authenticate to an external server, as a URL's
 	// user:password would, without putting the password in the URL.
 	User, Password string
+	// MaxStore bounds the embedded server's file store in bytes; zero
+	// leaves the server's default, three quarters of the free disk. The
+	// streams' MaxBytes are fitted to whichever it is.
+	MaxStore int64
 	// Attach lets a tool with no URL reach the process that holds DataDir
 	// through the URL it published, rather than fail on the lock.
 	Attach bool
@@ -73,6 +77,9 @@ type Bus struct {
 	lastErr error
 	ensured bool
 	target  string
+	// replicas is the configured replica count, for fitting the
+	// topology to an account's limit.
+	replicas int
 }
 
 // ValidateURL checks a --nats-url before anything connects: each
@@ -130,7 +137,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 // does Ready says what the last attempt failed on. Ensure then waits for
 // the connection and applies the topology.
 func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
-	b := &Bus{log: log, Topology: streams.Declare(cfg.Replicas)}
+	b := &Bus{log: log, Topology: streams.Declare(cfg.Replicas), replicas: max(cfg.Replicas, 1)}
 	if cfg.URL == "" {
 		lock, err := lockDataDir(cfg.DataDir)
 		if errors.Is(err, ErrDataDirInUse) && cfg.Attach {
@@ -187,6 +194,9 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 			return nil, err
 		}
 		b.server = s
+		if jsc := s.JetStreamConfig(); jsc != nil {
+			b.fit(jsc.MaxStore, jsc.MaxMemory, "embedded server")
+		}
 		nkey, err := nats.NkeyOptionFromSeed(keyFile)
 		if err != nil {
 			b.shutdownServer()
@@ -288,11 +298,34 @@ func (b *Bus) setErr(err error) {
 	b.mu.Unlock()
 }
 
+// fit scales the topology's bounds to a store limit, and says so.
+func (b *Bus) fit(maxStore, maxMemory int64, whose string) {
+	want, _ := b.Topology.StoreBytes()
+	t, changed := b.Topology.Fit(maxStore, maxMemory)
+	if !changed {
+		return
+	}
+	got, _ := t.StoreBytes()
+	b.Topology = t
+	b.log.Warn("stream bounds scaled down to fit the store", "of", whose, "max_store", maxStore, "max_memory", maxMemory,
+		"declared_bytes", want, "fitted_bytes", got)
+}
+
 // Ensure waits for the connection and applies the topology, logging each
 // difference from the declaration that it kept or corrected.
 func (b *Bus) Ensure(ctx context.Context) error {
 	if err := b.waitConnected(ctx); err != nil {
 		return err
+	}
+	if b.server == nil {
+		// An account with a storage limit refuses streams whose bounds
+		// exceed it; each replica counts.
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		info, err := b.JS.AccountInfo(actx)
+		cancel()
+		if err == nil && (info.Limits.MaxStore > 0 || info.Limits.MaxMemory > 0) {
+			b.fit(info.Limits.MaxStore/int64(b.replicas), info.Limits.MaxMemory/int64(b.replicas), "account")
+		}
 	}
 	if err := ensureWithRetry(ctx, b.NC, b.JS, b.Topology, b.log); err != nil {
 		return err
@@ -371,8 +404,9 @@ func startEmbedded(cfg Config, pub string) (*server.Server, error) {
 // refuses a listener off loopback with no credential.
 func embeddedOptions(cfg Config, pub string) (*server.Options, error) {
 	opts := &server.Options{
-		ServerName: "cryptostream",
-		JetStream:  true,
+		ServerName:        "cryptostream",
+		JetStream:         true,
+		JetStreamMaxStore: cfg.MaxStore,
 		// nats-server keeps its store in a "jetstream" folder under StoreDir.
 		StoreDir: cfg.DataDir,
 		NoSigs:   true,

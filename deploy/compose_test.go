@@ -227,3 +227,75 @@ func TestKubernetesNATSRequiresCredentials(t *testing.T) {
 		t.Errorf("%d roles read the cryptostream config, %d the nats-auth credential", n, m)
 	}
 }
+
+// Issue 11 item 2: Prometheus loads the stream alert rules, in compose.
+func TestPrometheusLoadsAlertRules(t *testing.T) {
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	raw, err := os.ReadFile("alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &rules); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if strings.Contains(r.Expr, "cryptostream_stream_bytes / cryptostream_stream_max_bytes") {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no alert on a stream's fill ratio")
+	}
+	var prom struct {
+		RuleFiles []string `yaml:"rule_files"`
+	}
+	raw, err = os.ReadFile("prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &prom); err != nil {
+		t.Fatal(err)
+	}
+	mounts := loadComposeVolumes(t, "prometheus")
+	for _, f := range prom.RuleFiles {
+		ok := false
+		for _, m := range mounts {
+			if strings.HasSuffix(m, ":"+f+":ro") && strings.HasPrefix(m, "./deploy/alerts.yml") {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("rule file %s is not mounted from deploy/alerts.yml in compose (%v)", f, mounts)
+		}
+	}
+	if len(prom.RuleFiles) == 0 {
+		t.Error("prometheus.yml loads no rule file")
+	}
+}
+
+func loadComposeVolumes(t *testing.T, service string) []string {
+	t.Helper()
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Services[service].Volumes
+}

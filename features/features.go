@@ -106,8 +106,12 @@ func (s Spec) Names() []string {
 type Calculator struct {
 	spec  Spec
 	names []string
+	// The batch path's grid scratch space (Compute); a Series keeps its
+	// own.
 	close []float64
 	vol   []float64
+	ret   []float64
+	diff  []float64
 	empty []bool
 }
 
@@ -117,7 +121,8 @@ func NewCalculator(spec Spec) (*Calculator, error) {
 		return nil, err
 	}
 	n := spec.Lookback() + 1
-	return &Calculator{spec: spec, names: spec.Names(), close: make([]float64, n), vol: make([]float64, n), empty: make([]bool, n)}, nil
+	return &Calculator{spec: spec, names: spec.Names(), close: make([]float64, n), vol: make([]float64, n),
+		ret: make([]float64, n), diff: make([]float64, n), empty: make([]bool, n)}, nil
 }
 
 // Spec is the calculator's feature set.
@@ -131,6 +136,9 @@ func (c *Calculator) Names() []string { return c.names }
 // t-Lookback (a candle starting at or before that instant). Candles after the
 // last are not looked at because there are none: that is the no-lookahead
 // guarantee, and the test changes later candles to prove it.
+//
+// Compute resamples the whole window on every call; a Series steps the same
+// grid one candle at a time and gives the same values to the last bit.
 func (c *Calculator) Compute(window []streams.Candle) ([]float64, error) {
 	if len(window) == 0 {
 		return nil, ErrWarmup
@@ -160,30 +168,83 @@ func (c *Calculator) Compute(window []streams.Candle) ([]float64, error) {
 			c.empty[i] = true
 		}
 	}
-	closes := c.close
+	// Only the points the statistics read: the log returns of the
+	// volatility and the differences of the RSI.
+	for i := lb - c.spec.Vol + 1; i <= lb; i++ {
+		c.ret[i] = math.Log(c.close[i] / c.close[i-1])
+	}
+	for i := lb - c.spec.RSI + 1; i <= lb; i++ {
+		c.diff[i] = c.close[i] - c.close[i-1]
+	}
+	empty := 0
+	for i := lb - c.spec.Vol + 1; i <= lb; i++ {
+		if c.empty[i] {
+			empty++
+		}
+	}
+	out := make([]float64, len(c.names))
+	c.values(out, grid{close: c.close, vol: c.vol, ret: c.ret, diff: c.diff, empty: empty}, &last)
+	return out, nil
+}
+
+// grid is a window sampled on the interval grid, oldest first, its last
+// point at the candle the vector is for; every slice has Lookback+1 points.
+type grid struct {
+	close []float64
+	vol   []float64 // zero where no candle started
+	ret   []float64 // log(close[i]/close[i-1])
+	diff  []float64 // close[i]-close[i-1]
+	empty int       // empty points among the last Vol
+}
+
+// values writes the features of g into out, in Names order. The batch and
+// the incremental paths both end here, so they agree by construction on
+// everything but the sampling; each sum runs over its points oldest first,
+// which is what keeps a flat window's sums exactly zero (RSI 0.5, volume
+// z-score 0) where a running sum would leave a rounding residue.
+func (c *Calculator) values(out []float64, g grid, last *streams.Candle) {
+	lb := len(g.close) - 1
+	closes := g.close
 	now := closes[lb]
-	out := make([]float64, 0, len(c.names))
+	k := 0
 	for _, n := range c.spec.Lags {
-		out = append(out, math.Log(now/closes[lb-n]))
+		out[k] = math.Log(now / closes[lb-n])
+		k++
 	}
 	for _, n := range c.spec.SMA {
 		var sum float64
 		for i := lb - n + 1; i <= lb; i++ {
 			sum += closes[i]
 		}
-		out = append(out, now/(sum/float64(n))-1)
+		out[k] = now/(sum/float64(n)) - 1
+		k++
 	}
-	for _, n := range c.spec.EMA {
+	// The EMAs run two at a time: each step waits on the one before, so
+	// two independent chains in one loop take the time of one. Each
+	// keeps its own order of operations, so the values do not change.
+	emas := c.spec.EMA
+	for ; len(emas) >= 2; emas = emas[2:] {
+		a1, a2 := 2/(float64(emas[0])+1), 2/(float64(emas[1])+1)
+		e1, e2 := closes[0], closes[0]
+		for _, p := range closes[1 : lb+1] {
+			e1 += a1 * (p - e1)
+			e2 += a2 * (p - e2)
+		}
+		out[k], out[k+1] = now/e1-1, now/e2-1
+		k += 2
+	}
+	for _, n := range emas {
 		alpha := 2 / (float64(n) + 1)
 		ema := closes[0]
-		for i := 1; i <= lb; i++ {
-			ema += alpha * (closes[i] - ema)
+		for _, p := range closes[1 : lb+1] {
+			ema += alpha * (p - ema)
 		}
-		out = append(out, now/ema-1)
+		out[k] = now/ema - 1
+		k++
 	}
 	var gain, loss float64
 	for i := lb - c.spec.RSI + 1; i <= lb; i++ {
-		d := closes[i] - closes[i-1]
+		d := g.diff[i]
 		if d > 0 {
 			gain += d
 		} else {
@@ -194,46 +255,41 @@ func (c *Calculator) Compute(window []streams.Candle) ([]float64, error) {
 	if gain+loss > 0 {
 		rsi = gain / (gain + loss)
 	}
-	out = append(out, rsi)
+	out[k] = rsi
+	k++
 
 	nv := c.spec.Vol
 	var sq float64
 	for i := lb - nv + 1; i <= lb; i++ {
-		r := math.Log(closes[i] / closes[i-1])
+		r := g.ret[i]
 		sq += r * r
 	}
-	out = append(out, math.Sqrt(sq/float64(nv)))
+	out[k] = math.Sqrt(sq / float64(nv))
+	k++
 
 	// The volume z-score compares this interval with the ones before it,
 	// not including itself, so a spike is not diluted by its own weight.
 	var mean, m2 float64
 	for i := lb - nv; i < lb; i++ {
-		mean += c.vol[i]
+		mean += g.vol[i]
 	}
 	mean /= float64(nv)
 	for i := lb - nv; i < lb; i++ {
-		d := c.vol[i] - mean
+		d := g.vol[i] - mean
 		m2 += d * d
 	}
 	z := 0.0
 	if sd := math.Sqrt(m2 / float64(nv)); sd > 0 {
-		z = (c.vol[lb] - mean) / sd
+		z = (g.vol[lb] - mean) / sd
 	}
-	out = append(out, z)
+	out[k] = z
+	k++
 
-	out = append(out, (last.High-last.Low)/last.Close)
+	out[k] = (last.High - last.Low) / last.Close
 	secs := last.Start.UTC().Sub(last.Start.UTC().Truncate(24 * time.Hour)).Seconds()
 	angle := 2 * math.Pi * secs / 86400
-	out = append(out, math.Sin(angle), math.Cos(angle))
-
-	empty := 0
-	for i := lb - nv + 1; i <= lb; i++ {
-		if c.empty[i] {
-			empty++
-		}
-	}
-	out = append(out, float64(empty)/float64(nv))
-	return out, nil
+	out[k+1], out[k+2] = math.Sin(angle), math.Cos(angle)
+	out[k+3] = float64(g.empty) / float64(nv)
 }
 
 // Vector builds the FeatureVector of the last candle of window; seq is that

@@ -535,7 +535,7 @@ func (g *Gateway) alertsHistory(w http.ResponseWriter, r *http.Request) {
 		if only != "" {
 			return a.Owner == only
 		}
-		return a.Owner == u.Username || a.Owner == notifier.SystemOwner || (admin && a.Owner == streams.AlertAudienceAdmins)
+		return streams.AlertVisible(a.Owner, u.Username, admin)
 	}
 	msgs, err := streams.ReadRange(ctx, g.d.Streams, streams.StreamAlerts, subject, after+1, after+1+historyScan)
 	if err != nil {

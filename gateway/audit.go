@@ -19,7 +19,7 @@ const maxRefusedKeys = 10_000
 // overflow is the username and address of the overflow key.
 const overflow = "*"
 
-type refusedKey struct{ action, target, remote string }
+type refusedKey struct{ action, target, remote, outcome, detail string }
 
 type refusedCount struct {
 	n           int
@@ -47,7 +47,7 @@ func (a *auditAgg) add(k refusedKey, at time.Time) {
 	defer a.mu.Unlock()
 	c, ok := a.pending[k]
 	if !ok && len(a.pending) >= a.max {
-		k = refusedKey{k.action, overflow, overflow}
+		k = refusedKey{k.action, overflow, overflow, k.outcome, k.detail}
 		c, ok = a.pending[k]
 	}
 	if !ok {
@@ -70,15 +70,21 @@ func (a *auditAgg) drain() map[refusedKey]*refusedCount {
 // refusedAttempt counts a rate-limited attempt for the next aggregated
 // audit event.
 func (g *Gateway) refusedAttempt(action, target, remote string) {
-	g.refused.add(refusedKey{action, target, remote}, g.now().UTC())
+	g.countAttempt(action, target, remote, "rate_limited", "attempts refused")
+}
+
+// countAttempt counts an attempt that tells nothing one by one (refused,
+// or naming no possible user) for the next aggregated audit event.
+func (g *Gateway) countAttempt(action, target, remote, outcome, detail string) {
+	g.refused.add(refusedKey{action, target, remote, outcome, detail}, g.now().UTC())
 }
 
 // flushRefused writes one counted audit event per key counted since the
 // last flush.
 func (g *Gateway) flushRefused(ctx context.Context) {
 	for k, c := range g.refused.drain() {
-		ev := &streams.AuditEvent{ID: auth.NewID(), Action: k.action, Actor: k.target, Target: k.target, Outcome: "rate_limited",
-			Remote: k.remote, Detail: fmt.Sprintf("%d attempts refused", c.n), At: c.first, Until: c.last, Count: c.n}
+		ev := &streams.AuditEvent{ID: auth.NewID(), Action: k.action, Actor: k.target, Target: k.target, Outcome: k.outcome,
+			Remote: k.remote, Detail: fmt.Sprintf("%d %s", c.n, k.detail), At: c.first, Until: c.last, Count: c.n}
 		g.publishAudit(ctx, ev)
 	}
 }

@@ -163,8 +163,12 @@ func TestTokenAttacks(t *testing.T) {
 	wrongAud["aud"] = "someone-else"
 	wrongAudTok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(wrongAud)).SignedString(s.key)
 
+	// A well-signed token of the old shape, naming a username but no
+	// account, is refused: it could open any later account of that name.
+	noUID, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims)).SignedString(s.key)
 	for name, tok := range map[string]string{
-		"expired": expiredTok, "other key": otherTok, "tampered role": tamperedTok, "alg none": none,
+		"no account id": noUID,
+		"expired":       expiredTok, "other key": otherTok, "tampered role": tamperedTok, "alg none": none,
 		"alg HS512": hs512, "no expiry": noExpTok, "wrong audience": wrongAudTok, "garbage": "abc.def.ghi",
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -261,6 +261,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg.Go(func() error { return g.hub.Run(ctx) })
 	eg.Go(func() error { return g.sessions.Run(ctx) })
 	eg.Go(func() error { return g.flushRefusedEvery(ctx, g.cfg.AuditFlushEvery) })
+	eg.Go(func() error {
+		// Make the dummy hash now rather than on the first unknown name,
+		// whose answer would otherwise take twice as long.
+		auth.CheckPassword("", "", g.cfg.BcryptCost)
+		return nil
+	})
 	return eg.Wait()
 }
 

@@ -182,6 +182,11 @@ func TestLoginFloodCannotFillAudit(t *testing.T) {
 	if got := sumAuditCount(evs, "auth.login", "rate_limited"); got != floods-10+refused {
 		t.Fatalf("refusals counted %d, want %d", got, floods-10+refused)
 	}
+	// The ten huge names the address's budget let through: failures that
+	// name no possible user, counted in one event too.
+	if n, got := countAudit(evs, "auth.login", "failed", ""), sumAuditCount(evs, "auth.login", "failed"); n != 1 || got != 10 {
+		t.Fatalf("%d failed events counting %d, want one counting 10", n, got)
+	}
 	// 200 requests, 60 KiB each: AUDIT grew by a few KiB at most.
 	if grown := s.auditBytes() - before; grown > 16<<10 {
 		t.Fatalf("AUDIT grew by %d bytes", grown)
@@ -277,6 +282,8 @@ func TestTokenBoundToAccount(t *testing.T) {
 	admin := s.login(adminName, adminPass)
 	old := s.signup("bob", "bob-password")
 	s.expect(s.call("GET", "/crypto/assets", old, nil), http.StatusOK)
+	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": "BTC/USD"}), http.StatusCreated)
+	s.expect(s.call("PUT", "/auth/users/me/preferences", old, map[string]any{"watchlist": []string{"BTC/USD"}}), http.StatusOK)
 	s.expect(s.call("DELETE", "/auth/users/bob", admin, nil), http.StatusNoContent)
 	for _, path := range []string{"/auth/users/me", "/crypto/assets", "/crypto/alert_history/BTC-USD"} {
 		if r := s.call("GET", path, old, nil); r.status != http.StatusUnauthorized || r.errCode(t) != "invalid_token" {
@@ -292,6 +299,10 @@ func TestTokenBoundToAccount(t *testing.T) {
 		t.Fatalf("websocket with old bob's token = %v, %v", resp, err)
 	}
 	s.expect(s.call("GET", "/auth/users/me", fresh, nil), http.StatusOK)
+	// Nor does old bob's data pass to new bob.
+	if wl := s.expect(s.call("GET", "/auth/users/me/preferences", fresh, nil), http.StatusOK).json(t)["watchlist"]; len(wl.([]any)) != 0 {
+		t.Fatalf("new bob sees old bob's watchlist %v", wl)
+	}
 
 	// A change made outside this gateway (another replica, the CLI) also
 	// revokes, as soon as the users watch delivers it.

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"cryptostream/gateway/auth"
 	"cryptostream/streams"
 )
@@ -144,7 +146,7 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 	if nameErr != nil {
 		attempt.Failed()
 		g.m.logins.WithLabelValues("invalid").Inc()
-		g.audit(ctx, "auth.login", "", "", "failed", ip, fmt.Sprintf("not a valid username (%d bytes)", len(username)))
+		g.countAttempt("auth.login", "", ip, "failed", "logins with a name that cannot be a username")
 		g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password"))
 		return
 	}
@@ -449,6 +451,11 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request) {
 		g.audit(ctx, "user.delete", actor, name, "failed", remoteIP(r), err.Error())
 		g.fail(w, r, g.userErr(err))
 		return
+	}
+	// Per-user data keyed by name must not pass to whoever signs up under
+	// the name next.
+	if err := g.d.Prefs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		g.log.Error("preferences of a deleted user left behind", "user", name, "err", err)
 	}
 	g.audit(ctx, "user.delete", actor, name, "ok", remoteIP(r), "")
 	g.dropPreferences(r, name)

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"math"
 	"sort"
 	"time"
 
@@ -46,6 +47,9 @@ type Emit struct {
 	Tick  bool             // the update was accepted: publish it to TICKS
 	Heal  bool             // request a REST heal of this series
 	Gap   bool             // a gap could not be healed and was left open
+	// Behind is how far a stale update (at or before the newest final
+	// candle) lies behind it; zero otherwise.
+	Behind time.Duration
 }
 
 // NewAssembler returns an assembler for one interval. grace is how long past
@@ -152,7 +156,7 @@ func (a *Assembler) Update(c streams.Candle) (Emit, error) {
 		return Emit{}, reject(ReasonInvalidCandle, "%s candle on the %s connection", c.Interval, a.iv)
 	}
 	if s.known && !c.Start.After(s.last.Start) {
-		return Emit{}, nil
+		return Emit{Behind: s.last.Start.Sub(c.Start) + a.iv.Duration()}, nil
 	}
 	var e Emit
 	if s.cur != nil {
@@ -244,6 +248,13 @@ func after(cs []streams.Candle, t time.Time) []streams.Candle {
 // order, already marked backfilled (filler rows included, as Kraken sends
 // them). A nil or failed heal is Healed with no rows.
 func (a *Assembler) Healed(sym string, rows []streams.Candle) Emit {
+	return a.HealedSeries(sym, Series{Candles: rows})
+}
+
+// HealedSeries is Healed for an answer that lost rows to validation: the
+// gaps they leave are not filled (RegularizeSeries).
+func (a *Assembler) HealedSeries(sym string, hs Series) Emit {
+	rows := hs.Candles
 	var e Emit
 	s := a.series[sym]
 	if s == nil || !s.active {
@@ -261,7 +272,7 @@ func (a *Assembler) Healed(sym string, rows []streams.Candle) Emit {
 		}
 		rows = after(rows, s.last.Start)
 	}
-	out := Regularize(prev, rows)
+	out, _ := RegularizeSeries(prev, Series{Candles: rows, Broken: hs.Broken}, math.MaxInt)
 	if len(out) > 0 {
 		e.Final = append(e.Final, out...)
 		s.last, s.known = out[len(out)-1], true

@@ -1,11 +1,13 @@
 package ingest
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"cryptostream/ingest/krakenrest"
 	"cryptostream/streams"
 )
 
@@ -200,5 +202,30 @@ func TestRegularize(t *testing.T) {
 	}
 	if b := brief(Regularize(nil, []streams.Candle{rest(1, 55, 0), rest(2, 102, 1)})); b != "2:backfilled:102" {
 		t.Fatalf("leading filler kept: %q", b)
+	}
+}
+
+// TestHealNeverFillsARefusedRow (issue 11 item 10, the live path): a REST
+// row that fails validation is refused and counted, and the gap it leaves
+// is not filled with a flat candle.
+func TestHealNeverFillsARefusedRow(t *testing.T) {
+	row := func(m int, high, low float64) krakenrest.Row {
+		return krakenrest.Row{Start: t0.Add(time.Duration(m) * time.Minute), Open: 100, High: high, Low: low, Close: 100, VWAP: 100, Volume: 1, Trades: 1}
+	}
+	s, bad := RESTSeries("BTC/USD", streams.Interval1m, []krakenrest.Row{row(1, 101, 99), row(2, 99, 101), row(4, 101, 99)},
+		streams.QualityBackfilled, t0.Add(time.Hour))
+	if len(bad) != 1 || len(s.Candles) != 2 || !s.Broken[t0.Add(4*time.Minute)] {
+		t.Fatalf("series %+v, bad %v", s, bad)
+	}
+	_, future := RESTSeries("BTC/USD", streams.Interval1m, []krakenrest.Row{row(90, 101, 99)}, streams.QualityBackfilled, t0)
+	if len(future) != 1 || !errors.Is(future[0], streams.ErrFutureCandle) {
+		t.Fatalf("a row an hour and a half ahead: %v", future)
+	}
+	a := NewAssembler(streams.Interval1m, 5*time.Second, 5)
+	a.Seed(rest(0, 100, 1))
+	a.Begin("BTC/USD")
+	e := a.HealedSeries("BTC/USD", s)
+	if got, want := brief(e.Final), "1:backfilled:100 4:backfilled:100"; got != want {
+		t.Fatalf("finals %q, want %q (no fill where the refused row was)", got, want)
 	}
 }

@@ -75,7 +75,11 @@ func BenchmarkRawJetStreamPublishAsync(b *testing.B) {
 func BenchmarkImport(b *testing.B) {
 	js := benchJS(b)
 	raw := embeddedCSV(b)
-	file := ingest.ReadFile("bench.csv", bytes.NewReader(raw), "BTC/USD", streams.Interval1m, func(error) {})
+	read, err := ingest.ReadFile("bench.csv", bytes.NewReader(raw), "BTC/USD", streams.Interval1m, time.Now(), func(*ingest.BadRowError) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := read.Candles
 	span := file[len(file)-1].Start.Sub(file[0].Start) + time.Minute
 	var cs []streams.Candle
 	for round := 0; len(cs) < b.N; round++ {
@@ -89,7 +93,7 @@ func BenchmarkImport(b *testing.B) {
 	}
 	im := &ingest.Importer{Pub: js, Stored: ingest.StoredStarts(js)}
 	b.ResetTimer()
-	st, err := im.Import(b.Context(), cs)
+	st, err := im.Import(b.Context(), ingest.Series{Candles: cs})
 	if err != nil {
 		b.Fatal(err)
 	}

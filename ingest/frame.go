@@ -59,6 +59,7 @@ const (
 	ReasonSubscribe     RejectReason = "subscribe_failed"
 	ReasonStale         RejectReason = "stale"
 	ReasonRateLimited   RejectReason = "rate_limited"
+	ReasonFuture        RejectReason = "future_candle"
 )
 
 // RejectError carries the reason a frame or candle was refused.
@@ -283,7 +284,11 @@ func candleFrom(wc wireCandle) (streams.Candle, error) {
 		c.VWAP = *wc.VWAP
 	}
 	if err := c.Validate(); err != nil {
-		return streams.Candle{}, reject(ReasonInvalidCandle, "%s %s: %v", c.Symbol, wc.IntervalBegin, err)
+		reason := ReasonInvalidCandle
+		if errors.Is(err, streams.ErrFutureCandle) {
+			reason = ReasonFuture
+		}
+		return streams.Candle{}, reject(reason, "%s %s: %w", c.Symbol, wc.IntervalBegin, err)
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"math"
 	"time"
 
 	"cryptostream/streams"
@@ -59,27 +60,74 @@ func IsFiller(c streams.Candle) bool { return c.Trades == 0 && c.Volume == 0 }
 // source, so the gap between them is filled too. Leading filler rows with no
 // previous close cannot be rebuilt and are dropped.
 func Regularize(prev *streams.Candle, candles []streams.Candle) []streams.Candle {
-	out := make([]streams.Candle, 0, len(candles))
+	out, _ := RegularizeSeries(prev, Series{Candles: candles}, math.MaxInt)
+	return out
+}
+
+// Series is candles of one series from one source in ascending order of
+// start, with where the source's continuity is broken.
+type Series struct {
+	Candles []streams.Candle
+	// Broken holds the starts of candles whose preceding gap held a
+	// rejected row: it is never filled, its content is unknown.
+	Broken map[time.Time]bool
+}
+
+// Gap is an interval range an import left unfilled.
+type Gap struct {
+	After, Before time.Time // the accepted candles around it
+	Intervals     int
+	Reason        string // GapRejectedRow or GapTooLong
+}
+
+// Why a gap is left open.
+const (
+	GapRejectedRow = "a rejected row lies in it"
+	GapTooLong     = "longer than the fill bound"
+)
+
+// RegularizeSeries is Regularize for a series that may have lost rows to
+// validation: a gap is filled only between two accepted candles with no
+// rejected row between them and when it spans at most maxFill intervals
+// (negative: none); every other gap is left open and returned. A filler
+// row is rebuilt from the previous close, and dropped where that close is
+// not known to be its predecessor's.
+func RegularizeSeries(prev *streams.Candle, s Series, maxFill int) ([]streams.Candle, []Gap) {
+	out := make([]streams.Candle, 0, len(s.Candles))
+	var open []Gap
 	var last streams.Candle
-	have := prev != nil
+	have, carry := prev != nil, false
 	if have {
 		last = *prev
 	}
-	for _, c := range candles {
+	for _, c := range s.Candles {
 		if have && !c.Start.After(last.Start) {
-			continue // out of order or duplicate: the first one wins
+			continue // a duplicate: the first one wins
 		}
+		contiguous := have && !carry && !s.Broken[c.Start]
 		if have {
-			out = append(out, FillBetween(last, c.Start)...)
+			n := int(c.Start.Sub(last.Start)/c.Interval.Duration()) - 1
+			switch {
+			case n <= 0:
+			case !contiguous:
+				open = append(open, Gap{last.Start, c.Start, n, GapRejectedRow})
+			case n > maxFill:
+				open = append(open, Gap{last.Start, c.Start, n, GapTooLong})
+				contiguous = false
+			case n > 0:
+				out = append(out, FillBetween(last, c.Start)...)
+			}
 		}
 		if IsFiller(c) {
-			if !have {
+			if !contiguous {
+				// Its close is unknown; what follows it is still cut off.
+				carry = have
 				continue
 			}
 			c = Filled(c.Symbol, c.Interval, c.Start, last.Close)
 		}
 		out = append(out, c)
-		last, have = c, true
+		last, have, carry = c, true, false
 	}
-	return out
+	return out, open
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -25,45 +26,81 @@ type AsyncPublisher interface {
 // Importer loads history into MARKET. Every candle carries the same message
 // id the live path gives it, and candles already stored are skipped, so
 // importing a file twice, or a file that overlaps what the ingester
-// stored, stores each candle once.
+// stored, stores each candle once. A stored filled candle is the one
+// exception: a real row for its interval replaces it (see Replaces).
 type Importer struct {
 	Pub AsyncPublisher
-	// Stored returns the starts already stored for a series (nil: none
-	// known, rely on the server's 24 h deduplication alone).
-	Stored func(ctx context.Context, iv streams.Interval, symbol string) (map[int64]bool, error)
-	// MaxPending bounds unacknowledged publishes (default 4096).
+	// Stored returns the quality of what is stored for each start of a
+	// series (nil: none known, rely on the server's 24 h deduplication
+	// alone).
+	Stored func(ctx context.Context, iv streams.Interval, symbol string) (map[int64]streams.Quality, error)
+	// MaxPending bounds unacknowledged publishes (default 1024): it must
+	// stay below the client's own bound (jetstream's PublishAsyncMaxPending,
+	// 4,000 by default), past which an async publish fails after a stall.
 	MaxPending int
+	// MaxFill bounds the gap, in intervals, that the empty-interval policy
+	// fills between two accepted rows (default DefaultMaxFill; negative:
+	// fill nothing). A longer gap is left open and reported: a mistyped
+	// timestamp must not become a year of invented minutes.
+	MaxFill int
 	// Progress, when set, is called with the number of candles handled.
 	Progress func(n int)
 	Log      *slog.Logger
 }
 
+// DefaultMaxPending is the import's bound on unacknowledged publishes.
+const DefaultMaxPending = 1024
+
+// DefaultMaxFill is the longest gap an import fills: an hour of minutes.
+const DefaultMaxFill = 60
+
 // ImportStats says what an import did.
 type ImportStats struct {
-	Rows       int // good rows read
-	BadRows    int // rows reported and skipped
-	Published  int // candles sent
-	Filled     int // of which filled by the empty-interval policy
-	Skipped    int // already stored before the import
-	Duplicates int // the server already had the id
+	Rows       int   // good rows read
+	Published  int   // candles sent
+	Filled     int   // of which filled by the empty-interval policy
+	Replaced   int   // of which replace a stored filled candle
+	Skipped    int   // already stored before the import
+	Duplicates int   // the server already had the id
+	Open       []Gap // gaps left unfilled
 	Elapsed    time.Duration
 }
 
-// BadRowError is a row the import skipped, with where it was.
+// Rejection reasons beside ohlcfile's.
+const (
+	ReasonRowInvalid = "invalid candle"
+	ReasonRowFuture  = "future candle"
+)
+
+// BadRowError is a row the import skipped, with where it was and why.
 type BadRowError struct {
-	File string
-	Line int
-	Err  error
+	File   string
+	Line   int
+	Reason string
+	Err    error
 }
 
-func (e *BadRowError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+func (e *BadRowError) Error() string {
+	return fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Reason, e.Err)
+}
+func (e *BadRowError) Unwrap() error { return e.Err }
+
+// ErrCadence is a file whose rows are spaced by another interval than the
+// one given.
+var ErrCadence = errors.New("ingest: the file's cadence is not the interval given")
 
 // ReadFile reads one history file into candles of symbol and interval,
-// marked imported, in ascending order. Bad rows go to bad, each with its
-// file and line, and reading goes on.
-func ReadFile(name string, r io.Reader, symbol string, iv streams.Interval, bad func(error)) []streams.Candle {
+// marked imported, in ascending order; a candle starting after now plus
+// the skew bound is refused. Bad rows go to bad, each with its file, line
+// and reason, and reading goes on. A file whose rows lie on a coarser or
+// finer grid than iv (a 5-minute file read as 1-minute) is refused as a
+// whole with ErrCadence, before anything is stored.
+func ReadFile(name string, r io.Reader, symbol string, iv streams.Interval, now time.Time, bad func(*BadRowError)) (Series, error) {
 	rd := ohlcfile.NewReader(r)
-	var out []streams.Candle
+	s := Series{Broken: map[time.Time]bool{}}
+	var rejectedAt []time.Time // starts of rejected rows whose time was read
+	var starts []time.Time     // every row whose time was read
+	breakNext := false         // the row before in the file was rejected
 	for {
 		row, err := rd.Next()
 		if errors.Is(err, io.EOF) {
@@ -71,13 +108,14 @@ func ReadFile(name string, r io.Reader, symbol string, iv streams.Interval, bad 
 		}
 		if err != nil {
 			var le *ohlcfile.LineError
-			if errors.As(err, &le) {
-				bad(&BadRowError{File: name, Line: le.Line, Err: le.Err})
-				continue
+			if !errors.As(err, &le) {
+				return s, fmt.Errorf("ingest: read %s: %w", name, err)
 			}
-			bad(&BadRowError{File: name, Err: err})
-			break
+			bad(&BadRowError{File: name, Line: le.Line, Reason: le.Reason, Err: le.Err})
+			breakNext = true
+			continue
 		}
+		starts = append(starts, row.Start)
 		c := streams.Candle{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv, Start: row.Start,
 			Open: row.Open, High: row.High, Low: row.Low, Close: row.Close, Volume: row.Volume, Trades: max(row.Trades, 0),
 			Quality: streams.QualityImported}
@@ -85,27 +123,115 @@ func ReadFile(name string, r io.Reader, symbol string, iv streams.Interval, bad 
 			// A file without trade counts: one trade at least happened.
 			c.Trades = 1
 		}
-		if err := c.Validate(); err != nil {
-			bad(&BadRowError{File: name, Line: row.Line, Err: err})
+		if err := c.ValidateAt(now); err != nil {
+			reason := ReasonRowInvalid
+			if errors.Is(err, streams.ErrFutureCandle) {
+				reason = ReasonRowFuture
+			}
+			bad(&BadRowError{File: name, Line: row.Line, Reason: reason, Err: err})
+			// Its time may be the mistake: it cuts the file where it sits
+			// as well as where it says.
+			rejectedAt = append(rejectedAt, row.Start)
+			breakNext = true
 			continue
 		}
-		out = append(out, c)
+		if breakNext {
+			s.Broken[c.Start] = true
+			breakNext = false
+		}
+		s.Candles = append(s.Candles, c)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
-	return out
+	if err := checkCadence(name, starts, iv); err != nil {
+		return Series{}, err
+	}
+	sort.SliceStable(s.Candles, func(i, j int) bool { return s.Candles[i].Start.Before(s.Candles[j].Start) })
+	sort.Slice(rejectedAt, func(i, j int) bool { return rejectedAt[i].Before(rejectedAt[j]) })
+	for i := 1; i < len(s.Candles); i++ {
+		prev, c := s.Candles[i-1].Start, s.Candles[i].Start
+		j := sort.Search(len(rejectedAt), func(j int) bool { return rejectedAt[j].After(prev) })
+		if j < len(rejectedAt) && rejectedAt[j].Before(c) {
+			s.Broken[c] = true
+		}
+	}
+	return s, nil
 }
 
-// Import regularises candles of one series (the empty-interval policy) and
-// publishes them.
-func (im *Importer) Import(ctx context.Context, candles []streams.Candle) (ImportStats, error) {
+// checkCadence refuses a file whose rows say it holds another interval than
+// iv: most rows off iv's grid, or every row on a coarser grid with no two
+// rows closer than that grid's step (a 5-minute file read as minutes would
+// get four invented flat candles between each pair of rows). "Most" is 90%,
+// so a few mistyped times do not move it; two rows prove nothing.
+func checkCadence(name string, starts []time.Time, iv streams.Interval) error {
+	if len(starts) < 3 || iv > streams.Interval1d {
+		return nil
+	}
+	sorted := slices.SortedFunc(slices.Values(starts), time.Time.Compare)
+	step := time.Duration(0)
+	for i := 1; i < len(sorted); i++ {
+		if d := sorted[i].Sub(sorted[i-1]); d > 0 && (step == 0 || d < step) {
+			step = d
+		}
+	}
+	detected := streams.Interval(0)
+	for _, cand := range streams.Intervals() {
+		if cand > streams.Interval1d {
+			break
+		}
+		on := 0
+		for _, t := range starts {
+			if cand.Floor(t).Equal(t) {
+				on++
+			}
+		}
+		if on*10 >= len(starts)*9 {
+			detected = cand
+		}
+	}
+	switch {
+	case detected == 0:
+		return nil // off every grid: validation refuses each row
+	case detected < iv:
+		return fmt.Errorf("%w: %s: the rows are %s candles, not %s: give --interval %s", ErrCadence, name, detected, iv, detected)
+	case detected > iv && step >= detected.Duration():
+		return fmt.Errorf("%w: %s: the rows are %s candles, not %s: give --interval %s", ErrCadence, name, detected, iv, detected)
+	}
+	return nil
+}
+
+// Replaces reports whether a candle of quality q replaces a stored one of
+// quality stored: only a real candle replaces a filled one, so an operator
+// can correct what the empty-interval policy once invented, and nothing
+// else is ever stored twice.
+func Replaces(q, stored streams.Quality) bool {
+	return stored == streams.QualityFilled && q != streams.QualityFilled
+}
+
+// replacementMsgID is the message id of a candle that replaces a stored
+// filled one: distinct from the candle's own id, which the server may still
+// hold as a duplicate, and deterministic, so a retried replacement is
+// still stored once.
+func replacementMsgID(c *streams.Candle) string { return c.MsgID() + ":" + string(c.Quality) }
+
+// Import regularises a series (RegularizeSeries) and publishes it. After a
+// failure, importing the same series again resumes: what was stored is
+// skipped.
+func (im *Importer) Import(ctx context.Context, s Series) (ImportStats, error) {
 	begin := time.Now()
 	var st ImportStats
-	st.Rows = len(candles)
-	if len(candles) == 0 {
+	st.Rows = len(s.Candles)
+	if len(s.Candles) == 0 {
 		return st, nil
 	}
-	grid := Regularize(nil, candles)
-	var stored map[int64]bool
+	maxFill := im.MaxFill
+	if maxFill == 0 {
+		maxFill = DefaultMaxFill
+	}
+	grid, open := RegularizeSeries(nil, s, maxFill)
+	st.Open = open
+	if len(grid) == 0 {
+		return st, nil
+	}
+	var stored map[int64]streams.Quality
 	if im.Stored != nil {
 		var err error
 		if stored, err = im.Stored(ctx, grid[0].Interval, grid[0].Symbol); err != nil {
@@ -114,7 +240,7 @@ func (im *Importer) Import(ctx context.Context, candles []streams.Candle) (Impor
 	}
 	maxPending := im.MaxPending
 	if maxPending <= 0 {
-		maxPending = 4096
+		maxPending = DefaultMaxPending
 	}
 	type inflight struct {
 		fut jetstream.PubAckFuture
@@ -147,7 +273,8 @@ func (im *Importer) Import(ctx context.Context, candles []streams.Candle) (Impor
 	for i := range grid {
 		c := &grid[i]
 		handled++
-		if stored[c.Start.Unix()] {
+		was, ok := stored[c.Start.Unix()]
+		if ok && !Replaces(c.Quality, was) {
 			st.Skipped++
 			continue
 		}
@@ -155,19 +282,33 @@ func (im *Importer) Import(ctx context.Context, candles []streams.Candle) (Impor
 		if err != nil {
 			return st, fmt.Errorf("ingest: import %s: %w", c.MsgID(), err)
 		}
+		if ok {
+			msg.Header.Set(jetstream.MsgIDHeader, replacementMsgID(c))
+			st.Replaced++
+		}
 		if len(queue)-head >= maxPending {
 			if err := settle(queue[head]); err != nil {
 				return st, err
 			}
 			head++
-			if head > maxPending {
-				queue = append(queue[:0], queue[head:]...)
-				head = 0
-			}
 		}
 		fut, err := im.Pub.PublishMsgAsync(msg)
+		for errors.Is(err, jetstream.ErrTooManyStalledMsgs) && head < len(queue) {
+			// The client's bound is lower than ours: wait for the oldest
+			// ack rather than fail.
+			if err := settle(queue[head]); err != nil {
+				return st, err
+			}
+			head++
+			fut, err = im.Pub.PublishMsgAsync(msg)
+		}
 		if err != nil {
 			return st, fmt.Errorf("ingest: import publish: %w", err)
+		}
+		if head >= len(queue)/2 && head > 0 {
+			// Keep the settled prefix from growing with the import.
+			queue = append(queue[:0], queue[head:]...)
+			head = 0
 		}
 		queue = append(queue, inflight{fut, msg})
 		st.Published++
@@ -190,11 +331,12 @@ func (im *Importer) Import(ctx context.Context, candles []streams.Candle) (Impor
 	return st, nil
 }
 
-// StoredStarts reads the starts of every stored candle of a series from
-// MARKET, so an import can skip them even after the server's deduplication
-// window has passed.
-func StoredStarts(js jetstream.JetStream) func(ctx context.Context, iv streams.Interval, symbol string) (map[int64]bool, error) {
-	return func(ctx context.Context, iv streams.Interval, symbol string) (map[int64]bool, error) {
+// StoredStarts reads the start and quality of every stored candle of a
+// series from MARKET, so an import can skip them even after the server's
+// deduplication window has passed (and replace a filled one). Of two
+// versions of a start, the better one counts.
+func StoredStarts(js jetstream.JetStream) func(ctx context.Context, iv streams.Interval, symbol string) (map[int64]streams.Quality, error) {
+	return func(ctx context.Context, iv streams.Interval, symbol string) (map[int64]streams.Quality, error) {
 		st, err := js.Stream(ctx, streams.StreamMarket)
 		if err != nil {
 			return nil, fmt.Errorf("ingest: market stream: %w", err)
@@ -205,7 +347,7 @@ func StoredStarts(js jetstream.JetStream) func(ctx context.Context, iv streams.I
 			return nil, fmt.Errorf("ingest: market info: %w", err)
 		}
 		n := int(info.State.Subjects[subj])
-		out := make(map[int64]bool, n)
+		out := make(map[int64]streams.Quality, n)
 		if n == 0 {
 			return out, nil
 		}
@@ -225,7 +367,9 @@ func StoredStarts(js jetstream.JetStream) func(ctx context.Context, iv streams.I
 				if err != nil {
 					continue
 				}
-				out[c.Start.Unix()] = true
+				if was, ok := out[c.Start.Unix()]; !ok || Replaces(c.Quality, was) {
+					out[c.Start.Unix()] = c.Quality
+				}
 			}
 			if got == 0 {
 				break

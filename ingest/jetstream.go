@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/streams"
@@ -66,13 +67,19 @@ func (s *JetStreamSink) PublishTick(ctx context.Context, t streams.Tick) error {
 	return nil
 }
 
-// LastCandle reads the newest candle of a series from MARKET.
+// LastCandle returns the newest valid candle of a series stored in MARKET:
+// the point the ingester resumes after. A stored message that does not
+// decode or validate (a candle from the future, written before validation
+// refused them) is skipped with a warning, and the series is read back
+// until a valid one: resuming after such a message would drop every new
+// candle, silently.
 func (s *JetStreamSink) LastCandle(ctx context.Context, iv streams.Interval, symbol string) (streams.Candle, bool, error) {
 	st, err := s.JS.Stream(ctx, streams.StreamMarket)
 	if err != nil {
 		return streams.Candle{}, false, fmt.Errorf("ingest: market stream: %w", err)
 	}
-	m, err := st.GetLastMsgForSubject(ctx, streams.CandleSubject(iv, symbol))
+	subj := streams.CandleSubject(iv, symbol)
+	m, err := st.GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return streams.Candle{}, false, nil
 	}
@@ -80,10 +87,84 @@ func (s *JetStreamSink) LastCandle(ctx context.Context, iv streams.Interval, sym
 		return streams.Candle{}, false, fmt.Errorf("ingest: last candle %s %s: %w", iv, symbol, err)
 	}
 	c, err := streams.Decode[streams.Candle](m.Data)
-	if err != nil {
-		return streams.Candle{}, false, fmt.Errorf("ingest: last candle %s %s: %w", iv, symbol, err)
+	if err == nil {
+		return c, true, nil
 	}
-	return c, true, nil
+	s.warn("newest stored candle refused, reading the series back to a valid one", "subject", subj, "seq", m.Sequence, "err", err)
+	info, err := st.Info(ctx)
+	if err != nil {
+		return streams.Candle{}, false, fmt.Errorf("ingest: market info: %w", err)
+	}
+	// Windows growing 16-fold: a few bad candles cost one small read, a
+	// long run of them a few reads, never more than the whole series.
+	first := max(info.State.FirstSeq, 1)
+	for span := uint64(256); ; span *= 16 {
+		from := first
+		if m.Sequence > span && m.Sequence-span > first {
+			from = m.Sequence - span
+		}
+		c, ok, err := s.newestValid(ctx, st, subj, from, m.Sequence)
+		if err != nil || ok || from == first {
+			return c, ok, err
+		}
+	}
+}
+
+// newestValid reads the candles of subj stored at sequences from..upto and
+// returns the valid one that starts last.
+func (s *JetStreamSink) newestValid(ctx context.Context, st jetstream.Stream, subj string, from, upto uint64) (streams.Candle, bool, error) {
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return streams.Candle{}, false, fmt.Errorf("ingest: read back %s: %w", subj, err)
+	}
+	var best streams.Candle
+	found, skipped := false, 0
+	for {
+		// Everything up to upto is stored already: take what is there.
+		batch, err := cons.FetchNoWait(1024)
+		if err != nil {
+			return streams.Candle{}, false, fmt.Errorf("ingest: read back %s: %w", subj, err)
+		}
+		got, done := 0, false
+		for msg := range batch.Messages() {
+			got++
+			meta, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if meta.Sequence.Stream >= upto {
+				done = true
+			}
+			if meta.Sequence.Stream > upto {
+				continue
+			}
+			c, err := streams.Decode[streams.Candle](msg.Data())
+			if err != nil {
+				skipped++
+				continue
+			}
+			if !found || c.Start.After(best.Start) {
+				best, found = c, true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return streams.Candle{}, false, fmt.Errorf("ingest: read back %s: %w", subj, err)
+		}
+		if done || got == 0 {
+			break
+		}
+	}
+	if found {
+		s.warn("resuming after the newest valid stored candle", "subject", subj, "start", best.Start, "refused", skipped)
+	}
+	return best, found, nil
+}
+
+func (s *JetStreamSink) warn(msg string, args ...any) {
+	if s.Log != nil {
+		s.Log.Warn(msg, args...)
+	}
 }
 
 // KVAssets watches the assets bucket.

@@ -218,35 +218,47 @@ func TestReplayWithFaults(t *testing.T) {
 
 	start := h.sim.Start()
 	day := start.Add(24 * time.Hour)
+	metric := func(name string, labels map[string]string) func() float64 {
+		return func() float64 { return opstest.Value(t, reg, name, labels) }
+	}
+	conns := func() float64 { return float64(h.sim.Connections()) }
+	// Each fault is injected once the stored series reaches its time, and
+	// the next one waits until this one's effect has been seen (a new
+	// connection, a counter moved): on a busy machine the series can jump
+	// past several fault times at once, and faults injected together
+	// overwrite each other.
 	faults := []struct {
-		at     time.Duration // of market time after start
-		name   string
-		inject func()
+		at       time.Duration // of market time after start
+		name     string
+		inject   func()
+		evidence func() float64 // grows once the fault took effect
 	}{
-		{2 * time.Hour, "drop mid-candle", func() { h.sim.DropAfter(2) }},
-		{5 * time.Hour, "stall", func() { h.sim.Stall(1500 * time.Millisecond) }},
-		{8 * time.Hour, "silent subscription", func() { h.sim.SilenceNext(1); h.sim.DropAfter(1) }},
-		{11 * time.Hour, "malformed frames", func() { h.sim.MalformNext(3) }},
-		{14 * time.Hour, "rate limit", func() { h.sim.RateLimitNext(1); h.sim.DropAfter(1) }},
-		{17 * time.Hour, "REST throttled", func() { h.sim.RESTRateLimitNext(2); h.sim.DropAfter(1) }},
+		{2 * time.Hour, "drop mid-candle", func() { h.sim.DropAfter(2) }, conns},
+		{5 * time.Hour, "stall", func() { h.sim.Stall(1500 * time.Millisecond) }, conns},
+		{8 * time.Hour, "silent subscription", func() { h.sim.SilenceNext(1); h.sim.DropAfter(1) },
+			metric("cryptostream_ingest_silent_resubscribes_total", nil)},
+		{11 * time.Hour, "malformed frames", func() { h.sim.MalformNext(3) },
+			metric("cryptostream_ingest_rejected_total", map[string]string{"reason": "malformed"})},
+		{14 * time.Hour, "rate limit", func() { h.sim.RateLimitNext(1); h.sim.DropAfter(1) },
+			metric("cryptostream_ingest_rejected_total", map[string]string{"reason": "rate_limited"})},
+		{17 * time.Hour, "REST throttled", func() { h.sim.RESTRateLimitNext(2); h.sim.DropAfter(1) }, conns},
 		{20 * time.Hour, "maintenance", func() {
 			h.sim.SetSystemStatus("maintenance")
 			time.AfterFunc(300*time.Millisecond, func() { h.sim.SetSystemStatus("online") })
-		}},
+		}, conns},
 	}
-	next := 0
-	natstest.WaitFor(t, 3*time.Minute, "a day of candles in MARKET", func() bool {
-		last, ok := h.lastStored(t, streams.Interval1m, "BTC/USD")
-		if !ok {
-			return false
-		}
-		for next < len(faults) && !last.Start.Before(start.Add(faults[next].at)) {
-			t.Logf("injecting %s at %s", faults[next].name, last.Start)
-			faults[next].inject()
-			next++
-		}
-		return !last.Start.Before(day)
-	})
+	stored := func() time.Time {
+		last, _ := h.lastStored(t, streams.Interval1m, "BTC/USD")
+		return last.Start
+	}
+	for _, f := range faults {
+		natstest.WaitFor(t, 3*time.Minute, "candles up to the "+f.name, func() bool { return !stored().Before(start.Add(f.at)) })
+		before := f.evidence()
+		t.Logf("injecting %s at %s", f.name, stored())
+		f.inject()
+		natstest.WaitFor(t, 3*time.Minute, "the effect of the "+f.name, func() bool { return f.evidence() > before })
+	}
+	natstest.WaitFor(t, 3*time.Minute, "a day of candles in MARKET", func() bool { return !stored().Before(day) })
 	if conns := h.sim.Connections(); conns < 7 {
 		t.Errorf("only %d connections: the faults did not force reconnects", conns)
 	}

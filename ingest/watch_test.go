@@ -75,10 +75,12 @@ func TestImportTwice(t *testing.T) {
 	raw := embeddedCSV(t)
 	im := &ingest.Importer{Pub: h.js, Stored: ingest.StoredStarts(h.js)}
 	var bad []error
-	candles := ingest.ReadFile("kraken_BTCUSD_1m_2023-03.csv", bytes.NewReader(raw), "BTC/USD", streams.Interval1m, func(err error) { bad = append(bad, err) })
-	if len(bad) > 0 || len(candles) != 29881 {
-		t.Fatalf("read %d candles, bad %v", len(candles), bad)
+	read, err := ingest.ReadFile("kraken_BTCUSD_1m_2023-03.csv", bytes.NewReader(raw), "BTC/USD", streams.Interval1m, time.Now(),
+		func(err *ingest.BadRowError) { bad = append(bad, err) })
+	if err != nil || len(bad) > 0 || len(read.Candles) != 29881 {
+		t.Fatalf("read %d candles, bad %v, err %v", len(read.Candles), bad, err)
 	}
+	candles := read
 	st, err := im.Import(t.Context(), candles)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +97,7 @@ func TestImportTwice(t *testing.T) {
 	}
 	// Without the stored-starts check the server's deduplication still
 	// holds within its window.
-	st, err = (&ingest.Importer{Pub: h.js}).Import(t.Context(), candles[:100])
+	st, err = (&ingest.Importer{Pub: h.js}).Import(t.Context(), ingest.Series{Candles: candles.Candles[:100]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +129,10 @@ func TestImportBadRows(t *testing.T) {
 		"1677646980,23783.4,23785.1,23769.9,23769.9,-4\n" +
 		"1677647040,23769.8,23769.9,23748.9,23759.3,19.3\n"
 	var bad []string
-	cs := ingest.ReadFile("x.csv", bytes.NewReader([]byte(csv)), "BTC/USD", streams.Interval1m, func(err error) { bad = append(bad, err.Error()) })
-	if len(cs) != 2 || cs[0].Trades != 1 {
-		t.Fatalf("candles %+v", cs)
+	read, err := ingest.ReadFile("x.csv", bytes.NewReader([]byte(csv)), "BTC/USD", streams.Interval1m, time.Now(),
+		func(err *ingest.BadRowError) { bad = append(bad, err.Error()) })
+	if cs := read.Candles; err != nil || len(cs) != 2 || cs[0].Trades != 1 {
+		t.Fatalf("candles %+v, err %v", cs, err)
 	}
 	want := []string{"x.csv:3:", "x.csv:4:", "x.csv:6:"}
 	if len(bad) != len(want) {

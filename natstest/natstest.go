@@ -15,6 +15,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// MaxStore is the test servers' JetStream store limit. The topology's
+// MaxBytes bounds are reservations that a single server checks against
+// its limit, which by default is three quarters of the free disk: fixed
+// here so that a test does not fail on a machine with a small disk.
+// Tests store little.
+const MaxStore = 1 << 40
+
 // Server starts a JetStream server on a random loopback port with its store
 // in a temp dir, and shuts it down when the test ends.
 func Server(t testing.TB) *server.Server {
@@ -28,7 +35,7 @@ func ServerAt(t testing.TB, storeDir string) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: storeDir,
+		JetStream: true, StoreDir: storeDir, JetStreamMaxStore: MaxStore,
 		NoLog: true, NoSigs: true,
 	})
 	if err != nil {
@@ -86,7 +93,7 @@ func Cluster(t testing.TB, n int) ([]*server.Server, string) {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1),
 			Host:       "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(),
+			JetStream: true, StoreDir: t.TempDir(), JetStreamMaxStore: MaxStore,
 			NoLog: true, NoSigs: true,
 			Cluster: server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
@@ -130,6 +137,27 @@ func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("natstest: gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitProgress polls until cond reports done, and fails only when the
+// progress it reports (a count of messages, a state) has not changed for
+// stall: a busy machine slows a test down, which a wall-clock deadline
+// takes for a failure; only a stalled test is one.
+func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (done bool, progress string)) {
+	t.Helper()
+	last, since := "", time.Now()
+	for {
+		done, progress := cond()
+		if done {
+			return
+		}
+		if progress != last {
+			last, since = progress, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("natstest: no progress towards %s for %s (stuck at %q)", what, stall, progress)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -58,6 +58,9 @@ type Engine struct {
 	security []*ruleState
 	series   map[seriesKey]*series
 	users    map[string][]time.Time
+	// quiet is set while warming: firings rebuild state but are dropped,
+	// and suppressions are not counted again.
+	quiet bool
 }
 
 type seriesKey struct {
@@ -344,7 +347,9 @@ func (e *Engine) Audit(a streams.AuditEvent, src Source) []streams.Alert {
 	for _, rs := range e.security {
 		r := &rs.r
 		switch {
-		case r.Kind == KindFailedLogins && a.Action == "auth.login" && a.Outcome == "failed":
+		// A rate-limited attempt is a failure too: an attacker who hits
+		// the limiter is still guessing.
+		case r.Kind == KindFailedLogins && a.Action == "auth.login" && (a.Outcome == "failed" || a.Outcome == "rate_limited"):
 			out = e.failedLogin(out, rs, ev, a)
 		case r.Kind == KindRoleGranted && a.Action == "user.role" && a.Outcome == "ok":
 			ev.key = a.Target
@@ -539,18 +544,33 @@ func (e *Engine) failedLogin(out []streams.Alert, rs *ruleState, ev input, a str
 		lw = &loginWindow{armed: true}
 		rs.logins[key] = lw
 	}
-	cut := a.At.Add(-r.Window.D())
+	// An aggregated event (the gateway counts refused attempts) stands
+	// for Count attempts spread from At to Until.
+	last := a.At
+	n := max(a.Count, 1)
+	if n > 1 && a.Until.After(a.At) {
+		last = a.Until
+	}
+	for j := max(0, n-r.Count); j < n; j++ {
+		t := a.At
+		if n > 1 {
+			t = a.At.Add(time.Duration(int64(last.Sub(a.At)) * int64(j) / int64(n-1)))
+		}
+		lw.at = append(lw.at, t)
+	}
+	cut := last.Add(-r.Window.D())
 	i := 0
 	for i < len(lw.at) && !lw.at[i].After(cut) {
 		i++
 	}
-	lw.at = append(lw.at[i:], a.At)
+	lw.at = lw.at[i:]
 	if len(lw.at) > r.Count {
 		lw.at = lw.at[len(lw.at)-r.Count:]
 	}
-	n := float64(len(lw.at))
+	ev.at = last
+	count := float64(len(lw.at))
 	l := leg{lw.armed}
-	fire := l.check(n, float64(r.Count), 0)
+	fire := l.check(count, float64(r.Count), 0)
 	lw.armed = l.armed
 	if !fire {
 		return out
@@ -560,7 +580,7 @@ func (e *Engine) failedLogin(out []streams.Alert, rs *ruleState, ev input, a str
 	if r.Per == PerIP {
 		what = "address " + key
 	}
-	return e.fire(out, rs, ev, firing{value: n, threshold: float64(r.Count),
+	return e.fire(out, rs, ev, firing{value: count, threshold: float64(r.Count),
 		msg: itoa(len(lw.at)) + " failed logins for " + what + " in " + fmtWindow(r.Window.D())})
 }
 
@@ -592,7 +612,7 @@ func (e *Engine) fire(out []streams.Alert, rs *ruleState, ev input, f firing) []
 		reason = ReasonRateCapped
 	}
 	if reason != "" {
-		if e.cfg.OnSuppress != nil {
+		if e.cfg.OnSuppress != nil && !e.quiet {
 			e.cfg.OnSuppress(r, reason)
 		}
 		return out
@@ -631,10 +651,59 @@ func (e *Engine) allowUser(owner string, at time.Time) bool {
 		i++
 	}
 	times = times[i:]
+	if e.quiet && slices.ContainsFunc(times, at.Equal) {
+		e.users[owner] = times
+		return true // counted when it first fired, before a restart of the series
+	}
 	if len(times) >= e.cfg.UserRateCap {
 		e.users[owner] = times
 		return false
 	}
 	e.users[owner] = append(times, at)
 	return true
+}
+
+// Warm feeds inputs that were handled before (history replayed after a
+// start or a failover): the state ends as the uninterrupted run left it,
+// and nothing fires.
+func (e *Engine) Warm(inputs []Input) {
+	e.quiet = true
+	defer func() { e.quiet = false }()
+	for _, in := range inputs {
+		e.Feed(in)
+	}
+}
+
+// ResetSeries forgets a series and the state of every rule on it, so that
+// it can be warmed again from history.
+func (e *Engine) ResetSeries(symbol string, iv streams.Interval) {
+	k := seriesKey{symbol, iv}
+	if s := e.series[k]; s != nil {
+		e.series[k] = &series{keep: s.keep, pending: map[int64]pendingPrediction{}}
+	}
+	for _, rs := range e.bySeries[k] {
+		*rs = *newRuleState(rs.r)
+	}
+}
+
+// ResetSecurity forgets the state of every security rule.
+func (e *Engine) ResetSecurity() {
+	for _, rs := range e.security {
+		*rs = *newRuleState(rs.r)
+	}
+}
+
+// SecurityWindow is how many audit events of one action the security
+// rules need to rebuild their state: the largest count.
+func (e *Engine) SecurityWindow() int {
+	n := 0
+	for _, rs := range e.security {
+		n = max(n, rs.r.Count)
+	}
+	return n
+}
+
+// HasSeries reports whether any rule watches the series.
+func (e *Engine) HasSeries(symbol string, iv streams.Interval) bool {
+	return len(e.bySeries[seriesKey{symbol, iv}]) > 0
 }

@@ -332,6 +332,15 @@ func TestSecurityRules(t *testing.T) {
 	if err := (&got[0]).Validate(); err != nil || got[0].Subject() != streams.AlertSecuritySubject {
 		t.Fatalf("security alert: %v, subject %s", err, got[0].Subject())
 	}
+	// Refused attempts the gateway counted into one event count too.
+	got = nil
+	feed(login(t0.Add(30*time.Minute), "bob", "10.1.1.1"))
+	agg := login(t0.Add(30*time.Minute+time.Second), "bob", "10.1.1.1")
+	agg.Outcome, agg.Count, agg.Until = "rate_limited", 19, t0.Add(30*time.Minute+20*time.Second)
+	feed(agg)
+	if len(got) != 2 || got[0].Key != "10.1.1.1" || got[1].Key != "bob" || !got[0].At.Equal(agg.Until) {
+		t.Fatalf("aggregated refusals: %+v", got)
+	}
 	// 20 spread over two minutes from one address: never 20 in a minute.
 	got = nil
 	for i := range 20 {

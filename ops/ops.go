@@ -100,7 +100,17 @@ func (h *Health) Evaluate(ctx context.Context) Report {
 
 // Register mounts /metrics, /healthz and /readyz on mux.
 func Register(mux *http.ServeMux, reg *prometheus.Registry, h *Health) {
+	RegisterMetrics(mux, reg)
+	RegisterHealth(mux, h)
+}
+
+// RegisterMetrics mounts /metrics alone, for a listener of its own.
+func RegisterMetrics(mux *http.ServeMux, reg *prometheus.Registry) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+}
+
+// RegisterHealth mounts /healthz and /readyz.
+func RegisterHealth(mux *http.ServeMux, h *Health) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))

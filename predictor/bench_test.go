@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/features"
+	"cryptostream/features/featurestest"
 	"cryptostream/natstest"
 	"cryptostream/predictor"
 	"cryptostream/streams"
@@ -31,43 +32,59 @@ func benchModel() streams.ModelRecord {
 }
 
 // BenchmarkFeaturesPredict is the pure per-candle cost: window update,
-// features, forecast, scoring.
+// features, forecast, scoring. incremental is the live path (features.Series
+// stepping its grid one candle at a time); batch is the reference it
+// replaced, in the same run: the window of candles resampled and every
+// statistic recomputed on each candle (featurestest.Batch).
 func BenchmarkFeaturesPredict(b *testing.B) {
-	candles := meanReverting(20000, 1)
-	calc, err := features.NewCalculator(features.DefaultSpec())
-	if err != nil {
-		b.Fatal(err)
+	type series interface {
+		Add(streams.Candle, uint64) (streams.FeatureVector, features.Outcome)
 	}
-	rec := benchModel()
-	m, _ := trainer.FromRecord(rec)
-	bound, err := m.Bind(calc.Names())
-	if err != nil {
-		b.Fatal(err)
-	}
-	series := features.NewSeries(calc)
-	scorer := predictor.NewScorer(time.Time{}, 0, nil)
-	// Warm the window so every iteration computes a vector.
-	for i := range 200 {
-		series.Add(candles[i], uint64(i))
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	shift := time.Duration(0)
-	for i := 0; i < b.N; i++ {
-		j := 200 + i%(len(candles)-200)
-		if j == 200 && i > 0 {
-			// Wrap around: move the series forward in time so candles
-			// keep arriving in order.
-			shift += candles[len(candles)-1].Start.Sub(candles[0].Start) + time.Minute
-		}
-		c := candles[j]
-		c.Start = c.Start.Add(shift)
-		v, o := series.Add(c, uint64(i))
-		if o != features.Computed {
-			continue
-		}
-		scorer.Observe(v.Start, v.Close)
-		scorer.Await(predictor.Forecast(rec, bound, v, 1.96))
+	for _, bb := range []struct {
+		name string
+		new  func(*features.Calculator) series
+	}{
+		{"batch", func(c *features.Calculator) series { return featurestest.NewBatch(c) }},
+		{"incremental", func(c *features.Calculator) series { return features.NewSeries(c) }},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			candles := meanReverting(20000, 1)
+			calc, err := features.NewCalculator(features.DefaultSpec())
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec := benchModel()
+			m, _ := trainer.FromRecord(rec)
+			bound, err := m.Bind(calc.Names())
+			if err != nil {
+				b.Fatal(err)
+			}
+			series := bb.new(calc)
+			scorer := predictor.NewScorer(time.Time{}, 0, nil)
+			// Warm the window so every iteration computes a vector.
+			for i := range 200 {
+				series.Add(candles[i], uint64(i))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			shift := time.Duration(0)
+			for i := 0; i < b.N; i++ {
+				j := 200 + i%(len(candles)-200)
+				if j == 200 && i > 0 {
+					// Wrap around: move the series forward in time so
+					// candles keep arriving in order.
+					shift += candles[len(candles)-1].Start.Sub(candles[0].Start) + time.Minute
+				}
+				c := candles[j]
+				c.Start = c.Start.Add(shift)
+				v, o := series.Add(c, uint64(i))
+				if o != features.Computed {
+					continue
+				}
+				scorer.Observe(v.Start, v.Close)
+				scorer.Await(predictor.Forecast(rec, bound, v, 1.96))
+			}
+		})
 	}
 }
 

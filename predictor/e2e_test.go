@@ -21,6 +21,7 @@ import (
 	"cryptostream/ops"
 	"cryptostream/ops/opstest"
 	"cryptostream/predictor"
+	"cryptostream/registry"
 	"cryptostream/streams"
 	"cryptostream/trainer"
 )
@@ -217,7 +218,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	job := streams.Job{ID: "e2e-train", Kind: streams.JobTrain, Symbol: symbol, Interval: streams.Interval1m, RequestedAt: time.Now()}
-	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+	if err := registry.Submit(ctx, js, &job); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := js.KeyValue(ctx, streams.BucketModelRegistry)
@@ -282,7 +283,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Any prediction is reproduced exactly by replaying the candles through
 	// the pure functions with the model it names.
-	rec, _, err := trainer.GetModel(ctx, reg, string(champ.Value()))
+	rec, _, err := registry.NewModels(reg).Get(ctx, string(champ.Value()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +313,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Scored: the live figures reach the registry and Prometheus.
 	natstest.WaitFor(t, 30*time.Second, "live metrics in the registry", func() bool {
-		rec, _, err := trainer.GetModel(ctx, reg, string(champ.Value()))
+		rec, _, err := registry.NewModels(reg).Get(ctx, string(champ.Value()))
 		return err == nil && rec.Metrics["live"].N >= 20
 	})
 	if n := opstest.Value(t, pred.reg, "cryptostream_predictor_prediction_abs_error", nil); n == 0 {
@@ -330,7 +331,7 @@ func TestEndToEnd(t *testing.T) {
 	// prediction (all but the last, whose target has not come), those
 	// scored before the kill included.
 	pred.stop()
-	rec, _, err = trainer.GetModel(ctx, reg, string(champ.Value()))
+	rec, _, err = registry.NewModels(reg).Get(ctx, string(champ.Value()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ type Score struct {
 // (no trade) is the last close before it, as in the features.
 type Scorer struct {
 	pending   []streams.Prediction
+	scores    []Score // Observe's result, reused
 	lastStart time.Time
 	lastClose float64
 }
@@ -60,9 +61,10 @@ func NewScorer(lastStart time.Time, lastClose float64, pending []streams.Predict
 func (s *Scorer) Seen() time.Time { return s.lastStart }
 
 // Observe takes the next vector's start and close and returns the scores of
-// the predictions whose target it reaches.
+// the predictions whose target it reaches, valid until the next Observe (the
+// per-candle path allocates nothing for them).
 func (s *Scorer) Observe(start time.Time, close float64) []Score {
-	var out []Score
+	out := s.scores[:0]
 	keep := s.pending[:0]
 	for _, p := range s.pending {
 		if p.Target.After(start) {
@@ -81,6 +83,7 @@ func (s *Scorer) Observe(start time.Time, close float64) []Score {
 	}
 	clear(s.pending[len(keep):])
 	s.pending = keep
+	s.scores = out
 	s.lastStart, s.lastClose = start, close
 	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"cryptostream/ops"
+	"cryptostream/registry"
 	"cryptostream/streams"
 	"cryptostream/trainer"
 )
@@ -309,7 +310,7 @@ func (w *Worker) apply(ctx context.Context, reg jetstream.KeyValue, e jetstream.
 	var rec streams.ModelRecord
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if rec, _, err = trainer.GetModel(ctx, reg, id); err == nil {
+		if rec, _, err = registry.NewModels(reg).Get(ctx, id); err == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -566,7 +567,7 @@ func (w *Worker) flush(ctx context.Context, id string, m streams.Metrics) {
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for attempt := 0; attempt < 3; attempt++ {
-		rec, rev, err := trainer.GetModel(fctx, w.registry, id)
+		rec, rev, err := registry.NewModels(w.registry).Get(fctx, id)
 		if err != nil {
 			w.log.Warn("live metrics not stored", "model", id, "err", err)
 			return
@@ -597,25 +598,15 @@ func (w *Worker) handleJob(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return fmt.Errorf("predictor: %w", err)
 	}
-	kv, err := w.deps.JS.KeyValue(ctx, streams.BucketJobs)
+	jobs, err := registry.OpenJobs(ctx, w.deps.JS, w.deps.Now)
 	if err != nil {
-		return fmt.Errorf("predictor: jobs bucket: %w", err)
+		return fmt.Errorf("predictor: %w", err)
 	}
-	st := streams.JobStatus{Job: job, State: streams.JobRunning, UpdatedAt: w.deps.Now().UTC()}
-	if err := trainer.PutStatus(ctx, kv, st); err != nil {
+	if err := jobs.Start(ctx, job); err != nil {
 		return err
 	}
 	result, err := PredictJob(ctx, w.deps.JS, job, w.cfg.Z)
-	st.UpdatedAt = w.deps.Now().UTC()
-	switch {
-	case err == nil:
-		st.State, st.Result = streams.JobDone, result
-	case errors.Is(err, streams.ErrPermanent):
-		st.State, st.Error = streams.JobFailed, err.Error()
-	default:
-		st.State, st.Error = streams.JobQueued, "retrying: "+err.Error()
-	}
-	if perr := trainer.PutStatus(ctx, kv, st); perr != nil && err == nil {
+	if perr := jobs.Finish(ctx, job, result, err); perr != nil && err == nil {
 		return perr
 	}
 	return err
@@ -629,11 +620,12 @@ func PredictJob(ctx context.Context, js JetStream, job streams.Job, z float64) (
 	if err != nil {
 		return nil, fmt.Errorf("predictor: registry: %w", err)
 	}
-	id, err := trainer.JobModelID(ctx, reg, job)
+	models := registry.NewModels(reg)
+	id, err := models.JobModel(ctx, job)
 	if err != nil {
 		return nil, err
 	}
-	rec, _, err := trainer.GetModel(ctx, reg, id)
+	rec, _, err := models.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, streams.Permanent(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"cryptostream/natstest"
 	"cryptostream/ops/opstest"
 	"cryptostream/predictor"
+	"cryptostream/registry"
 	"cryptostream/streams"
-	"cryptostream/trainer"
 )
 
 // TestHotSwap: a new champion in the registry takes over from the next
@@ -98,7 +98,7 @@ func TestHotSwap(t *testing.T) {
 	// A predict job answers from the latest vector with the champion,
 	// and publishes nothing.
 	job := streams.Job{ID: "predict-1", Kind: streams.JobPredict, Symbol: symbol, Interval: streams.Interval1m, RequestedAt: time.Now()}
-	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+	if err := registry.Submit(ctx, js, &job); err != nil {
 		t.Fatal(err)
 	}
 	jobs, err := js.KeyValue(ctx, streams.BucketJobs)

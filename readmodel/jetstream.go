@@ -1,7 +1,6 @@
 package readmodel
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/registry"
 	"cryptostream/streams"
 )
 
@@ -157,8 +157,7 @@ func (r *JetStream) LatestPrediction(ctx context.Context, symbol string, iv stre
 }
 
 // Champion implements Reader from the model-registry bucket, which the
-// trainer writes: the champion key holds the model id (bare, or as a JSON
-// string), the model key the record.
+// trainer writes through registry.
 func (r *JetStream) Champion(ctx context.Context, symbol string, iv streams.Interval) (streams.ModelRecord, error) {
 	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
 		return streams.ModelRecord{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
@@ -174,11 +173,7 @@ func (r *JetStream) Champion(ctx context.Context, symbol string, iv streams.Inte
 	if err != nil {
 		return streams.ModelRecord{}, fmt.Errorf("readmodel: champion: %w", err)
 	}
-	id := string(bytes.TrimSpace(e.Value()))
-	var quoted string
-	if json.Unmarshal(e.Value(), &quoted) == nil {
-		id = quoted
-	}
+	id := registry.DecodeChampion(e.Value())
 	me, err := kv.Get(ctx, streams.ModelKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return streams.ModelRecord{}, ErrNotFound

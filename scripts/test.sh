@@ -54,6 +54,21 @@ if ! psql "$CRYPTOSTREAM_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; th
 fi
 export CRYPTOSTREAM_PG_BIN="$pg_bin"
 
+# The dashboard's browser test drives Debian's Chromium; it fails, never
+# skips, without one.
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Chromium"
+  apt_install chromium
+fi
+# The built dashboard (gateway/web/dist) is committed so that the Go build
+# needs no Node; with Node, check that it matches its sources.
+if ! command -v npm >/dev/null; then
+  say "installing Node.js and npm"
+  apt_install nodejs npm
+fi
+say "dashboard assets current"
+(cd gateway/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && node build.mjs --check) || die "gateway/web/dist does not match its sources: (cd gateway/web && npm ci && npm run build)"
+
 say "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*'))
 [ -z "$unformatted" ] || die "gofmt would change: $unformatted"

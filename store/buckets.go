@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/registry"
 	"cryptostream/streams"
 )
 
@@ -89,14 +90,11 @@ var buckets = []bucketProjection{
 			case strings.HasPrefix(key, "model."):
 				return modelStatement(value, rev)
 			case strings.HasPrefix(key, "champion."):
-				iv, sym, err := parseChampionKey(key)
+				iv, sym, err := registry.ParseChampionKey(key)
 				if err != nil {
 					return nil, err
 				}
-				var id string
-				if json.Unmarshal(value, &id) != nil {
-					id = strings.TrimSpace(string(value))
-				}
+				id := registry.DecodeChampion(value)
 				return &statement{`INSERT INTO champions (symbol, interval, model_id, kv_revision) VALUES ($1, $2, $3, $4)
 					ON CONFLICT (symbol, interval) DO UPDATE SET model_id = excluded.model_id, kv_revision = excluded.kv_revision
 					WHERE champions.kv_revision <= excluded.kv_revision`, []any{sym, int32(iv), id, int64(rev)}}, nil
@@ -107,7 +105,7 @@ var buckets = []bucketProjection{
 			if id, ok := strings.CutPrefix(key, "model."); ok {
 				return &statement{"DELETE FROM model_evaluations WHERE model_id = $1 AND kv_revision < $2", []any{id, int64(rev)}}
 			}
-			if iv, sym, err := parseChampionKey(key); err == nil {
+			if iv, sym, err := registry.ParseChampionKey(key); err == nil {
 				return &statement{"DELETE FROM champions WHERE symbol = $1 AND interval = $2 AND kv_revision < $3", []any{sym, int32(iv), int64(rev)}}
 			}
 			return nil
@@ -144,22 +142,6 @@ func modelStatement(value []byte, rev uint64) (*statement, error) {
 		[]any{m.ID, m.Symbol, int32(m.Interval), int32(m.Horizon), features, coefs, m.ResidualStd,
 			nullTime(m.TrainFrom), nullTime(m.TrainTo), nullTime(m.TestFrom), nullTime(m.TestTo), metrics,
 			m.Champion, m.Decision, m.Artifact, nullTime(m.CreatedAt), int64(rev)}}, nil
-}
-
-func parseChampionKey(key string) (streams.Interval, string, error) {
-	parts := strings.Split(key, ".")
-	if len(parts) != 3 {
-		return 0, "", streams.Permanent(fmt.Errorf("champion key %q", key))
-	}
-	iv, err := streams.ParseInterval(parts[1])
-	if err != nil {
-		return 0, "", streams.Permanent(err)
-	}
-	sym, err := streams.SymbolFromToken(parts[2])
-	if err != nil {
-		return 0, "", streams.Permanent(err)
-	}
-	return iv, sym, nil
 }
 
 // watch projects every entry of a bucket, deletes too: WatchAll first

@@ -174,9 +174,9 @@ func recordedLimits(md map[string]string) *limits {
 	return &l
 }
 
-// existingStream returns the configuration of a stream, or nil when it does
-// not exist.
-func existingStream(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamConfig, error) {
+// existingStream returns the configuration and state of a stream, or nil
+// when it does not exist.
+func existingStream(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
 	s, err := js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
@@ -184,8 +184,7 @@ func existingStream(ctx context.Context, js jetstream.JetStream, name string) (*
 	if err != nil {
 		return nil, err
 	}
-	cfg := s.CachedInfo().Config
-	return &cfg, nil
+	return s.CachedInfo(), nil
 }
 
 // Ensure creates or updates the whole topology. It is idempotent and safe to
@@ -207,7 +206,13 @@ func EnsureReport(ctx context.Context, js jetstream.JetStream, t Topology) ([]Di
 		if err != nil || cur == nil {
 			return l, err
 		}
-		out, diffs := reconcile(name, streamLimits(*cur), l, recordedLimits(cur.Metadata))
+		out, diffs := reconcile(name, streamLimits(cur.Config), l, recordedLimits(cur.Config.Metadata))
+		// A bound below what the stream holds would discard the oldest
+		// messages at once: keep what is there.
+		if held := int64(cur.State.Bytes); out.MaxBytes > 0 && held > out.MaxBytes {
+			all = append(all, Difference{name, "max_bytes", fmtLimit(held, false) + " stored", fmtLimit(out.MaxBytes, false), true})
+			out.MaxBytes = held
+		}
 		all = append(all, diffs...)
 		return out, nil
 	}

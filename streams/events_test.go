@@ -179,3 +179,32 @@ func TestTraceStampDoesNotAlias(t *testing.T) {
 		t.Fatalf("At(features) = %v, %v", at, ok)
 	}
 }
+
+// TestCandleFromTheFuture (issue 11 item 9): a candle starting after the
+// clock plus the skew bound is invalid, permanently, everywhere a candle is
+// validated (Encode and Decode included); within the bound it is not.
+func TestCandleFromTheFuture(t *testing.T) {
+	now := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	c := validCandle()
+	c.Start = now.Add(MaxClockSkew)
+	if err := c.ValidateAt(now); err != nil {
+		t.Fatalf("a candle within the skew bound: %v", err)
+	}
+	c.Start = now.Add(MaxClockSkew + time.Minute)
+	err := c.ValidateAt(now)
+	if !errors.Is(err, ErrFutureCandle) || !errors.Is(err, ErrInvalidEvent) || !errors.Is(err, ErrPermanent) {
+		t.Fatalf("ValidateAt = %v, want ErrFutureCandle, ErrInvalidEvent and ErrPermanent", err)
+	}
+	c.Start = time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := Encode(&c); !errors.Is(err, ErrFutureCandle) {
+		t.Errorf("Encode of a 2031 candle = %v, want ErrFutureCandle", err)
+	}
+	tick := Tick{Candle: c, ReceivedAt: now}
+	if err := tick.Validate(); !errors.Is(err, ErrFutureCandle) {
+		t.Errorf("Tick.Validate of a 2031 candle = %v, want ErrFutureCandle", err)
+	}
+	data := []byte(`{"v":1,"symbol":"BTC/USD","interval":"1m","start":"2031-01-01T00:00:00Z","open":1,"high":1,"low":1,"close":1,"quality":"imported"}`)
+	if _, err := Decode[Candle](data); !errors.Is(err, ErrFutureCandle) {
+		t.Errorf("Decode of a 2031 candle = %v, want ErrFutureCandle", err)
+	}
+}

@@ -23,6 +23,21 @@ func Permanent(err error) error {
 	return fmt.Errorf("%w: %w", ErrPermanent, err)
 }
 
+// RetryAfter wraps err so that the adapter naks the message with delay
+// rather than its own backoff: for handlers that own a retry schedule (a
+// webhook's backoff with jitter).
+func RetryAfter(err error, delay time.Duration) error {
+	return &retryAfter{err: err, delay: delay}
+}
+
+type retryAfter struct {
+	err   error
+	delay time.Duration
+}
+
+func (r *retryAfter) Error() string { return r.err.Error() }
+func (r *retryAfter) Unwrap() error { return r.err }
+
 // Handler processes one message. It returns nil once its own output is
 // stored, a Permanent error for a message that can never succeed, and any
 // other error for one worth retrying.
@@ -54,7 +69,10 @@ func Acker(ctx context.Context, log *slog.Logger, h Handler, observe func(Outcom
 			outcome, ackErr = OutcomeTerm, msg.TermWithReason(truncate(err.Error(), 200))
 		default:
 			delay := time.Second
-			if md, mdErr := msg.Metadata(); mdErr == nil {
+			var ra *retryAfter
+			if errors.As(err, &ra) {
+				delay = ra.delay
+			} else if md, mdErr := msg.Metadata(); mdErr == nil {
 				delay = NakDelay(md.NumDelivered)
 			}
 			log.Debug("message retried", "subject", msg.Subject(), "delay", delay, "err", err)

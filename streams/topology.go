@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +26,10 @@ const (
 	BucketAlertRules    = "alert-rules"
 	BucketModelRegistry = "model-registry"
 	BucketJobs          = "jobs"
-	ObjectStoreModels   = "models"
+	// BucketWebhookDeliveries tracks each webhook delivery by alert id:
+	// attempts, and delivered or dead-lettered.
+	BucketWebhookDeliveries = "webhook-deliveries"
+	ObjectStoreModels       = "models"
 )
 
 // BucketPreferences holds each user's dashboard preferences (watchlist,
@@ -48,6 +52,9 @@ const (
 	ConsumerBacktestJobs       = "backtest-jobs"
 	ConsumerNotifierMarket     = "notifier-market"
 	ConsumerNotifierPrediction = "notifier-predictions"
+	ConsumerNotifierTicks      = "notifier-ticks"
+	ConsumerNotifierAudit      = "notifier-audit"
+	ConsumerNotifierWebhooks   = "notifier-webhooks"
 	ConsumerSinkMarket         = "sink-market"
 	ConsumerSinkPredictions    = "sink-predictions"
 	ConsumerSinkAlerts         = "sink-alerts"
@@ -101,6 +108,8 @@ func Declare(replicas int) Topology {
 				// Direct get serves asset_latest from any replica.
 				AllowDirect: true,
 				DenyDelete:  true,
+				// About 25 series of a year of 1m candles; an alert fires at 80%.
+				MaxBytes: 8 << 30,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamTicks,
@@ -124,6 +133,8 @@ func Declare(replicas int) Topology {
 				// them; 400 days keeps a year of training data and slack.
 				MaxAge:     400 * day,
 				Duplicates: day,
+				// Derivable from MARKET, so losing the oldest costs a rebuild only.
+				MaxBytes: 8 << 30,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamPredictions,
@@ -134,6 +145,8 @@ func Declare(replicas int) Topology {
 				MaxAge:      0,
 				Duplicates:  day,
 				AllowDirect: true,
+				// Smaller than the vectors they are made from.
+				MaxBytes: 4 << 30,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamAlerts,
@@ -144,6 +157,8 @@ func Declare(replicas int) Topology {
 				MaxAge:      90 * day,
 				Duplicates:  day,
 				AllowDirect: true,
+				// Alert history beyond this lives in the SQL read model.
+				MaxBytes: 1 << 30,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamJobs,
@@ -156,6 +171,8 @@ func Declare(replicas int) Topology {
 				// A client that retries a POST within an hour gets the
 				// same job, not a second one.
 				Duplicates: time.Hour,
+				// Jobs are small and short-lived.
+				MaxBytes: 256 << 20,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamAudit,
@@ -167,6 +184,9 @@ func Declare(replicas int) Topology {
 				Duplicates: 2 * time.Minute,
 				DenyDelete: true,
 				DenyPurge:  true,
+				// Bounded, so that no flood of events fills the disk; the oldest go
+				// first, and the alert fires long before.
+				MaxBytes: 1 << 30,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamModels,
@@ -177,21 +197,28 @@ func Declare(replicas int) Topology {
 				MaxAge:            30 * day,
 				MaxMsgsPerSubject: 100,
 				Duplicates:        2 * time.Minute,
+				// Champion decisions are small.
+				MaxBytes: 256 << 20,
 			}),
 		},
 		KeyValues: []jetstream.KeyValueConfig{
 			// History lets an operator see what an asset or a user was
 			// before the last change.
-			{Bucket: BucketAssets, Description: "tracked pairs; the ingester watches it", History: 10, Replicas: replicas, Storage: jetstream.FileStorage},
-			{Bucket: BucketUsers, Description: "users with password hashes", History: 5, Replicas: replicas, Storage: jetstream.FileStorage},
-			{Bucket: BucketAlertRules, Description: "alert rules", History: 5, Replicas: replicas, Storage: jetstream.FileStorage},
-			{Bucket: BucketModelRegistry, Description: "models, metrics and champions", History: 10, Replicas: replicas, Storage: jetstream.FileStorage},
+			// A full bucket refuses writes (the library declares DiscardNew), so
+			// the bounds are far above what the data needs.
+			{Bucket: BucketAssets, Description: "tracked pairs; the ingester watches it", History: 10, MaxBytes: 64 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketUsers, Description: "users with password hashes", History: 5, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketAlertRules, Description: "alert rules", History: 5, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketModelRegistry, Description: "models, metrics and champions", History: 10, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 			// Job state is only interesting while someone polls for it.
-			{Bucket: BucketJobs, Description: "job state by job id", History: 1, TTL: 7 * day, Replicas: replicas, Storage: jetstream.FileStorage},
-			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketJobs, Description: "job state by job id", History: 1, TTL: 7 * day, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			// A delivery record outlives the redeliveries of its alert by
+			// far; dead letters stay a month for an operator to read.
+			{Bucket: BucketWebhookDeliveries, Description: "webhook deliveries and dead letters by alert id", History: 1, TTL: 30 * day, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, MaxBytes: 64 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
-			{Bucket: ObjectStoreModels, Description: "model artifacts", Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: ObjectStoreModels, Description: "model artifacts", MaxBytes: 4 << 30, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		Consumers: []ConsumerSpec{
 			inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, ""))),
@@ -202,6 +229,9 @@ func Declare(replicas int) Topology {
 			durable(StreamJobs, ConsumerBacktestJobs, false, JobSubject(JobBacktest)),
 			durable(StreamMarket, ConsumerNotifierMarket, true, CandleFilter(0, "")),
 			durable(StreamPredictions, ConsumerNotifierPrediction, true, rootPrediction+".>"),
+			durable(StreamAudit, ConsumerNotifierAudit, true, rootAudit+".>"),
+			ticks(durable(StreamTicks, ConsumerNotifierTicks, true, rootTick+".>")),
+			webhooks(durable(StreamAlerts, ConsumerNotifierWebhooks, false, rootAlert+".>")),
 			sink(durable(StreamMarket, ConsumerSinkMarket, false, CandleFilter(0, ""))),
 			sink(durable(StreamPredictions, ConsumerSinkPredictions, false, rootPrediction+".>")),
 			sink(durable(StreamAlerts, ConsumerSinkAlerts, false, rootAlert+".>")),
@@ -254,6 +284,32 @@ func inOrder(c ConsumerSpec) ConsumerSpec {
 	return c
 }
 
+// ticks start a consumer at the newest tick: a running candle is only worth
+// evaluating while it runs, and the notifier catches up on closes from
+// MARKET, so ticks missed while it was down are not replayed.
+func ticks(c ConsumerSpec) ConsumerSpec {
+	c.Config.DeliverPolicy = jetstream.DeliverNewPolicy
+	// A tick not handled within a few seconds is superseded by the next.
+	c.Config.AckWait = 10 * time.Second
+	c.Config.BackOff = nil
+	c.Config.MaxDeliver = 2
+	return c
+}
+
+// webhooks deliver alerts fired from the consumer's creation on, never the
+// stream's past, and retry on their own schedule (NakWithDelay with jitter),
+// and so have no consumer BackOff: the server offsets a nak's delay by the
+// BackOff step of the delivery count, which would stretch a 2s retry to a
+// minute. Deliveries to different receivers run side by side, so many may
+// be in flight.
+func webhooks(c ConsumerSpec) ConsumerSpec {
+	c.Config.DeliverPolicy = jetstream.DeliverNewPolicy
+	c.Config.BackOff = nil
+	c.Config.MaxDeliver = 20
+	c.Config.MaxAckPending = 256
+	return c
+}
+
 // SinkMaxAckPending is the in-flight bound of the sink's consumers: the sink
 // fetches and decodes the next batch (up to 1,000 messages) while it writes
 // the previous one, so it needs room for about three batches unacked.
@@ -278,6 +334,72 @@ func (t Topology) StreamNames() []string {
 		names = append(names, "OBJ_"+o.Bucket)
 	}
 	return names
+}
+
+// StoreBytes is what the topology reserves on one server: the sum of the
+// MaxBytes of its file streams, and of its memory streams.
+func (t Topology) StoreBytes() (file, memory int64) {
+	for _, s := range t.Streams {
+		if s.Storage == jetstream.MemoryStorage {
+			memory += s.MaxBytes
+		} else {
+			file += s.MaxBytes
+		}
+	}
+	for _, kv := range t.KeyValues {
+		file += kv.MaxBytes
+	}
+	for _, o := range t.ObjectStores {
+		file += o.MaxBytes
+	}
+	return file, memory
+}
+
+// minStreamBytes is the least Fit leaves a stream: enough for a demo.
+const minStreamBytes = 8 << 20
+
+// Fit scales the streams' MaxBytes down, in proportion, until the file
+// streams take at most nine tenths of maxStore and the memory streams half
+// of maxMemory (a value of zero or less leaves that kind alone): a single
+// server refuses a stream whose bound does not fit what it has left, so an
+// unscaled topology would not start on a small disk. It reports whether it
+// changed anything.
+func (t Topology) Fit(maxStore, maxMemory int64) (Topology, bool) {
+	file, memory := t.StoreBytes()
+	scale := func(have, budget int64) float64 {
+		if budget <= 0 || have <= budget {
+			return 1
+		}
+		return float64(budget) / float64(have)
+	}
+	fs, ms := scale(file, maxStore/10*9), scale(memory, maxMemory/2)
+	if fs == 1 && ms == 1 {
+		return t, false
+	}
+	bound := func(b int64, f float64) int64 {
+		if b <= 0 || f == 1 {
+			return b
+		}
+		return max(int64(float64(b)*f), minStreamBytes)
+	}
+	out := t
+	out.Streams = slices.Clone(t.Streams)
+	for i := range out.Streams {
+		f := fs
+		if out.Streams[i].Storage == jetstream.MemoryStorage {
+			f = ms
+		}
+		out.Streams[i].MaxBytes = bound(out.Streams[i].MaxBytes, f)
+	}
+	out.KeyValues = slices.Clone(t.KeyValues)
+	for i := range out.KeyValues {
+		out.KeyValues[i].MaxBytes = bound(out.KeyValues[i].MaxBytes, fs)
+	}
+	out.ObjectStores = slices.Clone(t.ObjectStores)
+	for i := range out.ObjectStores {
+		out.ObjectStores[i].MaxBytes = bound(out.ObjectStores[i].MaxBytes, fs)
+	}
+	return out, true
 }
 
 // Consumer returns the declared spec of a durable consumer.

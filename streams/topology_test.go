@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
@@ -29,16 +30,7 @@ func streamNames(t *testing.T, js jetstream.JetStream) []string {
 }
 
 func wantStreamNames(topo streams.Topology) []string {
-	var want []string
-	for _, s := range topo.Streams {
-		want = append(want, s.Name)
-	}
-	for _, kv := range topo.KeyValues {
-		want = append(want, "KV_"+kv.Bucket)
-	}
-	for _, o := range topo.ObjectStores {
-		want = append(want, "OBJ_"+o.Bucket)
-	}
+	want := topo.StreamNames()
 	slices.Sort(want)
 	return want
 }
@@ -256,5 +248,75 @@ func TestEnsureKeepsRaisedLimits(t *testing.T) {
 	diffs, err = streams.EnsureReport(ctx, js, topo)
 	if err != nil || len(diffs) != 2 || config(streams.StreamAudit).MaxAge != 800*24*time.Hour {
 		t.Fatalf("third Ensure: %v, %v", diffs, err)
+	}
+}
+
+// Issue 11 item 2: every stream and bucket is bounded, so no flood of
+// events (AUDIT) can fill the disk.
+func TestEveryStreamBounded(t *testing.T) {
+	topo := streams.Declare(1)
+	for _, s := range topo.Streams {
+		if s.MaxBytes <= 0 {
+			t.Errorf("stream %s has no MaxBytes", s.Name)
+		}
+	}
+	for _, kv := range topo.KeyValues {
+		if kv.MaxBytes <= 0 {
+			t.Errorf("bucket %s has no MaxBytes", kv.Bucket)
+		}
+	}
+	for _, o := range topo.ObjectStores {
+		if o.MaxBytes <= 0 {
+			t.Errorf("object store %s has no MaxBytes", o.Bucket)
+		}
+	}
+}
+
+// Issue 11 item 2: on a small disk the bounds shrink to fit the server's
+// store, which refuses a stream whose bound it cannot reserve; and a
+// stream from before the bounds (unlimited, no record) gets its bound.
+func TestFitSmallStoreAndBoundLegacyStreams(t *testing.T) {
+	const small = 1 << 30
+	topo, changed := streams.Declare(1).Fit(small, 0)
+	if !changed {
+		t.Fatal("a 1 GiB store did not change a topology that declares more")
+	}
+	if file, _ := topo.StoreBytes(); file > small {
+		t.Fatalf("fitted topology reserves %d bytes of a %d store", file, small)
+	}
+	if _, changed := streams.Declare(1).Fit(1<<50, 1<<50); changed {
+		t.Fatal("a store large enough changed the topology")
+	}
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		JetStreamMaxStore: small, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	_, js := natstest.Connect(t, s)
+	// The premise: the unfitted bounds do not fit this store.
+	if err := streams.Ensure(t.Context(), js, streams.Declare(1)); err == nil {
+		t.Fatal("a 1 GiB store took the unfitted topology")
+	}
+	// A stream as an older release declared it: no bound, no record.
+	legacy := topo.Streams[slices.IndexFunc(topo.Streams, func(c jetstream.StreamConfig) bool { return c.Name == streams.StreamAudit })]
+	legacy.MaxBytes, legacy.Metadata = -1, nil
+	_ = js.DeleteStream(t.Context(), streams.StreamAudit)
+	if _, err := js.CreateStream(t.Context(), legacy); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(t.Context(), js, topo); err != nil {
+		t.Fatalf("the fitted topology on a 1 GiB store: %v", err)
+	}
+	st, err := js.Stream(t.Context(), streams.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxBytes; got <= 0 || got > small {
+		t.Fatalf("AUDIT MaxBytes = %d after Ensure, want its fitted bound", got)
 	}
 }

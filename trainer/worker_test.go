@@ -18,6 +18,7 @@ import (
 
 	"cryptostream/features"
 	"cryptostream/natstest"
+	"cryptostream/registry"
 	"cryptostream/streams"
 	"cryptostream/trainer"
 )
@@ -120,7 +121,7 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 	run := func(id string, params map[string]string) streams.JobStatus {
 		t.Helper()
 		job := streams.Job{ID: id, Kind: streams.JobTrain, Symbol: "BTC/USD", Interval: streams.Interval1m, Params: params, RequestedAt: time.Now()}
-		if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+		if err := registry.Submit(ctx, js, &job); err != nil {
 			t.Fatal(err)
 		}
 		var st streams.JobStatus
@@ -171,7 +172,7 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 	if u := nextUpdate(); !u.Promoted || u.Champion != "m-full-1" {
 		t.Fatalf("update %+v", u)
 	}
-	rec, _, err := trainer.GetModel(ctx, reg, "m-full-1")
+	rec, _, err := registry.NewModels(reg).Get(ctx, "m-full-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,21 +218,21 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 	if st.State != streams.JobDone || st.Result["promoted"] != "false" || !strings.Contains(st.Result["decision"], "demoted") || champion() != "" {
 		t.Fatalf("after the change: %+v, champion %q", st, champion())
 	}
-	if rec, _, err := trainer.GetModel(ctx, reg, "m-full-1"); err != nil || rec.Champion {
+	if rec, _, err := registry.NewModels(reg).Get(ctx, "m-full-1"); err != nil || rec.Champion {
 		t.Fatalf("demoted record %+v, %v", rec, err)
 	}
 
 	// Scoring a model stores its scored figures.
 	job := streams.Job{ID: "score-1", Kind: streams.JobScore, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Params: map[string]string{"model_id": "m-full-1"}, RequestedAt: time.Now()}
-	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+	if err := registry.Submit(ctx, js, &job); err != nil {
 		t.Fatal(err)
 	}
 	natstest.WaitFor(t, 60*time.Second, "score job", func() bool {
 		st, ok := jobStatus(t, jobsKV, "score-1")
 		return ok && st.State == streams.JobDone
 	})
-	rec, _, err = trainer.GetModel(ctx, reg, "m-full-1")
+	rec, _, err = registry.NewModels(reg).Get(ctx, "m-full-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestScheduleQueuesTraining(t *testing.T) {
 			t.Fatalf("job %s params %v, want before_seq %d", id, st.Job.Params, i+2)
 		}
 		if st.State == streams.JobDone {
-			rec, _, err := trainer.GetModel(ctx, reg, st.Result["model_id"])
+			rec, _, err := registry.NewModels(reg).Get(ctx, st.Result["model_id"])
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
@@ -91,6 +92,18 @@ func (fs *flagSet) intVar(p *int, name, envName string, def int, usage string) {
 	fs.IntVar(p, name, def, fs.envUsage(envName, usage))
 }
 
+func (fs *flagSet) float64Var(p *float64, name, envName string, def float64, usage string) {
+	if v := fs.lookup(envName); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s=%q: %w", envName, v, err))
+		} else {
+			def = f
+		}
+	}
+	fs.Float64Var(p, name, def, fs.envUsage(envName, usage))
+}
+
 func (fs *flagSet) durationVar(p *time.Duration, name, envName string, def time.Duration, usage string) {
 	if v := fs.lookup(envName); v != "" {
 		d, err := time.ParseDuration(v)
@@ -161,19 +174,24 @@ type commonConfig struct {
 	// lowers what a stream already has (see streams.Ensure).
 	Replicas int
 	// NKeyFile and CredsFile are the NATS credential (see bus.Config).
-	NKeyFile        string
-	CredsFile       string
-	NATSUser        string
-	NATSPassword    string
+	NKeyFile     string
+	CredsFile    string
+	NATSUser     string
+	NATSPassword string
+	// NATSMaxStore bounds the embedded server's file store ("20G").
+	NATSMaxStore    string
 	DataDir         string
 	HTTPAddr        string
+	MetricsAddr     string
 	DatabaseURL     string
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
 }
 
-func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
+// register registers the common flags. serves says what the HTTP server
+// serves, for its help; empty (a tool) registers no HTTP flag at all.
+func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
 	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "expose the embedded NATS on host:port for the nats CLI (off by default, so it never collides with a server on 4222)")
 	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
@@ -181,8 +199,12 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr string) {
 	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
 	fs.stringVar(&c.NATSUser, "nats-user", "NATS_USER", "", "user presented to --nats-url")
 	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
+	fs.stringVar(&c.NATSMaxStore, "nats-max-store", "NATS_MAX_STORE", "", "bound on the embedded server's file store, e.g. 20G (empty: three quarters of the free disk); the streams' MaxBytes are fitted to it")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
-	fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server (API, dashboard, /metrics, /healthz, /readyz)")
+	if serves != "" {
+		fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server: "+serves)
+		fs.stringVar(&c.MetricsAddr, "metrics-addr", "METRICS_ADDR", "", "serve /metrics on this address (a private one) instead of on --http-addr; empty keeps it on --http-addr")
+	}
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
 	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")
 	fs.stringVar(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
@@ -215,6 +237,9 @@ func (c *commonConfig) validate() error {
 	if (c.CredsFile != "" || c.NATSUser != "" || c.NATSPassword != "") && c.NATSURL == "" {
 		return errors.New("--nats-creds, --nats-user and --nats-password authenticate to --nats-url; the embedded server takes --nats-nkey")
 	}
+	if _, err := parseBytes(c.NATSMaxStore); err != nil {
+		return fmt.Errorf("--nats-max-store: %w", err)
+	}
 	if c.NATSListen != "" && c.NATSURL != "" {
 		return errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
 	}
@@ -227,8 +252,36 @@ func (c *commonConfig) validate() error {
 // busConfig is the bus this configuration asks for, named for the server's
 // connection list.
 func (c *commonConfig) busConfig(name string) bus.Config {
+	maxStore, _ := parseBytes(c.NATSMaxStore) // validated before
 	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
-		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword}
+		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword, MaxStore: maxStore}
+}
+
+// parseBytes reads a size such as 512M or 20G (powers of 1024); empty is 0.
+func parseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	case "T":
+		mult = 1 << 40
+	}
+	num := s
+	if mult > 1 {
+		num = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q: want a positive size such as 512M or 20G", s)
+	}
+	return n * mult, nil
 }
 
 // toolBusConfig is busConfig for a tool (user, import): when another
@@ -250,8 +303,10 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.Int("replicas", c.Replicas),
 		slog.String("nats_nkey", c.NKeyFile),
 		slog.String("nats_creds", c.CredsFile),
+		slog.String("nats_max_store", c.NATSMaxStore),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
 		slog.String("database_url", redact(c.DatabaseURL)),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),

@@ -33,6 +33,10 @@ type gatewayConfig struct {
 	// kraken-rest-url.
 	Intervals string
 	intervals []streams.Interval
+	// MaxAlertRules per user; AllowPrivateWebhooks is shared with the
+	// notifier (see registerPrivateWebhooks).
+	MaxAlertRules        int
+	AllowPrivateWebhooks bool
 }
 
 func (c *gatewayConfig) register(fs *flagSet) {
@@ -47,6 +51,8 @@ func (c *gatewayConfig) register(fs *flagSet) {
 	if fs.Lookup("kraken-rest-url") == nil {
 		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
+	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
+	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
 	if fs.Lookup("intervals") == nil {
 		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")
 	}
@@ -73,6 +79,10 @@ func (c *gatewayConfig) validate(fs *flagSet) error {
 			return fmt.Errorf("--intervals: %w", err)
 		}
 		c.intervals = append(c.intervals, iv)
+	}
+	c.AllowPrivateWebhooks = lookupBool(fs, "allow-private-webhooks")
+	if c.MaxAlertRules < 1 {
+		return fmt.Errorf("--max-alert-rules %d: must be positive", c.MaxAlertRules)
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
 		return fmt.Errorf("--token-ttl %s: want 1m to 24h", c.TokenTTL)
@@ -133,7 +143,8 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals}}, d)
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals},
+		MaxAlertRules: cfg.MaxAlertRules, AllowPrivateWebhooks: cfg.AllowPrivateWebhooks}, d)
 	if err != nil {
 		return nil, err
 	}

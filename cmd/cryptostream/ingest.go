@@ -37,13 +37,25 @@ func (f *ingestFlags) register(fs *flagSet) {
 	fs.stringVar(&f.Assets, "assets", "ASSETS", "BTC/USD", "comma-separated pairs that seed the assets bucket when it is empty")
 	fs.stringVar(&f.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals, one Kraken connection each (1m,5m,15m,30m,1h,4h,1d)")
 	fs.boolVar(&f.Demo, "demo", "DEMO", false, "start krakensim in process on the embedded recording and ingest from it (no network needed)")
-	fs.Float64Var(&f.DemoSpeed, "demo-speed", 1, "market seconds per second of the --demo replay")
+	fs.float64Var(&f.DemoSpeed, "demo-speed", "DEMO_SPEED", defaultSimSpeed, "market seconds per second of the --demo replay (1: real time, as krakensim)")
 }
+
+// defaultSimSpeed is the replay speed of krakensim and of run --demo: real
+// time, so that a demo looks live and stores no candle from the future.
+const defaultSimSpeed = 1.0
+
+// demoURL stands for krakensim's address in the start-up log: the demo
+// never reaches the real Kraken, whose URLs are the flags' defaults.
+const demoURL = "(krakensim in process)"
 
 // LogValue logs the ingester's settings.
 func (f ingestFlags) LogValue() slog.Value {
+	ws, rest := f.WSURL, f.RESTURL
+	if f.Demo {
+		ws, rest = demoURL, demoURL
+	}
 	return slog.GroupValue(
-		slog.String("ws_url", f.WSURL), slog.String("rest_url", f.RESTURL),
+		slog.String("ws_url", ws), slog.String("rest_url", rest),
 		slog.Any("assets", f.symbols), slog.String("intervals", f.Intervals),
 		slog.Bool("demo", f.Demo), slog.Float64("demo_speed", f.DemoSpeed),
 	)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,13 +37,19 @@ func TestRunDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitFor(t, time.Minute, "live demo candles in MARKET", func() bool {
+	// The backfill comes first, then live minutes: wait while MARKET grows.
+	natstest.WaitProgress(t, 2*time.Minute, "live demo candles in MARKET", func() (bool, string) {
+		info, err := market.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		progress := strconv.FormatUint(info.State.Msgs, 10)
 		m, err := market.GetLastMsgForSubject(ctx, streams.CandleSubject(streams.Interval1m, "BTC/USD"))
 		if err != nil {
-			return false
+			return false, progress
 		}
 		c, err := streams.Decode[streams.Candle](m.Data)
-		return err == nil && c.Quality == streams.QualityLive
+		return err == nil && c.Quality == streams.QualityLive, progress
 	})
 	resp, err := http.Get("http://" + sys.Addr() + "/metrics")
 	if err != nil {

@@ -25,9 +25,9 @@ func cmdKrakensim(ctx context.Context, args []string, e *env) error {
 		idle                            time.Duration
 	)
 	fs := newFlagSet("krakensim", "Serves a Kraken-compatible WebSocket v2 (/v2) and public REST (/0/public/*) API\nreplaying recorded candles. With no --data it replays the embedded BTC/USD recording.", e)
-	fs.stringVar(&addr, "addr", "KRAKENSIM_ADDR", "127.0.0.1:8081", "listen address")
+	fs.stringVar(&addr, "addr", "KRAKENSIM_ADDR", "127.0.0.1:8090", "listen address (beside the roles' 8080-8085)")
 	fs.stringVar(&data, "data", "KRAKENSIM_DATA", "", "comma-separated SYMBOL=FILE.csv feeds (1-minute OHLC CSV); empty: the embedded recording")
-	fs.Float64Var(&speed, "speed", 60, "market seconds per second (60 = a minute per second); 0 = as fast as clients read")
+	fs.float64Var(&speed, "speed", "KRAKENSIM_SPEED", defaultSimSpeed, "market seconds per second (1: real time, as run --demo; 60: a minute per second); 0 = as fast as clients read")
 	fs.boolVar(&shift, "shift", "KRAKENSIM_SHIFT", true, "shift recorded times to the present so the replay looks live")
 	fs.intVar(&maxUpdates, "max-updates", "KRAKENSIM_MAX_UPDATES", 12, "simulated trades (updates) per recorded candle at most")
 	fs.durationVar(&idle, "idle-timeout", "KRAKENSIM_IDLE_TIMEOUT", time.Minute, "close connections without client messages for this long")

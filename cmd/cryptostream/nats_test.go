@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -206,5 +207,105 @@ func TestUnreachableNATSServesHealth(t *testing.T) {
 	defer sys.server.Close()
 	if code, checks := readyz(t, base); code != http.StatusOK {
 		t.Fatalf("/readyz = %d %v once connected", code, checks)
+	}
+}
+
+// Issue 11 item 2: run on a small store (--nats-max-store) starts with every
+// stream bounded within it, and /metrics exports each stream's size and
+// bound: every metric the alert rules name.
+func TestStreamsBoundedOnSmallStoreAndMetered(t *testing.T) {
+	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--nats-max-store", "2G"}, testEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Roles = []string{"features"}
+	sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("run on a 2 GiB store: %v", err)
+	}
+	defer sys.bus.Close()
+	defer sys.server.Close()
+	var total int64
+	for _, name := range sys.bus.Topology.StreamNames() {
+		st, err := sys.bus.JS.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := st.CachedInfo().Config
+		if c.MaxBytes <= 0 {
+			t.Errorf("%s has no MaxBytes", name)
+		}
+		if c.Storage == 0 { // file
+			total += c.MaxBytes
+		}
+	}
+	if total > 2<<30 {
+		t.Errorf("the file streams reserve %d bytes of a 2 GiB store", total)
+	}
+	_, body := get(t, "http://"+sys.Addr()+"/metrics")
+	for _, want := range []string{`cryptostream_stream_bytes{stream="AUDIT"}`, `cryptostream_stream_max_bytes{stream="AUDIT"}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	rules, err := os.ReadFile("../../deploy/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`cryptostream_[a-z_]+`).FindAllString(string(rules), -1)
+	if len(names) == 0 {
+		t.Fatal("the alert rules name no cryptostream metric")
+	}
+	for _, n := range names {
+		if !strings.Contains(body, n+"{") {
+			t.Errorf("alert rule metric %s is not exported", n)
+		}
+	}
+}
+
+// Issue 9: restarting ingest (alone, with its default of one replica)
+// against a cluster whose streams were created with three leaves them at
+// three.
+func TestIngestRestartKeepsReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster start-up is slow")
+	}
+	_, urls := natstest.Cluster(t, 3)
+	_, js := natstest.ConnectURL(t, urls)
+	natstest.WaitProgress(t, time.Minute, "R3 topology", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		err := streams.Ensure(ctx, js, streams.Declare(3))
+		return err == nil, fmt.Sprint(err)
+	})
+	var r role
+	for _, x := range roles() {
+		if x.name == "ingest" {
+			r = x
+		}
+	}
+	cfg, err := parseRoleConfig(r.name, r.synopsis, r.httpAddr, []role{r}, []string{"--nats-url", urls, "--http-addr", "127.0.0.1:0", "--demo"}, testEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Roles = []string{"ingest"}
+	var logged lockedBuffer
+	sys, err := startSystem(t.Context(), cfg, slog.New(slog.NewJSONHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.bus.Close()
+	defer sys.server.Close()
+	for _, name := range sys.bus.Topology.StreamNames() {
+		st, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Replicas; got != 3 {
+			t.Errorf("%s has %d replicas after ingest started with one, want 3", name, got)
+		}
+	}
+	if !strings.Contains(logged.String(), `"msg":"topology differs from the declaration","stream":"MARKET","limit":"replicas"`) {
+		t.Errorf("no log line says MARKET keeps its replicas:\n%s", logged.String())
 	}
 }

@@ -80,6 +80,14 @@ func roles() []role {
 			httpAddr: ":8083",
 			add:      addPredictor,
 		},
+		{
+			name: "notifier", summary: "alert rules over candles, ticks, predictions and audit events -> ALERTS, webhooks",
+			synopsis: "Evaluates the alert rules (the alert-rules bucket and the system set from\nflags) over MARKET, TICKS, PREDICTIONS and AUDIT, publishes each firing once\nto ALERTS and delivers signed webhooks. Instances beyond the first are\nstandbys (pinned consumers).",
+			httpAddr: ":8086",
+			flags:    func(fs *flagSet, cfg *runConfig, _ bool) { cfg.Notifier.register(fs) },
+			check:    func(fs *flagSet, cfg *runConfig) error { return cfg.Notifier.validate(fs, cfg) },
+			add:      addNotifier,
+		},
 	}
 }
 

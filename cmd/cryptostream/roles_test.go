@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -71,5 +72,40 @@ func TestUserFlagsAfterName(t *testing.T) {
 		if n := strings.Count(e.stderr.(*bytes.Buffer).String(), "Usage: cryptostream user"); n != 1 {
 			t.Errorf("%v printed its usage %d times", args, n)
 		}
+	}
+}
+
+// Issue 11 item 19: --demo-speed has an environment variable and the same
+// default as krakensim, the demo's start-up log names no real Kraken URL,
+// and only a process with the gateway promises a dashboard.
+func TestDemoNamingAndHelp(t *testing.T) {
+	cfg, err := parseRunConfig([]string{"--demo"}, testEnv(map[string]string{"DEMO_SPEED": "30"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Ingest.DemoSpeed != 30 {
+		t.Errorf("DEMO_SPEED=30 gave --demo-speed %v", cfg.Ingest.DemoSpeed)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("starting", "config", cfg)
+	if strings.Contains(logged.String(), "kraken.com") {
+		t.Errorf("the demo's start-up log names the real Kraken: %s", logged.String())
+	}
+	speedDefault := regexp.MustCompile(`-(?:demo-)?speed float\n[^\n]*\(default ([0-9.]+)\)`)
+	runSpeed := speedDefault.FindStringSubmatch(helpOf(t, "run"))
+	simSpeed := speedDefault.FindStringSubmatch(helpOf(t, "krakensim"))
+	if runSpeed == nil || simSpeed == nil || runSpeed[1] != simSpeed[1] {
+		t.Errorf("run --demo-speed default %v, krakensim --speed default %v: want one default", runSpeed, simSpeed)
+	}
+	if !strings.Contains(helpOf(t, "run"), "(env DEMO_SPEED)") {
+		t.Error("run --help names no DEMO_SPEED")
+	}
+	for _, name := range []string{"features", "trainer", "predictor", "sink", "ingest"} {
+		if strings.Contains(helpOf(t, name), "dashboard") {
+			t.Errorf("%s --help promises a dashboard it does not serve", name)
+		}
+	}
+	if !strings.Contains(helpOf(t, "gateway"), "dashboard") {
+		t.Error("gateway --help does not say it serves the dashboard")
 	}
 }

@@ -28,6 +28,8 @@ type runConfig struct {
 	Gateway gatewayConfig
 	Trainer trainerFlags
 	Sink    sinkFlags
+	// Notifier is the notifier role's settings.
+	Notifier notifierFlags
 	// Roles limits the workers started to these; empty starts every role.
 	Roles []string
 }
@@ -45,14 +47,22 @@ func (c runConfig) alone() bool { return len(c.Roles) == 1 }
 // secrets redacted by each part's own LogValue.
 func (c runConfig) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.Any("common", c.commonConfig)}
+	gw := c.Gateway
 	if c.wants("ingest") {
 		attrs = append(attrs, slog.Any("ingest", c.Ingest))
+		if c.Ingest.Demo {
+			// The demo's Kraken is krakensim, on a port not chosen yet.
+			gw.KrakenRESTURL = demoURL
+		}
 	}
 	if c.wants("gateway") {
-		attrs = append(attrs, slog.Any("gateway", c.Gateway))
+		attrs = append(attrs, slog.Any("gateway", gw))
 	}
 	if c.wants("trainer") {
 		attrs = append(attrs, slog.Any("trainer", c.Trainer))
+	}
+	if c.wants("notifier") {
+		attrs = append(attrs, slog.Any("notifier", c.Notifier))
 	}
 	return slog.GroupValue(attrs...)
 }
@@ -62,7 +72,11 @@ func (c runConfig) LogValue() slog.Value {
 func parseRoleConfig(name, synopsis, httpAddr string, rs []role, args []string, e *env) (runConfig, error) {
 	cfg := runConfig{Trainer: defaultTrainerFlags(), Sink: defaultSinkFlags()}
 	fs := newFlagSet(name, synopsis, e)
-	cfg.commonConfig.register(fs, httpAddr)
+	serves := "/metrics, /healthz and /readyz"
+	if slices.ContainsFunc(rs, func(r role) bool { return r.name == "gateway" }) {
+		serves = "the API, the dashboard, the websocket hub, /metrics, /healthz and /readyz"
+	}
+	cfg.commonConfig.register(fs, httpAddr, serves)
 	alone := len(rs) == 1
 	for _, r := range rs {
 		if r.flags != nil {
@@ -152,8 +166,11 @@ type system struct {
 	mux      *http.ServeMux
 	server   *http.Server
 	listener net.Listener
-	workers  map[string]worker
-	timeout  time.Duration
+	// metrics serves /metrics alone when --metrics-addr is set.
+	metrics         *http.Server
+	metricsListener net.Listener
+	workers         map[string]worker
+	timeout         time.Duration
 	// served reports the end of the HTTP server, which serves from the
 	// start of startSystem.
 	served chan error
@@ -181,10 +198,26 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		served:   make(chan error, 1),
 	}
 	sys.health.AddCheck("jetstream", b.Ready)
-	ops.Register(sys.mux, sys.registry, sys.health)
+	if err := b.RegisterMetrics(sys.registry); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if cfg.MetricsAddr == "" {
+		ops.Register(sys.mux, sys.registry, sys.health)
+	} else {
+		ops.RegisterHealth(sys.mux, sys.health)
+		sys.metrics, sys.metricsListener, err = listenMetrics(cfg.MetricsAddr, sys.registry, log)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
+		if sys.metricsListener != nil {
+			sys.metricsListener.Close()
+		}
 		b.Close()
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
 	}
@@ -205,6 +238,9 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	fail := func(err error) (*system, error) {
 		sys.server.Close()
 		<-sys.served
+		if sys.metricsListener != nil {
+			sys.metricsListener.Close()
+		}
 		if sys.db != nil {
 			sys.db.Close()
 		}
@@ -226,6 +262,20 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 	return sys, nil
 }
 
+// listenMetrics is the server of --metrics-addr: /metrics alone, off the
+// public API port, so that an operator can keep scrapes on a private
+// address.
+func listenMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, net.Listener, error) {
+	mux := http.NewServeMux()
+	ops.RegisterMetrics(mux, reg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, ln, nil
+}
+
 // processName names the process on the NATS connection: the role when it
 // runs alone, "run" otherwise.
 func processName(cfg runConfig) string {
@@ -237,6 +287,15 @@ func processName(cfg runConfig) string {
 
 // Addr is where the HTTP server listens.
 func (s *system) Addr() string { return s.listener.Addr().String() }
+
+// MetricsAddr is where /metrics is served on its own, empty when it is on
+// Addr.
+func (s *system) MetricsAddr() string {
+	if s.metricsListener == nil {
+		return ""
+	}
+	return s.metricsListener.Addr().String()
+}
 
 // Run serves and runs the workers until ctx ends, then shuts down in
 // reverse: HTTP first (no new work comes in), then the workers drain their
@@ -258,6 +317,20 @@ func (s *system) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.metrics != nil {
+		g.Go(func() error {
+			if err := s.metrics.Serve(s.metricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout/2)
+			defer cancel()
+			return s.metrics.Shutdown(sctx)
+		})
+	}
 	for name, w := range s.workers {
 		g.Go(func() error {
 			if err := w.Run(gctx); err != nil {

@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/bus"
+	"cryptostream/registry"
 	"cryptostream/streams"
-	"cryptostream/trainer"
 )
 
 // trainConfig is the configuration of `train`: one job, queued like
@@ -45,7 +45,7 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	fs.intVar(&cfg.Horizon, "horizon", "", 0, "intervals ahead (0: the trainer's default)")
 	fs.stringVar(&cfg.Features, "features", "", "", "comma-separated feature names (empty: all)")
 	fs.boolVar(&cfg.Wait, "wait", "", true, "wait for the job to finish and print its status")
-	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait")
+	fs.durationVar(&cfg.Timeout, "timeout", "", 5*time.Minute, "bound on --wait (0: wait as long as the job takes)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -86,20 +86,23 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := trainer.Submit(ctx, js, &job, time.Now()); err != nil {
+	jobs, err := registry.OpenJobs(ctx, js, nil)
+	if err != nil {
+		return err
+	}
+	if err := jobs.Submit(ctx, &job); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stderr, "queued job", job.ID)
 	if !cfg.Wait {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	kv, err := js.KeyValue(wctx, streams.BucketJobs)
-	if err != nil {
-		return fmt.Errorf("jobs bucket: %w", err)
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if cfg.Timeout > 0 {
+		wctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 	}
-	st, err := trainer.WaitJob(wctx, kv, job.ID)
+	defer cancel()
+	st, err := jobs.Wait(wctx, job.ID)
 	if err != nil {
 		return err
 	}

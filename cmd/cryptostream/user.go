@@ -44,7 +44,7 @@ var stdin io.Reader = os.Stdin
 func cmdUser(ctx context.Context, args []string, e *env) error {
 	var cfg userConfig
 	fs := newFlagSet("user", userSynopsis, e)
-	cfg.register(fs, "")
+	cfg.register(fs, "", "")
 	fs.StringVar(&cfg.Role, "role", "user", "role of a new user: user or admin")
 	fs.StringVar(&cfg.Email, "email", "", "email of a new user")
 	fs.StringVar(&cfg.FullName, "full-name", "", "full name of a new user")

@@ -161,24 +161,18 @@ const maxCASAttempts = 16
 // which revokes every token issued before it; an account stored before IDs
 // existed gets one.
 func (u *Users) Update(ctx context.Context, name string, fn func(*streams.User) error) (streams.User, error) {
-	usr, _, err := u.update(ctx, name, fn)
-	return usr, err
-}
-
-// update is Update that also returns the revision written.
-func (u *Users) update(ctx context.Context, name string, fn func(*streams.User) error) (streams.User, uint64, error) {
 	name, err := CanonicalUsername(name)
 	if err != nil {
-		return streams.User{}, 0, ErrUserNotFound
+		return streams.User{}, ErrUserNotFound
 	}
 	for range maxCASAttempts {
 		usr, rev, err := u.get(ctx, name)
 		if err != nil {
-			return streams.User{}, 0, err
+			return streams.User{}, err
 		}
 		before := usr
 		if err := fn(&usr); err != nil {
-			return streams.User{}, 0, err
+			return streams.User{}, err
 		}
 		usr.Username = name // fn may not rename
 		usr.ID, usr.TokenGen = before.ID, before.TokenGen
@@ -192,19 +186,19 @@ func (u *Users) update(ctx context.Context, name string, fn func(*streams.User) 
 		usr.UpdatedAt = u.now().UTC()
 		b, err := json.Marshal(usr)
 		if err != nil {
-			return streams.User{}, 0, fmt.Errorf("auth: encode user: %w", err)
+			return streams.User{}, fmt.Errorf("auth: encode user: %w", err)
 		}
 		newRev, err := u.kv.Update(ctx, streams.UserKey(name), b, rev)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
 		if err != nil {
-			return streams.User{}, 0, fmt.Errorf("auth: update user %s: %w", name, err)
+			return streams.User{}, fmt.Errorf("auth: update user %s: %w", name, err)
 		}
 		u.wrote(name, &usr, newRev)
-		return usr, newRev, nil
+		return usr, nil
 	}
-	return streams.User{}, 0, ErrConflict
+	return streams.User{}, ErrConflict
 }
 
 // Delete removes a user if it still is at the revision it was read at.

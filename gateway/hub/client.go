@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/gateway/auth"
+	"cryptostream/streams"
 )
 
 type client struct {
@@ -34,10 +35,11 @@ type client struct {
 	closeCode   int
 	closeReason string
 
-	mu   sync.Mutex
-	user string
-	subs map[string]*clientSub
-	wg   sync.WaitGroup // catch-up goroutines
+	mu    sync.Mutex
+	user  string
+	admin bool
+	subs  map[string]*clientSub
+	wg    sync.WaitGroup // catch-up goroutines
 }
 
 // clientSub is one client's subscription to one channel. Its fields are
@@ -54,8 +56,28 @@ type clientSub struct {
 	nq      int     // its unsent conflatable frames in c.q
 }
 
+// mayRead reports whether this client may receive an alert of owner.
+func (c *client) mayRead(owner string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return streams.AlertVisible(owner, c.user, c.admin)
+}
+
+// mayReadData is mayRead for a stored event of the subscription's stream:
+// everything but alerts is public to an authenticated client.
+func (c *client) mayReadData(stream string, data []byte) bool {
+	if stream != streams.StreamAlerts {
+		return true
+	}
+	owner, err := streams.AlertOwner(data)
+	return err == nil && c.mayRead(owner)
+}
+
 // deliver runs on the fan-out goroutine and never blocks.
 func (c *client) deliver(cs *clientSub, ev event, now time.Time) bool {
+	if ev.owned && !c.mayRead(ev.owner) {
+		return false
+	}
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if !cs.ready {
@@ -141,6 +163,7 @@ func (c *client) serve(claims *auth.Claims) {
 func (c *client) authorize(cl auth.Claims) {
 	c.mu.Lock()
 	c.user = cl.Subject
+	c.admin = cl.Role == streams.RoleAdmin
 	c.mu.Unlock()
 	select {
 	case <-c.exp:
@@ -344,6 +367,9 @@ func (c *client) snapshot(cs *clientSub, upTo uint64) error {
 	if msg.Sequence > upTo {
 		return nil // it is newer than the seam: it comes live
 	}
+	if !c.mayReadData(cs.t.sp.stream, msg.Data) {
+		return nil // another user's alert is nobody's snapshot
+	}
 	if err := c.sendEvent(cs.t.sp.name, msg.Sequence, true, msg.Data); err != nil {
 		return err
 	}
@@ -427,6 +453,14 @@ func (c *client) backlog(cs *clientSub, since, upTo uint64) error {
 				c.send(map[string]any{"type": "gap", "channel": sp.name, "from": last + 1, "to": upTo})
 				c.setLast(cs, upTo)
 				return nil
+			}
+			if !c.mayReadData(sp.stream, msg.Data()) {
+				last = seq
+				c.setLast(cs, seq)
+				if seq == upTo || meta.NumPending == 0 {
+					return nil
+				}
+				continue
 			}
 			if err := c.sendEvent(sp.name, seq, false, msg.Data()); err != nil {
 				return err

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
 )
 
 // subShards splits a channel's subscribers so that subscribing and
@@ -157,10 +159,20 @@ func (t *topic) fanout() {
 type event struct {
 	seq   uint64
 	frame []byte // the whole websocket frame, shared by every subscriber
+	// owned: an alert, for its owner's eyes only (see streams.AlertVisible).
+	owned bool
+	owner string
 }
 
 func (t *topic) dispatch(in inbound, now time.Time) {
 	ev := event{seq: in.seq, frame: wsFrame(opText, appendEvent(make([]byte, maxHeader, maxHeader+len(in.data)+len(t.sp.name)+64), t.sp.name, in.seq, false, in.data))}
+	if t.sp.stream == streams.StreamAlerts {
+		owner, err := streams.AlertOwner(in.data)
+		if err != nil {
+			owner = streams.AlertAudienceAdmins // unreadable: nobody's but the admins'
+		}
+		ev.owned, ev.owner = true, owner
+	}
 	t.lastSeq.Store(in.seq)
 	n := 0
 	for i := range t.shards {

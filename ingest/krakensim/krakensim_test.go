@@ -289,3 +289,33 @@ func TestREST(t *testing.T) {
 		t.Errorf("ticker %+v %v", tk, err)
 	}
 }
+
+// TestShiftNeverAhead (issue 11 items 9 and 15): shifted to the present
+// and replayed faster than real time, the served clock never passes the
+// wall clock, so the demo stores no candle from the future (which every
+// validation refuses and which would stop a later real ingester).
+func TestShiftNeverAhead(t *testing.T) {
+	demo, err := krakensim.DemoFeed() // three weeks: the replay outlasts a day
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, speed := range []float64{1, 60, 120, 3000} {
+		now := time.Now()
+		sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{demo}, Speed: speed, Shift: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		replay := time.Duration(float64(sim.End().Sub(sim.Start())) / speed)
+		if end := sim.End().Add(sim.Shift()); end.After(now.Add(replay).Add(time.Second)) {
+			t.Errorf("speed %v: the replay ends at %s, after the wall clock's %s", speed, end, now.Add(replay))
+		}
+		if sim.Shift()%(24*time.Hour) != 0 {
+			t.Errorf("speed %v: shift %s is not whole days", speed, sim.Shift())
+		}
+		if speed == 1 {
+			if d := sim.Start().Add(sim.Shift()).Sub(now); d < -time.Minute || d > time.Minute {
+				t.Errorf("speed 1: the replay starts %s from now, want now", d)
+			}
+		}
+	}
+}

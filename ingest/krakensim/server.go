@@ -46,6 +46,8 @@ type Config struct {
 	// days, so every grid up to a day stays aligned and, at Speed 1, the
 	// served clock matches the wall clock). With a zero Start the replay
 	// then begins at the present time of day on the second day of data.
+	// Above Speed 1 the replay is moved further back, by whole days, so
+	// that the served clock never passes the wall clock: it ends by now.
 	Shift bool
 	// MaxUpdatesPerCandle bounds the simulated trades per recorded row
 	// (default 12).
@@ -155,6 +157,16 @@ func New(cfg Config) (*Server, error) {
 	s.cfg.Start = start.UTC()
 	if cfg.Shift {
 		s.shift = now.Truncate(24 * time.Hour).Sub(s.cfg.Start.Truncate(24 * time.Hour))
+		if cfg.Speed > 1 {
+			// Faster than real time the served clock would run ahead of the
+			// wall clock, and candles from the future are refused
+			// everywhere (stored, they would block a later real ingester).
+			// Go back by whole days so that the replay ends by the present.
+			replay := time.Duration(float64(s.end.Sub(s.cfg.Start)) / cfg.Speed)
+			if lead := s.end.Add(s.shift).Sub(now.Add(replay)); lead > 0 {
+				s.shift -= (lead + 24*time.Hour - 1) / (24 * time.Hour) * (24 * time.Hour)
+			}
+		}
 	}
 	s.cursor = s.cfg.Start
 	return s, nil

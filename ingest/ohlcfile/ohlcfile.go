@@ -5,7 +5,8 @@
 package ohlcfile
 
 import (
-	"encoding/csv"
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -27,10 +28,24 @@ type Row struct {
 	Trades int64 // -1 when the file has no trades column
 }
 
+// MaxLine bounds a line's length in bytes. An OHLC row is under 200 bytes;
+// a longer line is reported and skipped without being held in memory.
+const MaxLine = 4096
+
+// Reasons a row is refused, the bounded labels of LineError.
+const (
+	ReasonSyntax    = "syntax"        // quotes that do not close
+	ReasonTooLong   = "line too long" // above MaxLine
+	ReasonTimestamp = "bad timestamp"
+	ReasonNumber    = "bad number"
+	ReasonMissing   = "missing field"
+)
+
 // LineError is a row that could not be read; reading goes on after it.
 type LineError struct {
-	Line int
-	Err  error
+	Line   int
+	Reason string
+	Err    error
 }
 
 func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
@@ -38,38 +53,83 @@ func (e *LineError) Unwrap() error { return e.Err }
 
 // Reader yields the rows of one file.
 type Reader struct {
-	r       *csv.Reader
+	r       *bufio.Reader
+	line    int
+	rec     []string
 	cols    map[string]int
 	started bool
 }
 
-// NewReader reads r, detecting a header on the first line.
+// NewReader reads r, detecting a header on the first line. A UTF-8 byte
+// order mark before it is skipped (spreadsheets write one).
 func NewReader(r io.Reader) *Reader {
-	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = -1
-	cr.ReuseRecord = true
-	cr.TrimLeadingSpace = true
-	return &Reader{r: cr}
+	return &Reader{r: bufio.NewReaderSize(r, MaxLine+2)}
 }
 
 var krakenCols = map[string]int{"timestamp": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "trades": 6}
+
+// readLine returns the next line without its end, or a *LineError for a
+// line above MaxLine (whose rest is skipped), or io.EOF.
+func (rd *Reader) readLine() (string, error) {
+	b, err := rd.r.ReadSlice('\n')
+	if len(b) == 0 && err != nil {
+		if errors.Is(err, io.EOF) {
+			return "", io.EOF
+		}
+		return "", err
+	}
+	rd.line++
+	if errors.Is(err, bufio.ErrBufferFull) {
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = rd.r.ReadSlice('\n')
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", err
+		}
+		return "", &LineError{Line: rd.line, Reason: ReasonTooLong, Err: fmt.Errorf("longer than %d bytes, skipped", MaxLine)}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	if rd.line == 1 {
+		b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// split cuts a CSV line into fields. OHLC files hold numbers and names,
+// so a quoted field is unquoted but a comma inside quotes is not kept.
+func (rd *Reader) split(line string) ([]string, error) {
+	rd.rec = rd.rec[:0]
+	for f := range strings.SplitSeq(line, ",") {
+		f = strings.TrimSpace(f)
+		if strings.HasPrefix(f, "\"") {
+			if len(f) < 2 || !strings.HasSuffix(f, "\"") {
+				return nil, errors.New("quoted field does not close")
+			}
+			f = strings.TrimSpace(strings.ReplaceAll(f[1:len(f)-1], "\"\"", "\""))
+		}
+		rd.rec = append(rd.rec, f)
+	}
+	return rd.rec, nil
+}
 
 // Next returns the next row, a *LineError for a bad row (call Next again to
 // go on), or io.EOF.
 func (rd *Reader) Next() (Row, error) {
 	for {
-		rec, err := rd.r.Read()
+		text, err := rd.readLine()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return Row{}, io.EOF
-			}
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				return Row{}, &LineError{Line: pe.Line, Err: pe.Err}
-			}
 			return Row{}, err
 		}
-		line, _ := rd.r.FieldPos(0)
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		line := rd.line
+		rec, err := rd.split(text)
+		if err != nil {
+			return Row{}, &LineError{Line: line, Reason: ReasonSyntax, Err: err}
+		}
 		if !rd.started {
 			rd.started = true
 			if cols, ok := header(rec); ok {
@@ -78,16 +138,33 @@ func (rd *Reader) Next() (Row, error) {
 			}
 			rd.cols = krakenCols
 		}
-		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
-			continue
-		}
 		row, err := rd.parse(rec)
 		if err != nil {
-			return Row{}, &LineError{Line: line, Err: err}
+			return Row{}, &LineError{Line: line, Reason: reasonOf(err), Err: err}
 		}
 		row.Line = line
 		return row, nil
 	}
+}
+
+// fieldError carries a LineError reason from parse.
+type fieldError struct {
+	reason string
+	err    error
+}
+
+func (e *fieldError) Error() string { return e.err.Error() }
+
+func reasonOf(err error) string {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.reason
+	}
+	return ReasonSyntax
+}
+
+func fieldErr(reason, format string, args ...any) error {
+	return &fieldError{reason, fmt.Errorf(format, args...)}
 }
 
 func header(rec []string) (map[string]int, bool) {
@@ -122,11 +199,11 @@ func (rd *Reader) parse(rec []string) (Row, error) {
 	var row Row
 	ts, ok := field("timestamp")
 	if !ok {
-		return row, errors.New("no timestamp")
+		return row, fieldErr(ReasonMissing, "no timestamp")
 	}
 	start, err := parseTime(ts)
 	if err != nil {
-		return row, err
+		return row, &fieldError{ReasonTimestamp, err}
 	}
 	row.Start = start
 	for _, f := range []struct {
@@ -135,14 +212,14 @@ func (rd *Reader) parse(rec []string) (Row, error) {
 	}{{"open", &row.Open}, {"high", &row.High}, {"low", &row.Low}, {"close", &row.Close}, {"volume", &row.Volume}} {
 		s, ok := field(f.name)
 		if !ok {
-			return row, fmt.Errorf("no %s", f.name)
+			return row, fieldErr(ReasonMissing, "no %s", f.name)
 		}
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			return row, fmt.Errorf("%s %q: not a number", f.name, s)
+			return row, fieldErr(ReasonNumber, "%s %q: not a number", f.name, s)
 		}
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return row, fmt.Errorf("%s is %v", f.name, v)
+			return row, fieldErr(ReasonNumber, "%s is %v", f.name, v)
 		}
 		*f.dst = v
 	}
@@ -150,7 +227,7 @@ func (rd *Reader) parse(rec []string) (Row, error) {
 	if s, ok := field("trades"); ok && s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
-			return row, fmt.Errorf("trades %q", s)
+			return row, fieldErr(ReasonNumber, "trades %q", s)
 		}
 		row.Trades = n
 	}

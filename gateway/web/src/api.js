@@ -53,10 +53,11 @@ export async function history(sym, interval, from, max = 5000) {
   let out = [];
   let cursor = "";
   for (;;) {
-    const q = new URLSearchParams({ interval, limit: "1000" });
+    const q = new URLSearchParams({ interval, limit: String(Math.min(1000, max)) });
     if (from) q.set("from", String(Math.floor(from)));
     if (cursor) q.set("cursor", cursor);
     const r = await get(`/crypto/asset_history/${assetToken(sym)}?${q}`);
+    if (!session.value) break; // logged out meanwhile
     out = out.concat(r.candles);
     if (!r.next || out.length >= max || r.candles.length === 0) break;
     cursor = r.next;

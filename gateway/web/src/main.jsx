@@ -36,7 +36,6 @@ function LoginPage({ signup }) {
   const msg = useSignal(expiredMessage);
   const [err, setErr] = useState("");
   const [busy, setBusy] = useState(false);
-  const next = r.query.get("next") || "#/";
   async function submit(e) {
     e.preventDefault();
     const f = new FormData(e.target);
@@ -46,8 +45,8 @@ function LoginPage({ signup }) {
       if (signup) {
         await api("POST", "/auth/signup", { username: f.get("username"), password: f.get("password"), email: f.get("email") || "", full_name: f.get("full_name") || "" });
       }
+      // The App sends a logged-in page on to ?next=.
       await login(f.get("username"), f.get("password"));
-      go(next.startsWith("#/login") || next.startsWith("#/signup") ? "#/" : next);
     } catch (ex) {
       setErr(ex instanceof APIError ? ex.message : String(ex));
     } finally {
@@ -187,7 +186,8 @@ function App() {
     return <LoginPage />;
   }
   if (p0 === "login" || p0 === "signup") {
-    go("#/");
+    const next = r.query.get("next") || "#/";
+    go(next.startsWith("#/") && !/^#\/(login|signup)/.test(next) ? next : "#/");
     return null;
   }
   let page;

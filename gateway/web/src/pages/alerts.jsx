@@ -1,123 +1,160 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { subscribe } from "../live.js";
-import { time, num } from "../format.js";
+import { time, num, INTERVALS } from "../format.js";
 
-// The rule routes are the notifier's (GET/POST /alerts/rules,
-// GET/PUT/DELETE /alerts/rules/{id}, GET /alerts/history). A gateway
-// without them answers 404 and the page says so instead of failing.
+// The rules are the notifier's (GET/POST /alerts/rules, GET/PUT/DELETE
+// /alerts/rules/{id}, POST /alerts/rules/preview, GET /alerts/history).
 const KINDS = [
-  ["price_cross", "Price crosses a level"],
-  ["pct_move", "Moves by a percentage over a window"],
-  ["predicted_move", "Predicted move above a threshold"],
-  ["volatility_spike", "Volatility spike"],
-  ["model_failing", "Model failing"],
+  ["price_cross", "Price crosses a level", false],
+  ["percent_move", "Moves by a percentage over a window", false],
+  ["predicted_move", "Predicted move above a percentage", false],
+  ["volatility_spike", "Volatility spike (times its average)", false],
+  ["model_error", "Model failing (error above a percentage)", false],
+  ["failed_logins", "Failed logins (security)", true],
+  ["role_granted", "Role granted (security)", true],
+  ["user_deleted", "User deleted (security)", true],
 ];
 
+// ruleBody reads the form into the rule body, leaving out what is empty so
+// that the server's defaults apply.
 function ruleBody(f) {
-  const body = { kind: f.get("kind"), symbol: f.get("symbol"), threshold: Number(f.get("threshold")) };
-  if (f.get("direction")) body.direction = f.get("direction");
-  if (f.get("window")) body.window = f.get("window");
-  if (f.get("trigger")) body.trigger = f.get("trigger");
-  if (f.get("cooldown")) body.cooldown = f.get("cooldown");
+  const body = { kind: f.get("kind") };
+  for (const k of ["name", "symbol", "interval", "direction", "window", "trigger", "cooldown", "per"]) {
+    const v = (f.get(k) || "").trim();
+    if (v) body[k] = v;
+  }
+  for (const k of ["threshold", "hysteresis"]) if ((f.get(k) || "") !== "") body[k] = Number(f.get(k));
+  if ((f.get("count") || "") !== "") body.count = parseInt(f.get("count"), 10);
+  if (f.get("system") === "on") body.system = true;
+  const hook = (f.get("webhook") || "").trim();
+  if (hook) body.webhook = { url: hook };
   return body;
 }
 
+function describe(r) {
+  const parts = [r.kind.replace(/_/g, " ")];
+  if (r.direction && r.direction !== "either") parts.push(r.direction);
+  if (r.threshold !== undefined) parts.push(num(r.threshold, 2));
+  if (r.window) parts.push("over " + r.window);
+  return parts.join(" ");
+}
+
 export function Alerts({ s }) {
+  const admin = s.role === "admin";
   const [rules, setRules] = useState(null);
-  const [missing, setMissing] = useState(false);
   const [history, setHistory] = useState([]);
+  const [next, setNext] = useState(null);
   const [live, setLive] = useState([]);
   const [edit, setEdit] = useState(null);
+  const [preview, setPreview] = useState(null);
   const [err, setErr] = useState("");
   async function load() {
     try {
-      const r = await get("/alerts/rules");
-      setRules(r.rules || []);
+      setRules((await get("/alerts/rules")).rules);
+      const h = await get("/alerts/history?limit=100");
+      setHistory(h.alerts);
+      setNext(h.next);
     } catch (e) {
-      if (e.status === 404) setMissing(true);
-      else setErr(e.message);
+      setErr(e.message);
     }
+  }
+  async function more() {
     try {
-      const h = await get("/alerts/history");
-      setHistory(h.alerts || []);
+      const h = await get(`/alerts/history?limit=100&after=${next}`);
+      setHistory((old) => [...old, ...h.alerts]);
+      setNext(h.next);
     } catch (e) {
-      if (e.status === 404) {
-        const h = await get("/crypto/alert_history/BTC-USD").catch(() => ({ alerts: [] }));
-        setHistory((h.alerts || []).slice().reverse());
-      }
+      setErr(e.message);
     }
   }
   useEffect(() => {
     load();
     return subscribe("alerts", (a, meta) => {
-      if (!meta.snapshot) setLive((l) => [a, ...l].slice(0, 50));
+      if (!meta.snapshot) setLive((l) => [a, ...l.filter((x) => x.id !== a.id)].slice(0, 50));
     });
   }, []);
-  async function save(e) {
-    e.preventDefault();
+  const act = (f) => async (e) => {
+    if (e && e.preventDefault) e.preventDefault();
     setErr("");
     try {
-      const body = ruleBody(new FormData(e.target));
-      if (edit && edit.id) await api("PUT", `/alerts/rules/${encodeURIComponent(edit.id)}`, body);
-      else await api("POST", "/alerts/rules", body);
-      setEdit(null);
-      e.target.reset();
-      load();
+      await f(e);
     } catch (ex) {
       setErr(ex.message);
     }
-  }
-  async function del(id) {
-    setErr("");
-    try {
-      await api("DELETE", `/alerts/rules/${encodeURIComponent(id)}`);
-      load();
-    } catch (ex) {
-      setErr(ex.message);
-    }
-  }
+  };
+  const save = act(async (e) => {
+    const body = ruleBody(new FormData(e.target));
+    if (edit && edit.id) await api("PUT", `/alerts/rules/${encodeURIComponent(edit.id)}`, body);
+    else await api("POST", "/alerts/rules", body);
+    setEdit(null);
+    setPreview(null);
+    e.target.reset();
+    await load();
+  });
+  const tryIt = act(async () => {
+    const form = document.getElementById("rule-form");
+    const to = Math.floor(Date.now() / 1000) + 86400, from = to - 8 * 86400;
+    setPreview(await api("POST", "/alerts/rules/preview", { rule: ruleBody(new FormData(form)), from: String(from), to: String(to) }));
+  });
+  const del = (id) => act(async () => {
+    await api("DELETE", `/alerts/rules/${encodeURIComponent(id)}`);
+    await load();
+  })();
   const r = edit || {};
   return (
     <main>
       <h1>Alerts</h1>
-      {err && <p class="error">{err}</p>}
+      {err && <p class="error" role="alert">{err}</p>}
       <section class="card">
         <h2>Live</h2>
         {live.length ? (
-          <ul id="alert-feed">{live.map((a) => <li key={a.id}>{time(a.at)} · <b>{a.symbol}</b> {a.message}</li>)}</ul>
-        ) : <p><small>Alerts fired while this page is open appear here and as a notification.</small></p>}
+          <ul id="alert-feed">{live.map((a) => <li key={a.id}>{time(a.at)} · <b>{a.symbol || a.key}</b> {a.message}</li>)}</ul>
+        ) : <p><small>Alerts fired while the page is open appear here and as a notification.</small></p>}
       </section>
       <section class="card">
-        <h2>My rules</h2>
-        {missing ? <p id="rules-missing">This gateway does not serve alert rules yet.</p> : !rules ? <p>Loading…</p> : (
-          <>
+        <h2>Rules</h2>
+        {!rules ? <p>Loading…</p> : (
+          <div class="scroll">
             <table id="rules">
-              <thead><tr><th>Rule</th><th>Asset</th><th class="num">Threshold</th><th>Owner</th><th /></tr></thead>
+              <thead><tr><th>Name</th><th>Rule</th><th>Asset</th><th>Trigger</th><th>Owner</th><th>Last fired</th><th /></tr></thead>
               <tbody>
                 {rules.map((x) => (
                   <tr key={x.id} data-rule={x.id}>
-                    <td>{x.kind}{x.direction ? " " + x.direction : ""}{x.window ? " over " + x.window : ""}</td>
-                    <td>{x.symbol}</td>
-                    <td class="num">{num(x.threshold)}</td>
-                    <td>{x.owner || x.user || s.username}</td>
-                    <td><button onClick={() => setEdit(x)}>Edit</button> <button class="danger" onClick={() => del(x.id)}>Delete</button></td>
+                    <td>{x.name}{x.disabled && " (off)"}</td>
+                    <td>{describe(x)}</td>
+                    <td>{x.symbol} {x.interval}</td>
+                    <td>{x.trigger.replace(/_/g, " ")}{x.cooldown ? ", cooldown " + x.cooldown : ""}</td>
+                    <td>{x.system ? "system" : x.owner}</td>
+                    <td>{x.fired_at ? time(x.fired_at) : "never"}</td>
+                    <td>{(!x.system || admin) && <><button onClick={() => { setEdit(x); setPreview(null); }}>Edit</button> <button class="danger" onClick={() => del(x.id)}>Delete</button></>}</td>
                   </tr>
                 ))}
               </tbody>
             </table>
-            <form id="rule-form" class="inline" onSubmit={save} key={r.id || "new"}>
-              <select name="kind" value={r.kind}>{KINDS.map(([k, l]) => <option value={k}>{l}</option>)}</select>
-              <input name="symbol" value={r.symbol || "BTC/USD"} required />
-              <input name="threshold" type="number" step="any" value={r.threshold} placeholder="threshold" required />
-              <select name="direction" value={r.direction || ""}><option value="">either way</option><option value="up">up</option><option value="down">down</option></select>
-              <input name="window" value={r.window || ""} placeholder="window, e.g. 15m" />
-              <select name="trigger" value={r.trigger || ""}><option value="">default trigger</option><option value="once">once</option><option value="once_per_candle">once per candle</option><option value="once_per_close">once per candle close</option></select>
-              <input name="cooldown" value={r.cooldown || ""} placeholder="cooldown, e.g. 5m" />
-              <button type="submit">{r.id ? "Save rule" : "Add rule"}</button>
-              {r.id && <button type="button" onClick={() => setEdit(null)}>Cancel</button>}
-            </form>
-          </>
+          </div>
+        )}
+        <form id="rule-form" class="inline" onSubmit={save} key={r.id || "new"}>
+          <input name="name" value={r.name || ""} placeholder="name" maxLength={100} />
+          <select name="kind" value={r.kind || "price_cross"}>{KINDS.filter((k) => admin || !k[2]).map(([k, l]) => <option value={k}>{l}</option>)}</select>
+          <input name="symbol" value={r.symbol ?? "BTC/USD"} placeholder="BTC/USD" />
+          <select name="interval" value={r.interval || "1m"}>{INTERVALS.map((i) => <option value={i}>{i}</option>)}</select>
+          <select name="direction" value={r.direction || "either"}><option value="either">either way</option><option value="up">up</option><option value="down">down</option></select>
+          <input name="threshold" type="number" step="any" value={r.threshold ?? ""} placeholder="threshold" />
+          <input name="window" value={r.window || ""} placeholder="window, e.g. 15m" />
+          <input name="count" type="number" min="0" value={r.count ?? ""} placeholder="count" />
+          <select name="trigger" value={r.trigger || "once_per_close"}><option value="once_per_close">once per candle close</option><option value="once_per_candle">once per candle (ticks)</option><option value="once">once</option></select>
+          <input name="cooldown" value={r.cooldown || ""} placeholder="cooldown, e.g. 5m" />
+          <input name="hysteresis" type="number" step="any" min="0" max="1" value={r.hysteresis || ""} placeholder="hysteresis 0..1" />
+          <input name="webhook" type="url" value={(r.webhook && r.webhook.url) || ""} placeholder="webhook https://…" />
+          {admin && <label><input name="system" type="checkbox" checked={!!r.system} /> system rule</label>}
+          <button type="submit" id="save-rule">{r.id ? "Save rule" : "Add rule"}</button>
+          <button type="button" onClick={tryIt} id="preview-rule">Try on the last week</button>
+          {r.id && <button type="button" onClick={() => setEdit(null)}>Cancel</button>}
+        </form>
+        {preview && (
+          <p id="preview">Over {preview.candles} candles this rule would have fired {preview.firings.length} times{preview.firings.length ? ": " : "."}
+            {preview.firings.slice(0, 10).map((f) => <span key={f.id}>{time(f.at)} ({f.message}); </span>)}</p>
         )}
       </section>
       <section class="card">
@@ -125,6 +162,7 @@ export function Alerts({ s }) {
         {history.length ? (
           <ul id="alert-history">{history.map((a) => <li key={a.id}>{time(a.at)} · {a.kind}: {a.message}</li>)}</ul>
         ) : <p>No alert has fired yet.</p>}
+        {next !== null && next !== undefined && <button onClick={more}>More</button>}
       </section>
     </main>
   );

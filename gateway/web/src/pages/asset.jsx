@@ -69,11 +69,18 @@ export function Asset({ sym, query }) {
       rescore();
     }
 
+    // The channel's first event (the latest closed candle, as a snapshot)
+    // dates the range; a series with no candle yet waits for its first.
+    let started = false;
     const offC = subscribe(channelName("candles", sym, iv), (c, meta) => {
       if (dead) return;
-      if (!ready) held.push([c, meta]);
-      else closedCandle(c, !meta.snapshot);
-    }, { onGap: () => { if (!dead) reload(); } });
+      if (ready) return closedCandle(c, !meta.snapshot);
+      held.push([c, meta]);
+      if (!started) {
+        started = true;
+        reload(unix(c.start));
+      }
+    }, { onGap: () => { if (!dead) reload((chart.lastClosed() || { time: 0 }).time); } });
     const offT = subscribe(channelName("ticks", sym, iv), (t) => {
       if (dead || !ready) return;
       const b = bar(t.candle);
@@ -95,18 +102,11 @@ export function Asset({ sym, query }) {
       chart.setMarkers(alerts.filter((m) => chart.bars.has(m.time)));
     });
 
-    async function reload() {
+    async function reload(lastT) {
       ready = false;
       try {
-        let latest = null;
-        try {
-          latest = await get(`/crypto/asset_latest/${assetToken(sym)}?interval=${iv}`);
-        } catch (e) {
-          if (e.status !== 404) throw e;
-        }
         let candles = [];
-        if (latest) {
-          const lastT = unix(latest.candle.time);
+        if (lastT) {
           const from = Math.max(lastT - range, lastT - (MAX_BARS - 1) * seconds(iv));
           candles = await history(sym, iv, from, MAX_BARS);
           const fired = await get(`/crypto/alert_history/${assetToken(sym)}?from=${from}`).catch(() => ({ alerts: [] }));
@@ -128,7 +128,6 @@ export function Asset({ sym, query }) {
         if (!dead) setState({ loading: false, err: e.message });
       }
     }
-    reload();
     return () => {
       dead = true;
       offC();
@@ -164,6 +163,7 @@ export function Asset({ sym, query }) {
         <a href={`#/analysis/${assetToken(sym)}`}>Analysis</a>
       </header>
       {state.err && <p class="error">{state.err}</p>}
+      {state.loading && <p id="waiting"><small>Waiting for the first {iv} candle of {sym}…</small></p>}
       <div class="chart" ref={el} id="chart" data-loading={state.loading ? "1" : "0"} />
       <section class="stats">
         <div><h3>Next close</h3>

@@ -33,14 +33,15 @@ function Row({ sym, interval }) {
   const [pred, setPred] = useState(null);
   useEffect(() => {
     let dead = false;
-    (async () => {
+    let loaded = false;
+    // Loaded on the first tick (the snapshot of the running candle), which
+    // dates the 24 h reference and the sparkline; an asset with no candle
+    // yet asks nothing until it has one.
+    const load = async (last) => {
       try {
-        const latest = await get(`/crypto/asset_latest/${assetToken(sym)}?interval=${interval}`);
-        if (dead) return;
-        const last = unix(latest.candle.time);
-        setPrice((p) => p ?? latest.candle.close);
         const day = await get(`/crypto/asset_history/${assetToken(sym)}?interval=1m&limit=1&from=${last - 86400}`);
-        if (!dead && day.candles.length) setRef24(day.candles[0].open);
+        if (dead) return;
+        if (day.candles.length) setRef24(day.candles[0].open);
         const past = await history(sym, interval, last - 59 * seconds(interval), 60);
         if (!dead)
           setSpark((s) => {
@@ -50,11 +51,15 @@ function Row({ sym, interval }) {
             return { times, closes: times.map((t) => m.get(t)) };
           });
       } catch {
-        // No candle yet (a new asset): the row fills from the stream.
+        // The row stays live from the stream without its past.
       }
-    })();
+    };
     const offT = subscribe(channelName("ticks", sym, interval), (t) => {
       const c = t.candle;
+      if (!loaded) {
+        loaded = true;
+        load(unix(c.start));
+      }
       setPrice(c.close);
       const at = unix(c.start);
       setSpark((s) => {

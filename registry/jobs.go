@@ -1,0 +1,152 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+)
+
+// JobQueue is what the jobs registry needs from the bus.
+type JobQueue interface {
+	Buckets
+	streams.Publisher
+}
+
+// Jobs is the jobs bucket and the JOBS stream: a job's life from submit to
+// its last state.
+type Jobs struct {
+	kv  jetstream.KeyValue
+	pub streams.Publisher
+	now func() time.Time
+}
+
+// OpenJobs opens the jobs bucket; now is the clock for status times
+// (time.Now when nil).
+func OpenJobs(ctx context.Context, js JobQueue, now func() time.Time) (*Jobs, error) {
+	kv, err := js.KeyValue(ctx, streams.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("registry: open %s: %w", streams.BucketJobs, err)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Jobs{kv: kv, pub: js, now: now}, nil
+}
+
+// Submit records job as queued, then publishes it to JOBS: a worker that
+// takes it at once finds a status to move forward. Submitting the same id
+// again is a retry (the publish is deduplicated by id).
+func (j *Jobs) Submit(ctx context.Context, job *streams.Job) error {
+	if err := j.Queue(ctx, *job); err != nil {
+		return err
+	}
+	if _, err := streams.Publish(ctx, j.pub, job); err != nil {
+		return fmt.Errorf("registry: submit %s: %w", job.ID, err)
+	}
+	return nil
+}
+
+// Queue records job as queued without publishing it: for a stage whose
+// runner publishes the job as its output.
+func (j *Jobs) Queue(ctx context.Context, job streams.Job) error {
+	if err := job.Validate(); err != nil {
+		return err
+	}
+	return j.put(ctx, streams.JobStatus{Job: job, State: streams.JobQueued})
+}
+
+// Start marks a job running.
+func (j *Jobs) Start(ctx context.Context, job streams.Job) error {
+	return j.put(ctx, streams.JobStatus{Job: job, State: streams.JobRunning})
+}
+
+// Finish records how a job ended: done with result when err is nil, failed
+// for good when err is permanent, queued again (to be retried) otherwise.
+func (j *Jobs) Finish(ctx context.Context, job streams.Job, result map[string]string, err error) error {
+	st := streams.JobStatus{Job: job}
+	switch {
+	case err == nil:
+		st.State, st.Result = streams.JobDone, result
+	case errors.Is(err, streams.ErrPermanent):
+		st.State, st.Error = streams.JobFailed, err.Error()
+	default:
+		st.State, st.Error = streams.JobQueued, "retrying: "+err.Error()
+	}
+	return j.put(ctx, st)
+}
+
+// Get reads a job's status.
+func (j *Jobs) Get(ctx context.Context, id string) (streams.JobStatus, error) {
+	e, err := j.kv.Get(ctx, id)
+	if err != nil {
+		return streams.JobStatus{}, fmt.Errorf("registry: job %s: %w", id, err)
+	}
+	return decodeStatus(id, e.Value())
+}
+
+// Wait blocks until the job is done or failed, or ctx ends, and returns
+// its last status.
+func (j *Jobs) Wait(ctx context.Context, id string) (streams.JobStatus, error) {
+	w, err := j.kv.Watch(ctx, id)
+	if err != nil {
+		return streams.JobStatus{}, fmt.Errorf("registry: watch job %s: %w", id, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return streams.JobStatus{}, fmt.Errorf("registry: job %s: %w", id, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return streams.JobStatus{}, fmt.Errorf("registry: watch job %s ended", id)
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			st, err := decodeStatus(id, e.Value())
+			if err != nil {
+				return st, err
+			}
+			if st.State == streams.JobDone || st.State == streams.JobFailed {
+				return st, nil
+			}
+		}
+	}
+}
+
+func (j *Jobs) put(ctx context.Context, st streams.JobStatus) error {
+	st.V = streams.SchemaVersion
+	st.UpdatedAt = j.now().UTC()
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("registry: encode job status: %w", err)
+	}
+	if _, err := j.kv.Put(ctx, st.Job.ID, b); err != nil {
+		return fmt.Errorf("registry: job status %s: %w", st.Job.ID, err)
+	}
+	return nil
+}
+
+func decodeStatus(id string, b []byte) (streams.JobStatus, error) {
+	var st streams.JobStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, streams.Permanent(fmt.Errorf("registry: decode job %s: %w", id, err))
+	}
+	return st, nil
+}
+
+// Submit opens the jobs bucket and submits job: for a one-off caller (the
+// CLI, a test) that holds no Jobs.
+func Submit(ctx context.Context, js JobQueue, job *streams.Job) error {
+	j, err := OpenJobs(ctx, js, nil)
+	if err != nil {
+		return err
+	}
+	return j.Submit(ctx, job)
+}
