@@ -137,6 +137,7 @@ type Gateway struct {
 	hub       *hub.Hub
 	m         *metrics
 	rules     *notifier.Store
+	tokens    *tokenCache
 }
 
 // New builds a gateway; it does no I/O.
@@ -187,6 +188,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		refused:   newAuditAgg(maxRefusedKeys),
 		pairs:     &pairCache{src: d.Pairs, ttl: cfg.PairsTTL, now: now},
 		m:         newMetrics(d.Metrics),
+		tokens:    newTokenCache(d.Tokens.Verify, now, 10_000),
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
 	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})

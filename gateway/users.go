@@ -195,7 +195,7 @@ func (g *Gateway) authed(h http.HandlerFunc) http.Handler {
 			g.fail(w, r, errorf(http.StatusUnauthorized, "unauthenticated", "a bearer token is required"))
 			return
 		}
-		c, err := g.d.Tokens.Verify(strings.TrimSpace(token))
+		c, err := g.tokens.Verify(strings.TrimSpace(token))
 		if err != nil {
 			g.fail(w, r, errorf(http.StatusUnauthorized, "invalid_token", "the token is invalid or expired"))
 			return
@@ -225,7 +225,7 @@ func sessionErr(err error) error {
 // verifyToken is the websocket's token check: the signature and claims, and
 // that the token was not revoked since.
 func (g *Gateway) verifyToken(token string) (auth.Claims, error) {
-	c, err := g.d.Tokens.Verify(token)
+	c, err := g.tokens.Verify(token)
 	if err != nil {
 		return c, err
 	}
