@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -18,18 +16,8 @@ import (
 // on the newest stored BTC/USD minute, then stops it.
 func runUntil(t *testing.T, args []string, what string, cond func(streams.Candle) bool) {
 	t.Helper()
-	cfg, err := parseRunConfig(append([]string{"--http-addr", "127.0.0.1:0"}, args...), testEnv(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sys.Run(ctx) }()
+	ctx := t.Context()
+	sys, stop := startTestSystemArgs(t, args...)
 	market, err := sys.bus.JS.Stream(ctx, streams.StreamMarket)
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +30,7 @@ func runUntil(t *testing.T, args []string, what string, cond func(streams.Candle
 		c, err := streams.Decode[streams.Candle](m.Data)
 		return err == nil && cond(c)
 	})
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -21,18 +19,8 @@ import (
 // in process on the embedded recording and candles reach MARKET at once
 // (the REST heal backfills the last 12 hours, then live ones follow).
 func TestRunDemo(t *testing.T) {
-	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--bcrypt-cost", "10", "--data-dir", t.TempDir(), "--demo", "--demo-speed", "120"}, testEnv(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sys.Run(ctx) }()
+	ctx := t.Context()
+	sys, stop := startTestSystemArgs(t, "--bcrypt-cost", "10", "--data-dir", t.TempDir(), "--demo", "--demo-speed", "120")
 	market, err := sys.bus.JS.Stream(ctx, streams.StreamMarket)
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +48,7 @@ func TestRunDemo(t *testing.T) {
 	if !strings.Contains(string(body), `cryptostream_ingest_candles_published_total{interval="1m",quality="backfilled"}`) {
 		t.Errorf("/metrics lacks the ingest counters")
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 }

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,18 +14,8 @@ import (
 // system move rule on the demo's backfilled and live candles. And 20
 // failed logins through the real gateway fire the system security rule.
 func TestRunDemoFiresAlerts(t *testing.T) {
-	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--demo", "--bcrypt-cost", "10"}, testEnv(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sys.Run(ctx) }()
+	ctx := t.Context()
+	sys, stop := startTestSystemArgs(t, "--data-dir", t.TempDir(), "--demo", "--bcrypt-cost", "10")
 	alerts, err := sys.bus.JS.Stream(ctx, streams.StreamAlerts)
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +47,7 @@ func TestRunDemoFiresAlerts(t *testing.T) {
 		a, ok := last(streams.AlertSecuritySubject)
 		return ok && a.Kind == "failed_logins" && a.Owner == streams.AlertAudienceAdmins && (a.Key == "mallory" || a.Key == "127.0.0.1")
 	})
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 }

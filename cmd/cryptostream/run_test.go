@@ -39,7 +39,14 @@ func startTestSystem(t *testing.T, dataDir string) (*system, func() error) {
 	t.Helper()
 	// The lowest bcrypt cost the gateway takes: the first admin's hash
 	// is the slowest step of a start under -race.
-	cfg, err := parseRunConfig([]string{"--http-addr", "127.0.0.1:0", "--data-dir", dataDir, "--bcrypt-cost", "10"}, testEnv(nil))
+	return startTestSystemArgs(t, "--data-dir", dataDir, "--bcrypt-cost", "10")
+}
+
+// startTestSystemArgs starts `run` with args on a random HTTP port; stop
+// ends it and returns what Run returned.
+func startTestSystemArgs(t *testing.T, args ...string) (*system, func() error) {
+	t.Helper()
+	cfg, err := parseRunConfig(append([]string{"--http-addr", "127.0.0.1:0"}, args...), testEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
