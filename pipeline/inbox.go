@@ -13,9 +13,11 @@ import (
 // kept alive, so that an input waiting behind a slow batch is not
 // redelivered (and, after MaxDeliver such waits, dropped by the server).
 type inbox struct {
-	mu     sync.Mutex
-	queue  []jetstream.Msg
-	busy   []jetstream.Msg
+	mu    sync.Mutex
+	queue []jetstream.Msg
+	// busy are the batches taken and not settled: one being stepped and
+	// one awaiting its PubAcks, at most.
+	busy   [][]jetstream.Msg
 	signal chan struct{}
 }
 
@@ -38,8 +40,8 @@ func (b *inbox) len() int {
 	return len(b.queue)
 }
 
-// take moves up to n queued inputs (all when n <= 0) into dst, which
-// becomes the busy batch.
+// take moves up to n queued inputs (all when n <= 0) into dst, which joins
+// the busy batches.
 func (b *inbox) take(n int, dst []jetstream.Msg) []jetstream.Msg {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -50,14 +52,15 @@ func (b *inbox) take(n int, dst []jetstream.Msg) []jetstream.Msg {
 	k := copy(b.queue, b.queue[n:])
 	clear(b.queue[k:])
 	b.queue = b.queue[:k]
-	b.busy = dst
+	b.busy = append(b.busy, dst)
 	return dst
 }
 
-// setBusy makes batch the busy one; nil when it is settled.
-func (b *inbox) setBusy(batch []jetstream.Msg) {
+// setBusy makes batches the busy ones, dropping those settled.
+func (b *inbox) setBusy(batches ...[]jetstream.Msg) {
 	b.mu.Lock()
-	b.busy = batch
+	clear(b.busy)
+	b.busy = append(b.busy[:0], batches...)
 	b.mu.Unlock()
 }
 
@@ -74,7 +77,11 @@ func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration) {
 		case <-t.C:
 		}
 		b.mu.Lock()
-		held = append(append(held[:0], b.busy...), b.queue...)
+		held = held[:0]
+		for _, batch := range b.busy {
+			held = append(held, batch...)
+		}
+		held = append(held, b.queue...)
 		b.mu.Unlock()
 		for _, m := range held {
 			_ = m.InProgress() // already acked: refused, harmless

@@ -9,19 +9,22 @@ import (
 // metrics are one runner's figures; every runner of a process shares the
 // vectors, labelled by stage.
 type metrics struct {
-	inputs      *prometheus.CounterVec
-	outputs     prometheus.Counter
-	republished prometheus.Counter
-	retries     prometheus.Counter
-	warmups     prometheus.Counter
-	batch       prometheus.Observer
-	duration    prometheus.Observer
-	lag         prometheus.Gauge
+	inputs *prometheus.CounterVec
+	// acked, covered and termed are inputs' outcomes resolved once:
+	// they are counted on every batch.
+	acked, covered, termed prometheus.Counter
+	outputs                prometheus.Counter
+	republished            prometheus.Counter
+	retries                prometheus.Counter
+	warmups                prometheus.Counter
+	batch                  prometheus.Observer
+	duration               prometheus.Observer
+	lag                    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, stage string) metrics {
 	l := prometheus.Labels{"stage": stage}
-	return metrics{
+	m := metrics{
 		inputs: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_inputs_total",
 			Help: "Inputs settled by a stage runner, by outcome (ack: outputs stored; covered: delivered again after its series moved past it; term: rejected as permanent; nak: handed back for redelivery).",
@@ -57,6 +60,10 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 			Help: "Inputs in the stream not yet handled by the stage's consumer (pending plus unacked).",
 		}, []string{"stage"})).With(l),
 	}
+	m.acked = m.inputs.WithLabelValues("ack")
+	m.covered = m.inputs.WithLabelValues("covered")
+	m.termed = m.inputs.WithLabelValues("term")
+	return m
 }
 
 // register registers c, or returns the collector of that name already

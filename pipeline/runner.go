@@ -46,11 +46,13 @@ type Config struct {
 	Name string
 	// Stream and Consumer name the durable pull consumer to read.
 	Stream, Consumer string
-	// Batch bounds the inputs handled together. It is also capped by the
-	// consumer's MaxAckPending, which should equal it for a stage with
-	// per-series order: then no instance ever has more than one batch in
-	// flight, and after a failover the unacked batch comes back before
-	// anything newer. 0 means the consumer's MaxAckPending.
+	// Batch bounds the inputs in flight: fetched and not yet acked. The
+	// runner handles them as two batches of half as many, stepping one
+	// while the server stores the other's outputs. It is also capped by
+	// the consumer's MaxAckPending, which should equal it for a stage
+	// with per-series order: then after a failover what the lost
+	// instance held comes back before anything newer. 0 means the
+	// consumer's MaxAckPending.
 	Batch int
 	// Pinned consumes through streams.PriorityGroup: one instance owns
 	// the consumer, and a change of owner resets every series.
@@ -123,21 +125,21 @@ func (r *Runner) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: consumer %s: %w", r.cfg.Name, r.cfg.Consumer, err)
 	}
-	max, ackWait := r.cfg.Batch, 30*time.Second
+	window, ackWait := r.cfg.Batch, 30*time.Second
 	if info := cons.CachedInfo(); info != nil {
-		if p := info.Config.MaxAckPending; p > 0 && (max == 0 || max > p) {
-			max = p
+		if p := info.Config.MaxAckPending; p > 0 && (window == 0 || window > p) {
+			window = p
 		}
 		if info.Config.AckWait > 0 {
 			ackWait = info.Config.AckWait
 		}
 	}
-	if max <= 0 {
-		max = 256
+	if window <= 0 {
+		window = 256
 	}
 	in := newInbox()
 	opts := []jetstream.PullConsumeOpt{
-		jetstream.PullMaxMessages(max),
+		jetstream.PullMaxMessages(window),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { r.log.Debug("consume", "err", err) }),
 	}
 	if r.cfg.Pinned {
@@ -159,46 +161,86 @@ func (r *Runner) run(ctx context.Context) error {
 	kctx, stopKeep := context.WithCancel(hctx)
 	defer stopKeep()
 	go in.keepAlive(kctx, ackWait)
-	batch := make([]jetstream.Msg, 0, max)
+	stop := ctx.Done()
+	// Two flights at most, window inputs between them: while one awaits its
+	// PubAcks the next is stepped, so a backlog keeps the stage and the
+	// server busy at once. Each is half the window, so that the second
+	// is already delivered when the first is published.
+	per := max(1, window/2)
+	var flights [2]flight
+	var prev *flight
 	for {
-		select {
-		case <-in.signal:
-		case <-cc.Closed():
-			if in.len() == 0 {
-				r.unpin(hctx)
-				return nil
+		canLaunch := prev == nil || (prev.stepErr == nil && len(prev.batch) < window)
+		switch {
+		case prev == nil && in.len() == 0:
+			select {
+			case <-in.signal:
+			case <-cc.Closed():
+				if in.len() == 0 {
+					r.unpin(hctx)
+					return nil
+				}
 			}
+		case prev != nil && canLaunch && in.len() == 0:
+			prev.idle(in.signal, r.cfg.PublishTimeout)
 		}
-		for in.len() > 0 {
-			batch = in.take(max, batch[:0])
-			if r.cfg.Pinned && r.newOwner(batch) {
-				held := r.takeOver(hctx, cons, in, batch)
+		var cur *flight
+		if canLaunch && in.len() > 0 {
+			cur = &flights[0]
+			if prev == cur {
+				cur = &flights[1]
+			}
+			inflight := 0
+			if prev != nil {
+				inflight = len(prev.batch)
+			}
+			cur.reset(in.take(min(per, window-inflight), cur.batch[:0]))
+			if r.cfg.Pinned && r.pinChanged(cur.batch) {
+				// A new owner starts from nothing: what is in flight
+				// lands first.
+				if prev != nil {
+					r.finish(hctx, stop, prev, nil)
+					prev = nil
+				}
+				r.newOwner(cur.batch)
+				held := r.takeOver(hctx, cons, in, cur.batch)
 				for len(held) > 0 {
-					n := min(max, len(held))
-					r.handle(hctx, ctx.Done(), held[:n])
+					n := min(window, len(held))
+					r.handle(hctx, stop, held[:n])
 					held = held[n:]
 				}
-			} else {
-				r.handle(hctx, ctx.Done(), batch)
+				in.setBusy()
+				continue
 			}
-			in.setBusy(nil)
+			r.launch(hctx, cur)
+		}
+		if prev != nil {
+			cur = r.finish(hctx, stop, prev, cur)
+		}
+		prev = cur
+		if prev != nil {
+			in.setBusy(prev.batch)
+		} else {
+			in.setBusy()
 		}
 	}
 }
 
-// newOwner says whether batch is the first since this instance became the
-// consumer's owner (a start or a new pin id), which resets every series.
-func (r *Runner) newOwner(batch []jetstream.Msg) bool {
+// pinChanged says whether batch is the first since this instance became
+// the consumer's owner (a start or a new pin id).
+func (r *Runner) pinChanged(batch []jetstream.Msg) bool {
 	pin := batch[0].Headers().Get("Nats-Pin-Id")
-	if pin == "" || pin == r.pin {
-		return false
-	}
+	return pin != "" && pin != r.pin
+}
+
+// newOwner takes the ownership batch brings, which resets every series.
+func (r *Runner) newOwner(batch []jetstream.Msg) {
+	pin := batch[0].Headers().Get("Nats-Pin-Id")
 	if r.pin != "" {
 		r.log.Info("owner changed, warming every series again", "from", r.pin, "to", pin)
 	}
 	r.pin = pin
 	r.d.resetAll()
-	return true
 }
 
 // takeOver makes a new owner start where the previous one stopped. A crashed
@@ -258,200 +300,6 @@ func (r *Runner) unpin(ctx context.Context) {
 
 func (r *Runner) watchLag(ctx context.Context, c jetstream.Consumer) {
 	streams.WatchLag(ctx, c, r.cfg.LagEvery, r.m.lag.Set)
-}
-
-// item is one input of a batch on its way through.
-type item struct {
-	raw  jetstream.Msg
-	in   Msg
-	outs []*nats.Msg
-	// rejected is the permanent error that terminates the input.
-	rejected error
-	// covered: delivered again after its series moved past it.
-	covered bool
-}
-
-// handle takes a batch to the end: every input acked or terminated, or,
-// when stop closes during a retry, the rest handed back in order.
-func (r *Runner) handle(ctx context.Context, stop <-chan struct{}, batch []jetstream.Msg) {
-	began := time.Now()
-	r.m.batch.Observe(float64(len(batch)))
-	delay := 100 * time.Millisecond
-	for len(batch) > 0 {
-		n, err := r.process(ctx, batch)
-		batch = batch[n:]
-		if err == nil {
-			break
-		}
-		// Whatever the stage holds may include inputs whose outputs are
-		// not stored: warm every series again before going on.
-		r.d.resetAll()
-		if r.cfg.Retry == RetryRedeliver {
-			r.log.Debug("input retried", "subject", batch[0].Subject(), "err", err)
-			r.settle(batch, "nak", func(m jetstream.Msg) error {
-				d := time.Second
-				if md, err := m.Metadata(); err == nil {
-					d = streams.NakDelay(md.NumDelivered)
-				}
-				return m.NakWithDelay(d)
-			})
-			break
-		}
-		r.m.retries.Inc()
-		r.log.Warn("batch failed, retrying in place", "subject", batch[0].Subject(), "left", len(batch), "err", err, "in", delay)
-		select {
-		case <-stop:
-			// In order and at once, so that whoever consumes next gets
-			// them before anything newer.
-			r.settle(batch, "nak", func(m jetstream.Msg) error { return m.Nak() })
-			batch = nil
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
-	}
-	r.m.duration.Observe(time.Since(began).Seconds())
-}
-
-func (r *Runner) settle(batch []jetstream.Msg, outcome string, f func(jetstream.Msg) error) {
-	for _, m := range batch {
-		if err := f(m); err != nil {
-			r.log.Debug("settle failed", "subject", m.Subject(), "outcome", outcome, "err", err)
-		}
-	}
-	r.m.inputs.WithLabelValues(outcome).Add(float64(len(batch)))
-}
-
-// process steps the batch in order, publishes every output and acks each
-// input whose outputs are all stored. It returns how many inputs it
-// settled and, when it stopped short, why.
-func (r *Runner) process(ctx context.Context, batch []jetstream.Msg) (int, error) {
-	items := make([]item, 0, len(batch))
-	var stepErr error
-	for _, raw := range batch {
-		it, err := r.step(ctx, raw)
-		if err != nil {
-			stepErr = err
-			break
-		}
-		items = append(items, it)
-	}
-	var outs []*nats.Msg
-	for _, it := range items {
-		outs = append(outs, it.outs...)
-	}
-	stored, pubErr := r.publish(ctx, outs)
-	// Settle the inputs whose outputs are all stored.
-	done, k := 0, 0
-	for _, it := range items {
-		if k+len(it.outs) > stored {
-			break
-		}
-		k += len(it.outs)
-		done++
-		if it.rejected != nil {
-			r.log.Warn("input rejected", "subject", it.in.Subject, "seq", it.in.Seq, "err", it.rejected)
-			if err := it.raw.TermWithReason(truncate(it.rejected.Error(), 200)); err != nil {
-				r.log.Debug("term failed", "subject", it.in.Subject, "err", err)
-			}
-			r.m.inputs.WithLabelValues("term").Inc()
-			continue
-		}
-		if err := it.raw.Ack(); err != nil {
-			r.log.Debug("ack failed", "subject", it.in.Subject, "err", err)
-		}
-		if it.covered {
-			r.log.Debug("input already covered", "subject", it.in.Subject, "seq", it.in.Seq)
-			r.m.inputs.WithLabelValues("covered").Inc()
-			continue
-		}
-		r.m.inputs.WithLabelValues("ack").Inc()
-	}
-	r.m.outputs.Add(float64(stored))
-	if pubErr != nil {
-		return done, pubErr
-	}
-	return done, stepErr
-}
-
-// step runs one input through the stage, warming its series first when
-// needed. An error is a failure worth retrying; a rejection is in the item.
-func (r *Runner) step(ctx context.Context, raw jetstream.Msg) (item, error) {
-	it := item{raw: raw}
-	md, err := raw.Metadata()
-	if err != nil {
-		it.rejected = streams.Permanent(fmt.Errorf("pipeline: metadata: %w", err))
-		return it, nil
-	}
-	it.in = Msg{Stream: md.Stream, Subject: raw.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Data: raw.Data()}
-	it.outs, err = r.run1(ctx, it.in)
-	if errors.Is(err, errCovered) {
-		it.covered, err = true, nil
-	}
-	if errors.Is(err, streams.ErrPermanent) {
-		it.rejected, err = err, nil
-	}
-	return it, err
-}
-
-func (r *Runner) run1(ctx context.Context, m Msg) ([]*nats.Msg, error) {
-	evs, err := r.d.step(ctx, m)
-	if err != nil {
-		return nil, err
-	}
-	outs := make([]*nats.Msg, 0, len(evs))
-	for _, ev := range evs {
-		msg, err := streams.NewMsg(ev)
-		if err != nil {
-			return nil, invalidOutput(m, err)
-		}
-		outs = append(outs, msg)
-	}
-	return outs, nil
-}
-
-// publish stores outs in order: all of them asynchronously, then every
-// PubAck awaited. From the first one that failed or timed out, the rest go
-// again one at a time, in order (the server drops what it already holds by
-// msg-id), so an output is never stored after a later one that a single
-// connection's in-order delivery could not have put ahead of it. It
-// returns how many of outs, from the start, are stored.
-func (r *Runner) publish(ctx context.Context, outs []*nats.Msg) (int, error) {
-	if len(outs) == 0 {
-		return 0, nil
-	}
-	futs := make([]jetstream.PubAckFuture, 0, len(outs))
-	for _, m := range outs {
-		f, err := r.js.PublishMsgAsync(m)
-		if err != nil {
-			break
-		}
-		futs = append(futs, f)
-	}
-	timeout := time.NewTimer(r.cfg.PublishTimeout)
-	defer timeout.Stop()
-	stored := 0
-wait:
-	for _, f := range futs {
-		select {
-		case <-f.Ok():
-			stored++
-		case err := <-f.Err():
-			r.log.Debug("async publish failed", "subject", f.Msg().Subject, "err", err)
-			break wait
-		case <-timeout.C:
-			break wait
-		}
-	}
-	for ; stored < len(outs); stored++ {
-		r.m.republished.Inc()
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		_, err := r.js.PublishMsg(pctx, outs[stored])
-		cancel()
-		if err != nil {
-			return stored, fmt.Errorf("pipeline: publish %s: %w", outs[stored].Header.Get(jetstream.MsgIDHeader), err)
-		}
-	}
-	return stored, nil
 }
 
 func truncate(s string, n int) string {

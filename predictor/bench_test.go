@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,8 +133,8 @@ func putChampion(b *testing.B, js jetstream.JetStream) {
 }
 
 // startPipeline runs a features and a predictor worker until the benchmark
-// ends.
-func startPipeline(b *testing.B, fjs, pjs jetstream.JetStream) {
+// ends or the returned stop is called.
+func startPipeline(b *testing.B, fjs, pjs jetstream.JetStream) (stop func()) {
 	ctx, cancel := context.WithCancel(b.Context())
 	fw, err := features.New(features.Config{Spec: features.DefaultSpec()}, features.Deps{JS: fjs, Log: discard, Registry: prometheus.NewRegistry()})
 	if err != nil {
@@ -145,7 +147,10 @@ func startPipeline(b *testing.B, fjs, pjs jetstream.JetStream) {
 	done := make(chan struct{}, 2)
 	go func() { _ = fw.Run(ctx); done <- struct{}{} }()
 	go func() { _ = pw.Run(ctx); done <- struct{}{} }()
-	b.Cleanup(func() { cancel(); <-done; <-done })
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; <-done }) }
+	b.Cleanup(stop)
+	return stop
 }
 
 func streamCount(b *testing.B, js jetstream.JetStream, name string) uint64 {
@@ -258,8 +263,8 @@ func rawHop(ctx context.Context, b *testing.B, js jetstream.JetStream, from, to 
 // rawChain is the ceiling of the features -> predictor topology: n
 // messages of inSize already stored in A, moved to B (midSize) and then C
 // (outSize) by two rawHops on their own connections, as the two workers
-// are. It returns messages per second until the last is stored in C.
-func rawChain(b *testing.B, n, inSize, midSize, outSize int) float64 {
+// are, from the hops' start until the last is stored in C.
+func rawChain(b *testing.B, n, inSize, midSize, outSize int) pass {
 	s := natstest.Server(b)
 	_, js := natstest.Connect(b, s)
 	ctx := b.Context()
@@ -277,56 +282,113 @@ func rawChain(b *testing.B, n, inSize, midSize, outSize int) float64 {
 	<-js.PublishAsyncComplete()
 	_, js1 := natstest.Connect(b, s)
 	_, js2 := natstest.Connect(b, s)
-	began := time.Now()
+	p := begin(n)
 	done := make(chan struct{}, 2)
 	go func() { rawHop(ctx, b, js1, "A", "B", n, midSize); done <- struct{}{} }()
 	go func() { rawHop(ctx, b, js2, "B", "C", n, outSize); done <- struct{}{} }()
 	<-done
 	<-done
-	return float64(n) / time.Since(began).Seconds()
+	return p.end()
 }
 
-// BenchmarkPipelineThroughput: candles already in MARKET, a champion in
-// the registry, then features and predictor started (each on its own
-// connection, as separate processes would be); the figure is candles per
-// second until the last prediction is stored. Beside it, in the same run:
-// raw durable consumption of as many candle-sized messages, and the raw
-// two-hop chain with the same batching and no application code (the
-// ceiling of this topology), with payloads the size of a candle, a vector
-// and a prediction.
+// pipelinePass: the candles already in MARKET and a champion in the
+// registry, then features and predictor started on their own connections
+// (as separate processes would be), until the last prediction is stored.
+func pipelinePass(b *testing.B, candles []streams.Candle) pass {
+	s := natstest.Server(b)
+	_, js := natstest.Connect(b, s)
+	if err := streams.Ensure(b.Context(), js, streams.Declare(1)); err != nil {
+		b.Fatal(err)
+	}
+	putChampion(b, js)
+	loadCandles(b, js, candles)
+	want := uint64(len(candles) - features.DefaultSpec().Need())
+	_, fjs := natstest.Connect(b, s)
+	_, pjs := natstest.Connect(b, s)
+	p := begin(len(candles))
+	stop := startPipeline(b, fjs, pjs)
+	defer stop()
+	for streamCount(b, js, streams.StreamPredictions) < want {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return p.end()
+}
+
+// pass is one measured run: messages per second, and the process's CPU
+// time per message (the embedded server's included: it is in the same
+// process).
+type pass struct {
+	n        int
+	began    time.Time
+	cpuBegan time.Duration
+	rate     float64
+	cpuPer   time.Duration
+}
+
+func begin(n int) pass { return pass{n: n, began: time.Now(), cpuBegan: cpuTime()} }
+
+func (p pass) end() pass {
+	p.rate = float64(p.n) / time.Since(p.began).Seconds()
+	p.cpuPer = (cpuTime() - p.cpuBegan) / time.Duration(p.n)
+	return p
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median(xs []float64) float64 {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+// BenchmarkPipelineThroughput: candles per second through features ->
+// predictor from a backlog (pipelinePass) against, in the same iteration,
+// the raw two-hop chain with the same batching and no application code
+// (the ceiling of this topology) with payloads the size of a candle, a
+// vector and a prediction, and raw durable consumption of as many
+// candle-sized messages. Each iteration runs the chain and the pipeline
+// back to back, in alternating order so that a drift of the machine's load
+// favours neither; the figures are the medians over iterations of each
+// iteration's own ratio: run it with -benchtime=5x or more.
 func BenchmarkPipelineThroughput(b *testing.B) {
 	const n = 20000
 	candles := meanReverting(n, 2)
 	sample, _ := streams.Encode(&candles[0])
 	vecSize, predSize := sizes(b, candles)
-	var pipe, raw, chain float64
-	for range b.N {
-		raw += rawConsume(b, n, len(sample), 1024)
-		chain += rawChain(b, n, len(sample), vecSize, predSize)
-
-		s := natstest.Server(b)
-		_, js := natstest.Connect(b, s)
-		if err := streams.Ensure(b.Context(), js, streams.Declare(1)); err != nil {
-			b.Fatal(err)
+	var pipes, chains, raws, toChain, toRaw, cpuPipe, cpuChain []float64
+	for i := range b.N {
+		var pipe, chain pass
+		if i%2 == 0 {
+			chain = rawChain(b, n, len(sample), vecSize, predSize)
+			pipe = pipelinePass(b, candles)
+		} else {
+			pipe = pipelinePass(b, candles)
+			chain = rawChain(b, n, len(sample), vecSize, predSize)
 		}
-		putChampion(b, js)
-		loadCandles(b, js, candles)
-		want := uint64(n - features.DefaultSpec().Need())
-		_, fjs := natstest.Connect(b, s)
-		_, pjs := natstest.Connect(b, s)
-		began := time.Now()
-		startPipeline(b, fjs, pjs)
-		for streamCount(b, js, streams.StreamPredictions) < want {
-			time.Sleep(5 * time.Millisecond)
-		}
-		pipe += float64(n) / time.Since(began).Seconds()
+		raw := rawConsume(b, n, len(sample), 1024)
+		pipes, chains, raws = append(pipes, pipe.rate), append(chains, chain.rate), append(raws, raw)
+		toChain, toRaw = append(toChain, pipe.rate/chain.rate), append(toRaw, pipe.rate/raw)
+		cpuPipe = append(cpuPipe, float64(pipe.cpuPer)/1e3)
+		cpuChain = append(cpuChain, float64(chain.cpuPer)/1e3)
+		b.Logf("pass %d: pipeline %.0f candles/s (%.1f µs CPU each), raw chain %.0f msgs/s (%.1f µs), ratio %.2f; raw consume %.0f msgs/s",
+			i+1, pipe.rate, cpuPipe[i], chain.rate, cpuChain[i], toChain[i], raw)
 	}
-	k := float64(b.N)
-	b.ReportMetric(pipe/k, "candles/s")
-	b.ReportMetric(raw/k, "raw_consume_msgs/s")
-	b.ReportMetric(chain/k, "raw_chain_msgs/s")
-	b.ReportMetric(pipe/raw, "ratio_to_raw_consume")
-	b.ReportMetric(pipe/chain, "ratio_to_raw_chain")
+	b.ReportMetric(median(pipes), "candles/s")
+	b.ReportMetric(median(chains), "raw_chain_msgs/s")
+	b.ReportMetric(median(raws), "raw_consume_msgs/s")
+	b.ReportMetric(median(toChain), "ratio_to_raw_chain")
+	b.ReportMetric(median(toRaw), "ratio_to_raw_consume")
+	b.ReportMetric(median(cpuPipe), "cpu_µs/candle")
+	b.ReportMetric(median(cpuChain), "chain_cpu_µs/msg")
 }
 
 // sizes are the encoded sizes of a vector and a prediction made from

@@ -100,6 +100,10 @@ type Live struct {
 	scores []Score
 	next   int
 	total  int
+	// Running figures over scores for Gauges, on every score: Metrics
+	// is a pass over the whole window.
+	absSum      float64
+	hits, moves int
 }
 
 // NewLive keeps the last size scores.
@@ -108,12 +112,47 @@ func NewLive(size int) *Live { return &Live{size: size} }
 // Add records a score.
 func (l *Live) Add(s Score) {
 	l.total++
+	l.count(s, 1)
 	if len(l.scores) < l.size {
 		l.scores = append(l.scores, s)
 		return
 	}
+	l.count(l.scores[l.next], -1)
 	l.scores[l.next] = s
 	l.next = (l.next + 1) % l.size
+	if l.next == 0 {
+		// Once per window, so that the running sum's rounding does
+		// not build up.
+		l.absSum = 0
+		for _, s := range l.scores {
+			l.absSum += math.Abs(s.Predicted - s.Actual)
+		}
+	}
+}
+
+// count adds (sign 1) or removes (-1) a score from the running figures,
+// with the definitions of trainer.Evaluate.
+func (l *Live) count(s Score, sign int) {
+	l.absSum += float64(sign) * math.Abs(s.Predicted-s.Actual)
+	if s.Actual != 0 {
+		l.moves += sign
+		if s.Predicted*s.Actual > 0 {
+			l.hits += sign
+		}
+	}
+}
+
+// Gauges are the window's mean absolute error and direction accuracy, as
+// Metrics gives them (the error to rounding), in constant time.
+func (l *Live) Gauges() (mae, hitRatio float64) {
+	if len(l.scores) == 0 {
+		return 0, 0
+	}
+	mae = l.absSum / float64(len(l.scores))
+	if l.moves > 0 {
+		hitRatio = float64(l.hits) / float64(l.moves)
+	}
+	return mae, hitRatio
 }
 
 // Metrics are the figures over the window, with the same definitions as the

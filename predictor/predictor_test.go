@@ -48,6 +48,25 @@ func TestLiveWindow(t *testing.T) {
 	}
 }
 
+// TestLiveGaugesFollowMetrics: the constant-time gauges give the window's
+// figures as Metrics computes them, through several turns of the window.
+func TestLiveGaugesFollowMetrics(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	l := predictor.NewLive(50)
+	for i := range 260 {
+		s := predictor.Score{Predicted: r.NormFloat64() * 1e-3, Actual: r.NormFloat64() * 1e-3}
+		if i%7 == 0 {
+			s.Actual = 0 // a flat minute: no move
+		}
+		l.Add(s)
+		mae, hit := l.Gauges()
+		m := l.Metrics()
+		if math.Abs(mae-m.MAE) > 1e-15 || hit != m.DirectionAccuracy {
+			t.Fatalf("after %d scores: gauges %v %v, metrics %v %v", i+1, mae, hit, m.MAE, m.DirectionAccuracy)
+		}
+	}
+}
+
 // TestNoLookaheadPrediction: rewriting every candle after t leaves the
 // vector and the prediction made at t unchanged.
 func TestNoLookaheadPrediction(t *testing.T) {

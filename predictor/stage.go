@@ -325,12 +325,12 @@ func (p *Predictions) record(ctx context.Context, v streams.FeatureVector, s Sco
 	l.Add(s)
 	labels := []string{v.Symbol, v.Interval.String()}
 	p.absError.WithLabelValues(labels...).Observe(s.AbsError)
-	m := l.Metrics()
-	p.hitRatio.WithLabelValues(labels...).Set(m.DirectionAccuracy)
-	p.liveMAE.WithLabelValues(labels...).Set(m.MAE)
+	mae, hit := l.Gauges()
+	p.hitRatio.WithLabelValues(labels...).Set(hit)
+	p.liveMAE.WithLabelValues(labels...).Set(mae)
 	p.unflush[s.ModelID]++
 	if p.unflush[s.ModelID] >= p.cfg.FlushEvery {
-		p.flush(ctx, s.ModelID, m)
+		p.flush(ctx, s.ModelID, l.Metrics())
 	}
 }
 
