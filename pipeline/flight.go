@@ -38,6 +38,10 @@ type flight struct {
 	futs  []jetstream.PubAckFuture
 	// stepErr stopped the stepping short: items are the inputs before it.
 	stepErr error
+	// refused: a PublishMsgAsync failed, so the rest of the outputs go
+	// one at a time when the flight lands, and nothing behind it may be
+	// published before.
+	refused bool
 	// lastDone says the last PubAck came in (lastErr its failure) while
 	// the runner waited for inputs: its future yields it once only.
 	lastDone bool
@@ -78,7 +82,6 @@ func (fl *flight) idle(signal <-chan struct{}, bound time.Duration) {
 func (r *Runner) launch(ctx context.Context, fl *flight) {
 	fl.began = time.Now()
 	r.m.batch.Observe(float64(len(fl.batch)))
-	async := true
 	for _, raw := range fl.batch {
 		from := len(fl.outs)
 		it, err := r.step(ctx, raw, fl)
@@ -90,13 +93,13 @@ func (r *Runner) launch(ctx context.Context, fl *flight) {
 		// After a failed PublishMsgAsync the rest go synchronously, in
 		// order, when the flight lands.
 		for _, m := range fl.outs[from:] {
-			if !async {
+			if fl.refused {
 				break
 			}
 			f, err := r.js.PublishMsgAsync(m)
 			if err != nil {
 				r.log.Debug("async publish refused", "subject", m.Subject, "err", err)
-				async = false
+				fl.refused = true
 				break
 			}
 			fl.futs = append(fl.futs, f)

@@ -170,7 +170,9 @@ func (r *Runner) run(ctx context.Context) error {
 	var flights [2]flight
 	var prev *flight
 	for {
-		canLaunch := prev == nil || (prev.stepErr == nil && len(prev.batch) < window)
+		// Nothing is stepped past a failed step, nor published behind
+		// an output that still has to go one at a time.
+		canLaunch := prev == nil || (prev.stepErr == nil && !prev.refused && len(prev.batch) < window)
 		switch {
 		case prev == nil && in.len() == 0:
 			select {

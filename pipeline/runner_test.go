@@ -399,3 +399,89 @@ func TestRunnerRetryInPlace(t *testing.T) {
 		t.Fatalf("%v inputs handed back", got)
 	}
 }
+
+// failOutput wraps a runner's bus so that one output's asynchronous
+// publish fails and its publish one at a time fails `times` times: the
+// batch stops short in the middle. refuse: the asynchronous publish is
+// refused before it is sent; otherwise it is sent and stored but its
+// PubAck lost, while the server still stores what follows.
+type failOutput struct {
+	pipeline.JetStream
+	id     string
+	refuse bool
+	times  atomic.Int32
+}
+
+// lostAck is the future of a publish whose PubAck never came.
+type lostAck struct {
+	msg *nats.Msg
+	err chan error
+}
+
+func (l lostAck) Ok() <-chan *jetstream.PubAck { return nil }
+func (l lostAck) Err() <-chan error            { return l.err }
+func (l lostAck) Msg() *nats.Msg               { return l.msg }
+
+func (f *failOutput) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if m.Header.Get(jetstream.MsgIDHeader) != f.id {
+		return f.JetStream.PublishMsgAsync(m, opts...)
+	}
+	if f.refuse {
+		return nil, errors.New("test: async publish refused")
+	}
+	if _, err := f.JetStream.PublishMsgAsync(m, opts...); err != nil {
+		return nil, err
+	}
+	l := lostAck{msg: m, err: make(chan error, 1)}
+	l.err <- errors.New("test: PubAck lost")
+	return l, nil
+}
+
+func (f *failOutput) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if m.Header.Get(jetstream.MsgIDHeader) == f.id && f.times.Add(-1) >= 0 {
+		return nil, errors.New("test: publish failed")
+	}
+	return f.JetStream.PublishMsg(ctx, m, opts...)
+}
+
+// TestRunnerRetryPublishInOrder: an output that cannot be confirmed for a
+// while stops its batch in the middle of a backlog, where the runner steps
+// and publishes the next batch while the first lands; it retries from
+// that output, the batch behind it included, and every output is stored
+// once, in order.
+func TestRunnerRetryPublishInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		refuse  bool
+		retries float64
+	}{
+		// Two failures one at a time: the first stops the batch, the
+		// second its first retry.
+		{"refused", true, 2},
+		{"ack lost", false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, js := setup(t)
+			keys := []string{"a", "b"}
+			inputs(t, js, keys, 0, 6*batch)
+			// Input 2*batch+10 (seq 2*batch+11, key a): past the first
+			// batch, which a new owner handles on its own.
+			const seq = 2*batch + 11
+			f := &failOutput{id: fmt.Sprintf("sum:a:%d", seq), refuse: tc.refuse}
+			f.times.Store(2)
+			in := run(t, s, newSummer(), func(_ *nats.Conn, js pipeline.JetStream) pipeline.JetStream {
+				f.JetStream = js
+				return f
+			})
+			natstest.WaitFor(t, 60*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 6*batch })
+			in.stop()
+			check(t, outputs(t, js), want(keys, 6*batch, nil))
+			if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batch_retries_total", nil); got != tc.retries {
+				t.Fatalf("%v retries, want %v", got, tc.retries)
+			}
+			if got := opstest.Value(t, in.reg, "cryptostream_pipeline_inputs_total", map[string]string{"outcome": "nak"}); got != 0 {
+				t.Fatalf("%v inputs handed back", got)
+			}
+		})
+	}
+}
