@@ -15,6 +15,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/gateway"
+	"cryptostream/registry"
 	"cryptostream/streams"
 )
 
@@ -285,6 +286,10 @@ func TestPredictionEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg, err := registry.OpenJobs(t.Context(), s.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, kind := range []streams.JobKind{streams.JobTrain, streams.JobScore, streams.JobPredict} {
 		r := s.expect(s.call("POST", "/prediction/"+string(kind), admin, map[string]any{"asset": "BTC-USD", "interval": "5m", "params": map[string]string{"window": "30"}}), http.StatusAccepted)
 		acc := r.json(t)
@@ -295,6 +300,10 @@ func TestPredictionEndpoints(t *testing.T) {
 		st := s.expect(s.call("GET", "/prediction/jobs/"+id, user, nil), http.StatusOK).json(t)
 		if st["state"] != "queued" || st["kind"] != string(kind) || st["asset"] != "BTC/USD" || st["interval"] != "5m" {
 			t.Fatalf("status = %v", st)
+		}
+		// The status is registry's, which the workers move forward.
+		if rst, err := reg.Get(t.Context(), id); err != nil || rst.State != streams.JobQueued || rst.Job.RequestedBy != adminName || rst.V != streams.SchemaVersion {
+			t.Fatalf("registry status = %+v, %v", rst, err)
 		}
 		msg, err := jobs.GetLastMsgForSubject(t.Context(), streams.JobSubject(kind))
 		if err != nil {

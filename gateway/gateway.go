@@ -20,6 +20,7 @@ import (
 	"cryptostream/gateway/hub"
 	"cryptostream/notifier"
 	"cryptostream/readmodel"
+	"cryptostream/registry"
 	"cryptostream/streams"
 )
 
@@ -99,7 +100,9 @@ type Bucket = auth.KV
 
 // Deps are what the gateway talks to.
 type Deps struct {
-	Users, Assets, Jobs, Registry Bucket
+	Users, Assets, Registry Bucket
+	// Jobs is the jobs bucket, written through registry.Jobs.
+	Jobs registry.JobBucket
 	// Prefs holds each user's dashboard preferences.
 	Prefs Bucket
 	// Rules is the alert-rules bucket; without it the alert routes answer
@@ -138,6 +141,7 @@ type Gateway struct {
 	m         *metrics
 	rules     *notifier.Store
 	tokens    *tokenCache
+	jobs      *registry.Jobs
 }
 
 // New builds a gateway; it does no I/O.
@@ -189,6 +193,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		pairs:     &pairCache{src: d.Pairs, ttl: cfg.PairsTTL, now: now},
 		m:         newMetrics(d.Metrics),
 		tokens:    newTokenCache(d.Tokens.Verify, now, 10_000),
+		jobs:      registry.NewJobs(d.Jobs, d.Publisher, now),
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
 	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
@@ -277,12 +282,17 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 	for _, b := range []struct {
 		name string
 		dst  *Bucket
-	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketJobs, &d.Jobs}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}, {streams.BucketAlertRules, &d.Rules}} {
+	}{{streams.BucketUsers, &d.Users}, {streams.BucketAssets, &d.Assets}, {streams.BucketModelRegistry, &d.Registry}, {streams.BucketPreferences, &d.Prefs}, {streams.BucketAlertRules, &d.Rules}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("gateway: open bucket %s: %w", b.name, err)
 		}
 		*b.dst = kv
 	}
+	kv, err := js.KeyValue(ctx, streams.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("gateway: open bucket %s: %w", streams.BucketJobs, err)
+	}
+	d.Jobs = kv
 	return nil
 }

@@ -198,25 +198,7 @@ func (g *Gateway) submitJob(kind streams.JobKind) http.HandlerFunc {
 		job := streams.Job{ID: auth.NewID(), Kind: kind, Symbol: sym, Interval: iv, Params: body.Params, RequestedBy: actor, RequestedAt: g.now().UTC()}
 		ctx, cancel := g.io(r)
 		defer cancel()
-		// The status is written before the job is published so that a
-		// worker that takes it at once finds a status to move forward.
-		st := streams.JobStatus{Schema: streams.Schema{V: streams.SchemaVersion}, Job: job, State: streams.JobQueued, UpdatedAt: job.RequestedAt}
-		st.Job.V = streams.SchemaVersion
-		b, err := json.Marshal(st)
-		if err != nil {
-			g.fail(w, r, err)
-			return
-		}
-		rev, err := g.d.Jobs.Create(ctx, job.ID, b)
-		if err != nil {
-			g.fail(w, r, fmt.Errorf("gateway: store job status: %w", err))
-			return
-		}
-		if _, err := streams.Publish(ctx, g.d.Publisher, &job); err != nil {
-			st.State, st.Error, st.UpdatedAt = streams.JobFailed, "could not queue the job", g.now().UTC()
-			if b, merr := json.Marshal(st); merr == nil {
-				_, _ = g.d.Jobs.Update(ctx, job.ID, b, rev) // a worker cannot have it: it was never queued
-			}
+		if err := g.jobs.Submit(ctx, &job); err != nil {
 			g.fail(w, r, fmt.Errorf("gateway: queue job: %w", err))
 			return
 		}
@@ -234,18 +216,13 @@ func (g *Gateway) getJob(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
-	e, err := g.d.Jobs.Get(ctx, id)
+	st, err := g.jobs.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		g.fail(w, r, errorf(http.StatusNotFound, "job_not_found", "no such job"))
 		return
 	}
 	if err != nil {
 		g.fail(w, r, fmt.Errorf("gateway: get job: %w", err))
-		return
-	}
-	var st streams.JobStatus
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		g.fail(w, r, fmt.Errorf("gateway: decode job %s: %w", id, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"job_id": id, "kind": st.Job.Kind, "asset": st.Job.Symbol, "interval": st.Job.Interval.String(),

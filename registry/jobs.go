@@ -18,10 +18,19 @@ type JobQueue interface {
 	streams.Publisher
 }
 
+// JobBucket is the part of the jobs bucket the registry uses
+// (jetstream.KeyValue is one).
+type JobBucket interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
 // Jobs is the jobs bucket and the JOBS stream: a job's life from submit to
 // its last state.
 type Jobs struct {
-	kv  jetstream.KeyValue
+	kv  JobBucket
 	pub streams.Publisher
 	now func() time.Time
 }
@@ -33,20 +42,33 @@ func OpenJobs(ctx context.Context, js JobQueue, now func() time.Time) (*Jobs, er
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %s: %w", streams.BucketJobs, err)
 	}
+	return NewJobs(kv, js, now), nil
+}
+
+// NewJobs is Jobs over a jobs bucket already open, publishing to JOBS
+// through pub; now is the clock for status times (time.Now when nil).
+func NewJobs(kv JobBucket, pub streams.Publisher, now func() time.Time) *Jobs {
 	if now == nil {
 		now = time.Now
 	}
-	return &Jobs{kv: kv, pub: js, now: now}, nil
+	return &Jobs{kv: kv, pub: pub, now: now}
 }
 
 // Submit records job as queued, then publishes it to JOBS: a worker that
 // takes it at once finds a status to move forward. Submitting the same id
-// again is a retry (the publish is deduplicated by id).
+// again is a retry (the publish is deduplicated by id). When the publish
+// fails the status says the job failed, unless a worker has moved it on
+// meanwhile (the publish may have been stored with its ack lost).
 func (j *Jobs) Submit(ctx context.Context, job *streams.Job) error {
-	if err := j.Queue(ctx, *job); err != nil {
+	rev, err := j.queue(ctx, *job)
+	if err != nil {
 		return err
 	}
 	if _, err := streams.Publish(ctx, j.pub, job); err != nil {
+		st := j.status(streams.JobStatus{Job: *job, State: streams.JobFailed, Error: "could not queue the job"})
+		if b, merr := json.Marshal(st); merr == nil {
+			_, _ = j.kv.Update(ctx, job.ID, b, rev) // a revision mismatch: a worker has it
+		}
 		return fmt.Errorf("registry: submit %s: %w", job.ID, err)
 	}
 	return nil
@@ -55,10 +77,15 @@ func (j *Jobs) Submit(ctx context.Context, job *streams.Job) error {
 // Queue records job as queued without publishing it: for a stage whose
 // runner publishes the job as its output.
 func (j *Jobs) Queue(ctx context.Context, job streams.Job) error {
+	_, err := j.queue(ctx, job)
+	return err
+}
+
+func (j *Jobs) queue(ctx context.Context, job streams.Job) (uint64, error) {
 	if err := job.Validate(); err != nil {
-		return err
+		return 0, err
 	}
-	return j.put(ctx, streams.JobStatus{Job: job, State: streams.JobQueued})
+	return j.write(ctx, streams.JobStatus{Job: job, State: streams.JobQueued})
 }
 
 // Start marks a job running.
@@ -121,16 +148,28 @@ func (j *Jobs) Wait(ctx context.Context, id string) (streams.JobStatus, error) {
 }
 
 func (j *Jobs) put(ctx context.Context, st streams.JobStatus) error {
-	st.V = streams.SchemaVersion
-	st.UpdatedAt = j.now().UTC()
-	b, err := json.Marshal(st)
+	_, err := j.write(ctx, st)
+	return err
+}
+
+func (j *Jobs) write(ctx context.Context, st streams.JobStatus) (uint64, error) {
+	b, err := json.Marshal(j.status(st))
 	if err != nil {
-		return fmt.Errorf("registry: encode job status: %w", err)
+		return 0, fmt.Errorf("registry: encode job status: %w", err)
 	}
-	if _, err := j.kv.Put(ctx, st.Job.ID, b); err != nil {
-		return fmt.Errorf("registry: job status %s: %w", st.Job.ID, err)
+	rev, err := j.kv.Put(ctx, st.Job.ID, b)
+	if err != nil {
+		return 0, fmt.Errorf("registry: job status %s: %w", st.Job.ID, err)
 	}
-	return nil
+	return rev, nil
+}
+
+// status stamps st with the schema version and the time.
+func (j *Jobs) status(st streams.JobStatus) streams.JobStatus {
+	st.V = streams.SchemaVersion
+	st.Job.V = streams.SchemaVersion
+	st.UpdatedAt = j.now().UTC()
+	return st
 }
 
 func decodeStatus(id string, b []byte) (streams.JobStatus, error) {

@@ -1,12 +1,14 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
@@ -201,5 +203,31 @@ func TestJobLifecycle(t *testing.T) {
 	}
 	if st, err := jobs.Wait(ctx, "j1"); err != nil || st.State != streams.JobDone || st.Result["k"] != "v" {
 		t.Fatalf("Wait on a finished job: %+v, %v", st, err)
+	}
+}
+
+// failingPublisher is a JOBS stream that cannot be reached.
+type failingPublisher struct{}
+
+func (failingPublisher) PublishMsg(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	return nil, errors.New("test: no responders")
+}
+
+// TestSubmitNotQueued: a job whose publish fails is not left queued,
+// where nothing would ever take it: its status says it failed.
+func TestSubmitNotQueued(t *testing.T) {
+	js := bus(t)
+	ctx := t.Context()
+	kv, err := js.KeyValue(ctx, streams.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := registry.NewJobs(kv, failingPublisher{}, nil)
+	job := streams.Job{ID: "j2", Kind: streams.JobScore, Symbol: sym, Interval: streams.Interval1m, RequestedAt: time.Now()}
+	if err := jobs.Submit(ctx, &job); err == nil {
+		t.Fatal("submit succeeded with no JOBS stream")
+	}
+	if st, err := jobs.Get(ctx, "j2"); err != nil || st.State != streams.JobFailed || st.Error == "" {
+		t.Fatalf("status %+v, %v", st, err)
 	}
 }
