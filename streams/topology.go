@@ -274,7 +274,8 @@ func durable(stream, name string, pinned bool, filters ...string) ConsumerSpec {
 }
 
 // StageBatch is the in-flight bound of a consumer that keeps per-series
-// order (see inOrder), and so the largest batch its stage runner handles.
+// order (see inOrder): its stage runner handles it as two batches of half
+// as many, one stepped while the other's outputs are stored.
 const StageBatch = 256
 
 // inOrder bounds a per-series consumer to one batch of its stage runner in
