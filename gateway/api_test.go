@@ -208,7 +208,12 @@ func TestHistory(t *testing.T) {
 
 func samplePrediction(start time.Time, close float64) streams.Prediction {
 	return streams.Prediction{Symbol: "BTC/USD", Interval: streams.Interval1m, Start: start, Target: start.Add(time.Minute), Horizon: 1,
-		ModelID: "m1", Close: close, LogReturn: 0.0001, PredictedClose: close + 1, Lower: close - 5, Upper: close + 7}
+		ModelID: "m1", Close: close, LogReturn: 0.0001, PredictedClose: close + 1, Lower: close - 5, Upper: close + 7,
+		Model: streams.ModelLinear, Sigma: 0.0002, Forecasts: []streams.HorizonForecast{
+			{Horizon: 1, Target: start.Add(time.Minute), Model: streams.ModelLinear, ModelID: "m1", LogReturn: 0.0001, PredictedClose: close + 1,
+				Sigma: 0.0002, VolatilityModel: "combined", Ready: true, Intervals: []streams.ForecastInterval{{Level: 0.95, Lower: close - 5, Upper: close + 7, Covered: 0}}},
+			{Horizon: 15, Target: start.Add(15 * time.Minute), Model: streams.ModelNoChange, ModelID: streams.ModelNoChange, PredictedClose: close},
+		}}
 }
 
 func putRegistry(t testing.TB, s *stack, key string, v any) {
@@ -232,12 +237,18 @@ func TestPredictionEndpoints(t *testing.T) {
 	s := newStack(t)
 	user := s.signup("alice", "alice-password")
 	admin := s.login(adminName, adminPass)
-	for _, p := range []string{"/prediction/latest-prediction", "/prediction/best-model", "/prediction/model-evaluation"} {
+	for _, p := range []string{"/prediction/latest-prediction", "/prediction/best-model"} {
 		r := s.call("GET", p, user, nil)
 		if r.status != http.StatusNotFound {
 			t.Fatalf("%s before any model = %d %s", p, r.status, r.body)
 		}
 		r.errCode(t)
+	}
+	// With no champion the evaluation says why, and that no-change is
+	// what is published.
+	ev := s.expect(s.call("GET", "/prediction/model-evaluation", user, nil), http.StatusOK).json(t)
+	if ev["model"] != "no-change" || ev["promoted"] != false || !strings.Contains(ev["why"].(string), "no point model trained") {
+		t.Fatalf("evaluation before any model = %v", ev)
 	}
 	start := time.Unix(1677646800, 0).UTC()
 	for i := range 3 {
@@ -247,7 +258,8 @@ func TestPredictionEndpoints(t *testing.T) {
 		}
 	}
 	lp := s.expect(s.call("GET", "/prediction/latest-prediction?asset=BTC-USD", user, nil), http.StatusOK).json(t)
-	if lp["time"] != start.Add(2*time.Minute).Format(time.RFC3339) || lp["predicted_close"] != 23503.0 || lp["asset"] != "BTC/USD" {
+	if lp["time"] != start.Add(2*time.Minute).Format(time.RFC3339) || lp["predicted_close"] != 23503.0 || lp["asset"] != "BTC/USD" ||
+		lp["model"] != "linear" || len(lp["forecasts"].([]any)) != 2 {
 		t.Fatalf("latest prediction = %v", lp)
 	}
 	// asset defaults to BTC/USD.
@@ -265,14 +277,26 @@ func TestPredictionEndpoints(t *testing.T) {
 	if best["id"] != "m1" || best["champion"] != true {
 		t.Fatalf("best = %v", best)
 	}
-	ev := s.expect(s.call("GET", "/prediction/model-evaluation", user, nil), http.StatusOK).json(t)
-	if ev["model_id"] != "m1" || ev["metrics"].(map[string]any)["test"].(map[string]any)["mse"] != 1.5 {
+	// A rejected model of the series, newer: the evaluation of a series
+	// without a champion gives its decision.
+	m3 := m1
+	m3.ID, m3.Symbol, m3.Champion, m3.Decision, m3.CreatedAt = "m3", "ETH/USD", false, "not promoted: against no-change DM -0.50, p 0.31", start.Add(time.Hour)
+	putRegistry(t, s, streams.ModelKey("m3"), m3)
+	putRegistry(t, s, streams.ForecastKey(streams.Interval1m, "ETH/USD"), streams.ForecastScore{Symbol: "ETH/USD", Interval: streams.Interval1m,
+		Horizons: []streams.HorizonScore{{Horizon: 1, Week: streams.ScoreWindow{N: 10, Coverage: []streams.LevelCoverage{{Level: 0.8, Coverage: 0.7}}}, Failing: true}}, UpdatedAt: start})
+	ev = s.expect(s.call("GET", "/prediction/model-evaluation?asset=ETH-USD", user, nil), http.StatusOK).json(t)
+	if ev["model"] != "no-change" || !strings.Contains(ev["why"].(string), "the latest, m3, not promoted: against no-change DM") ||
+		ev["forecast"].(map[string]any)["horizons"].([]any)[0].(map[string]any)["failing"] != true {
+		t.Fatalf("evaluation without a champion = %v", ev)
+	}
+	ev = s.expect(s.call("GET", "/prediction/model-evaluation", user, nil), http.StatusOK).json(t)
+	if ev["model_id"] != "m1" || ev["promoted"] != true || ev["metrics"].(map[string]any)["test"].(map[string]any)["mse"] != 1.5 {
 		t.Fatalf("evaluation = %v", ev)
 	}
-	if ms := s.expect(s.call("GET", "/prediction/models", user, nil), http.StatusOK).json(t)["models"].([]any); len(ms) != 2 {
+	if ms := s.expect(s.call("GET", "/prediction/models", user, nil), http.StatusOK).json(t)["models"].([]any); len(ms) != 3 {
 		t.Fatalf("models = %v", ms)
 	}
-	if ms := s.expect(s.call("GET", "/prediction/models?asset=ETH-USD", user, nil), http.StatusOK).json(t)["models"].([]any); len(ms) != 1 {
+	if ms := s.expect(s.call("GET", "/prediction/models?asset=ETH-USD", user, nil), http.StatusOK).json(t)["models"].([]any); len(ms) != 2 {
 		t.Fatalf("ETH models = %v", ms)
 	}
 	// A champion stored as a JSON string works too.

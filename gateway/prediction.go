@@ -43,6 +43,12 @@ type predictionView struct {
 	Lower          float64   `json:"lower"`
 	Upper          float64   `json:"upper"`
 	LogReturn      float64   `json:"log_return"`
+	// Model is "linear" (a champion's) or "no-change"; Sigma and
+	// Forecasts (every horizon with its intervals) are absent on
+	// predictions stored before they existed.
+	Model     string                    `json:"model,omitempty"`
+	Sigma     float64                   `json:"sigma,omitempty"`
+	Forecasts []streams.HorizonForecast `json:"forecasts,omitempty"`
 }
 
 func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +68,8 @@ func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, predictionView{sym, iv.String(), p.Start.UTC(), p.Target.UTC(), p.Horizon, p.ModelID, p.Close, p.PredictedClose, p.Lower, p.Upper, p.LogReturn})
+	writeJSON(w, http.StatusOK, predictionView{sym, iv.String(), p.Start.UTC(), p.Target.UTC(), p.Horizon, p.ModelID, p.Close, p.PredictedClose, p.Lower, p.Upper, p.LogReturn,
+		p.Model, p.Sigma, p.Forecasts})
 }
 
 func (g *Gateway) model(r *http.Request, id string) (streams.ModelRecord, error) {
@@ -111,16 +118,92 @@ func (g *Gateway) bestModel(w http.ResponseWriter, r *http.Request) {
 	g.fail(w, r, err)
 }
 
+// modelEvaluation is the champion's evaluation, or why there is none (the
+// latest model's decision, or that none was trained), with the series'
+// live forecast scores either way: a forecast is published on every
+// candle, champion or not.
 func (g *Gateway) modelEvaluation(w http.ResponseWriter, r *http.Request) {
 	sym, iv, err := seriesParams(r)
-	if err == nil {
-		var m streams.ModelRecord
-		if m, err = g.champion(r, sym, iv); err == nil {
-			writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "model_id": m.ID, "metrics": m.Metrics, "decision": m.Decision, "created_at": m.CreatedAt})
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	scores, err := g.forecastScore(r, sym, iv)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	m, err := g.champion(r, sym, iv)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		out := map[string]any{"asset": sym, "interval": iv.String(), "model": streams.ModelNoChange, "model_id": streams.ModelNoChange, "promoted": false}
+		if scores != nil {
+			out["forecast"] = scores
+		}
+		latest, n, err := g.latestModel(r, sym, iv)
+		if err != nil {
+			g.fail(w, r, err)
 			return
 		}
+		if n == 0 {
+			out["why"] = "no point model trained for " + sym + " " + iv.String() + " yet: the trainer trains a series after --train-every vectors or on POST /prediction/train; until one beats no-change significantly, the no-change forecast is published with the volatility model's intervals"
+		} else {
+			out["why"] = fmt.Sprintf("none of the %d models trained beat no-change significantly; the latest, %s, %s", n, latest.ID, latest.Decision)
+			out["latest_model"] = map[string]any{"model_id": latest.ID, "decision": latest.Decision, "metrics": latest.Metrics, "created_at": latest.CreatedAt}
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
 	}
-	g.fail(w, r, err)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	out := map[string]any{"asset": sym, "interval": iv.String(), "model": streams.ModelLinear, "model_id": m.ID, "promoted": true,
+		"metrics": m.Metrics, "decision": m.Decision, "created_at": m.CreatedAt}
+	if scores != nil {
+		out["forecast"] = scores
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// forecastScore is the series' live forecast scores from the registry,
+// nil when none is stored yet.
+func (g *Gateway) forecastScore(r *http.Request, sym string, iv streams.Interval) (*streams.ForecastScore, error) {
+	ctx, cancel := g.io(r)
+	defer cancel()
+	e, err := g.d.Registry.Get(ctx, streams.ForecastKey(iv, sym))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gateway: forecast scores: %w", err)
+	}
+	var s streams.ForecastScore
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return nil, fmt.Errorf("gateway: decode forecast scores %s %s: %w", sym, iv, err)
+	}
+	return &s, nil
+}
+
+// latestModel is the newest model trained for the series and how many
+// were.
+func (g *Gateway) latestModel(r *http.Request, sym string, iv streams.Interval) (streams.ModelRecord, int, error) {
+	models, err := g.models(r, sym)
+	if err != nil {
+		return streams.ModelRecord{}, 0, err
+	}
+	var latest streams.ModelRecord
+	n := 0
+	for _, m := range models {
+		if m.Interval != iv {
+			continue
+		}
+		n++
+		if n == 1 || m.CreatedAt.After(latest.CreatedAt) {
+			latest = m
+		}
+	}
+	return latest, n, nil
 }
 
 func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request) {
@@ -132,12 +215,22 @@ func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	out, err := g.models(r, sym)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+}
+
+// models lists the registry's models of sym (every symbol when empty), by
+// id.
+func (g *Gateway) models(r *http.Request, sym string) ([]streams.ModelRecord, error) {
 	ctx, cancel := g.io(r)
 	defer cancel()
 	lister, err := g.d.Registry.ListKeys(ctx)
 	if err != nil {
-		g.fail(w, r, fmt.Errorf("gateway: list models: %w", err))
-		return
+		return nil, fmt.Errorf("gateway: list models: %w", err)
 	}
 	var ids []string
 	for k := range lister.Keys() {
@@ -154,14 +247,13 @@ func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if err != nil {
-			g.fail(w, r, err)
-			return
+			return nil, err
 		}
 		if sym == "" || m.Symbol == sym {
 			out = append(out, m)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+	return out, nil
 }
 
 func (g *Gateway) submitJob(kind streams.JobKind) http.HandlerFunc {

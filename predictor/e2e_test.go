@@ -203,8 +203,8 @@ func TestEndToEnd(t *testing.T) {
 		return info.State.Msgs
 	}
 
-	// Before any champion: vectors flow, predictions do not, and /readyz
-	// says why.
+	// Before any champion: vectors flow, each with the no-change
+	// forecast, and /readyz says why.
 	warm := features.DefaultSpec().Lookback()
 	publish(candles[:1700])
 	// Every wait fails only when its figure stops moving for a minute:
@@ -218,8 +218,15 @@ func TestEndToEnd(t *testing.T) {
 		handled := opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", nil)
 		return opstest.Value(t, pred.reg, "cryptostream_predictor_vectors_total", map[string]string{"outcome": "no_champion"}) > 0, fmt.Sprint(int(handled))
 	})
-	if got, _ := predictionsByStart(t, js); len(got) != 0 {
-		t.Fatalf("%d predictions without a champion", len(got))
+	natstest.WaitProgress(t, stall, "a no-change forecast per vector", func() (bool, string) {
+		_, n := predictionsByStart(t, js)
+		return n >= int(vectors()), fmt.Sprint(n)
+	})
+	noChange, _ := predictionsByStart(t, js)
+	for start, ps := range noChange {
+		if len(ps) != 1 || ps[0].Model != streams.ModelNoChange || ps[0].ModelID != streams.ModelNoChange || ps[0].LogReturn != 0 || len(ps[0].Forecasts) != 3 {
+			t.Fatalf("before any champion, at %s: %+v", start, ps)
+		}
 	}
 	if d := health.Evaluate(ctx).Details["predictor"]; !strings.Contains(d, "no champion") {
 		t.Fatalf("readyz detail %q", d)
@@ -269,16 +276,16 @@ func TestEndToEnd(t *testing.T) {
 	feat = startFeatures()
 	pred = startPredictor(health2)
 
-	want := len(candles) - from
+	want := len(candles) - warm
 	// Progress is anything stored down the chain; the restarted workers
 	// first wait for the killed ones' batches to come back.
-	natstest.WaitProgress(t, stall, "a prediction for every candle after the champion", func() (bool, string) {
+	natstest.WaitProgress(t, stall, "a prediction for every vector", func() (bool, string) {
 		got, n := predictionsByStart(t, js)
-		return len(got) >= want, fmt.Sprint(n + int(vectors()))
+		return len(got) >= want && len(got) >= int(vectors()), fmt.Sprint(n + int(vectors()))
 	})
 	got, stored := predictionsByStart(t, js)
-	if stored != len(got) || len(got) != want {
-		t.Fatalf("%d predictions stored for %d candles, %d expected", stored, len(got), want)
+	if stored != len(got) || len(got) != int(vectors()) {
+		t.Fatalf("%d predictions stored for %d vectors: want exactly one each", stored, vectors())
 	}
 	champ, err := reg.Get(ctx, streams.ChampionKey(streams.Interval1m, symbol))
 	if err != nil {
@@ -290,8 +297,13 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("%d predictions at %s", len(ps), c.Start)
 		}
 		p := ps[0]
-		if p.ModelID != string(champ.Value()) || p.CandleSeq != seqs[c.Start] || p.Window[streams.QualityImported] == 0 || p.Close != c.Close {
+		if p.ModelID != string(champ.Value()) || p.Model != streams.ModelLinear || p.CandleSeq != seqs[c.Start] || p.Window[streams.QualityImported] == 0 || p.Close != c.Close {
 			t.Fatalf("prediction at %s: %+v (candle seq %d)", c.Start, p, seqs[c.Start])
+		}
+		// The champion forecasts its horizon; the others are no-change.
+		if len(p.Forecasts) != 3 || p.Forecasts[0].ModelID != p.ModelID || p.Forecasts[0].LogReturn != p.LogReturn ||
+			p.Forecasts[1].Model != streams.ModelNoChange || p.Forecasts[2].Horizon != 60 || !(p.Lower <= p.PredictedClose && p.PredictedClose <= p.Upper) {
+			t.Fatalf("forecasts at %s: %+v", c.Start, p.Forecasts)
 		}
 		for _, stage := range []string{"ingest", features.Stage, predictor.Stage} {
 			if _, ok := p.Trace.At(stage); !ok {
@@ -325,7 +337,10 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		replay, live := predictor.Forecast(rec, b, v, 1.96), got[c.Start][0]
-		if replay.LogReturn != live.LogReturn || replay.Lower != live.Lower || replay.Upper != live.Upper {
+		if live.ModelID != rec.ID {
+			continue // before the champion: no-change
+		}
+		if replay.LogReturn != live.LogReturn || replay.PredictedClose != live.PredictedClose {
 			t.Fatalf("replay at %s: %+v, live %+v", c.Start, replay, live)
 		}
 	}
@@ -354,7 +369,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := rec.Metrics["live"].N; n != want-1 {
-		t.Fatalf("live figures over %d scores, want %d", n, want-1)
+	if n, champs := rec.Metrics["live"].N, len(candles)-from; n != champs-1 {
+		t.Fatalf("live figures over %d scores, want %d", n, champs-1)
 	}
 }

@@ -17,9 +17,11 @@ import (
 	"cryptostream/trainer"
 )
 
-// LiveStore keeps the live figures of a model in its registry record.
+// LiveStore keeps the live figures of a model in its registry record and
+// the live scores of a series' forecasts.
 type LiveStore interface {
 	Modify(ctx context.Context, id string, change func(*streams.ModelRecord) error) error
+	PutForecastScore(ctx context.Context, s streams.ForecastScore) error
 }
 
 // PredictionsConfig tunes the Predictions stage.
@@ -31,6 +33,12 @@ type PredictionsConfig struct {
 	// them to the registry (50 when 0).
 	LiveWindow int
 	FlushEvery int
+	// Horizons are the forecast horizons (DefaultHorizons when empty);
+	// a series forecasts those that are whole numbers of its interval.
+	Horizons []time.Duration
+	// Seed, when set, warms the volatility model of a series whose
+	// stream holds less history than the model needs.
+	Seed Seeder
 }
 
 // champion is a series' current model, bound lazily to the vector layout.
@@ -41,8 +49,11 @@ type champion struct {
 	bound trainer.Bound
 }
 
-// Predictions is the predictor stage: feature vectors in, the champion's
-// prediction out, every earlier prediction scored when its target arrives.
+// Predictions is the predictor stage: feature vectors in, one prediction
+// out per vector (the champion's point forecast at its horizon, no-change
+// at the others and when there is no champion, each with intervals from
+// the volatility model), every earlier forecast scored when its target
+// arrives.
 // The worker runs it on FEATURES with the champions it watches; the
 // backtest replays it with pipeline.Replay after SetChampion.
 type Predictions struct {
@@ -64,6 +75,8 @@ type Predictions struct {
 	unflush   map[string]int
 	scored    map[string]time.Time // series -> start of the last prediction scored
 	noChamp   map[string]bool
+	forecasts map[string]*seriesForecast // by series key
+	warned    map[string]bool            // series warned of a champion horizon not forecast
 }
 
 // NewPredictions builds the stage; now stamps the traces and reg takes its
@@ -81,12 +94,15 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 	if now == nil {
 		now = time.Now
 	}
+	if len(cfg.Horizons) == 0 {
+		cfg.Horizons = DefaultHorizons
+	}
 	f := promauto.With(reg)
-	return &Predictions{
+	p := &Predictions{
 		cfg: cfg, now: now, log: log,
 		predictions: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_predictor_vectors_total",
-			Help: "Feature vectors handled by the predictor, by outcome (predicted, no_champion, model_newer (the champion was trained on later data), model_mismatch, duplicate, invalid), and scores skipped as already counted (rescored).",
+			Help: "Feature vectors handled by the predictor, by outcome: predicted (the champion's forecast), no_champion, model_newer (the champion was trained on later data), model_mismatch, model_horizon (the champion's horizon is not forecast) all publish the no-change forecast; duplicate, invalid and forecast_refused publish nothing; rescored counts scores skipped as already counted.",
 		}, []string{"outcome"}),
 		absError: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cryptostream_predictor_prediction_abs_error",
@@ -108,7 +124,11 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		unflush:   map[string]int{},
 		scored:    map[string]time.Time{},
 		noChamp:   map[string]bool{},
+		forecasts: map[string]*seriesForecast{},
+		warned:    map[string]bool{},
 	}
+	reg.MustRegister(forecastCollector{p})
+	return p
 }
 
 func seriesKey(iv streams.Interval, symbol string) string {
@@ -162,6 +182,7 @@ func (p *Predictions) Reset(key string) {
 	defer p.mu.Unlock()
 	if v, ok := vectorSeries(key); ok {
 		delete(p.scorers, v)
+		delete(p.forecasts, v)
 	}
 }
 
@@ -204,56 +225,101 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.scored[key] = s.Start
 		p.record(ctx, v, s)
 	}
-	c, err := p.current(key, v.Names)
+	sf := p.forecasts[key]
+	if sf == nil {
+		if sf, err = newSeriesForecast(v.Symbol, v.Interval, p.cfg.Horizons); err != nil {
+			return nil, streams.Permanent(err)
+		}
+		p.forecasts[key] = sf
+	}
+	k, center, id := p.champion(key, sf, v)
+	step, err := sf.add(v.Start, v.Close, k, center)
 	if err != nil {
-		p.predictions.WithLabelValues("model_mismatch").Inc()
-		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
+		// Not after the last candle or off the grid: the vector passed
+		// its own checks, so this is a series out of step; say so and
+		// keep going.
+		p.predictions.WithLabelValues("forecast_refused").Inc()
+		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
-	label := v.Symbol + " " + v.Interval.String()
-	if c == nil {
-		p.predictions.WithLabelValues("no_champion").Inc()
-		p.noChamp[label] = true
-		return nil, nil
-	}
-	p.noChamp[label] = false
-	if v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())) {
-		// The champion's training labels reach past this vector (the
-		// predictor is replaying history the trainer has passed): its
-		// forecast would have seen part of the answer.
-		p.predictions.WithLabelValues("model_newer").Inc()
-		return nil, nil
-	}
-	pred := Forecast(c.rec, c.bound, v, p.cfg.Z)
+	pred := prediction(v, step.Forecasts, k, id)
 	now := p.now()
 	pred.Trace = v.Trace.Stamp(Stage, now)
 	if _, live := v.Trace.At("ingest"); live {
 		p.latency.Observe(now.Sub(v.Start.Add(v.Interval.Duration())).Seconds())
 	}
-	sc.Await(pred)
-	p.predictions.WithLabelValues("predicted").Inc()
+	if k >= 0 {
+		sc.Await(pred)
+	}
+	if sf.unflush++; sf.unflush >= p.cfg.FlushEvery {
+		p.flushForecast(ctx, sf)
+	}
 	return []streams.Event{&pred}, nil
 }
 
-// Warm implements pipeline.Stage: it restores a series' scorer after a
-// start or failover by replaying the stored history before first: the last
-// vectors of the series and the predictions made from them go through a
-// fresh scorer exactly as they went live, which leaves it holding the
-// predictions still waiting for their target, and yields the scores that
-// seed the live figures of models this instance has not scored yet (so a
-// restart does not reset them).
+// champion is the champion's forecast for v: the horizon index it is
+// published at (-1: none, no-change everywhere), its point forecast and
+// the model id, counting why when there is none.
+func (p *Predictions) champion(key string, sf *seriesForecast, v streams.FeatureVector) (int, float64, string) {
+	c, err := p.current(key, v.Names)
+	label := v.Symbol + " " + v.Interval.String()
+	p.noChamp[label] = c == nil && err == nil
+	switch {
+	case err != nil:
+		p.predictions.WithLabelValues("model_mismatch").Inc()
+		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
+		return -1, 0, ""
+	case c == nil:
+		p.predictions.WithLabelValues("no_champion").Inc()
+		return -1, 0, ""
+	case v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())):
+		// The champion's training labels reach past this vector (the
+		// predictor is replaying history the trainer has passed): its
+		// forecast would have seen part of the answer.
+		p.predictions.WithLabelValues("model_newer").Inc()
+		return -1, 0, ""
+	}
+	k := sf.horizonIndex(c.rec.Horizon)
+	if k < 0 {
+		p.predictions.WithLabelValues("model_horizon").Inc()
+		if !p.warned[key] {
+			p.warned[key] = true
+			p.log.Warn("the champion's horizon is not among the forecast horizons: publishing no-change", "series", key,
+				"model", c.rec.ID, "horizon", c.rec.Horizon, "horizons", sf.cfg.Horizons)
+		}
+		return -1, 0, ""
+	}
+	p.predictions.WithLabelValues("predicted").Inc()
+	return k, c.bound.Predict(v.Values), c.rec.ID
+}
+
+// Warm implements pipeline.Stage: it restores a series after a start or
+// failover by replaying the stored history before first. The last vectors
+// of the series and the predictions made from them go through a fresh
+// scorer and volatility model exactly as they went live, which leaves the
+// scorer holding the champion's predictions still waiting for their
+// target, the volatility model and its calibration where they were (up
+// to what the replayed stretch covers), and yields the scores that seed
+// the live figures of models this instance has not scored yet (so a
+// restart does not reset them). When the stream holds less history than
+// the volatility model needs, the Seeder's candles before it come first.
 func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject string, first pipeline.Msg) error {
 	v, err := streams.Decode[streams.FeatureVector](first.Data)
 	if err != nil {
 		return nil // Step rejects it
 	}
-	n := p.cfg.LiveWindow + 64
+	sf, err := newSeriesForecast(v.Symbol, v.Interval, p.cfg.Horizons)
+	if err != nil {
+		return streams.Permanent(err)
+	}
+	need := sf.cfg.Warmup + sf.cfg.Calibration + slices.Max(sf.cfg.Horizons)
+	n := max(p.cfg.LiveWindow+64, need)
 	vmsgs, err := h.Tail(ctx, streams.StreamFeatures, subject, n, first.Seq)
 	if err != nil {
 		return fmt.Errorf("predictor: rebuild %s: %w", subject, err)
 	}
-	// Horizons are a few intervals: 256 more predictions than vectors
-	// cover every one made from the replayed vectors.
+	// One prediction per vector, and those made from vectors just before
+	// the replayed ones may still wait for their target.
 	pmsgs, err := h.Tail(ctx, streams.StreamPredictions, streams.PredictionSubject(v.Interval, v.Symbol), n+256, 0)
 	if err != nil {
 		return fmt.Errorf("predictor: rebuild %s: %w", subject, err)
@@ -271,11 +337,26 @@ func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject stri
 		}
 	}
 	slices.SortFunc(preds, func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
+	from := v.Start
+	if len(vecs) > 0 {
+		from = vecs[0].Start
+	}
+	if p.cfg.Seed != nil && len(vecs) < need {
+		for _, c := range p.cfg.Seed.Seed(v.Symbol, v.Interval, from) {
+			if c.Start.Before(from) {
+				if _, err := sf.fc.Add(c.Start, c.Close, nil); err == nil {
+					sf.seeded++
+				}
+			}
+		}
+		p.log.Info("volatility model seeded", "series", subject, "candles", sf.seeded, "before", from)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	key := seriesKey(v.Interval, v.Symbol)
 	sc := NewScorer(time.Time{}, 0, nil)
 	p.scorers[key] = sc
+	p.forecasts[key] = sf
 	if len(vecs) == 0 {
 		return nil
 	}
@@ -283,7 +364,7 @@ func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject stri
 	for ; pi < len(preds) && preds[pi].Start.Before(vecs[0].Start); pi++ {
 		// Made before the replay starts; still open if its target is not
 		// before the first replayed vector.
-		if !preds[pi].Target.Before(vecs[0].Start) {
+		if byChampion(preds[pi]) && !preds[pi].Target.Before(vecs[0].Start) {
 			sc.Await(preds[pi])
 		}
 	}
@@ -305,13 +386,25 @@ func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject stri
 				p.scored[key] = s.Start
 			}
 		}
+		var made *streams.Prediction
 		for ; pi < len(preds) && !preds[pi].Start.After(pv.Start); pi++ {
 			if preds[pi].Start.Equal(pv.Start) {
-				sc.Await(preds[pi])
+				made = &preds[pi]
+				if byChampion(preds[pi]) {
+					sc.Await(preds[pi])
+				}
 			}
 		}
+		k, c := sf.centerOf(made)
+		_, _ = sf.add(pv.Start, pv.Close, k, c) // a refused vector was refused live too
 	}
 	return nil
+}
+
+// byChampion says whether a stored prediction is a champion's, whose
+// score goes to its model's live figures.
+func byChampion(p streams.Prediction) bool {
+	return p.ModelID != streams.ModelNoChange && p.Model != streams.ModelNoChange
 }
 
 // record adds a score to the model's live figures and, every FlushEvery
@@ -354,6 +447,11 @@ func (p *Predictions) FlushAll(ctx context.Context) {
 			p.flush(ctx, id, p.live[id].Metrics())
 		}
 	}
+	for _, sf := range p.forecasts {
+		if sf.unflush > 0 {
+			p.flushForecast(ctx, sf)
+		}
+	}
 }
 
 // flush writes a model's live figures to its record with compare-and-swap,
@@ -377,4 +475,30 @@ func (p *Predictions) flush(ctx context.Context, id string, m streams.Metrics) {
 		return
 	}
 	p.unflush[id] = 0
+}
+
+// flushForecast writes a series' live forecast scores to the registry.
+func (p *Predictions) flushForecast(ctx context.Context, sf *seriesForecast) {
+	if p.store == nil {
+		sf.unflush = 0
+		return
+	}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := p.store.PutForecastScore(fctx, sf.record(p.now())); err != nil {
+		p.log.Warn("forecast scores not stored", "symbol", sf.symbol, "interval", sf.interval, "err", err)
+		return
+	}
+	sf.unflush = 0
+}
+
+// ForecastScore returns a series' live forecast scores ("1m.BTC-USD").
+func (p *Predictions) ForecastScore(series string) (streams.ForecastScore, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sf := p.forecasts[series]
+	if sf == nil {
+		return streams.ForecastScore{}, false
+	}
+	return sf.record(p.now()), true
 }

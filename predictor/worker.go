@@ -46,6 +46,8 @@ type Config struct {
 	FlushEvery int
 	// PublishTimeout bounds waiting for a batch's PubAcks.
 	PublishTimeout time.Duration
+	// Horizons are the forecast horizons (DefaultHorizons when empty).
+	Horizons []time.Duration
 }
 
 // Deps are the worker's collaborators.
@@ -57,6 +59,9 @@ type Deps struct {
 	// champion.
 	Health *ops.Health
 	Now    func() time.Time
+	// Seed, when set, warms the volatility model of a series whose
+	// stream holds too little history (the demo's recording).
+	Seed Seeder
 }
 
 // Worker runs the Predictions stage on FEATURES, publishing to
@@ -87,7 +92,8 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	log := deps.Log.With("worker", "predictor")
 	w := &Worker{
 		cfg: cfg, deps: deps, log: log,
-		stage: NewPredictions(PredictionsConfig{Z: cfg.Z, LiveWindow: cfg.LiveWindow, FlushEvery: cfg.FlushEvery}, deps.Now, log, deps.Registry),
+		stage: NewPredictions(PredictionsConfig{Z: cfg.Z, LiveWindow: cfg.LiveWindow, FlushEvery: cfg.FlushEvery,
+			Horizons: cfg.Horizons, Seed: deps.Seed}, deps.Now, log, deps.Registry),
 		swaps: registerCounter(deps.Registry, prometheus.CounterOpts{
 			Name: "cryptostream_predictor_champion_swaps_total",
 			Help: "Champion models loaded from the registry without a restart.",
@@ -240,9 +246,9 @@ func (p *Predictions) detail() string {
 	sort.Strings(missing)
 	switch {
 	case len(missing) > 0:
-		return "no champion model for " + strings.Join(missing, ", ") + ": publishing no predictions for them"
+		return "no champion model for " + strings.Join(missing, ", ") + ": publishing the no-change forecast for them"
 	case len(p.champions) == 0:
-		return "no champion model yet: publishing no predictions"
+		return "no champion model yet: publishing the no-change forecast"
 	}
 	return ""
 }

@@ -111,6 +111,34 @@ func (m *Models) Modify(ctx context.Context, id string, change func(*streams.Mod
 	return nil
 }
 
+// PutForecastScore stores a series' live forecast scores, whatever was
+// there: one writer per series (the predictor that owns it).
+func (m *Models) PutForecastScore(ctx context.Context, s streams.ForecastScore) error {
+	s.V = streams.SchemaVersion
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("registry: encode forecast score %s %s: %w", s.Symbol, s.Interval, err)
+	}
+	if _, err := m.kv.Put(ctx, streams.ForecastKey(s.Interval, s.Symbol), b); err != nil {
+		return fmt.Errorf("registry: put forecast score %s %s: %w", s.Symbol, s.Interval, err)
+	}
+	return nil
+}
+
+// ForecastScore reads a series' live forecast scores; a missing one wraps
+// jetstream.ErrKeyNotFound.
+func (m *Models) ForecastScore(ctx context.Context, iv streams.Interval, symbol string) (streams.ForecastScore, error) {
+	var s streams.ForecastScore
+	e, err := m.kv.Get(ctx, streams.ForecastKey(iv, symbol))
+	if err != nil {
+		return s, fmt.Errorf("registry: read forecast score %s %s: %w", symbol, iv, err)
+	}
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return s, streams.Permanent(fmt.Errorf("registry: decode forecast score %s %s: %w", symbol, iv, err))
+	}
+	return s, nil
+}
+
 // Champion is a series' champion model id and the revision of its key, for
 // the compare-and-swap that replaces it. The zero value is "no champion".
 type Champion struct {

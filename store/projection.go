@@ -43,9 +43,16 @@ func predictionRow(data []byte, seq uint64) (string, []any, error) {
 			return "", nil, streams.Permanent(fmt.Errorf("prediction window: %w", err))
 		}
 	}
+	var forecasts []byte
+	if p.Forecasts != nil {
+		if forecasts, err = json.Marshal(p.Forecasts); err != nil {
+			return "", nil, streams.Permanent(fmt.Errorf("prediction forecasts: %w", err))
+		}
+	}
 	return seriesKey(p.Symbol, p.Interval, p.Start), []any{
 		p.Symbol, int32(p.Interval), p.Start.UTC(), p.Target.UTC(), int32(p.Horizon), p.ModelID,
-		p.Close, p.LogReturn, p.PredictedClose, p.Lower, p.Upper, int64(p.CandleSeq), window, int64(seq),
+		p.Close, p.LogReturn, p.PredictedClose, p.Lower, p.Upper, int64(p.CandleSeq), window,
+		p.Model, p.Sigma, forecasts, int64(seq),
 	}, nil
 }
 
@@ -84,7 +91,7 @@ var projections = []projection{
 	{
 		stream: streams.StreamPredictions, consumer: streams.ConsumerSinkPredictions, table: "predictions",
 		columns: []string{"symbol", "interval", "start", "target", "horizon", "model_id", "close", "log_return",
-			"predicted_close", "lower_bound", "upper_bound", "candle_seq", "window_quality", "stream_seq"},
+			"predicted_close", "lower_bound", "upper_bound", "candle_seq", "window_quality", "model", "sigma", "forecasts", "stream_seq"},
 		keys: []string{"symbol", "interval", "start"},
 		row:  predictionRow,
 	},

@@ -110,12 +110,14 @@ func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams
 	p := streams.Prediction{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
 	var horizon int32
 	var candleSeq int64
-	var window []byte
+	var window, forecasts []byte
+	var model *string
+	var sigma *float64
 	err := r.db.QueryRow(ctx, `SELECT start, target, horizon, model_id, close, log_return, predicted_close,
-		lower_bound, upper_bound, candle_seq, window_quality FROM predictions
+		lower_bound, upper_bound, candle_seq, window_quality, model, sigma, forecasts FROM predictions
 		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv)).
 		Scan(&p.Start, &p.Target, &horizon, &p.ModelID, &p.Close, &p.LogReturn, &p.PredictedClose,
-			&p.Lower, &p.Upper, &candleSeq, &window)
+			&p.Lower, &p.Upper, &candleSeq, &window, &model, &sigma, &forecasts)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return streams.Prediction{}, fmt.Errorf("%w: no %s prediction of %s", readmodel.ErrNotFound, iv, symbol)
 	}
@@ -127,6 +129,17 @@ func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams
 	if window != nil {
 		if err := json.Unmarshal(window, &p.Window); err != nil {
 			return streams.Prediction{}, fmt.Errorf("store: latest prediction window: %w", err)
+		}
+	}
+	if model != nil {
+		p.Model = *model
+	}
+	if sigma != nil {
+		p.Sigma = *sigma
+	}
+	if forecasts != nil {
+		if err := json.Unmarshal(forecasts, &p.Forecasts); err != nil {
+			return streams.Prediction{}, fmt.Errorf("store: latest prediction forecasts: %w", err)
 		}
 	}
 	return p, nil

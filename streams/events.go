@@ -280,8 +280,22 @@ func (f *FeatureVector) Validate() error {
 	return nil
 }
 
-// Prediction is a model's forecast made at the close of the candle starting
-// at Start for the candle starting at Target.
+// ModelNoChange is the Model (and ModelID) of a forecast made without a
+// point model: the next closes are forecast equal to this one.
+const ModelNoChange = "no-change"
+
+// ModelLinear is the Model of a champion's forecast (ModelID names it).
+const ModelLinear = "linear"
+
+// Prediction is the forecast made at the close of the candle starting at
+// Start: one per closed candle, whether a champion exists or not. The
+// top-level fields are its primary horizon (the champion's when one is
+// promoted, else the first configured horizon); Forecasts holds every
+// horizon with its intervals. Lower and Upper are the widest interval of
+// the primary horizon, or equal to PredictedClose while the volatility
+// model warms up (no honest interval yet). Model, Sigma and Forecasts
+// were added after the first version: a prediction stored before them
+// has none.
 type Prediction struct {
 	Schema
 	Symbol         string          `json:"symbol"`
@@ -298,6 +312,38 @@ type Prediction struct {
 	CandleSeq      uint64          `json:"candle_seq"`
 	Window         map[Quality]int `json:"window_quality,omitempty"`
 	Trace          Trace           `json:"trace,omitempty"`
+	// Model is ModelNoChange or ModelLinear; Sigma the forecast standard
+	// deviation of the log return to Target (0 while warming up).
+	Model     string            `json:"model,omitempty"`
+	Sigma     float64           `json:"sigma,omitempty"`
+	Forecasts []HorizonForecast `json:"forecasts,omitempty"`
+}
+
+// HorizonForecast is one horizon's forecast in a Prediction.
+type HorizonForecast struct {
+	Horizon        int       `json:"horizon"` // intervals
+	Target         time.Time `json:"target"`
+	Model          string    `json:"model"`
+	ModelID        string    `json:"model_id"`
+	LogReturn      float64   `json:"log_return"`
+	PredictedClose float64   `json:"predicted_close"`
+	// Sigma is the volatility model's forecast standard deviation of the
+	// log return to Target, VolatilityModel the candidate that made it.
+	Sigma           float64 `json:"sigma"`
+	VolatilityModel string  `json:"volatility_model,omitempty"`
+	// Ready is false while the volatility model warms up: no intervals.
+	Ready     bool               `json:"ready"`
+	Intervals []ForecastInterval `json:"intervals,omitempty"`
+}
+
+// ForecastInterval is a price interval with its nominal level and the
+// coverage measured over its last Covered outcomes (absent before any).
+type ForecastInterval struct {
+	Level    float64  `json:"level"`
+	Lower    float64  `json:"lower"`
+	Upper    float64  `json:"upper"`
+	Coverage *float64 `json:"coverage,omitempty"`
+	Covered  int      `json:"covered"`
 }
 
 // Subject implements Event.
@@ -327,6 +373,34 @@ func (p *Prediction) Validate() error {
 		return invalid("prediction: log return %v", p.LogReturn)
 	case !(p.Lower <= p.PredictedClose && p.PredictedClose <= p.Upper) || !positiveFinite(p.Lower) || math.IsInf(p.Upper, 0):
 		return invalid("prediction: interval [%v, %v] around %v", p.Lower, p.Upper, p.PredictedClose)
+	case p.Sigma < 0 || math.IsNaN(p.Sigma) || math.IsInf(p.Sigma, 0):
+		return invalid("prediction: sigma %v", p.Sigma)
+	}
+	for _, f := range p.Forecasts {
+		if err := f.validate(p.Start); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *HorizonForecast) validate(start time.Time) error {
+	switch {
+	case f.Horizon < 1 || !f.Target.After(start):
+		return invalid("prediction: forecast horizon %d, target %s", f.Horizon, f.Target)
+	case f.Model == "" || f.ModelID == "":
+		return invalid("prediction: forecast at horizon %d names no model", f.Horizon)
+	case !positiveFinite(f.PredictedClose) || math.IsNaN(f.LogReturn) || math.IsInf(f.LogReturn, 0):
+		return invalid("prediction: forecast at horizon %d: %v (log return %v)", f.Horizon, f.PredictedClose, f.LogReturn)
+	case f.Sigma < 0 || math.IsNaN(f.Sigma) || math.IsInf(f.Sigma, 0):
+		return invalid("prediction: forecast at horizon %d: sigma %v", f.Horizon, f.Sigma)
+	}
+	for _, iv := range f.Intervals {
+		if !(iv.Level > 0 && iv.Level < 1) || !positiveFinite(iv.Lower) || math.IsInf(iv.Upper, 0) ||
+			!(iv.Lower <= f.PredictedClose && f.PredictedClose <= iv.Upper) || iv.Covered < 0 ||
+			(iv.Coverage != nil && !(*iv.Coverage >= 0 && *iv.Coverage <= 1)) {
+			return invalid("prediction: forecast at horizon %d: interval %+v around %v", f.Horizon, iv, f.PredictedClose)
+		}
 	}
 	return nil
 }

@@ -68,6 +68,19 @@ func TestCandleValidate(t *testing.T) {
 	}
 }
 
+// withForecast adds a valid 15-interval forecast to p, changed by edit.
+func withForecast(p *Prediction, edit func(*HorizonForecast)) *Prediction {
+	cov := 0.8
+	f := HorizonForecast{Horizon: 15, Target: p.Start.Add(15 * time.Minute), Model: ModelNoChange, ModelID: ModelNoChange,
+		PredictedClose: p.Close, Sigma: 0.002, Ready: true,
+		Intervals: []ForecastInterval{{Level: 0.8, Lower: 99.7, Upper: 100.3, Coverage: &cov, Covered: 10}}}
+	if edit != nil {
+		edit(&f)
+	}
+	p.Forecasts = append(p.Forecasts, f)
+	return p
+}
+
 func TestEventsRejectInvalid(t *testing.T) {
 	start := time.Date(2023, 3, 1, 5, 0, 0, 0, time.UTC)
 	okPrediction := func() *Prediction {
@@ -92,6 +105,12 @@ func TestEventsRejectInvalid(t *testing.T) {
 		{"prediction no model", func() Event { p := okPrediction(); p.ModelID = ""; return p }(), false},
 		{"prediction target before start", func() Event { p := okPrediction(); p.Target = start; return p }(), false},
 		{"prediction unknown interval", func() Event { p := okPrediction(); p.Interval = 2; return p }(), false},
+		{"prediction with forecasts", withForecast(okPrediction(), nil), true},
+		{"prediction forecast interval not around", withForecast(okPrediction(), func(f *HorizonForecast) { f.Intervals[0].Lower = 100.5 }), false},
+		{"prediction forecast coverage above one", withForecast(okPrediction(), func(f *HorizonForecast) { c := 1.5; f.Intervals[0].Coverage = &c }), false},
+		{"prediction forecast no model", withForecast(okPrediction(), func(f *HorizonForecast) { f.Model = "" }), false},
+		{"prediction forecast NaN sigma", withForecast(okPrediction(), func(f *HorizonForecast) { f.Sigma = math.NaN() }), false},
+		{"prediction forecast target at start", withForecast(okPrediction(), func(f *HorizonForecast) { f.Target = start }), false},
 		{"alert", &Alert{ID: "a", RuleID: "r", Kind: "move", Symbol: "BTC/USD", Interval: Interval1m, At: start, Value: 1, Threshold: 1}, true},
 		{"alert Inf", &Alert{ID: "a", RuleID: "r", Kind: "move", Symbol: "BTC/USD", Interval: Interval1m, At: start, Value: math.Inf(-1)}, false},
 		{"job", &Job{ID: "j", Kind: JobTrain, Symbol: "BTC/USD", Interval: Interval1m, RequestedAt: start}, true},

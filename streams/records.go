@@ -95,6 +95,62 @@ func ChampionKey(iv Interval, symbol string) string {
 	return "champion." + iv.String() + "." + token(symbol)
 }
 
+// ForecastKey is the registry key of a series' live forecast scores.
+func ForecastKey(iv Interval, symbol string) string {
+	return "forecast." + iv.String() + "." + token(symbol)
+}
+
+// ForecastScore is the live scoring of a series' forecasts (every
+// horizon, champion or no-change), kept under ForecastKey by the
+// predictor: each forecast is scored when its target candle closes.
+type ForecastScore struct {
+	Schema
+	Symbol    string         `json:"symbol"`
+	Interval  Interval       `json:"interval"`
+	Horizons  []HorizonScore `json:"horizons"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// HorizonScore is one horizon's live scores over the trailing day and
+// week of targets. Failing is the "model failing" condition: over the
+// week, the 80% interval covered outside 75–85% of at least a day of
+// outcomes; FailingReason says by how much.
+type HorizonScore struct {
+	Horizon       int         `json:"horizon"`
+	Day           ScoreWindow `json:"day"`
+	Week          ScoreWindow `json:"week"`
+	Failing       bool        `json:"failing"`
+	FailingReason string      `json:"failing_reason,omitempty"`
+}
+
+// ScoreWindow is the live scores of the outcomes of one window. MSE is
+// the published point forecast's (the champion's or no-change's) and
+// MSENoChange no-change's on the same outcomes; QLIKE is the volatility
+// forecast's and QLIKENaiveLast/Day the naive ones' (last horizon's
+// realised variance, trailing day's), over the QLIKEN outcomes that moved
+// at all (QLIKE is undefined for a realised variance of zero); Brier
+// scores the probability of an up move the forecast implies, against
+// climatology (the window's share of up moves so far).
+type ScoreWindow struct {
+	N                int             `json:"n"`
+	Coverage         []LevelCoverage `json:"coverage"`
+	MSE              float64         `json:"mse"`
+	MSENoChange      float64         `json:"mse_no_change"`
+	QLIKEN           int             `json:"qlike_n"`
+	QLIKE            float64         `json:"qlike"`
+	QLIKENaiveLast   float64         `json:"qlike_naive_last"`
+	QLIKENaiveDay    float64         `json:"qlike_naive_day"`
+	Brier            float64         `json:"brier"`
+	BrierClimatology float64         `json:"brier_climatology"`
+}
+
+// LevelCoverage is the measured coverage of the interval of a nominal
+// level.
+type LevelCoverage struct {
+	Level    float64 `json:"level"`
+	Coverage float64 `json:"coverage"`
+}
+
 // JobState is where a job is in its life.
 type JobState string
 

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -74,4 +77,109 @@ func TestDemoThenRealRestart(t *testing.T) {
 	ws := "ws" + strings.TrimPrefix(hs.URL, "http") + "/v2"
 	runUntil(t, []string{"--data-dir", dir, "--kraken-ws-url", ws, "--kraken-rest-url", hs.URL}, "candles of the present after the demo",
 		func(c streams.Candle) bool { return time.Since(c.Start) < 10*time.Minute })
+}
+
+// TestRunDemoForecasts (issue 14): `run --demo` publishes forecasts with
+// calibrated intervals at every horizon from its first candles, the
+// volatility model being seeded from the recording before the replay;
+// /prediction/latest-prediction shows them and /prediction/model-evaluation
+// says why no point model is promoted.
+func TestRunDemoForecasts(t *testing.T) {
+	ctx := t.Context()
+	sys, stop := startTestSystemArgs(t, "--data-dir", t.TempDir(), "--demo", "--bcrypt-cost", "10")
+	preds, err := sys.bus.JS.Stream(ctx, streams.StreamPredictions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := streams.PredictionSubject(streams.Interval1m, "BTC/USD")
+	var first streams.Prediction
+	// Progress is the predictions stored: the wait fails only when they
+	// stop coming without one being calibrated.
+	natstest.WaitProgress(t, time.Minute, "a forecast with intervals at every horizon", func() (bool, string) {
+		info, err := preds.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		m, err := preds.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			return false, fmt.Sprint(info.State.Msgs)
+		}
+		p, err := streams.Decode[streams.Prediction](m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Forecasts) != 3 {
+			t.Fatalf("forecasts at %d horizons: %+v", len(p.Forecasts), p.Forecasts)
+		}
+		for _, f := range p.Forecasts {
+			if !f.Ready || len(f.Intervals) != 2 {
+				return false, fmt.Sprint(info.State.Msgs)
+			}
+		}
+		first = p
+		return true, ""
+	})
+	if first.Model != streams.ModelNoChange || first.ModelID != streams.ModelNoChange || first.Lower >= first.Close || first.Upper <= first.Close || first.Sigma <= 0 {
+		t.Fatalf("demo prediction %+v", first)
+	}
+	for i, f := range first.Forecasts {
+		if f.Horizon != []int{1, 15, 60}[i] || f.Sigma <= 0 || f.Intervals[0].Level != 0.8 || f.Intervals[1].Level != 0.95 ||
+			!(f.Intervals[1].Lower <= f.Intervals[0].Lower && f.Intervals[0].Upper <= f.Intervals[1].Upper) || f.Intervals[0].Coverage == nil {
+			t.Fatalf("forecast at horizon %d: %+v", f.Horizon, f)
+		}
+		if i > 0 && f.Sigma <= first.Forecasts[i-1].Sigma {
+			t.Fatalf("sigma does not grow with the horizon: %+v", first.Forecasts)
+		}
+	}
+
+	base := "http://" + sys.Addr()
+	resp, err := http.Post(base+"/auth/signup", "application/json", strings.NewReader(`{"username":"ann","password":"ann-password"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = http.Post(base+"/auth/login", "application/json", strings.NewReader(`{"username":"ann","password":"ann-password"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if err != nil || tok.AccessToken == "" {
+		t.Fatalf("login = %d, %v", resp.StatusCode, err)
+	}
+	authed := func(path string, into any) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s = %d", path, resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var latest struct {
+		Model     string                    `json:"model"`
+		Forecasts []streams.HorizonForecast `json:"forecasts"`
+	}
+	authed("/prediction/latest-prediction?asset=BTC-USD", &latest)
+	if latest.Model != streams.ModelNoChange || len(latest.Forecasts) != 3 || len(latest.Forecasts[2].Intervals) != 2 {
+		t.Fatalf("latest prediction %+v", latest)
+	}
+	var ev map[string]any
+	authed("/prediction/model-evaluation?asset=BTC-USD", &ev)
+	if why, _ := ev["why"].(string); ev["model"] != streams.ModelNoChange || why == "" {
+		t.Fatalf("model evaluation %v", ev)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
 }

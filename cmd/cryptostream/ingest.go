@@ -16,6 +16,7 @@ import (
 	"cryptostream/bus"
 	"cryptostream/ingest"
 	"cryptostream/ingest/krakensim"
+	"cryptostream/predictor"
 	"cryptostream/streams"
 )
 
@@ -94,9 +95,10 @@ func (f *ingestFlags) validate() error {
 
 // demoSim is krakensim on the embedded recording, on a loopback port.
 type demoSim struct {
-	sim *krakensim.Server
-	srv *http.Server
-	ln  net.Listener
+	feed krakensim.Feed
+	sim  *krakensim.Server
+	srv  *http.Server
+	ln   net.Listener
 }
 
 func startDemoSim(speed float64, log *slog.Logger) (*demoSim, error) {
@@ -104,7 +106,8 @@ func startDemoSim(speed float64, log *slog.Logger) (*demoSim, error) {
 	if err != nil {
 		return nil, err
 	}
-	sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{feed}, Speed: speed, Shift: true, Log: log})
+	sim, err := krakensim.New(krakensim.Config{Feeds: []krakensim.Feed{feed}, Speed: speed, Shift: true, Log: log,
+		Start: demoStart(feed, time.Now())})
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +116,41 @@ func startDemoSim(speed float64, log *slog.Logger) (*demoSim, error) {
 		return nil, fmt.Errorf("krakensim listen: %w", err)
 	}
 	log.Info("demo: krakensim serving the embedded BTC/USD recording", "addr", ln.Addr().String(), "speed", speed)
-	return &demoSim{sim: sim, srv: &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}, ln: ln}, nil
+	return &demoSim{feed: feed, sim: sim, srv: &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}, ln: ln}, nil
+}
+
+// demoSeedDays is how much of the recording comes before the replay: what
+// the predictor's volatility model needs to publish calibrated intervals
+// at once (two days of warm-up and a day of calibration, and slack).
+const demoSeedDays = 5
+
+// demoStart is the data time the demo's replay begins at: the present time
+// of day, demoSeedDays after the recording's first day, so that its
+// history before the replay seeds the volatility model.
+func demoStart(f krakensim.Feed, now time.Time) time.Time {
+	now = now.UTC()
+	day := f.Rows[0].Start.UTC().Truncate(24*time.Hour).AddDate(0, 0, demoSeedDays)
+	return day.Add(now.Sub(now.Truncate(24 * time.Hour)))
+}
+
+// Seed implements predictor.Seeder with the recording before the replay,
+// at the times krakensim serves it: candles of the recorded symbol and
+// interval that start before before and before the replay, never one the
+// replay has yet to serve.
+func (d *demoSim) Seed(symbol string, iv streams.Interval, before time.Time) []predictor.SeedCandle {
+	if symbol != d.feed.Symbol || iv != d.feed.Interval {
+		return nil
+	}
+	shift := d.sim.Shift()
+	var out []predictor.SeedCandle
+	for _, r := range d.feed.Rows {
+		at := r.Start.Add(shift)
+		if !r.Start.Before(d.sim.Start()) || !at.Before(before) {
+			break
+		}
+		out = append(out, predictor.SeedCandle{Start: at, Close: r.Close})
+	}
+	return out
 }
 
 func (d *demoSim) urls() (ws, rest string) {

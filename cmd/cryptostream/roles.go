@@ -75,9 +75,11 @@ func roles() []role {
 			add:      addTrainer,
 		},
 		{
-			name: "predictor", summary: "feature vectors -> scored predictions with the champion model",
-			synopsis: "Applies each series' champion model to every feature vector, publishes\npredictions to PREDICTIONS and scores them when their target arrives.",
+			name: "predictor", summary: "feature vectors -> a scored forecast per candle (champion or no-change, with intervals)",
+			synopsis: "Publishes a forecast for every feature vector to PREDICTIONS at each horizon:\nthe champion's point forecast, or no-change, with intervals from the\nvolatility model, and scores each when its target arrives.",
 			httpAddr: ":8083",
+			flags:    func(fs *flagSet, cfg *runConfig, _ bool) { cfg.Predictor.register(fs) },
+			check:    func(_ *flagSet, cfg *runConfig) error { return cfg.Predictor.validate() },
 			add:      addPredictor,
 		},
 		{

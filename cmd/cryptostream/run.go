@@ -27,7 +27,9 @@ type runConfig struct {
 	Ingest  ingestFlags
 	Gateway gatewayConfig
 	Trainer trainerFlags
-	Sink    sinkFlags
+	// Predictor is the predictor role's settings.
+	Predictor predictorFlags
+	Sink      sinkFlags
 	// Notifier is the notifier role's settings.
 	Notifier notifierFlags
 	// Roles limits the workers started to these; empty starts every role.
@@ -63,6 +65,9 @@ func (c runConfig) LogValue() slog.Value {
 	}
 	if c.wants("notifier") {
 		attrs = append(attrs, slog.Any("notifier", c.Notifier))
+	}
+	if c.wants("predictor") {
+		attrs = append(attrs, slog.Any("predictor", c.Predictor))
 	}
 	return slog.GroupValue(attrs...)
 }

@@ -185,6 +185,18 @@ func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
 				Window: map[streams.Quality]int{streams.QualityImported: 10},
 			})
 		}
+		// The newest carries every horizon's forecast: both readers give
+		// them back as published.
+		last := &preds[len(preds)-1]
+		cov := 0.8125
+		last.Model, last.Sigma = streams.ModelLinear, 0.0007
+		last.Forecasts = []streams.HorizonForecast{
+			{Horizon: 1, Target: last.Target, Model: streams.ModelLinear, ModelID: "m-1", LogReturn: last.LogReturn,
+				PredictedClose: last.PredictedClose, Sigma: 0.0007, VolatilityModel: "combined", Ready: true,
+				Intervals: []streams.ForecastInterval{{Level: 0.8, Lower: last.Close * 0.9992, Upper: last.Close * 1.001, Coverage: &cov, Covered: 1440}}},
+			{Horizon: 15, Target: last.Start.Add(15 * time.Minute), Model: streams.ModelNoChange, ModelID: streams.ModelNoChange,
+				PredictedClose: last.Close},
+		}
 		for i := range preds {
 			if _, err := streams.Publish(t.Context(), s.JS, &preds[i]); err != nil {
 				t.Fatal(err)
