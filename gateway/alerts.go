@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"cryptostream/gateway/auth"
 	"cryptostream/notifier"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
@@ -204,10 +206,20 @@ func (g *Gateway) ownRule(ctx context.Context, id string, u streams.User) (notif
 	if err != nil {
 		return rule, 0, g.ruleErr(err)
 	}
-	if u.Role != streams.RoleAdmin && rule.Owner != u.Username {
+	if u.Role != streams.RoleAdmin && (rule.System() || rule.OwnerID != u.ID) {
 		return rule, 0, errorf(http.StatusNotFound, "rule_not_found", "no such rule")
 	}
 	return rule, rev, nil
+}
+
+// accountID is the account ID now under a username, for an admin's
+// filters: alerts and rules are addressed to accounts, not names.
+func (g *Gateway) accountID(ctx context.Context, name string) (string, error) {
+	u, _, err := g.users.Get(ctx, name)
+	if errors.Is(err, auth.ErrUserNotFound) {
+		return "", errorf(http.StatusNotFound, "user_not_found", "no such user")
+	}
+	return u.ID, err
 }
 
 func (g *Gateway) decodeRule(w http.ResponseWriter, r *http.Request, u streams.User) (notifier.Rule, error) {
@@ -225,9 +237,9 @@ func (g *Gateway) decodeRule(w http.ResponseWriter, r *http.Request, u streams.U
 		return notifier.Rule{}, errorf(http.StatusForbidden, "forbidden", "only an admin manages system rules")
 	}
 	rule := body.rule()
-	rule.Owner = u.Username
+	rule.Owner, rule.OwnerID = u.Username, u.ID
 	if body.System {
-		rule.Owner = notifier.SystemOwner
+		rule.Owner, rule.OwnerID = notifier.SystemOwner, notifier.SystemOwner
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
@@ -250,11 +262,19 @@ func (g *Gateway) listRules(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	owner := u.Username
-	if u.Role == streams.RoleAdmin {
-		owner = r.URL.Query().Get("owner") // empty: all
+	var rules []notifier.Rule
+	var err error
+	switch owner := r.URL.Query().Get("owner"); {
+	case u.Role != streams.RoleAdmin:
+		rules, err = g.rules.ListOwned(ctx, u.ID)
+	case owner == "":
+		rules, err = g.rules.List(ctx)
+	default:
+		var id string
+		if id, err = g.accountID(ctx, owner); err == nil {
+			rules, err = g.rules.ListOwned(ctx, id)
+		}
 	}
-	rules, err := g.rules.List(ctx, owner)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -319,11 +339,11 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rule, err := g.rules.Update(ctx, id, func(cur *notifier.Rule) error {
-		if cur.Owner != old.Owner {
+		if cur.OwnerID != old.OwnerID || cur.Owner != old.Owner {
 			return notifier.ErrConflict
 		}
 		n := next
-		n.Owner = cur.Owner // an admin editing a user's rule leaves it theirs
+		n.Owner, n.OwnerID = cur.Owner, cur.OwnerID // an admin editing a user's rule leaves it theirs
 		if n.Webhook != nil && n.Webhook.Secret == "" && cur.Webhook != nil && cur.Webhook.URL == n.Webhook.URL {
 			n.Webhook.Secret = cur.Webhook.Secret // the secret is never shown, so a client cannot send it back
 		}
@@ -429,7 +449,7 @@ func (g *Gateway) previewRange(w http.ResponseWriter, r *http.Request, body *rul
 			return
 		}
 		rule = body.rule()
-		rule.ID, rule.Owner = "preview", u.Username
+		rule.ID, rule.Owner, rule.OwnerID = "preview", u.Username, u.ID
 		if err := g.checkRule(ctx, r, &rule, u.Role == streams.RoleAdmin); err != nil {
 			g.fail(w, r, err)
 			return
@@ -521,11 +541,18 @@ func (g *Gateway) alertsHistory(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, errorf(http.StatusForbidden, "forbidden", "only an admin may read another user's alerts"))
 		return
 	}
+	onlyID := ""
+	if only != "" {
+		if onlyID, err = g.accountID(ctx, only); err != nil {
+			g.fail(w, r, err)
+			return
+		}
+	}
 	visible := func(a streams.Alert) bool {
 		if only != "" {
-			return a.Owner == only
+			return a.Owner == onlyID
 		}
-		return streams.AlertVisible(a.Owner, u.Username, admin)
+		return streams.AlertVisible(a.Owner, u.ID, admin)
 	}
 	msgs, err := streams.ReadRange(ctx, g.d.Streams, streams.StreamAlerts, subject, after+1, after+1+historyScan)
 	if err != nil {
@@ -563,4 +590,72 @@ func (g *Gateway) alertsHistory(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"alerts": out, "next": next})
+}
+
+// adoptRuleOwners gives the rules stored before rules named their owner's
+// account that account's ID, and deletes those of accounts that are gone
+// (see notifier.Store.AdoptOwners). renamed maps the accounts moved to
+// their canonical names at this start.
+func (g *Gateway) adoptRuleOwners(ctx context.Context, renamed []auth.Rename) error {
+	if g.rules == nil {
+		return nil
+	}
+	moved := map[string]string{}
+	for _, r := range renamed {
+		moved[r.From] = r.To
+	}
+	lookup := func(ctx context.Context, name string) (notifier.Account, bool, error) {
+		if to, ok := moved[name]; ok {
+			name = to
+		}
+		u, _, err := g.users.Get(ctx, name)
+		if errors.Is(err, auth.ErrUserNotFound) {
+			return notifier.Account{}, false, nil
+		}
+		if err == nil && u.ID == "" {
+			// An account from before IDs: an update that changes nothing
+			// gives it one, without revoking its tokens.
+			u, err = g.users.Update(ctx, name, func(*streams.User) error { return nil })
+		}
+		if err != nil {
+			return notifier.Account{}, false, err
+		}
+		return notifier.Account{ID: u.ID, CreatedAt: u.CreatedAt}, true, nil
+	}
+	adopted, removed, err := g.rules.AdoptOwners(ctx, lookup)
+	for _, r := range adopted {
+		g.log.Info("alert rule adopted by its owner's account", "rule_id", r.ID, "owner", r.Owner)
+	}
+	for _, r := range removed {
+		g.log.Warn("deleted an alert rule whose owner's account is gone", "rule_id", r.ID, "owner", r.Owner)
+		g.audit(ctx, "alert.rule.delete", "system", r.ID, "ok", "", "owner "+r.Owner+" gone")
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: adopt alert rules: %w", err)
+	}
+	return nil
+}
+
+// dropRulesOf deletes the rules of a deleted account: they would reach
+// nobody, and the worker need not evaluate them.
+func (g *Gateway) dropRulesOf(ctx context.Context, u streams.User, actor, remote string) {
+	if g.rules == nil || u.ID == "" {
+		return
+	}
+	rules, err := g.rules.ListOwned(ctx, u.ID)
+	for _, r := range rules {
+		_, rev, gerr := g.rules.Get(ctx, r.ID)
+		if gerr == nil {
+			gerr = g.rules.Delete(ctx, r.ID, rev)
+		}
+		if gerr != nil && !errors.Is(gerr, notifier.ErrRuleNotFound) {
+			err = gerr
+			continue
+		}
+		g.audit(ctx, "alert.rule.delete", actor, r.ID, "ok", remote, "user "+u.Username+" deleted")
+	}
+	if err != nil {
+		// Left behind, they reach nobody: rules are keyed by account ID.
+		g.log.Error("alert rules of a deleted user left behind", "user", u.Username, "err", err)
+	}
 }

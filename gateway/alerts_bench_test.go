@@ -24,6 +24,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	s := newStack(b)
 	s.track("BTC/USD")
 	alice := s.signup("alice", "alice-password")
+	aliceID := s.accountID("alice")
 	rule := map[string]any{"kind": "price_cross", "symbol": "BTC/USD", "threshold": 100}
 	s.expect(s.call("POST", "/alerts/rules", alice, rule), http.StatusCreated)
 	rules, _ := s.js.KeyValue(b.Context(), streams.BucketAlertRules)
@@ -66,7 +67,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 			f := c.expect("event", "alerts")
 			lat = append(lat, time.Since(t0))
 			var a streams.Alert
-			if err := json.Unmarshal(f.Data, &a); err != nil || a.Owner != "alice" {
+			if err := json.Unmarshal(f.Data, &a); err != nil || a.Owner != aliceID {
 				b.Fatalf("frame %s: %v", f.Data, err)
 			}
 		}
@@ -81,7 +82,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	b.Run("reference-alert-to-websocket", func(b *testing.B) {
 		measure(b, func(int) {
 			ref++
-			publish(b, s, &streams.Alert{ID: fmt.Sprint("ref", ref), RuleID: "ref", Owner: "alice", Symbol: "BTC/USD", Interval: streams.Interval1m,
+			publish(b, s, &streams.Alert{ID: fmt.Sprint("ref", ref), RuleID: "ref", Owner: aliceID, Symbol: "BTC/USD", Interval: streams.Interval1m,
 				Kind: "price_cross", Message: "ref", Value: 1, Threshold: 1, At: start.Add(time.Duration(ref) * time.Minute)})
 		})
 	})

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/gateway"
+	"cryptostream/notifier"
 	"cryptostream/streams"
 )
 
@@ -19,6 +21,25 @@ func moveRule(threshold float64) map[string]any {
 func (s *stack) trackVia(admin, sym string) {
 	s.t.Helper()
 	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": sym}), http.StatusCreated)
+}
+
+// accountID is the account ID of a user: what alerts are addressed to.
+func (s *stack) accountID(name string) string {
+	s.t.Helper()
+	u, _, err := s.gw.Users().Get(s.t.Context(), name)
+	if err != nil || u.ID == "" {
+		s.t.Fatalf("account of %s: %+v %v", name, u, err)
+	}
+	return u.ID
+}
+
+// addressed maps user names to their account IDs, leaving the system's
+// audiences as they are.
+func (s *stack) addressed(owner string) string {
+	if owner == "" || owner == streams.AlertAudienceAdmins {
+		return owner
+	}
+	return s.accountID(owner)
 }
 
 func ruleIDs(t *testing.T, r reply) []string {
@@ -229,7 +250,7 @@ func TestAlertsHistory(t *testing.T) {
 	bob := s.signup("bob", "bob-password")
 	at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
 	for i, owner := range []string{"alice", "bob", "", streams.AlertAudienceAdmins, "alice", "bob", "alice"} {
-		a := streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: owner, Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
+		a := streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: s.addressed(owner), Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
 			Message: "m", Value: 1, Threshold: 1, At: at.Add(time.Duration(i) * time.Minute)}
 		if owner == streams.AlertAudienceAdmins {
 			a.Symbol, a.Interval, a.Key, a.Kind = "", 0, "eve", "failed_logins"
@@ -278,5 +299,109 @@ func TestAlertsHistory(t *testing.T) {
 		if r := s.call("GET", "/alerts/history"+q, alice, nil); r.status != http.StatusBadRequest {
 			t.Errorf("%s = %d", q, r.status)
 		}
+	}
+}
+
+// Rules and alerts are addressed to the account, not the name: a user
+// deleted and a newcomer signed up under the same name inherits none of
+// their rules or alerts, on the REST routes or the websocket. The deleted
+// user's rules go with the account; rules stored when they were keyed by
+// name are adopted by their account at the gateway's start, or deleted when
+// the account is gone.
+func TestRulesDoNotPassToANewAccountOfTheSameName(t *testing.T) {
+	s := newStack(t)
+	admin := s.login(adminName, adminPass)
+	s.trackVia(admin, "BTC/USD")
+	old := s.signup("alice", "alice-password")
+	oldID := s.accountID("alice")
+	kept := s.expect(s.call("POST", "/alerts/rules", old, moveRule(2)), http.StatusCreated).json(t)["id"].(string)
+
+	s.expect(s.call("DELETE", "/auth/users/alice", admin, nil), http.StatusNoContent)
+	rules, err := s.js.KeyValue(t.Context(), streams.BucketAlertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := notifier.NewStore(rules, 0, nil)
+	if _, _, err := store.Get(t.Context(), kept); !errors.Is(err, notifier.ErrRuleNotFound) {
+		t.Fatalf("the deleted user's rule: %v", err)
+	}
+	// A rule the deletion missed (as if a gateway crashed midway through
+	// it) stays addressed to the old account.
+	left, err := store.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: oldID, Kind: notifier.KindPriceCross, Symbol: "BTC/USD",
+		Interval: streams.Interval1m, Threshold: 1, Trigger: notifier.TriggerOncePerClose})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newcomer := s.signup("alice", "another-password")
+	if s.accountID("alice") == oldID {
+		t.Fatal("the new account has the old one's id")
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", newcomer, nil), http.StatusOK)); len(ids) != 0 {
+		t.Fatalf("the newcomer lists %v", ids)
+	}
+	for _, c := range []struct {
+		method string
+		body   any
+	}{{"GET", nil}, {"PUT", moveRule(3)}, {"DELETE", nil}} {
+		if r := s.call(c.method, "/alerts/rules/"+left.ID, newcomer, c.body); r.status != http.StatusNotFound {
+			t.Errorf("newcomer %s = %d %s", c.method, r.status, r.body)
+		}
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules?owner=alice", admin, nil), http.StatusOK)); len(ids) != 0 {
+		t.Fatalf("the admin lists the newcomer's rules as %v", ids)
+	}
+
+	c, _, err := s.dialWS(newcomer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "subscribe", "channel": "alerts"})
+	c.expect("subscribed", "alerts")
+	at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
+	for i, owner := range []string{oldID, ""} {
+		publish(t, s, &streams.Alert{ID: fmt.Sprint("a", i), RuleID: left.ID, Owner: owner, Symbol: "BTC/USD", Interval: streams.Interval1m,
+			Kind: "price_cross", Message: "m", Value: 1, Threshold: 1, At: at.Add(time.Duration(i) * time.Minute)})
+	}
+	if a, _ := streams.Decode[streams.Alert](c.expect("event", "alerts").Data); a.ID != "a1" {
+		t.Fatalf("the newcomer received %s, the old account's alert", a.ID)
+	}
+	hist := s.expect(s.call("GET", "/alerts/history", newcomer, nil), http.StatusOK).json(t)["alerts"].([]any)
+	if len(hist) != 1 || hist[0].(map[string]any)["id"] != "a1" {
+		t.Fatalf("the newcomer's history %v", hist)
+	}
+
+	// Rules from before they named accounts: bob's is adopted by bob's
+	// account, carol's (no account) and the old alice's (the account
+	// under the name is younger than the rule) are deleted.
+	s.signup("bob", "bob-password")
+	// The old alice's from before the newcomer signed up.
+	before := notifier.NewStore(rules, 0, func() time.Time { return time.Now().Add(-time.Hour) })
+	legacy := map[string]string{}
+	for _, name := range []string{"bob", "carol", "alice"} {
+		st := store
+		if name == "alice" {
+			st = before
+		}
+		r, err := st.Create(t.Context(), notifier.Rule{Owner: name, Kind: notifier.KindPriceCross, Symbol: "BTC/USD",
+			Interval: streams.Interval1m, Threshold: 1, Trigger: notifier.TriggerOncePerClose})
+		if err != nil {
+			t.Fatal(err)
+		}
+		legacy[name] = r.ID
+	}
+	if err := s.gw.EnsureAdmin(t.Context(), adminName, adminPass); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := store.Get(t.Context(), legacy["bob"]); err != nil || got.OwnerID != s.accountID("bob") {
+		t.Fatalf("bob's old rule %+v %v", got, err)
+	}
+	for _, name := range []string{"carol", "alice"} {
+		if _, _, err := store.Get(t.Context(), legacy[name]); !errors.Is(err, notifier.ErrRuleNotFound) {
+			t.Errorf("%s's old rule: %v", name, err)
+		}
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", newcomer, nil), http.StatusOK)); len(ids) != 0 {
+		t.Fatalf("after adoption the newcomer lists %v", ids)
 	}
 }

@@ -98,12 +98,14 @@ type loginWindow struct {
 
 // SetRules replaces the rule set. A rule whose definition did not change
 // keeps its state (armed legs, cooldown), so a rule edit elsewhere does not
-// re-fire everything; a changed rule starts afresh. Disabled rules are
-// dropped.
+// re-fire everything; a changed rule starts afresh. Disabled rules, and
+// user rules naming no account, are dropped.
 func (e *Engine) SetRules(rules []Rule) {
 	next := make(map[string]*ruleState, len(rules))
 	for _, r := range rules {
-		if r.Disabled {
+		if r.Disabled || (!r.System() && r.OwnerID == "") {
+			// A rule naming no account would reach nobody, or everybody
+			// if its alerts were taken for the system's.
 			continue
 		}
 		if old, ok := e.rules[r.ID]; ok && sameCondition(old.r, r) {
@@ -608,7 +610,7 @@ func (e *Engine) fire(out []streams.Alert, rs *ruleState, ev input, f firing) []
 		reason = ReasonPerCandle
 	case r.Cooldown > 0 && !rs.lastFire.IsZero() && ev.at.Before(rs.lastFire.Add(r.Cooldown.D())):
 		reason = ReasonCooldown
-	case !e.allowUser(r.Owner, ev.at):
+	case !e.allowUser(r.OwnerID, ev.at):
 		reason = ReasonRateCapped
 	}
 	if reason != "" {
@@ -621,8 +623,8 @@ func (e *Engine) fire(out []streams.Alert, rs *ruleState, ev input, f firing) []
 	if r.Trigger == TriggerOnce {
 		rs.spent = true
 	}
-	owner := r.Owner
-	if owner == SystemOwner && r.Kind.Security() {
+	owner := r.OwnerID
+	if r.System() && r.Kind.Security() {
 		owner = streams.AlertAudienceAdmins
 	}
 	idKey := ev.symbol

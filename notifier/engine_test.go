@@ -63,7 +63,7 @@ func TestPercentMoveOnRealData(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			supp := map[string]int{}
 			e := NewEngine(EngineConfig{OnSuppress: func(_ *Rule, reason string) { supp[reason]++ }})
-			e.SetRules(rules(t, Rule{ID: "move", Owner: "alice", Kind: KindPercentMove, Symbol: "BTC/USD", Threshold: tc.threshold,
+			e.SetRules(rules(t, Rule{ID: "move", Owner: "alice", OwnerID: "id-alice", Kind: KindPercentMove, Symbol: "BTC/USD", Threshold: tc.threshold,
 				Window: Duration(15 * time.Minute), Cooldown: Duration(tc.cooldown), Hysteresis: tc.hysteresis}))
 			got := feedCandles(e, cs)
 			if len(got) != len(tc.want) {
@@ -73,7 +73,7 @@ func TestPercentMoveOnRealData(t *testing.T) {
 				a := got[i]
 				pct := (w.to/w.from - 1) * 100
 				if !a.At.Equal(hm(t, w.at)) || a.Seq != w.seq || a.Stream != streams.StreamMarket || a.Values["from"] != w.from ||
-					a.Values["to"] != w.to || math.Abs(a.Value-pct) > 1e-9 || a.Owner != "alice" || a.Symbol != "BTC/USD" {
+					a.Values["to"] != w.to || math.Abs(a.Value-pct) > 1e-9 || a.Owner != "id-alice" || a.Symbol != "BTC/USD" {
 					t.Errorf("firing %d = %+v, want %+v", i, a, w)
 				}
 				if err := (&a).Validate(); err != nil {
@@ -176,7 +176,7 @@ func TestPriceCross(t *testing.T) {
 }
 
 func TestGuards(t *testing.T) {
-	base := Rule{ID: "c", Owner: "bob", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100}
+	base := Rule{ID: "c", Owner: "bob", OwnerID: "id-bob", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100}
 	// Five crossings, one a minute.
 	prices := []float64{99, 101, 99, 101, 99, 101, 99, 101, 99, 101}
 	t.Run("once", func(t *testing.T) {
@@ -214,14 +214,14 @@ func TestGuards(t *testing.T) {
 		supp := map[string]int{}
 		e := NewEngine(EngineConfig{UserRateCap: 3, OnSuppress: func(_ *Rule, why string) { supp[why]++ }})
 		sys := base
-		sys.ID, sys.Owner = "s", SystemOwner
+		sys.ID, sys.Owner, sys.OwnerID = "s", SystemOwner, SystemOwner
 		e.SetRules(rules(t, base, sys))
 		got := closes(e, "BTC/USD", 0, prices...)
 		n := map[string]int{}
 		for _, a := range got {
 			n[a.Owner]++
 		}
-		if n["bob"] != 3 || n[""] != 5 || supp[ReasonRateCapped] != 2 {
+		if n["id-bob"] != 3 || n[""] != 5 || supp[ReasonRateCapped] != 2 {
 			t.Fatalf("firings by owner %v, suppressed %v", n, supp)
 		}
 	})

@@ -169,7 +169,7 @@ func fired(t *testing.T, reg *prometheus.Registry) float64 {
 func TestWorkerReplaysRealMoveAcrossARestart(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
-	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
+	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
 		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
 	if err != nil {
@@ -221,7 +221,7 @@ func TestWorkerReplaysRealMoveAcrossARestart(t *testing.T) {
 			t.Errorf("alert %d has no notifier hop", i)
 		}
 	}
-	if got[1].Owner != "" || got[0].Owner != "alice" || got[1].Message != "BTC/USD fell 2.3% in 15 min to 22,872" {
+	if got[1].Owner != "" || got[0].Owner != "id-alice" || got[1].Message != "BTC/USD fell 2.3% in 15 min to 22,872" {
 		t.Errorf("owners or message: %+v", got[1].Alert)
 	}
 	// Each fired once: not merely deduplicated by the stream, never
@@ -277,7 +277,7 @@ func TestWorkerSecurityRule(t *testing.T) {
 func TestWorkerKilledMidStream(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
-	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
+	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
 		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
 	if err != nil {
