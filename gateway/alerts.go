@@ -455,32 +455,10 @@ func (g *Gateway) previewRange(w http.ResponseWriter, r *http.Request, body *rul
 			return
 		}
 	}
-	switch rule.Kind {
-	case notifier.KindPriceCross, notifier.KindPercentMove, notifier.KindVolatilitySpike:
-	default:
-		g.fail(w, r, errorf(http.StatusBadRequest, "preview_unsupported", "a preview replays stored candles: %s rules cannot be previewed", rule.Kind))
+	inputs, n, err := g.previewInputs(ctx, rule, from, to)
+	if err != nil {
+		g.fail(w, r, err)
 		return
-	}
-	var inputs []notifier.Input
-	cursor := ""
-	for {
-		page, err := g.d.Reader.Candles(ctx, readmodel.CandleQuery{Symbol: rule.Symbol, Interval: rule.Interval, From: from, To: to, Limit: readmodel.MaxLimit, After: cursor})
-		if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
-			g.fail(w, r, err)
-			return
-		}
-		for i := range page.Candles {
-			c := page.Candles[i]
-			inputs = append(inputs, notifier.Input{Candle: &c, Source: notifier.Source{Stream: streams.StreamMarket}})
-		}
-		if len(inputs) > previewMaxCandles {
-			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_range", "the range holds more than %d candles", previewMaxCandles))
-			return
-		}
-		if page.Next == "" {
-			break
-		}
-		cursor = page.Next
 	}
 	// The rate cap is left out: it depends on the user's other rules.
 	fired := notifier.Preview(notifier.EngineConfig{}, []notifier.Rule{rule}, inputs)
@@ -488,7 +466,101 @@ func (g *Gateway) previewRange(w http.ResponseWriter, r *http.Request, body *rul
 	for i, a := range fired {
 		out[i] = viewAlertEvent(a, 0)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rule": viewRule(rule), "from": from, "to": to, "candles": len(inputs), "firings": out})
+	ans := map[string]any{"rule": viewRule(rule), "from": from, "to": to, "firings": out}
+	if n.candles >= 0 {
+		ans["candles"] = n.candles
+	}
+	if n.predictions >= 0 {
+		ans["predictions"] = n.predictions
+	}
+	if n.audit >= 0 {
+		ans["audit_events"] = n.audit
+	}
+	if rule.Trigger == notifier.TriggerOncePerCandle && !rule.Kind.Security() {
+		// Ticks are kept minutes, not days: what a preview cannot replay
+		// it says it did not.
+		ans["note"] = "running candles (ticks) are not stored long enough to replay: a once_per_candle rule is previewed on closed candles, where it fires no earlier than it does live"
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// previewCounts is how many events of each kind a preview replayed; -1
+// for a kind the rule does not read.
+type previewCounts struct{ candles, predictions, audit int }
+
+// previewSkew is how far before a range a preview starts reading events
+// by their store time, for a producer whose clock is a little behind.
+const previewSkew = time.Minute
+
+// previewInputs gathers what the worker would have fed the rule over
+// [from, to): the series' closed candles (from the read model) for market
+// rules, its predictions for prediction rules, and the audit events of
+// the watched action for security rules (both from their streams).
+func (g *Gateway) previewInputs(ctx context.Context, rule notifier.Rule, from, to time.Time) ([]notifier.Input, previewCounts, error) {
+	n := previewCounts{candles: 0, predictions: -1, audit: -1}
+	var inputs []notifier.Input
+	inRange := func(in notifier.Input) bool { at := in.At(); return !at.Before(from) && at.Before(to) }
+	read := func(stream, subject string, decode func([]byte) (notifier.Input, error)) (int, error) {
+		msgs, err := streams.ReadSince(ctx, g.d.Streams, stream, subject, from.Add(-previewSkew), previewMaxCandles)
+		if errors.Is(err, streams.ErrTooManyMessages) {
+			return 0, errorf(http.StatusBadRequest, "invalid_range", "the range holds more than %d events", previewMaxCandles)
+		}
+		if err != nil {
+			return 0, err
+		}
+		got := 0
+		for _, m := range msgs {
+			in, err := decode(m.Data)
+			if err != nil || !inRange(in) {
+				continue // the worker rejects what does not decode too
+			}
+			in.Source = notifier.Source{Stream: stream, Seq: m.Seq}
+			inputs = append(inputs, in)
+			got++
+		}
+		return got, nil
+	}
+	if rule.Kind.Security() {
+		n.candles = -1
+		var err error
+		n.audit, err = read(streams.StreamAudit, streams.AuditSubject(notifier.AuditAction(rule.Kind)), func(b []byte) (notifier.Input, error) {
+			a, err := streams.Decode[streams.AuditEvent](b)
+			return notifier.Input{Audit: &a}, err
+		})
+		return inputs, n, err
+	}
+	cursor := ""
+	for {
+		page, err := g.d.Reader.Candles(ctx, readmodel.CandleQuery{Symbol: rule.Symbol, Interval: rule.Interval, From: from, To: to, Limit: readmodel.MaxLimit, After: cursor})
+		if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
+			return nil, n, err
+		}
+		for i := range page.Candles {
+			c := page.Candles[i]
+			inputs = append(inputs, notifier.Input{Candle: &c, Source: notifier.Source{Stream: streams.StreamMarket}})
+		}
+		n.candles += len(page.Candles)
+		if n.candles > previewMaxCandles {
+			return nil, n, errorf(http.StatusBadRequest, "invalid_range", "the range holds more than %d candles", previewMaxCandles)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	// After the candles: a stable sort by event time keeps a candle before
+	// a prediction of the same instant, the order they reach the worker.
+	if rule.Kind == notifier.KindPredictedMove || rule.Kind == notifier.KindModelError {
+		var err error
+		n.predictions, err = read(streams.StreamPredictions, streams.PredictionSubject(rule.Interval, rule.Symbol), func(b []byte) (notifier.Input, error) {
+			p, err := streams.Decode[streams.Prediction](b)
+			return notifier.Input{Prediction: &p}, err
+		})
+		if err != nil {
+			return nil, n, err
+		}
+	}
+	return inputs, n, nil
 }
 
 // historyScan bounds the stream messages one history page reads: a user

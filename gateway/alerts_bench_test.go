@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"cryptostream/notifier"
 	"cryptostream/streams"
 )
 
@@ -27,16 +25,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	aliceID := s.accountID("alice")
 	rule := map[string]any{"kind": "price_cross", "symbol": "BTC/USD", "threshold": 100}
 	s.expect(s.call("POST", "/alerts/rules", alice, rule), http.StatusCreated)
-	rules, _ := s.js.KeyValue(b.Context(), streams.BucketAlertRules)
-	assets, _ := s.js.KeyValue(b.Context(), streams.BucketAssets)
-	w, err := notifier.New(notifier.Config{}, notifier.Deps{JS: s.js, Rules: rules, Assets: assets})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s.notifierOn(b)
 	c, _, err := s.dialWS(alice, false)
 	if err != nil {
 		b.Fatal(err)

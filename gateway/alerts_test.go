@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -234,7 +235,6 @@ func TestAlertRulePreview(t *testing.T) {
 		{"rule": moveRule(2), "from": body["from"]},
 		{"rule": moveRule(2), "from": body["to"], "to": body["from"]},
 		{"rule": moveRule(2), "from": "2023-01-01T00:00:00Z", "to": "2023-06-01T00:00:00Z"},
-		{"rule": map[string]any{"kind": "predicted_move", "symbol": "BTC/USD", "threshold": 1}, "from": body["from"], "to": body["to"]},
 		{"from": body["from"], "to": body["to"]},
 	} {
 		if r := s.call("POST", "/alerts/rules/preview", alice, bad); r.status != http.StatusBadRequest {
@@ -403,5 +403,150 @@ func TestRulesDoNotPassToANewAccountOfTheSameName(t *testing.T) {
 	}
 	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", newcomer, nil), http.StatusOK)); len(ids) != 0 {
 		t.Fatalf("after adoption the newcomer lists %v", ids)
+	}
+}
+
+// notifierOn runs a notifier worker over the stack's bus until the test
+// ends.
+func (s *stack) notifierOn(t testing.TB) {
+	t.Helper()
+	rules, err := s.js.KeyValue(t.Context(), streams.BucketAlertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assets, err := s.js.KeyValue(t.Context(), streams.BucketAssets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := notifier.New(notifier.Config{}, notifier.Deps{JS: s.js, Rules: rules, Assets: assets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// handled waits until a durable consumer has acked all its stream holds.
+func (s *stack) handled(t *testing.T, stream, consumer string) {
+	t.Helper()
+	st, err := s.js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		c, err := s.js.Consumer(t.Context(), stream, consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := c.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.AckFloor.Stream >= info.State.LastSeq {
+			return
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("%s stuck at %d of %d", consumer, ci.AckFloor.Stream, info.State.LastSeq)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Every kind previews, and its preview answers exactly what the notifier
+// worker fired over the same stored events: candles and predictions of a
+// real stretch for the market and prediction kinds, the audit events of
+// real failed logins, a role change and a deletion for the security kinds.
+func TestAlertRulePreviewEveryKind(t *testing.T) {
+	s := newStack(t)
+	began := time.Now().UTC()
+	admin := s.login(adminName, adminPass)
+	alice := s.signup("alice", "alice-password")
+	s.signup("bob", "bob-password")
+	s.signup("carol", "carol-password")
+	s.trackVia(admin, "BTC/USD")
+	from, to := time.Date(2023, 3, 2, 22, 0, 0, 0, time.UTC), time.Date(2023, 3, 3, 4, 0, 0, 0, time.UTC)
+	var cs []streams.Candle
+	for _, c := range datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 3000) {
+		if !c.Start.Before(from) && c.Start.Before(to) {
+			cs = append(cs, c)
+		}
+	}
+	publishCandles(t, s, cs)
+	ps := datatest.ReversalPredictions(cs)
+	for i := range ps {
+		publish(t, s, &ps[i])
+	}
+	market := []map[string]any{
+		{"kind": "price_cross", "symbol": "BTC/USD", "threshold": 23000, "hysteresis": 0.002},
+		moveRule(0.7),
+		{"kind": "volatility_spike", "symbol": "BTC/USD", "threshold": 2, "window": "10m", "count": 6, "cooldown": "30m"},
+		{"kind": "predicted_move", "symbol": "BTC/USD", "threshold": 0.3, "hysteresis": 0.2},
+		{"kind": "model_error", "symbol": "BTC/USD", "threshold": 0, "count": 10, "hysteresis": 0.1, "cooldown": "20m"},
+	}
+	security := []map[string]any{
+		{"kind": "failed_logins", "count": 20, "window": "1m", "per": "username"},
+		{"kind": "role_granted"},
+		{"kind": "user_deleted"},
+	}
+	ids := map[string]string{}
+	for _, body := range market {
+		ids[body["kind"].(string)] = s.expect(s.call("POST", "/alerts/rules", alice, body), http.StatusCreated).json(t)["id"].(string)
+	}
+	for _, body := range security {
+		ids[body["kind"].(string)] = s.expect(s.call("POST", "/alerts/rules", admin, body), http.StatusCreated).json(t)["id"].(string)
+	}
+	// The case: 20 failed logins in a minute (and one more, which
+	// must not fire again).
+	for range 21 {
+		s.expect(s.call("POST", "/auth/login", "", map[string]string{"username": "bob", "password": "wrong-password"}), http.StatusUnauthorized)
+	}
+	s.expect(s.call("PUT", "/auth/users/bob/role", admin, map[string]string{"role": "admin"}), http.StatusOK)
+	s.expect(s.call("DELETE", "/auth/users/carol", admin, nil), http.StatusNoContent)
+	ended := time.Now().UTC().Add(time.Minute)
+
+	s.notifierOn(t)
+	s.handled(t, streams.StreamMarket, streams.ConsumerNotifierMarket)
+	s.handled(t, streams.StreamPredictions, streams.ConsumerNotifierPrediction)
+	s.handled(t, streams.StreamAudit, streams.ConsumerNotifierAudit)
+	live := map[string][]string{}
+	for _, tok := range []string{alice, admin} {
+		for _, x := range s.expect(s.call("GET", "/alerts/history?limit=1000", tok, nil), http.StatusOK).json(t)["alerts"].([]any) {
+			a := x.(map[string]any)
+			live[a["rule_id"].(string)] = append(live[a["rule_id"].(string)], fmt.Sprint(a["id"], " ", a["value"], " ", a["message"]))
+		}
+	}
+	for kind, id := range ids {
+		tok, lo, hi := alice, from, to
+		if notifier.Kind(kind).Security() {
+			tok, lo, hi = admin, began.Add(-time.Minute), ended
+		}
+		got := s.expect(s.call("POST", "/alerts/rules/preview", tok, map[string]any{"rule_id": id, "from": lo.Format(time.RFC3339), "to": hi.Format(time.RFC3339)}), http.StatusOK).json(t)
+		var pre []string
+		for _, x := range got["firings"].([]any) {
+			a := x.(map[string]any)
+			pre = append(pre, fmt.Sprint(a["id"], " ", a["value"], " ", a["message"]))
+		}
+		if len(pre) == 0 || fmt.Sprint(pre) != fmt.Sprint(live[id]) || (kind == "failed_logins" && len(pre) != 1) {
+			t.Errorf("%s: preview %q\nlive    %q", kind, pre, live[id])
+		}
+	}
+	// A user cannot preview a security rule, nor an admin's by id.
+	if r := s.call("POST", "/alerts/rules/preview", alice, map[string]any{"rule": security[0], "from": began.Format(time.RFC3339), "to": ended.Format(time.RFC3339)}); r.status != http.StatusForbidden {
+		t.Errorf("alice previews a security rule: %d %s", r.status, r.body)
+	}
+	if r := s.call("POST", "/alerts/rules/preview", alice, map[string]any{"rule_id": ids["failed_logins"], "from": began.Format(time.RFC3339), "to": ended.Format(time.RFC3339)}); r.status != http.StatusNotFound {
+		t.Errorf("alice previews the admin's rule: %d %s", r.status, r.body)
 	}
 }

@@ -272,37 +272,60 @@ func TestPredictedMove(t *testing.T) {
 	}
 }
 
+// Model error is scored from the predictions alone (each carries the
+// close its predecessors targeted), so candles fed in any interleaving, or
+// none, give the same firings.
 func TestModelError(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		threshold float64
 		k         float64 // the prediction is k times the coming return
+		model     func(i int) string
 		fires     bool
 	}{
 		// Actual returns alternate +-0.1%: predicting the opposite (error
 		// 0.2%) is worse than predicting no change (0.1%), predicting half
 		// the move (0.05%) is better.
-		{"worse than zero", 0, -1, true},
-		{"better than zero", 0, 0.5, false},
-		{"above a level", 0.15, -1, true},
-		{"below a level", 0.3, -1, false},
+		{"worse than zero", 0, -1, nil, true},
+		{"better than zero", 0, 0.5, nil, false},
+		{"above a level", 0.15, -1, nil, true},
+		{"below a level", 0.3, -1, nil, false},
+		// The no-change forecast is not a model to judge against itself.
+		{"no champion", 0, 0, func(int) string { return noChangeModel }, false},
+		// A new champion every 8 predictions never has 10 of its own.
+		{"new champions", 0, -1, func(i int) string { return fmt.Sprint("m", i/8) }, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := NewEngine(EngineConfig{})
-			e.SetRules(rules(t, Rule{ID: "m", Kind: KindModelError, Symbol: "BTC/USD", Threshold: tc.threshold, Count: 10}))
-			price := 100.0
-			var got []streams.Alert
-			for i := range 30 {
-				start := t0.Add(time.Duration(i) * time.Minute)
-				got = append(got, e.Candle(candle("BTC/USD", start, price), Source{streams.StreamMarket, uint64(2*i + 1)})...)
-				next := 0.001 * float64(1-2*(i%2))
-				e.Prediction(prediction(start, price, price*math.Exp(tc.k*next)), Source{streams.StreamPredictions, uint64(2*i + 2)})
-				price *= math.Exp(next)
-			}
-			if (len(got) > 0) != tc.fires || len(got) > 1 {
-				t.Fatalf("got %+v", got)
-			}
-		})
+		for _, candles := range []string{"none", "before", "after"} {
+			t.Run(tc.name+"/candles "+candles, func(t *testing.T) {
+				e := NewEngine(EngineConfig{})
+				e.SetRules(rules(t, Rule{ID: "m", Kind: KindModelError, Symbol: "BTC/USD", Threshold: tc.threshold, Count: 10}))
+				price := 100.0
+				var got []streams.Alert
+				for i := range 30 {
+					start := t0.Add(time.Duration(i) * time.Minute)
+					c := candle("BTC/USD", start, price)
+					if candles == "before" {
+						got = append(got, e.Candle(c, Source{streams.StreamMarket, uint64(i + 1)})...)
+					}
+					next := 0.001 * float64(1-2*(i%2))
+					p := prediction(start, price, price*math.Exp(tc.k*next))
+					if tc.model != nil {
+						p.ModelID = tc.model(i)
+					}
+					got = append(got, e.Prediction(p, Source{streams.StreamPredictions, uint64(i + 1)})...)
+					if candles == "after" {
+						got = append(got, e.Candle(c, Source{streams.StreamMarket, uint64(i + 1)})...)
+					}
+					price *= math.Exp(next)
+				}
+				if (len(got) > 0) != tc.fires || len(got) > 1 {
+					t.Fatalf("got %+v", got)
+				}
+				if tc.fires && (got[0].Stream != streams.StreamPredictions || got[0].Seq != 11) {
+					t.Fatalf("fired on %s %d, want the prediction that scored the 10th", got[0].Stream, got[0].Seq)
+				}
+			})
+		}
 	}
 }
 

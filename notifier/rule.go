@@ -55,6 +55,23 @@ func (k Kind) Security() bool {
 // System reports whether the rule is a system rule (no owning account).
 func (r *Rule) System() bool { return r.OwnerID == SystemOwner && r.Owner == SystemOwner }
 
+// AuditAction is the audit action a security kind watches (see
+// streams.AuditSubject), "" for the other kinds.
+func AuditAction(k Kind) string {
+	switch k {
+	case KindFailedLogins:
+		return "auth.login"
+	case KindRoleGranted:
+		return "user.role"
+	case KindUserDeleted:
+		return "user.delete"
+	}
+	return ""
+}
+
+// onPredictions reports whether the kind is evaluated on PREDICTIONS.
+func (k Kind) onPredictions() bool { return k == KindPredictedMove || k == KindModelError }
+
 // onTicks reports whether the kind can trigger on the running candle.
 func (k Kind) onTicks() bool { return k == KindPriceCross || k == KindPercentMove }
 
