@@ -7,6 +7,7 @@ package datatest
 
 import (
 	"bufio"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -86,6 +87,24 @@ func KrakenCandles(t testing.TB, name, symbol string, iv streams.Interval, n int
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// ReversalPredictions are the predictions of a deliberately poor test model
+// over consecutive candles: at each close, the next close is forecast to
+// take back the last candle's return (horizon 1, model "reversal", a ±0.5%
+// interval). What a model-error or predicted-move alert test needs: real
+// prices, and a model known to do worse than no change.
+func ReversalPredictions(cs []streams.Candle) []streams.Prediction {
+	var out []streams.Prediction
+	for i := 1; i < len(cs); i++ {
+		c := cs[i]
+		lr := -math.Log(c.Close / cs[i-1].Close)
+		pc := c.Close * math.Exp(lr)
+		out = append(out, streams.Prediction{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: c.Symbol, Interval: c.Interval,
+			Start: c.Start, Target: c.End(), Horizon: 1, ModelID: "reversal", Close: c.Close, LogReturn: lr, PredictedClose: pc,
+			Lower: pc * 0.995, Upper: pc * 1.005})
 	}
 	return out
 }

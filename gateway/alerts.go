@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"cryptostream/gateway/auth"
 	"cryptostream/notifier"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
@@ -204,10 +206,20 @@ func (g *Gateway) ownRule(ctx context.Context, id string, u streams.User) (notif
 	if err != nil {
 		return rule, 0, g.ruleErr(err)
 	}
-	if u.Role != streams.RoleAdmin && rule.Owner != u.Username {
+	if u.Role != streams.RoleAdmin && (rule.System() || rule.OwnerID != u.ID) {
 		return rule, 0, errorf(http.StatusNotFound, "rule_not_found", "no such rule")
 	}
 	return rule, rev, nil
+}
+
+// accountID is the account ID now under a username, for an admin's
+// filters: alerts and rules are addressed to accounts, not names.
+func (g *Gateway) accountID(ctx context.Context, name string) (string, error) {
+	u, _, err := g.users.Get(ctx, name)
+	if errors.Is(err, auth.ErrUserNotFound) {
+		return "", errorf(http.StatusNotFound, "user_not_found", "no such user")
+	}
+	return u.ID, err
 }
 
 func (g *Gateway) decodeRule(w http.ResponseWriter, r *http.Request, u streams.User) (notifier.Rule, error) {
@@ -225,9 +237,9 @@ func (g *Gateway) decodeRule(w http.ResponseWriter, r *http.Request, u streams.U
 		return notifier.Rule{}, errorf(http.StatusForbidden, "forbidden", "only an admin manages system rules")
 	}
 	rule := body.rule()
-	rule.Owner = u.Username
+	rule.Owner, rule.OwnerID = u.Username, u.ID
 	if body.System {
-		rule.Owner = notifier.SystemOwner
+		rule.Owner, rule.OwnerID = notifier.SystemOwner, notifier.SystemOwner
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
@@ -250,11 +262,19 @@ func (g *Gateway) listRules(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	owner := u.Username
-	if u.Role == streams.RoleAdmin {
-		owner = r.URL.Query().Get("owner") // empty: all
+	var rules []notifier.Rule
+	var err error
+	switch owner := r.URL.Query().Get("owner"); {
+	case u.Role != streams.RoleAdmin:
+		rules, err = g.rules.ListOwned(ctx, u.ID)
+	case owner == "":
+		rules, err = g.rules.List(ctx)
+	default:
+		var id string
+		if id, err = g.accountID(ctx, owner); err == nil {
+			rules, err = g.rules.ListOwned(ctx, id)
+		}
 	}
-	rules, err := g.rules.List(ctx, owner)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -319,11 +339,11 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rule, err := g.rules.Update(ctx, id, func(cur *notifier.Rule) error {
-		if cur.Owner != old.Owner {
+		if cur.OwnerID != old.OwnerID || cur.Owner != old.Owner {
 			return notifier.ErrConflict
 		}
 		n := next
-		n.Owner = cur.Owner // an admin editing a user's rule leaves it theirs
+		n.Owner, n.OwnerID = cur.Owner, cur.OwnerID // an admin editing a user's rule leaves it theirs
 		if n.Webhook != nil && n.Webhook.Secret == "" && cur.Webhook != nil && cur.Webhook.URL == n.Webhook.URL {
 			n.Webhook.Secret = cur.Webhook.Secret // the secret is never shown, so a client cannot send it back
 		}
@@ -429,38 +449,16 @@ func (g *Gateway) previewRange(w http.ResponseWriter, r *http.Request, body *rul
 			return
 		}
 		rule = body.rule()
-		rule.ID, rule.Owner = "preview", u.Username
+		rule.ID, rule.Owner, rule.OwnerID = "preview", u.Username, u.ID
 		if err := g.checkRule(ctx, r, &rule, u.Role == streams.RoleAdmin); err != nil {
 			g.fail(w, r, err)
 			return
 		}
 	}
-	switch rule.Kind {
-	case notifier.KindPriceCross, notifier.KindPercentMove, notifier.KindVolatilitySpike:
-	default:
-		g.fail(w, r, errorf(http.StatusBadRequest, "preview_unsupported", "a preview replays stored candles: %s rules cannot be previewed", rule.Kind))
+	inputs, n, err := g.previewInputs(ctx, rule, from, to)
+	if err != nil {
+		g.fail(w, r, err)
 		return
-	}
-	var inputs []notifier.Input
-	cursor := ""
-	for {
-		page, err := g.d.Reader.Candles(ctx, readmodel.CandleQuery{Symbol: rule.Symbol, Interval: rule.Interval, From: from, To: to, Limit: readmodel.MaxLimit, After: cursor})
-		if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
-			g.fail(w, r, err)
-			return
-		}
-		for i := range page.Candles {
-			c := page.Candles[i]
-			inputs = append(inputs, notifier.Input{Candle: &c, Source: notifier.Source{Stream: streams.StreamMarket}})
-		}
-		if len(inputs) > previewMaxCandles {
-			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_range", "the range holds more than %d candles", previewMaxCandles))
-			return
-		}
-		if page.Next == "" {
-			break
-		}
-		cursor = page.Next
 	}
 	// The rate cap is left out: it depends on the user's other rules.
 	fired := notifier.Preview(notifier.EngineConfig{}, []notifier.Rule{rule}, inputs)
@@ -468,7 +466,101 @@ func (g *Gateway) previewRange(w http.ResponseWriter, r *http.Request, body *rul
 	for i, a := range fired {
 		out[i] = viewAlertEvent(a, 0)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rule": viewRule(rule), "from": from, "to": to, "candles": len(inputs), "firings": out})
+	ans := map[string]any{"rule": viewRule(rule), "from": from, "to": to, "firings": out}
+	if n.candles >= 0 {
+		ans["candles"] = n.candles
+	}
+	if n.predictions >= 0 {
+		ans["predictions"] = n.predictions
+	}
+	if n.audit >= 0 {
+		ans["audit_events"] = n.audit
+	}
+	if rule.Trigger == notifier.TriggerOncePerCandle && !rule.Kind.Security() {
+		// Ticks are kept minutes, not days: what a preview cannot replay
+		// it says it did not.
+		ans["note"] = "running candles (ticks) are not stored long enough to replay: a once_per_candle rule is previewed on closed candles, where it fires no earlier than it does live"
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// previewCounts is how many events of each kind a preview replayed; -1
+// for a kind the rule does not read.
+type previewCounts struct{ candles, predictions, audit int }
+
+// previewSkew is how far before a range a preview starts reading events
+// by their store time, for a producer whose clock is a little behind.
+const previewSkew = time.Minute
+
+// previewInputs gathers what the worker would have fed the rule over
+// [from, to): the series' closed candles (from the read model) for market
+// rules, its predictions for prediction rules, and the audit events of
+// the watched action for security rules (both from their streams).
+func (g *Gateway) previewInputs(ctx context.Context, rule notifier.Rule, from, to time.Time) ([]notifier.Input, previewCounts, error) {
+	n := previewCounts{candles: 0, predictions: -1, audit: -1}
+	var inputs []notifier.Input
+	inRange := func(in notifier.Input) bool { at := in.At(); return !at.Before(from) && at.Before(to) }
+	read := func(stream, subject string, decode func([]byte) (notifier.Input, error)) (int, error) {
+		msgs, err := streams.ReadSince(ctx, g.d.Streams, stream, subject, from.Add(-previewSkew), previewMaxCandles)
+		if errors.Is(err, streams.ErrTooManyMessages) {
+			return 0, errorf(http.StatusBadRequest, "invalid_range", "the range holds more than %d events", previewMaxCandles)
+		}
+		if err != nil {
+			return 0, err
+		}
+		got := 0
+		for _, m := range msgs {
+			in, err := decode(m.Data)
+			if err != nil || !inRange(in) {
+				continue // the worker rejects what does not decode too
+			}
+			in.Source = notifier.Source{Stream: stream, Seq: m.Seq}
+			inputs = append(inputs, in)
+			got++
+		}
+		return got, nil
+	}
+	if rule.Kind.Security() {
+		n.candles = -1
+		var err error
+		n.audit, err = read(streams.StreamAudit, streams.AuditSubject(notifier.AuditAction(rule.Kind)), func(b []byte) (notifier.Input, error) {
+			a, err := streams.Decode[streams.AuditEvent](b)
+			return notifier.Input{Audit: &a}, err
+		})
+		return inputs, n, err
+	}
+	cursor := ""
+	for {
+		page, err := g.d.Reader.Candles(ctx, readmodel.CandleQuery{Symbol: rule.Symbol, Interval: rule.Interval, From: from, To: to, Limit: readmodel.MaxLimit, After: cursor})
+		if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
+			return nil, n, err
+		}
+		for i := range page.Candles {
+			c := page.Candles[i]
+			inputs = append(inputs, notifier.Input{Candle: &c, Source: notifier.Source{Stream: streams.StreamMarket}})
+		}
+		n.candles += len(page.Candles)
+		if n.candles > previewMaxCandles {
+			return nil, n, errorf(http.StatusBadRequest, "invalid_range", "the range holds more than %d candles", previewMaxCandles)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	// After the candles: a stable sort by event time keeps a candle before
+	// a prediction of the same instant, the order they reach the worker.
+	if rule.Kind == notifier.KindPredictedMove || rule.Kind == notifier.KindModelError {
+		var err error
+		n.predictions, err = read(streams.StreamPredictions, streams.PredictionSubject(rule.Interval, rule.Symbol), func(b []byte) (notifier.Input, error) {
+			p, err := streams.Decode[streams.Prediction](b)
+			return notifier.Input{Prediction: &p}, err
+		})
+		if err != nil {
+			return nil, n, err
+		}
+	}
+	return inputs, n, nil
 }
 
 // historyScan bounds the stream messages one history page reads: a user
@@ -521,11 +613,18 @@ func (g *Gateway) alertsHistory(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, errorf(http.StatusForbidden, "forbidden", "only an admin may read another user's alerts"))
 		return
 	}
+	onlyID := ""
+	if only != "" {
+		if onlyID, err = g.accountID(ctx, only); err != nil {
+			g.fail(w, r, err)
+			return
+		}
+	}
 	visible := func(a streams.Alert) bool {
 		if only != "" {
-			return a.Owner == only
+			return a.Owner == onlyID
 		}
-		return streams.AlertVisible(a.Owner, u.Username, admin)
+		return streams.AlertVisible(a.Owner, u.ID, admin)
 	}
 	msgs, err := streams.ReadRange(ctx, g.d.Streams, streams.StreamAlerts, subject, after+1, after+1+historyScan)
 	if err != nil {
@@ -563,4 +662,72 @@ func (g *Gateway) alertsHistory(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"alerts": out, "next": next})
+}
+
+// adoptRuleOwners gives the rules stored before rules named their owner's
+// account that account's ID, and deletes those of accounts that are gone
+// (see notifier.Store.AdoptOwners). renamed maps the accounts moved to
+// their canonical names at this start.
+func (g *Gateway) adoptRuleOwners(ctx context.Context, renamed []auth.Rename) error {
+	if g.rules == nil {
+		return nil
+	}
+	moved := map[string]string{}
+	for _, r := range renamed {
+		moved[r.From] = r.To
+	}
+	lookup := func(ctx context.Context, name string) (notifier.Account, bool, error) {
+		if to, ok := moved[name]; ok {
+			name = to
+		}
+		u, _, err := g.users.Get(ctx, name)
+		if errors.Is(err, auth.ErrUserNotFound) {
+			return notifier.Account{}, false, nil
+		}
+		if err == nil && u.ID == "" {
+			// An account from before IDs: an update that changes nothing
+			// gives it one, without revoking its tokens.
+			u, err = g.users.Update(ctx, name, func(*streams.User) error { return nil })
+		}
+		if err != nil {
+			return notifier.Account{}, false, err
+		}
+		return notifier.Account{ID: u.ID, CreatedAt: u.CreatedAt}, true, nil
+	}
+	adopted, removed, err := g.rules.AdoptOwners(ctx, lookup)
+	for _, r := range adopted {
+		g.log.Info("alert rule adopted by its owner's account", "rule_id", r.ID, "owner", r.Owner)
+	}
+	for _, r := range removed {
+		g.log.Warn("deleted an alert rule whose owner's account is gone", "rule_id", r.ID, "owner", r.Owner)
+		g.audit(ctx, "alert.rule.delete", "system", r.ID, "ok", "", "owner "+r.Owner+" gone")
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: adopt alert rules: %w", err)
+	}
+	return nil
+}
+
+// dropRulesOf deletes the rules of a deleted account: they would reach
+// nobody, and the worker need not evaluate them.
+func (g *Gateway) dropRulesOf(ctx context.Context, u streams.User, actor, remote string) {
+	if g.rules == nil || u.ID == "" {
+		return
+	}
+	rules, err := g.rules.ListOwned(ctx, u.ID)
+	for _, r := range rules {
+		_, rev, gerr := g.rules.Get(ctx, r.ID)
+		if gerr == nil {
+			gerr = g.rules.Delete(ctx, r.ID, rev)
+		}
+		if gerr != nil && !errors.Is(gerr, notifier.ErrRuleNotFound) {
+			err = gerr
+			continue
+		}
+		g.audit(ctx, "alert.rule.delete", actor, r.ID, "ok", remote, "user "+u.Username+" deleted")
+	}
+	if err != nil {
+		// Left behind, they reach nobody: rules are keyed by account ID.
+		g.log.Error("alert rules of a deleted user left behind", "user", u.Username, "err", err)
+	}
 }

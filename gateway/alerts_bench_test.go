@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"cryptostream/notifier"
 	"cryptostream/streams"
 )
 
@@ -24,18 +22,10 @@ func BenchmarkAlertLatency(b *testing.B) {
 	s := newStack(b)
 	s.track("BTC/USD")
 	alice := s.signup("alice", "alice-password")
+	aliceID := s.accountID("alice")
 	rule := map[string]any{"kind": "price_cross", "symbol": "BTC/USD", "threshold": 100}
 	s.expect(s.call("POST", "/alerts/rules", alice, rule), http.StatusCreated)
-	rules, _ := s.js.KeyValue(b.Context(), streams.BucketAlertRules)
-	assets, _ := s.js.KeyValue(b.Context(), streams.BucketAssets)
-	w, err := notifier.New(notifier.Config{}, notifier.Deps{JS: s.js, Rules: rules, Assets: assets})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s.notifierOn(b)
 	c, _, err := s.dialWS(alice, false)
 	if err != nil {
 		b.Fatal(err)
@@ -66,7 +56,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 			f := c.expect("event", "alerts")
 			lat = append(lat, time.Since(t0))
 			var a streams.Alert
-			if err := json.Unmarshal(f.Data, &a); err != nil || a.Owner != "alice" {
+			if err := json.Unmarshal(f.Data, &a); err != nil || a.Owner != aliceID {
 				b.Fatalf("frame %s: %v", f.Data, err)
 			}
 		}
@@ -81,7 +71,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	b.Run("reference-alert-to-websocket", func(b *testing.B) {
 		measure(b, func(int) {
 			ref++
-			publish(b, s, &streams.Alert{ID: fmt.Sprint("ref", ref), RuleID: "ref", Owner: "alice", Symbol: "BTC/USD", Interval: streams.Interval1m,
+			publish(b, s, &streams.Alert{ID: fmt.Sprint("ref", ref), RuleID: "ref", Owner: aliceID, Symbol: "BTC/USD", Interval: streams.Interval1m,
 				Kind: "price_cross", Message: "ref", Value: 1, Threshold: 1, At: start.Add(time.Duration(ref) * time.Minute)})
 		})
 	})

@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/gateway"
+	"cryptostream/notifier"
 	"cryptostream/streams"
 )
 
@@ -19,6 +22,25 @@ func moveRule(threshold float64) map[string]any {
 func (s *stack) trackVia(admin, sym string) {
 	s.t.Helper()
 	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": sym}), http.StatusCreated)
+}
+
+// accountID is the account ID of a user: what alerts are addressed to.
+func (s *stack) accountID(name string) string {
+	s.t.Helper()
+	u, _, err := s.gw.Users().Get(s.t.Context(), name)
+	if err != nil || u.ID == "" {
+		s.t.Fatalf("account of %s: %+v %v", name, u, err)
+	}
+	return u.ID
+}
+
+// addressed maps user names to their account IDs, leaving the system's
+// audiences as they are.
+func (s *stack) addressed(owner string) string {
+	if owner == "" || owner == streams.AlertAudienceAdmins {
+		return owner
+	}
+	return s.accountID(owner)
 }
 
 func ruleIDs(t *testing.T, r reply) []string {
@@ -213,7 +235,6 @@ func TestAlertRulePreview(t *testing.T) {
 		{"rule": moveRule(2), "from": body["from"]},
 		{"rule": moveRule(2), "from": body["to"], "to": body["from"]},
 		{"rule": moveRule(2), "from": "2023-01-01T00:00:00Z", "to": "2023-06-01T00:00:00Z"},
-		{"rule": map[string]any{"kind": "predicted_move", "symbol": "BTC/USD", "threshold": 1}, "from": body["from"], "to": body["to"]},
 		{"from": body["from"], "to": body["to"]},
 	} {
 		if r := s.call("POST", "/alerts/rules/preview", alice, bad); r.status != http.StatusBadRequest {
@@ -229,7 +250,7 @@ func TestAlertsHistory(t *testing.T) {
 	bob := s.signup("bob", "bob-password")
 	at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
 	for i, owner := range []string{"alice", "bob", "", streams.AlertAudienceAdmins, "alice", "bob", "alice"} {
-		a := streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: owner, Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
+		a := streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: s.addressed(owner), Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
 			Message: "m", Value: 1, Threshold: 1, At: at.Add(time.Duration(i) * time.Minute)}
 		if owner == streams.AlertAudienceAdmins {
 			a.Symbol, a.Interval, a.Key, a.Kind = "", 0, "eve", "failed_logins"
@@ -278,5 +299,254 @@ func TestAlertsHistory(t *testing.T) {
 		if r := s.call("GET", "/alerts/history"+q, alice, nil); r.status != http.StatusBadRequest {
 			t.Errorf("%s = %d", q, r.status)
 		}
+	}
+}
+
+// Rules and alerts are addressed to the account, not the name: a user
+// deleted and a newcomer signed up under the same name inherits none of
+// their rules or alerts, on the REST routes or the websocket. The deleted
+// user's rules go with the account; rules stored when they were keyed by
+// name are adopted by their account at the gateway's start, or deleted when
+// the account is gone.
+func TestRulesDoNotPassToANewAccountOfTheSameName(t *testing.T) {
+	s := newStack(t)
+	admin := s.login(adminName, adminPass)
+	s.trackVia(admin, "BTC/USD")
+	old := s.signup("alice", "alice-password")
+	oldID := s.accountID("alice")
+	kept := s.expect(s.call("POST", "/alerts/rules", old, moveRule(2)), http.StatusCreated).json(t)["id"].(string)
+
+	s.expect(s.call("DELETE", "/auth/users/alice", admin, nil), http.StatusNoContent)
+	rules, err := s.js.KeyValue(t.Context(), streams.BucketAlertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := notifier.NewStore(rules, 0, nil)
+	if _, _, err := store.Get(t.Context(), kept); !errors.Is(err, notifier.ErrRuleNotFound) {
+		t.Fatalf("the deleted user's rule: %v", err)
+	}
+	// A rule the deletion missed (as if a gateway crashed midway through
+	// it) stays addressed to the old account.
+	left, err := store.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: oldID, Kind: notifier.KindPriceCross, Symbol: "BTC/USD",
+		Interval: streams.Interval1m, Threshold: 1, Trigger: notifier.TriggerOncePerClose})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newcomer := s.signup("alice", "another-password")
+	if s.accountID("alice") == oldID {
+		t.Fatal("the new account has the old one's id")
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", newcomer, nil), http.StatusOK)); len(ids) != 0 {
+		t.Fatalf("the newcomer lists %v", ids)
+	}
+	for _, c := range []struct {
+		method string
+		body   any
+	}{{"GET", nil}, {"PUT", moveRule(3)}, {"DELETE", nil}} {
+		if r := s.call(c.method, "/alerts/rules/"+left.ID, newcomer, c.body); r.status != http.StatusNotFound {
+			t.Errorf("newcomer %s = %d %s", c.method, r.status, r.body)
+		}
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules?owner=alice", admin, nil), http.StatusOK)); len(ids) != 0 {
+		t.Fatalf("the admin lists the newcomer's rules as %v", ids)
+	}
+
+	c, _, err := s.dialWS(newcomer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "subscribe", "channel": "alerts"})
+	c.expect("subscribed", "alerts")
+	at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
+	for i, owner := range []string{oldID, ""} {
+		publish(t, s, &streams.Alert{ID: fmt.Sprint("a", i), RuleID: left.ID, Owner: owner, Symbol: "BTC/USD", Interval: streams.Interval1m,
+			Kind: "price_cross", Message: "m", Value: 1, Threshold: 1, At: at.Add(time.Duration(i) * time.Minute)})
+	}
+	if a, _ := streams.Decode[streams.Alert](c.expect("event", "alerts").Data); a.ID != "a1" {
+		t.Fatalf("the newcomer received %s, the old account's alert", a.ID)
+	}
+	hist := s.expect(s.call("GET", "/alerts/history", newcomer, nil), http.StatusOK).json(t)["alerts"].([]any)
+	if len(hist) != 1 || hist[0].(map[string]any)["id"] != "a1" {
+		t.Fatalf("the newcomer's history %v", hist)
+	}
+
+	// Rules from before they named accounts: bob's is adopted by bob's
+	// account, carol's (no account) and the old alice's (the account
+	// under the name is younger than the rule) are deleted.
+	s.signup("bob", "bob-password")
+	// The old alice's from before the newcomer signed up.
+	before := notifier.NewStore(rules, 0, func() time.Time { return time.Now().Add(-time.Hour) })
+	legacy := map[string]string{}
+	for _, name := range []string{"bob", "carol", "alice"} {
+		st := store
+		if name == "alice" {
+			st = before
+		}
+		r, err := st.Create(t.Context(), notifier.Rule{Owner: name, Kind: notifier.KindPriceCross, Symbol: "BTC/USD",
+			Interval: streams.Interval1m, Threshold: 1, Trigger: notifier.TriggerOncePerClose})
+		if err != nil {
+			t.Fatal(err)
+		}
+		legacy[name] = r.ID
+	}
+	if err := s.gw.EnsureAdmin(t.Context(), adminName, adminPass); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := store.Get(t.Context(), legacy["bob"]); err != nil || got.OwnerID != s.accountID("bob") {
+		t.Fatalf("bob's old rule %+v %v", got, err)
+	}
+	for _, name := range []string{"carol", "alice"} {
+		if _, _, err := store.Get(t.Context(), legacy[name]); !errors.Is(err, notifier.ErrRuleNotFound) {
+			t.Errorf("%s's old rule: %v", name, err)
+		}
+	}
+	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", newcomer, nil), http.StatusOK)); len(ids) != 0 {
+		t.Fatalf("after adoption the newcomer lists %v", ids)
+	}
+}
+
+// notifierOn runs a notifier worker over the stack's bus until the test
+// ends.
+func (s *stack) notifierOn(t testing.TB) {
+	t.Helper()
+	rules, err := s.js.KeyValue(t.Context(), streams.BucketAlertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assets, err := s.js.KeyValue(t.Context(), streams.BucketAssets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := notifier.New(notifier.Config{}, notifier.Deps{JS: s.js, Rules: rules, Assets: assets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// handled waits until a durable consumer has acked all its stream holds.
+func (s *stack) handled(t *testing.T, stream, consumer string) {
+	t.Helper()
+	st, err := s.js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		c, err := s.js.Consumer(t.Context(), stream, consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := c.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.AckFloor.Stream >= info.State.LastSeq {
+			return
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("%s stuck at %d of %d", consumer, ci.AckFloor.Stream, info.State.LastSeq)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Every kind previews, and its preview answers exactly what the notifier
+// worker fired over the same stored events: candles and predictions of a
+// real stretch for the market and prediction kinds, the audit events of
+// real failed logins, a role change and a deletion for the security kinds.
+func TestAlertRulePreviewEveryKind(t *testing.T) {
+	s := newStack(t)
+	began := time.Now().UTC()
+	admin := s.login(adminName, adminPass)
+	alice := s.signup("alice", "alice-password")
+	s.signup("bob", "bob-password")
+	s.signup("carol", "carol-password")
+	s.trackVia(admin, "BTC/USD")
+	from, to := time.Date(2023, 3, 2, 22, 0, 0, 0, time.UTC), time.Date(2023, 3, 3, 4, 0, 0, 0, time.UTC)
+	var cs []streams.Candle
+	for _, c := range datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 3000) {
+		if !c.Start.Before(from) && c.Start.Before(to) {
+			cs = append(cs, c)
+		}
+	}
+	publishCandles(t, s, cs)
+	ps := datatest.ReversalPredictions(cs)
+	for i := range ps {
+		publish(t, s, &ps[i])
+	}
+	market := []map[string]any{
+		{"kind": "price_cross", "symbol": "BTC/USD", "threshold": 23000, "hysteresis": 0.002},
+		moveRule(0.7),
+		{"kind": "volatility_spike", "symbol": "BTC/USD", "threshold": 2, "window": "10m", "count": 6, "cooldown": "30m"},
+		{"kind": "predicted_move", "symbol": "BTC/USD", "threshold": 0.3, "hysteresis": 0.2},
+		{"kind": "model_error", "symbol": "BTC/USD", "threshold": 0, "count": 10, "hysteresis": 0.1, "cooldown": "20m"},
+	}
+	security := []map[string]any{
+		{"kind": "failed_logins", "count": 20, "window": "1m", "per": "username"},
+		{"kind": "role_granted"},
+		{"kind": "user_deleted"},
+	}
+	ids := map[string]string{}
+	for _, body := range market {
+		ids[body["kind"].(string)] = s.expect(s.call("POST", "/alerts/rules", alice, body), http.StatusCreated).json(t)["id"].(string)
+	}
+	for _, body := range security {
+		ids[body["kind"].(string)] = s.expect(s.call("POST", "/alerts/rules", admin, body), http.StatusCreated).json(t)["id"].(string)
+	}
+	// The case: 20 failed logins in a minute (and one more, which
+	// must not fire again).
+	for range 21 {
+		s.expect(s.call("POST", "/auth/login", "", map[string]string{"username": "bob", "password": "wrong-password"}), http.StatusUnauthorized)
+	}
+	s.expect(s.call("PUT", "/auth/users/bob/role", admin, map[string]string{"role": "admin"}), http.StatusOK)
+	s.expect(s.call("DELETE", "/auth/users/carol", admin, nil), http.StatusNoContent)
+	ended := time.Now().UTC().Add(time.Minute)
+
+	s.notifierOn(t)
+	s.handled(t, streams.StreamMarket, streams.ConsumerNotifierMarket)
+	s.handled(t, streams.StreamPredictions, streams.ConsumerNotifierPrediction)
+	s.handled(t, streams.StreamAudit, streams.ConsumerNotifierAudit)
+	live := map[string][]string{}
+	for _, tok := range []string{alice, admin} {
+		for _, x := range s.expect(s.call("GET", "/alerts/history?limit=1000", tok, nil), http.StatusOK).json(t)["alerts"].([]any) {
+			a := x.(map[string]any)
+			live[a["rule_id"].(string)] = append(live[a["rule_id"].(string)], fmt.Sprint(a["id"], " ", a["value"], " ", a["message"]))
+		}
+	}
+	for kind, id := range ids {
+		tok, lo, hi := alice, from, to
+		if notifier.Kind(kind).Security() {
+			tok, lo, hi = admin, began.Add(-time.Minute), ended
+		}
+		got := s.expect(s.call("POST", "/alerts/rules/preview", tok, map[string]any{"rule_id": id, "from": lo.Format(time.RFC3339), "to": hi.Format(time.RFC3339)}), http.StatusOK).json(t)
+		var pre []string
+		for _, x := range got["firings"].([]any) {
+			a := x.(map[string]any)
+			pre = append(pre, fmt.Sprint(a["id"], " ", a["value"], " ", a["message"]))
+		}
+		if len(pre) == 0 || fmt.Sprint(pre) != fmt.Sprint(live[id]) || (kind == "failed_logins" && len(pre) != 1) {
+			t.Errorf("%s: preview %q\nlive    %q", kind, pre, live[id])
+		}
+	}
+	// A user cannot preview a security rule, nor an admin's by id.
+	if r := s.call("POST", "/alerts/rules/preview", alice, map[string]any{"rule": security[0], "from": began.Format(time.RFC3339), "to": ended.Format(time.RFC3339)}); r.status != http.StatusForbidden {
+		t.Errorf("alice previews a security rule: %d %s", r.status, r.body)
+	}
+	if r := s.call("POST", "/alerts/rules/preview", alice, map[string]any{"rule_id": ids["failed_logins"], "from": began.Format(time.RFC3339), "to": ended.Format(time.RFC3339)}); r.status != http.StatusNotFound {
+		t.Errorf("alice previews the admin's rule: %d %s", r.status, r.body)
 	}
 }

@@ -16,7 +16,7 @@ func TestWebsocketAlertsReachTheirOwnerOnly(t *testing.T) {
 	s.track("BTC/USD")
 	tokens := map[string]string{"alice": s.signup("alice", "alice-password"), "bob": s.signup("bob", "bob-password"), "root": s.login(adminName, adminPass)}
 	alert := func(i int, owner string) *streams.Alert {
-		a := &streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: owner, Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
+		a := &streams.Alert{ID: fmt.Sprint("a", i), RuleID: "r", Owner: s.addressed(owner), Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
 			Message: "m", Value: 1, Threshold: 1, At: tickStart}
 		if owner == streams.AlertAudienceAdmins {
 			a.Symbol, a.Interval, a.Key, a.Kind = "", 0, "eve", "failed_logins"

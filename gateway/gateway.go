@@ -211,8 +211,9 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 func (g *Gateway) Users() *auth.Users { return g.users }
 
 // EnsureAdmin moves accounts stored under names from before usernames were
-// canonical (see auth.Users.Canonicalize), then creates the first admin when
-// none exists, logging a generated password once.
+// canonical (see auth.Users.Canonicalize), gives alert rules from before
+// rules named accounts their owner's account ID, then creates the first
+// admin when none exists, logging a generated password once.
 func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error {
 	renamed, err := g.users.Canonicalize(ctx)
 	for _, r := range renamed {
@@ -225,6 +226,9 @@ func (g *Gateway) EnsureAdmin(ctx context.Context, name, password string) error 
 	}
 	if err != nil {
 		return fmt.Errorf("gateway: canonicalize usernames: %w", err)
+	}
+	if err := g.adoptRuleOwners(ctx, renamed); err != nil {
+		return err
 	}
 	created, generated, err := g.users.EnsureAdmin(ctx, name, password, g.cfg.BcryptCost)
 	if err != nil {

@@ -209,7 +209,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	check("PUT", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, rule)
 	check("POST", "/alerts/rules/preview", "/alerts/rules/preview", user, map[string]any{"rule_id": ruleID, "from": "1677646800", "to": "1677647100"})
 	check("POST", "/alerts/rules/preview", "/alerts/rules/preview", user, map[string]any{"rule_id": ruleID})
-	publish(t, s, &streams.Alert{ID: "a1", RuleID: ruleID, Owner: "bob", Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
+	publish(t, s, &streams.Alert{ID: "a1", RuleID: ruleID, Owner: s.accountID("bob"), Symbol: "BTC/USD", Interval: streams.Interval1m, Kind: "percent_move",
 		Message: "BTC/USD rose", Value: 1, Threshold: 1, Values: map[string]float64{"from": 1}, At: time.Unix(1677646860, 0), Stream: streams.StreamMarket, Seq: 2})
 	check("GET", "/alerts/history", "/alerts/history", user, nil)
 	check("GET", "/alerts/history", "/alerts/history?limit=0", user, nil)

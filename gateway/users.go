@@ -457,6 +457,7 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request) {
 	if err := g.d.Prefs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		g.log.Error("preferences of a deleted user left behind", "user", name, "err", err)
 	}
+	g.dropRulesOf(ctx, u, actor, remoteIP(r))
 	g.audit(ctx, "user.delete", actor, name, "ok", remoteIP(r), "")
 	g.dropPreferences(r, name)
 	w.WriteHeader(http.StatusNoContent)

@@ -37,7 +37,7 @@ func BenchRules(syms []string, price func(sym string) float64) []Rule {
 	for _, sym := range syms {
 		p := price(sym)
 		for j := range 100 {
-			r := Rule{ID: fmt.Sprintf("%s-%d", streams.AssetKey(sym), j), Owner: fmt.Sprintf("u%d", j%50), Symbol: sym, Interval: streams.Interval1m,
+			r := Rule{ID: fmt.Sprintf("%s-%d", streams.AssetKey(sym), j), Owner: fmt.Sprintf("u%d", j%50), OwnerID: fmt.Sprintf("id-u%d", j%50), Symbol: sym, Interval: streams.Interval1m,
 				Direction: Either, Trigger: TriggerOncePerClose, Cooldown: Duration(10 * time.Minute), Hysteresis: 0.2}
 			switch j % 3 {
 			case 0:

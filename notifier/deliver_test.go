@@ -74,7 +74,7 @@ func (b *bus) deliverer(t *testing.T, cfg notifier.DeliveryConfig, reg prometheu
 
 func (b *bus) rule(t *testing.T, url, secret string) notifier.Rule {
 	t.Helper()
-	r, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Interval: streams.Interval1m,
+	r, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Threshold: 100, Trigger: notifier.TriggerOncePerClose, Webhook: &notifier.Webhook{URL: url, Format: notifier.FormatGeneric, Secret: secret}})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ var at0 = time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
 func (b *bus) fire(t *testing.T, r notifier.Rule, minute int) streams.Alert {
 	t.Helper()
 	at := at0.Add(time.Duration(minute) * time.Minute)
-	a := streams.Alert{ID: streams.AlertID(r.ID, "BTC/USD", at), RuleID: r.ID, Owner: r.Owner, Symbol: "BTC/USD", Interval: streams.Interval1m,
+	a := streams.Alert{ID: streams.AlertID(r.ID, "BTC/USD", at), RuleID: r.ID, Owner: r.OwnerID, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Kind: string(r.Kind), Message: "BTC/USD rose above 100.00 to 101.00", Value: 101, Threshold: 100, At: at, Stream: streams.StreamMarket, Seq: 7}
 	if _, err := streams.Publish(t.Context(), b.js, &a); err != nil {
 		t.Fatal(err)

@@ -98,12 +98,14 @@ type loginWindow struct {
 
 // SetRules replaces the rule set. A rule whose definition did not change
 // keeps its state (armed legs, cooldown), so a rule edit elsewhere does not
-// re-fire everything; a changed rule starts afresh. Disabled rules are
-// dropped.
+// re-fire everything; a changed rule starts afresh. Disabled rules, and
+// user rules naming no account, are dropped.
 func (e *Engine) SetRules(rules []Rule) {
 	next := make(map[string]*ruleState, len(rules))
 	for _, r := range rules {
-		if r.Disabled {
+		if r.Disabled || (!r.System() && r.OwnerID == "") {
+			// A rule naming no account would reach nobody, or everybody
+			// if its alerts were taken for the system's.
 			continue
 		}
 		if old, ok := e.rules[r.ID]; ok && sameCondition(old.r, r) {
@@ -132,7 +134,7 @@ func (e *Engine) SetRules(rules []Rule) {
 		slices.SortFunc(list, byID)
 		s := e.series[k]
 		if s == nil {
-			s = &series{pending: map[int64]pendingPrediction{}}
+			s = &series{fc: newForecasts()}
 			e.series[k] = s
 		}
 		s.keep = need[k]
@@ -181,22 +183,44 @@ func (rs *ruleState) bars() int {
 }
 
 // series is the recent history of one symbol and interval, shared by every
-// rule on it.
+// rule on it: the closes (from MARKET) and the forecasts (from
+// PREDICTIONS), kept apart because two stages feed them and each is warmed
+// and reset on its own.
 type series struct {
-	keep    int
-	ends    []time.Time
-	closes  []float64
-	cum     []float64 // cumulative sum of squared log returns; cum[0] = 0
-	last    time.Time // start of the newest close
-	pending map[int64]pendingPrediction
-	scored  []score
+	keep   int
+	ends   []time.Time
+	closes []float64
+	cum    []float64 // cumulative sum of squared log returns; cum[0] = 0
+	last   time.Time // start of the newest close
+	fc     *forecasts
 }
+
+// forecasts is the live scoring of a series' predictions, from the
+// PREDICTIONS stream alone: a prediction carries the close of the candle
+// it was made at, which is the outcome of every earlier prediction that
+// targeted that candle. Scoring needs no candle, so it does not depend on
+// how the MARKET and PREDICTIONS stages interleave: live, replayed or
+// previewed, the same predictions score alike.
+type forecasts struct {
+	pending map[int64]pendingPrediction // by target start
+	scored  []score
+	model   string    // the model of the scores kept: a new champion starts afresh
+	last    time.Time // start of the newest prediction
+}
+
+func newForecasts() *forecasts { return &forecasts{pending: map[int64]pendingPrediction{}} }
 
 type pendingPrediction struct {
 	close, predicted float64 // the close it was made at, the predicted log return
+	model            string
 }
 
 type score struct{ model, zero float64 } // squared errors
+
+// noChangeModel is the ModelID of a forecast made with no champion (the
+// next close equal to this one): scoring it against the zero-return
+// forecast would compare it with itself.
+const noChangeModel = "no-change"
 
 const maxScored = 1000
 
@@ -250,7 +274,6 @@ func (e *Engine) Candle(c streams.Candle, src Source) []streams.Alert {
 		return nil
 	}
 	ev := input{at: c.End(), candle: c.Start, src: src, symbol: c.Symbol, interval: c.Interval}
-	scoredNow := s.scorePending(c)
 	var out []streams.Alert
 	for _, rs := range rules {
 		switch rs.r.Kind {
@@ -260,10 +283,6 @@ func (e *Engine) Candle(c streams.Candle, src Source) []streams.Alert {
 			out = e.move(out, rs, ev, s, c.Close)
 		case KindVolatilitySpike:
 			out = e.volatility(out, rs, ev, s)
-		case KindModelError:
-			if scoredNow {
-				out = e.modelError(out, rs, ev, s)
-			}
 		}
 	}
 	return out
@@ -298,43 +317,58 @@ func (e *Engine) Tick(t streams.Tick, src Source) []streams.Alert {
 	return out
 }
 
-// Prediction evaluates predicted-move rules and keeps the prediction to
-// score when its target candle closes.
+// Prediction scores the earlier predictions that targeted this one's
+// candle, keeps this one to score in turn, and evaluates the predicted-move
+// rules and, when a score landed, the model-error ones.
 func (e *Engine) Prediction(p streams.Prediction, src Source) []streams.Alert {
 	k := seriesKey{p.Symbol, p.Interval}
 	rules := e.bySeries[k]
 	if len(rules) == 0 {
 		return nil
 	}
-	s := e.series[k]
-	if len(s.pending) < 10_000 && p.Target.After(s.last) {
-		s.pending[p.Target.Unix()] = pendingPrediction{close: p.Close, predicted: math.Log(p.PredictedClose / p.Close)}
+	f := e.series[k].fc
+	if !f.last.IsZero() && !p.Start.After(f.last) {
+		return nil // a redelivered or out-of-order prediction changes nothing
+	}
+	f.last = p.Start
+	scoredNow := f.score(p)
+	if len(f.pending) < 10_000 && p.ModelID != noChangeModel {
+		f.pending[p.Target.Unix()] = pendingPrediction{close: p.Close, predicted: math.Log(p.PredictedClose / p.Close), model: p.ModelID}
 	}
 	ev := input{at: p.Start.Add(p.Interval.Duration()), candle: p.Start, src: src, symbol: p.Symbol, interval: p.Interval}
 	var out []streams.Alert
 	for _, rs := range rules {
-		if rs.r.Kind == KindPredictedMove {
+		switch {
+		case rs.r.Kind == KindPredictedMove:
 			out = e.predicted(out, rs, ev, p)
+		case rs.r.Kind == KindModelError && scoredNow:
+			out = e.modelError(out, rs, ev, f)
 		}
 	}
 	return out
 }
 
-func (s *series) scorePending(c streams.Candle) bool {
+// score scores the pending prediction whose target is p's candle with
+// p's close, and drops those whose target went by without a prediction.
+func (f *forecasts) score(p streams.Prediction) bool {
+	at := p.Start.Unix()
 	scored := false
-	for t, p := range s.pending {
-		switch {
-		case t == c.Start.Unix():
-			actual := math.Log(c.Close / p.close)
-			d := actual - p.predicted
-			s.scored = append(s.scored, score{d * d, actual * actual})
-			if len(s.scored) > 2*maxScored {
-				s.scored = slices.Delete(s.scored, 0, len(s.scored)-maxScored)
-			}
-			scored = true
-			delete(s.pending, t)
-		case t < c.Start.Unix():
-			delete(s.pending, t) // its target candle never came
+	if pp, ok := f.pending[at]; ok {
+		if pp.model != f.model {
+			f.scored, f.model = f.scored[:0], pp.model
+		}
+		actual := math.Log(p.Close / pp.close)
+		d := actual - pp.predicted
+		f.scored = append(f.scored, score{d * d, actual * actual})
+		if len(f.scored) > 2*maxScored {
+			f.scored = slices.Delete(f.scored, 0, len(f.scored)-maxScored)
+		}
+		scored = true
+		delete(f.pending, at)
+	}
+	for t := range f.pending {
+		if t < at {
+			delete(f.pending, t) // its target candle has no prediction: no outcome known
 		}
 	}
 	return scored
@@ -349,13 +383,14 @@ func (e *Engine) Audit(a streams.AuditEvent, src Source) []streams.Alert {
 		switch {
 		// A rate-limited attempt is a failure too: an attacker who hits
 		// the limiter is still guessing.
-		case r.Kind == KindFailedLogins && a.Action == "auth.login" && (a.Outcome == "failed" || a.Outcome == "rate_limited"):
+		case a.Action != AuditAction(r.Kind):
+		case r.Kind == KindFailedLogins && (a.Outcome == "failed" || a.Outcome == "rate_limited"):
 			out = e.failedLogin(out, rs, ev, a)
-		case r.Kind == KindRoleGranted && a.Action == "user.role" && a.Outcome == "ok":
+		case r.Kind == KindRoleGranted && a.Outcome == "ok":
 			ev.key = a.Target
 			out = e.fire(out, rs, ev, firing{value: 1, threshold: 1,
 				msg: "role of " + a.Target + " changed by " + a.Actor + " (" + a.Detail + ")"})
-		case r.Kind == KindUserDeleted && a.Action == "user.delete" && a.Outcome == "ok":
+		case r.Kind == KindUserDeleted && a.Outcome == "ok":
 			ev.key = a.Target
 			out = e.fire(out, rs, ev, firing{value: 1, threshold: 1, msg: "user " + a.Target + " deleted by " + a.Actor})
 		}
@@ -464,13 +499,13 @@ func (e *Engine) volatility(out []streams.Alert, rs *ruleState, ev input, s *ser
 			fmtPercent(vNow) + " vs " + fmtPercent(vBase) + " per " + r.Interval.String() + " candle)"})
 }
 
-func (e *Engine) modelError(out []streams.Alert, rs *ruleState, ev input, s *series) []streams.Alert {
+func (e *Engine) modelError(out []streams.Alert, rs *ruleState, ev input, f *forecasts) []streams.Alert {
 	r := &rs.r
-	if len(s.scored) < r.Count {
+	if len(f.scored) < r.Count {
 		return out
 	}
 	var model, zero float64
-	for _, sc := range s.scored[len(s.scored)-r.Count:] {
+	for _, sc := range f.scored[len(f.scored)-r.Count:] {
 		model += sc.model
 		zero += sc.zero
 	}
@@ -608,7 +643,7 @@ func (e *Engine) fire(out []streams.Alert, rs *ruleState, ev input, f firing) []
 		reason = ReasonPerCandle
 	case r.Cooldown > 0 && !rs.lastFire.IsZero() && ev.at.Before(rs.lastFire.Add(r.Cooldown.D())):
 		reason = ReasonCooldown
-	case !e.allowUser(r.Owner, ev.at):
+	case !e.allowUser(r.OwnerID, ev.at):
 		reason = ReasonRateCapped
 	}
 	if reason != "" {
@@ -621,8 +656,8 @@ func (e *Engine) fire(out []streams.Alert, rs *ruleState, ev input, f firing) []
 	if r.Trigger == TriggerOnce {
 		rs.spent = true
 	}
-	owner := r.Owner
-	if owner == SystemOwner && r.Kind.Security() {
+	owner := r.OwnerID
+	if r.System() && r.Kind.Security() {
 		owner = streams.AlertAudienceAdmins
 	}
 	idKey := ev.symbol
@@ -674,15 +709,32 @@ func (e *Engine) Warm(inputs []Input) {
 	}
 }
 
-// ResetSeries forgets a series and the state of every rule on it, so that
-// it can be warmed again from history.
+// ResetSeries forgets a series' closes and the state of every rule on
+// them, so that they can be warmed again from history. Its forecasts are
+// ResetForecasts'.
 func (e *Engine) ResetSeries(symbol string, iv streams.Interval) {
 	k := seriesKey{symbol, iv}
 	if s := e.series[k]; s != nil {
-		e.series[k] = &series{keep: s.keep, pending: map[int64]pendingPrediction{}}
+		e.series[k] = &series{keep: s.keep, fc: s.fc}
 	}
 	for _, rs := range e.bySeries[k] {
-		*rs = *newRuleState(rs.r)
+		if !rs.r.Kind.onPredictions() {
+			*rs = *newRuleState(rs.r)
+		}
+	}
+}
+
+// ResetForecasts forgets a series' predictions and scores and the state of
+// every rule on them.
+func (e *Engine) ResetForecasts(symbol string, iv streams.Interval) {
+	k := seriesKey{symbol, iv}
+	if s := e.series[k]; s != nil {
+		s.fc = newForecasts()
+	}
+	for _, rs := range e.bySeries[k] {
+		if rs.r.Kind.onPredictions() {
+			*rs = *newRuleState(rs.r)
+		}
 	}
 }
 
@@ -703,7 +755,13 @@ func (e *Engine) SecurityWindow() int {
 	return n
 }
 
-// HasSeries reports whether any rule watches the series.
-func (e *Engine) HasSeries(symbol string, iv streams.Interval) bool {
-	return len(e.bySeries[seriesKey{symbol, iv}]) > 0
+// Watches reports whether a rule watches the series' predictions (with
+// predictions) or its candles.
+func (e *Engine) Watches(symbol string, iv streams.Interval, predictions bool) bool {
+	for _, rs := range e.bySeries[seriesKey{symbol, iv}] {
+		if rs.r.Kind.onPredictions() == predictions {
+			return true
+		}
+	}
+	return false
 }

@@ -63,7 +63,7 @@ func TestPercentMoveOnRealData(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			supp := map[string]int{}
 			e := NewEngine(EngineConfig{OnSuppress: func(_ *Rule, reason string) { supp[reason]++ }})
-			e.SetRules(rules(t, Rule{ID: "move", Owner: "alice", Kind: KindPercentMove, Symbol: "BTC/USD", Threshold: tc.threshold,
+			e.SetRules(rules(t, Rule{ID: "move", Owner: "alice", OwnerID: "id-alice", Kind: KindPercentMove, Symbol: "BTC/USD", Threshold: tc.threshold,
 				Window: Duration(15 * time.Minute), Cooldown: Duration(tc.cooldown), Hysteresis: tc.hysteresis}))
 			got := feedCandles(e, cs)
 			if len(got) != len(tc.want) {
@@ -73,7 +73,7 @@ func TestPercentMoveOnRealData(t *testing.T) {
 				a := got[i]
 				pct := (w.to/w.from - 1) * 100
 				if !a.At.Equal(hm(t, w.at)) || a.Seq != w.seq || a.Stream != streams.StreamMarket || a.Values["from"] != w.from ||
-					a.Values["to"] != w.to || math.Abs(a.Value-pct) > 1e-9 || a.Owner != "alice" || a.Symbol != "BTC/USD" {
+					a.Values["to"] != w.to || math.Abs(a.Value-pct) > 1e-9 || a.Owner != "id-alice" || a.Symbol != "BTC/USD" {
 					t.Errorf("firing %d = %+v, want %+v", i, a, w)
 				}
 				if err := (&a).Validate(); err != nil {
@@ -176,7 +176,7 @@ func TestPriceCross(t *testing.T) {
 }
 
 func TestGuards(t *testing.T) {
-	base := Rule{ID: "c", Owner: "bob", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100}
+	base := Rule{ID: "c", Owner: "bob", OwnerID: "id-bob", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100}
 	// Five crossings, one a minute.
 	prices := []float64{99, 101, 99, 101, 99, 101, 99, 101, 99, 101}
 	t.Run("once", func(t *testing.T) {
@@ -214,14 +214,14 @@ func TestGuards(t *testing.T) {
 		supp := map[string]int{}
 		e := NewEngine(EngineConfig{UserRateCap: 3, OnSuppress: func(_ *Rule, why string) { supp[why]++ }})
 		sys := base
-		sys.ID, sys.Owner = "s", SystemOwner
+		sys.ID, sys.Owner, sys.OwnerID = "s", SystemOwner, SystemOwner
 		e.SetRules(rules(t, base, sys))
 		got := closes(e, "BTC/USD", 0, prices...)
 		n := map[string]int{}
 		for _, a := range got {
 			n[a.Owner]++
 		}
-		if n["bob"] != 3 || n[""] != 5 || supp[ReasonRateCapped] != 2 {
+		if n["id-bob"] != 3 || n[""] != 5 || supp[ReasonRateCapped] != 2 {
 			t.Fatalf("firings by owner %v, suppressed %v", n, supp)
 		}
 	})
@@ -272,37 +272,60 @@ func TestPredictedMove(t *testing.T) {
 	}
 }
 
+// Model error is scored from the predictions alone (each carries the
+// close its predecessors targeted), so candles fed in any interleaving, or
+// none, give the same firings.
 func TestModelError(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		threshold float64
 		k         float64 // the prediction is k times the coming return
+		model     func(i int) string
 		fires     bool
 	}{
 		// Actual returns alternate +-0.1%: predicting the opposite (error
 		// 0.2%) is worse than predicting no change (0.1%), predicting half
 		// the move (0.05%) is better.
-		{"worse than zero", 0, -1, true},
-		{"better than zero", 0, 0.5, false},
-		{"above a level", 0.15, -1, true},
-		{"below a level", 0.3, -1, false},
+		{"worse than zero", 0, -1, nil, true},
+		{"better than zero", 0, 0.5, nil, false},
+		{"above a level", 0.15, -1, nil, true},
+		{"below a level", 0.3, -1, nil, false},
+		// The no-change forecast is not a model to judge against itself.
+		{"no champion", 0, 0, func(int) string { return noChangeModel }, false},
+		// A new champion every 8 predictions never has 10 of its own.
+		{"new champions", 0, -1, func(i int) string { return fmt.Sprint("m", i/8) }, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := NewEngine(EngineConfig{})
-			e.SetRules(rules(t, Rule{ID: "m", Kind: KindModelError, Symbol: "BTC/USD", Threshold: tc.threshold, Count: 10}))
-			price := 100.0
-			var got []streams.Alert
-			for i := range 30 {
-				start := t0.Add(time.Duration(i) * time.Minute)
-				got = append(got, e.Candle(candle("BTC/USD", start, price), Source{streams.StreamMarket, uint64(2*i + 1)})...)
-				next := 0.001 * float64(1-2*(i%2))
-				e.Prediction(prediction(start, price, price*math.Exp(tc.k*next)), Source{streams.StreamPredictions, uint64(2*i + 2)})
-				price *= math.Exp(next)
-			}
-			if (len(got) > 0) != tc.fires || len(got) > 1 {
-				t.Fatalf("got %+v", got)
-			}
-		})
+		for _, candles := range []string{"none", "before", "after"} {
+			t.Run(tc.name+"/candles "+candles, func(t *testing.T) {
+				e := NewEngine(EngineConfig{})
+				e.SetRules(rules(t, Rule{ID: "m", Kind: KindModelError, Symbol: "BTC/USD", Threshold: tc.threshold, Count: 10}))
+				price := 100.0
+				var got []streams.Alert
+				for i := range 30 {
+					start := t0.Add(time.Duration(i) * time.Minute)
+					c := candle("BTC/USD", start, price)
+					if candles == "before" {
+						got = append(got, e.Candle(c, Source{streams.StreamMarket, uint64(i + 1)})...)
+					}
+					next := 0.001 * float64(1-2*(i%2))
+					p := prediction(start, price, price*math.Exp(tc.k*next))
+					if tc.model != nil {
+						p.ModelID = tc.model(i)
+					}
+					got = append(got, e.Prediction(p, Source{streams.StreamPredictions, uint64(i + 1)})...)
+					if candles == "after" {
+						got = append(got, e.Candle(c, Source{streams.StreamMarket, uint64(i + 1)})...)
+					}
+					price *= math.Exp(next)
+				}
+				if (len(got) > 0) != tc.fires || len(got) > 1 {
+					t.Fatalf("got %+v", got)
+				}
+				if tc.fires && (got[0].Stream != streams.StreamPredictions || got[0].Seq != 11) {
+					t.Fatalf("fired on %s %d, want the prediction that scored the 10th", got[0].Stream, got[0].Seq)
+				}
+			})
+		}
 	}
 }
 

@@ -17,8 +17,9 @@ type Input struct {
 	Source     Source
 }
 
-// at is the event time Preview orders inputs by.
-func (in Input) at() time.Time {
+// At is the event time the engine takes an input at, and Preview orders
+// inputs by.
+func (in Input) At() time.Time {
 	switch {
 	case in.Candle != nil:
 		return in.Candle.End()
@@ -55,7 +56,7 @@ func (e *Engine) Feed(in Input) []streams.Alert {
 func Preview(cfg EngineConfig, rs []Rule, inputs []Input) []streams.Alert {
 	e := NewEngine(cfg)
 	e.SetRules(rs)
-	slices.SortStableFunc(inputs, func(a, b Input) int { return cmp.Compare(a.at().UnixNano(), b.at().UnixNano()) })
+	slices.SortStableFunc(inputs, func(a, b Input) int { return cmp.Compare(a.At().UnixNano(), b.At().UnixNano()) })
 	out := []streams.Alert{}
 	for _, in := range inputs {
 		out = append(out, e.Feed(in)...)

@@ -52,6 +52,26 @@ func (k Kind) Security() bool {
 	return k == KindFailedLogins || k == KindRoleGranted || k == KindUserDeleted
 }
 
+// System reports whether the rule is a system rule (no owning account).
+func (r *Rule) System() bool { return r.OwnerID == SystemOwner && r.Owner == SystemOwner }
+
+// AuditAction is the audit action a security kind watches (see
+// streams.AuditSubject), "" for the other kinds.
+func AuditAction(k Kind) string {
+	switch k {
+	case KindFailedLogins:
+		return "auth.login"
+	case KindRoleGranted:
+		return "user.role"
+	case KindUserDeleted:
+		return "user.delete"
+	}
+	return ""
+}
+
+// onPredictions reports whether the kind is evaluated on PREDICTIONS.
+func (k Kind) onPredictions() bool { return k == KindPredictedMove || k == KindModelError }
+
 // onTicks reports whether the kind can trigger on the running candle.
 func (k Kind) onTicks() bool { return k == KindPriceCross || k == KindPercentMove }
 
@@ -126,15 +146,21 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // D is the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// SystemOwner is the owner of the rules configured by flags: their alerts
-// reach every user. Admin-held security alerts reach admins only.
+// SystemOwner is the owner (name and account ID) of the system rules,
+// those configured by flags and those an admin stores as such: their alerts
+// reach every user. Their security alerts reach admins only.
 const SystemOwner = ""
 
 // Rule is one alert rule, stored under its ID in the alert-rules bucket.
 // What Threshold, Window and Count mean depends on Kind (see the kinds).
 type Rule struct {
 	streams.Schema
-	ID        string           `json:"id"`
+	ID string `json:"id"`
+	// OwnerID is the stable ID of the owner's account: what the rule's
+	// alerts are addressed to and what ownership is checked against, so
+	// that an account created later under a deleted one's name inherits
+	// none of its rules. Owner is the name, for people to read.
+	OwnerID   string           `json:"owner_id,omitempty"`
 	Owner     string           `json:"owner"`
 	Name      string           `json:"name,omitempty"`
 	Kind      Kind             `json:"kind"`
@@ -220,6 +246,11 @@ func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 // the asset being tracked, the owner's rule cap and the webhook's address
 // are checked by whoever stores it. Call Normalize first.
 func (r *Rule) Validate() error {
+	if r.Owner != SystemOwner && r.OwnerID == "" {
+		// Stored before rules named the account: the gateway adopts it
+		// (AdoptOwners) at its start, and until then nobody receives it.
+		return bad("owner_id", "no_owner_id", "rule of %s names no account id", r.Owner)
+	}
 	if r.Name != "" && (len(r.Name) > MaxNameLen || !utf8.ValidString(r.Name) || strings.ContainsFunc(r.Name, func(c rune) bool { return c < 0x20 })) {
 		return bad("name", "invalid_name", "name must be at most %d printable characters", MaxNameLen)
 	}

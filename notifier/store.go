@@ -100,9 +100,18 @@ func (s *Store) Get(ctx context.Context, id string) (Rule, uint64, error) {
 	return r, e.Revision(), err
 }
 
-// List returns every rule, ordered by id; owner, when not empty, keeps
-// only that owner's.
-func (s *Store) List(ctx context.Context, owner string) ([]Rule, error) {
+// List returns every rule, ordered by id.
+func (s *Store) List(ctx context.Context) ([]Rule, error) {
+	return s.list(ctx, func(Rule) bool { return true })
+}
+
+// ListOwned returns the rules of one account (by its ID; SystemOwner: the
+// system rules), ordered by id.
+func (s *Store) ListOwned(ctx context.Context, ownerID string) ([]Rule, error) {
+	return s.list(ctx, func(r Rule) bool { return r.OwnerID == ownerID && (ownerID != SystemOwner || r.System()) })
+}
+
+func (s *Store) list(ctx context.Context, keep func(Rule) bool) ([]Rule, error) {
 	kl, err := s.kv.ListKeys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
@@ -124,7 +133,7 @@ func (s *Store) List(ctx context.Context, owner string) ([]Rule, error) {
 		if err != nil {
 			return nil, err
 		}
-		if owner == "" || r.Owner == owner {
+		if keep(r) {
 			out = append(out, r)
 		}
 	}
@@ -133,10 +142,11 @@ func (s *Store) List(ctx context.Context, owner string) ([]Rule, error) {
 
 // Create stores a new, validated rule, giving it an id and times. The
 // per-owner cap is checked against a listing, so two creations racing at
-// the cap may both pass: the cap bounds abuse, not an exact count.
+// the cap may both pass: the cap bounds abuse, not an exact count. System
+// rules are an admin's and not capped.
 func (s *Store) Create(ctx context.Context, r Rule) (Rule, error) {
-	if s.MaxPerUser > 0 {
-		mine, err := s.List(ctx, r.Owner)
+	if s.MaxPerUser > 0 && !r.System() {
+		mine, err := s.ListOwned(ctx, r.OwnerID)
 		if err != nil {
 			return Rule{}, err
 		}
@@ -199,4 +209,65 @@ func (s *Store) Delete(ctx context.Context, id string, rev uint64) error {
 		return fmt.Errorf("notifier: delete rule %s: %w", id, err)
 	}
 	return nil
+}
+
+// Account is what AdoptOwners needs to know of a user account.
+type Account struct {
+	ID        string
+	CreatedAt time.Time
+}
+
+// AdoptOwners gives every rule stored before rules named their owner's
+// account (Owner set, OwnerID empty) the ID of the account it belongs to,
+// and deletes those whose account is gone: no account under the name, or
+// one created after the rule, which can only be a newcomer who took a
+// deleted user's name. lookup answers the account now under a name (ok
+// false: none). Safe to run from several processes at once: every change
+// is a compare-and-swap.
+func (s *Store) AdoptOwners(ctx context.Context, lookup func(ctx context.Context, name string) (Account, bool, error)) (adopted, removed []Rule, err error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, r := range all {
+		if r.System() || r.OwnerID != "" {
+			continue
+		}
+		acc, ok, err := lookup(ctx, r.Owner)
+		if err != nil {
+			return adopted, removed, fmt.Errorf("notifier: adopt rule %s: %w", r.ID, err)
+		}
+		if ok && acc.ID != "" && !acc.CreatedAt.After(r.CreatedAt) {
+			got, err := s.Update(ctx, r.ID, func(cur *Rule) error {
+				if cur.OwnerID == "" && cur.Owner == r.Owner {
+					cur.OwnerID = acc.ID
+				}
+				return nil
+			})
+			switch {
+			case errors.Is(err, ErrRuleNotFound):
+			case err != nil:
+				return adopted, removed, err
+			default:
+				adopted = append(adopted, got)
+			}
+			continue
+		}
+		cur, rev, err := s.Get(ctx, r.ID)
+		if errors.Is(err, ErrRuleNotFound) || (err == nil && cur.OwnerID != "") {
+			continue // deleted or adopted by another process meanwhile
+		}
+		if err == nil {
+			err = s.Delete(ctx, r.ID, rev)
+		}
+		switch {
+		case errors.Is(err, ErrConflict):
+			// Changed meanwhile: the next start looks at it again.
+		case err != nil:
+			return adopted, removed, err
+		default:
+			removed = append(removed, r)
+		}
+	}
+	return adopted, removed, nil
 }

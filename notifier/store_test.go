@@ -1,15 +1,21 @@
 package notifier_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
 	"cryptostream/notifier"
 	"cryptostream/streams"
 )
 
-func TestStoreCAS(t *testing.T) {
+// rulesBucket is the alert-rules bucket of a server of the test's own.
+func rulesBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
 	_, js := natstest.Connect(t, natstest.Server(t))
 	if err := streams.Ensure(t.Context(), js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
@@ -18,8 +24,13 @@ func TestStoreCAS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kv
+}
+
+func TestStoreCAS(t *testing.T) {
+	kv := rulesBucket(t)
 	st := notifier.NewStore(kv, 2, nil)
-	r := notifier.Rule{Owner: "alice", Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Threshold: 100}
+	r := notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Threshold: 100}
 	a, err := st.Create(t.Context(), r)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +42,7 @@ func TestStoreCAS(t *testing.T) {
 		t.Fatalf("third rule: %v", err)
 	}
 	other := r
-	other.Owner = "bob"
+	other.Owner, other.OwnerID = "bob", "id-bob"
 	if _, err := st.Create(t.Context(), other); err != nil {
 		t.Fatalf("the cap is per owner: %v", err)
 	}
@@ -56,11 +67,73 @@ func TestStoreCAS(t *testing.T) {
 	if _, _, err := st.Get(t.Context(), a.ID); !errors.Is(err, notifier.ErrRuleNotFound) {
 		t.Fatalf("deleted rule: %v", err)
 	}
-	mine, err := st.List(t.Context(), "alice")
+	mine, err := st.ListOwned(t.Context(), "id-alice")
 	if err != nil || len(mine) != 1 {
 		t.Fatalf("alice's rules %v %v", mine, err)
 	}
 	if _, _, err := st.Get(t.Context(), "../x"); !errors.Is(err, notifier.ErrRuleNotFound) {
 		t.Fatalf("bad id: %v", err)
+	}
+}
+
+// Rules stored when they were keyed by username are adopted by the account
+// that made them; those of accounts that are gone are deleted, including
+// when a newcomer took the name after the rule was made.
+func TestAdoptOwners(t *testing.T) {
+	kv := rulesBucket(t)
+	made := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := notifier.NewStore(kv, 0, func() time.Time { return made })
+	legacy := func(owner string) notifier.Rule {
+		r, err := st.Create(t.Context(), notifier.Rule{Owner: owner, Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Interval: streams.Interval1m, Threshold: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	alice, gone, taken := legacy("alice"), legacy("carol"), legacy("dave")
+	sys, err := st.Create(t.Context(), notifier.Rule{Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Interval: streams.Interval1m, Threshold: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := map[string]notifier.Account{
+		"alice": {ID: "id-alice", CreatedAt: made.Add(-time.Hour)},
+		// dave's account was deleted and the name signed up for again.
+		"dave": {ID: "id-dave-2", CreatedAt: made.Add(time.Hour)},
+	}
+	lookup := func(_ context.Context, name string) (notifier.Account, bool, error) {
+		a, ok := accounts[name]
+		return a, ok, nil
+	}
+	// Not evaluated before adoption: it would reach nobody.
+	var r notifier.Rule = alice
+	r.Normalize()
+	if err := r.Validate(); err == nil {
+		t.Fatal("a rule naming no account validates")
+	}
+
+	adopted, removed, err := st.AdoptOwners(t.Context(), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(adopted) != 1 || adopted[0].ID != alice.ID || adopted[0].OwnerID != "id-alice" || len(removed) != 2 {
+		t.Fatalf("adopted %+v, removed %+v", adopted, removed)
+	}
+	for _, id := range []string{gone.ID, taken.ID} {
+		if _, _, err := st.Get(t.Context(), id); !errors.Is(err, notifier.ErrRuleNotFound) {
+			t.Errorf("rule %s of a gone account: %v", id, err)
+		}
+	}
+	if got, _, err := st.Get(t.Context(), sys.ID); err != nil || !got.System() {
+		t.Fatalf("system rule %+v %v", got, err)
+	}
+	if mine, err := st.ListOwned(t.Context(), "id-alice"); err != nil || len(mine) != 1 || mine[0].ID != alice.ID {
+		t.Fatalf("alice's rules %+v %v", mine, err)
+	}
+	if mine, _ := st.ListOwned(t.Context(), "id-dave-2"); len(mine) != 0 {
+		t.Fatalf("the new dave inherited %+v", mine)
+	}
+	// A second run (another process, the next start) changes nothing.
+	if a, rm, err := st.AdoptOwners(t.Context(), lookup); err != nil || len(a)+len(rm) != 0 {
+		t.Fatalf("second run %v %v %v", a, rm, err)
 	}
 }

@@ -1,7 +1,6 @@
 package notifier
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -320,9 +319,10 @@ const (
 	inAudit
 )
 
-// stage is the evaluation of one stream's events. Closed candles and
-// audit events are per-series state, warmed from history; ticks and
-// predictions are evaluated against the state the candles keep.
+// stage is the evaluation of one stream's events. Closed candles,
+// predictions and audit events are per-series state, each warmed from its
+// own stream's history; ticks are evaluated against the state the closed
+// candles keep.
 type stage struct {
 	w    *Worker
 	kind inputKind
@@ -331,7 +331,7 @@ type stage struct {
 // Key implements pipeline.Stage.
 func (s *stage) Key(m pipeline.Msg) string {
 	switch s.kind {
-	case inCandle, inAudit:
+	case inCandle, inPrediction, inAudit:
 		return m.Subject
 	}
 	return ""
@@ -364,50 +364,37 @@ func decodeInput(kind inputKind, m pipeline.Msg) (Input, error) {
 	return in, nil
 }
 
-// Warm implements pipeline.Stage: the series' recent closes (and the
-// predictions made over them, for model-error rules), or the audit
-// events a failed-logins window needs, replayed without firing.
+// Warm implements pipeline.Stage: the series' recent closes, or its
+// recent predictions (for model-error windows and predicted-move legs), or
+// the audit events a failed-logins window needs, replayed without firing.
 func (s *stage) Warm(ctx context.Context, h pipeline.History, key string, first pipeline.Msg) error {
 	w := s.w
 	var inputs []Input
 	switch s.kind {
-	case inCandle:
+	case inCandle, inPrediction:
+		stream := streams.StreamMarket
+		if s.kind == inPrediction {
+			stream = streams.StreamPredictions
+		}
 		k, err := streams.ParseSeriesSubject(key)
 		if err != nil {
 			return nil // Step rejects it
 		}
 		w.mu.Lock()
-		watched := w.eng.HasSeries(k.Symbol, k.Interval)
+		watched := w.eng.Watches(k.Symbol, k.Interval, s.kind == inPrediction)
 		w.mu.Unlock()
 		if !watched {
 			return nil
 		}
-		msgs, err := h.Tail(ctx, streams.StreamMarket, key, w.cfg.WarmBars, first.Seq)
+		msgs, err := h.Tail(ctx, stream, key, w.cfg.WarmBars, first.Seq)
 		if err != nil {
 			return err
 		}
 		for _, m := range msgs {
-			if in, err := decodeInput(inCandle, m); err == nil {
+			if in, err := decodeInput(s.kind, m); err == nil {
 				inputs = append(inputs, in)
 			}
 		}
-		firstIn, err := decodeInput(inCandle, first)
-		if err != nil {
-			break // Step rejects it
-		}
-		c := firstIn.Candle
-		preds, err := h.Tail(ctx, streams.StreamPredictions, streams.PredictionSubject(c.Interval, c.Symbol), w.cfg.WarmBars, 0)
-		if err != nil {
-			return err
-		}
-		for _, m := range preds {
-			// Only those made before the first candle closed: the rest
-			// reach the predictions stage live.
-			if in, err := decodeInput(inPrediction, m); err == nil && !in.at().After(c.Start) {
-				inputs = append(inputs, in)
-			}
-		}
-		slices.SortStableFunc(inputs, func(a, b Input) int { return cmp.Compare(a.at().UnixNano(), b.at().UnixNano()) })
 	case inAudit:
 		w.mu.Lock()
 		n := w.eng.SecurityWindow()
@@ -488,6 +475,10 @@ func (s *stage) Reset(key string) {
 	case inCandle:
 		if k, err := streams.ParseSeriesSubject(key); err == nil {
 			w.eng.ResetSeries(k.Symbol, k.Interval)
+		}
+	case inPrediction:
+		if k, err := streams.ParseSeriesSubject(key); err == nil {
+			w.eng.ResetForecasts(k.Symbol, k.Interval)
 		}
 	case inAudit:
 		w.eng.ResetSecurity()

@@ -169,7 +169,7 @@ func fired(t *testing.T, reg *prometheus.Registry) float64 {
 func TestWorkerReplaysRealMoveAcrossARestart(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
-	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
+	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
 		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
 	if err != nil {
@@ -221,7 +221,7 @@ func TestWorkerReplaysRealMoveAcrossARestart(t *testing.T) {
 			t.Errorf("alert %d has no notifier hop", i)
 		}
 	}
-	if got[1].Owner != "" || got[0].Owner != "alice" || got[1].Message != "BTC/USD fell 2.3% in 15 min to 22,872" {
+	if got[1].Owner != "" || got[0].Owner != "id-alice" || got[1].Message != "BTC/USD fell 2.3% in 15 min to 22,872" {
 		t.Errorf("owners or message: %+v", got[1].Alert)
 	}
 	// Each fired once: not merely deduplicated by the stream, never
@@ -277,7 +277,7 @@ func TestWorkerSecurityRule(t *testing.T) {
 func TestWorkerKilledMidStream(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
-	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
+	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
 		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
 		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
 	if err != nil {
@@ -311,5 +311,71 @@ func TestWorkerKilledMidStream(t *testing.T) {
 	want := []string{mine.ID + "@01:21", "system-move-BTC-USD@01:29", mine.ID + "@01:58"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("alerts %v, want %v", got, want)
+	}
+}
+
+// Prediction rules across a restart: model-error windows and
+// predicted-move legs are rebuilt from the PREDICTIONS stream, so the
+// worker stopped midway and started again fires exactly the alerts of the
+// preview over the same predictions, each once.
+func TestWorkerPredictionRulesAcrossARestart(t *testing.T) {
+	b := newBus(t)
+	b.track(t, "BTC/USD")
+	var mine []notifier.Rule
+	for _, r := range []notifier.Rule{
+		{Kind: notifier.KindModelError, Threshold: 0, Count: 10, Hysteresis: 0.1, Cooldown: notifier.Duration(20 * time.Minute)},
+		{Kind: notifier.KindPredictedMove, Direction: notifier.Either, Threshold: 0.3, Hysteresis: 0.2},
+	} {
+		r.Owner, r.OwnerID, r.Symbol, r.Interval, r.Trigger = "alice", "id-alice", "BTC/USD", streams.Interval1m, notifier.TriggerOncePerClose
+		got, err := b.rules.Create(t.Context(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine = append(mine, got)
+	}
+	ps := datatest.ReversalPredictions(stretchCandles(t))
+	var in []notifier.Input
+	var seqs []uint64
+	publish := func(ps []streams.Prediction) {
+		for i := range ps {
+			ack, err := streams.Publish(t.Context(), b.js, &ps[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, ack.Sequence)
+			in = append(in, notifier.Input{Prediction: &ps[i], Source: notifier.Source{Stream: streams.StreamPredictions, Seq: ack.Sequence}})
+		}
+	}
+	cut := len(ps) / 2
+	publish(ps[:cut])
+	stop, reg1 := b.worker(t, notifier.Config{})
+	b.waitHandled(t, streams.StreamPredictions, streams.ConsumerNotifierPrediction, seqs[len(seqs)-1])
+	stop()
+	before := len(b.alerts(t))
+	publish(ps[cut:])
+	_, reg2 := b.worker(t, notifier.Config{})
+	b.waitHandled(t, streams.StreamPredictions, streams.ConsumerNotifierPrediction, seqs[len(seqs)-1])
+
+	want := notifier.Preview(notifier.EngineConfig{}, mine, in)
+	kinds := map[string]int{}
+	for _, a := range want {
+		kinds[a.Kind]++
+	}
+	if kinds["model_error"] == 0 || kinds["predicted_move"] < 2 || before == 0 || before == len(want) {
+		t.Fatalf("the stretch does not test much: preview %v, %d of %d before the restart", kinds, before, len(want))
+	}
+	got := b.alerts(t)
+	if len(got) != len(want) {
+		t.Fatalf("%d alerts, preview %d", len(got), len(want))
+	}
+	for i := range want {
+		live := got[i].Alert
+		live.Trace = nil
+		if fmt.Sprint(want[i]) != fmt.Sprint(live) {
+			t.Errorf("preview %+v\nlive    %+v", want[i], live)
+		}
+	}
+	if n := fired(t, reg1) + fired(t, reg2); n != float64(len(want)) {
+		t.Errorf("the two workers fired %v alerts, want %d", n, len(want))
 	}
 }

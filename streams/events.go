@@ -405,9 +405,10 @@ func (f *HorizonForecast) validate(start time.Time) error {
 	return nil
 }
 
-// Alert is a fired alert rule. Owner says who may see it: a username, ""
-// for a system rule every user sees, or AlertAudienceAdmins for the system's
-// security alerts. A security alert has no symbol or interval; Key names what
+// Alert is a fired alert rule. Owner says who may see it: the account ID
+// (streams.User.ID, not the name, which a later account may reuse) of the
+// rule's owner, "" for a system rule every user sees, or
+// AlertAudienceAdmins for the system's security alerts. A security alert has no symbol or interval; Key names what
 // it is about (a username, a client address). Stream and Seq are the
 // provenance: the stored event that made the rule fire.
 type Alert struct {
@@ -432,11 +433,11 @@ type Alert struct {
 // AlertAudienceAdmins is the Owner of alerts that only admins receive.
 const AlertAudienceAdmins = "@admins"
 
-// AlertVisible reports whether an alert of owner may reach user: their
-// own, the system's (no owner), and for an admin the admins'. The one
-// rule for the websocket and the history alike.
-func AlertVisible(owner, user string, admin bool) bool {
-	return owner == "" || (owner == user && user != "") || (admin && owner == AlertAudienceAdmins)
+// AlertVisible reports whether an alert of owner may reach the account
+// whose ID is account: its own, the system's (no owner), and for an admin
+// the admins'. The one rule for the websocket and the history alike.
+func AlertVisible(owner, account string, admin bool) bool {
+	return owner == "" || (owner == account && account != "") || (admin && owner == AlertAudienceAdmins)
 }
 
 // AlertOwner reads only the owner of an encoded alert: what a fan-out

@@ -72,14 +72,21 @@ func Tail(ctx context.Context, js StreamLookup, stream, subject string, n int, b
 
 // readRange reads subject's messages with start <= seq < before.
 func readRange(ctx context.Context, s jetstream.Stream, subject string, start, before uint64) ([]StoredMsg, error) {
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	return readFrom(ctx, s, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
-		// The default retries a lost consumer forever, which on a dead
-		// connection blocks Fetch for good.
-		MaxResetAttempts: 3,
-	})
+	}, before, 0)
+}
+
+// readFrom reads the messages an ordered consumer of cfg delivers, up to
+// sequence before (exclusive); more than max (0: no bound) is
+// ErrTooManyMessages.
+func readFrom(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, before uint64, max int) ([]StoredMsg, error) {
+	// The default retries a lost consumer forever, which on a dead
+	// connection blocks Fetch for good.
+	cfg.MaxResetAttempts = 3
+	c, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
@@ -117,6 +124,9 @@ func readRange(ctx context.Context, s jetstream.Stream, subject string, start, b
 			}
 			if md.Sequence.Stream >= before {
 				return out, nil
+			}
+			if max > 0 && len(out) == max {
+				return nil, ErrTooManyMessages
 			}
 			out = append(out, StoredMsg{Seq: md.Sequence.Stream, Data: msg.Data()})
 			if md.NumPending == 0 {
@@ -177,6 +187,42 @@ func ReadRange(ctx context.Context, js StreamLookup, stream, subject string, sta
 		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
 	}
 	msgs, err := readRange(ctx, s, subject, start, before)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
+	}
+	return msgs, nil
+}
+
+// ErrTooManyMessages is ReadSince's answer when the range holds more than
+// asked for.
+var ErrTooManyMessages = errors.New("streams: more messages than the bound")
+
+// ReadSince returns, oldest first, subject's messages in stream stored at
+// or after since and before the read began: history by time, for a reader
+// that needs every event of a time range (an event is stored no earlier
+// than it happened, so this covers every event from since on, and the
+// caller drops those after its range). More than max (0: no bound) is
+// ErrTooManyMessages.
+func ReadSince(ctx context.Context, js StreamLookup, stream, subject string, since time.Time, max int) ([]StoredMsg, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	msgs, err := readFrom(ctx, s, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	}, info.State.LastSeq+1, max)
+	if errors.Is(err, ErrTooManyMessages) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
 	}

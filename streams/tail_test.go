@@ -1,8 +1,10 @@
 package streams_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"cryptostream/natstest"
 	"cryptostream/streams"
@@ -60,5 +62,67 @@ func TestTail(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// ReadSince reads by store time: exactly the subject's messages stored at
+// or after the time, and refuses more than its bound.
+func TestReadSince(t *testing.T) {
+	s := natstest.Server(t)
+	_, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		subj := "t.b"
+		if i%3 == 0 {
+			subj = "t.a"
+		}
+		if _, err := js.Publish(ctx, subj, fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := map[uint64]time.Time{}
+	for seq := uint64(1); seq <= 60; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject == "t.a" {
+			stored[seq] = m.Time
+		}
+	}
+	since := stored[31]
+	got, err := streams.ReadSince(ctx, js, "T", "t.a", since, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, at := range stored {
+		if !at.Before(since) {
+			want++
+		}
+	}
+	if len(got) != want || want < 10 {
+		t.Fatalf("read %d, want %d", len(got), want)
+	}
+	for i, m := range got {
+		if at, ok := stored[m.Seq]; !ok || at.Before(since) || (i > 0 && m.Seq <= got[i-1].Seq) {
+			t.Fatalf("message %d: seq %d stored %v", i, m.Seq, at)
+		}
+	}
+	if _, err := streams.ReadSince(ctx, js, "T", "t.a", since, want-1); !errors.Is(err, streams.ErrTooManyMessages) {
+		t.Fatalf("over the bound: %v", err)
+	}
+	if got, err := streams.ReadSince(ctx, js, "T", "t.a", since, want); err != nil || len(got) != want {
+		t.Fatalf("at the bound: %d %v", len(got), err)
+	}
+	if got, err := streams.ReadSince(ctx, js, "T", "t.c", time.Time{}, 0); err != nil || len(got) != 0 {
+		t.Fatalf("absent subject: %v %v", got, err)
+	}
+	if got, err := streams.ReadSince(ctx, js, "T", "t.a", stored[58].Add(time.Hour), 0); err != nil || len(got) != 0 {
+		t.Fatalf("after the last: %v %v", got, err)
 	}
 }

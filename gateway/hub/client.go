@@ -35,11 +35,12 @@ type client struct {
 	closeCode   int
 	closeReason string
 
-	mu    sync.Mutex
-	user  string
-	admin bool
-	subs  map[string]*clientSub
-	wg    sync.WaitGroup // catch-up goroutines
+	mu      sync.Mutex
+	user    string
+	account string // the account ID alerts are addressed to
+	admin   bool
+	subs    map[string]*clientSub
+	wg      sync.WaitGroup // catch-up goroutines
 }
 
 // clientSub is one client's subscription to one channel. Its fields are
@@ -60,7 +61,7 @@ type clientSub struct {
 func (c *client) mayRead(owner string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return streams.AlertVisible(owner, c.user, c.admin)
+	return streams.AlertVisible(owner, c.account, c.admin)
 }
 
 // mayReadData is mayRead for a stored event of the subscription's stream:
@@ -162,7 +163,7 @@ func (c *client) serve(claims *auth.Claims) {
 
 func (c *client) authorize(cl auth.Claims) {
 	c.mu.Lock()
-	c.user = cl.Subject
+	c.user, c.account = cl.Subject, cl.UID
 	c.admin = cl.Role == streams.RoleAdmin
 	c.mu.Unlock()
 	select {
@@ -216,7 +217,7 @@ func (c *client) reader(authed bool) {
 				return
 			}
 			c.mu.Lock()
-			other := c.user != "" && c.user != cl.Subject
+			other := c.user != "" && (c.user != cl.Subject || c.account != cl.UID)
 			c.mu.Unlock()
 			if other {
 				c.kill(CloseAuthFailed, "token of another user")
