@@ -102,14 +102,23 @@ func startSystem(t *testing.T) *system {
 			t.Logf("run log (last 4 KiB):\n%s", b[max(0, len(b)-4096):])
 		}
 	})
-	addr := make(chan string, 1)
+	// HTTP comes up before the roles (so /healthz answers while NATS
+	// connects), and /auth/login only once the gateway has started: wait
+	// for the "started" line, not only for the listener.
+	addr, started := make(chan string, 1), make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "http listening" {
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			switch l.Msg {
+			case "http listening":
 				addr <- l.Addr
+			case "started":
+				close(started)
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
@@ -119,6 +128,11 @@ func startSystem(t *testing.T) *system {
 	case a = <-addr:
 	case err := <-exited:
 		t.Fatalf("the binary exited before listening: %v", err)
+	}
+	select {
+	case <-started:
+	case err := <-exited:
+		t.Fatalf("the binary exited before its roles started: %v", err)
 	}
 	p := newProxy(t, a)
 	return &system{direct: "http://" + a, proxy: p, key: key}
