@@ -217,11 +217,6 @@ type pendingPrediction struct {
 
 type score struct{ model, zero float64 } // squared errors
 
-// noChangeModel is the ModelID of a forecast made with no champion (the
-// next close equal to this one): scoring it against the zero-return
-// forecast would compare it with itself.
-const noChangeModel = "no-change"
-
 const maxScored = 1000
 
 func (s *series) add(c streams.Candle) bool {
@@ -332,7 +327,9 @@ func (e *Engine) Prediction(p streams.Prediction, src Source) []streams.Alert {
 	}
 	f.last = p.Start
 	scoredNow := f.score(p)
-	if len(f.pending) < 10_000 && p.ModelID != noChangeModel {
+	// A no-change forecast is the zero-return forecast itself: scoring it
+	// against zero would compare it with itself.
+	if len(f.pending) < 10_000 && p.ModelID != streams.ModelNoChange {
 		f.pending[p.Target.Unix()] = pendingPrediction{close: p.Close, predicted: math.Log(p.PredictedClose / p.Close), model: p.ModelID}
 	}
 	ev := input{at: p.Start.Add(p.Interval.Duration()), candle: p.Start, src: src, symbol: p.Symbol, interval: p.Interval}

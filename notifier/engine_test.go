@@ -291,7 +291,7 @@ func TestModelError(t *testing.T) {
 		{"above a level", 0.15, -1, nil, true},
 		{"below a level", 0.3, -1, nil, false},
 		// The no-change forecast is not a model to judge against itself.
-		{"no champion", 0, 0, func(int) string { return noChangeModel }, false},
+		{"no champion", 0, 0, func(int) string { return streams.ModelNoChange }, false},
 		// A new champion every 8 predictions never has 10 of its own.
 		{"new champions", 0, -1, func(i int) string { return fmt.Sprint("m", i/8) }, false},
 	} {
