@@ -171,6 +171,12 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			b.setErr(nil)
+			if cfg.URL == "" {
+				// The embedded server is reached in process: the URL the
+				// client reports is a placeholder, not a listener.
+				log.Info("nats connected", "url", "in-process (embedded server)")
+				return
+			}
 			log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
