@@ -134,16 +134,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := streams.Ensure(ctx, js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
 	}
-	// A killed client's messages come back after AckWait and its pin is
-	// released after PinnedTTL; production waits 30s and 2m, the test
-	// need not.
-	for _, name := range []string{streams.ConsumerFeatures, streams.ConsumerPredictor} {
-		spec, _ := streams.Declare(1).Consumer(name)
-		spec.Config.AckWait, spec.Config.BackOff, spec.Config.PinnedTTL = time.Second, nil, time.Second
-		if _, err := js.CreateOrUpdateConsumer(ctx, spec.Stream, spec.Config); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fastRedelivery(t, js, streams.ConsumerFeatures, streams.ConsumerPredictor)
 
 	health := ops.NewHealth()
 	startFeatures := func() *instance {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"cryptostream/features"
 	"cryptostream/natstest"
 	"cryptostream/ops/opstest"
 	"cryptostream/predictor"
@@ -25,17 +24,7 @@ func TestHotSwap(t *testing.T) {
 	if err := streams.Ensure(ctx, js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
 	}
-	calc, err := features.NewCalculator(features.DefaultSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	series := features.NewSeries(calc)
-	var vs []streams.FeatureVector
-	for i, c := range meanReverting(400, 3) {
-		if v, o := series.Add(c, uint64(i+1)); o == features.Computed {
-			vs = append(vs, v)
-		}
-	}
+	vs := vectorsOf(t, meanReverting(400, 3))
 	reg, err := js.KeyValue(ctx, streams.BucketModelRegistry)
 	if err != nil {
 		t.Fatal(err)

@@ -145,8 +145,12 @@ func Declare(replicas int) Topology {
 				MaxAge:      0,
 				Duplicates:  day,
 				AllowDirect: true,
-				// Smaller than the vectors they are made from.
-				MaxBytes: 4 << 30,
+				// A prediction with every horizon's forecast and
+				// intervals is about 2 KB stored, six times its binary
+				// feature vector: the same 25 series of a year of 1m
+				// candles as MARKET holds need 26 GiB
+				// (predictor.TestPredictionFitsItsStream).
+				MaxBytes: 28 << 30,
 			}),
 			stream(jetstream.StreamConfig{
 				Name:        StreamAlerts,

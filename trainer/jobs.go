@@ -15,26 +15,34 @@ import (
 	"cryptostream/streams"
 )
 
-// params are a job's overrides of the model settings.
-func (w *Worker) params(job streams.Job) (int, Split, error) {
-	h, sp := w.cfg.Horizon, w.cfg.Split
+// params are a job's overrides of the model settings: the horizon, the
+// split, and the candidate feature sets (features: one set, comma
+// separated; candidates: several sets separated by semicolons).
+func (w *Worker) params(job streams.Job) (int, Split, [][]string, error) {
+	h, sp, sets := w.cfg.Horizon, w.cfg.Split, w.cfg.Candidates
 	ints := map[string]*int{"horizon": &h, "train_size": &sp.TrainSize, "test_size": &sp.TestSize, "folds": &sp.Folds, "gap": &sp.Gap}
 	for k, v := range job.Params {
 		if p, ok := ints[k]; ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return 0, sp, streams.Permanent(fmt.Errorf("trainer: param %s=%q: want a non-negative integer", k, v))
+				return 0, sp, nil, streams.Permanent(fmt.Errorf("trainer: param %s=%q: want a non-negative integer", k, v))
 			}
 			*p = n
 		}
 	}
 	if f := job.Params["features"]; f != "" {
-		sp.Features = strings.Split(f, ",")
+		sets = [][]string{strings.Split(f, ",")}
+	}
+	if c := job.Params["candidates"]; c != "" {
+		sets = nil
+		for _, f := range strings.Split(c, ";") {
+			sets = append(sets, strings.Split(f, ","))
+		}
 	}
 	if h < 1 || h > 1440 {
-		return 0, sp, streams.Permanent(fmt.Errorf("trainer: horizon %d", h))
+		return 0, sp, nil, streams.Permanent(fmt.Errorf("trainer: horizon %d", h))
 	}
-	return h, sp, nil
+	return h, sp, sets, nil
 }
 
 // dataset reads the latest n vectors of a series and labels them.
@@ -93,7 +101,7 @@ type artifact struct {
 // and its artifact, the champion decision, and the models.updated notice.
 func (w *Worker) Train(ctx context.Context, job streams.Job) (map[string]string, error) {
 	began := time.Now()
-	horizon, sp, err := w.params(job)
+	horizon, sp, sets, err := w.params(job)
 	if err != nil {
 		return nil, err
 	}
@@ -102,25 +110,25 @@ func (w *Worker) Train(ctx context.Context, job streams.Job) (map[string]string,
 	if err != nil {
 		return nil, err
 	}
-	rep, err := WalkForward(ds, horizon, sp)
+	rep, err := Search(ds, horizon, sp, sets)
 	if err != nil {
 		// Too little data or an unknown feature will not change on retry.
 		return nil, streams.Permanent(err)
 	}
 	reg := w.registry
 	id := ModelID(job)
-	champ, champMSE, err := w.champion(ctx, job, ds.Names, rep)
+	champ, sitting, err := w.champion(ctx, job)
 	if err != nil {
 		return nil, err
 	}
 	champID := champ.ID
-	promote, decision := Decide(rep, champID, champMSE)
-	if champID == id {
-		promote, decision = true, "already champion (job redelivered)"
+	dec, err := Decide(w.cfg.Rule, rep, ds.Names, sitting, max(len(sets), 1), job.Interval.Duration())
+	if err != nil {
+		return nil, streams.Permanent(err)
 	}
-	demote := !promote && champID != "" && Demote(rep, champMSE)
-	if demote {
-		decision += fmt.Sprintf("; champion %s demoted: %.4g on these rows does not beat the zero-return baseline", champID, champMSE)
+	promote, demote, decision := dec.Promote, dec.Demote, dec.Reason
+	if champID == id {
+		promote, demote, decision = true, false, "already champion (job redelivered)"
 	}
 	now := w.deps.Now().UTC()
 	rec := streams.ModelRecord{
@@ -174,7 +182,8 @@ func (w *Worker) Train(ctx context.Context, job streams.Job) (map[string]string,
 	w.models.WithLabelValues(label).Inc()
 	w.duration.Observe(time.Since(began).Seconds())
 	w.log.Info("model trained", "model", id, "symbol", job.Symbol, "interval", job.Interval, "decision", decision,
-		"test_mse", rep.Test.MSE, "baseline_zero_mse", rep.BaselineZero.MSE, "baseline_last_mse", rep.BaselineLast.MSE)
+		"test_mse", rep.Test.MSE, "baseline_zero_mse", rep.BaselineZero.MSE, "baseline_last_mse", rep.BaselineLast.MSE,
+		"dm_no_change", dec.Verdict.VsNoChange.Stat, "p_no_change", dec.Verdict.AdjustedPNoChange, "candidates", max(len(sets), 1))
 	note := streams.ModelUpdated{ModelID: id, Symbol: job.Symbol, Interval: job.Interval, Promoted: promote, Champion: champion, Decision: decision, At: now}
 	if _, err := streams.Publish(ctx, w.deps.JS, &note); err != nil {
 		return nil, fmt.Errorf("trainer: models.updated: %w", err)
@@ -182,38 +191,33 @@ func (w *Worker) Train(ctx context.Context, job streams.Job) (map[string]string,
 	return map[string]string{
 		"model_id": id, "promoted": strconv.FormatBool(promote), "decision": decision, "champion": champion,
 		"test_mse": fmtF(rep.Test.MSE), "baseline_zero_mse": fmtF(rep.BaselineZero.MSE), "baseline_last_mse": fmtF(rep.BaselineLast.MSE),
+		"dm_no_change": fmtF(dec.Verdict.VsNoChange.Stat), "p_no_change": fmtF(dec.Verdict.AdjustedPNoChange), "candidates": strconv.Itoa(max(len(sets), 1)),
 	}, nil
 }
 
 func fmtF(f float64) string { return strconv.FormatFloat(f, 'g', 6, 64) }
 
-// champion returns the series' current champion and its MSE on the
-// candidate's held-out rows (-1 when there is no champion). A champion that
-// cannot be scored on them (another feature set) is judged by its own
-// stored test MSE. The champion may have been trained on some of these
-// rows, which favours it: promotion errs on the side of keeping it.
-func (w *Worker) champion(ctx context.Context, job streams.Job, names []string, rep Report) (registry.Champion, float64, error) {
+// champion returns the series' current champion key and the champion as
+// the promotion rule judges it (nil when there is none). A record that
+// no longer describes a linear model is a champion that cannot forecast:
+// the rule then judges the candidate against no-change alone.
+func (w *Worker) champion(ctx context.Context, job streams.Job) (registry.Champion, *Champion, error) {
 	champ, err := w.registry.Champion(ctx, job.Interval, job.Symbol)
 	if errors.Is(err, registry.ErrNoChampion) {
-		return registry.Champion{}, -1, nil
+		return registry.Champion{}, nil, nil
 	}
 	if err != nil {
-		return registry.Champion{}, 0, fmt.Errorf("trainer: %w", err)
+		return registry.Champion{}, nil, fmt.Errorf("trainer: %w", err)
 	}
 	rec, _, err := w.registry.Get(ctx, champ.ID)
 	if err != nil {
-		return registry.Champion{}, 0, fmt.Errorf("trainer: %w", err)
+		return registry.Champion{}, nil, fmt.Errorf("trainer: %w", err)
 	}
-	m, err := FromRecord(rec)
-	if err != nil {
-		return champ, rec.Metrics["test"].MSE, nil
+	c := &Champion{ID: champ.ID, Horizon: rec.Horizon, TrainTo: rec.TrainTo}
+	if m, err := FromRecord(rec); err == nil {
+		c.Model = &m
 	}
-	if rec.Horizon == rep.Horizon {
-		if s, err := Score(m, names, rep.TestRows); err == nil {
-			return champ, s.MSE, nil
-		}
-	}
-	return champ, rec.Metrics["test"].MSE, nil
+	return champ, c, nil
 }
 
 // demote clears the champion flag of the previous champion's record; the

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"cryptostream/forecast"
 	"cryptostream/streams"
 	"cryptostream/trainer"
 )
@@ -81,8 +83,7 @@ actual return, so the zero forecast, which calls no direction, scores 0.
 	}
 	sp := trainer.DefaultSplit()
 	need := sp.TrainSize + sp.Folds*sp.TestSize + sp.Gap
-	var champ *trainer.Linear
-	champID := ""
+	var champ *trainer.Champion
 	trainings, promotions, demotions, covered := 0, 0, 0, 0
 	var pred, actual, zero, last []float64
 	for start := need; start < len(ds.Rows); start += 1440 {
@@ -94,26 +95,22 @@ actual return, so the zero forecast, which calls no direction, scores 0.
 			t.Fatal(err)
 		}
 		trainings++
-		champMSE := -1.0
-		if champ != nil {
-			s, err := trainer.Score(*champ, ds.Names, rep.TestRows)
-			if err != nil {
-				t.Fatal(err)
-			}
-			champMSE = s.MSE
+		d, err := trainer.Decide(forecast.DefaultRule(), rep, ds.Names, champ, 1, time.Minute)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if ok, _ := trainer.Decide(rep, champID, champMSE); ok {
+		if d.Promote {
 			m := rep.Model
-			champ, champID = &m, fmt.Sprint(trainings)
+			champ = &trainer.Champion{ID: fmt.Sprint(trainings), Model: &m, Horizon: 1, TrainTo: rep.TrainTo}
 			promotions++
-		} else if trainer.Demote(rep, champMSE) {
-			champ, champID = nil, ""
+		} else if d.Demote {
+			champ = nil
 			demotions++
 		}
 		if champ == nil {
 			continue
 		}
-		bound, err := champ.Bind(ds.Names)
+		bound, err := champ.Model.Bind(ds.Names)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sajari/regression"
 
+	"cryptostream/forecast"
 	"cryptostream/streams"
 )
 
@@ -51,8 +52,10 @@ type Report struct {
 	Train, Test, BaselineZero, BaselineLast streams.Metrics
 	TrainFrom, TrainTo, TestFrom, TestTo    time.Time
 	// TestRows are the held-out rows, in order, so that another model
-	// (the current champion) can be scored on exactly the same rows.
+	// (the current champion) can be scored on exactly the same rows;
+	// TestPred the model's forecast of each, made by the fold's fit.
 	TestRows []Row
+	TestPred []float64
 	Horizon  int
 	// Folds are each fold's windows, for the audit of the gap.
 	Folds []Fold
@@ -112,6 +115,7 @@ func WalkForward(ds Dataset, horizon int, sp Split) (Report, error) {
 		}
 	}
 	rep.TestRows = ds.Rows[testStart:]
+	rep.TestPred = slices.Clone(pred)
 	rep.TestFrom, rep.TestTo = rep.TestRows[0].Start, rep.TestRows[len(rep.TestRows)-1].Start
 	rep.Test = Evaluate(pred, actual)
 	rep.BaselineZero = Evaluate(zero, actual)
@@ -181,29 +185,115 @@ func fit(rows []Row, feats []string, cols []int) (Linear, error) {
 	return Linear{Features: slices.Clone(feats), Coef: coef}, nil
 }
 
-// Decide is the promotion rule: a candidate becomes champion only if its
-// held-out MSE is below the zero-return baseline's and below the current
-// champion's on the same rows (championMSE < 0: there is none). The reason
-// is logged and stored with the model.
-func Decide(rep Report, championID string, championMSE float64) (bool, string) {
-	switch {
-	case rep.Test.MSE >= rep.BaselineZero.MSE:
-		return false, fmt.Sprintf("not promoted: test MSE %.4g does not beat the zero-return baseline %.4g", rep.Test.MSE, rep.BaselineZero.MSE)
-	case championMSE >= 0 && rep.Test.MSE >= championMSE:
-		return false, fmt.Sprintf("not promoted: test MSE %.4g does not beat champion %s (%.4g on the same rows)", rep.Test.MSE, championID, championMSE)
-	case championMSE >= 0:
-		return true, fmt.Sprintf("promoted: test MSE %.4g beats the zero-return baseline %.4g and champion %s (%.4g)", rep.Test.MSE, rep.BaselineZero.MSE, championID, championMSE)
-	}
-	return true, fmt.Sprintf("promoted: test MSE %.4g beats the zero-return baseline %.4g; no champion before", rep.Test.MSE, rep.BaselineZero.MSE)
+// Champion is the sitting champion as the promotion rule sees it.
+type Champion struct {
+	ID string
+	// Model is nil when the champion cannot forecast the candidate's rows
+	// (another horizon, or features the vectors no longer carry).
+	Model   *Linear
+	Horizon int
+	// TrainTo is the start of the last row the champion's fit used.
+	TrainTo time.Time
 }
 
-// Demote says whether the current champion, not replaced by the candidate,
-// must step down: its MSE on the candidate's held-out rows no longer beats
-// the zero-return baseline there. A champion is the best model that beats
-// the baseline, or none; a stale one would publish forecasts worse than
-// saying nothing.
-func Demote(rep Report, championMSE float64) bool {
-	return championMSE >= 0 && championMSE >= rep.BaselineZero.MSE
+// Decision is what the trainer does with a candidate and the sitting
+// champion, and why.
+type Decision struct {
+	Promote bool
+	// Demote says the champion, not replaced, steps down.
+	Demote  bool
+	Reason  string
+	Verdict forecast.Verdict
+	// ChampionMSE and ChampionNoChangeMSE are the champion's and the
+	// no-change forecast's MSE on the held-out rows the champion had not
+	// seen (ChampionRows of them), the evidence of a demotion.
+	ChampionMSE, ChampionNoChangeMSE float64
+	ChampionRows                     int
+}
+
+// Decide applies rule to the best of tried candidates (rep, fitted on
+// vectors laid out as names) and the sitting champion (nil: none), for
+// candles of interval iv. The candidate is promoted only when the
+// one-sided Diebold–Mariano tests against the no-change forecast and
+// against the champion both pass after the correction for tried, with the
+// rule's margin (forecast.Rule.Decide); the champion is judged only on the
+// held-out rows after its own training window plus the horizon.
+//
+// A champion not replaced is demoted when, on at least rule.MinRows of
+// those unseen rows, its MSE is no lower than the no-change forecast's: it
+// has stopped beating saying nothing, and a forecast worse than no-change
+// is not worth publishing. The bar to stay (a lower MSE) is deliberately
+// below the bar to enter (a significant and margin-wide one), so that a
+// real but modest champion is not flipped in and out by noise, while a
+// chance winner, whose expected MSE is above no-change's, is removed at the
+// first training with a day of rows it has not seen.
+func Decide(rule forecast.Rule, rep Report, names []string, champ *Champion, tried int, iv time.Duration) (Decision, error) {
+	if len(rep.TestPred) != len(rep.TestRows) {
+		return Decision{}, fmt.Errorf("trainer: report of %d held-out rows with %d forecasts", len(rep.TestRows), len(rep.TestPred))
+	}
+	tr := forecast.Trial{Horizon: rep.Horizon, Interval: iv, Candidate: rep.TestPred, Tried: tried,
+		Starts: make([]time.Time, len(rep.TestRows)), Actual: make([]float64, len(rep.TestRows))}
+	for i, r := range rep.TestRows {
+		tr.Starts[i], tr.Actual[i] = r.Start, r.Y
+	}
+	var note string
+	if champ != nil {
+		pred, err := champ.forecasts(rep, names)
+		if err != nil {
+			note = fmt.Sprintf("; champion %s cannot forecast these rows (%v): judged against no-change only", champ.ID, err)
+		} else {
+			tr.Champion, tr.ChampionTrainTo = pred, champ.TrainTo
+		}
+	}
+	v, err := rule.Decide(tr)
+	if err != nil {
+		return Decision{}, fmt.Errorf("trainer: %w", err)
+	}
+	d := Decision{Promote: v.Promote, Reason: v.Reason + note, Verdict: v}
+	if d.Promote || tr.Champion == nil {
+		return d, nil
+	}
+	from := champ.TrainTo.Add(time.Duration(rep.Horizon) * iv)
+	var sse, sseZero float64
+	for i, a := range tr.Actual {
+		if tr.Starts[i].Before(from) {
+			continue
+		}
+		sse += forecast.SquaredError(tr.Champion[i], a)
+		sseZero += a * a
+		d.ChampionRows++
+	}
+	if d.ChampionRows < rule.MinRows {
+		d.Reason += fmt.Sprintf("; champion %s kept: %d rows after its training window, fewer than %d to judge it on", champ.ID, d.ChampionRows, rule.MinRows)
+		return d, nil
+	}
+	d.ChampionMSE, d.ChampionNoChangeMSE = sse/float64(d.ChampionRows), sseZero/float64(d.ChampionRows)
+	if d.ChampionMSE >= d.ChampionNoChangeMSE {
+		d.Demote = true
+		d.Reason += fmt.Sprintf("; champion %s demoted: MSE %.4g on %d rows it had not seen is not below no-change's %.4g", champ.ID, d.ChampionMSE, d.ChampionRows, d.ChampionNoChangeMSE)
+	} else {
+		d.Reason += fmt.Sprintf("; champion %s kept: MSE %.4g on %d rows it had not seen, %.2f%% below no-change", champ.ID, d.ChampionMSE, d.ChampionRows, 100*(1-d.ChampionMSE/d.ChampionNoChangeMSE))
+	}
+	return d, nil
+}
+
+// forecasts are the champion's forecasts of the candidate's held-out rows.
+func (c *Champion) forecasts(rep Report, names []string) ([]float64, error) {
+	if c.Model == nil {
+		return nil, errors.New("no model")
+	}
+	if c.Horizon != rep.Horizon {
+		return nil, fmt.Errorf("horizon %d, not %d", c.Horizon, rep.Horizon)
+	}
+	b, err := c.Model.Bind(names)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(rep.TestRows))
+	for i, r := range rep.TestRows {
+		out[i] = b.Predict(r.Values)
+	}
+	return out, nil
 }
 
 // Score is a model's MSE and metrics on rows, for comparing a champion with
@@ -219,4 +309,28 @@ func Score(m Linear, names []string, rows []Row) (streams.Metrics, error) {
 		pred[i], actual[i] = b.Predict(r.Values), r.Y
 	}
 	return Evaluate(pred, actual), nil
+}
+
+// Search runs the walk-forward evaluation of sp for every candidate
+// feature set (none: sp.Features alone) on the same rows and returns the
+// report of the one with the lowest held-out MSE. Picking the best of
+// len(sets) is the search the promotion rule must correct for: pass
+// len(sets) to Decide as tried.
+func Search(ds Dataset, horizon int, sp Split, sets [][]string) (Report, error) {
+	if len(sets) == 0 {
+		return WalkForward(ds, horizon, sp)
+	}
+	var best Report
+	for i, f := range sets {
+		one := sp
+		one.Features = f
+		rep, err := WalkForward(ds, horizon, one)
+		if err != nil {
+			return Report{}, fmt.Errorf("trainer: candidate %d: %w", i, err)
+		}
+		if i == 0 || rep.Test.MSE < best.Test.MSE {
+			best = rep
+		}
+	}
+	return best, nil
 }

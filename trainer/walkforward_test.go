@@ -7,6 +7,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/features"
+	"cryptostream/forecast"
 	"cryptostream/streams"
 	"cryptostream/trainer"
 )
@@ -81,50 +82,8 @@ func TestWalkForwardRealFile(t *testing.T) {
 	if useless.Test.MSE < useless.BaselineZero.MSE {
 		t.Fatalf("the time of day beats the zero baseline (%v < %v): pick another useless set", useless.Test.MSE, useless.BaselineZero.MSE)
 	}
-	if ok, why := trainer.Decide(useless, "", -1); ok {
-		t.Fatalf("useless model promoted: %s", why)
-	}
-}
-
-func TestDecide(t *testing.T) {
-	rep := func(test, zero float64) trainer.Report {
-		return trainer.Report{Test: streams.Metrics{MSE: test}, BaselineZero: streams.Metrics{MSE: zero}}
-	}
-	tests := []struct {
-		name        string
-		rep         trainer.Report
-		championMSE float64
-		want        bool
-	}{
-		{"beats the baseline, no champion", rep(1, 2), -1, true},
-		{"ties the baseline", rep(2, 2), -1, false},
-		{"loses to the baseline", rep(3, 2), -1, false},
-		{"beats baseline and champion", rep(1, 2), 1.5, true},
-		{"beats baseline, ties champion", rep(1, 2), 1, false},
-		{"beats baseline, loses to champion", rep(1, 2), 0.5, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got, why := trainer.Decide(tt.rep, "m1", tt.championMSE); got != tt.want || why == "" {
-				t.Fatalf("Decide = %v (%s), want %v", got, why, tt.want)
-			}
-		})
-	}
-	for _, tt := range []struct {
-		name        string
-		championMSE float64
-		want        bool
-	}{
-		{"no champion", -1, false},
-		{"champion beats the baseline", 1, false},
-		{"champion ties the baseline", 2, true},
-		{"champion loses to the baseline", 3, true},
-	} {
-		t.Run("demote/"+tt.name, func(t *testing.T) {
-			if got := trainer.Demote(rep(5, 2), tt.championMSE); got != tt.want {
-				t.Fatalf("Demote = %v, want %v", got, tt.want)
-			}
-		})
+	if d, err := trainer.Decide(forecast.DefaultRule(), useless, ds.Names, nil, 1, time.Minute); err != nil || d.Promote {
+		t.Fatalf("useless model promoted: %+v, %v", d, err)
 	}
 }
 

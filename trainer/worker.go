@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
+	"cryptostream/forecast"
 	"cryptostream/pipeline"
 	"cryptostream/registry"
 	"cryptostream/streams"
@@ -35,6 +36,13 @@ type Config struct {
 	// Every schedules a training of a series after this many new vectors
 	// of it; 0 trains on jobs only.
 	Every int
+	// Rule is the promotion rule; its zero value means
+	// forecast.DefaultRule.
+	Rule forecast.Rule
+	// Candidates are the feature sets each training tries, the best of
+	// which is put to the rule, corrected for their number; none means
+	// the split's features (every feature by default).
+	Candidates [][]string
 }
 
 // Deps are the worker's collaborators.
@@ -70,6 +78,12 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	}
 	if cfg.Split.TrainSize == 0 {
 		cfg.Split = DefaultSplit()
+	}
+	if cfg.Rule == (forecast.Rule{}) {
+		cfg.Rule = forecast.DefaultRule()
+	}
+	if !(cfg.Rule.Alpha > 0 && cfg.Rule.Alpha < 1) || !(cfg.Rule.Margin >= 0 && cfg.Rule.Margin < 1) || cfg.Rule.MinRows < 2 {
+		return nil, fmt.Errorf("trainer: promotion rule %+v: alpha in (0, 1), margin in [0, 1), at least 2 rows", cfg.Rule)
 	}
 	if cfg.Every < 0 {
 		return nil, fmt.Errorf("trainer: schedule every %d vectors", cfg.Every)
