@@ -21,9 +21,10 @@ export class CandleChart {
     this.chart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
     const line = (color, style, width = 2) => this.chart.addSeries(LineSeries, { color, lineStyle: style, lineWidth: width, lastValueVisible: false, priceLineVisible: false, crosshairMarkerVisible: false });
     this.past = line("#d29922", LineStyle.Solid, 1);
+    this.line = line;
     this.forecast = line("#58a6ff", LineStyle.Dashed);
-    this.upper = line("#58a6ff80", LineStyle.Dotted, 1);
-    this.lower = line("#58a6ff80", LineStyle.Dotted, 1);
+    this.bandLines = []; // [{upper, lower}] by level, widest first, made when first needed
+    this.fan = null;
     this.markers = createSeriesMarkers(this.candles, []);
     this.bars = new Map(); // time -> bar
     this.times = []; // sorted
@@ -82,16 +83,21 @@ export class CandleChart {
     return null;
   }
 
-  setForecast(p) {
-    if (!p) {
-      for (const s of [this.forecast, this.upper, this.lower]) s.setData([]);
-      return;
+  // setForecast draws a fan (see forecast.js) ahead of the last candle:
+  // the point forecasts dashed, each interval level's bounds dotted, the
+  // wider the fainter.
+  setForecast(fan) {
+    this.fan = fan;
+    this.forecast.setData(fan ? fan.center : []);
+    const bands = fan ? fan.bands : [];
+    while (this.bandLines.length < bands.length) {
+      const alpha = ["40", "80", "b0", "d0"][Math.min(3, this.bandLines.length)];
+      this.bandLines.push({ upper: this.line("#58a6ff" + alpha, LineStyle.Dotted, 1), lower: this.line("#58a6ff" + alpha, LineStyle.Dotted, 1) });
     }
-    const from = p.start, to = p.target;
-    if (!(to > from)) return;
-    this.forecast.setData([{ time: from, value: p.close }, { time: to, value: p.predicted_close }]);
-    this.upper.setData([{ time: from, value: p.close }, { time: to, value: p.upper }]);
-    this.lower.setData([{ time: from, value: p.close }, { time: to, value: p.lower }]);
+    this.bandLines.forEach((l, i) => {
+      l.upper.setData(bands[i] ? bands[i].upper : []);
+      l.lower.setData(bands[i] ? bands[i].lower : []);
+    });
   }
 
   setPast(preds) {
@@ -107,6 +113,9 @@ export class CandleChart {
       closed: this.times.filter((t) => this.closed.has(t)),
       running: this.times.length && !this.closed.has(this.times[this.times.length - 1]) ? this.bars.get(this.times[this.times.length - 1]) : null,
       last: this.times.length ? this.bars.get(this.times[this.times.length - 1]) : null,
+      // What the fan draws, as the series hold it.
+      forecast: this.forecast.data().map((d) => d.time),
+      bands: this.bandLines.map((l) => ({ upper: l.upper.data().map((d) => [d.time, d.value]), lower: l.lower.data().map((d) => [d.time, d.value]) })),
     };
   }
 }
