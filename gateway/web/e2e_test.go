@@ -802,6 +802,37 @@ func TestDashboard(t *testing.T) {
 		user.waitJS("the rule's alert in the live feed", `document.querySelector("#alert-feed li")`)
 	})
 
+	t.Run("the models page says why no model is promoted and follows a training job to its end", func(t *testing.T) {
+		admin.t = t
+		admin.run(page.BringToFront())
+		admin.hash("#/models")
+		code, ev := sys.api(t, "GET", "/prediction/model-evaluation?asset=BTC-USD&interval=1m", adminTok, nil)
+		if code != http.StatusOK {
+			t.Fatalf("model evaluation: %d %v", code, ev)
+		}
+		sel := `document.querySelector('#evaluations section[data-series="BTC/USD 1m"]')`
+		if ev["promoted"] == true {
+			admin.waitJS("the champion", fmt.Sprintf(`%s && %s.textContent.includes(%q)`, sel, sel, ev["model_id"]))
+		} else {
+			why, _ := ev["why"].(string)
+			if why == "" {
+				t.Fatalf("no champion and no why: %v", ev)
+			}
+			// The why names the latest model once one is trained: compare
+			// its stable opening.
+			admin.waitJS("why no model is promoted", fmt.Sprintf(`%s && %s.querySelector(".why").textContent.startsWith(%q)`, sel, sel, why[:min(len(why), 30)]))
+		}
+		admin.waitJS("the live scores per horizon", sel+`.querySelectorAll("tr[data-horizon]").length >= 2`)
+		admin.run(chromedp.Click("#job-train", chromedp.ByQuery))
+		admin.waitJS("the job followed to its end", `document.querySelector("#jobs li[data-job] .state.done, #jobs li[data-job] .state.failed")`)
+		var id, state string
+		admin.eval(`document.querySelector("#jobs li[data-job]").dataset.job`, &id)
+		admin.eval(`document.querySelector("#jobs li[data-job] .state").textContent`, &state)
+		if code, st := sys.api(t, "GET", "/prediction/jobs/"+id, adminTok, nil); code != http.StatusOK || st["state"] != state {
+			t.Fatalf("the page says job %s is %s; the API: %d %v", id, state, code, st)
+		}
+	})
+
 	t.Run("screenshots", func(t *testing.T) {
 		user.t, admin.t = t, t
 		for _, size := range []struct {

@@ -25,6 +25,7 @@ export class CandleChart {
     this.forecast = line("#58a6ff", LineStyle.Dashed);
     this.bandLines = []; // [{upper, lower}] by level, widest first, made when first needed
     this.fan = null;
+    this.fanSpan = -1;
     this.markers = createSeriesMarkers(this.candles, []);
     this.bars = new Map(); // time -> bar
     this.times = []; // sorted
@@ -45,7 +46,10 @@ export class CandleChart {
     }
     this.times = [...this.bars.keys()].sort((a, b) => a - b);
     this.redraw();
-    this.chart.timeScale().scrollToRealTime();
+    // The whole range in view, whatever the width: a fixed bar spacing
+    // left most of a wide chart empty.
+    this.chart.timeScale().fitContent();
+    this.fanSpan = -1; // refit when the first fan comes
   }
 
   redraw() {
@@ -88,16 +92,23 @@ export class CandleChart {
   // wider the fainter.
   setForecast(fan) {
     this.fan = fan;
+    // Refit when the fan reaches a new distance (its first draw, another
+    // horizon chosen), not on every prediction: that would undo the
+    // user's zoom each candle.
+    const span = fan ? fan.center[fan.center.length - 1].time - fan.center[0].time : 0;
+    const refit = this.times.length > 0 && span !== this.fanSpan;
+    this.fanSpan = span;
     this.forecast.setData(fan ? fan.center : []);
     const bands = fan ? fan.bands : [];
     while (this.bandLines.length < bands.length) {
-      const alpha = ["40", "80", "b0", "d0"][Math.min(3, this.bandLines.length)];
+      const alpha = ["70", "b0", "d0", "f0"][Math.min(3, this.bandLines.length)];
       this.bandLines.push({ upper: this.line("#58a6ff" + alpha, LineStyle.Dotted, 1), lower: this.line("#58a6ff" + alpha, LineStyle.Dotted, 1) });
     }
     this.bandLines.forEach((l, i) => {
       l.upper.setData(bands[i] ? bands[i].upper : []);
       l.lower.setData(bands[i] ? bands[i].lower : []);
     });
+    if (refit) this.chart.timeScale().fitContent();
   }
 
   setPast(preds) {
