@@ -630,6 +630,49 @@ func TestDashboard(t *testing.T) {
 		report["navigation_to_first_candle_ms"] = firstCandle
 	})
 
+	t.Run("the forecast is drawn ahead of the last candle and says who made it", func(t *testing.T) {
+		user.t = t
+		// The fan of the 1h range reaches the farthest horizon within a
+		// quarter of it: 15 bars of the 1m, 15m and 1h horizons.
+		fanOK := func(bars int) string {
+			return fmt.Sprintf(`(() => { const c = window.cryptostream.chart, f = c && c.fan; if (!f) return false;
+				const closed = c.snapshot().closed, from = f.center[0].time, to = f.center.at(-1).time;
+				if (!c.closed.has(from) || to - from !== %d * 60 || to <= closed.at(-1)) return false;
+				if (f.bands.length < 2) return false;
+				for (let i = 1; i < f.bands.length; i++) for (let j = 1; j < f.center.length; j++) {
+					const w = f.bands[i-1], n = f.bands[i];
+					if (!(w.level > n.level && w.upper[j].value >= n.upper[j].value && w.lower[j].value <= n.lower[j].value && n.upper[j].value > n.lower[j].value)) return false;
+				}
+				return c.forecast.data().at(-1).time === to; })()`, bars)
+		}
+		user.waitJS("a 15-bar fan with its 80% and 95% bands", fanOK(15))
+		user.waitJS("the three horizons", `document.querySelectorAll("#forecast tr[data-horizon]").length === 3`)
+		user.run(chromedp.Click(`#forecast tr[data-horizon="60"] button`, chromedp.ByQuery))
+		user.waitJS("the fan reaching the 1h horizon", `location.hash.includes("fh=60") && `+fanOK(60))
+		tok := sys.token(t, userName, userPass)
+		code, p := sys.api(t, "GET", "/prediction/latest-prediction?asset=BTC-USD&interval=1m", tok, nil)
+		if code != http.StatusOK {
+			t.Fatalf("latest prediction: %d %v", code, p)
+		}
+		noChange := true
+		for _, f := range p["forecasts"].([]any) {
+			if f.(map[string]any)["model"] != streams.ModelNoChange {
+				noChange = false
+			}
+		}
+		var label struct {
+			Model string `json:"model"`
+			Text  string `json:"text"`
+		}
+		user.eval(`(() => { const f = document.querySelector("#forecast"); return {model: f.dataset.model, text: f.textContent}; })()`, &label)
+		if noChange && (label.Model != "no-change" || !strings.Contains(label.Text, "no-change forecast") || strings.Contains(label.Text, "model no-change")) {
+			t.Fatalf("a no-change forecast is not labelled as such: %+v", label)
+		}
+		if !noChange && label.Model != "model" {
+			t.Fatalf("a model's forecast is labelled %+v", label)
+		}
+	})
+
 	t.Run("the websocket is cut and resumes with no missing or repeated candle", func(t *testing.T) {
 		user.t = t
 		before := user.chart()
@@ -662,9 +705,12 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("a wider range loads its history and stays live", func(t *testing.T) {
 		user.t = t
-		n := len(user.chart().Closed)
+		// The 1h chart has grown by every live candle since it opened: the
+		// reload is told by a new chart whose history spans the range.
+		user.eval(`window.__oneHour = window.cryptostream.chart, true`, nil)
 		user.run(chromedp.Click("#range-6h", chromedp.ByQuery))
-		user.waitJS("six hours of candles", fmt.Sprintf(`location.hash.includes("range=6h") && window.cryptostream.chart && window.cryptostream.chart.snapshot().closed.length > %d`, n+60))
+		user.waitJS("six hours of candles", `location.hash.includes("range=6h") && window.cryptostream.chart && window.cryptostream.chart !== window.__oneHour &&
+			(() => { const c = window.cryptostream.chart.snapshot().closed; return c.length && c.at(-1) - c[0] >= 5 * 3600; })()`)
 		last := user.chart().Closed
 		user.waitJS("a live candle after the reload", fmt.Sprintf(`window.cryptostream.chart.snapshot().closed.at(-1) > %d`, last[len(last)-1]))
 		got := user.chart().Closed
@@ -724,19 +770,66 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
-	t.Run("a rule is added on the alerts page", func(t *testing.T) {
+	t.Run("a rule is added and its alert arrives as a toast", func(t *testing.T) {
 		user.t = t
 		user.hash("#/alerts")
+		// A toast lasts seconds: the page records every toast it shows, so
+		// that a busy machine polling late still sees it.
+		user.eval(`window.__toasts = []; new MutationObserver((ms) => { for (const m of ms) for (const n of m.addedNodes)
+			if (n.classList && n.classList.contains("toast")) window.__toasts.push({rule: n.dataset.rule || "", text: n.textContent}); })
+			.observe(document.body, {childList: true, subtree: true})`, nil)
+		// Any move at all over one candle: it fires on nearly every close.
 		user.run(chromedp.WaitVisible("#rule-form", chromedp.ByQuery),
-			chromedp.SendKeys(`#rule-form input[name=name]`, "e2e level", chromedp.ByQuery),
-			chromedp.SendKeys(`#rule-form input[name=threshold]`, "30000", chromedp.ByQuery),
+			chromedp.SendKeys(`#rule-form input[name=name]`, "e2e move", chromedp.ByQuery),
+			chromedp.SetValue(`#rule-form select[name=kind]`, "percent_move", chromedp.ByQuery),
+			chromedp.SendKeys(`#rule-form input[name=threshold]`, "0.0001", chromedp.ByQuery),
+			chromedp.SendKeys(`#rule-form input[name=window]`, "1m", chromedp.ByQuery),
 			chromedp.Click("#save-rule", chromedp.ByQuery))
-		user.waitJS("the rule in the table", `[...document.querySelectorAll("#rules td")].some(td => td.textContent === "e2e level")`)
+		user.waitJS("the rule in the table", `[...document.querySelectorAll("#rules td")].some(td => td.textContent === "e2e move")`)
 		tok := sys.token(t, userName, userPass)
 		code, m := sys.api(t, "GET", "/alerts/rules", tok, nil)
 		rules, _ := m["rules"].([]any)
-		if code != http.StatusOK || len(rules) != 1 || rules[0].(map[string]any)["kind"] != "price_cross" {
+		if code != http.StatusOK || len(rules) != 1 {
 			t.Fatalf("stored rules: %d %v", code, m)
+		}
+		rule := rules[0].(map[string]any)
+		window, _ := rule["window"].(string)
+		if w, err := time.ParseDuration(window); err != nil || rule["kind"] != "percent_move" || rule["threshold"] != 0.0001 || w != time.Minute {
+			t.Fatalf("stored rule: %v", rule)
+		}
+		id, _ := rule["id"].(string)
+		user.waitJS("the rule's alert as a toast", fmt.Sprintf(`window.__toasts.some(t => t.rule === %q)`, id))
+		user.waitJS("the rule's alert in the live feed", `document.querySelector("#alert-feed li")`)
+	})
+
+	t.Run("the models page says why no model is promoted and follows a training job to its end", func(t *testing.T) {
+		admin.t = t
+		admin.run(page.BringToFront())
+		admin.hash("#/models")
+		code, ev := sys.api(t, "GET", "/prediction/model-evaluation?asset=BTC-USD&interval=1m", adminTok, nil)
+		if code != http.StatusOK {
+			t.Fatalf("model evaluation: %d %v", code, ev)
+		}
+		sel := `document.querySelector('#evaluations section[data-series="BTC/USD 1m"]')`
+		if ev["promoted"] == true {
+			admin.waitJS("the champion", fmt.Sprintf(`%s && %s.textContent.includes(%q)`, sel, sel, ev["model_id"]))
+		} else {
+			why, _ := ev["why"].(string)
+			if why == "" {
+				t.Fatalf("no champion and no why: %v", ev)
+			}
+			// The why names the latest model once one is trained: compare
+			// its stable opening.
+			admin.waitJS("why no model is promoted", fmt.Sprintf(`%s && %s.querySelector(".why").textContent.startsWith(%q)`, sel, sel, why[:min(len(why), 30)]))
+		}
+		admin.waitJS("the live scores per horizon", sel+`.querySelectorAll("tr[data-horizon]").length >= 2`)
+		admin.run(chromedp.Click("#job-train", chromedp.ByQuery))
+		admin.waitJS("the job followed to its end", `document.querySelector("#jobs li[data-job] .state.done, #jobs li[data-job] .state.failed")`)
+		var id, state string
+		admin.eval(`document.querySelector("#jobs li[data-job]").dataset.job`, &id)
+		admin.eval(`document.querySelector("#jobs li[data-job] .state").textContent`, &state)
+		if code, st := sys.api(t, "GET", "/prediction/jobs/"+id, adminTok, nil); code != http.StatusOK || st["state"] != state {
+			t.Fatalf("the page says job %s is %s; the API: %d %v", id, state, code, st)
 		}
 	})
 

@@ -21,9 +21,11 @@ export class CandleChart {
     this.chart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
     const line = (color, style, width = 2) => this.chart.addSeries(LineSeries, { color, lineStyle: style, lineWidth: width, lastValueVisible: false, priceLineVisible: false, crosshairMarkerVisible: false });
     this.past = line("#d29922", LineStyle.Solid, 1);
+    this.line = line;
     this.forecast = line("#58a6ff", LineStyle.Dashed);
-    this.upper = line("#58a6ff80", LineStyle.Dotted, 1);
-    this.lower = line("#58a6ff80", LineStyle.Dotted, 1);
+    this.bandLines = []; // [{upper, lower}] by level, widest first, made when first needed
+    this.fan = null;
+    this.fanSpan = -1;
     this.markers = createSeriesMarkers(this.candles, []);
     this.bars = new Map(); // time -> bar
     this.times = []; // sorted
@@ -44,7 +46,10 @@ export class CandleChart {
     }
     this.times = [...this.bars.keys()].sort((a, b) => a - b);
     this.redraw();
-    this.chart.timeScale().scrollToRealTime();
+    // The whole range in view, whatever the width: a fixed bar spacing
+    // left most of a wide chart empty.
+    this.chart.timeScale().fitContent();
+    this.fanSpan = -1; // refit when the first fan comes
   }
 
   redraw() {
@@ -82,16 +87,28 @@ export class CandleChart {
     return null;
   }
 
-  setForecast(p) {
-    if (!p) {
-      for (const s of [this.forecast, this.upper, this.lower]) s.setData([]);
-      return;
+  // setForecast draws a fan (see forecast.js) ahead of the last candle:
+  // the point forecasts dashed, each interval level's bounds dotted, the
+  // wider the fainter.
+  setForecast(fan) {
+    this.fan = fan;
+    // Refit when the fan reaches a new distance (its first draw, another
+    // horizon chosen), not on every prediction: that would undo the
+    // user's zoom each candle.
+    const span = fan ? fan.center[fan.center.length - 1].time - fan.center[0].time : 0;
+    const refit = this.times.length > 0 && span !== this.fanSpan;
+    this.fanSpan = span;
+    this.forecast.setData(fan ? fan.center : []);
+    const bands = fan ? fan.bands : [];
+    while (this.bandLines.length < bands.length) {
+      const alpha = ["70", "b0", "d0", "f0"][Math.min(3, this.bandLines.length)];
+      this.bandLines.push({ upper: this.line("#58a6ff" + alpha, LineStyle.Dotted, 1), lower: this.line("#58a6ff" + alpha, LineStyle.Dotted, 1) });
     }
-    const from = p.start, to = p.target;
-    if (!(to > from)) return;
-    this.forecast.setData([{ time: from, value: p.close }, { time: to, value: p.predicted_close }]);
-    this.upper.setData([{ time: from, value: p.close }, { time: to, value: p.upper }]);
-    this.lower.setData([{ time: from, value: p.close }, { time: to, value: p.lower }]);
+    this.bandLines.forEach((l, i) => {
+      l.upper.setData(bands[i] ? bands[i].upper : []);
+      l.lower.setData(bands[i] ? bands[i].lower : []);
+    });
+    if (refit) this.chart.timeScale().fitContent();
   }
 
   setPast(preds) {
@@ -107,6 +124,9 @@ export class CandleChart {
       closed: this.times.filter((t) => this.closed.has(t)),
       running: this.times.length && !this.closed.has(this.times[this.times.length - 1]) ? this.bars.get(this.times[this.times.length - 1]) : null,
       last: this.times.length ? this.bars.get(this.times[this.times.length - 1]) : null,
+      // What the fan draws, as the series hold it.
+      forecast: this.forecast.data().map((d) => d.time),
+      bands: this.bandLines.map((l) => ({ upper: l.upper.data().map((d) => [d.time, d.value]), lower: l.lower.data().map((d) => [d.time, d.value]) })),
     };
   }
 }

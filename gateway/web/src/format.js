@@ -10,6 +10,12 @@ export function pct(v, digits = 2) {
   if (v === null || v === undefined || !Number.isFinite(v)) return "—";
   return (v > 0 ? "+" : "") + (v * 100).toFixed(digits) + "%";
 }
+// share is a proportion as a percentage, without the sign pct gives a
+// change.
+export function share(v, digits = 0) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
+  return (v * 100).toFixed(digits) + "%";
+}
 export function time(t) {
   if (!t) return "—";
   const d = typeof t === "number" ? new Date(t * 1000) : new Date(t);

@@ -135,7 +135,7 @@ function Toasts() {
   return (
     <div class="toasts" aria-live="polite">
       {list.map((t) => (
-        <div class={"toast " + t.kind} key={t.id} onClick={() => dismiss(t.id)}>
+        <div class={"toast " + t.kind} key={t.id} data-rule={t.rule || undefined} onClick={() => dismiss(t.id)}>
           {t.text}
         </div>
       ))}
@@ -149,7 +149,7 @@ function useAlertToasts(s) {
   useEffect(() => {
     if (!s) return;
     return subscribe("alerts", (a, meta) => {
-      if (!meta.snapshot) toast(a.message || `${a.symbol} ${a.kind}`, "alert");
+      if (!meta.snapshot) toast(a.message || `${a.symbol} ${a.kind}`, "alert", { rule: a.rule_id });
     });
   }, [s && s.username]);
 }

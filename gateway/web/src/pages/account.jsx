@@ -27,8 +27,8 @@ export function Account() {
       {msg.text && <p class={msg.err ? "error" : "notice"} role="status">{msg.text}</p>}
       <form class="card" id="profile-form" onSubmit={run((f) => api("PUT", "/auth/users/me", { email: f.get("email"), full_name: f.get("full_name") }))}>
         <h2>Profile</h2>
-        <label>Email <input name="email" type="email" value={me.email} /></label>
-        <label>Full name <input name="full_name" value={me.full_name} maxLength={128} /></label>
+        <label>Email <input name="email" type="email" defaultValue={me.email} /></label>
+        <label>Full name <input name="full_name" defaultValue={me.full_name} maxLength={128} /></label>
         <button type="submit">Save profile</button>
       </form>
       <form class="card" id="password-form" onSubmit={run((f) => {

@@ -32,6 +32,14 @@ function ruleBody(f) {
   return body;
 }
 
+// Choice is a select whose first choice is set once: the rule form is
+// uncontrolled (defaultValue, selected) because a controlled value is put
+// back on every render, and a live alert re-renders the page while the
+// user types.
+function Choice({ name, cur, options }) {
+  return <select name={name}>{options.map(([v, label]) => <option value={v} selected={v === cur}>{label}</option>)}</select>;
+}
+
 function describe(r) {
   const parts = [r.kind.replace(/_/g, " ")];
   if (r.direction && r.direction !== "either") parts.push(r.direction);
@@ -135,19 +143,19 @@ export function Alerts({ s }) {
           </div>
         )}
         <form id="rule-form" class="inline" onSubmit={save} key={r.id || "new"}>
-          <input name="name" value={r.name || ""} placeholder="name" maxLength={100} />
-          <select name="kind" value={r.kind || "price_cross"}>{KINDS.filter((k) => admin || !k[2]).map(([k, l]) => <option value={k}>{l}</option>)}</select>
-          <input name="symbol" value={r.symbol ?? "BTC/USD"} placeholder="BTC/USD" />
-          <select name="interval" value={r.interval || "1m"}>{INTERVALS.map((i) => <option value={i}>{i}</option>)}</select>
-          <select name="direction" value={r.direction || "either"}><option value="either">either way</option><option value="up">up</option><option value="down">down</option></select>
-          <input name="threshold" type="number" step="any" value={r.threshold ?? ""} placeholder="threshold" />
-          <input name="window" value={r.window || ""} placeholder="window, e.g. 15m" />
-          <input name="count" type="number" min="0" value={r.count ?? ""} placeholder="count" />
-          <select name="trigger" value={r.trigger || "once_per_close"}><option value="once_per_close">once per candle close</option><option value="once_per_candle">once per candle (ticks)</option><option value="once">once</option></select>
-          <input name="cooldown" value={r.cooldown || ""} placeholder="cooldown, e.g. 5m" />
-          <input name="hysteresis" type="number" step="any" min="0" max="1" value={r.hysteresis || ""} placeholder="hysteresis 0..1" />
-          <input name="webhook" type="url" value={(r.webhook && r.webhook.url) || ""} placeholder="webhook https://…" />
-          {admin && <label><input name="system" type="checkbox" checked={!!r.system} /> system rule</label>}
+          <input name="name" defaultValue={r.name || ""} placeholder="name" maxLength={100} />
+          <Choice name="kind" cur={r.kind || "price_cross"} options={KINDS.filter((k) => admin || !k[2])} />
+          <input name="symbol" defaultValue={r.symbol ?? "BTC/USD"} placeholder="BTC/USD" />
+          <Choice name="interval" cur={r.interval || "1m"} options={INTERVALS.map((i) => [i, i])} />
+          <Choice name="direction" cur={r.direction || "either"} options={[["either", "either way"], ["up", "up"], ["down", "down"]]} />
+          <input name="threshold" type="number" step="any" defaultValue={r.threshold ?? ""} placeholder="threshold" />
+          <input name="window" defaultValue={r.window || ""} placeholder="window, e.g. 15m" />
+          <input name="count" type="number" min="0" defaultValue={r.count ?? ""} placeholder="count" />
+          <Choice name="trigger" cur={r.trigger || "once_per_close"} options={[["once_per_close", "once per candle close"], ["once_per_candle", "once per candle (ticks)"], ["once", "once"]]} />
+          <input name="cooldown" defaultValue={r.cooldown || ""} placeholder="cooldown, e.g. 5m" />
+          <input name="hysteresis" type="number" step="any" min="0" max="1" defaultValue={r.hysteresis || ""} placeholder="hysteresis 0..1" />
+          <input name="webhook" type="url" defaultValue={(r.webhook && r.webhook.url) || ""} placeholder="webhook https://…" />
+          {admin && <label><input name="system" type="checkbox" defaultChecked={!!r.system} /> system rule</label>}
           <button type="submit" id="save-rule">{r.id ? "Save rule" : "Add rule"}</button>
           <button type="button" onClick={tryIt} id="preview-rule">Try on the last week</button>
           {r.id && <button type="button" onClick={() => setEdit(null)}>Cancel</button>}

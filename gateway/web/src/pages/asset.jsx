@@ -2,14 +2,21 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { get, history, assetToken } from "../api.js";
 import { subscribe, channelName } from "../live.js";
 import { CandleChart } from "../chart.js";
-import { num, pct, time, INTERVALS, seconds, unix } from "../format.js";
+import { num, pct, share, time, INTERVALS, seconds, unix } from "../format.js";
 import { go } from "../router.js";
+import { horizons, fan, modelLabel, isNoChange, levelName } from "../forecast.js";
 
 const RANGES = [["1h", 3600], ["6h", 6 * 3600], ["1d", 86400], ["3d", 3 * 86400], ["7d", 7 * 86400], ["30d", 30 * 86400]];
 const MAX_BARS = 3000;
 
 const bar = (c) => ({ time: unix(c.time ?? c.start), open: c.open, high: c.high, low: c.low, close: c.close, volume: c.volume });
-const predPoint = (p) => ({ start: unix(p.start), target: unix(p.target), close: p.close, predicted_close: p.predicted_close, lower: p.lower, upper: p.upper, model_id: p.model_id });
+// predPoint is a prediction's primary horizon, as past predictions are
+// scored against the actual closes; level is its widest interval's.
+function predPoint(p) {
+  const h = horizons(p).find((x) => x.horizon === (p.horizon || 1));
+  const level = h && h.bands.length ? h.bands[0].level : 0;
+  return { start: unix(p.start), target: unix(p.target), close: p.close, predicted_close: p.predicted_close, lower: p.lower, upper: p.upper, level };
+}
 
 function ingestAt(c) {
   const h = (c.trace || []).find((x) => x.stage === "ingest");
@@ -28,8 +35,16 @@ export function Asset({ sym, query }) {
   const el = useRef(null);
   const [state, setState] = useState({ loading: true, err: "" });
   const [last, setLast] = useState(null);
-  const [pred, setPred] = useState(null);
-  const [score, setScore] = useState({ n: 0, mae: null, covered: null });
+  const [pred, setPred] = useState(null); // the latest prediction event, as sent
+  // The fan reaches the horizon chosen (?fh=, in bars), else the farthest
+  // that leaves the candles at least three quarters of the chart.
+  const hs = horizons(pred);
+  const fhAsked = parseInt(query.get("fh") || "", 10);
+  const auto = hs.filter((h) => h.horizon <= range / seconds(iv) / 4).at(-1) || hs[0];
+  const fh = hs.some((h) => h.horizon === fhAsked) ? fhAsked : auto ? auto.horizon : 1;
+  const fhRef = useRef(fh);
+  fhRef.current = fh;
+  const [score, setScore] = useState({ n: 0, mae: null, banded: 0, covered: null, level: 0 });
 
   useEffect(() => {
     const chart = new CandleChart(el.current);
@@ -42,16 +57,21 @@ export function Asset({ sym, query }) {
     let alerts = [];
 
     function rescore() {
-      let n = 0, abs = 0, inside = 0;
+      let n = 0, abs = 0, banded = 0, inside = 0, level = 0;
       const list = [...preds.values()].sort((a, b) => a.target - b.target);
       for (const p of list) {
         const actual = chart.closed.has(p.target) ? chart.bars.get(p.target).close : null;
         if (actual === null) continue;
         n++;
         abs += Math.abs(actual - p.predicted_close);
+        // A prediction made while the intervals warmed up has none to be
+        // inside of.
+        if (!(p.lower < p.upper)) continue;
+        banded++;
+        level = p.level || level;
         if (actual >= p.lower && actual <= p.upper) inside++;
       }
-      setScore({ n, mae: n ? abs / n : null, covered: n ? inside / n : null });
+      setScore({ n, mae: n ? abs / n : null, banded, covered: banded ? inside / banded : null, level });
       chart.setPast(list.filter((p) => p.target <= (chart.lastClosed() || { time: 0 }).time + seconds(iv)));
     }
 
@@ -92,8 +112,8 @@ export function Asset({ sym, query }) {
       const q = predPoint(p);
       preds.set(q.target, q);
       if (preds.size > 2000) preds.delete(preds.keys().next().value);
-      setPred(q);
-      chart.setForecast(q);
+      setPred(p);
+      chart.setForecast(fan(p, fhRef.current));
       if (ready) rescore();
     });
     const offA = subscribe(channelName("alerts", sym), (a) => {
@@ -139,12 +159,16 @@ export function Asset({ sym, query }) {
     };
   }, [sym, iv, range]);
 
+  useEffect(() => {
+    const c = window.cryptostream.chart;
+    if (c && pred) c.setForecast(fan(pred, fh));
+  }, [fh, pred]);
+
   const setQ = (k, v) => {
     const q = new URLSearchParams(query);
     q.set(k, v);
     go(`#/asset/${assetToken(sym)}?${q}`);
   };
-  const move = pred && pred.close ? pred.predicted_close / pred.close - 1 : null;
   return (
     <main class="asset">
       <header class="row">
@@ -166,16 +190,11 @@ export function Asset({ sym, query }) {
       {state.loading && <p id="waiting"><small>Waiting for the first {iv} candle of {sym}…</small></p>}
       <div class="chart" ref={el} id="chart" data-loading={state.loading ? "1" : "0"} />
       <section class="stats">
-        <div><h3>Next close</h3>
-          {pred ? (
-            <p id="forecast">
-              <b>{num(pred.predicted_close)}</b> ({pct(move)}) at {time(pred.target)}<br />
-              <small>interval {num(pred.lower)} – {num(pred.upper)} · {pred.model_id ? "model " + pred.model_id : "no-change forecast"}</small>
-            </p>
-          ) : <p><small>no prediction yet</small></p>}
+        <div class="wide"><h3>Forecast</h3>
+          {pred ? <Forecast p={pred} hs={hs} fh={fh} iv={iv} onPick={(h) => setQ("fh", String(h))} /> : <p><small>no prediction yet</small></p>}
         </div>
         <div><h3>Realised error</h3>
-          <p id="realised">{score.n ? <>MAE {num(score.mae)} over {score.n} · {pct(score.covered, 0)} inside the interval</> : <small>none scored yet</small>}</p>
+          <p id="realised">{score.n ? <>MAE {num(score.mae)} over {score.n}{score.banded ? <> · {share(score.covered)} inside the {levelName(score.level)} interval (of {score.banded})</> : ""}</> : <small>none scored yet</small>}</p>
         </div>
         <div><h3>Last candle</h3>
           <p>{last ? <>{time(last.time)}<br /><small>O {num(last.open)} H {num(last.high)} L {num(last.low)} V {num(last.volume, 4)}</small></> : "—"}</p>
@@ -183,4 +202,52 @@ export function Asset({ sym, query }) {
       </section>
     </main>
   );
+}
+
+// Forecast is the latest prediction, horizon by horizon: the point
+// forecast and who made it, each interval with its nominal level and the
+// coverage measured so far. A horizon's button sets how far the fan on the
+// chart reaches.
+function Forecast({ p, hs, fh, iv, onPick }) {
+  const levels = [...new Set(hs.flatMap((h) => h.bands.map((b) => b.level)))].sort((a, b) => a - b);
+  const allNoChange = hs.every(isNoChange);
+  return (
+    <div id="forecast" data-model={allNoChange ? "no-change" : "model"}>
+      <p><small>made at the close of the {time(p.start)} candle ({num(p.close)}) · {allNoChange ? modelLabel(hs[0]) : "point forecasts per horizon below"}</small></p>
+      <div class="scroll">
+        <table class="forecast">
+          <thead>
+            <tr><th>Ahead</th><th>At</th><th class="num">Close</th>{levels.map((l) => <th class="num">{levelName(l)} interval</th>)}<th class="num">σ</th>{!allNoChange && <th>By</th>}</tr>
+          </thead>
+          <tbody>
+            {hs.map((h) => (
+              <tr key={h.horizon} data-horizon={h.horizon} class={h.horizon <= fh ? "drawn" : ""}>
+                <td><button class={"link" + (h.horizon === fh ? " active" : "")} onClick={() => onPick(h.horizon)} title="draw the fan up to this horizon">{ahead(h.horizon, iv)}</button></td>
+                <td>{time(h.target)}</td>
+                <td class="num">{num(h.predicted)} <small>{pct(h.predicted / p.close - 1)}</small></td>
+                {levels.map((l) => {
+                  const b = h.bands.find((x) => x.level === l);
+                  if (!h.ready || !b) return <td class="num"><small>warming up</small></td>;
+                  return (
+                    <td class="num">{num(b.lower)} – {num(b.upper)}<br />
+                      <small>{b.coverage !== undefined && b.coverage !== null ? `covered ${share(b.coverage)} of ${b.covered}` : "no outcome yet"}</small>
+                    </td>
+                  );
+                })}
+                <td class="num">{h.ready ? share(h.sigma, 3) : "—"}</td>
+                {!allNoChange && <td>{modelLabel(h)}</td>}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </div>
+  );
+}
+
+function ahead(bars, iv) {
+  const s = bars * seconds(iv);
+  if (s % 86400 === 0) return s / 86400 + "d";
+  if (s % 3600 === 0) return s / 3600 + "h";
+  return s / 60 + "m";
 }

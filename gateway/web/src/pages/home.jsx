@@ -2,6 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, get, history, assetToken } from "../api.js";
 import { subscribe, channelName } from "../live.js";
 import { num, pct, time, INTERVALS, seconds, unix } from "../format.js";
+import { horizons, isNoChange, levelName } from "../forecast.js";
 
 export async function loadPrefs() {
   return get("/auth/users/me/preferences");
@@ -88,15 +89,23 @@ function Row({ sym, interval }) {
       <td class={"num " + (change > 0 ? "up" : change < 0 ? "down" : "")}>{pct(change)}</td>
       <td><Sparkline points={spark.closes} /></td>
       <td class="num">
-        {pred ? (
-          <span title={`made on the ${time(pred.start)} candle by ${pred.model_id || "no-change"}`}>
-            {num(pred.predicted_close)} <small>[{num(pred.lower)} – {num(pred.upper)}]</small>
-          </span>
-        ) : (
-          <small>no prediction yet</small>
-        )}
+        {pred ? <Prediction p={pred} /> : <small>no prediction yet</small>}
       </td>
     </tr>
+  );
+}
+
+// Prediction is a row's latest forecast at its primary horizon: the
+// close, its widest interval with the level, and "no change" when no
+// trained model made it.
+function Prediction({ p }) {
+  const h = horizons(p).find((x) => x.horizon === (p.horizon || 1));
+  const band = h && h.ready ? h.bands[0] : null;
+  return (
+    <span class="prediction" data-model={h && isNoChange(h) ? "no-change" : "model"} title={`made on the ${time(p.start)} candle for ${time(p.target)}`}>
+      {num(p.predicted_close)} {band ? <small>[{num(band.lower)} – {num(band.upper)}] {levelName(band.level)}</small> : <small>interval warming up</small>}
+      {h && <small class="by"> · {isNoChange(h) ? "no change" : h.modelId}</small>}
+    </span>
   );
 }
 
