@@ -23,13 +23,25 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"cryptostream/streams"
 )
 
-// Publisher stores events in the streams; jetstream.JetStream is one.
-type Publisher = streams.Publisher
+// Publisher stores events in the streams without waiting for each one's
+// ack; jetstream.JetStream is one.
+type Publisher interface {
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+// pending is a published tick waiting for its PubAck.
+type pending struct {
+	f   jetstream.PubAckFuture
+	at  int64 // publish time, unix nanoseconds
+	log *seqLog
+}
 
 // WSConfig is one websocket scenario.
 type WSConfig struct {
@@ -151,23 +163,50 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	if err != nil {
 		return res, err
 	}
-	// Every channel must hold an event before the clients subscribe, so
-	// that each subscription starts with a snapshot the client can skip.
 	busySeqs, extraSeqs := &seqLog{}, make([]*seqLog, len(cfg.Extra))
 	for i := range extraSeqs {
 		extraSeqs[i] = &seqLog{}
 	}
 	var trades atomic.Int64
-	publishOne := func(ctx context.Context, sym string, log *seqLog) error {
+	// Ticks go out asynchronously: a publish that waited for its PubAck
+	// would cap the rate at one round trip per tick, and on a busy machine
+	// the round trip is longer than the gap between two ticks. The publish
+	// time is taken before each publish and paired with the sequence its
+	// PubAck brings back.
+	acks := make(chan pending, 4096)
+	var ackErr error
+	acksDone := make(chan struct{})
+	go func() {
+		defer close(acksDone)
+		for p := range acks {
+			select {
+			case ack := <-p.f.Ok():
+				p.log.add(ack.Sequence, p.at)
+			case err := <-p.f.Err():
+				if ackErr == nil {
+					ackErr = err
+				}
+			case <-time.After(30 * time.Second):
+				if ackErr == nil {
+					ackErr = errors.New("no PubAck within 30s")
+				}
+			}
+		}
+	}()
+	publishOne := func(sym string, log *seqLog) error {
 		n := trades.Add(1)
 		now := time.Now()
 		tk := &streams.Tick{Candle: streams.Candle{Symbol: sym, Interval: streams.Interval1m, Start: now.UTC().Truncate(time.Minute),
 			Open: 100, High: 101, Low: 99, Close: 100.5, Volume: float64(n), Trades: n, Quality: streams.QualityLive}, ReceivedAt: now.UTC()}
-		ack, err := streams.Publish(ctx, pub, tk)
+		msg, err := streams.NewMsg(tk)
 		if err != nil {
 			return err
 		}
-		log.add(ack.Sequence, now.UnixNano())
+		f, err := pub.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", msg.Subject, err)
+		}
+		acks <- pending{f: f, at: now.UnixNano(), log: log}
 		return nil
 	}
 
@@ -264,7 +303,7 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 				if pgctx.Err() != nil {
 					return nil
 				}
-				if err := publishOne(pgctx, sym, log); err != nil && pgctx.Err() == nil {
+				if err := publishOne(sym, log); err != nil && pgctx.Err() == nil {
 					return err
 				}
 			}
@@ -335,7 +374,10 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	}
 	cpu1 := loadgenCPU()
 	pcancel()
-	if err := pg.Wait(); err != nil {
+	perr := pg.Wait()
+	close(acks)
+	<-acksDone
+	if err := errors.Join(perr, ackErr); err != nil {
 		return res, fmt.Errorf("loadtest: publish: %w", err)
 	}
 	time.Sleep(cfg.Drain)

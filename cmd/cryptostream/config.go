@@ -187,6 +187,9 @@ type commonConfig struct {
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+	// CPUProfile is a file the process writes its CPU profile to, from
+	// start to shutdown (load tests).
+	CPUProfile string
 }
 
 // register registers the common flags. serves says what the HTTP server
@@ -204,6 +207,7 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	if serves != "" {
 		fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server: "+serves)
 		fs.stringVar(&c.MetricsAddr, "metrics-addr", "METRICS_ADDR", "", "serve /metrics on this address (a private one) instead of on --http-addr; empty keeps it on --http-addr")
+		fs.stringVar(&c.CPUProfile, "cpu-profile", "", "", "write a CPU profile of the process (go tool pprof) to this file, from start to shutdown")
 	}
 	fs.stringVar(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL of the SQL read model; empty reads history from JetStream")
 	fs.stringVar(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "log format: text, json, or auto (text on a terminal, json otherwise)")

@@ -20,6 +20,7 @@ import (
 // token (given, or from a login).
 type loadtestTarget struct {
 	URL, MetricsURL, Token, Username, Password string
+	CPUProfile                                 string
 }
 
 func (t *loadtestTarget) register(fs *flagSet) {
@@ -28,6 +29,7 @@ func (t *loadtestTarget) register(fs *flagSet) {
 	fs.stringVar(&t.Token, "token", "LOADTEST_TOKEN", "", "access token; empty logs in with --username and --password")
 	fs.stringVar(&t.Username, "username", "ADMIN_USERNAME", "admin", "user to log in as when no --token is given")
 	fs.stringVar(&t.Password, "password", "ADMIN_PASSWORD", "", "that user's password")
+	fs.stringVar(&t.CPUProfile, "cpu-profile", "", "", "write the load generator's CPU profile (go tool pprof) to this file")
 }
 
 func (t *loadtestTarget) token(ctx context.Context) (string, error) {
@@ -131,7 +133,11 @@ func loadtestWS(ctx context.Context, args []string, e *env) error {
 	// clients' final read, plus connecting.
 	ctx, cancel := context.WithTimeout(ctx, cfg.Warmup+cfg.Duration+cfg.Drain+5*time.Minute)
 	defer cancel()
-	res, err := loadtest.RunWS(ctx, cfg, b.JS)
+	var res loadtest.WSResult
+	err = withCPUProfile(t.CPUProfile, func() (err error) {
+		res, err = loadtest.RunWS(ctx, cfg, b.JS)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -160,7 +166,11 @@ func loadtestREST(ctx context.Context, args []string, e *env) error {
 	if cfg.Token, err = t.token(ctx); err != nil {
 		return err
 	}
-	res, err := loadtest.RunREST(ctx, cfg)
+	var res loadtest.RESTResult
+	err = withCPUProfile(t.CPUProfile, func() (err error) {
+		res, err = loadtest.RunREST(ctx, cfg)
+		return err
+	})
 	if err != nil {
 		return err
 	}

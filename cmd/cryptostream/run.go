@@ -120,6 +120,10 @@ func cmdRun(ctx context.Context, args []string, e *env) error {
 
 // serve starts the roles cfg wants and runs them until ctx ends.
 func serve(ctx context.Context, cfg runConfig, log *slog.Logger) error {
+	return withCPUProfile(cfg.CPUProfile, func() error { return serveProfiled(ctx, cfg, log) })
+}
+
+func serveProfiled(ctx context.Context, cfg runConfig, log *slog.Logger) error {
 	sys, err := startSystem(ctx, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil {
