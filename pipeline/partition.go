@@ -56,6 +56,11 @@ type Leases interface {
 	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
 }
 
+// leaseOpener is a JetStream that can open the leases bucket itself.
+type leaseOpener interface {
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
 // DefaultLeaseTTL is how long a partition's lease outlives its owner's last
 // renewal: the longest a lost instance's symbols wait for a new owner.
 const DefaultLeaseTTL = 5 * time.Second
@@ -147,6 +152,13 @@ func (r *Runner) runPartitioned(ctx context.Context) error {
 		id: r.id, ttl: r.cfg.LeaseTTL, log: r.log.With("instance", r.id),
 		members: map[string]seen{}, owners: map[string]seen{},
 		own: map[string]*owned{}, created: map[string]bool{},
+	}
+	if r.leases == nil {
+		kv, err := r.js.(leaseOpener).KeyValue(ctx, streams.BucketLeases)
+		if err != nil {
+			return fmt.Errorf("pipeline: %s: leases: %w", r.cfg.Name, err)
+		}
+		r.leases = kv
 	}
 	w, err := r.leases.Watch(ctx, g.spec.Stage+".>")
 	if err != nil {

@@ -76,7 +76,8 @@ type Deps struct {
 	JS       JetStream
 	Log      *slog.Logger
 	Registry prometheus.Registerer
-	// Leases is the leases bucket, for a partitioned stage.
+	// Leases is the leases bucket, for a partitioned stage; when nil, Run
+	// opens streams.BucketLeases through JS.
 	Leases Leases
 	// Instance names this instance among a partitioned stage's; a random
 	// id when empty.
@@ -118,7 +119,9 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 		return nil, errors.New("pipeline: Name, Stream and Consumer are required")
 	}
 	if cfg.Partitioned != nil && deps.Leases == nil {
-		return nil, errors.New("pipeline: a partitioned stage needs Leases")
+		if _, ok := deps.JS.(leaseOpener); !ok {
+			return nil, errors.New("pipeline: a partitioned stage needs Leases")
+		}
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = DefaultLeaseTTL
