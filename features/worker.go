@@ -25,6 +25,10 @@ type Config struct {
 	Consumer string
 	// PublishTimeout bounds waiting for a batch's PubAcks.
 	PublishTimeout time.Duration
+	// Partitioned shares the symbols with the stage's other instances,
+	// one consumer per symbol (streams.Partitioned), instead of one
+	// active instance on Consumer for all of them.
+	Partitioned bool
 }
 
 // Deps are the worker's collaborators.
@@ -53,8 +57,12 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := pipeline.New(pipeline.Config{Name: Stage, Stream: streams.StreamMarket, Consumer: cfg.Consumer, Pinned: true, PublishTimeout: cfg.PublishTimeout},
-		v, pipeline.Deps{JS: deps.JS, Log: deps.Log.With("worker", "features"), Registry: deps.Registry})
+	pcfg := pipeline.Config{Name: Stage, Stream: streams.StreamMarket, Consumer: cfg.Consumer, Pinned: true, PublishTimeout: cfg.PublishTimeout}
+	if cfg.Partitioned {
+		p, _ := streams.Declare(1).Partition(streams.ConsumerFeatures)
+		pcfg.Partitioned = &p
+	}
+	r, err := pipeline.New(pcfg, v, pipeline.Deps{JS: deps.JS, Log: deps.Log.With("worker", "features"), Registry: deps.Registry})
 	if err != nil {
 		return nil, fmt.Errorf("features: %w", err)
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	batch                  prometheus.Observer
 	duration               prometheus.Observer
 	lag                    prometheus.Gauge
+	owned                  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, stage string) metrics {
@@ -58,6 +59,10 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 		lag: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cryptostream_pipeline_consumer_backlog_messages",
 			Help: "Inputs in the stream not yet handled by the stage's consumer (pending plus unacked).",
+		}, []string{"stage"})).With(l),
+		owned: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cryptostream_pipeline_partitions_owned",
+			Help: "Partitions (symbols) of a partitioned stage this instance owns.",
 		}, []string{"stage"})).With(l),
 	}
 	m.acked = m.inputs.WithLabelValues("ack")

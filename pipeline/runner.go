@@ -62,6 +62,13 @@ type Config struct {
 	PublishTimeout time.Duration
 	// LagEvery is how often the consumer's backlog is read (default 15s).
 	LagEvery time.Duration
+	// Partitioned shares the stage by symbol with its other instances
+	// (see partition.go): Consumer and Pinned are then those of each
+	// partition, and Deps.Leases is required.
+	Partitioned *streams.Partitioned
+	// LeaseTTL is how long a partition's lease outlives its owner's last
+	// renewal (default DefaultLeaseTTL).
+	LeaseTTL time.Duration
 }
 
 // Deps are the runner's collaborators.
@@ -69,6 +76,16 @@ type Deps struct {
 	JS       JetStream
 	Log      *slog.Logger
 	Registry prometheus.Registerer
+	// Leases is the leases bucket, for a partitioned stage; when nil, Run
+	// opens streams.BucketLeases through JS.
+	Leases Leases
+	// Instance names this instance among a partitioned stage's; a random
+	// id when empty.
+	Instance string
+	// OnOwner, when set, is told each time this instance takes (true) or
+	// has given up (false) a partition: after the partition's runner has
+	// drained, so that its inputs were all handled within the call pair.
+	OnOwner func(partition string, owned bool)
 }
 
 // Runner feeds one durable consumer through a Stage.
@@ -81,6 +98,16 @@ type Runner struct {
 	// Owned by the Run goroutine.
 	d   driver
 	pin string
+
+	// For a partitioned stage.
+	leases  Leases
+	id      string
+	baseLog *slog.Logger
+	reg     prometheus.Registerer
+	onOwner func(string, bool)
+	// setLag reports the consumer's backlog; the group sums its
+	// partitions'.
+	setLag func(float64)
 }
 
 // New validates cfg and builds a runner; it does no I/O.
@@ -88,8 +115,16 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	if stage == nil || deps.JS == nil || deps.Log == nil || deps.Registry == nil {
 		return nil, errors.New("pipeline: stage, JS, Log and Registry are required")
 	}
-	if cfg.Name == "" || cfg.Stream == "" || cfg.Consumer == "" {
+	if cfg.Name == "" || cfg.Stream == "" || (cfg.Consumer == "" && cfg.Partitioned == nil) {
 		return nil, errors.New("pipeline: Name, Stream and Consumer are required")
+	}
+	if cfg.Partitioned != nil && deps.Leases == nil {
+		if _, ok := deps.JS.(leaseOpener); !ok {
+			return nil, errors.New("pipeline: a partitioned stage needs Leases")
+		}
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.Batch < 0 {
 		return nil, fmt.Errorf("pipeline: batch %d", cfg.Batch)
@@ -105,6 +140,14 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 		log: deps.Log.With("stage", cfg.Name, "consumer", cfg.Consumer),
 		m:   newMetrics(deps.Registry, cfg.Name),
 	}
+	r.leases, r.id, r.baseLog, r.reg, r.onOwner = deps.Leases, deps.Instance, deps.Log, deps.Registry, deps.OnOwner
+	if r.id == "" {
+		r.id = newInstanceID()
+	}
+	if r.onOwner == nil {
+		r.onOwner = func(string, bool) {}
+	}
+	r.setLag = r.m.lag.Set
 	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}
 	return r, nil
 }
@@ -121,6 +164,9 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 func (r *Runner) run(ctx context.Context) error {
+	if r.cfg.Partitioned != nil {
+		return r.runPartitioned(ctx)
+	}
 	cons, err := r.js.Consumer(ctx, r.cfg.Stream, r.cfg.Consumer)
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: consumer %s: %w", r.cfg.Name, r.cfg.Consumer, err)
@@ -301,7 +347,7 @@ func (r *Runner) unpin(ctx context.Context) {
 }
 
 func (r *Runner) watchLag(ctx context.Context, c jetstream.Consumer) {
-	streams.WatchLag(ctx, c, r.cfg.LagEvery, r.m.lag.Set)
+	streams.WatchLag(ctx, c, r.cfg.LagEvery, r.setLag)
 }
 
 func truncate(s string, n int) string {

@@ -164,11 +164,16 @@ func run(t *testing.T, s *server.Server, stage pipeline.Stage, wrap func(*nats.C
 	if err != nil {
 		t.Fatal(err)
 	}
+	in.start(t, r)
+	return in
+}
+
+// start runs r until the instance is stopped or the test ends.
+func (in *instance) start(t *testing.T, r *pipeline.Runner) {
 	ctx, cancel := context.WithCancel(t.Context())
 	in.cancel = cancel
 	go func() { in.done <- r.Run(ctx) }()
 	t.Cleanup(in.stop)
-	return in
 }
 
 func (in *instance) stop() {

@@ -4,9 +4,11 @@
 // outputs, a reset) and never sees NATS; a Runner moves its messages (the
 // durable consumer, batches handled in order, outputs published
 // asynchronously with their msg-ids, the ack after every PubAck, the retry,
-// the drain, the pinned ownership, the warm-up after a start or failover,
-// lag and throughput metrics). Replay drives the same stages from stored
-// events with no NATS at all, for the backtest, rule previews and tests.
+// the drain, the pinned ownership, the partitions a stage shares by symbol
+// between its instances (partition.go says how and why), the warm-up after
+// a start or failover, lag and throughput metrics). Replay drives the same
+// stages from stored events with no NATS at all, for the backtest, rule
+// previews and tests.
 package pipeline
 
 import (

@@ -48,6 +48,10 @@ type Config struct {
 	PublishTimeout time.Duration
 	// Horizons are the forecast horizons (DefaultHorizons when empty).
 	Horizons []time.Duration
+	// Partitioned shares the symbols with the stage's other instances,
+	// one consumer per symbol (streams.Partitioned), instead of one
+	// active instance on Consumer for all of them.
+	Partitioned bool
 }
 
 // Deps are the worker's collaborators.
@@ -130,8 +134,13 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	w.stage.store = models
 	pdeps := pipeline.Deps{JS: w.deps.JS, Log: w.log, Registry: w.deps.Registry}
-	vectors, err := pipeline.New(pipeline.Config{Name: Stage, Stream: streams.StreamFeatures, Consumer: w.cfg.Consumer,
-		Pinned: true, PublishTimeout: w.cfg.PublishTimeout}, w.stage, pdeps)
+	vcfg := pipeline.Config{Name: Stage, Stream: streams.StreamFeatures, Consumer: w.cfg.Consumer,
+		Pinned: true, PublishTimeout: w.cfg.PublishTimeout}
+	if w.cfg.Partitioned {
+		p, _ := streams.Declare(1).Partition(streams.ConsumerPredictor)
+		vcfg.Partitioned = &p
+	}
+	vectors, err := pipeline.New(vcfg, w.stage, pdeps)
 	if err != nil {
 		return err
 	}

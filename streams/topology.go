@@ -67,6 +67,8 @@ type Topology struct {
 	KeyValues    []jetstream.KeyValueConfig
 	ObjectStores []jetstream.ObjectStoreConfig
 	Consumers    []ConsumerSpec
+	// Partitioned are the stages shared by symbol between instances.
+	Partitioned []Partitioned
 }
 
 // ConsumerSpec is a durable consumer and the stream it reads.
@@ -220,6 +222,7 @@ func Declare(replicas int) Topology {
 			// far; dead letters stay a month for an operator to read.
 			{Bucket: BucketWebhookDeliveries, Description: "webhook deliveries and dead letters by alert id", History: 1, TTL: 30 * day, MaxBytes: 256 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 			{Bucket: BucketPreferences, Description: "per-user dashboard preferences", History: 1, MaxBytes: 64 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
+			{Bucket: BucketLeases, Description: "members and partition owners of partitioned stages", History: 1, TTL: time.Hour, MaxBytes: 64 << 20, Replicas: replicas, Storage: jetstream.FileStorage},
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
 			{Bucket: ObjectStoreModels, Description: "model artifacts", MaxBytes: 4 << 30, Replicas: replicas, Storage: jetstream.FileStorage},
@@ -241,7 +244,21 @@ func Declare(replicas int) Topology {
 			sink(durable(StreamAlerts, ConsumerSinkAlerts, false, rootAlert+".>")),
 			sink(durable(StreamAudit, ConsumerSinkAudit, false, rootAudit+".>")),
 		},
+		Partitioned: []Partitioned{
+			partitioned(ConsumerFeatures, rootCandle, inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, "")))),
+			partitioned(ConsumerPredictor, rootFeatures, inOrder(durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>"))),
+		},
 	}
+}
+
+// Partition returns the declaration of a partitioned stage.
+func (t Topology) Partition(stage string) (Partitioned, bool) {
+	for _, p := range t.Partitioned {
+		if p.Stage == stage {
+			return p, true
+		}
+	}
+	return Partitioned{}, false
 }
 
 // durable declares a pull consumer with the one ack policy: explicit acks,

@@ -138,6 +138,18 @@ func TestEnsureOnCluster(t *testing.T) {
 	if got := info.CachedInfo().Config.Replicas; got != 3 {
 		t.Fatalf("MARKET replicas = %d, want 3", got)
 	}
+	// Consumers take the replicas of their stream: a durable's position
+	// survives the loss of a node as its stream does.
+	for _, spec := range topo.Consumers {
+		natstest.WaitFor(t, time.Minute, spec.Config.Durable+" replicas", func() bool {
+			c, err := js.Consumer(ctx, spec.Stream, spec.Config.Durable)
+			if err != nil {
+				return false
+			}
+			ci, err := c.Info(ctx)
+			return err == nil && ci.Cluster != nil && len(ci.Cluster.Replicas) == 2
+		})
+	}
 	// Issue 9: a role started with one replica (ingest and import
 	// hard-coded it) scales nothing down, and says so.
 	diffs, err := streams.EnsureReport(ctx, js, streams.Declare(1))

@@ -7,7 +7,7 @@ import (
 )
 
 func addFeatures(_ context.Context, s *system, _ *runConfig) error {
-	w, err := features.New(features.Config{Spec: features.DefaultSpec()}, features.Deps{JS: s.bus.JS, Log: s.log, Registry: s.registry})
+	w, err := features.New(features.Config{Spec: features.DefaultSpec(), Partitioned: true}, features.Deps{JS: s.bus.JS, Log: s.log, Registry: s.registry})
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func addPredictor(_ context.Context, s *system, cfg *runConfig) error {
 	if d, ok := s.workers["krakensim"].(*demoSim); ok {
 		deps.Seed = d
 	}
-	w, err := predictor.New(predictor.Config{Horizons: cfg.Predictor.horizons}, deps)
+	w, err := predictor.New(predictor.Config{Horizons: cfg.Predictor.horizons, Partitioned: true}, deps)
 	if err != nil {
 		return err
 	}

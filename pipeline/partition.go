@@ -1,0 +1,467 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/streams"
+)
+
+// Partitioned work.
+//
+// A partitioned stage (streams.Partitioned) has one durable consumer per
+// symbol, and each instance of the stage runs a Runner on the consumers of
+// the symbols it owns. Ownership is a lease in the leases bucket, one key
+// per symbol, renewed every LeaseTTL/5 with a compare-and-swap on its
+// revision; every instance also renews a member key. Each instance watches
+// both, computes the same balanced assignment of symbols to live members,
+// gives up the symbols that are no longer its own (drain, ack, unpin, delete
+// the lease) and takes the ones that are: a free lease is created, a lease
+// nobody renewed for LeaseTTL is taken over with a compare-and-swap on the
+// revision it saw, and the new owner then lifts the dead owner's pin and
+// resets the consumer to its ack floor, so that what the dead owner held
+// comes back at once instead of after AckWait. The server's pin stays as
+// the guard that two instances never both receive a symbol's inputs.
+//
+// Why this and not the alternatives: a stream subject transform with
+// partition(n, wildcard) would change the stored subjects every reader of
+// MARKET and FEATURES relies on (tails, direct gets, the gateway, the sink);
+// orbit.go's pcgroups copies the stream into a work queue per group (a
+// second store and sequences that are not the ones the stages key their
+// outputs on) and its membership is administrative (a new instance takes no
+// partitions until an operator adds it). One consumer per symbol needs
+// neither: sequences are the stream's, a new instance takes its share by
+// itself, and a per-symbol consumer's order is the per-symbol order the
+// stages need. Its cost is a consumer per symbol and stage (about 50 for 25
+// pairs, each a raft group on a cluster); at hundreds of pairs, hashing
+// symbols into a fixed number of partitions would bound that.
+
+// Leases is what the partition owners need from the leases bucket.
+type Leases interface {
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
+// leaseOpener is a JetStream that can open the leases bucket itself.
+type leaseOpener interface {
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+// DefaultLeaseTTL is how long a partition's lease outlives its owner's last
+// renewal: the longest a lost instance's symbols wait for a new owner.
+const DefaultLeaseTTL = 5 * time.Second
+
+// lockedStage lets the runners of one instance's partitions share a Stage,
+// which is called from one goroutine at a time.
+type lockedStage struct {
+	mu sync.Mutex
+	s  Stage
+}
+
+func (l *lockedStage) Key(m Msg) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Key(m)
+}
+
+func (l *lockedStage) Warm(ctx context.Context, h History, key string, first Msg) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Warm(ctx, h, key, first)
+}
+
+func (l *lockedStage) Step(ctx context.Context, m Msg) ([]streams.Event, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Step(ctx, m)
+}
+
+func (l *lockedStage) Reset(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.s.Reset(key)
+}
+
+// owned is a partition this instance holds.
+type owned struct {
+	rev     uint64
+	renewed time.Time
+	cancel  context.CancelFunc
+	done    chan struct{}
+	lag     float64
+}
+
+// seen is the last revision of a lease or member key and when it came.
+type seen struct {
+	value string
+	rev   uint64
+	at    time.Time
+}
+
+// group runs one instance's share of a partitioned stage.
+type group struct {
+	r     *Runner
+	spec  streams.Partitioned
+	stage *lockedStage
+	id    string
+	ttl   time.Duration
+	log   *slog.Logger
+
+	mu      sync.Mutex // guards members and owners, written by the watcher
+	members map[string]seen
+	owners  map[string]seen
+
+	own        map[string]*owned
+	partitions []string
+	created    map[string]bool
+}
+
+func newInstanceID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (g *group) memberKey(id string) string  { return g.spec.Stage + ".member." + id }
+func (g *group) ownerKey(part string) string { return g.spec.Stage + ".owner." + part }
+func (g *group) memberPrefix() string        { return g.spec.Stage + ".member." }
+func (g *group) ownerPrefix() string         { return g.spec.Stage + ".owner." }
+func (g *group) observe(part string, on bool) {
+	g.r.m.owned.Add(map[bool]float64{true: 1, false: -1}[on])
+	g.r.onOwner(part, on)
+}
+
+// runPartitioned is Run for a partitioned stage.
+func (r *Runner) runPartitioned(ctx context.Context) error {
+	g := &group{
+		r: r, spec: *r.cfg.Partitioned, stage: &lockedStage{s: r.d.stage},
+		id: r.id, ttl: r.cfg.LeaseTTL, log: r.log.With("instance", r.id),
+		members: map[string]seen{}, owners: map[string]seen{},
+		own: map[string]*owned{}, created: map[string]bool{},
+	}
+	if r.leases == nil {
+		kv, err := r.js.(leaseOpener).KeyValue(ctx, streams.BucketLeases)
+		if err != nil {
+			return fmt.Errorf("pipeline: %s: leases: %w", r.cfg.Name, err)
+		}
+		r.leases = kv
+	}
+	w, err := r.leases.Watch(ctx, g.spec.Stage+".>")
+	if err != nil {
+		return fmt.Errorf("pipeline: %s: watch leases: %w", r.cfg.Name, err)
+	}
+	defer func() { _ = w.Stop() }()
+	go g.watch(w)
+	// Every step of the loop renews, so it runs several times a lease.
+	tick := time.NewTicker(g.ttl / 5)
+	defer tick.Stop()
+	defer g.leave()
+	for {
+		g.step(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// watch keeps the view of members and owners up to date.
+func (g *group) watch(w jetstream.KeyWatcher) {
+	for e := range w.Updates() {
+		if e == nil {
+			continue // the initial values are in
+		}
+		g.mu.Lock()
+		key := e.Key()
+		var m map[string]seen
+		var name string
+		switch {
+		case len(key) > len(g.memberPrefix()) && key[:len(g.memberPrefix())] == g.memberPrefix():
+			m, name = g.members, key[len(g.memberPrefix()):]
+		case len(key) > len(g.ownerPrefix()) && key[:len(g.ownerPrefix())] == g.ownerPrefix():
+			m, name = g.owners, key[len(g.ownerPrefix()):]
+		}
+		if m != nil {
+			if e.Operation() == jetstream.KeyValuePut {
+				m[name] = seen{value: string(e.Value()), rev: e.Revision(), at: time.Now()}
+			} else {
+				delete(m, name)
+			}
+		}
+		g.mu.Unlock()
+	}
+}
+
+// step is one round: renew, discover, rebalance.
+func (g *group) step(ctx context.Context) {
+	ictx, cancel := context.WithTimeout(ctx, g.ttl)
+	defer cancel()
+	if _, err := g.r.leases.Put(ictx, g.memberKey(g.id), []byte(g.id)); err != nil {
+		g.log.Debug("renew membership", "err", err)
+	}
+	g.renew(ictx)
+	g.discover(ictx)
+	mine := g.assigned()
+	for part := range g.own {
+		if !mine[part] {
+			g.release(ctx, part)
+		}
+	}
+	for _, part := range g.partitions {
+		if mine[part] && g.own[part] == nil {
+			g.acquire(ictx, ctx, part)
+		}
+	}
+	lag := 0.0
+	g.mu.Lock()
+	for _, o := range g.own {
+		lag += o.lag
+	}
+	g.mu.Unlock()
+	g.r.m.lag.Set(lag)
+}
+
+// renew extends every lease held; a lease found taken, or not renewed
+// within its TTL, is given up at once.
+func (g *group) renew(ctx context.Context) {
+	for part, o := range g.own {
+		select {
+		case <-o.done:
+			// The runner ended on its own (an error): let the
+			// partition go, to be taken again.
+			g.release(ctx, part)
+			continue
+		default:
+		}
+		rev, err := g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), o.rev)
+		switch {
+		case err == nil:
+			o.rev, o.renewed = rev, time.Now()
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || time.Since(o.renewed) > g.ttl:
+			g.log.Warn("partition lease lost", "partition", part, "err", err)
+			g.stop(part)
+		default:
+			g.log.Debug("renew lease", "partition", part, "err", err)
+		}
+	}
+}
+
+// discover lists the symbols in the stage's stream and creates the
+// consumer of any not seen before.
+func (g *group) discover(ctx context.Context) {
+	s, err := g.r.js.Stream(ctx, g.spec.Stream)
+	if err != nil {
+		g.log.Debug("discover partitions", "err", err)
+		return
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(g.spec.Filter()))
+	if err != nil {
+		g.log.Debug("discover partitions", "err", err)
+		return
+	}
+	parts := map[string]bool{}
+	for subj := range info.State.Subjects {
+		if p, ok := g.spec.Partition(subj); ok {
+			parts[p] = true
+		}
+	}
+	var list []string
+	for p := range parts {
+		if !g.created[p] {
+			if err := g.ensureConsumer(ctx, s, p); err != nil {
+				g.log.Warn("partition consumer", "partition", p, "err", err)
+				continue
+			}
+			g.created[p] = true
+		}
+		list = append(list, p)
+	}
+	slices.Sort(list)
+	g.partitions = list
+}
+
+// ensureConsumer creates a partition's consumer when it does not exist. A
+// new one starts where the stage's single durable had got to, when there
+// is one, so that partitioning a running deployment redoes nothing.
+func (g *group) ensureConsumer(ctx context.Context, s jetstream.Stream, part string) error {
+	spec := g.spec.Consumer(part)
+	if _, err := s.Consumer(ctx, spec.Config.Durable); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	cfg := spec.Config
+	if g.spec.Legacy != "" {
+		if c, err := s.Consumer(ctx, g.spec.Legacy); err == nil {
+			if info := c.CachedInfo(); info != nil && info.AckFloor.Stream > 0 {
+				cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+				cfg.OptStartSeq = info.AckFloor.Stream + 1
+			}
+		}
+	}
+	_, err := s.CreateConsumer(ctx, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return nil // another instance made it first
+	}
+	return err
+}
+
+// assigned is this instance's share: every live member computes the same
+// from the same view. Partitions are taken in a hashed order, each by its
+// highest-ranked member (rendezvous hashing) that has fewer than its fair
+// share, so that shares differ by one at most and a change of members
+// moves few partitions.
+func (g *group) assigned() map[string]bool {
+	g.mu.Lock()
+	live := []string{g.id}
+	for id, s := range g.members {
+		if id != g.id && time.Since(s.at) < g.ttl {
+			live = append(live, id)
+		}
+	}
+	g.mu.Unlock()
+	slices.Sort(live)
+	parts := slices.Clone(g.partitions)
+	slices.SortFunc(parts, func(a, b string) int { return cmp.Or(cmp.Compare(hash(a, ""), hash(b, "")), cmp.Compare(a, b)) })
+	share := (len(parts) + len(live) - 1) / max(len(live), 1)
+	load := map[string]int{}
+	mine := map[string]bool{}
+	for _, p := range parts {
+		ranked := slices.Clone(live)
+		slices.SortFunc(ranked, func(a, b string) int { return cmp.Or(cmp.Compare(hash(p, b), hash(p, a)), cmp.Compare(a, b)) })
+		for _, m := range ranked {
+			if load[m] < share {
+				load[m]++
+				mine[p] = m == g.id
+				break
+			}
+		}
+	}
+	return mine
+}
+
+func hash(p, member string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(p))
+	h.Write([]byte{0})
+	h.Write([]byte(member))
+	return h.Sum64()
+}
+
+// acquire takes a partition that is free or whose owner stopped renewing,
+// and starts its runner.
+func (g *group) acquire(ctx, runCtx context.Context, part string) {
+	g.mu.Lock()
+	cur, held := g.owners[part]
+	g.mu.Unlock()
+	var rev uint64
+	var err error
+	switch {
+	case !held:
+		rev, err = g.r.leases.Create(ctx, g.ownerKey(part), []byte(g.id))
+	case cur.value != g.id && time.Since(cur.at) > g.ttl:
+		g.log.Info("taking over a partition from an owner that stopped renewing", "partition", part, "from", cur.value)
+		rev, err = g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), cur.rev)
+	default:
+		return // its owner lets it go or is still alive
+	}
+	if err != nil {
+		g.log.Debug("acquire partition", "partition", part, "err", err)
+		return
+	}
+	cons := g.spec.Consumer(part).Config.Durable
+	// Whatever the previous owner held and did not ack comes back now:
+	// lift its pin, and rewind the consumer to its ack floor. After a
+	// clean hand-over both are no-ops.
+	if err := streams.Unpin(ctx, g.r.js, g.spec.Stream, cons); err != nil {
+		g.log.Debug("unpin on acquire", "partition", part, "err", err)
+	}
+	if s, err := g.r.js.Stream(ctx, g.spec.Stream); err == nil {
+		if _, err := s.ResetConsumer(ctx, cons); err != nil {
+			g.log.Warn("reset on acquire", "partition", part, "err", err)
+		}
+	}
+	cfg := g.r.cfg
+	cfg.Partitioned = nil
+	cfg.Consumer = cons
+	cfg.Pinned = true
+	sub, err := New(cfg, g.stage, Deps{JS: g.r.js, Log: g.r.baseLog, Registry: g.r.reg})
+	if err != nil {
+		g.log.Error("partition runner", "partition", part, "err", err)
+		return
+	}
+	o := &owned{rev: rev, renewed: time.Now(), done: make(chan struct{})}
+	sub.setLag = func(v float64) {
+		g.mu.Lock()
+		o.lag = v
+		g.mu.Unlock()
+	}
+	rctx, cancel := context.WithCancel(runCtx)
+	o.cancel = cancel
+	g.own[part] = o
+	g.observe(part, true)
+	g.log.Info("partition owned", "partition", part)
+	go func() {
+		defer close(o.done)
+		if err := sub.Run(rctx); err != nil {
+			g.log.Warn("partition runner stopped", "partition", part, "err", err)
+		}
+	}()
+}
+
+// stop ends a partition's runner and waits until it has drained.
+func (g *group) stop(part string) {
+	o := g.own[part]
+	if o == nil {
+		return
+	}
+	o.cancel()
+	<-o.done
+	delete(g.own, part)
+	g.observe(part, false)
+}
+
+// release stops a partition and hands its lease back, for the member the
+// assignment now names to take it at once.
+func (g *group) release(ctx context.Context, part string) {
+	o := g.own[part]
+	if o == nil {
+		return
+	}
+	rev := o.rev
+	g.stop(part)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl)
+	defer cancel()
+	if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
+		g.log.Debug("release lease", "partition", part, "err", err)
+	}
+	g.log.Info("partition released", "partition", part)
+}
+
+// leave releases everything on a clean stop, and the membership.
+func (g *group) leave() {
+	ctx := context.Background()
+	for part := range g.own {
+		g.release(ctx, part)
+	}
+	dctx, cancel := context.WithTimeout(ctx, g.ttl)
+	defer cancel()
+	if err := g.r.leases.Delete(dctx, g.memberKey(g.id)); err != nil {
+		g.log.Debug("leave", "err", err)
+	}
+}

@@ -1,0 +1,320 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptostream/natstest"
+	"cryptostream/pipeline"
+	"cryptostream/streams"
+)
+
+// sumPartitions declares the test stage partitioned by symbol: inputs on
+// in.<interval>.<SYMBOL-TOKEN>, one consumer per symbol with a long
+// AckWait, so that a lost owner's inputs come back only through the new
+// owner's reset, never by a redelivery timer.
+var sumPartitions = streams.Partitioned{
+	Stage: "sum", Stream: "IN", Root: "in",
+	Config: jetstream.ConsumerConfig{
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxDeliver: -1,
+		MaxAckPending: batch, PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{streams.PriorityGroup}, PinnedTTL: time.Minute,
+	},
+}
+
+// ledger records, from every instance, when each took and gave up each
+// partition and each step it made, to check that a partition had one owner
+// at a time.
+type ledger struct {
+	mu     sync.Mutex
+	events []ledgerEvent
+}
+
+type ledgerEvent struct {
+	at        time.Time
+	instance  string
+	partition string
+	kind      string // "own", "release", "step"
+	seq       uint64
+}
+
+func (l *ledger) add(instance, partition, kind string, seq uint64) {
+	l.mu.Lock()
+	l.events = append(l.events, ledgerEvent{time.Now(), instance, partition, kind, seq})
+	l.mu.Unlock()
+}
+
+func (l *ledger) owners(partition string) map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	own := map[string]bool{}
+	for _, e := range l.events {
+		if e.partition != partition {
+			continue
+		}
+		switch e.kind {
+		case "own":
+			own[e.instance] = true
+		case "release":
+			delete(own, e.instance)
+		}
+	}
+	return own
+}
+
+// recorder is one instance's stage: the summer, with every step written
+// to the ledger, refusing to step once its instance is killed (a crashed
+// process steps nothing).
+type recorder struct {
+	*summer
+	name string
+	l    *ledger
+	// mu orders a kill against a step: a step is recorded before the
+	// kill's releases, or refused.
+	mu     sync.Mutex
+	killed bool
+}
+
+func (r *recorder) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.killed {
+		return nil, errors.New("recorder: killed")
+	}
+	r.l.add(r.name, partitionOf(m.Subject), "step", m.Seq)
+	return r.summer.Step(ctx, m)
+}
+
+func (r *recorder) isKilled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.killed
+}
+
+func partitionOf(subject string) string {
+	p, _ := sumPartitions.Partition(subject)
+	return p
+}
+
+type partInstance struct {
+	*instance
+	rec *recorder
+}
+
+func runPartitioned(t *testing.T, s *server.Server, name string, l *ledger) *partInstance {
+	t.Helper()
+	nc, js := natstest.Connect(t, s)
+	kv, err := js.KeyValue(t.Context(), streams.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{summer: newSummer(), name: name, l: l}
+	in := &instance{nc: nc, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+	spec := sumPartitions
+	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, PublishTimeout: time.Second, Partitioned: &spec},
+		rec, pipeline.Deps{JS: js, Log: discard, Registry: in.reg, Leases: kv, Instance: name,
+			OnOwner: func(p string, owned bool) {
+				if rec.isKilled() {
+					return // a crashed process tells nothing
+				}
+				kind := "own"
+				if !owned {
+					kind = "release"
+				}
+				l.add(name, p, kind, 0)
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.start(t, r)
+	return &partInstance{instance: in, rec: rec}
+}
+
+// kill makes the instance die as a crashed process does: it steps
+// nothing more and its connection is gone.
+func (p *partInstance) kill(parts []string) {
+	l := p.rec.l
+	p.rec.mu.Lock()
+	p.rec.killed = true
+	for _, part := range parts {
+		if l.owners(part)[p.rec.name] {
+			l.add(p.rec.name, part, "release", 0)
+		}
+	}
+	p.rec.mu.Unlock()
+	p.nc.Close()
+	p.stop()
+}
+
+// TestPartitionedOwnership: two instances share a partitioned stage by
+// symbol. The first takes every symbol; the second, once started, takes
+// its share from the first (a clean hand-over); when the second is killed
+// its symbols go back to the first, which gets the inputs the dead one
+// held and never acked at once (the consumers' AckWait is a minute).
+// Every output is stored once and in per-symbol order, and no partition
+// ever had two owners.
+func TestPartitionedOwnership(t *testing.T) {
+	s, js := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD", "5m.AAA-USD"}
+	parts := []string{"AAA-USD", "BBB-USD", "CCC-USD", "DDD-USD"}
+
+	// Inputs keep arriving all along, so that a partition without an
+	// owner shows as a gap in its outputs.
+	const n = 3000
+	var sent atomic.Int64
+	published := make(chan struct{})
+	release := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range n {
+			if _, err := js.Publish(ctx, "in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
+				t.Error(err)
+				return
+			}
+			sent.Add(1)
+			if i == n/2 {
+				<-release // the rest once the failover is done
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+
+	l := &ledger{}
+	runPartitioned(t, s, "a", l)
+	ownedBy := func(name string) int {
+		k := 0
+		for _, p := range parts {
+			if l.owners(p)[name] {
+				k++
+			}
+		}
+		return k
+	}
+	natstest.WaitProgress(t, time.Minute, "a owns every partition", func() (bool, string) {
+		return ownedBy("a") == len(parts), strconv.Itoa(ownedBy("a"))
+	})
+	natstest.WaitProgress(t, time.Minute, "outputs", func() (bool, string) {
+		c := count(t, js, "OUT")
+		return c > 200, strconv.FormatUint(c, 10)
+	})
+
+	b := runPartitioned(t, s, "b", l)
+	natstest.WaitProgress(t, time.Minute, "b takes its share", func() (bool, string) {
+		return ownedBy("b") == 2 && ownedBy("a") == 2, strconv.Itoa(ownedBy("a")) + "/" + strconv.Itoa(ownedBy("b"))
+	})
+	var moved []string
+	for _, p := range parts {
+		if l.owners(p)["b"] {
+			moved = append(moved, p)
+		}
+	}
+	// Let b work its partitions before it dies.
+	bSteps := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		k := 0
+		for _, e := range l.events {
+			if e.instance == "b" && e.kind == "step" {
+				k++
+			}
+		}
+		return k
+	}
+	natstest.WaitProgress(t, time.Minute, "b steps", func() (bool, string) {
+		return bSteps() > 100, strconv.Itoa(bSteps())
+	})
+	killedAt := time.Now()
+	b.kill(parts)
+	natstest.WaitProgress(t, time.Minute, "a takes b's partitions back", func() (bool, string) {
+		return ownedBy("a") == len(parts), strconv.Itoa(ownedBy("a"))
+	})
+	close(release)
+	<-published
+	natstest.WaitProgress(t, 2*time.Minute, "every output", func() (bool, string) {
+		c := count(t, js, "OUT")
+		return c >= n, strconv.FormatUint(c, 10)
+	})
+
+	// Every output once, each symbol's series in input order.
+	got := outputs(t, js)
+	all := want(keys, n, nil)
+	for _, k := range keys {
+		check(t, filterKey(got, k), filterKey(all, k))
+	}
+	checkOneOwner(t, l, parts)
+	for _, p := range moved {
+		t.Logf("partition %s: first step by its new owner %.2fs after its owner was killed (lease TTL %s)",
+			p, firstStepAfter(l, "a", p, killedAt).Sub(killedAt).Seconds(), pipeline.DefaultLeaseTTL)
+	}
+}
+
+func filterKey(s []sum, key string) []sum {
+	var out []sum
+	for _, x := range s {
+		if x.Key == key {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func firstStepAfter(l *ledger, instance, partition string, t0 time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.kind == "step" && e.instance == instance && e.partition == partition && e.at.After(t0) {
+			return e.at
+		}
+	}
+	return time.Time{}
+}
+
+// checkOneOwner replays the ledger: each partition is owned by one
+// instance at a time, and every step of a partition is made by its owner.
+func checkOneOwner(t *testing.T, l *ledger, parts []string) {
+	t.Helper()
+	l.mu.Lock()
+	events := slices.Clone(l.events)
+	l.mu.Unlock()
+	for _, p := range parts {
+		owner, handovers := "", 0
+		for _, e := range events {
+			if e.partition != p {
+				continue
+			}
+			switch e.kind {
+			case "own":
+				if owner != "" {
+					t.Errorf("partition %s: %s took it while %s owned it", p, e.instance, owner)
+				}
+				owner = e.instance
+				handovers++
+			case "release":
+				if owner == e.instance {
+					owner = ""
+				}
+			case "step":
+				if e.instance != owner {
+					t.Errorf("partition %s: %s stepped seq %d while %q owned it", p, e.instance, e.seq, owner)
+				}
+			}
+		}
+		if handovers == 0 {
+			t.Errorf("partition %s: never owned", p)
+		}
+	}
+}
