@@ -1,9 +1,11 @@
 package bus
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -240,4 +242,37 @@ func dedup(in []string) []string {
 		}
 	}
 	return out
+}
+
+// AuthConfig is the nats-server configuration of the roles' users (role ->
+// public NKey) with their permissions, for a server to include. Only
+// public keys are in it: each role keeps its seed.
+func AuthConfig(keys map[string]string) ([]byte, error) {
+	users, err := NkeyUsers(keys)
+	if err != nil {
+		return nil, err
+	}
+	role := map[string]string{}
+	for r, k := range keys {
+		role[k] = r
+	}
+	var b strings.Builder
+	b.WriteString("# The NATS users of cryptostream, one per role, written by `cryptostream nats-auth`.\n")
+	b.WriteString("# Include it in the server's configuration (include ./auth.conf) and reload\n")
+	b.WriteString("# the server after a rotation (nats-server --signal reload).\n")
+	b.WriteString("authorization {\n  users: [\n")
+	for _, u := range users {
+		// JSON, whose quoted strings keep the $ of $JS.API subjects
+		// from being read as a variable; the server's format takes it.
+		var perms strings.Builder
+		enc := json.NewEncoder(&perms)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("      ", "  ")
+		if err := enc.Encode(u.Permissions); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "    # %s\n    {\"nkey\": %q,\n     \"permissions\": %s    }\n", role[u.Nkey], u.Nkey, perms.String())
+	}
+	b.WriteString("  ]\n}\n")
+	return []byte(b.String()), nil
 }
