@@ -58,6 +58,11 @@ type Config struct {
 	// Attach lets a tool with no URL reach the process that holds DataDir
 	// through the URL it published, rather than fail on the lock.
 	Attach bool
+	// Role is the role whose NATS user the external credential is (see
+	// Permissions); empty for a user with every permission. A role other
+	// than admin verifies the topology instead of applying it, takes its
+	// own inbox prefix, and looks only at the streams it may see.
+	Role string
 }
 
 // Bus is an open link to NATS with the topology ensured.
@@ -80,6 +85,8 @@ type Bus struct {
 	// replicas is the configured replica count, for fitting the
 	// topology to an account's limit.
 	replicas int
+	// role is Config.Role on an external server, empty embedded.
+	role string
 }
 
 // ValidateURL checks a --nats-url before anything connects: each
@@ -149,6 +156,11 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 		b.lock = lock
 	} else if err := ValidateURL(cfg.URL); err != nil {
 		return nil, err
+	} else if cfg.Role != "" {
+		if !ValidRole(cfg.Role) {
+			return nil, fmt.Errorf("bus: NATS role %q: want one of %v", cfg.Role, Roles())
+		}
+		b.role = cfg.Role
 	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
@@ -225,6 +237,9 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 		// A standalone role may start before the cluster: keep trying,
 		// and say on each attempt why it failed.
 		opts = append(append(opts, auth...), nats.RetryOnFailedConnect(true))
+		if b.role != "" {
+			opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(b.role)))
+		}
 		b.target = redactURL(cfg.URL)
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
@@ -323,6 +338,15 @@ func (b *Bus) Ensure(ctx context.Context) error {
 	if err := b.waitConnected(ctx); err != nil {
 		return err
 	}
+	if b.role != "" && b.role != RoleAdmin {
+		if err := verifyWithRetry(ctx, b.JS, b.Topology, b.log); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.ensured = true
+		b.mu.Unlock()
+		return nil
+	}
 	if b.server == nil {
 		// An account with a storage limit refuses streams whose bounds
 		// exceed it; each replica counts.
@@ -386,6 +410,50 @@ func ensureWithRetry(ctx context.Context, nc *nats.Conn, js jetstream.JetStream,
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// verifyWithRetry waits until every declared stream and bucket exists: a
+// role's user may not create them (see Permissions), the admin's does
+// (cryptostream topology), and the roles may start first.
+func verifyWithRetry(ctx context.Context, js jetstream.JetStream, topo streams.Topology, log *slog.Logger) error {
+	delay := 250 * time.Millisecond
+	for {
+		missing, err := missingStreams(ctx, js, topo)
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("bus: verify topology: missing %v: %w", missing, errors.Join(err, ctx.Err()))
+		}
+		log.Warn("topology not applied yet: waiting for the admin's cryptostream topology", "missing", missing, "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// missingStreams lists the declared streams, buckets and object stores
+// that do not exist, from the names alone (every role may list them).
+func missingStreams(ctx context.Context, js jetstream.JetStream, topo streams.Topology) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	present := map[string]bool{}
+	names := js.StreamNames(ctx)
+	for n := range names.Name() {
+		present[n] = true
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("jetstream: list streams: %w", err)
+	}
+	var missing []string
+	for _, n := range topo.StreamNames() {
+		if !present[n] {
+			missing = append(missing, n)
+		}
+	}
+	return missing, nil
 }
 
 func startEmbedded(cfg Config, pub string) (*server.Server, error) {
@@ -474,19 +542,9 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if _, err := b.JS.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	present := map[string]bool{}
-	names := b.JS.StreamNames(ctx)
-	for n := range names.Name() {
-		present[n] = true
-	}
-	if err := names.Err(); err != nil {
-		return fmt.Errorf("jetstream: list streams: %w", err)
-	}
-	var missing []string
-	for _, n := range b.Topology.StreamNames() {
-		if !present[n] {
-			missing = append(missing, n)
-		}
+	missing, err := missingStreams(ctx, b.JS, b.Topology)
+	if err != nil {
+		return err
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("streams missing: %s", strings.Join(missing, ", "))

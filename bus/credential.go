@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nkeys"
@@ -90,4 +91,56 @@ func CLIHint(url, keyFile string) string {
 		keyFile = abs
 	}
 	return fmt.Sprintf("nats --server %s --nkey %s stream ls", url, keyFile)
+}
+
+// AuthConfFile is the server's include of the roles' users, under
+// WriteAuth's server/ folder.
+const AuthConfFile = "auth.conf"
+
+// WriteAuth gives every role its own NKey seed, dir/<role>/nats.nkey
+// (0600; a folder per role, so that a deployment can hand each role its own
+// and no other), keeping seeds that exist unless their role is in rotate,
+// and writes the public keys with each role's permissions to
+// dir/server/auth.conf for the NATS servers. It returns the public keys by
+// role.
+func WriteAuth(dir string, rotate []string) (map[string]string, error) {
+	for _, r := range rotate {
+		if !ValidRole(r) {
+			return nil, fmt.Errorf("bus: rotate %q: no such role (want one of %v)", r, Roles())
+		}
+	}
+	keys := map[string]string{}
+	for _, role := range Roles() {
+		rdir := filepath.Join(dir, role)
+		if err := os.MkdirAll(rdir, 0o700); err != nil {
+			return nil, fmt.Errorf("bus: nats auth: %w", err)
+		}
+		path := filepath.Join(rdir, KeyFileName)
+		if slices.Contains(rotate, role) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("bus: rotate %s: %w", role, err)
+			}
+		}
+		pub, err := loadOrCreateKey(path, true)
+		if err != nil {
+			return nil, err
+		}
+		keys[role] = pub
+	}
+	conf, err := AuthConfig(keys)
+	if err != nil {
+		return nil, err
+	}
+	sdir := filepath.Join(dir, "server")
+	if err := os.MkdirAll(sdir, 0o755); err != nil {
+		return nil, fmt.Errorf("bus: nats auth: %w", err)
+	}
+	// Public keys only: the servers read it, nobody can sign with it.
+	if err := writeFile0600(filepath.Join(sdir, AuthConfFile), conf); err != nil {
+		return nil, fmt.Errorf("bus: write auth.conf: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(sdir, AuthConfFile), 0o644); err != nil {
+		return nil, fmt.Errorf("bus: write auth.conf: %w", err)
+	}
+	return keys, nil
 }

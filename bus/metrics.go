@@ -44,7 +44,8 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.scrapeTimeoutBound)
 	defer cancel()
-	for _, name := range c.b.Topology.StreamNames() {
+	// A role's user may read the info of its own streams only.
+	for _, name := range visibleStreams(c.b.role, c.b.Topology.StreamNames()) {
 		s, err := c.b.JS.Stream(ctx, name)
 		if err != nil {
 			ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0, name)
