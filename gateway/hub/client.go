@@ -42,6 +42,7 @@ type client struct {
 	mu      sync.Mutex
 	user    string
 	account string // the account ID alerts are addressed to
+	claims  auth.Claims
 	admin   bool
 	subs    map[string]*clientSub
 	expiry  *time.Timer    // closes the client with 4001 when its token expires
@@ -170,7 +171,7 @@ func (c *client) serve(claims *auth.Claims) {
 func (c *client) authorize(cl auth.Claims) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.user, c.account = cl.Subject, cl.UID
+	c.user, c.account, c.claims = cl.Subject, cl.UID, cl
 	c.admin = cl.Role == streams.RoleAdmin
 	left := cl.ExpiresAt.Time.Sub(c.h.d.Now())
 	if c.expiry == nil {
