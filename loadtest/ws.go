@@ -85,6 +85,7 @@ type WSResult struct {
 	ServerHeapPerConn      float64        // Go heap and stacks in use, bytes, connected and idle
 	ServerCPU              float64        // cores used during the window
 	ServerGoroutines       float64
+	ServerFramesPerWrite   float64 // frames the gateway's writers carried per socket write
 	LoadgenCPU             float64 // cores the load generator used
 }
 
@@ -100,12 +101,12 @@ delivered          %d (%.3f of owed), %.0f msg/s
 delay              p50 %s  p99 %s  max %s
 closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
 server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
-server cpu         %.2f cores, %.0f goroutines
+server cpu         %.2f cores, %.0f goroutines, %.2f frames per write
 loadgen cpu        %.2f cores`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
 		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses,
-		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.LoadgenCPU)
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.LoadgenCPU)
 }
 
 // CheckLoopback refuses a URL whose host is not a loopback address: the
@@ -399,6 +400,9 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	secs := float64(windowEnd.Load()-windowStart.Load()) / 1e9
 	res.ServerCPU = (mEnd["process_cpu_seconds_total"] - mStart["process_cpu_seconds_total"]) / secs
 	res.ServerGoroutines = mEnd["go_goroutines"]
+	if w := mEnd["cryptostream_gateway_ws_writes_total"] - mStart["cryptostream_gateway_ws_writes_total"]; w > 0 {
+		res.ServerFramesPerWrite = (mEnd["cryptostream_gateway_ws_frames_total"] - mStart["cryptostream_gateway_ws_frames_total"]) / w
+	}
 	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
 	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
 	res.LoadgenCPU = (cpu1 - cpu0) / secs

@@ -37,6 +37,8 @@ type gatewayConfig struct {
 	// notifier (see registerPrivateWebhooks).
 	MaxAlertRules        int
 	AllowPrivateWebhooks bool
+	// WSWriteDelay is hub.Config.WriteDelay.
+	WSWriteDelay time.Duration
 }
 
 func (c *gatewayConfig) register(fs *flagSet) {
@@ -52,6 +54,7 @@ func (c *gatewayConfig) register(fs *flagSet) {
 		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
 	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
+	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", 0, "how long a websocket client's writer gathers frames before one write (fewer system calls at thousands of clients, each frame up to this much later); 0 writes at once")
 	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
 	if fs.Lookup("intervals") == nil {
 		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")
@@ -83,6 +86,9 @@ func (c *gatewayConfig) validate(fs *flagSet) error {
 	c.AllowPrivateWebhooks = lookupBool(fs, "allow-private-webhooks")
 	if c.MaxAlertRules < 1 {
 		return fmt.Errorf("--max-alert-rules %d: must be positive", c.MaxAlertRules)
+	}
+	if c.WSWriteDelay < 0 || c.WSWriteDelay > time.Second {
+		return fmt.Errorf("--ws-write-delay %s: want 0 to 1s", c.WSWriteDelay)
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
 		return fmt.Errorf("--token-ttl %s: want 1m to 24h", c.TokenTTL)
@@ -143,7 +149,7 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals},
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals, WriteDelay: cfg.WSWriteDelay},
 		MaxAlertRules: cfg.MaxAlertRules, AllowPrivateWebhooks: cfg.AllowPrivateWebhooks}, d)
 	if err != nil {
 		return nil, err

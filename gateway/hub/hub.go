@@ -73,6 +73,12 @@ const (
 type Config struct {
 	// QueueSize bounds the frames waiting for one client's socket.
 	QueueSize int
+	// WriteDelay is how long a client's writer waits after being woken
+	// before it takes its queue, so that the frames queued meanwhile go out
+	// in the same write: at thousands of clients the write system calls
+	// (on both ends of the socket) are most of the CPU, and each frame
+	// waits at most this much longer. Zero writes at once.
+	WriteDelay time.Duration
 	// SlowAfter: a client whose oldest queued frame has waited this long is
 	// closed as slow, before its socket write can time out.
 	SlowAfter time.Duration
@@ -300,7 +306,6 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h: h, id: h.ids.Add(1), conn: conn, nc: conn.NetConn(),
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
-		exp:  make(chan time.Time, 1),
 		subs: map[string]*clientSub{},
 	}
 	c.room = sync.NewCond(&c.qmu)

@@ -136,6 +136,17 @@ func (c *client) sendWait(b []byte) error {
 	return nil
 }
 
+// ping runs on the pinger timer: it queues a ping and rearms the timer.
+func (c *client) ping() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		return
+	}
+	c.pushLocked(qitem{b: control(opPing, nil)}, c.h.d.Now())
+	c.pinger.Reset(c.h.cfg.PingInterval)
+}
+
 // sendControl queues a control frame (a pong) past the bound: the reader
 // must not wait on the writer.
 func (c *client) sendControl(b []byte) {
@@ -181,26 +192,16 @@ func (c *client) slowLocked(reason string) {
 // queued frame at once and writes them with one writev, outside the lock.
 func (c *client) writer() {
 	h := c.h
-	ping := time.NewTicker(h.cfg.PingInterval)
-	defer ping.Stop()
-	expiry := time.NewTimer(time.Hour)
-	expiry.Stop()
-	defer expiry.Stop()
+	c.qmu.Lock()
+	c.pinger = time.AfterFunc(h.cfg.PingInterval, c.ping)
+	c.qmu.Unlock()
 	var batch []qitem
 	var bufs net.Buffers
 	var deadline time.Time
 	for {
-		select {
-		case <-c.wake:
-		case <-ping.C:
-			c.sendControl(control(opPing, nil))
-			continue
-		case at := <-c.exp:
-			expiry.Reset(at.Sub(h.d.Now()))
-			continue
-		case <-expiry.C:
-			c.kill(CloseTokenExpired, "token expired")
-			continue
+		<-c.wake
+		if h.cfg.WriteDelay > 0 {
+			time.Sleep(h.cfg.WriteDelay)
 		}
 		c.qmu.Lock()
 		closing := c.closing

@@ -1,0 +1,170 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"cryptostream/gateway/auth"
+)
+
+type noSource struct{}
+
+func (noSource) Stream(context.Context, string) (jetstream.Stream, error) {
+	return nil, errors.New("no streams in this test")
+}
+
+// testClient is a client with no socket: what the writer would write is
+// what drain takes from its queue.
+func testClient(t *testing.T, cfg Config) *client {
+	t.Helper()
+	h, err := New(cfg, Deps{Source: noSource{}, Verify: func(string) (auth.Claims, error) { return auth.Claims{}, errors.New("no") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{h: h, id: 1, wake: make(chan struct{}, 1), done: make(chan struct{}), subs: map[string]*clientSub{}}
+	c.room = sync.NewCond(&c.qmu)
+	return c
+}
+
+// drain takes every queued frame, as the writer does.
+func (c *client) drain() []qitem {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	q := c.q
+	c.q = nil
+	for _, it := range q {
+		if it.sub != nil {
+			it.sub.qi, it.sub.nq = 0, 0
+		}
+	}
+	c.room.Broadcast()
+	return q
+}
+
+// flushDrained runs flushPending with the writer's part played by drain,
+// and returns every frame it queued (without conflation the flush waits for
+// room in a small queue while all its frames go through).
+func (c *client) flushDrained(cs *clientSub) []qitem {
+	var sent []qitem
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.flushPending(cs)
+	}()
+	for flushing := true; flushing; {
+		select {
+		case <-done:
+			flushing = false
+		case <-c.wake:
+		}
+		sent = append(sent, c.drain()...)
+	}
+	return sent
+}
+
+func liveEvent(seq uint64) event {
+	return event{seq: seq, frame: []byte{byte(seq)}}
+}
+
+// A ticks subscription whose snapshot took long enough for more live ticks
+// than its queue holds to pile up sends the newest of them, not every one,
+// and its next live tick finds room: the client is behind, not slow.
+func TestFlushPendingConflates(t *testing.T) {
+	c := testClient(t, Config{QueueSize: 16})
+	cs := &clientSub{c: c, conflate: true}
+	now := time.Now()
+	for seq := uint64(1); seq <= 100; seq++ {
+		c.deliver(cs, liveEvent(seq), now)
+	}
+	if len(cs.pending) != 100 {
+		t.Fatalf("%d pending, want 100", len(cs.pending))
+	}
+	sent := c.flushDrained(cs)
+	if len(sent) != 1 || sent[0].b[0] != 100 {
+		t.Fatalf("flushed %d frames, want the newest (100) alone", len(sent))
+	}
+	if !cs.ready || cs.lastSeq != 100 {
+		t.Fatalf("ready %v, last seq %d", cs.ready, cs.lastSeq)
+	}
+	if !c.deliver(cs, liveEvent(101), now) || c.closing {
+		t.Fatal("the next live tick was not queued")
+	}
+}
+
+// A channel that does not conflate sends every pending event, in order.
+func TestFlushPendingKeepsEveryCandle(t *testing.T) {
+	c := testClient(t, Config{QueueSize: 16})
+	cs := &clientSub{c: c}
+	now := time.Now()
+	for seq := uint64(1); seq <= 100; seq++ {
+		c.deliver(cs, liveEvent(seq), now)
+	}
+	sent := c.flushDrained(cs)
+	if len(sent) != 100 {
+		t.Fatalf("flushed %d frames, want 100", len(sent))
+	}
+	for i, it := range sent {
+		if it.b[0] != byte(i+1) {
+			t.Fatalf("frame %d is event %d", i, it.b[0])
+		}
+	}
+}
+
+// With WriteDelay the writer gathers what is queued while it waits into one
+// write; without it, each wake-up is a write of its own.
+func TestWriteDelayCoalesces(t *testing.T) {
+	for _, tc := range []struct {
+		delay          time.Duration
+		writes, frames float64
+	}{
+		{0, 3, 3},
+		{20 * time.Millisecond, 1, 3},
+	} {
+		t.Run(tc.delay.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := testClient(t, Config{WriteDelay: tc.delay})
+				srv, cli := net.Pipe()
+				c.nc = srv
+				read := make(chan struct{})
+				go func() {
+					defer close(read)
+					_, _ = io.Copy(io.Discard, cli)
+				}()
+				writerDone := make(chan struct{})
+				go func() {
+					defer close(writerDone)
+					c.writer()
+				}()
+				cs := &clientSub{c: c, ready: true}
+				now := time.Now()
+				for seq := uint64(1); seq <= 3; seq++ {
+					if !c.deliver(cs, liveEvent(seq), now) {
+						t.Fatalf("event %d not queued", seq)
+					}
+					// The writer is asleep: in its delay, or waiting
+					// for the next wake-up once it wrote.
+					synctest.Wait()
+				}
+				time.Sleep(tc.delay)
+				synctest.Wait()
+				if w, f := testutil.ToFloat64(c.h.m.writes), testutil.ToFloat64(c.h.m.frames); w != tc.writes || f != tc.frames {
+					t.Fatalf("%v writes carrying %v frames, want %v carrying %v", w, f, tc.writes, tc.frames)
+				}
+				c.kill(websocket.CloseGoingAway, "")
+				<-writerDone
+				c.stopTimers()
+				<-read
+			})
+		})
+	}
+}
