@@ -38,6 +38,9 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Now is the clock for trace stamps; time.Now when nil.
 	Now func() time.Time
+	// Instance and OnOwner are pipeline.Deps', for a partitioned stage.
+	Instance string
+	OnOwner  func(partition string, owned bool)
 }
 
 // Worker runs the Vectors stage on MARKET, publishing to FEATURES.
@@ -62,7 +65,8 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		p, _ := streams.Declare(1).Partition(streams.ConsumerFeatures)
 		pcfg.Partitioned = &p
 	}
-	r, err := pipeline.New(pcfg, v, pipeline.Deps{JS: deps.JS, Log: deps.Log.With("worker", "features"), Registry: deps.Registry})
+	r, err := pipeline.New(pcfg, v, pipeline.Deps{JS: deps.JS, Log: deps.Log.With("worker", "features"), Registry: deps.Registry,
+		Instance: deps.Instance, OnOwner: deps.OnOwner})
 	if err != nil {
 		return nil, fmt.Errorf("features: %w", err)
 	}

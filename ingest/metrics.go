@@ -26,6 +26,7 @@ type metrics struct {
 	frameToStored      *prometheus.HistogramVec
 	completeness       *prometheus.GaugeVec
 	lastAge            *prometheus.GaugeVec
+	active             prometheus.Gauge
 
 	mu     sync.Mutex
 	series map[seriesKey]*coverage
@@ -64,6 +65,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "WebSocket reconnects."}, []string{"interval"}),
 		silentResubscribes: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_ingest_silent_resubscribes_total",
 			Help: "Acked subscriptions resubscribed because they delivered nothing."}, []string{"interval"}),
+		active: f.NewGauge(prometheus.GaugeOpts{Name: "cryptostream_ingest_active",
+			Help: "1 while this instance holds the ingest lease and ingests; 0 while it stands by."}),
 		connected: f.NewGaugeVec(prometheus.GaugeOpts{Name: "cryptostream_ingest_connected",
 			Help: "1 while the interval's WebSocket connection is up."}, []string{"interval"}),
 		subscriptions: f.NewGaugeVec(prometheus.GaugeOpts{Name: "cryptostream_ingest_subscriptions",

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -38,6 +39,7 @@ func (w tWriter) Write(b []byte) (int, error) {
 
 // bench is an embedded JetStream with the topology and the assets seeded.
 type harness struct {
+	srv    *server.Server
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	market jetstream.Stream
@@ -62,7 +64,7 @@ func newHarness(t *testing.T, cfg krakensim.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{js: js, kv: kv, market: market}
+	h := &harness{srv: srv, js: js, kv: kv, market: market}
 	if cfg.Feeds != nil {
 		sim, err := krakensim.New(cfg)
 		if err != nil {

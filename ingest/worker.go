@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"cryptostream/ingest/krakenrest"
+	"cryptostream/lease"
 	"cryptostream/streams"
 )
 
@@ -94,7 +95,20 @@ type Deps struct {
 	Log      *slog.Logger
 	Registry prometheus.Registerer
 	Dialer   *websocket.Dialer
+	// Leases, when set, runs the worker active/standby: it ingests only
+	// while it holds the LeaseKey lease, so that of several instances one
+	// publishes, and a standby takes over (healing the gap from REST)
+	// within the lease TTL of the active one's death.
+	Leases lease.Store
+	// LeaseTTL is the lease's TTL (lease.DefaultTTL when zero).
+	LeaseTTL time.Duration
+	// OnActive, when set, is told when this instance becomes active and
+	// when it has stopped ingesting after it was.
+	OnActive func(active bool)
 }
+
+// LeaseKey is the ingester's lease in the leases bucket.
+const LeaseKey = "ingest.active"
 
 // Worker runs one connection per interval.
 type Worker struct {
@@ -109,6 +123,8 @@ type Worker struct {
 
 	connected atomic.Int32
 	assets    *latest
+	// standby: the instance waits for the lease, and is ready so.
+	standby atomic.Bool
 }
 
 // New validates cfg and builds a worker; it does no I/O.
@@ -176,14 +192,33 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 
 // Ready is a readiness check: every interval's connection is up.
 func (w *Worker) Ready(context.Context) error {
+	if w.standby.Load() {
+		return nil
+	}
 	if n := int(w.connected.Load()); n < len(w.cfg.Intervals) {
 		return fmt.Errorf("ingest: %d of %d Kraken connections up", n, len(w.cfg.Intervals))
 	}
 	return nil
 }
 
-// Run connects and ingests until ctx ends.
+// Run connects and ingests until ctx ends; with Deps.Leases, only while
+// this instance is the active one.
 func (w *Worker) Run(ctx context.Context) error {
+	if w.deps.Leases == nil {
+		return w.ingest(ctx)
+	}
+	w.standby.Store(true)
+	return lease.Run(ctx, w.deps.Leases, lease.Config{Key: LeaseKey, TTL: w.deps.LeaseTTL, Log: w.log,
+		OnActive: func(active bool) {
+			w.standby.Store(!active)
+			w.m.active.Set(map[bool]float64{true: 1}[active])
+			if w.deps.OnActive != nil {
+				w.deps.OnActive(active)
+			}
+		}}, w.ingest)
+}
+
+func (w *Worker) ingest(ctx context.Context) error {
 	ch, err := w.deps.Assets.WatchAssets(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -3,8 +3,6 @@ package pipeline
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/lease"
 	"cryptostream/streams"
 )
 
@@ -47,13 +46,11 @@ import (
 // pairs, each a raft group on a cluster); at hundreds of pairs, hashing
 // symbols into a fixed number of partitions would bound that.
 
-// Leases is what the partition owners need from the leases bucket.
+// Leases is what the partition owners need from the leases bucket: an
+// election's calls, and Put for the member keys.
 type Leases interface {
-	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
-	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	lease.Store
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
-	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
-	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
 }
 
 // leaseOpener is a JetStream that can open the leases bucket itself.
@@ -128,12 +125,6 @@ type group struct {
 	own        map[string]*owned
 	partitions []string
 	created    map[string]bool
-}
-
-func newInstanceID() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func (g *group) memberKey(id string) string  { return g.spec.Stage + ".member." + id }

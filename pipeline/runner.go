@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"cryptostream/lease"
 	"cryptostream/streams"
 )
 
@@ -142,7 +143,7 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	}
 	r.leases, r.id, r.baseLog, r.reg, r.onOwner = deps.Leases, deps.Instance, deps.Log, deps.Registry, deps.OnOwner
 	if r.id == "" {
-		r.id = newInstanceID()
+		r.id = lease.NewID()
 	}
 	if r.onOwner == nil {
 		r.onOwner = func(string, bool) {}

@@ -66,6 +66,9 @@ type Deps struct {
 	// Seed, when set, warms the volatility model of a series whose
 	// stream holds too little history (the demo's recording).
 	Seed Seeder
+	// Instance and OnOwner are pipeline.Deps', for a partitioned stage.
+	Instance string
+	OnOwner  func(partition string, owned bool)
 }
 
 // Worker runs the Predictions stage on FEATURES, publishing to
@@ -140,7 +143,9 @@ func (w *Worker) run(ctx context.Context) error {
 		p, _ := streams.Declare(1).Partition(streams.ConsumerPredictor)
 		vcfg.Partitioned = &p
 	}
-	vectors, err := pipeline.New(vcfg, w.stage, pdeps)
+	vdeps := pdeps
+	vdeps.Instance, vdeps.OnOwner = w.deps.Instance, w.deps.OnOwner
+	vectors, err := pipeline.New(vcfg, w.stage, vdeps)
 	if err != nil {
 		return err
 	}

@@ -247,6 +247,7 @@ func Declare(replicas int) Topology {
 		Partitioned: []Partitioned{
 			partitioned(ConsumerFeatures, rootCandle, inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, "")))),
 			partitioned(ConsumerPredictor, rootFeatures, inOrder(durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>"))),
+			partitioned(ConsumerTrainerFeatures, rootFeatures, durable(StreamFeatures, ConsumerTrainerFeatures, true, rootFeatures+".>")),
 		},
 	}
 }

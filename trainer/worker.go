@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,8 +32,8 @@ type Config struct {
 	// Horizon in intervals of the predicted log return.
 	Horizon int
 	Split   Split
-	// Every schedules a training of a series after this many new vectors
-	// of it; 0 trains on jobs only.
+	// Every schedules a training of a series on every Every-th interval
+	// (see Schedule); 0 trains on jobs only.
 	Every int
 	// Rule is the promotion rule; its zero value means
 	// forecast.DefaultRule.
@@ -51,10 +50,16 @@ type Deps struct {
 	Log      *slog.Logger
 	Registry prometheus.Registerer
 	Now      func() time.Time
+	// Instance names this instance among the schedule's owners (a random
+	// id when empty).
+	Instance string
 }
 
-// Worker trains models on jobs from JOBS and on its schedule: two stages,
-// one per consumer.
+// Worker trains models on jobs from JOBS and on its schedule: two stages.
+// The jobs consumer is shared by every instance (each job goes to one);
+// the schedule is partitioned by symbol between the instances, so that
+// there is one schedule however many run, and a lost instance's symbols
+// move to another within the lease TTL.
 type Worker struct {
 	cfg      Config
 	deps     Deps
@@ -139,8 +144,11 @@ func (w *Worker) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return jobs.Run(gctx) })
 	if w.cfg.Every > 0 {
-		sched, err := pipeline.New(pipeline.Config{Name: "trainer-schedule", Stream: streams.StreamFeatures, Consumer: streams.ConsumerTrainerFeatures,
-			Pinned: true}, &Schedule{Every: w.cfg.Every, Now: w.deps.Now, Queue: w.queue}, pdeps)
+		p, _ := streams.Declare(1).Partition(streams.ConsumerTrainerFeatures)
+		sdeps := pdeps
+		sdeps.Instance = w.deps.Instance
+		sched, err := pipeline.New(pipeline.Config{Name: "trainer-schedule", Stream: streams.StreamFeatures, Partitioned: &p},
+			&Schedule{Every: w.cfg.Every, Now: w.deps.Now, Queue: w.queue}, sdeps)
 		if err != nil {
 			return err
 		}
@@ -154,30 +162,28 @@ type JobQueuer interface {
 	Queue(ctx context.Context, job streams.Job) error
 }
 
-// Schedule is the stage that queues a training of a series after every
-// Every of its vectors. The job id is derived from the vector, so a vector
-// delivered again queues nothing new. After a restart it counts from zero.
+// Schedule is the stage that queues a training of a series on the vector
+// of every Every-th interval since the Unix epoch (its start, counted in
+// intervals, a multiple of Every). The rule reads nothing but the vector,
+// and the job id is derived from it: whichever instance owns the series,
+// after a restart or a failover, the same vectors queue the same jobs, so
+// there is one schedule, not one per instance or per start (a counter of
+// vectors seen would start again at each owner). A new series is first
+// trained at the next grid point, on what it has by then.
 type Schedule struct {
 	Every int
 	Now   func() time.Time
 	Queue JobQueuer
-
-	mu    sync.Mutex
-	count map[string]int
 }
 
 // Key implements pipeline.Stage.
 func (s *Schedule) Key(m pipeline.Msg) string { return m.Subject }
 
-// Warm implements pipeline.Stage: the count starts again.
+// Warm implements pipeline.Stage: the schedule keeps no state.
 func (s *Schedule) Warm(context.Context, pipeline.History, string, pipeline.Msg) error { return nil }
 
 // Reset implements pipeline.Stage.
-func (s *Schedule) Reset(key string) {
-	s.mu.Lock()
-	delete(s.count, key)
-	s.mu.Unlock()
-}
+func (s *Schedule) Reset(string) {}
 
 // Step implements pipeline.Stage: the job when one is due.
 func (s *Schedule) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
@@ -185,14 +191,10 @@ func (s *Schedule) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, e
 	if err != nil {
 		return nil, fmt.Errorf("trainer: %w", err)
 	}
-	s.mu.Lock()
-	if s.count == nil {
-		s.count = map[string]int{}
+	if !v.Interval.Valid() {
+		return nil, streams.Permanent(fmt.Errorf("trainer: vector of interval %d", int(v.Interval)))
 	}
-	s.count[m.Subject]++
-	due := s.count[m.Subject] >= s.Every
-	s.mu.Unlock()
-	if !due {
+	if v.Start.Unix()/int64(v.Interval.Duration()/time.Second)%int64(s.Every) != 0 {
 		return nil, nil
 	}
 	tok, err := streams.SymbolToken(v.Symbol)
@@ -210,16 +212,8 @@ func (s *Schedule) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, e
 		RequestedBy: "schedule", RequestedAt: s.Now().UTC(),
 	}
 	if err := s.Queue.Queue(ctx, job); err != nil {
-		// Retried in place with the count not yet cleared: the same
-		// vector queues the same job.
-		s.mu.Lock()
-		s.count[m.Subject]--
-		s.mu.Unlock()
-		return nil, err
+		return nil, err // retried in place: the same vector, the same job
 	}
-	s.mu.Lock()
-	s.count[m.Subject] = 0
-	s.mu.Unlock()
 	return []streams.Event{&job}, nil
 }
 

@@ -267,14 +267,23 @@ func TestScheduleQueuesTraining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The 100th, 200th and 300th vectors each queue one training, on the
-	// vectors up to the one that triggered it even though more are stored
-	// by the time it runs.
+	// The vectors on the schedule's grid (a start a multiple of 100
+	// minutes) each queue one training, on the vectors up to the one that
+	// triggered it even though more are stored by the time it runs.
 	reg, err := js.KeyValue(ctx, streams.BucketModelRegistry)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, i := range []int{99, 199, 299} {
+	var due []int
+	for i, v := range vs[:350] {
+		if v.Start.Unix()/60%100 == 0 {
+			due = append(due, i)
+		}
+	}
+	if len(due) < 3 {
+		t.Fatalf("only %d vectors on the grid", len(due))
+	}
+	for _, i := range due {
 		id := "sched-1m-BTC-USD-" + itoa(vs[i].Start.Unix())
 		var st streams.JobStatus
 		natstest.WaitFor(t, 60*time.Second, "scheduled job "+id, func() bool {
@@ -295,7 +304,7 @@ func TestScheduleQueuesTraining(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := jobStatus(t, jobsKV, "sched-1m-BTC-USD-"+itoa(vs[98].Start.Unix())); ok {
+	if _, ok := jobStatus(t, jobsKV, "sched-1m-BTC-USD-"+itoa(vs[due[0]+1].Start.Unix())); ok {
 		t.Fatal("a job was queued off schedule")
 	}
 }

@@ -188,6 +188,11 @@ func newIngestWorker(ctx context.Context, b *bus.Bus, f ingestFlags, reg prometh
 	if err := assets.Seed(ctx, f.symbols, time.Now()); err != nil {
 		return nil, err
 	}
+	// Active/standby: of several ingesters on one bus, one publishes.
+	leases, err := b.JS.KeyValue(ctx, streams.BucketLeases)
+	if err != nil {
+		return nil, fmt.Errorf("leases bucket: %w", err)
+	}
 	return ingest.New(ingest.Config{WSURL: f.WSURL, RESTURL: f.RESTURL, Intervals: f.intervals},
-		ingest.Deps{Sink: &ingest.JetStreamSink{JS: b.JS, Log: log}, Assets: assets, Log: log, Registry: reg})
+		ingest.Deps{Sink: &ingest.JetStreamSink{JS: b.JS, Log: log}, Assets: assets, Log: log, Registry: reg, Leases: leases})
 }

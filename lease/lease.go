@@ -1,0 +1,199 @@
+// Package lease owns the active/standby election of a role that must have
+// one active instance at a time (the ingester): a key in the leases bucket
+// that the active instance renews with a compare-and-swap on its revision,
+// and that a standby takes over, with a compare-and-swap on the revision it
+// last saw, once nobody renewed it for a TTL. The work runs only while the
+// lease is held, and is stopped as soon as it is lost or cannot be renewed
+// in time, so that two instances never both work; what they produce still
+// carries deterministic message ids, the last guard, not the plan.
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Store is what an election needs from the leases bucket.
+type Store interface {
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
+// DefaultTTL is how long a lease outlives its holder's last renewal: the
+// longest a standby waits after the active instance died.
+const DefaultTTL = 5 * time.Second
+
+// Config is one election.
+type Config struct {
+	// Key in the bucket ("ingest.active").
+	Key string
+	// ID names this instance; random when empty.
+	ID  string
+	TTL time.Duration
+	Log *slog.Logger
+	// OnActive, when set, is told when this instance becomes active
+	// (true) and when its work has stopped after it was (false).
+	OnActive func(active bool)
+}
+
+// NewID is a random instance id.
+func NewID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// seen is the last revision of the key, and when it came.
+type seen struct {
+	holder string
+	rev    uint64
+	at     time.Time
+	ok     bool
+}
+
+// Run takes part in the election until ctx ends, running work while this
+// instance holds the lease: work's context ends when the lease is lost. A
+// clean stop hands the lease over at once. An error of work ends Run with
+// that error, after the lease is handed over.
+func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) error) error {
+	if cfg.Key == "" || st == nil {
+		return errors.New("lease: a store and a key are required")
+	}
+	if cfg.ID == "" {
+		cfg.ID = NewID()
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OnActive == nil {
+		cfg.OnActive = func(bool) {}
+	}
+	log := cfg.Log.With("lease", cfg.Key, "instance", cfg.ID)
+	w, err := st.Watch(ctx, cfg.Key)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("lease: watch %s: %w", cfg.Key, err)
+	}
+	defer func() { _ = w.Stop() }()
+	var mu sync.Mutex
+	var last seen
+	go func() {
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			mu.Lock()
+			if e.Operation() == jetstream.KeyValuePut {
+				last = seen{holder: string(e.Value()), rev: e.Revision(), at: time.Now(), ok: true}
+			} else {
+				last = seen{}
+			}
+			mu.Unlock()
+		}
+	}()
+
+	var (
+		rev     uint64
+		renewed time.Time
+		cancel  context.CancelFunc
+		done    chan error
+	)
+	active := func() bool { return cancel != nil }
+	stop := func() error {
+		cancel()
+		err := <-done
+		cancel, done = nil, nil
+		cfg.OnActive(false)
+		return err
+	}
+	release := func() {
+		dctx, c := context.WithTimeout(context.WithoutCancel(ctx), cfg.TTL)
+		defer c()
+		if err := st.Delete(dctx, cfg.Key, jetstream.LastRevision(rev)); err != nil {
+			log.Debug("release", "err", err)
+		}
+	}
+	tick := time.NewTicker(cfg.TTL / 5)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if active() {
+				err := stop()
+				release()
+				return err
+			}
+			return nil
+		case err := <-done:
+			// The work ended on its own while active.
+			done <- err
+			err = stop()
+			release()
+			if err == nil {
+				err = errors.New("lease: work returned while active")
+			}
+			return err
+		case <-tick.C:
+		}
+		ictx, c := context.WithTimeout(ctx, cfg.TTL)
+		if active() {
+			r, err := st.Update(ictx, cfg.Key, []byte(cfg.ID), rev)
+			switch {
+			case err == nil:
+				rev, renewed = r, time.Now()
+			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || time.Since(renewed) > cfg.TTL:
+				// Whoever takes over may already be working: stop at once.
+				log.Warn("lease lost, standing by", "err", err)
+				if err := stop(); err != nil {
+					log.Warn("work stopped with an error", "err", err)
+				}
+			default:
+				log.Debug("renew", "err", err)
+			}
+			c()
+			continue
+		}
+		mu.Lock()
+		cur := last
+		mu.Unlock()
+		var r uint64
+		switch {
+		case !cur.ok:
+			r, err = st.Create(ictx, cfg.Key, []byte(cfg.ID))
+		case cur.holder == cfg.ID || time.Since(cur.at) > cfg.TTL:
+			// Our own lease from before a failed renewal, or one whose
+			// holder stopped renewing.
+			log.Info("taking over the lease", "from", cur.holder)
+			r, err = st.Update(ictx, cfg.Key, []byte(cfg.ID), cur.rev)
+		default:
+			c()
+			continue // someone is active
+		}
+		c()
+		if err != nil {
+			log.Debug("acquire", "err", err)
+			continue
+		}
+		rev, renewed = r, time.Now()
+		log.Info("active")
+		cfg.OnActive(true)
+		wctx, wc := context.WithCancel(ctx)
+		cancel, done = wc, make(chan error, 1)
+		go func(d chan error) { d <- work(wctx) }(done)
+	}
+}
