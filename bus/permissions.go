@@ -50,9 +50,10 @@ type access struct {
 // as a table; TestOperationsDocListsPermissions keeps the two in step.
 var roleAccess = map[string]access{
 	RoleIngest: {
-		write:  []string{streams.StreamMarket, streams.StreamTicks},
-		read:   []string{streams.StreamMarket},
-		kvRead: []string{streams.BucketAssets},
+		write: []string{streams.StreamMarket, streams.StreamTicks},
+		read:  []string{streams.StreamMarket},
+		// It seeds the tracked pairs of --symbols.
+		kvWrite: []string{streams.BucketAssets},
 	},
 	RoleFeatures: {
 		write: []string{streams.StreamFeatures},
@@ -65,10 +66,10 @@ var roleAccess = map[string]access{
 		objWrite: []string{streams.ObjectStoreModels},
 	},
 	RolePredictor: {
-		write:   []string{streams.StreamPredictions},
-		read:    []string{streams.StreamFeatures, streams.StreamJobs, streams.StreamModels},
-		kvRead:  []string{streams.BucketModelRegistry},
-		kvWrite: []string{streams.BucketJobs},
+		write: []string{streams.StreamPredictions},
+		read:  []string{streams.StreamFeatures, streams.StreamJobs, streams.StreamModels},
+		// It stores each forecast's running score beside the models.
+		kvWrite: []string{streams.BucketModelRegistry, streams.BucketJobs},
 		objRead: []string{streams.ObjectStoreModels},
 	},
 	RoleNotifier: {
@@ -179,8 +180,11 @@ func NkeyUsers(keys map[string]string) ([]*server.NkeyUser, error) {
 
 // readSubjects are the JetStream API calls that read stream s: its info,
 // consumers on it (the declared durables, and the ordered ones that
-// replays, warm-ups and bucket watches create), their acks and flow
-// control, and direct or stored gets of one message.
+// replays, warm-ups and bucket watches create and delete), their acks and
+// flow control, and direct or stored gets of one message. The server
+// cannot tell an ordered consumer's name from a durable's, so a reader of
+// s may also edit or delete another role's consumer on s: it can stall
+// that role, not read or write anything beyond s.
 func readSubjects(s string) []string {
 	return []string{
 		"$JS.API.STREAM.INFO." + s,
@@ -190,6 +194,7 @@ func readSubjects(s string) []string {
 		"$JS.API.CONSUMER.CREATE." + s,
 		"$JS.API.CONSUMER.CREATE." + s + ".>",
 		"$JS.API.CONSUMER.INFO." + s + ".*",
+		"$JS.API.CONSUMER.DELETE." + s + ".*",
 		"$JS.API.CONSUMER.MSG.NEXT." + s + ".*",
 		"$JS.API.CONSUMER.UNPIN." + s + ".*",
 		"$JS.ACK." + s + ".>",

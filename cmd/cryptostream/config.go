@@ -178,6 +178,9 @@ type commonConfig struct {
 	CredsFile    string
 	NATSUser     string
 	NATSPassword string
+	// NATSRole is the role whose NATS user the credential is (see
+	// bus.Permissions); empty for a user with every permission.
+	NATSRole string
 	// NATSMaxStore bounds the embedded server's file store ("20G").
 	NATSMaxStore    string
 	DataDir         string
@@ -202,6 +205,7 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
 	fs.stringVar(&c.NATSUser, "nats-user", "NATS_USER", "", "user presented to --nats-url")
 	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
+	fs.stringVar(&c.NATSRole, "nats-role", "NATS_ROLE", "", "the role whose NATS user --nats-url is given (from cryptostream nats-auth): the process then verifies the topology instead of applying it and uses that role's inbox; empty: a user with every permission")
 	fs.stringVar(&c.NATSMaxStore, "nats-max-store", "NATS_MAX_STORE", "", "bound on the embedded server's file store, e.g. 20G (empty: three quarters of the free disk); the streams' MaxBytes are fitted to it")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	if serves != "" {
@@ -241,6 +245,14 @@ func (c *commonConfig) validate() error {
 	if (c.CredsFile != "" || c.NATSUser != "" || c.NATSPassword != "") && c.NATSURL == "" {
 		return errors.New("--nats-creds, --nats-user and --nats-password authenticate to --nats-url; the embedded server takes --nats-nkey")
 	}
+	if c.NATSRole != "" {
+		if c.NATSURL == "" {
+			return errors.New("--nats-role names the user presented to --nats-url; the embedded server has one user")
+		}
+		if !bus.ValidRole(c.NATSRole) {
+			return fmt.Errorf("--nats-role %q: want one of %v", c.NATSRole, bus.Roles())
+		}
+	}
 	if _, err := parseBytes(c.NATSMaxStore); err != nil {
 		return fmt.Errorf("--nats-max-store: %w", err)
 	}
@@ -258,7 +270,8 @@ func (c *commonConfig) validate() error {
 func (c *commonConfig) busConfig(name string) bus.Config {
 	maxStore, _ := parseBytes(c.NATSMaxStore) // validated before
 	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
-		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword, MaxStore: maxStore}
+		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword, MaxStore: maxStore,
+		Role: c.NATSRole}
 }
 
 // parseBytes reads a size such as 512M or 20G (powers of 1024); empty is 0.
@@ -303,6 +316,7 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.String("nats_url", bus.RedactURLs(c.NATSURL)),
 		slog.String("nats_user", c.NATSUser),
 		slog.Bool("nats_password_set", c.NATSPassword != ""),
+		slog.String("nats_role", c.NATSRole),
 		slog.String("nats_listen", c.NATSListen),
 		slog.Int("replicas", c.Replicas),
 		slog.String("nats_nkey", c.NKeyFile),

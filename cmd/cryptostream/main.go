@@ -43,6 +43,8 @@ func commands() []command {
 		command{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
 		command{"evaluate", "the forecast evaluation on candle files: point, volatility and intervals, past only", cmdEvaluate},
 		command{"user", "create, list and manage users from the shell", cmdUser},
+		command{"nats-auth", "write a NATS user per role (NKey seeds) and the servers' auth.conf with their permissions", cmdNATSAuth},
+		command{"topology", "apply the streams, buckets and consumers on --nats-url with the admin's user, and exit", cmdTopology},
 		command{"loadtest", "ws|rest: load a running gateway on loopback and report throughput, delay, memory and CPU", cmdLoadtest},
 	)
 }

@@ -94,6 +94,10 @@ func parseRoleConfig(name, synopsis, httpAddr string, rs []role, args []string, 
 	if err := cfg.commonConfig.validate(); err != nil {
 		return cfg, err
 	}
+	// A role's user has that role's permissions only (bus.Permissions).
+	if nr := cfg.NATSRole; nr != "" && nr != bus.RoleAdmin && (len(rs) != 1 || rs[0].name != nr) {
+		return cfg, fmt.Errorf("--nats-role %s: the %s user may run only the %s role (admin may run any)", nr, nr, nr)
+	}
 	for _, r := range rs {
 		if r.check != nil {
 			if err := r.check(fs, &cfg); err != nil {

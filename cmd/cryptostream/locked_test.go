@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/bus"
+	"cryptostream/natstest"
+	"cryptostream/streams"
+)
+
+// lockedRole is one role started alone as its own NATS user, with its log.
+type lockedRole struct {
+	sys *system
+	log *lockedBuffer
+}
+
+// Issue 16: every role runs as its own NATS user, with only its
+// permissions, against a server that admits those users alone: the
+// pipeline works end to end (demo candles in, features, forecasts, the
+// read model, the gateway's login, history and websocket), and no request
+// of any role is refused.
+func TestRolesRunAsTheirOwnNATSUsers(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	authDir := t.TempDir()
+	if err := run(ctx, []string{"nats-auth", "--out", authDir}, testEnv(nil)); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(authDir, "server", bus.AuthConfFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.JetStream, opts.StoreDir = "127.0.0.1", -1, true, t.TempDir()
+	opts.JetStreamMaxStore, opts.NoLog, opts.NoSigs = natstest.MaxStore, true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	url := s.ClientURL()
+	as := func(role string) []string {
+		return []string{"--nats-url", url, "--nats-nkey", filepath.Join(authDir, role, bus.KeyFileName), "--nats-role", role}
+	}
+	// Nobody but the admin may create the topology.
+	if err := run(ctx, append([]string{"topology"}, as(bus.RoleAdmin)...), testEnv(nil)); err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+
+	env := testEnv(map[string]string{"ADMIN_PASSWORD": "boss-password"})
+	roleArgs := map[string][]string{
+		bus.RoleIngest:    {"--demo", "--demo-speed", "120"},
+		bus.RoleFeatures:  nil,
+		bus.RolePredictor: nil,
+		bus.RoleTrainer:   {"--train-every", "0"},
+		bus.RoleNotifier:  nil,
+		bus.RoleSink:      {"--database-url", testDatabase(t)},
+		bus.RoleGateway:   {"--bcrypt-cost", "10", "--admin-username", "boss", "--kraken-rest-url", "http://127.0.0.1:1"},
+	}
+	started := map[string]lockedRole{}
+	done := make(chan error, len(roleArgs))
+	for _, r := range roles() {
+		extra, ok := roleArgs[r.name]
+		if !ok {
+			t.Fatalf("role %s has no NATS user in this test", r.name)
+		}
+		args := append(append(as(r.name), "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "warn", "--log-format", "text"), extra...)
+		cfg, err := parseRoleConfig(r.name, r.synopsis, r.httpAddr, []role{r}, args, env)
+		if err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		cfg.Roles = []string{r.name}
+		var logs lockedBuffer
+		sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", r.name, err, logs.String())
+		}
+		go func() { done <- sys.Run(ctx) }()
+		started[r.name] = lockedRole{sys, &logs}
+	}
+	if len(started) != len(roleArgs) {
+		t.Fatalf("started %d roles, the test names %d", len(started), len(roleArgs))
+	}
+
+	_, js := adminConn(t, url, authDir)
+	// Candles from the demo, their vectors and their forecasts, and the
+	// read model's copy: wait while any of them grows.
+	natstest.WaitProgress(t, 2*time.Minute, "forecasts and the read model", func() (bool, string) {
+		n := map[string]uint64{}
+		for _, name := range []string{streams.StreamMarket, streams.StreamFeatures, streams.StreamPredictions} {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				return false, err.Error()
+			}
+			n[name] = st.CachedInfo().State.Msgs
+		}
+		rows := countCandles(t, roleArgs[bus.RoleSink][1])
+		return n[streams.StreamPredictions] > 0 && rows > 0, strconv.Itoa(rows) + " " + strconv.FormatUint(n[streams.StreamMarket], 10) + " " +
+			strconv.FormatUint(n[streams.StreamFeatures], 10) + " " + strconv.FormatUint(n[streams.StreamPredictions], 10)
+	})
+	for name, r := range started {
+		if code, body := get(t, "http://"+r.sys.Addr()+"/readyz"); code != http.StatusOK {
+			t.Errorf("%s is not ready: %d %s", name, code, body)
+		}
+	}
+
+	base := "http://" + started[bus.RoleGateway].sys.Addr()
+	resp, err := http.Post(base+"/auth/login", "application/json", strings.NewReader(`{"username":"boss","password":"boss-password"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || tok.AccessToken == "" {
+		t.Fatalf("login as the gateway's user = %d, %v", resp.StatusCode, err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/crypto/asset_latest/BTC-USD", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("asset_latest through the gateway's user = %d", resp.StatusCode)
+	}
+	d := websocket.Dialer{Subprotocols: []string{"bearer", tok.AccessToken}}
+	conn, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteJSON(map[string]string{"op": "subscribe", "channel": "candles:BTC-USD:1m"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+
+	cancel()
+	for range started {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	for name, r := range started {
+		if l := r.log.String(); strings.Contains(strings.ToLower(l), "permissions violation") {
+			t.Errorf("%s was refused a request its role needs:\n%s", name, l)
+		}
+	}
+}
+
+// adminConn connects with the admin's seed from authDir.
+func adminConn(t *testing.T, url, authDir string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	key, err := nats.NkeyOptionFromSeed(filepath.Join(authDir, bus.RoleAdmin, bus.KeyFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
