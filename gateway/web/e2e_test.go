@@ -561,6 +561,16 @@ func wsReference(t *testing.T, base, token string, n int) []time.Duration {
 	return out
 }
 
+// loadavg is the machine's load averages as /proc/loadavg gives them.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
 func quantile(d []float64, q float64) float64 {
 	if len(d) == 0 {
 		return 0
@@ -577,6 +587,7 @@ func quantile(d []float64, q float64) float64 {
 // that keeps the page, an expired token back to login; screenshots and the
 // load and latency report on the way.
 func TestDashboard(t *testing.T) {
+	loadBefore := loadavg()
 	sys := startSystem(t)
 	base := sys.proxy.url()
 	browser := newBrowser(t)
@@ -1008,6 +1019,8 @@ func TestDashboard(t *testing.T) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "# cryptostream dashboard: measured by TestDashboard on %s\n", time.Now().UTC().Format(time.RFC3339))
+	// The machine is shared: the figures mean little without its load.
+	fmt.Fprintf(&b, "# load average (1, 5, 15 min) at start: %s; at end: %s\n", loadBefore, loadavg())
 	keys := make([]string, 0, len(report))
 	for k := range report {
 		keys = append(keys, k)
