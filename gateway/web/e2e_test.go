@@ -495,6 +495,28 @@ func (s *system) historyTimes(t *testing.T, token string, from int64) []int64 {
 	}
 }
 
+// metric reads a counter or gauge (no labels) from the binary's /metrics.
+func (s *system) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", s.direct+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return 0
+}
+
 func (s *system) latest(t *testing.T, token string) int64 {
 	t.Helper()
 	code, m := s.api(t, "GET", "/crypto/asset_latest/BTC-USD", token, nil)
@@ -539,6 +561,16 @@ func wsReference(t *testing.T, base, token string, n int) []time.Duration {
 	return out
 }
 
+// loadavg is the machine's load averages as /proc/loadavg gives them.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
 func quantile(d []float64, q float64) float64 {
 	if len(d) == 0 {
 		return 0
@@ -555,6 +587,7 @@ func quantile(d []float64, q float64) float64 {
 // that keeps the page, an expired token back to login; screenshots and the
 // load and latency report on the way.
 func TestDashboard(t *testing.T) {
+	loadBefore := loadavg()
 	sys := startSystem(t)
 	base := sys.proxy.url()
 	browser := newBrowser(t)
@@ -876,6 +909,57 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("a password change keeps the page; a role change elsewhere sends it to login with a message", func(t *testing.T) {
+		const bob, bobPass, bobNew = "bob", "bob-password-1", "bob-password-2"
+		if code, m := sys.api(t, "POST", "/auth/signup", "", map[string]string{"username": bob, "password": bobPass}); code != http.StatusCreated && code != http.StatusOK {
+			t.Fatalf("signup %s: %d %v", bob, code, m)
+		}
+		tb := newTab(t, browser, "bob")
+		tb.run(page.BringToFront())
+		tb.run(chromedp.Navigate(base + "/#/asset/BTC-USD?iv=1m&range=1h"))
+		tb.login(base, bob, bobPass)
+		tb.waitJS("the chart", `window.cryptostream.chart && window.cryptostream.chart.snapshot().closed.length > 0`)
+		tb.eval(`window.__sameDocument = true`, nil)
+		tb.hash("#/account")
+		revoked := sys.metric(t, "cryptostream_gateway_ws_revoked_closes_total")
+		tb.run(chromedp.WaitVisible("#password-form", chromedp.ByQuery),
+			chromedp.SendKeys(`#password-form input[name=current]`, bobPass, chromedp.ByQuery),
+			chromedp.SendKeys(`#password-form input[name=password]`, bobNew, chromedp.ByQuery),
+			chromedp.SendKeys(`#password-form input[name=again]`, bobNew, chromedp.ByQuery),
+			chromedp.Click(`#password-form button[type=submit]`, chromedp.ByQuery))
+		tb.waitJS("the change saved or the page lost", `document.querySelector("#login-form") || (document.querySelector("[role=status]") && document.querySelector("[role=status]").textContent === "Saved.")`)
+		var lost bool
+		tb.eval(`!!document.querySelector("#login-form")`, &lost)
+		if lost {
+			t.Fatalf("the password change sent the page to login; console: %v", tb.consoleErrors())
+		}
+		// The new password revoked the page's token and the server closed
+		// its socket for it: the page must come through that still logged in.
+		for sys.metric(t, "cryptostream_gateway_ws_revoked_closes_total") <= revoked {
+			time.Sleep(50 * time.Millisecond)
+		}
+		tb.hash("#/asset/BTC-USD?iv=1m&range=1h")
+		tb.waitJS("the chart again", `window.cryptostream.chart && window.cryptostream.chart.snapshot().closed.length > 0`)
+		last := tb.chart().Closed
+		tb.waitJS("a live candle after the password change", fmt.Sprintf(`window.cryptostream.chart.snapshot().closed.at(-1) > %d`, last[len(last)-1]))
+		var ok bool
+		tb.eval(`window.__sameDocument === true && !document.querySelector("#login-form")`, &ok)
+		if !ok {
+			t.Fatal("the password change lost the page")
+		}
+		if code, _ := sys.api(t, "POST", "/auth/login", "", map[string]string{"username": bob, "password": bobPass}); code != http.StatusUnauthorized {
+			t.Fatalf("the old password still logs in: %d", code)
+		}
+		// An admin's change to the account ends the session it had.
+		if code, m := sys.api(t, "PUT", "/auth/users/"+bob+"/role", adminTok, map[string]string{"role": "admin"}); code != http.StatusOK {
+			t.Fatalf("role change: %d %v", code, m)
+		}
+		tb.waitJS("the login page saying the access changed", `document.querySelector("#login-form") && /access changed/.test(document.querySelector("#session-message").textContent)`)
+		if errs := tb.consoleErrors(); len(errs) > 0 {
+			t.Fatalf("console errors: %v", errs)
+		}
+	})
+
 	t.Run("the session warning and a re-login keep the page", func(t *testing.T) {
 		tb := newTab(t, browser, "relogin")
 		tok, exp := sys.forge(t, userName, userPass, 20*time.Second)
@@ -935,6 +1019,8 @@ func TestDashboard(t *testing.T) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "# cryptostream dashboard: measured by TestDashboard on %s\n", time.Now().UTC().Format(time.RFC3339))
+	// The machine is shared: the figures mean little without its load.
+	fmt.Fprintf(&b, "# load average (1, 5, 15 min) at start: %s; at end: %s\n", loadBefore, loadavg())
 	keys := make([]string, 0, len(report))
 	for k := range report {
 		keys = append(keys, k)

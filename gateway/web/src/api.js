@@ -1,6 +1,6 @@
 // REST calls with the session's token. A 401 ends the session: the page
 // goes back to login with a message rather than showing broken panels.
-import { session, expire } from "./session.js";
+import { session, expire, startSession, renewal } from "./session.js";
 
 export class APIError extends Error {
   constructor(status, code, message) {
@@ -35,7 +35,10 @@ export async function api(method, path, body) {
   if (!resp.ok) {
     const e = (data && data.error) || {};
     if (resp.status === 401 && s && path !== "/auth/login") {
-      expire("Your session expired or was revoked. Log in again.");
+      // A call refused while the page renews its own token (after a
+      // password change) fails alone; it does not end the session.
+      await renewal();
+      if (session.value === s) expire("Your session expired or was revoked. Log in again.");
     }
     throw new APIError(resp.status, e.code || "error", e.message || resp.statusText);
   }
@@ -63,4 +66,17 @@ export async function history(sym, interval, from, max = 5000) {
     cursor = r.next;
   }
   return out;
+}
+
+// login starts a session for the user (or renews the current one in
+// place: the page and its socket stay).
+export async function login(username, password) {
+  const r = await api("POST", "/auth/login", { username, password });
+  startSession(r.access_token, r.expires_in);
+  try {
+    const me = await api("GET", "/auth/users/me");
+    session.value = { ...session.value, me, role: me.role };
+  } catch {
+    // The token's role claim stands in until /auth/users/me answers.
+  }
 }

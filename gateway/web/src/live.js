@@ -2,7 +2,7 @@
 // counted; each remembers the last stream sequence it delivered, so that a
 // reconnect resumes it with `since` (the hub then sends what was missed and
 // nothing twice). Reconnects back off exponentially with full jitter.
-import { session, expire } from "./session.js";
+import { session, expire, renewal } from "./session.js";
 import { signal } from "./signal.js";
 
 export const status = signal({ state: "idle", retryAt: 0 }); // idle | connecting | open | offline
@@ -12,6 +12,7 @@ let ws = null;
 let attempt = 0;
 let retryTimer = 0;
 let wantOpen = false;
+let authRetried = false;
 
 // Channels the hub names canonically: 1m is dropped for ticks and
 // predictions and always spelt for candles.
@@ -72,8 +73,10 @@ function connect() {
     return;
   }
   ws = sock;
+  const token = s.token;
   sock.onopen = () => {
     attempt = 0;
+    authRetried = false;
     status.value = { state: "open", retryAt: 0 };
     for (const [name, ch] of channels) {
       ch.subscribed = false;
@@ -86,12 +89,31 @@ function connect() {
     ws = null;
     for (const ch of channels.values()) ch.subscribed = false;
     if (e.code === 4001 || e.code === 4003) {
-      status.value = { state: "idle", retryAt: 0 };
-      expire("Your session expired. Log in again.");
+      refused(e, token);
       return;
     }
     scheduleRetry();
   };
+}
+
+// refused handles the server closing the socket for its token. A token
+// revoked by the page's own doing (its password changed) is replaced by
+// the re-login under way, and the socket comes back with the new one;
+// otherwise the session is over and the page says why.
+async function refused(e, token) {
+  status.value = { state: "idle", retryAt: 0 };
+  await renewal();
+  // The re-login's own reauth may have opened the next socket already.
+  if (ws) return;
+  const s = session.value;
+  if (s && s.token !== token && !authRetried && wantOpen) {
+    authRetried = true;
+    connect();
+    return;
+  }
+  expire(e.reason === "token revoked"
+    ? "Your access changed (password, role or account): log in again."
+    : "Your session expired. Log in again.");
 }
 
 function scheduleRetry() {
@@ -132,8 +154,9 @@ function onMessage(raw) {
 // reauth extends the open socket with a fresh token after a re-login.
 export function reauth() {
   const s = session.value;
-  if (ws && ws.readyState === WebSocket.OPEN && s) ws.send(JSON.stringify({ op: "auth", token: s.token }));
-  else ensureOpen();
+  if (ws && ws.readyState === WebSocket.OPEN && s) {
+    ws.send(JSON.stringify({ op: "auth", token: s.token }));
+  } else ensureOpen();
 }
 
 // close ends the socket and forgets every channel (logout).

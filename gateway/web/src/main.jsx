@@ -1,8 +1,8 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./style.css";
-import { api, APIError } from "./api.js";
-import { session, expiredMessage, startSession, logout, warnAt } from "./session.js";
+import { api, APIError, login } from "./api.js";
+import { session, expiredMessage, logout, warnAt } from "./session.js";
 import { useSignal } from "./signal.js";
 import { route, go } from "./router.js";
 import { status, subscribe, reauth, closeAll, lastSeq } from "./live.js";
@@ -19,17 +19,6 @@ import { Analysis } from "./pages/analysis.jsx";
 // The automation surface the browser tests and the benchmark read: plain
 // numbers about what the page drew, never a credential.
 window.cryptostream = { chart: null, lastSeq, marks: {} };
-
-async function login(username, password) {
-  const r = await api("POST", "/auth/login", { username, password });
-  startSession(r.access_token, r.expires_in);
-  try {
-    const me = await api("GET", "/auth/users/me");
-    session.value = { ...session.value, me, role: me.role };
-  } catch {
-    // The token's role claim stands in until /auth/users/me answers.
-  }
-}
 
 function LoginPage({ signup }) {
   const r = useSignal(route);

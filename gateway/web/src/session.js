@@ -53,3 +53,20 @@ export function logout() {
 export function warnAt(s) {
   return Math.min(5 * 60_000, s.ttl / 2);
 }
+
+let pending = null;
+
+// renewing marks p (a re-login that replaces the token, e.g. after the
+// user's own password change revoked it) as under way: a refusal of the
+// old token that lands meanwhile waits for it rather than ending the
+// session.
+export function renewing(p) {
+  pending = p;
+  p.finally(() => { if (pending === p) pending = null; }).catch(() => {});
+  return p;
+}
+
+// renewal resolves once no re-login is under way.
+export async function renewal() {
+  while (pending) await pending.catch(() => {});
+}

@@ -1,5 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
-import { api, get } from "../api.js";
+import { api, get, login } from "../api.js";
+import { reauth } from "../live.js";
+import { session, renewing } from "../session.js";
 import { time } from "../format.js";
 
 export function Account() {
@@ -31,9 +33,18 @@ export function Account() {
         <label>Full name <input name="full_name" defaultValue={me.full_name} maxLength={128} /></label>
         <button type="submit">Save profile</button>
       </form>
-      <form class="card" id="password-form" onSubmit={run((f) => {
+      <form class="card" id="password-form" onSubmit={run(async (f) => {
         if (f.get("password") !== f.get("again")) throw new Error("The new passwords differ.");
-        return api("PUT", "/auth/users/me", { password: f.get("password"), current_password: f.get("current") });
+        // A new password revokes every token of the account, this page's
+        // too: log in again with it at once, so that the page and its
+        // socket carry on.
+        const me = await renewing((async () => {
+          const me = await api("PUT", "/auth/users/me", { password: f.get("password"), current_password: f.get("current") });
+          await login(session.value.username, f.get("password"));
+          return me;
+        })());
+        reauth();
+        return me;
       })}>
         <h2>Password</h2>
         <label>Current <input name="current" type="password" autocomplete="current-password" required /></label>
