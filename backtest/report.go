@@ -1,7 +1,9 @@
 package backtest
 
 import (
+	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"cryptostream/streams"
@@ -49,6 +51,8 @@ type Report struct {
 	Coverage     []Cover   `json:"coverage"`
 	Trading      Trading   `json:"trading"`
 	Retrains     []Retrain `json:"retrains,omitempty"`
+	// Sweep, when a grid of strategies was asked for, ranks them.
+	Sweep *Sweep `json:"sweep,omitempty"`
 }
 
 // Point is the error of the predictions' point forecasts (log returns at
@@ -101,14 +105,15 @@ func (r *Run) Report(s Strategy) Report {
 	if r.cfg.RetrainEvery > 0 {
 		rep.RetrainEvery = r.cfg.RetrainEvery
 	}
-	rep.Point, rep.Coverage = r.score()
+	rep.Point, rep.Coverage, _ = r.score()
 	strat, hold := r.Trade(s)
 	rep.Trading = Trading{Strategy: strat.Performance, BuyHold: hold.Performance}
 	return rep
 }
 
-// score is the point errors and the coverage.
-func (r *Run) score() (Point, []Cover) {
+// score is the point errors, the coverage and each scored prediction's
+// error (predicted minus actual log return).
+func (r *Run) score() (Point, []Cover, []float64) {
 	var pt Point
 	var pred, zero, last, actual []float64
 	var covers []Cover
@@ -150,7 +155,11 @@ func (r *Run) score() (Point, []Cover) {
 	if covers == nil {
 		covers = []Cover{}
 	}
-	return pt, covers
+	errs := make([]float64, len(pred))
+	for i := range pred {
+		errs[i] = pred[i] - actual[i]
+	}
+	return pt, covers, errs
 }
 
 func coverIndex(covers *[]Cover, inside *[]int, level float64) int {
@@ -279,4 +288,62 @@ func ratios(rets []float64, perYear float64) (sharpe, sortino *float64) {
 		sortino = &v
 	}
 	return sharpe, sortino
+}
+
+// Text is the report for a person at a terminal.
+func (rep Report) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "backtest %s %s from %s to %s, model %s\n", rep.Symbol, rep.Interval,
+		rep.From.Format(time.RFC3339), rep.To.Format(time.RFC3339), rep.Model)
+	c := rep.Counts
+	fmt.Fprintf(&b, "candles %d (%d filled, %d missing intervals, %d skipped, %d rejected), warm-up %d, predictions %d\n",
+		c.Candles, c.Filled, c.Gaps, c.Skipped, c.Rejected, c.Warmup, c.Predictions)
+	p := rep.Point
+	fmt.Fprintf(&b, "\npoint forecast, horizon %d, %d scored (%d not: target past the range)\n", p.Horizon, p.Scored, p.Unscored)
+	fmt.Fprintf(&b, "  %-12s %12s %12s %9s %9s\n", "", "MSE", "MAE", "R2", "direction")
+	for _, m := range []struct {
+		name string
+		m    streams.Metrics
+	}{{"model", p.Model}, {"no change", p.NoChange}, {"last return", p.LastReturn}} {
+		fmt.Fprintf(&b, "  %-12s %12.4g %12.4g %9.4f %9.4f\n", m.name, m.m.MSE, m.m.MAE, m.m.R2, m.m.DirectionAccuracy)
+	}
+	b.WriteString("\ninterval coverage\n")
+	for _, cv := range rep.Coverage {
+		fmt.Fprintf(&b, "  nominal %.0f%%: %.1f%% of %d\n", 100*cv.Level, 100*cv.Coverage, cv.N)
+	}
+	s := rep.Strategy
+	fmt.Fprintf(&b, "\nlong/flat, threshold %g, fees %g, slippage %g\n", s.Threshold, s.Fees, s.Slippage)
+	fmt.Fprintf(&b, "  %-13s %10s %8s %8s %9s %7s %9s\n", "", "return", "Sharpe", "Sortino", "drawdown", "trades", "exposure")
+	for _, t := range []struct {
+		name string
+		p    Performance
+	}{{"strategy", rep.Trading.Strategy}, {"buy and hold", rep.Trading.BuyHold}} {
+		fmt.Fprintf(&b, "  %-13s %9.2f%% %8s %8s %8.2f%% %7d %8.1f%%\n", t.name, 100*t.p.TotalReturn, opt(t.p.Sharpe), opt(t.p.Sortino),
+			100*t.p.MaxDrawdown, t.p.Trades, 100*t.p.Exposure)
+	}
+	if len(rep.Retrains) > 0 {
+		promoted := 0
+		for _, r := range rep.Retrains {
+			if r.Promoted {
+				promoted++
+			}
+		}
+		fmt.Fprintf(&b, "\nwalk-forward: %d trainings every %d candles, %d promoted\n", len(rep.Retrains), rep.RetrainEvery, promoted)
+	}
+	if sw := rep.Sweep; sw != nil {
+		fmt.Fprintf(&b, "\nsweep of %d settings, best first\n", len(sw.Results))
+		for _, r := range sw.Results[:min(len(sw.Results), 10)] {
+			fmt.Fprintf(&b, "  %3d. fees %g slippage %g threshold %g: return %.2f%%, Sharpe %s, %d trades\n", r.Rank,
+				r.Strategy.Fees, r.Strategy.Slippage, r.Strategy.Threshold, 100*r.Trading.TotalReturn, opt(r.Trading.Sharpe), r.Trading.Trades)
+		}
+		fmt.Fprintf(&b, "  warning: %s\n", sw.Warning)
+	}
+	return b.String()
+}
+
+func opt(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", *v)
 }

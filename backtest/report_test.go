@@ -94,7 +94,7 @@ func TestGapAndFilledPolicy(t *testing.T) {
 		r.Predictions = append(r.Predictions, streams.Prediction{Interval: streams.Interval1m, Start: at(i), Target: at(i + 1),
 			Horizon: 1, Close: close, LogReturn: lr})
 	}
-	pt, _ := r.score()
+	pt, _, _ := r.score()
 	// Minute 0 has no last return (nothing before it), minute 5's target
 	// is past the range.
 	if pt.Scored != 3 || pt.Unscored != 2 {
