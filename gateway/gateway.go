@@ -196,11 +196,12 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		jobs:      registry.NewJobs(d.Jobs, d.Publisher, now),
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
-	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Check: g.sessions.Check, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.hub = h
+	g.sessions.OnChange(h.Revalidate)
 	if d.Rules != nil {
 		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)
 	}

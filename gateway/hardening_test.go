@@ -373,3 +373,58 @@ func TestUsernamesAreCanonical(t *testing.T) {
 		t.Fatalf("renames not audited: %+v", evs)
 	}
 }
+
+// An open websocket dies with its token's account too: deleted here, or
+// changed through another replica, it is closed with 4001 at once, not when
+// its token expires; another user's connection stays (issue 11 item 6).
+func TestRevocationClosesWebsockets(t *testing.T) {
+	s := newStack(t)
+	admin := s.login(adminName, adminPass)
+	bob := s.signup("bob", "bob-password")
+	carol := s.signup("carol", "carol-password")
+	s.track("BTC/USD")
+	natstest.WaitFor(t, time.Minute, "the users mirror to sync", s.gw.SessionsSynced)
+
+	open := func(tok string) *wsClient {
+		t.Helper()
+		c, _, err := s.dialWS(tok, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(map[string]any{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
+		c.expect("subscribed", "candles:BTC-USD:1m")
+		return c
+	}
+	bobWS, carolWS := open(bob), open(carol)
+	s.expect(s.call("DELETE", "/auth/users/bob", admin, nil), http.StatusNoContent)
+	if code := bobWS.closeCode(); code != 4001 {
+		t.Fatalf("deleted bob's websocket closed with %d, want 4001", code)
+	}
+
+	// A role change written by another replica reaches this one through
+	// the users watch.
+	other := auth.NewUsers(s.usersKV(), nil)
+	if _, err := other.Update(t.Context(), "carol", func(u *streams.User) error { u.Role = streams.RoleAdmin; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if code := carolWS.closeCode(); code != 4001 {
+		t.Fatalf("carol's websocket after her role change closed with %d, want 4001", code)
+	}
+
+	// A change that revokes nothing (a full name) keeps the connection.
+	// Erin's deletion, written after it by the other replica too, shows
+	// the watch got that far.
+	dave, erin := s.signup("dave", "dave-password"), s.signup("erin", "erin-password")
+	daveWS, erinWS := open(dave), open(erin)
+	if _, err := other.Update(t.Context(), "dave", func(u *streams.User) error { u.FullName = "Dave"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Delete(t.Context(), "erin", 0); err != nil {
+		t.Fatal(err)
+	}
+	if code := erinWS.closeCode(); code != 4001 {
+		t.Fatalf("deleted erin's websocket closed with %d, want 4001", code)
+	}
+	daveWS.send(map[string]any{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	daveWS.expect("subscribed", "ticks:BTC-USD")
+}

@@ -44,6 +44,11 @@ type Sessions struct {
 	mu     sync.RWMutex
 	byName map[string]session
 	synced bool
+
+	// changed hears of every name whose account changed in a way that may
+	// revoke tokens, so that long-lived sessions (websockets) are cut at
+	// once instead of living on until they next present the token.
+	changed func(name string)
 }
 
 type session struct {
@@ -111,21 +116,41 @@ func (s *Sessions) Check(ctx context.Context, c Claims) error {
 // (rev 0) keeps the revision held: anything written later has a higher one.
 func (s *Sessions) apply(name string, u *streams.User, rev uint64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	cur, ok := s.byName[name]
 	if ok && rev != 0 && rev <= cur.rev {
+		s.mu.Unlock()
 		return
 	}
-	if u == nil {
-		if !ok {
-			// Nothing to forget; a tombstone for every name ever asked
-			// about would let anyone grow the map.
-			return
-		}
-		s.byName[name] = session{deleted: true, rev: max(rev, cur.rev)}
+	var next session
+	switch {
+	case u != nil:
+		next = session{id: u.ID, gen: u.TokenGen, disabled: u.Disabled, rev: rev}
+	case ok:
+		next = session{deleted: true, rev: max(rev, cur.rev)}
+	default:
+		// Nothing to forget; a tombstone for every name ever asked about
+		// would let anyone grow the map.
+		s.mu.Unlock()
 		return
 	}
-	s.byName[name] = session{id: u.ID, gen: u.TokenGen, disabled: u.Disabled, rev: rev}
+	s.byName[name] = next
+	revoking := ok && (next.deleted != cur.deleted || next.id != cur.id || next.gen != cur.gen || next.disabled != cur.disabled)
+	changed := s.changed
+	s.mu.Unlock()
+	// A name first seen has no live session here: every token accepted
+	// was checked through this map, which then holds its name.
+	if changed != nil && revoking {
+		changed(name)
+	}
+}
+
+// OnChange registers f to be called, outside any lock, with the name of an
+// account that was deleted, re-created, disabled or moved to a new token
+// generation. f must not block.
+func (s *Sessions) OnChange(f func(name string)) {
+	s.mu.Lock()
+	s.changed = f
+	s.mu.Unlock()
 }
 
 // Run mirrors the bucket until ctx ends, re-watching after an error.

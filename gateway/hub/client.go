@@ -38,6 +38,7 @@ type client struct {
 	mu      sync.Mutex
 	user    string
 	account string // the account ID alerts are addressed to
+	claims  auth.Claims
 	admin   bool
 	subs    map[string]*clientSub
 	wg      sync.WaitGroup // catch-up goroutines
@@ -163,7 +164,7 @@ func (c *client) serve(claims *auth.Claims) {
 
 func (c *client) authorize(cl auth.Claims) {
 	c.mu.Lock()
-	c.user, c.account = cl.Subject, cl.UID
+	c.user, c.account, c.claims = cl.Subject, cl.UID, cl
 	c.admin = cl.Role == streams.RoleAdmin
 	c.mu.Unlock()
 	select {

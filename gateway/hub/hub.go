@@ -30,7 +30,8 @@
 // Subscribing to an asset that is not tracked, or to an interval the system
 // does not run, is refused with an error frame (code not_tracked).
 //
-// Close codes: 1001 server shutting down; 4001 token expired; 4003
+// Close codes: 1001 server shutting down; 4001 token expired or revoked
+// (the account was deleted or disabled, or its password or role changed); 4003
 // authentication failed, missing or not given within AuthTimeout; 4008
 // client too slow (its bounded queue overflowed, or a frame waited longer
 // than SlowAfter; reconnect and resume with since). A client that accepts
@@ -134,6 +135,10 @@ type Source interface {
 type Deps struct {
 	Source Source
 	Verify func(token string) (auth.Claims, error)
+	// Check re-decides whether an open connection's token still stands
+	// for its account (Revalidate calls it); nil keeps every connection
+	// until its token expires.
+	Check func(ctx context.Context, c auth.Claims) error
 	// Tracked reports whether a symbol is tracked (in the assets bucket);
 	// nil accepts every symbol.
 	Tracked func(ctx context.Context, symbol string) (bool, error)
@@ -172,6 +177,7 @@ type hubMetrics struct {
 	clients, topics                         prometheus.Gauge
 	events, delivered, slow, backlog, nosub prometheus.Counter
 	badMsgs, conflated, writes, frames      prometheus.Counter
+	revoked                                 prometheus.Counter
 }
 
 // New builds a hub; it does no I/O.
@@ -216,6 +222,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 			conflated: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_conflated_total", Help: "Ticks replaced by a newer one before they were sent (a client or a channel's fan-out was behind)."}),
 			writes:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_writes_total", Help: "Socket writes; each carries one or more frames."}),
 			frames:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_frames_total", Help: "Frames written to clients."}),
+			revoked:   f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_revoked_closes_total", Help: "Connections closed (4001) because their token was revoked: account deleted, disabled, or its password or role changed."}),
 		},
 	}
 	for i := range h.clients {
@@ -323,6 +330,48 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sh.mu.Unlock()
 		h.nclient.Add(-1)
 		h.m.clients.Dec()
+	}()
+}
+
+// Revalidate re-checks the tokens of user's open connections and closes
+// with 4001 those that no longer stand (the account was deleted, disabled,
+// re-created, or its password or role changed): a websocket must not outlive
+// the revocation that already shuts the REST routes. A check that cannot be
+// answered (the bucket unreachable) leaves the connection open; its token
+// still expires.
+func (h *Hub) Revalidate(user string) {
+	if h.d.Check == nil {
+		return
+	}
+	var mine []*client
+	for i := range h.clients {
+		sh := &h.clients[i]
+		sh.mu.Lock()
+		for c := range sh.m {
+			c.mu.Lock()
+			if c.user == user {
+				mine = append(mine, c)
+			}
+			c.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	if len(mine) == 0 {
+		return
+	}
+	go func() {
+		for _, c := range mine {
+			c.mu.Lock()
+			cl := c.claims
+			c.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.IOTimeout)
+			err := h.d.Check(ctx, cl)
+			cancel()
+			if errors.Is(err, auth.ErrRevoked) || errors.Is(err, auth.ErrDisabled) {
+				h.m.revoked.Inc()
+				c.kill(CloseTokenExpired, "token revoked")
+			}
+		}
 	}()
 }
 
