@@ -29,6 +29,12 @@ func ReadStart(cfg Config) time.Time {
 // (a backfill, an import): Replay takes them in stream order, as the live
 // features worker does.
 func Market(ctx context.Context, js streams.StreamLookup, iv streams.Interval, symbol string, start time.Time) iter.Seq2[pipeline.Msg, error] {
+	return readMarket(ctx, js, streams.CandleSubject(iv, symbol), start)
+}
+
+// readMarket reads the candles on filter from start to the last message
+// the stream held when the read began.
+func readMarket(ctx context.Context, js streams.StreamLookup, filter string, start time.Time) iter.Seq2[pipeline.Msg, error] {
 	return func(yield func(pipeline.Msg, error) bool) {
 		fail := func(err error) { yield(pipeline.Msg{}, fmt.Errorf("backtest: read MARKET: %w", err)) }
 		st, err := js.Stream(ctx, streams.StreamMarket)
@@ -36,9 +42,8 @@ func Market(ctx context.Context, js streams.StreamLookup, iv streams.Interval, s
 			fail(err)
 			return
 		}
-		subject := streams.CandleSubject(iv, symbol)
 		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subject},
+			FilterSubjects: []string{filter},
 			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 			OptStartTime:   &start,
 			// The default retries a lost consumer forever.
