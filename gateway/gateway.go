@@ -103,6 +103,9 @@ type Deps struct {
 	Users, Assets, Registry Bucket
 	// Jobs is the jobs bucket, written through registry.Jobs.
 	Jobs registry.JobBucket
+	// Reports holds the backtests' HTML reports; without it
+	// /backtests/{id}/report.html answers 503.
+	Reports ReportStore
 	// Prefs holds each user's dashboard preferences.
 	Prefs Bucket
 	// Rules is the alert-rules bucket; without it the alert routes answer
@@ -299,5 +302,10 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, d *Deps) error {
 		return fmt.Errorf("gateway: open bucket %s: %w", streams.BucketJobs, err)
 	}
 	d.Jobs = kv
+	obj, err := js.ObjectStore(ctx, streams.ObjectStoreModels)
+	if err != nil {
+		return fmt.Errorf("gateway: open object store %s: %w", streams.ObjectStoreModels, err)
+	}
+	d.Reports = obj
 	return nil
 }

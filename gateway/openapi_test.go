@@ -148,6 +148,10 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 			if err := doc.conforms(c.Schema, v, method+" "+template); err != nil {
 				t.Fatalf("%v; body %s", err, r.body)
 			}
+		} else if _, ok := resp.Content["text/html"]; ok {
+			if !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
+				t.Fatalf("%s %s: %d documented as HTML, sent %q", method, path, r.status, r.header.Get("Content-Type"))
+			}
 		} else if len(r.body) > 0 {
 			t.Fatalf("%s %s: %d documented without a body, got %s", method, path, r.status, r.body)
 		}
@@ -216,6 +220,16 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	check("DELETE", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, nil)
 	check("DELETE", "/alerts/rules/{id}", "/alerts/rules/"+ruleID, user, nil)
 	check("GET", "/openapi.json", "/openapi.json", "", nil)
+	startBacktestWorker(t, s)
+	bt := map[string]any{"asset": "BTC/USD", "from": "2023-03-01T05:00:00Z", "to": "2023-03-01T05:04:00Z"}
+	btID := check("POST", "/backtests", "/backtests", admin, bt).json(t)["id"].(string)
+	check("POST", "/backtests", "/backtests", user, bt)
+	check("POST", "/backtests", "/backtests", admin, map[string]any{"from": "yesterday"})
+	waitBacktest(t, s, admin, btID)
+	check("GET", "/backtests/{id}", "/backtests/"+btID, admin, nil)
+	check("GET", "/backtests/{id}", "/backtests/"+strings.Repeat("0", 32), admin, nil)
+	check("GET", "/backtests", "/backtests", admin, nil)
+	check("GET", "/backtests/{id}/report.html", "/backtests/"+btID+"/report.html", admin, nil)
 	// Every secured operation documents the 401 it answers without a token.
 	for tmpl, ops := range doc.Paths {
 		for method, op := range ops {

@@ -46,6 +46,11 @@ func (g *Gateway) routes() []route {
 		{"POST /prediction/predict", g.admin(g.submitJob("predict"))},
 		{"GET /prediction/jobs/{id}", g.authed(g.getJob)},
 
+		{"POST /backtests", g.admin(g.submitBacktest)},
+		{"GET /backtests", g.admin(g.listBacktests)},
+		{"GET /backtests/{id}", g.admin(g.getBacktest)},
+		{"GET /backtests/{id}/report.html", g.admin(g.backtestHTML)},
+
 		{"GET /alerts/rules", g.authed(g.listRules)},
 		{"POST /alerts/rules", g.authed(g.createRule)},
 		{"POST /alerts/rules/preview", g.authed(g.previewRule)},

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,6 +27,7 @@ type JobBucket interface {
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+	ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyLister, error)
 }
 
 // Jobs is the jobs bucket and the JOBS stream: a job's life from submit to
@@ -91,6 +94,42 @@ func (j *Jobs) queue(ctx context.Context, job streams.Job) (uint64, error) {
 // Start marks a job running.
 func (j *Jobs) Start(ctx context.Context, job streams.Job) error {
 	return j.put(ctx, streams.JobStatus{Job: job, State: streams.JobRunning})
+}
+
+// Progress records how far a running job has come, in result.
+func (j *Jobs) Progress(ctx context.Context, job streams.Job, result map[string]string) error {
+	return j.put(ctx, streams.JobStatus{Job: job, State: streams.JobRunning, Result: result})
+}
+
+// List returns the statuses of the jobs of kind, newest request first,
+// at most limit of them. It reads every key of the bucket, whose TTL
+// bounds it to a week of jobs.
+func (j *Jobs) List(ctx context.Context, kind streams.JobKind, limit int) ([]streams.JobStatus, error) {
+	keys, err := j.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list jobs: %w", err)
+	}
+	defer func() { _ = keys.Stop() }()
+	var out []streams.JobStatus
+	for key := range keys.Keys() {
+		st, err := j.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired since listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		if st.Job.Kind == kind {
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, func(a, b streams.JobStatus) int {
+		if c := b.Job.RequestedAt.Compare(a.Job.RequestedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Job.ID, b.Job.ID)
+	})
+	return out[:min(len(out), limit)], nil
 }
 
 // Finish records how a job ended: done with result when err is nil, failed

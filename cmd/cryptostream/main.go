@@ -41,6 +41,8 @@ func commands() []command {
 		command{"import", "load Kraken OHLCVT / header CSV files or the last 720 REST candles into MARKET", cmdImport},
 		command{"krakensim", "a Kraken-compatible WebSocket v2 + REST server replaying recorded candles", cmdKrakensim},
 		command{"train", "queue a train, score or predict job and wait for its result", cmdTrain},
+		command{"backtest", "replay a MARKET range through the live features and predictor code and report errors, coverage and a strategy", cmdBacktest},
+		command{"replay", "republish a MARKET range into a sandbox prefix, at N times market speed, removed afterwards", cmdReplay},
 		command{"evaluate", "the forecast evaluation on candle files: point, volatility and intervals, past only", cmdEvaluate},
 		command{"user", "create, list and manage users from the shell", cmdUser},
 		command{"nats-auth", "write a NATS user per role (NKey seeds) and the servers' auth.conf with their permissions", cmdNATSAuth},

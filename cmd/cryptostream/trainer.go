@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"cryptostream/backtest"
 	"cryptostream/forecast"
 	"cryptostream/trainer"
 )
@@ -61,5 +62,12 @@ func addTrainer(_ context.Context, s *system, cfg *runConfig) error {
 		return err
 	}
 	s.workers["trainer"] = w
+	// Backtest jobs run beside training: both are batch work on history.
+	bw, err := backtest.NewWorker(backtest.WorkerConfig{Horizons: cfg.Predictor.horizons},
+		backtest.WorkerDeps{JS: s.bus.JS, Log: s.log, Registry: s.registry})
+	if err != nil {
+		return err
+	}
+	s.workers["backtest"] = bw
 	return nil
 }
