@@ -46,30 +46,32 @@ type access struct {
 	objRead, objWrite []string
 }
 
-// roleAccess is the roles × resources table. docs/operations.md shows it
-// as a table; TestOperationsDocListsPermissions keeps the two in step.
+// roleAccess is the roles × resources table. Every partitioned or
+// active/standby role renews its leases in the leases bucket.
 var roleAccess = map[string]access{
 	RoleIngest: {
 		write: []string{streams.StreamMarket, streams.StreamTicks},
 		read:  []string{streams.StreamMarket},
 		// It seeds the tracked pairs of --symbols.
-		kvWrite: []string{streams.BucketAssets},
+		kvWrite: []string{streams.BucketAssets, streams.BucketLeases},
 	},
 	RoleFeatures: {
-		write: []string{streams.StreamFeatures},
-		read:  []string{streams.StreamMarket},
+		write:   []string{streams.StreamFeatures},
+		read:    []string{streams.StreamMarket},
+		kvWrite: []string{streams.BucketLeases},
 	},
 	RoleTrainer: {
-		write:    []string{streams.StreamModels},
-		read:     []string{streams.StreamFeatures, streams.StreamJobs},
-		kvWrite:  []string{streams.BucketModelRegistry, streams.BucketJobs},
+		write: []string{streams.StreamModels},
+		// MARKET: the backtest worker beside it replays candles.
+		read:     []string{streams.StreamFeatures, streams.StreamJobs, streams.StreamMarket},
+		kvWrite:  []string{streams.BucketModelRegistry, streams.BucketJobs, streams.BucketLeases},
 		objWrite: []string{streams.ObjectStoreModels},
 	},
 	RolePredictor: {
 		write: []string{streams.StreamPredictions},
 		read:  []string{streams.StreamFeatures, streams.StreamJobs, streams.StreamModels},
 		// It stores each forecast's running score beside the models.
-		kvWrite: []string{streams.BucketModelRegistry, streams.BucketJobs},
+		kvWrite: []string{streams.BucketModelRegistry, streams.BucketJobs, streams.BucketLeases},
 		objRead: []string{streams.ObjectStoreModels},
 	},
 	RoleNotifier: {
@@ -88,6 +90,8 @@ var roleAccess = map[string]access{
 		kvRead: []string{streams.BucketModelRegistry},
 		kvWrite: []string{streams.BucketUsers, streams.BucketAssets, streams.BucketAlertRules, streams.BucketJobs,
 			streams.BucketPreferences},
+		// The backtests' HTML reports.
+		objRead: []string{streams.ObjectStoreModels},
 	},
 }
 
@@ -181,7 +185,8 @@ func NkeyUsers(keys map[string]string) ([]*server.NkeyUser, error) {
 // readSubjects are the JetStream API calls that read stream s: its info,
 // consumers on it (the declared durables, and the ordered ones that
 // replays, warm-ups and bucket watches create and delete), their acks and
-// flow control, and direct or stored gets of one message. The server
+// flow control, a partition owner's reset, and direct or stored gets of
+// one message. The server
 // cannot tell an ordered consumer's name from a durable's, so a reader of
 // s may also edit or delete another role's consumer on s: it can stall
 // that role, not read or write anything beyond s.
@@ -197,6 +202,8 @@ func readSubjects(s string) []string {
 		"$JS.API.CONSUMER.DELETE." + s + ".*",
 		"$JS.API.CONSUMER.MSG.NEXT." + s + ".*",
 		"$JS.API.CONSUMER.UNPIN." + s + ".*",
+		// A partition's new owner rewinds its consumer to the ack floor.
+		"$JS.API.CONSUMER.RESET." + s + ".*",
 		"$JS.ACK." + s + ".>",
 		"$JS.FC." + s + ".>",
 	}
