@@ -51,6 +51,9 @@ type Config struct {
 	RetrainEvery int
 	Horizon      int
 	Split        trainer.Split
+	// Rule is the promotion rule (forecast.DefaultRule, the trainer's
+	// default, when zero).
+	Rule forecast.Rule
 	// Warmup is how many candles before From go through the stages
 	// unreported, so that the volatility model and its calibration are
 	// where a running predictor's would be (WarmupFor when 0; negative:
@@ -111,6 +114,9 @@ func (c *Config) validate() error {
 	}
 	if c.Split.TrainSize == 0 {
 		c.Split = trainer.DefaultSplit()
+	}
+	if c.Rule == (forecast.Rule{}) {
+		c.Rule = forecast.DefaultRule()
 	}
 	if c.Warmup == 0 {
 		c.Warmup = WarmupFor(c.Interval, c.Spec)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"cryptostream/forecast"
 	"cryptostream/predictor"
 	"cryptostream/streams"
 	"cryptostream/trainer"
@@ -79,7 +78,7 @@ func (w *walkForward) retrain(next streams.FeatureVector) error {
 	}
 	// One feature set is tried, as the live trainer tries one unless a
 	// job names candidates.
-	dec, err := trainer.Decide(forecast.DefaultRule(), rep, ds.Names, sitting, 1, w.cfg.Interval.Duration())
+	dec, err := trainer.Decide(w.cfg.Rule, rep, ds.Names, sitting, 1, w.cfg.Interval.Duration())
 	if err != nil {
 		return fmt.Errorf("backtest: walk-forward: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cryptostream/backtest"
+	"cryptostream/forecast"
 	"cryptostream/pipeline"
 	"cryptostream/streams"
 	"cryptostream/trainer"
@@ -38,7 +39,9 @@ func meanReverting(n int, seed uint64) []streams.Candle {
 func TestWalkForward(t *testing.T) {
 	cs := meanReverting(3000, 7)
 	cfg := backtest.Config{Symbol: symbol, Interval: streams.Interval1m, From: cs[0].Start, To: cs[len(cs)-1].Start, Warmup: -1,
-		RetrainEvery: 300, Split: trainer.Split{Features: []string{"ret_1"}, TrainSize: 400, TestSize: 150, Folds: 2, Gap: 2}}
+		RetrainEvery: 300, Split: trainer.Split{Features: []string{"ret_1"}, TrainSize: 400, TestSize: 150, Folds: 2, Gap: 2},
+		// The trainer's rule, on the 300 rows this split holds out.
+		Rule: forecast.Rule{Alpha: 0.05, Margin: 0.005, MinRows: 300}}
 	run, err := backtest.Replay(t.Context(), cfg, pipeline.Msgs(msgs(t, cs)), nil)
 	if err != nil {
 		t.Fatal(err)
