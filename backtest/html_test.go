@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
@@ -24,15 +25,33 @@ import (
 // browser is headless Chromium; one that cannot start fails the test.
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	// Not t.TempDir: Chromium's helper processes may still write to its
+	// profile for a moment after the browser exits, and TempDir's removal
+	// fails the test on a directory that is not empty yet.
+	dir, err := os.MkdirTemp("", "backtest-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath("/usr/bin/chromium"),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(dir),
 	)
-	actx, cancel := chromedp.NewExecAllocator(t.Context(), opts...)
-	t.Cleanup(cancel)
+	// The allocator outlives t.Context, so that its cancel, run last in
+	// the cleanups, is what stops the browser and waits for it.
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(func() {
+		cancel()
+		for range 50 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("chromium profile %s left behind", dir)
+	})
 	bctx, cancel2 := chromedp.NewContext(actx)
 	t.Cleanup(cancel2)
 	if err := chromedp.Run(bctx); err != nil {
