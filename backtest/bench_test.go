@@ -1,0 +1,133 @@
+package backtest_test
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"cryptostream/backtest"
+	"cryptostream/datatest"
+	"cryptostream/natstest"
+	"cryptostream/pipeline"
+	"cryptostream/streams"
+)
+
+// binanceCandles reads the whole recorded Binance BTC/USDT minute file
+// (header timestamp,open,high,low,close,volume) as BTC/USD candles.
+func binanceCandles(b *testing.B) []streams.Candle {
+	b.Helper()
+	f, err := os.Open(datatest.Path(b, "binance_BTCUSDT_1m_2025-05_08.csv"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var out []streams.Candle
+	sc := bufio.NewScanner(f)
+	sc.Scan() // the header
+	for sc.Scan() {
+		fs := strings.Split(sc.Text(), ",")
+		var v [6]float64
+		for i, s := range fs {
+			if v[i], err = strconv.ParseFloat(s, 64); err != nil {
+				b.Fatal(err)
+			}
+		}
+		out = append(out, streams.Candle{Symbol: symbol, Interval: streams.Interval1m, Start: time.Unix(int64(v[0]), 0).UTC(),
+			Open: v[1], High: v[2], Low: v[3], Close: v[4], VWAP: v[4], Volume: v[5], Trades: 1, Quality: streams.QualityImported})
+	}
+	if len(out) != 130708 {
+		b.Fatalf("%d candles, want 130,708", len(out))
+	}
+	return out
+}
+
+func benchConfig(cs []streams.Candle) backtest.Config {
+	return backtest.Config{Symbol: symbol, Interval: streams.Interval1m, From: cs[0].Start, To: cs[len(cs)-1].Start, Model: &reversal, Warmup: -1}
+}
+
+// BenchmarkReplayMemory: the whole Binance file through the features and
+// predictor stages and the report, from memory, no JetStream.
+func BenchmarkReplayMemory(b *testing.B) {
+	cs := binanceCandles(b)
+	ms := msgs(b, cs)
+	b.ResetTimer()
+	for b.Loop() {
+		run, err := backtest.Replay(b.Context(), benchConfig(cs), pipeline.Msgs(ms), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = run.Report(backtest.Strategy{Fees: 0.001})
+	}
+	b.ReportMetric(float64(len(cs))*float64(b.N)/b.Elapsed().Seconds(), "candles/s")
+}
+
+// storedMarket is an embedded JetStream holding the whole Binance file in
+// MARKET.
+func storedMarket(b *testing.B, cs []streams.Candle) jetstream.JetStream {
+	b.Helper()
+	s := natstest.Server(b)
+	_, js := natstest.Connect(b, s)
+	if err := streams.Ensure(b.Context(), js, streams.Declare(1)); err != nil {
+		b.Fatal(err)
+	}
+	for i := range cs {
+		data, err := streams.Encode(&cs[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg := nats.NewMsg(cs[i].Subject())
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, cs[i].MsgID())
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			b.Fatal(err)
+		}
+		if i%4096 == 0 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	return js
+}
+
+// BenchmarkReplayMarket: the whole Binance file read back from MARKET
+// with the backtest's ordered consumer, raw (read only), and through the
+// features and predictor stages and the report; same server, same run.
+func BenchmarkReplayMarket(b *testing.B) {
+	cs := binanceCandles(b)
+	js := storedMarket(b, cs)
+	start := cs[0].Start.Add(-time.Hour)
+	b.Run("raw", func(b *testing.B) {
+		for b.Loop() {
+			n := 0
+			for _, err := range backtest.Market(b.Context(), js, streams.Interval1m, symbol, start) {
+				if err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			if n != len(cs) {
+				b.Fatalf("read %d of %d", n, len(cs))
+			}
+		}
+		b.ReportMetric(float64(len(cs))*float64(b.N)/b.Elapsed().Seconds(), "candles/s")
+	})
+	b.Run("backtest", func(b *testing.B) {
+		for b.Loop() {
+			run, err := backtest.Replay(b.Context(), benchConfig(cs), backtest.Market(b.Context(), js, streams.Interval1m, symbol, start), pipeline.StreamHistory{JS: js})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if run.Counts.Candles != len(cs) {
+				b.Fatalf("%d of %d candles", run.Counts.Candles, len(cs))
+			}
+			_ = run.Report(backtest.Strategy{Fees: 0.001})
+		}
+		b.ReportMetric(float64(len(cs))*float64(b.N)/b.Elapsed().Seconds(), "candles/s")
+	})
+}
