@@ -97,14 +97,11 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 type jobStage struct {
+	pipeline.Stateless
 	w      *Worker
 	jobs   *registry.Jobs
 	models *registry.Models
 }
-
-func (jobStage) Key(pipeline.Msg) string                                            { return "" }
-func (jobStage) Warm(context.Context, pipeline.History, string, pipeline.Msg) error { return nil }
-func (jobStage) Reset(string)                                                       {}
 
 // Step runs one job; a request that cannot succeed fails for good, a bus
 // error is retried.

@@ -57,3 +57,12 @@ type Stage interface {
 	// Reset forgets key's state: the next input of key is warmed again.
 	Reset(key string)
 }
+
+// Stateless gives a stage that keeps no state per series (a job handler)
+// its Key, Warm and Reset: every input has the empty key, so nothing is
+// warmed or reset. Embed it and write Step.
+type Stateless struct{}
+
+func (Stateless) Key(Msg) string                                   { return "" }
+func (Stateless) Warm(context.Context, History, string, Msg) error { return nil }
+func (Stateless) Reset(string)                                     {}

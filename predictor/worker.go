@@ -150,7 +150,7 @@ func (w *Worker) run(ctx context.Context) error {
 		return err
 	}
 	jobs, err := pipeline.New(pipeline.Config{Name: "predictor-jobs", Stream: streams.StreamJobs, Consumer: streams.ConsumerPredictorJobs,
-		Batch: 1, Retry: pipeline.RetryRedeliver}, jobStage{w}, pdeps)
+		Batch: 1, Retry: pipeline.RetryRedeliver}, jobStage{w: w}, pdeps)
 	if err != nil {
 		return err
 	}
@@ -221,11 +221,10 @@ func (w *Worker) apply(ctx context.Context, models *registry.Models, c registry.
 }
 
 // jobStage answers predict jobs: no series, nothing published.
-type jobStage struct{ w *Worker }
-
-func (jobStage) Key(pipeline.Msg) string                                            { return "" }
-func (jobStage) Warm(context.Context, pipeline.History, string, pipeline.Msg) error { return nil }
-func (jobStage) Reset(string)                                                       {}
+type jobStage struct {
+	pipeline.Stateless
+	w *Worker
+}
 
 // Step runs a predict job, moving its status to done or failed.
 func (s jobStage) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {

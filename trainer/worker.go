@@ -137,7 +137,7 @@ func (w *Worker) run(ctx context.Context) error {
 	// One job at a time: a training holds a few hundred MB at most and
 	// two at once would only compete for the same cores.
 	jobs, err := pipeline.New(pipeline.Config{Name: "trainer-jobs", Stream: streams.StreamJobs, Consumer: streams.ConsumerTrainerJobs,
-		Batch: 1, Retry: pipeline.RetryRedeliver}, jobStage{w}, pdeps)
+		Batch: 1, Retry: pipeline.RetryRedeliver}, jobStage{w: w}, pdeps)
 	if err != nil {
 		return err
 	}
@@ -219,11 +219,10 @@ func (s *Schedule) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, e
 
 // jobStage runs train and score jobs: no series, no outputs but the
 // registry's.
-type jobStage struct{ w *Worker }
-
-func (jobStage) Key(pipeline.Msg) string                                            { return "" }
-func (jobStage) Warm(context.Context, pipeline.History, string, pipeline.Msg) error { return nil }
-func (jobStage) Reset(string)                                                       {}
+type jobStage struct {
+	pipeline.Stateless
+	w *Worker
+}
 
 func (s jobStage) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
 	return nil, s.w.HandleJob(ctx, m.Data)
