@@ -428,12 +428,22 @@ func (e *Engine) price(out []streams.Alert, rs *ruleState, ev input, price float
 	r := &rs.r
 	lvl := r.Threshold
 	if (r.Direction == Up || r.Direction == Either) && rs.legs[0].check(price, lvl, r.Hysteresis) {
-		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: r.Symbol + " rose above " + fmtPrice(lvl) + " to " + fmtPrice(price)})
+		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: crossMessage(r.Symbol, "rose above ", lvl, price)})
 	}
 	if (r.Direction == Down || r.Direction == Either) && rs.legs[1].check(-price, -lvl, r.Hysteresis) {
-		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: r.Symbol + " fell below " + fmtPrice(lvl) + " to " + fmtPrice(price)})
+		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: crossMessage(r.Symbol, "fell below ", lvl, price)})
 	}
 	return out
+}
+
+// crossMessage says a price crossed a level; a price exactly at the level
+// reached it, and did not go past.
+func crossMessage(symbol, verb string, lvl, price float64) string {
+	if price == lvl {
+		return symbol + " reached " + fmtPrice(lvl)
+	}
+	l, p := fmtPrices(lvl, price)
+	return symbol + " " + verb + l + " to " + p
 }
 
 func (e *Engine) move(out []streams.Alert, rs *ruleState, ev input, s *series, price float64) []streams.Alert {
@@ -547,9 +557,10 @@ func (e *Engine) predicted(out []streams.Alert, rs *ruleState, ev input, p strea
 	if pct < 0 {
 		word = "fall"
 	}
+	_, to := fmtPrices(p.Close, p.PredictedClose)
 	return e.fire(out, rs, ev, firing{value: pct, threshold: r.Threshold,
 		values: map[string]float64{"close": p.Close, "predicted": p.PredictedClose, "lower": p.Lower, "upper": p.Upper, "horizon": float64(p.Horizon)},
-		msg: r.Symbol + " is predicted to " + word + " " + fmtPercent(math.Abs(pct)) + " to " + fmtPrice(p.PredictedClose) +
+		msg: r.Symbol + " is predicted to " + word + " " + fmtPercent(math.Abs(pct)) + " to " + to +
 			" by " + p.Target.Add(p.Interval.Duration()).UTC().Format("15:04") + " UTC (interval " + fmtPrice(p.Lower) + " to " + fmtPrice(p.Upper) + ", model " + p.ModelID + ")"})
 }
 

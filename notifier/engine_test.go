@@ -452,3 +452,48 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// A message never reads as a move that did not happen: a move below the
+// usual display precision is written with the figures it needs ("rose
+// 0.00030%", never "rose 0.000%"), a level and the price that crossed it
+// never read as the same number, and a price exactly at the level reached
+// it.
+func TestMessagesStayHonestBelowDisplayPrecision(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rule   Rule
+		prices []float64
+		want   []string
+	}{
+		{"tiny move", Rule{ID: "m", Kind: KindPercentMove, Symbol: "BTC/USD", Direction: Up, Threshold: 0.0001, Window: Duration(time.Minute)},
+			[]float64{100_000, 100_000.3}, []string{"BTC/USD rose 0.00030% in 1 min to 100,000"}},
+		{"small move", Rule{ID: "m", Kind: KindPercentMove, Symbol: "ETH/USD", Direction: Down, Threshold: 0.1, Window: Duration(time.Minute)},
+			[]float64{2000, 1997}, []string{"ETH/USD fell 0.15% in 1 min to 1,997.0"}},
+		{"cross within a unit", Rule{ID: "c", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 63_120.4},
+			[]float64{63_120, 63_120.6}, []string{"BTC/USD rose above 63,120.4 to 63,120.6"}},
+		{"cross by a hair", Rule{ID: "c", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Down, Threshold: 63_120.41},
+			[]float64{63_121, 63_120.409}, []string{"BTC/USD fell below 63,120.410 to 63,120.409"}},
+		{"at the level", Rule{ID: "c", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100},
+			[]float64{99, 100}, []string{"BTC/USD reached 100.00"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEngine(EngineConfig{})
+			e.SetRules(rules(t, tc.rule))
+			var got []string
+			for _, a := range closes(e, tc.rule.Symbol, 0, tc.prices...) {
+				got = append(got, a.Message)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("messages %q, want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("predicted", func(t *testing.T) {
+		e := NewEngine(EngineConfig{})
+		e.SetRules(rules(t, Rule{ID: "p", Kind: KindPredictedMove, Symbol: "BTC/USD", Direction: Up, Threshold: 0.0001}))
+		got := e.Prediction(prediction(t0, 100_000, 100_000.5), Source{streams.StreamPredictions, 1})
+		if len(got) != 1 || !strings.Contains(got[0].Message, "predicted to rise 0.00050% to 100,000.5") {
+			t.Fatalf("got %+v", got)
+		}
+	})
+}
