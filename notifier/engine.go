@@ -153,7 +153,7 @@ func (e *Engine) Rules() int { return len(e.rules) }
 // sameCondition reports whether two versions of a rule evaluate alike.
 func sameCondition(a, b Rule) bool {
 	return a.Kind == b.Kind && a.Symbol == b.Symbol && a.Interval == b.Interval && a.Direction == b.Direction &&
-		a.Threshold == b.Threshold && a.Window == b.Window && a.Count == b.Count && a.Per == b.Per &&
+		a.Threshold == b.Threshold && a.Window == b.Window && a.Count == b.Count && a.Horizon == b.Horizon && a.Per == b.Per &&
 		a.Trigger == b.Trigger && a.Hysteresis == b.Hysteresis
 }
 
@@ -340,6 +340,8 @@ func (e *Engine) Prediction(p streams.Prediction, src Source) []streams.Alert {
 			out = e.predicted(out, rs, ev, p)
 		case rs.r.Kind == KindModelError && scoredNow:
 			out = e.modelError(out, rs, ev, f)
+		case rs.r.Kind == KindForecastFailing:
+			out = e.forecastFailing(out, rs, ev, p)
 		}
 	}
 	return out
@@ -538,6 +540,42 @@ func (e *Engine) modelError(out []streams.Alert, rs *ruleState, ev input, f *for
 	return out
 }
 
+// forecastFailing follows the live score's failing flag that each
+// prediction carries: the leg fires when the flag goes up at the rule's
+// horizon (any, for none) and re-arms when a prediction has it down.
+func (e *Engine) forecastFailing(out []streams.Alert, rs *ruleState, ev input, p streams.Prediction) []streams.Alert {
+	r := &rs.r
+	want := int(r.Horizon.D() / r.Interval.Duration())
+	var failing []streams.HorizonForecast
+	watched := false
+	for _, f := range p.Forecasts {
+		if want == 0 || f.Horizon == want {
+			watched = true
+			if f.Failing {
+				failing = append(failing, f)
+			}
+		}
+	}
+	if !watched {
+		return out // a prediction without the horizon says nothing of it
+	}
+	if !rs.legs[0].check(float64(len(failing)), 1, 0) {
+		return out
+	}
+	first := failing[0]
+	names := make([]string, len(failing))
+	for i, f := range failing {
+		names[i] = fmtWindow(time.Duration(f.Horizon) * r.Interval.Duration())
+	}
+	what := names[0] + " forecast is failing: its "
+	if len(failing) > 1 {
+		what = strings.Join(names, ", ") + " forecasts are failing: the " + names[0] + " one's "
+	}
+	return e.fire(out, rs, ev, firing{value: float64(len(failing)), threshold: 1,
+		values: map[string]float64{"horizon": float64(first.Horizon), "failing_horizons": float64(len(failing))},
+		msg:    r.Symbol + " " + what + strings.TrimPrefix(first.FailingReason, "the ")})
+}
+
 func (e *Engine) predicted(out []streams.Alert, rs *ruleState, ev input, p streams.Prediction) []streams.Alert {
 	r := &rs.r
 	pct := (p.PredictedClose/p.Close - 1) * 100
@@ -726,7 +764,7 @@ func (e *Engine) ResetSeries(symbol string, iv streams.Interval) {
 		e.series[k] = &series{keep: s.keep, fc: s.fc}
 	}
 	for _, rs := range e.bySeries[k] {
-		if !rs.r.Kind.onPredictions() {
+		if !rs.r.Kind.OnPredictions() {
 			*rs = *newRuleState(rs.r)
 		}
 	}
@@ -740,7 +778,7 @@ func (e *Engine) ResetForecasts(symbol string, iv streams.Interval) {
 		s.fc = newForecasts()
 	}
 	for _, rs := range e.bySeries[k] {
-		if rs.r.Kind.onPredictions() {
+		if rs.r.Kind.OnPredictions() {
 			*rs = *newRuleState(rs.r)
 		}
 	}
@@ -767,7 +805,7 @@ func (e *Engine) SecurityWindow() int {
 // predictions) or its candles.
 func (e *Engine) Watches(symbol string, iv streams.Interval, predictions bool) bool {
 	for _, rs := range e.bySeries[seriesKey{symbol, iv}] {
-		if rs.r.Kind.onPredictions() == predictions {
+		if rs.r.Kind.OnPredictions() == predictions {
 			return true
 		}
 	}

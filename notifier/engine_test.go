@@ -1,8 +1,10 @@
 package notifier
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -496,4 +498,95 @@ func TestMessagesStayHonestBelowDisplayPrecision(t *testing.T) {
 			t.Fatalf("got %+v", got)
 		}
 	})
+}
+
+// forecast_failing follows the failing flag each prediction carries (the
+// predictor's live score): it fires when the flag goes up at the rule's
+// horizon, or at any horizon for a rule naming none, re-arms only once a
+// prediction has it down again, and keeps its guards (cooldown).
+func TestForecastFailing(t *testing.T) {
+	reason := "the 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"
+	// Minute by minute: which horizons (1, 15, 60) are failing.
+	pattern := []string{"", "15", "15", "", "1 15", "1", "", "60", "", "15"}
+	preds := make([]streams.Prediction, len(pattern))
+	for i, fl := range pattern {
+		p := prediction(t0.Add(time.Duration(i)*time.Minute), 100, 100)
+		for _, h := range []int{1, 15, 60} {
+			f := streams.HorizonForecast{Horizon: h, Target: p.Start.Add(time.Duration(h) * time.Minute), Model: streams.ModelNoChange, PredictedClose: 100}
+			if slices.Contains(strings.Fields(fl), fmt.Sprint(h)) {
+				f.Failing, f.FailingReason = true, reason
+			}
+			p.Forecasts = append(p.Forecasts, f)
+		}
+		preds[i] = p
+	}
+	for _, tc := range []struct {
+		name string
+		rule Rule
+		want []string // minute: message
+	}{
+		{"at 15 min", Rule{Horizon: Duration(15 * time.Minute)}, []string{
+			"1: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"4: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"9: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+		// 4 and 5 stay failing (15, then 1): one condition, no new alert.
+		{"any horizon", Rule{}, []string{
+			"1: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"4: BTC/USD 1 min, 15 min forecasts are failing: the 1 min one's 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"7: BTC/USD 1 h forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"9: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+		{"at 1 h", Rule{Horizon: Duration(time.Hour)}, []string{
+			"7: BTC/USD 1 h forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+		{"a horizon not forecast", Rule{Horizon: Duration(5 * time.Minute)}, nil},
+		{"cooldown", Rule{Horizon: Duration(15 * time.Minute), Cooldown: Duration(5 * time.Minute)}, []string{
+			"1: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"9: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rule
+			r.ID, r.Kind, r.Symbol = "f", KindForecastFailing, "BTC/USD"
+			e := NewEngine(EngineConfig{})
+			e.SetRules(rules(t, r))
+			var got []string
+			for i, p := range preds {
+				for _, a := range e.Prediction(p, Source{streams.StreamPredictions, uint64(i + 1)}) {
+					if a.Seq != uint64(i+1) || a.Kind != string(KindForecastFailing) || !a.At.Equal(p.Start.Add(time.Minute)) {
+						t.Errorf("alert %+v", a)
+					}
+					got = append(got, fmt.Sprint(i, ": ", a.Message))
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestForecastFailingValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rule  Rule
+		field string
+	}{
+		{"threshold", Rule{Threshold: 1}, "threshold"},
+		{"horizon off the grid", Rule{Interval: streams.Interval5m, Horizon: Duration(7 * time.Minute)}, "horizon"},
+		{"horizon too long", Rule{Horizon: Duration(25 * time.Hour)}, "horizon"},
+		{"negative horizon", Rule{Horizon: Duration(-time.Minute)}, "horizon"},
+		{"once per candle", Rule{Trigger: TriggerOncePerCandle}, "trigger"},
+		{"horizon on another kind", Rule{Kind: KindPredictedMove, Threshold: 1, Horizon: Duration(time.Minute)}, "horizon"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rule
+			if r.Kind == "" {
+				r.Kind = KindForecastFailing
+			}
+			r.ID, r.Symbol = "f", "BTC/USD"
+			r.Normalize()
+			var fe *FieldError
+			if err := r.Validate(); !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("%+v: %v, want an error on %s", r, err, tc.field)
+			}
+		})
+	}
 }

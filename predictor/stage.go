@@ -243,6 +243,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		return nil, nil
 	}
 	pred := prediction(v, step.Forecasts, k, id)
+	sf.markFailing(&pred)
 	now := p.now()
 	pred.Trace = v.Trace.Stamp(Stage, now)
 	if _, live := v.Trace.At("ingest"); live {
