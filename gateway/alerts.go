@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"cryptostream/gateway/auth"
@@ -710,29 +711,101 @@ func (g *Gateway) adoptRuleOwners(ctx context.Context, renamed []auth.Rename) er
 	if err != nil {
 		return fmt.Errorf("gateway: adopt alert rules: %w", err)
 	}
+	// A deletion that stopped before its rules went, with no gateway
+	// watching to finish it, is finished here.
+	orphans, err := g.rules.DropOrphans(ctx, func(ctx context.Context) (map[string]bool, error) {
+		users, err := g.users.List(ctx)
+		ids := make(map[string]bool, len(users))
+		for _, u := range users {
+			ids[u.ID] = true
+		}
+		return ids, err
+	})
+	for _, r := range orphans {
+		g.log.Warn("deleted an alert rule whose owner's account is gone", "rule_id", r.ID, "owner", r.Owner)
+		g.audit(ctx, "alert.rule.delete", "system", r.ID, "ok", "", "owner "+r.Owner+" gone")
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: drop orphaned alert rules: %w", err)
+	}
 	return nil
 }
 
 // dropRulesOf deletes the rules of a deleted account: they would reach
-// nobody, and the worker need not evaluate them.
+// nobody, and the worker need not evaluate them. The users watch hears of
+// the deletion too (ruleReaper), which finishes what this leaves.
 func (g *Gateway) dropRulesOf(ctx context.Context, u streams.User, actor, remote string) {
 	if g.rules == nil || u.ID == "" {
 		return
 	}
-	rules, err := g.rules.ListOwned(ctx, u.ID)
-	for _, r := range rules {
-		_, rev, gerr := g.rules.Get(ctx, r.ID)
-		if gerr == nil {
-			gerr = g.rules.Delete(ctx, r.ID, rev)
-		}
-		if gerr != nil && !errors.Is(gerr, notifier.ErrRuleNotFound) {
-			err = gerr
-			continue
-		}
-		g.audit(ctx, "alert.rule.delete", actor, r.ID, "ok", remote, "user "+u.Username+" deleted")
+	if err := g.deleteRulesOf(ctx, u.Username, u.ID, actor, remote); err != nil {
+		g.log.Warn("alert rules of a deleted user not deleted yet; the users watch retries", "user", u.Username, "err", err)
 	}
-	if err != nil {
-		// Left behind, they reach nobody: rules are keyed by account ID.
-		g.log.Error("alert rules of a deleted user left behind", "user", u.Username, "err", err)
+}
+
+// deleteRulesOf deletes an account's rules, auditing each.
+func (g *Gateway) deleteRulesOf(ctx context.Context, name, id, actor, remote string) error {
+	gone, err := g.rules.DeleteOwned(ctx, id)
+	for _, r := range gone {
+		g.audit(ctx, "alert.rule.delete", actor, r.ID, "ok", remote, "user "+name+" deleted")
+	}
+	return err
+}
+
+// ruleReaper queues the accounts the users watch saw go, whoever deleted
+// them (this process, another replica, `cryptostream user delete`), for
+// their rules to be deleted off the watch's goroutine.
+type ruleReaper struct {
+	mu      sync.Mutex
+	pending []goneAccount
+	wake    chan struct{}
+}
+
+type goneAccount struct{ name, id string }
+
+func newRuleReaper() *ruleReaper { return &ruleReaper{wake: make(chan struct{}, 1)} }
+
+func (q *ruleReaper) add(name, id string) {
+	q.mu.Lock()
+	q.pending = append(q.pending, goneAccount{name, id})
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *ruleReaper) take() []goneAccount {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	p := q.pending
+	q.pending = nil
+	return p
+}
+
+// reapRules deletes the rules of every account the users watch saw go,
+// retrying what failed, until ctx ends. Every replica does it: the
+// deletions are compare-and-swap, so the second finds nothing.
+func (g *Gateway) reapRules(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.reaper.wake:
+		}
+		for _, a := range g.reaper.take() {
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := g.deleteRulesOf(dctx, a.name, a.id, "system", "")
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				g.log.Warn("alert rules of a gone account not deleted; retrying", "user", a.name, "err", err)
+				g.reaper.add(a.name, a.id)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}
 	}
 }

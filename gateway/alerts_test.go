@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"cryptostream/datatest"
 	"cryptostream/gateway"
+	"cryptostream/gateway/auth"
 	"cryptostream/notifier"
 	"cryptostream/streams"
 )
@@ -307,7 +310,8 @@ func TestAlertsHistory(t *testing.T) {
 // their rules or alerts, on the REST routes or the websocket. The deleted
 // user's rules go with the account; rules stored when they were keyed by
 // name are adopted by their account at the gateway's start, or deleted when
-// the account is gone.
+// the account is gone, as are rules whose account is gone (a deletion
+// stopped midway).
 func TestRulesDoNotPassToANewAccountOfTheSameName(t *testing.T) {
 	s := newStack(t)
 	admin := s.login(adminName, adminPass)
@@ -401,14 +405,18 @@ func TestRulesDoNotPassToANewAccountOfTheSameName(t *testing.T) {
 			t.Errorf("%s's old rule: %v", name, err)
 		}
 	}
+	// What the deletion missed goes at the next start.
+	if _, _, err := store.Get(t.Context(), left.ID); !errors.Is(err, notifier.ErrRuleNotFound) {
+		t.Errorf("the rule the deletion missed: %v", err)
+	}
 	if ids := ruleIDs(t, s.expect(s.call("GET", "/alerts/rules", newcomer, nil), http.StatusOK)); len(ids) != 0 {
 		t.Fatalf("after adoption the newcomer lists %v", ids)
 	}
 }
 
 // notifierOn runs a notifier worker over the stack's bus until the test
-// ends.
-func (s *stack) notifierOn(t testing.TB) {
+// ends, and returns its metrics.
+func (s *stack) notifierOn(t testing.TB) *prometheus.Registry {
 	t.Helper()
 	rules, err := s.js.KeyValue(t.Context(), streams.BucketAlertRules)
 	if err != nil {
@@ -418,7 +426,8 @@ func (s *stack) notifierOn(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := notifier.New(notifier.Config{}, notifier.Deps{JS: s.js, Rules: rules, Assets: assets})
+	reg := prometheus.NewRegistry()
+	w, err := notifier.New(notifier.Config{}, notifier.Deps{JS: s.js, Rules: rules, Assets: assets, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,6 +440,104 @@ func (s *stack) notifierOn(t testing.TB) {
 			t.Error(err)
 		}
 	})
+	return reg
+}
+
+// gauge is the value of a gauge without labels in reg.
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// waitFor polls cond until it holds; the test's own deadline is the
+// only bound.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("still waiting for %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Deleting a user deletes their rules, whoever deletes them: through the
+// REST route (at once, on the gateway that answers) or from the shell, as
+// `cryptostream user delete` does, where no gateway takes part and a
+// running gateway hears of it from the users watch, as any replica does.
+// The worker then stops evaluating them, their state with them.
+func TestDeletedUsersRulesGoWhoeverDeletesThem(t *testing.T) {
+	s := newStack(t)
+	reg := s.notifierOn(t)
+	admin := s.login(adminName, adminPass)
+	s.trackVia(admin, "BTC/USD")
+	alice := s.signup("alice", "alice-password")
+	bob := s.signup("bob", "bob-password")
+	carol := s.signup("carol", "carol-password")
+	owned := map[string][]string{}
+	for name, tok := range map[string]string{"alice": alice, "bob": bob, "carol": carol} {
+		for _, th := range []float64{1, 2} {
+			id := s.expect(s.call("POST", "/alerts/rules", tok, moveRule(th)), http.StatusCreated).json(t)["id"].(string)
+			owned[name] = append(owned[name], id)
+		}
+	}
+	kv, err := s.js.KeyValue(t.Context(), streams.BucketAlertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := notifier.NewStore(kv, 0, nil)
+	stored := func(name string) int {
+		n := 0
+		for _, id := range owned[name] {
+			if _, _, err := store.Get(t.Context(), id); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	evaluated := func(n float64) func() bool {
+		return func() bool { return gauge(t, reg, "cryptostream_notifier_rules") == n }
+	}
+	waitFor(t, "the worker to evaluate the 6 rules", evaluated(6))
+
+	s.expect(s.call("DELETE", "/auth/users/alice", admin, nil), http.StatusNoContent)
+	if n := stored("alice"); n != 0 {
+		t.Fatalf("%d of alice's rules left after the REST delete answered", n)
+	}
+	waitFor(t, "the worker to drop alice's rules", evaluated(4))
+
+	shell := auth.NewUsers(s.usersKV(), nil)
+	_, rev, err := shell.Get(t.Context(), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := shell.Delete(t.Context(), "bob", rev); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gateway to delete the rules of bob, deleted from the shell", func() bool { return stored("bob") == 0 })
+	waitFor(t, "the worker to drop bob's rules", evaluated(2))
+	if n := stored("carol"); n != 2 {
+		t.Fatalf("carol has %d rules left", n)
+	}
+	n := 0
+	for _, ev := range s.auditEvents() {
+		if ev.Action == "alert.rule.delete" && ev.Actor == "system" && strings.Contains(ev.Detail, "user bob deleted") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d audited deletions of bob's rules", n)
+	}
 }
 
 // handled waits until a durable consumer has acked all its stream holds.

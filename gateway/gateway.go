@@ -143,6 +143,7 @@ type Gateway struct {
 	hub       *hub.Hub
 	m         *metrics
 	rules     *notifier.Store
+	reaper    *ruleReaper
 	tokens    *tokenCache
 	jobs      *registry.Jobs
 }
@@ -207,6 +208,8 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	g.sessions.OnChange(h.Revalidate)
 	if d.Rules != nil {
 		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)
+		g.reaper = newRuleReaper()
+		g.sessions.OnGone(g.reaper.add)
 	}
 	return g, nil
 }
@@ -267,11 +270,15 @@ func (g *Gateway) SessionsSynced() bool { return g.sessions.Synced() }
 // Clients is the number of connected websocket clients.
 func (g *Gateway) Clients() int { return g.hub.Clients() }
 
-// Run runs the hub, the users mirror that token checks read, and the
-// writing of aggregated audit events, until ctx ends.
+// Run runs the hub, the users mirror that token checks read, the deletion
+// of gone accounts' alert rules, and the writing of aggregated audit
+// events, until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.hub.Run(ctx) })
+	if g.reaper != nil {
+		eg.Go(func() error { g.reapRules(ctx); return nil })
+	}
 	eg.Go(func() error { return g.sessions.Run(ctx) })
 	eg.Go(func() error { return g.flushRefusedEvery(ctx, g.cfg.AuditFlushEvery) })
 	return eg.Wait()

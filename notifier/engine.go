@@ -117,6 +117,17 @@ func (e *Engine) SetRules(rules []Rule) {
 		next[r.ID] = newRuleState(r)
 	}
 	e.rules = next
+	// A user's rate-cap history goes with their last rule: a deleted
+	// account leaves nothing behind.
+	owners := make(map[string]bool, len(e.users))
+	for _, rs := range next {
+		owners[rs.r.OwnerID] = true
+	}
+	for id := range e.users {
+		if !owners[id] {
+			delete(e.users, id)
+		}
+	}
 	e.bySeries = map[seriesKey][]*ruleState{}
 	e.security = nil
 	need := map[seriesKey]int{}

@@ -590,3 +590,20 @@ func TestForecastFailingValidation(t *testing.T) {
 		})
 	}
 }
+
+// A rule taken out of the set (its owner deleted) leaves no state: not its
+// legs or cooldown, nor its owner's rate-cap history.
+func TestRemovedRulesLeaveNoState(t *testing.T) {
+	e := NewEngine(EngineConfig{UserRateCap: 1})
+	alice := Rule{ID: "a", Owner: "alice", OwnerID: "id-alice", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100, Cooldown: Duration(time.Hour)}
+	bob := alice
+	bob.ID, bob.Owner, bob.OwnerID = "b", "bob", "id-bob"
+	e.SetRules(rules(t, alice, bob))
+	if got := closes(e, "BTC/USD", 0, 99, 101); len(got) != 2 {
+		t.Fatalf("got %+v", got)
+	}
+	e.SetRules(rules(t, bob))
+	if _, ok := e.users["id-alice"]; ok || e.rules["a"] != nil || len(e.users) != 1 {
+		t.Fatalf("alice's state stays: users %v, rules %d", e.users, len(e.rules))
+	}
+}

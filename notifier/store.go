@@ -253,21 +253,95 @@ func (s *Store) AdoptOwners(ctx context.Context, lookup func(ctx context.Context
 			}
 			continue
 		}
-		cur, rev, err := s.Get(ctx, r.ID)
-		if errors.Is(err, ErrRuleNotFound) || (err == nil && cur.OwnerID != "") {
-			continue // deleted or adopted by another process meanwhile
-		}
-		if err == nil {
-			err = s.Delete(ctx, r.ID, rev)
-		}
-		switch {
-		case errors.Is(err, ErrConflict):
-			// Changed meanwhile: the next start looks at it again.
-		case err != nil:
+		// Unless deleted or adopted by another process meanwhile.
+		ok, err = s.deleteIf(ctx, r.ID, func(cur Rule) bool { return cur.OwnerID == "" })
+		if err != nil {
 			return adopted, removed, err
-		default:
+		}
+		if ok {
 			removed = append(removed, r)
 		}
 	}
 	return adopted, removed, nil
+}
+
+// DeleteOwned deletes every rule of one account (by its ID), for an
+// account that is gone: its rules would reach nobody. A rule changed
+// meanwhile (a once rule marked fired) is read again and still deleted;
+// one deleted by another process meanwhile is not reported. Safe to run
+// from several processes at once.
+func (s *Store) DeleteOwned(ctx context.Context, ownerID string) ([]Rule, error) {
+	if ownerID == SystemOwner {
+		return nil, errors.New("notifier: the system rules belong to no account")
+	}
+	rules, err := s.ListOwned(ctx, ownerID)
+	if err != nil {
+		return nil, err
+	}
+	var gone []Rule
+	for _, r := range rules {
+		ok, err := s.deleteIf(ctx, r.ID, func(cur Rule) bool { return cur.OwnerID == ownerID })
+		if err != nil {
+			return gone, err
+		}
+		if ok {
+			gone = append(gone, r)
+		}
+	}
+	return gone, nil
+}
+
+// DropOrphans deletes the rules whose account no longer exists, for what
+// a deletion left behind when its process stopped midway. accounts answers
+// the IDs of every account; it is asked after the rules are listed, so
+// that an account missing from its answer was deleted, not created since.
+func (s *Store) DropOrphans(ctx context.Context, accounts func(ctx context.Context) (map[string]bool, error)) ([]Rule, error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(all, func(r Rule) bool { return !r.System() && r.OwnerID != "" }) {
+		return nil, nil // no account to ask about (a first start has none yet)
+	}
+	live, err := accounts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("notifier: list accounts: %w", err)
+	}
+	var gone []Rule
+	for _, r := range all {
+		if r.System() || r.OwnerID == "" || live[r.OwnerID] {
+			continue // a rule from before IDs is AdoptOwners'
+		}
+		ok, err := s.deleteIf(ctx, r.ID, func(cur Rule) bool { return cur.OwnerID == r.OwnerID })
+		if err != nil {
+			return gone, err
+		}
+		if ok {
+			gone = append(gone, r)
+		}
+	}
+	return gone, nil
+}
+
+// deleteIf deletes a rule while it matches, reading it again when it
+// changed between the read and the delete.
+func (s *Store) deleteIf(ctx context.Context, id string, match func(Rule) bool) (bool, error) {
+	for range 5 {
+		cur, rev, err := s.Get(ctx, id)
+		if errors.Is(err, ErrRuleNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if !match(cur) {
+			return false, nil
+		}
+		err = s.Delete(ctx, id, rev)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return err == nil, err
+	}
+	return false, ErrConflict
 }

@@ -137,3 +137,55 @@ func TestAdoptOwners(t *testing.T) {
 		t.Fatalf("second run %v %v %v", a, rm, err)
 	}
 }
+
+// An account's rules go with it: DeleteOwned deletes exactly that account's
+// rules (one changed meanwhile too, none of anyone else's, never a system
+// rule), and DropOrphans the rules of every account that is no longer
+// listed, keeping those from before rules named accounts for AdoptOwners.
+func TestDeleteOwnedAndOrphans(t *testing.T) {
+	st := notifier.NewStore(rulesBucket(t), 0, nil)
+	mk := func(owner, id string) notifier.Rule {
+		t.Helper()
+		r, err := st.Create(t.Context(), notifier.Rule{Owner: owner, OwnerID: id, Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Threshold: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a1, a2 := mk("alice", "id-alice"), mk("alice", "id-alice")
+	b := mk("bob", "id-bob")
+	sys := mk(notifier.SystemOwner, notifier.SystemOwner)
+	legacy := mk("carol", "")
+	orphan := mk("dave", "id-dave")
+	// A write the deleter did not read (the worker marking a once rule
+	// fired) does not save the rule.
+	if _, err := st.Update(t.Context(), a2.ID, func(r *notifier.Rule) error { now := time.Now(); r.FiredAt = &now; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := st.DeleteOwned(t.Context(), "id-alice")
+	if err != nil || len(gone) != 2 {
+		t.Fatalf("deleted %v, %v", gone, err)
+	}
+	for _, id := range []string{a1.ID, a2.ID} {
+		if _, _, err := st.Get(t.Context(), id); !errors.Is(err, notifier.ErrRuleNotFound) {
+			t.Errorf("alice's %s: %v", id, err)
+		}
+	}
+	if again, err := st.DeleteOwned(t.Context(), "id-alice"); err != nil || len(again) != 0 {
+		t.Fatalf("a second pass deleted %v, %v", again, err)
+	}
+	if _, err := st.DeleteOwned(t.Context(), notifier.SystemOwner); err == nil {
+		t.Fatal("the system rules deleted as an account's")
+	}
+	gone, err = st.DropOrphans(t.Context(), func(context.Context) (map[string]bool, error) {
+		return map[string]bool{"id-bob": true}, nil
+	})
+	if err != nil || len(gone) != 1 || gone[0].ID != orphan.ID {
+		t.Fatalf("orphans deleted %v, %v", gone, err)
+	}
+	for _, r := range []notifier.Rule{b, sys, legacy} {
+		if _, _, err := st.Get(t.Context(), r.ID); err != nil {
+			t.Errorf("%s's rule: %v", r.Owner, err)
+		}
+	}
+}

@@ -49,6 +49,9 @@ type Sessions struct {
 	// revoke tokens, so that long-lived sessions (websockets) are cut at
 	// once instead of living on until they next present the token.
 	changed func(name string)
+	// gone hears of every account that ceased to exist (deleted, or its
+	// name taken by a new account), by name and the ID it had.
+	gone func(name, id string)
 }
 
 type session struct {
@@ -135,8 +138,12 @@ func (s *Sessions) apply(name string, u *streams.User, rev uint64) {
 	}
 	s.byName[name] = next
 	revoking := ok && (next.deleted != cur.deleted || next.id != cur.id || next.gen != cur.gen || next.disabled != cur.disabled)
-	changed := s.changed
+	ended := ok && !cur.deleted && cur.id != "" && (next.deleted || next.id != cur.id)
+	changed, gone := s.changed, s.gone
 	s.mu.Unlock()
+	if gone != nil && ended {
+		gone(name, cur.id)
+	}
 	// A name first seen has no live session here: every token accepted
 	// was checked through this map, which then holds its name.
 	if changed != nil && revoking {
@@ -150,6 +157,16 @@ func (s *Sessions) apply(name string, u *streams.User, rev uint64) {
 func (s *Sessions) OnChange(f func(name string)) {
 	s.mu.Lock()
 	s.changed = f
+	s.mu.Unlock()
+}
+
+// OnGone registers f to be called, outside any lock, with the name and the
+// ID of an account that no longer exists, whoever deleted it: this
+// process, another gateway replica or `cryptostream user`. An account
+// deleted while no watch ran is not heard of. f must not block.
+func (s *Sessions) OnGone(f func(name, id string)) {
+	s.mu.Lock()
+	s.gone = f
 	s.mu.Unlock()
 }
 
