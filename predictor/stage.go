@@ -459,6 +459,9 @@ func (p *Predictions) FlushAll(ctx context.Context) {
 // overwritten.
 func (p *Predictions) flush(ctx context.Context, id string, m streams.Metrics) {
 	if p.store == nil {
+		// Kept in memory only: nothing is unwritten, and the count
+		// must restart or every later score flushes again.
+		p.unflush[id] = 0
 		return
 	}
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
