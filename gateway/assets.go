@@ -128,7 +128,20 @@ func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, viewAsset(a))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"assets": out})
+	// The intervals beside the assets: what the dashboard may offer, since a
+	// channel or a preference on any other is refused.
+	writeJSON(w, http.StatusOK, map[string]any{"assets": out, "intervals": g.intervalNames()})
+}
+
+// intervalNames spells the intervals the system runs, shortest first.
+func (g *Gateway) intervalNames() []string {
+	ivs := slices.Clone(g.cfg.Hub.Intervals)
+	slices.Sort(ivs)
+	out := make([]string, len(ivs))
+	for i, iv := range ivs {
+		out[i] = iv.String()
+	}
+	return out
 }
 
 func (g *Gateway) getAsset(ctx context.Context, key string) (streams.Asset, uint64, error) {

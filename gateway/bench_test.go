@@ -88,6 +88,10 @@ func (f fixedReader) LatestPrediction(context.Context, string, streams.Interval)
 	return streams.Prediction{}, readmodel.ErrNotFound
 }
 
+func (f fixedReader) Predictions(context.Context, readmodel.PredictionQuery) (readmodel.PredictionPage, error) {
+	return readmodel.PredictionPage{}, nil
+}
+
 func (f fixedReader) Alerts(context.Context, readmodel.AlertQuery) ([]streams.Alert, error) {
 	return nil, nil
 }

@@ -93,6 +93,11 @@ func (c *Config) defaults() {
 	if c.MaxAlertRules == 0 {
 		c.MaxAlertRules = 100
 	}
+	// The hub's own default, set here so that the REST side (the intervals
+	// /crypto/assets lists, the preferences it accepts) names the same.
+	if len(c.Hub.Intervals) == 0 {
+		c.Hub.Intervals = []streams.Interval{streams.Interval1m}
+	}
 }
 
 // Bucket is the part of a KV bucket the gateway reads and writes.

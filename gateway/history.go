@@ -111,35 +111,49 @@ func (g *Gateway) assetHistory(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := g.io(r)
 	defer cancel()
 	page, err := g.d.Reader.Candles(ctx, readmodel.CandleQuery{Symbol: sym, Interval: iv, From: from, To: to, Limit: limit, After: q.Get("cursor")})
-	if errors.Is(err, readmodel.ErrBadQuery) {
-		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_query", "%s", err.Error()))
+	if g.pageFailed(w, r, sym, len(page.Candles), err) {
 		return
-	}
-	if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
-		g.fail(w, r, err)
-		return
-	}
-	if len(page.Candles) == 0 {
-		// Empty is an answer for a tracked asset, an unknown asset otherwise.
-		ok, err := g.tracked(r, sym)
-		if err != nil {
-			g.fail(w, r, err)
-			return
-		}
-		if !ok {
-			g.fail(w, r, errorf(http.StatusNotFound, "unknown_asset", "%s is not tracked and has no history", sym))
-			return
-		}
 	}
 	out := make([]candleView, len(page.Candles))
 	for i, c := range page.Candles {
 		out[i] = viewCandle(c)
 	}
-	var next *string
-	if page.Next != "" {
-		next = &page.Next
+	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "candles": out, "next": cursorView(page.Next)})
+}
+
+// cursorView is a page's next as the API spells it: null on the last page.
+func cursorView(next string) *string {
+	if next == "" {
+		return nil
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "candles": out, "next": next})
+	return &next
+}
+
+// pageFailed answers a history page's read error, or the 404 of an empty
+// page of an asset that is not tracked (empty is an answer for a tracked
+// one), and reports whether it answered.
+func (g *Gateway) pageFailed(w http.ResponseWriter, r *http.Request, sym string, n int, err error) bool {
+	if errors.Is(err, readmodel.ErrBadQuery) {
+		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_query", "%s", err.Error()))
+		return true
+	}
+	if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
+		g.fail(w, r, err)
+		return true
+	}
+	if n > 0 {
+		return false
+	}
+	ok, err := g.tracked(r, sym)
+	if err != nil {
+		g.fail(w, r, err)
+		return true
+	}
+	if !ok {
+		g.fail(w, r, errorf(http.StatusNotFound, "unknown_asset", "%s is not tracked and has no history", sym))
+		return true
+	}
+	return false
 }
 
 func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {

@@ -68,8 +68,93 @@ func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, predictionView{sym, iv.String(), p.Start.UTC(), p.Target.UTC(), p.Horizon, p.ModelID, p.Close, p.PredictedClose, p.Lower, p.Upper, p.LogReturn,
-		p.Model, p.Sigma, p.Forecasts})
+	v := viewPrediction(p)
+	v.Asset, v.Interval = sym, iv.String()
+	writeJSON(w, http.StatusOK, v)
+}
+
+func viewPrediction(p streams.Prediction) predictionView {
+	return predictionView{p.Symbol, p.Interval.String(), p.Start.UTC(), p.Target.UTC(), p.Horizon, p.ModelID, p.Close, p.PredictedClose, p.Lower, p.Upper, p.LogReturn,
+		p.Model, p.Sigma, p.Forecasts}
+}
+
+// Bounds of a prediction-history query. A page is at most
+// readmodel.MaxLimit predictions (as candles); the range a client may page
+// through is bounded too, so that one query cannot walk the whole stream.
+const (
+	// MaxPredictionSpan is the widest [from, to) a query may ask for.
+	MaxPredictionSpan = 31 * 24 * time.Hour
+	// defaultPredictionSpan is the range when no from is given: the day
+	// before to (or now).
+	defaultPredictionSpan = 24 * time.Hour
+)
+
+// predictionHistory pages through a series' past predictions, by the start
+// of the candle each was made on, from the read model (SQL when
+// configured, the PREDICTIONS stream otherwise). With horizons=primary
+// (the default) each keeps only its primary horizon's forecast, which is
+// what is scored against the actual close; horizons=all keeps every one.
+func (g *Gateway) predictionHistory(w http.ResponseWriter, r *http.Request) {
+	sym, iv, err := seriesParams(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	from, to, limit, err := rangeParams(q)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	all := false
+	switch q.Get("horizons") {
+	case "", "primary":
+	case "all":
+		all = true
+	default:
+		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_horizons", "horizons must be primary or all"))
+		return
+	}
+	end := to
+	if end.IsZero() {
+		end = g.now().UTC()
+	}
+	if from.IsZero() {
+		from = end.Add(-defaultPredictionSpan)
+	}
+	if end.Sub(from) > MaxPredictionSpan {
+		g.fail(w, r, errorf(http.StatusBadRequest, "invalid_range", "a prediction history spans at most %d days; page through a longer one range by range", int(MaxPredictionSpan.Hours()/24)))
+		return
+	}
+	ctx, cancel := g.io(r)
+	defer cancel()
+	page, err := g.d.Reader.Predictions(ctx, readmodel.PredictionQuery{Symbol: sym, Interval: iv, From: from, To: to, Limit: limit, After: q.Get("cursor")})
+	if g.pageFailed(w, r, sym, len(page.Predictions), err) {
+		return
+	}
+	out := make([]predictionView, len(page.Predictions))
+	for i, p := range page.Predictions {
+		out[i] = viewPrediction(p)
+		if !all {
+			out[i].Forecasts = primaryOnly(p)
+		}
+	}
+	var until *time.Time // open: up to the newest
+	if !to.IsZero() {
+		until = &to
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "from": from, "to": until, "predictions": out, "next": cursorView(page.Next)})
+}
+
+// primaryOnly is the forecast of the prediction's own horizon, nil for a
+// prediction stored before forecasts existed.
+func primaryOnly(p streams.Prediction) []streams.HorizonForecast {
+	for _, f := range p.Forecasts {
+		if f.Horizon == p.Horizon {
+			return []streams.HorizonForecast{f}
+		}
+	}
+	return nil
 }
 
 func (g *Gateway) model(r *http.Request, id string) (streams.ModelRecord, error) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -121,6 +123,12 @@ func (g *Gateway) putPreferences(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if iv, err = streams.ParseInterval(*body.Interval); err != nil {
 			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_interval", "interval must be one of 1m 5m 15m 30m 1h 4h 1d 1w 15d"))
+			return
+		}
+		// A default interval the system does not run would open the
+		// dashboard on channels the hub refuses.
+		if !slices.Contains(g.cfg.Hub.Intervals, iv) {
+			g.fail(w, r, errorf(http.StatusBadRequest, "not_tracked", "interval %s is not run here (runs %s)", iv, strings.Join(g.intervalNames(), " ")))
 			return
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"cryptostream/gateway"
 	"cryptostream/streams"
 )
 
@@ -24,9 +25,16 @@ func watchlistOf(t *testing.T, r reply) []string {
 // Preferences are per user, persist on the server, keep the order given,
 // name only tracked assets, and die with their user.
 func TestPreferences(t *testing.T) {
-	s := newStack(t)
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) {
+		c.Hub.Intervals = []streams.Interval{streams.Interval15m, streams.Interval1m, streams.Interval5m}
+	})
 	admin := s.login(adminName, adminPass)
 	s.expect(s.call("POST", "/crypto/assets", admin, map[string]string{"symbol": "BTC/USD"}), http.StatusCreated)
+	// The intervals the system runs come with the assets, for the
+	// dashboard's menus.
+	if ivs := s.expect(s.call("GET", "/crypto/assets", admin, nil), http.StatusOK).json(t)["intervals"]; fmt.Sprint(ivs) != "[1m 5m 15m]" {
+		t.Fatalf("intervals = %v, want [1m 5m 15m]", ivs)
+	}
 	// The recorded AssetPairs lists BTC/USD alone: a second tracked asset
 	// goes straight into the bucket.
 	kv, err := s.js.KeyValue(t.Context(), streams.BucketAssets)
@@ -66,6 +74,7 @@ func TestPreferences(t *testing.T) {
 		"bad symbol": map[string]any{"watchlist": []string{"bitcoin"}},
 		"too many":   map[string]any{"watchlist": tooMany},
 		"interval":   map[string]any{"interval": "2m"},
+		"not run":    map[string]any{"interval": "1h"},
 		"unknown":    map[string]any{"theme": "dark"},
 		"not json":   "{",
 	} {

@@ -38,6 +38,7 @@ func (g *Gateway) routes() []route {
 		{"GET /crypto/asset_latest/{asset}", g.authed(g.assetLatest)},
 
 		{"GET /prediction/latest-prediction", g.authed(g.latestPrediction)},
+		{"GET /prediction/history", g.authed(g.predictionHistory)},
 		{"GET /prediction/model-evaluation", g.authed(g.modelEvaluation)},
 		{"GET /prediction/best-model", g.authed(g.bestModel)},
 		{"GET /prediction/models", g.authed(g.listModels)},

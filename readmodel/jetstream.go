@@ -111,25 +111,31 @@ func (r *JetStream) Candles(ctx context.Context, q CandleQuery) (CandlePage, err
 	s := r.candleSeries(q.Interval, q.Symbol)
 	var page CandlePage
 	err = readSeries(ctx, r, s, func(sorted []streams.Candle) {
-		lo := 0
-		if !q.From.IsZero() {
-			lo, _ = slices.BinarySearchFunc(sorted, q.From, func(c streams.Candle, t time.Time) int { return c.Start.Compare(t) })
-		}
-		hi := len(sorted)
-		if !q.To.IsZero() {
-			hi, _ = slices.BinarySearchFunc(sorted, q.To, func(c streams.Candle, t time.Time) int { return c.Start.Compare(t) })
-		}
-		if lo >= hi {
-			page.Candles = []streams.Candle{}
-			return
-		}
-		end := min(hi, lo+q.Limit)
-		page.Candles = slices.Clone(sorted[lo:end])
-		if end < hi {
-			page.Next = FormatCursor(sorted[end].Start)
-		}
+		page.Candles, page.Next = pageOf(sorted, func(c streams.Candle) time.Time { return c.Start }, q.From, q.To, q.Limit)
 	})
 	return page, err
+}
+
+// pageOf is the page of sorted (ascending by start) from from (inclusive)
+// to to (exclusive), either open when zero, at most limit long, and the
+// cursor of the next page. The page is a copy: the index moves on.
+func pageOf[T any](sorted []T, start func(T) time.Time, from, to time.Time, limit int) ([]T, string) {
+	byStart := func(v T, t time.Time) int { return start(v).Compare(t) }
+	lo, hi := 0, len(sorted)
+	if !from.IsZero() {
+		lo, _ = slices.BinarySearchFunc(sorted, from, byStart)
+	}
+	if !to.IsZero() {
+		hi, _ = slices.BinarySearchFunc(sorted, to, byStart)
+	}
+	if lo >= hi {
+		return []T{}, ""
+	}
+	end := min(hi, lo+limit)
+	if end < hi {
+		return slices.Clone(sorted[lo:end]), FormatCursor(start(sorted[end]))
+	}
+	return slices.Clone(sorted[lo:end]), ""
 }
 
 // LatestCandle implements Reader: the candle with the newest start time.
@@ -145,15 +151,38 @@ func (r *JetStream) LatestPrediction(ctx context.Context, symbol string, iv stre
 	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
 		return streams.Prediction{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
 	}
+	return latest(ctx, r, r.predictionSeries(iv, symbol))
+}
+
+// Predictions implements Reader from the same index as LatestPrediction:
+// the series is read from the PREDICTIONS stream once and caught up on
+// each query, so a page costs a binary search, not a read of the stream.
+func (r *JetStream) Predictions(ctx context.Context, q PredictionQuery) (PredictionPage, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return PredictionPage{}, err
+	}
+	var page PredictionPage
+	err = readSeries(ctx, r, r.predictionSeries(q.Interval, q.Symbol), func(sorted []streams.Prediction) {
+		page.Predictions, page.Next = pageOf(sorted, func(p streams.Prediction) time.Time { return p.Start }, q.From, q.To, q.Limit)
+	})
+	return page, err
+}
+
+func (r *JetStream) predictionSeries(iv streams.Interval, symbol string) *series[streams.Prediction] {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	subj := streams.PredictionSubject(iv, symbol)
 	s, ok := r.predictions[subj]
 	if !ok {
-		s = newSeries(streams.StreamPredictions, subj, streams.Decode[streams.Prediction], func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
+		s = newSeries(streams.StreamPredictions, subj, func(b []byte) (streams.Prediction, error) {
+			p, err := streams.Decode[streams.Prediction](b)
+			p.Trace = nil // hops are transport detail, not history
+			return p, err
+		}, func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
 		r.predictions[subj] = s
 	}
-	r.mu.Unlock()
-	return latest(ctx, r, s)
+	return s
 }
 
 // Champion implements Reader from the model-registry bucket, which the

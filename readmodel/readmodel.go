@@ -39,6 +39,9 @@ type Reader interface {
 	Candles(ctx context.Context, q CandleQuery) (CandlePage, error)
 	LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error)
 	LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error)
+	// Predictions is one page of the series' past predictions, by the
+	// start of the candle each was made on, ascending.
+	Predictions(ctx context.Context, q PredictionQuery) (PredictionPage, error)
 	// Champion is the series' champion model with its train, test and live
 	// figures.
 	Champion(ctx context.Context, symbol string, iv streams.Interval) (streams.ModelRecord, error)
@@ -52,4 +55,32 @@ type AlertQuery struct {
 	From   time.Time // inclusive; zero is open
 	To     time.Time // exclusive; zero is open
 	Limit  int       // capped like a candle page
+}
+
+// PredictionQuery selects the predictions of one series made on candles
+// starting in [From, To), ascending, paged like candles (same limits, same
+// cursor: the unix seconds of the next page's first candle start).
+type PredictionQuery struct {
+	Symbol   string
+	Interval streams.Interval
+	From     time.Time // inclusive; zero means from the first
+	To       time.Time // exclusive; zero means up to the newest
+	Limit    int
+	After    string
+}
+
+// PredictionPage is one page of predictions; Next is empty on the last.
+type PredictionPage struct {
+	Predictions []streams.Prediction
+	Next        string
+}
+
+// Normalize validates q and folds its cursor into From, as
+// CandleQuery.Normalize does.
+func (q PredictionQuery) Normalize() (PredictionQuery, error) {
+	c, err := CandleQuery{Symbol: q.Symbol, Interval: q.Interval, From: q.From, To: q.To, Limit: q.Limit, After: q.After}.Normalize()
+	if err != nil {
+		return q, err
+	}
+	return PredictionQuery{Symbol: c.Symbol, Interval: c.Interval, From: c.From, To: c.To, Limit: c.Limit}, nil
 }

@@ -33,6 +33,17 @@ var (
 	end       = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
+// bounds closes an open (zero) end of a range.
+func bounds(from, to time.Time) (time.Time, time.Time) {
+	if from.IsZero() {
+		from = beginning
+	}
+	if to.IsZero() {
+		to = end
+	}
+	return from, to
+}
+
 const candleColumns = "start, open, high, low, close, vwap, volume, trades, quality"
 
 // Candles implements readmodel.Reader.
@@ -41,13 +52,7 @@ func (r *Reader) Candles(ctx context.Context, q readmodel.CandleQuery) (readmode
 	if err != nil {
 		return readmodel.CandlePage{}, err
 	}
-	from, to := beginning, end
-	if !q.From.IsZero() {
-		from = q.From
-	}
-	if !q.To.IsZero() {
-		to = q.To
-	}
+	from, to := bounds(q.From, q.To)
 	// One row past the page tells whether there is a next one, and where.
 	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
 		WHERE symbol = $1 AND interval = $2 AND start >= $3 AND start < $4
@@ -60,11 +65,18 @@ func (r *Reader) Candles(ctx context.Context, q readmodel.CandleQuery) (readmode
 	if err != nil {
 		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
 	}
-	if len(page.Candles) > q.Limit {
-		page.Next = readmodel.FormatCursor(page.Candles[q.Limit].Start)
-		page.Candles = page.Candles[:q.Limit]
-	}
+	page.Candles, page.Next = cut(page.Candles, q.Limit, func(c streams.Candle) time.Time { return c.Start })
 	return page, nil
+}
+
+// cut ends a page read one row long at limit, and names that row's start as
+// the next page's cursor: the extra row is how a query tells a next page is
+// there.
+func cut[T any](rows []T, limit int, start func(T) time.Time) ([]T, string) {
+	if len(rows) <= limit {
+		return rows, ""
+	}
+	return rows[:limit], readmodel.FormatCursor(start(rows[limit]))
 }
 
 func collectCandles(rows pgx.Rows, symbol string, iv streams.Interval, out []streams.Candle) ([]streams.Candle, error) {
@@ -102,47 +114,84 @@ func (r *Reader) LatestCandle(ctx context.Context, symbol string, iv streams.Int
 	return cs[0], nil
 }
 
+const predictionColumns = `start, target, horizon, model_id, close, log_return, predicted_close,
+	lower_bound, upper_bound, candle_seq, window_quality, model, sigma, forecasts`
+
 // LatestPrediction implements readmodel.Reader.
 func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error) {
 	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
 		return streams.Prediction{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
 	}
-	p := streams.Prediction{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
-	var horizon int32
-	var candleSeq int64
-	var window, forecasts []byte
-	var model *string
-	var sigma *float64
-	err := r.db.QueryRow(ctx, `SELECT start, target, horizon, model_id, close, log_return, predicted_close,
-		lower_bound, upper_bound, candle_seq, window_quality, model, sigma, forecasts FROM predictions
-		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv)).
-		Scan(&p.Start, &p.Target, &horizon, &p.ModelID, &p.Close, &p.LogReturn, &p.PredictedClose,
-			&p.Lower, &p.Upper, &candleSeq, &window, &model, &sigma, &forecasts)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return streams.Prediction{}, fmt.Errorf("%w: no %s prediction of %s", readmodel.ErrNotFound, iv, symbol)
-	}
+	rows, err := r.db.Query(ctx, "SELECT "+predictionColumns+` FROM predictions
+		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv))
 	if err != nil {
 		return streams.Prediction{}, fmt.Errorf("store: latest prediction: %w", err)
 	}
-	p.Start, p.Target = p.Start.UTC(), p.Target.UTC()
-	p.Horizon, p.CandleSeq = int(horizon), uint64(candleSeq)
-	if window != nil {
-		if err := json.Unmarshal(window, &p.Window); err != nil {
-			return streams.Prediction{}, fmt.Errorf("store: latest prediction window: %w", err)
+	ps, err := collectPredictions(rows, symbol, iv, nil)
+	if err != nil {
+		return streams.Prediction{}, fmt.Errorf("store: latest prediction: %w", err)
+	}
+	if len(ps) == 0 {
+		return streams.Prediction{}, fmt.Errorf("%w: no %s prediction of %s", readmodel.ErrNotFound, iv, symbol)
+	}
+	return ps[0], nil
+}
+
+// Predictions implements readmodel.Reader.
+func (r *Reader) Predictions(ctx context.Context, q readmodel.PredictionQuery) (readmodel.PredictionPage, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return readmodel.PredictionPage{}, err
+	}
+	from, to := bounds(q.From, q.To)
+	rows, err := r.db.Query(ctx, "SELECT "+predictionColumns+` FROM predictions
+		WHERE symbol = $1 AND interval = $2 AND start >= $3 AND start < $4
+		ORDER BY start LIMIT $5`, q.Symbol, int32(q.Interval), from, to, q.Limit+1)
+	if err != nil {
+		return readmodel.PredictionPage{}, fmt.Errorf("store: read predictions: %w", err)
+	}
+	page := readmodel.PredictionPage{Predictions: make([]streams.Prediction, 0, min(q.Limit, 64))}
+	if page.Predictions, err = collectPredictions(rows, q.Symbol, q.Interval, page.Predictions); err != nil {
+		return readmodel.PredictionPage{}, fmt.Errorf("store: read predictions: %w", err)
+	}
+	page.Predictions, page.Next = cut(page.Predictions, q.Limit, func(p streams.Prediction) time.Time { return p.Start })
+	return page, nil
+}
+
+func collectPredictions(rows pgx.Rows, symbol string, iv streams.Interval, out []streams.Prediction) ([]streams.Prediction, error) {
+	defer rows.Close()
+	for rows.Next() {
+		p := streams.Prediction{Schema: streams.Schema{V: streams.SchemaVersion}, Symbol: symbol, Interval: iv}
+		var horizon int32
+		var candleSeq int64
+		var window, forecasts []byte
+		var model *string
+		var sigma *float64
+		if err := rows.Scan(&p.Start, &p.Target, &horizon, &p.ModelID, &p.Close, &p.LogReturn, &p.PredictedClose,
+			&p.Lower, &p.Upper, &candleSeq, &window, &model, &sigma, &forecasts); err != nil {
+			return nil, err
 		}
-	}
-	if model != nil {
-		p.Model = *model
-	}
-	if sigma != nil {
-		p.Sigma = *sigma
-	}
-	if forecasts != nil {
-		if err := json.Unmarshal(forecasts, &p.Forecasts); err != nil {
-			return streams.Prediction{}, fmt.Errorf("store: latest prediction forecasts: %w", err)
+		p.Start, p.Target = p.Start.UTC(), p.Target.UTC()
+		p.Horizon, p.CandleSeq = int(horizon), uint64(candleSeq)
+		if window != nil {
+			if err := json.Unmarshal(window, &p.Window); err != nil {
+				return nil, fmt.Errorf("window of %s: %w", p.Start.Format(time.RFC3339), err)
+			}
 		}
+		if model != nil {
+			p.Model = *model
+		}
+		if sigma != nil {
+			p.Sigma = *sigma
+		}
+		if forecasts != nil {
+			if err := json.Unmarshal(forecasts, &p.Forecasts); err != nil {
+				return nil, fmt.Errorf("forecasts of %s: %w", p.Start.Format(time.RFC3339), err)
+			}
+		}
+		out = append(out, p)
 	}
-	return p, nil
+	return out, rows.Err()
 }
 
 // ModelEvaluations returns the models trained for a series with their

@@ -41,6 +41,7 @@ type Setup struct {
 func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
 	runChampion(t, newSetup)
 	runAlerts(t, newSetup)
+	runPredictions(t, newSetup)
 	t.Run("empty", func(t *testing.T) {
 		s := newSetup(t)
 		s.Sync(t)
@@ -348,6 +349,86 @@ func runAlerts(t *testing.T, newSetup func(t *testing.T) Setup) {
 		check(readmodel.AlertQuery{Symbol: "DOGE/USD"}, nil)
 		if _, err := s.Reader.Alerts(t.Context(), readmodel.AlertQuery{Symbol: "btc"}); !errors.Is(err, readmodel.ErrBadQuery) {
 			t.Fatalf("Alerts of a malformed symbol = %v, want ErrBadQuery", err)
+		}
+	})
+}
+
+// runPredictions is the prediction-history part of the contract: pages in
+// candle order whatever the stored order, bounds, limit and cursor like
+// candles, other series kept out, a revision replacing what it revises.
+func runPredictions(t *testing.T, newSetup func(t *testing.T) Setup) {
+	t.Run("prediction history", func(t *testing.T) {
+		s := newSetup(t)
+		btc := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 130)
+		var want []streams.Prediction
+		for i, c := range btc[:len(btc)-1] {
+			cov := 0.75 + float64(i)/1000
+			want = append(want, streams.Prediction{
+				Schema: streams.Schema{V: streams.SchemaVersion},
+				Symbol: c.Symbol, Interval: c.Interval, Start: c.Start, Target: btc[i+1].Start, Horizon: 1,
+				ModelID: streams.ModelNoChange, Close: c.Close, PredictedClose: c.Close,
+				Lower: c.Close * 0.999, Upper: c.Close * 1.001, CandleSeq: uint64(i + 1), Model: streams.ModelNoChange, Sigma: 0.0005,
+				Forecasts: []streams.HorizonForecast{{Horizon: 1, Target: btc[i+1].Start, Model: streams.ModelNoChange, ModelID: streams.ModelNoChange,
+					PredictedClose: c.Close, Sigma: 0.0005, Ready: true,
+					Intervals: []streams.ForecastInterval{{Level: 0.8, Lower: c.Close * 0.999, Upper: c.Close * 1.001, Coverage: &cov, Covered: i}}}},
+			})
+		}
+		// Stored out of order, with other series beside them and a first
+		// version of one prediction that a later one replaces.
+		stored := slices.Clone(want)
+		rand.New(rand.NewPCG(3, 4)).Shuffle(len(stored), func(i, j int) { stored[i], stored[j] = stored[j], stored[i] })
+		first := want[40]
+		first.PredictedClose, first.ModelID = first.Close*1.0005, "m-old"
+		eth, fiveMin := want[0], want[5]
+		eth.Symbol = "ETH/USD"
+		fiveMin.Interval = streams.Interval5m
+		for _, p := range append([]streams.Prediction{first, eth, fiveMin}, stored...) {
+			m, err := streams.NewMsg(&p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A fresh message id, as a revision published after the dedup
+			// window has.
+			m.Header.Set(nats.MsgIdHdr, m.Header.Get(nats.MsgIdHdr)+fmt.Sprintf(":%d:%s", p.CandleSeq, p.ModelID))
+			if _, err := s.JS.PublishMsg(t.Context(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Sync(t)
+		check := func(q readmodel.PredictionQuery, want []streams.Prediction, next string) {
+			t.Helper()
+			page, err := s.Reader.Predictions(t.Context(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page.Predictions) != len(want) {
+				t.Fatalf("Predictions(%+v): %d, want %d", q, len(page.Predictions), len(want))
+			}
+			for i := range want {
+				if !reflect.DeepEqual(page.Predictions[i], want[i]) {
+					t.Fatalf("Predictions(%+v)[%d] = %+v\nwant %+v", q, i, page.Predictions[i], want[i])
+				}
+			}
+			if page.Next != next {
+				t.Fatalf("Predictions(%+v).Next = %q, want %q", q, page.Next, next)
+			}
+		}
+		check(readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval1m}, want, "")
+		from, to := want[10].Start, want[100].Start
+		check(readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: from, To: to, Limit: 50}, want[10:60], readmodel.FormatCursor(want[60].Start))
+		check(readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: from, To: to, Limit: 50, After: readmodel.FormatCursor(want[60].Start)}, want[60:100], "")
+		check(readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: want[3].Start.Add(time.Second), Limit: 1}, want[4:5], readmodel.FormatCursor(want[5].Start))
+		check(readmodel.PredictionQuery{Symbol: "DOGE/USD", Interval: streams.Interval1m}, nil, "")
+		check(readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval15m}, nil, "")
+		page, err := s.Reader.Predictions(t.Context(), readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, Limit: 100000})
+		if err != nil || len(page.Predictions) != len(want) {
+			t.Fatalf("a huge limit: %d, %v", len(page.Predictions), err)
+		}
+		if _, err := s.Reader.Predictions(t.Context(), readmodel.PredictionQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: to, To: from}); !errors.Is(err, readmodel.ErrBadQuery) {
+			t.Fatalf("To before From = %v, want ErrBadQuery", err)
+		}
+		if _, err := s.Reader.Predictions(t.Context(), readmodel.PredictionQuery{Symbol: "btc", Interval: streams.Interval1m}); !errors.Is(err, readmodel.ErrBadQuery) {
+			t.Fatalf("a malformed symbol = %v, want ErrBadQuery", err)
 		}
 	})
 }
