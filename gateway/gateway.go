@@ -213,6 +213,10 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	g.sessions.OnChange(h.Revalidate)
 	if d.Rules != nil {
 		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)
+		g.rules.OnUnreadable = func(id string, err error) {
+			g.m.ruleRejects.WithLabelValues("stored_unreadable").Inc()
+			g.log.Error("stored alert rule skipped: it does not decode", "rule_id", id, "err", err)
+		}
 		g.reaper = newRuleReaper()
 		g.sessions.OnGone(g.reaper.add)
 	}

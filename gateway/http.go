@@ -179,7 +179,7 @@ type metrics struct {
 	audit    *prometheus.CounterVec
 	logins   *prometheus.CounterVec
 	// ruleRejects counts alert rules refused, by reason (malformed,
-	// invalid, webhook).
+	// invalid, webhook), and stored ones skipped (stored_unreadable).
 	ruleRejects *prometheus.CounterVec
 }
 
@@ -192,7 +192,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors:      f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_request_errors_total", Help: "HTTP requests answered with an error, by route and error class (client or server)."}, []string{"route", "class"}),
 		audit:       f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_audit_events_total", Help: "Audit events by outcome of their publication (ok or failed)."}, []string{"result"}),
 		logins:      f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_logins_total", Help: "Login attempts by outcome (ok, invalid, rate_limited)."}, []string{"outcome"}),
-		ruleRejects: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_alert_rules_rejected_total", Help: "Alert rules refused, by reason (malformed, invalid, webhook)."}, []string{"reason"}),
+		ruleRejects: f.NewCounterVec(prometheus.CounterOpts{Name: "cryptostream_gateway_alert_rules_rejected_total", Help: "Alert rules refused, by reason (malformed, invalid, webhook), and stored rules skipped because they do not decode (stored_unreadable)."}, []string{"reason"}),
 	}
 }
 

@@ -30,6 +30,9 @@ var (
 	ErrRuleNotFound = errors.New("notifier: rule not found")
 	ErrConflict     = errors.New("notifier: rule changed concurrently")
 	ErrTooManyRules = errors.New("notifier: too many rules")
+	// ErrUnreadableRule is a stored rule that does not decode (or of
+	// another schema version).
+	ErrUnreadableRule = errors.New("notifier: unreadable stored rule")
 )
 
 // Store keeps rules in the alert-rules bucket, one key per rule id, every
@@ -39,6 +42,10 @@ type Store struct {
 	now func() time.Time
 	// MaxPerUser caps the rules one owner may hold (0: no cap).
 	MaxPerUser int
+	// OnUnreadable, when set, hears of every stored rule a listing skips
+	// because it does not decode: one bad entry must not stop every
+	// listing (nor the sweeps built on them).
+	OnUnreadable func(id string, err error)
 }
 
 // NewStore returns a store over kv.
@@ -71,10 +78,10 @@ func ValidID(id string) bool {
 func DecodeRule(b []byte) (Rule, error) {
 	var r Rule
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("notifier: decode rule: %w", err)
+		return r, fmt.Errorf("%w: %w", ErrUnreadableRule, err)
 	}
 	if r.V != streams.SchemaVersion {
-		return r, fmt.Errorf("notifier: rule %s has schema version %d", r.ID, r.V)
+		return r, fmt.Errorf("%w: rule %s has schema version %d", ErrUnreadableRule, r.ID, r.V)
 	}
 	return r, nil
 }
@@ -129,6 +136,12 @@ func (s *Store) list(ctx context.Context, keep func(Rule) bool) ([]Rule, error) 
 		r, _, err := s.Get(ctx, k)
 		if errors.Is(err, ErrRuleNotFound) {
 			continue // deleted since the listing
+		}
+		if errors.Is(err, ErrUnreadableRule) {
+			if s.OnUnreadable != nil {
+				s.OnUnreadable(k, err)
+			}
+			continue
 		}
 		if err != nil {
 			return nil, err

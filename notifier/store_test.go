@@ -189,3 +189,34 @@ func TestDeleteOwnedAndOrphans(t *testing.T) {
 		}
 	}
 }
+
+// A stored rule that does not decode is skipped by every listing, and
+// reported, instead of failing them all: the other rules still list, and
+// the sweeps built on listings still run.
+func TestUnreadableRuleIsSkipped(t *testing.T) {
+	kv := rulesBucket(t)
+	st := notifier.NewStore(kv, 0, nil)
+	var bad []string
+	st.OnUnreadable = func(id string, err error) {
+		if !errors.Is(err, notifier.ErrUnreadableRule) {
+			t.Errorf("reported %v", err)
+		}
+		bad = append(bad, id)
+	}
+	good, err := st.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPriceCross, Symbol: "BTC/USD", Threshold: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, raw := range map[string]string{"rgarbage": `{"id":`, "rfuture": `{"v":99,"id":"rfuture","owner":"alice","owner_id":"id-alice"}`} {
+		if _, err := kv.Put(t.Context(), id, []byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := st.List(t.Context())
+	if err != nil || len(all) != 1 || all[0].ID != good.ID || len(bad) != 2 {
+		t.Fatalf("listed %v (%v), skipped %v", all, err, bad)
+	}
+	if gone, err := st.DeleteOwned(t.Context(), "id-alice"); err != nil || len(gone) != 1 {
+		t.Fatalf("deleted %v, %v", gone, err)
+	}
+}
