@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { subscribe } from "../live.js";
-import { time, num, INTERVALS } from "../format.js";
+import { time, num } from "../format.js";
+import { useIntervals } from "../intervals.jsx";
 
 // The rules are the notifier's (GET/POST /alerts/rules, GET/PUT/DELETE
 // /alerts/rules/{id}, POST /alerts/rules/preview, GET /alerts/history).
@@ -50,6 +51,7 @@ function describe(r) {
 
 export function Alerts({ s }) {
   const admin = s.role === "admin";
+  const runIvs = useIntervals("1m");
   const [rules, setRules] = useState(null);
   const [history, setHistory] = useState([]);
   const [next, setNext] = useState(null);
@@ -146,7 +148,7 @@ export function Alerts({ s }) {
           <input name="name" defaultValue={r.name || ""} placeholder="name" maxLength={100} />
           <Choice name="kind" cur={r.kind || "price_cross"} options={KINDS.filter((k) => admin || !k[2])} />
           <input name="symbol" defaultValue={r.symbol ?? "BTC/USD"} placeholder="BTC/USD" />
-          <Choice name="interval" cur={r.interval || "1m"} options={INTERVALS.map((i) => [i, i])} />
+          <Choice name="interval" cur={r.interval || runIvs[0]} options={[...new Set([r.interval, ...runIvs].filter(Boolean))].map((i) => [i, i])} />
           <Choice name="direction" cur={r.direction || "either"} options={[["either", "either way"], ["up", "up"], ["down", "down"]]} />
           <input name="threshold" type="number" step="any" defaultValue={r.threshold ?? ""} placeholder="threshold" />
           <input name="window" defaultValue={r.window || ""} placeholder="window, e.g. 15m" />
