@@ -39,6 +39,7 @@ export function Asset({ sym, query }) {
   const [state, setState] = useState({ loading: true, err: "", refused: "" });
   const [last, setLast] = useState(null);
   const [pred, setPred] = useState(null); // the latest prediction event, as sent
+  const [pastErr, setPastErr] = useState(""); // why past predictions could not be read
   // The fan reaches the horizon chosen (?fh=, in bars), else the farthest
   // that leaves the candles at least three quarters of the chart.
   const hs = horizons(pred);
@@ -142,20 +143,25 @@ export function Asset({ sym, query }) {
         let candles = [];
         if (lastT) {
           const from = Math.max(lastT - range, lastT - (MAX_BARS - 1) * seconds(iv));
-          candles = await history(sym, iv, from, MAX_BARS);
-          // The predictions whose targets are in the range, made before the
-          // page opened: drawn against the closes and scored from the
-          // start, not only from when the page opened.
-          const past = await predictionHistory(sym, iv, from - seconds(iv), lastT + seconds(iv), MAX_PREDS).catch(() => []);
+          // The candles, the alerts fired and the predictions whose targets
+          // are in the range, read at once: the predictions made before
+          // the page opened are drawn against the closes and scored from
+          // the start, not only from when the page opened.
+          let past, fired, pastErr = "";
+          [candles, past, fired] = await Promise.all([
+            history(sym, iv, from, MAX_BARS),
+            predictionHistory(sym, iv, from - seconds(iv), lastT + seconds(iv), MAX_PREDS).catch((e) => { pastErr = e.message; return []; }),
+            get(`/crypto/alert_history/${assetToken(sym)}?from=${from}`).catch(() => ({ alerts: [] })),
+          ]);
           if (dead) return;
-          // Sorted by target, and a live one (already in preds) is the same
-          // prediction: the history fills in before it.
+          // Oldest first, and a live one (already in preds) is the same
+          // prediction: the history goes in before it.
           const live = [...preds.entries()];
           preds.clear();
           for (const p of past) addPred(p);
           for (const [t, q] of live) preds.set(t, q);
-          const fired = await get(`/crypto/alert_history/${assetToken(sym)}?from=${from}`).catch(() => ({ alerts: [] }));
           alerts = fired.alerts.map((a) => ({ time: Math.floor(unix(a.at) / seconds(iv)) * seconds(iv), kind: a.kind }));
+          setPastErr(pastErr);
         }
         if (dead) return;
         chart.setHistory(candles.map(bar));
@@ -226,6 +232,7 @@ export function Asset({ sym, query }) {
         </div>
         <div><h3>Realised error</h3>
           <p id="realised" data-n={score.n}>{score.n ? <>MAE {num(score.mae)} over {score.n} since {time(score.since)}{score.banded ? <> · {share(score.covered)} inside the {levelName(score.level)} interval (of {score.banded})</> : ""}</> : <small>none scored yet</small>}</p>
+          {pastErr && <p class="error" id="past-error"><small>Predictions made before the page opened cannot be read ({pastErr}): scored from now on only.</small></p>}
         </div>
         <div><h3>Last candle</h3>
           <p>{last ? <>{time(last.time)}<br /><small>O {num(last.open)} H {num(last.high)} L {num(last.low)} V {num(last.volume, 4)}</small></> : "—"}</p>

@@ -203,7 +203,7 @@ function Report({ r, id }) {
       <div class="scroll">
         <table id="backtest-point">
           <thead><tr><th>Forecast</th><th class="num">n</th><th class="num">MAE (log return)</th><th class="num">MSE</th><th class="num">R²</th><th class="num">Direction</th></tr></thead>
-          <tbody>{err3(r.model, p.model, "model")}{err3("no change", p.no_change, "no_change")}{err3("last return", p.last_return, "last_return")}</tbody>
+          <tbody>{err3(r.model === "no-change" ? "backtested (no-change)" : `backtested: ${r.model}`, p.model, "model")}{err3("no change", p.no_change, "no_change")}{err3("last return", p.last_return, "last_return")}</tbody>
         </table>
       </div>
       <h3>Interval coverage</h3>
