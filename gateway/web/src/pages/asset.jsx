@@ -20,6 +20,8 @@ function predPoint(p) {
   return { start: unix(p.start ?? p.time), target: unix(p.target), close: p.close, predicted_close: p.predicted_close, lower: p.lower, upper: p.upper, level };
 }
 const MAX_PREDS = MAX_BARS + 100;
+// The widest range GET /prediction/history serves (gateway.MaxPredictionSpan).
+const MAX_PRED_SPAN = 31 * 86400;
 
 function ingestAt(c) {
   const h = (c.trace || []).find((x) => x.stage === "ingest");
@@ -150,7 +152,7 @@ export function Asset({ sym, query }) {
           let past, fired, pastErr = "";
           [candles, past, fired] = await Promise.all([
             history(sym, iv, from, MAX_BARS),
-            predictionHistory(sym, iv, from - seconds(iv), lastT + seconds(iv), MAX_PREDS).catch((e) => { pastErr = e.message; return []; }),
+            predictionHistory(sym, iv, Math.max(from - seconds(iv), lastT + seconds(iv) - MAX_PRED_SPAN), lastT + seconds(iv), MAX_PREDS).catch((e) => { pastErr = e.message; return []; }),
             get(`/crypto/alert_history/${assetToken(sym)}?from=${from}`).catch(() => ({ alerts: [] })),
           ]);
           if (dead) return;
