@@ -227,6 +227,9 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 	warmFrom := cfg.From.Add(-time.Duration(cfg.Warmup) * cfg.Interval.Duration())
 	run.first = -1
 	var last time.Time
+	// The candle is decoded once, here, and handed to the features stage
+	// as the message's Value; cur is reused, since the stage copies it.
+	var cur streams.Candle
 	tap := func(yield func(pipeline.Msg, error) bool) {
 		defer func() {
 			if cfg.Progress != nil {
@@ -244,8 +247,10 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 			if run.Counts.Read++; cfg.Progress != nil && run.Counts.Read%1024 == 0 {
 				cfg.Progress(run.Counts.Read)
 			}
-			c, derr := streams.Decode[streams.Candle](m.Data)
+			c, derr := pipeline.Decode[streams.Candle](m)
 			if derr == nil {
+				cur = c
+				m.Value = &cur
 				if c.Start.Before(warmFrom) || c.Start.After(cfg.To) {
 					continue
 				}
@@ -286,15 +291,10 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 				yield(pipeline.Msg{}, err)
 				return
 			}
-			// As the features worker publishes it (streams.NewMsg), so
-			// that the predictor stage decodes what it decodes live.
-			data, err := streams.EncodeBinary(v)
-			if err != nil {
-				yield(pipeline.Msg{}, err)
-				return
-			}
+			// Handed on decoded: the binary encoding the live worker
+			// publishes (streams.NewMsg) gives back the same vector.
 			seq++
-			if !yield(pipeline.Msg{Stream: streams.StreamFeatures, Subject: v.Subject(), Seq: seq, Time: out.In.Time, Data: data}, nil) {
+			if !yield(pipeline.Msg{Stream: streams.StreamFeatures, Subject: v.Subject(), Seq: seq, Time: out.In.Time, Value: v}, nil) {
 				return
 			}
 		}

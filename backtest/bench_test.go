@@ -2,9 +2,11 @@ package backtest_test
 
 import (
 	"bufio"
+	"iter"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,19 +54,87 @@ func benchConfig(cs []streams.Candle) backtest.Config {
 }
 
 // BenchmarkReplayMemory: the whole Binance file through the features and
-// predictor stages and the report, from memory, no JetStream.
+// predictor stages and the report, from memory, no JetStream. decoded
+// hands the stages candles already decoded (Msg.Value): the cost of the
+// backtest itself; json gives them as MARKET stores them, to be decoded.
 func BenchmarkReplayMemory(b *testing.B) {
 	cs := binanceCandles(b)
+	for _, tc := range []struct {
+		name string
+		ms   []pipeline.Msg
+	}{{"decoded", values(cs)}, {"json", msgs(b, cs)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu := cpuTime(b)
+			for b.Loop() {
+				backtestOnce(b, cs, pipeline.Msgs(tc.ms), nil)
+			}
+			reportRate(b, len(cs), cpu)
+		})
+	}
+}
+
+// backtestOnce is one backtest of cs, read from candles, and its report.
+func backtestOnce(b *testing.B, cs []streams.Candle, candles iter.Seq2[pipeline.Msg, error], hist pipeline.History) {
+	run, err := backtest.Replay(b.Context(), benchConfig(cs), candles, hist)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if run.Counts.Candles != len(cs) {
+		b.Fatalf("%d of %d candles", run.Counts.Candles, len(cs))
+	}
+	_ = run.Report(backtest.Strategy{Fees: 0.001})
+}
+
+// BenchmarkDecodeCandles: the JSON decode of the Binance file's candles
+// alone, the ceiling of any backtest that reads them from MARKET.
+func BenchmarkDecodeCandles(b *testing.B) {
+	cs := binanceCandles(b)
 	ms := msgs(b, cs)
-	b.ResetTimer()
+	b.ReportAllocs()
+	cpu := cpuTime(b)
 	for b.Loop() {
-		run, err := backtest.Replay(b.Context(), benchConfig(cs), pipeline.Msgs(ms), nil)
-		if err != nil {
+		for _, m := range ms {
+			if _, err := streams.Decode[streams.Candle](m.Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	reportRate(b, len(cs), cpu)
+}
+
+// values are the candles as MARKET messages carrying their decoded value
+// and no data.
+func values(cs []streams.Candle) []pipeline.Msg {
+	out := make([]pipeline.Msg, len(cs))
+	for i := range cs {
+		out[i] = pipeline.Msg{Stream: streams.StreamMarket, Subject: cs[i].Subject(), Seq: uint64(i + 1), Value: &cs[i]}
+	}
+	return out
+}
+
+// cpuTime reads the process's CPU time (user and system) from the time it
+// is called: a rate per CPU second holds on a machine busy with other
+// work, where the wall-clock rate follows the load.
+func cpuTime(b *testing.B) func() time.Duration {
+	read := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 			b.Fatal(err)
 		}
-		_ = run.Report(backtest.Strategy{Fees: 0.001})
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	b.ReportMetric(float64(len(cs))*float64(b.N)/b.Elapsed().Seconds(), "candles/s")
+	start := read()
+	return func() time.Duration { return read() - start }
+}
+
+// reportRate reports candles per second of wall time and CPU nanoseconds
+// per candle (all the process's threads: with -cpu 1, the one core and
+// the runtime's own).
+func reportRate(b *testing.B, n int, cpu func() time.Duration) {
+	total := float64(n) * float64(b.N)
+	b.ReportMetric(total/b.Elapsed().Seconds(), "candles/s")
+	b.ReportMetric(float64(cpu().Nanoseconds())/total, "cpu-ns/candle")
 }
 
 // storedMarket is an embedded JetStream holding the whole Binance file in
@@ -103,6 +173,7 @@ func BenchmarkReplayMarket(b *testing.B) {
 	js := storedMarket(b, cs)
 	start := cs[0].Start.Add(-time.Hour)
 	b.Run("raw", func(b *testing.B) {
+		cpu := cpuTime(b)
 		for b.Loop() {
 			n := 0
 			for _, err := range backtest.Market(b.Context(), js, streams.Interval1m, symbol, start) {
@@ -115,19 +186,13 @@ func BenchmarkReplayMarket(b *testing.B) {
 				b.Fatalf("read %d of %d", n, len(cs))
 			}
 		}
-		b.ReportMetric(float64(len(cs))*float64(b.N)/b.Elapsed().Seconds(), "candles/s")
+		reportRate(b, len(cs), cpu)
 	})
 	b.Run("backtest", func(b *testing.B) {
+		cpu := cpuTime(b)
 		for b.Loop() {
-			run, err := backtest.Replay(b.Context(), benchConfig(cs), backtest.Market(b.Context(), js, streams.Interval1m, symbol, start), pipeline.StreamHistory{JS: js})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if run.Counts.Candles != len(cs) {
-				b.Fatalf("%d of %d candles", run.Counts.Candles, len(cs))
-			}
-			_ = run.Report(backtest.Strategy{Fees: 0.001})
+			backtestOnce(b, cs, backtest.Market(b.Context(), js, streams.Interval1m, symbol, start), pipeline.StreamHistory{JS: js})
 		}
-		b.ReportMetric(float64(len(cs))*float64(b.N)/b.Elapsed().Seconds(), "candles/s")
+		reportRate(b, len(cs), cpu)
 	})
 }

@@ -108,3 +108,24 @@ func ReversalPredictions(cs []streams.Candle) []streams.Prediction {
 	}
 	return out
 }
+
+// Failing gives each prediction the horizons 1 and 15 (the reversal's
+// forecast, and no-change at 15) with the live score's failing flag raised
+// at horizon 15 on the predictions made in [from, to) of each span: what a
+// forecast-failing alert test needs, the flag the predictor sets itself
+// only after a day of outcomes.
+func Failing(ps []streams.Prediction, spans ...[2]time.Time) {
+	for i := range ps {
+		p := &ps[i]
+		f15 := streams.HorizonForecast{Horizon: 15, Target: p.Start.Add(15 * p.Interval.Duration()), Model: streams.ModelNoChange,
+			ModelID: streams.ModelNoChange, PredictedClose: p.Close}
+		for _, s := range spans {
+			if !p.Start.Before(s[0]) && p.Start.Before(s[1]) {
+				f15.Failing = true
+				f15.FailingReason = "the 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"
+			}
+		}
+		p.Forecasts = []streams.HorizonForecast{{Horizon: 1, Target: p.Target, Model: "reversal", ModelID: p.ModelID,
+			LogReturn: p.LogReturn, PredictedClose: p.PredictedClose}, f15}
+	}
+}

@@ -130,7 +130,7 @@ func (v *Vectors) Warm(ctx context.Context, h pipeline.History, key string, firs
 	}
 	s := NewSeries(v.calc)
 	for _, m := range msgs {
-		c, err := streams.Decode[streams.Candle](m.Data)
+		c, err := pipeline.Decode[streams.Candle](m)
 		if err != nil {
 			continue // rejected when it was first delivered
 		}
@@ -147,7 +147,7 @@ func (v *Vectors) Reset(key string) { delete(v.series, key) }
 // covers the lookback. A candle older than the window is rejected; a
 // duplicate or a late one is skipped.
 func (v *Vectors) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, error) {
-	c, err := streams.Decode[streams.Candle](m.Data)
+	c, err := pipeline.Decode[streams.Candle](m)
 	if err != nil {
 		v.candles.WithLabelValues("invalid").Inc()
 		return nil, fmt.Errorf("features: %w", err)

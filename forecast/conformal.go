@@ -8,8 +8,10 @@ import (
 // Calibration is the split-conformal calibration set of one horizon: the
 // last Size standardised errors |actual − center| / sigma whose outcome is
 // known, kept in arrival order (to drop the oldest) and sorted (to read a
-// quantile). Adding is a binary search and a copy within a fixed array: no
-// allocation once full.
+// quantile). Once full, adding moves only the scores ranked between the
+// one dropped and the one added, by one place: on a stationary stream that
+// is a third of the window on average, where deleting and then inserting
+// moves a whole window's length. No allocation once full.
 type Calibration struct {
 	size   int
 	fifo   []float64 // ring, oldest at next when full
@@ -25,22 +27,32 @@ func NewCalibration(size int) *Calibration {
 // Len is the number of scores held.
 func (c *Calibration) Len() int { return len(c.sorted) }
 
-// Add records a score, dropping the oldest when full.
+// Add records a score, dropping the oldest when full. NaN is ignored.
 func (c *Calibration) Add(s float64) {
 	if math.IsNaN(s) {
 		return
 	}
 	if len(c.fifo) < c.size {
 		c.fifo = append(c.fifo, s)
-	} else {
-		old := c.fifo[c.next]
-		c.fifo[c.next] = s
-		c.next = (c.next + 1) % c.size
-		i, _ := slices.BinarySearch(c.sorted, old)
-		c.sorted = slices.Delete(c.sorted, i, i+1)
+		i, _ := slices.BinarySearch(c.sorted, s)
+		c.sorted = slices.Insert(c.sorted, i, s)
+		return
 	}
-	i, _ := slices.BinarySearch(c.sorted, s)
-	c.sorted = slices.Insert(c.sorted, i, s)
+	old := c.fifo[c.next]
+	c.fifo[c.next] = s
+	c.next = (c.next + 1) % c.size
+	// i is where old sits, j the first place holding a score ≥ s.
+	i, _ := slices.BinarySearch(c.sorted, old)
+	j, _ := slices.BinarySearch(c.sorted, s)
+	if j > i {
+		// Everything in (i, j) lies in [old, s): one place down.
+		copy(c.sorted[i:j-1], c.sorted[i+1:j])
+		c.sorted[j-1] = s
+		return
+	}
+	// Everything in [j, i) lies in [s, old]: one place up, over old.
+	copy(c.sorted[j+1:i+1], c.sorted[j:i])
+	c.sorted[j] = s
 }
 
 // Quantile is the split-conformal multiplier for miscoverage alpha: the

@@ -26,6 +26,7 @@ type ruleBody struct {
 	Threshold  *float64           `json:"threshold"`
 	Window     notifier.Duration  `json:"window"`
 	Count      int                `json:"count"`
+	Horizon    notifier.Duration  `json:"horizon"`
 	Per        notifier.Per       `json:"per"`
 	Trigger    notifier.Trigger   `json:"trigger"`
 	Cooldown   notifier.Duration  `json:"cooldown"`
@@ -40,7 +41,7 @@ type ruleBody struct {
 
 func (b ruleBody) rule() notifier.Rule {
 	r := notifier.Rule{Name: b.Name, Kind: b.Kind, Symbol: b.Symbol, Interval: b.Interval, Direction: b.Direction,
-		Window: b.Window, Count: b.Count, Per: b.Per, Trigger: b.Trigger, Cooldown: b.Cooldown, Hysteresis: b.Hysteresis,
+		Window: b.Window, Count: b.Count, Horizon: b.Horizon, Per: b.Per, Trigger: b.Trigger, Cooldown: b.Cooldown, Hysteresis: b.Hysteresis,
 		ExpiresAt: b.ExpiresAt, Webhook: b.Webhook, Disabled: b.Disabled}
 	if b.Threshold != nil {
 		r.Threshold = *b.Threshold
@@ -70,6 +71,7 @@ type ruleView struct {
 	Threshold  float64            `json:"threshold"`
 	Window     string             `json:"window,omitempty"`
 	Count      int                `json:"count,omitempty"`
+	Horizon    string             `json:"horizon,omitempty"`
 	Per        notifier.Per       `json:"per,omitempty"`
 	Trigger    notifier.Trigger   `json:"trigger"`
 	Cooldown   string             `json:"cooldown,omitempty"`
@@ -94,6 +96,9 @@ func viewRule(r notifier.Rule) ruleView {
 	}
 	if r.Cooldown > 0 {
 		v.Cooldown = r.Cooldown.D().String()
+	}
+	if r.Horizon > 0 {
+		v.Horizon = r.Horizon.D().String()
 	}
 	if r.Webhook != nil {
 		v.Webhook = &webhookView{URL: r.Webhook.URL, Format: r.Webhook.Format, SecretSet: r.Webhook.Secret != ""}
@@ -228,7 +233,7 @@ func (g *Gateway) decodeRule(w http.ResponseWriter, r *http.Request, u streams.U
 		g.m.ruleRejects.WithLabelValues("malformed").Inc()
 		return notifier.Rule{}, err
 	}
-	if body.Threshold == nil && !body.Kind.Security() {
+	if body.Threshold == nil && body.Kind.NeedsThreshold() {
 		g.m.ruleRejects.WithLabelValues("invalid").Inc()
 		return notifier.Rule{}, errorf(http.StatusBadRequest, "invalid_threshold", "threshold is required")
 	}
@@ -444,7 +449,7 @@ func (g *Gateway) previewRange(w http.ResponseWriter, r *http.Request, body *rul
 		}
 		rule.FiredAt = nil // a spent once rule still previews its firing
 	default:
-		if body.Threshold == nil && !body.Kind.Security() {
+		if body.Threshold == nil && body.Kind.NeedsThreshold() {
 			g.fail(w, r, errorf(http.StatusBadRequest, "invalid_threshold", "threshold is required"))
 			return
 		}
@@ -550,7 +555,7 @@ func (g *Gateway) previewInputs(ctx context.Context, rule notifier.Rule, from, t
 	}
 	// After the candles: a stable sort by event time keeps a candle before
 	// a prediction of the same instant, the order they reach the worker.
-	if rule.Kind == notifier.KindPredictedMove || rule.Kind == notifier.KindModelError {
+	if rule.Kind.OnPredictions() {
 		var err error
 		n.predictions, err = read(streams.StreamPredictions, streams.PredictionSubject(rule.Interval, rule.Symbol), func(b []byte) (notifier.Input, error) {
 			p, err := streams.Decode[streams.Prediction](b)

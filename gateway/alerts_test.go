@@ -485,6 +485,7 @@ func TestAlertRulePreviewEveryKind(t *testing.T) {
 	}
 	publishCandles(t, s, cs)
 	ps := datatest.ReversalPredictions(cs)
+	datatest.Failing(ps, [2]time.Time{from.Add(time.Hour), from.Add(2 * time.Hour)}, [2]time.Time{from.Add(200 * time.Minute), from.Add(230 * time.Minute)})
 	for i := range ps {
 		publish(t, s, &ps[i])
 	}
@@ -494,6 +495,7 @@ func TestAlertRulePreviewEveryKind(t *testing.T) {
 		{"kind": "volatility_spike", "symbol": "BTC/USD", "threshold": 2, "window": "10m", "count": 6, "cooldown": "30m"},
 		{"kind": "predicted_move", "symbol": "BTC/USD", "threshold": 0.3, "hysteresis": 0.2},
 		{"kind": "model_error", "symbol": "BTC/USD", "threshold": 0, "count": 10, "hysteresis": 0.1, "cooldown": "20m"},
+		{"kind": "forecast_failing", "symbol": "BTC/USD", "horizon": "15m"},
 	}
 	security := []map[string]any{
 		{"kind": "failed_logins", "count": 20, "window": "1m", "per": "username"},

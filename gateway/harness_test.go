@@ -96,6 +96,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 		t.Fatal(err)
 	}
 	cfg := gateway.Config{BcryptCost: bcrypt.MinCost, LoginUserBurst: 50, LoginIPBurst: 1000, LoginIPEvery: time.Millisecond, LoginUserEvery: time.Millisecond,
+		LoginBrakeBurst: 1000, LoginBrakeEvery: time.Millisecond,
 		Hub: hub.Config{QueueSize: 16, MaxPending: 64}}
 	d := gateway.Deps{
 		Publisher: js, Reader: readmodel.NewJetStream(js),

@@ -3,9 +3,11 @@
 // that the active instance renews with a compare-and-swap on its revision,
 // and that a standby takes over, with a compare-and-swap on the revision it
 // last saw, once nobody renewed it for a TTL. The work runs only while the
-// lease is held, and is stopped as soon as it is lost or cannot be renewed
-// in time, so that two instances never both work; what they produce still
-// carries deterministic message ids, the last guard, not the plan.
+// lease is held, and is stopped as soon as it is lost, or at a local
+// deadline a margin before anyone could take it over (see Margin) when no
+// renewal came back in time, however long the bucket takes to answer; so
+// two instances never both work. What they produce still carries
+// deterministic message ids, the last guard, not the plan.
 package lease
 
 import (
@@ -44,7 +46,16 @@ type Config struct {
 	// OnActive, when set, is told when this instance becomes active
 	// (true) and when its work has stopped after it was (false).
 	OnActive func(active bool)
+	// Now is the clock of the lease's deadline; time.Now when nil.
+	Now func() time.Time
 }
+
+// Margin is how long before a lease can first be taken over that its
+// holder stops its work: the holder counts the lease from the moment it
+// sent the last renewal that came back, since nobody can have seen that
+// renewal earlier, and stops TTL less a margin later unless another
+// renewal came back meanwhile, however long a stalled call takes.
+func Margin(ttl time.Duration) time.Duration { return ttl / 5 }
 
 // NewID is a random instance id.
 func NewID() string {
@@ -81,6 +92,10 @@ func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) e
 	if cfg.OnActive == nil {
 		cfg.OnActive = func(bool) {}
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	deadline := func(sent time.Time) time.Time { return sent.Add(cfg.TTL - Margin(cfg.TTL)) }
 	log := cfg.Log.With("lease", cfg.Key, "instance", cfg.ID)
 	w, err := st.Watch(ctx, cfg.Key)
 	if err != nil {
@@ -99,7 +114,7 @@ func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) e
 			}
 			mu.Lock()
 			if e.Operation() == jetstream.KeyValuePut {
-				last = seen{holder: string(e.Value()), rev: e.Revision(), at: time.Now(), ok: true}
+				last = seen{holder: string(e.Value()), rev: e.Revision(), at: cfg.Now(), ok: true}
 			} else {
 				last = seen{}
 			}
@@ -108,13 +123,23 @@ func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) e
 	}()
 
 	var (
-		rev     uint64
-		renewed time.Time
-		cancel  context.CancelFunc
-		done    chan error
+		rev uint64
+		// until is when the work must have stopped, unless a renewal
+		// comes back; expire fires then.
+		until  time.Time
+		expire = time.NewTimer(time.Hour)
+		cancel context.CancelFunc
+		done   chan error
 	)
+	expire.Stop()
+	defer expire.Stop()
+	setUntil := func(t time.Time) {
+		until = t
+		expire.Reset(until.Sub(cfg.Now()))
+	}
 	active := func() bool { return cancel != nil }
 	stop := func() error {
+		expire.Stop()
 		cancel()
 		err := <-done
 		cancel, done = nil, nil
@@ -148,15 +173,29 @@ func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) e
 				err = errors.New("lease: work returned while active")
 			}
 			return err
+		case <-expire.C:
+			if active() && !cfg.Now().Before(until) {
+				// The bucket did not answer in time: whoever takes
+				// over may soon be working.
+				log.Warn("lease not renewed in time, standing by")
+				if err := stop(); err != nil {
+					log.Warn("work stopped with an error", "err", err)
+				}
+			} else if active() {
+				setUntil(until) // an injected clock behind the timer
+			}
+			continue
 		case <-tick.C:
 		}
-		ictx, c := context.WithTimeout(ctx, cfg.TTL)
 		if active() {
+			ictx, c := context.WithTimeout(ctx, until.Sub(cfg.Now()))
+			sent := cfg.Now()
 			r, err := st.Update(ictx, cfg.Key, []byte(cfg.ID), rev)
 			switch {
 			case err == nil:
-				rev, renewed = r, time.Now()
-			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || time.Since(renewed) > cfg.TTL:
+				rev = r
+				setUntil(deadline(sent))
+			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || !cfg.Now().Before(until):
 				// Whoever takes over may already be working: stop at once.
 				log.Warn("lease lost, standing by", "err", err)
 				if err := stop(); err != nil {
@@ -168,14 +207,16 @@ func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) e
 			c()
 			continue
 		}
+		ictx, c := context.WithTimeout(ctx, cfg.TTL)
 		mu.Lock()
 		cur := last
 		mu.Unlock()
 		var r uint64
+		sent := cfg.Now()
 		switch {
 		case !cur.ok:
 			r, err = st.Create(ictx, cfg.Key, []byte(cfg.ID))
-		case cur.holder == cfg.ID || time.Since(cur.at) > cfg.TTL:
+		case cur.holder == cfg.ID || cfg.Now().Sub(cur.at) > cfg.TTL:
 			// Our own lease from before a failed renewal, or one whose
 			// holder stopped renewing.
 			log.Info("taking over the lease", "from", cur.holder)
@@ -189,7 +230,8 @@ func Run(ctx context.Context, st Store, cfg Config, work func(context.Context) e
 			log.Debug("acquire", "err", err)
 			continue
 		}
-		rev, renewed = r, time.Now()
+		rev = r
+		setUntil(deadline(sent))
 		log.Info("active")
 		cfg.OnActive(true)
 		wctx, wc := context.WithCancel(ctx)

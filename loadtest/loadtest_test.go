@@ -50,7 +50,9 @@ func TestRunWS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := hub.New(hub.Config{}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
+	// A small send buffer and SlowAfter, so that the slow client is
+	// found within the run.
+	h, err := hub.New(hub.Config{SendBuffer: 4096, SlowAfter: 300 * time.Millisecond}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,13 +64,18 @@ func TestRunWS(t *testing.T) {
 
 	res, err := loadtest.RunWS(t.Context(), loadtest.WSConfig{
 		URL: hs.URL, Token: tok, Clients: 20, Busy: "BTC/USD", Extra: []string{"ETH/USD", "SOL/USD"}, ExtraEvery: 4,
-		Rate: 50, ExtraRate: 10, Warmup: 200 * time.Millisecond, Duration: time.Second, Drain: 500 * time.Millisecond,
+		Rate: 200, ExtraRate: 20, Slow: 1, Warmup: 200 * time.Millisecond, Duration: 2 * time.Second, Drain: 500 * time.Millisecond,
 	}, js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(res)
-	if res.Connected != 20 || res.Channels != 3 || res.ClosedHealthy != 0 || len(res.Closes) != 0 {
+	// The slow client finds the 4008 close frame behind what its socket
+	// holds, and the gateway counted it.
+	if res.SlowClosed != 1 || res.ServerSlowCloses != 1 || res.Closes["4008"] != 1 {
+		t.Fatalf("slow client: %+v", res)
+	}
+	if res.Connected != 21 || res.Channels != 3 || res.ClosedHealthy != 0 || len(res.Closes) != 1 {
 		t.Fatalf("result %+v", res)
 	}
 	if res.EventsPublished == 0 || res.Delivered == 0 || res.Delivered > res.Offered || res.P99 < res.P50 || res.Max < res.P99 {

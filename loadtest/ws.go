@@ -18,8 +18,10 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -87,6 +89,10 @@ type WSResult struct {
 	ServerGoroutines       float64
 	ServerFramesPerWrite   float64 // frames the gateway's writers carried per socket write
 	LoadgenCPU             float64 // cores the load generator used
+	// SlowDrains says, for each slow client, what its reads found once
+	// it started reading: the close, how long it took to come, and the
+	// frames in front of it.
+	SlowDrains []string
 }
 
 func (r WSResult) String() string {
@@ -100,12 +106,13 @@ events published   %d in the window (%d deliveries owed)
 delivered          %d (%.3f of owed), %.0f msg/s
 delay              p50 %s  p99 %s  max %s
 closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
+slow clients read  %s
 server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
 server cpu         %.2f cores, %.0f goroutines, %.2f frames per write
 loadgen cpu        %.2f cores`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
-		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses,
+		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses, strings.Join(r.SlowDrains, "; "),
 		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.LoadgenCPU)
 }
 
@@ -137,6 +144,10 @@ type wsClient struct {
 	slow  bool
 	got   []recv
 	close string // "" while open
+	// A slow client's drain: how long from its first read to the close,
+	// and how many bytes of frames it found in front of the close.
+	drainTook  time.Duration
+	drainBytes int64
 }
 
 func channelOf(sym string) string { return "ticks:" + streams.AssetKey(sym) }
@@ -423,6 +434,7 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 			if c.close == "4008" {
 				res.SlowClosed++
 			}
+			res.SlowDrains = append(res.SlowDrains, fmt.Sprintf("%s after %s behind %.1f KiB", c.close, c.drainTook.Round(time.Millisecond), float64(c.drainBytes)/1024))
 		} else if c.close != "" {
 			res.ClosedHealthy++
 		}
@@ -476,16 +488,30 @@ func (l *seqLog) within(from, to int64, into map[uint64]int64) int {
 	return n
 }
 
+// slowReadBuffer is a slow client's socket receive buffer.
+const slowReadBuffer = 16 << 10
+
 func dial(ctx context.Context, wsURL, token string, chans []string, slow bool) (*wsClient, error) {
 	d := websocket.Dialer{Subprotocols: []string{"bearer", token}, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 512}
 	if slow {
-		d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetReadBuffer(4096)
+		// A small receive buffer, so that the slow client's socket is
+		// full after a few seconds of frames, set before connect. It
+		// was 4 KiB, set after the handshake: once the client started
+		// reading, the gateway's kernel sent it about 4 KiB per
+		// zero-window probe (a few tenths of a second each, backing
+		// off), so the close frame behind ~100 KiB came after 7 s, or
+		// after the client's 15 s bound (seen as a timeout) or the
+		// gateway's write timeout (1006). With 16 KiB the close comes
+		// within a tenth of a second (BENCHMARKS, "slow client").
+		d.NetDialContext = (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, slowReadBuffer)
+			}); err != nil {
+				return err
 			}
-			return c, err
-		}
+			return serr
+		}}).DialContext
 	}
 	conn, resp, err := d.DialContext(ctx, wsURL, nil)
 	if err != nil {
@@ -572,12 +598,16 @@ func (c *wsClient) read(stop <-chan struct{}) {
 }
 
 func (c *wsClient) drainToClose(bound time.Duration) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(bound))
+	start := time.Now()
+	_ = c.conn.SetReadDeadline(start.Add(bound))
 	for {
-		if _, _, err := c.conn.ReadMessage(); err != nil {
+		_, b, err := c.conn.ReadMessage()
+		if err != nil {
 			c.close = closeName(err)
+			c.drainTook = time.Since(start)
 			return
 		}
+		c.drainBytes += int64(len(b))
 	}
 }
 

@@ -153,7 +153,7 @@ func (e *Engine) Rules() int { return len(e.rules) }
 // sameCondition reports whether two versions of a rule evaluate alike.
 func sameCondition(a, b Rule) bool {
 	return a.Kind == b.Kind && a.Symbol == b.Symbol && a.Interval == b.Interval && a.Direction == b.Direction &&
-		a.Threshold == b.Threshold && a.Window == b.Window && a.Count == b.Count && a.Per == b.Per &&
+		a.Threshold == b.Threshold && a.Window == b.Window && a.Count == b.Count && a.Horizon == b.Horizon && a.Per == b.Per &&
 		a.Trigger == b.Trigger && a.Hysteresis == b.Hysteresis
 }
 
@@ -340,6 +340,8 @@ func (e *Engine) Prediction(p streams.Prediction, src Source) []streams.Alert {
 			out = e.predicted(out, rs, ev, p)
 		case rs.r.Kind == KindModelError && scoredNow:
 			out = e.modelError(out, rs, ev, f)
+		case rs.r.Kind == KindForecastFailing:
+			out = e.forecastFailing(out, rs, ev, p)
 		}
 	}
 	return out
@@ -428,12 +430,22 @@ func (e *Engine) price(out []streams.Alert, rs *ruleState, ev input, price float
 	r := &rs.r
 	lvl := r.Threshold
 	if (r.Direction == Up || r.Direction == Either) && rs.legs[0].check(price, lvl, r.Hysteresis) {
-		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: r.Symbol + " rose above " + fmtPrice(lvl) + " to " + fmtPrice(price)})
+		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: crossMessage(r.Symbol, "rose above ", lvl, price)})
 	}
 	if (r.Direction == Down || r.Direction == Either) && rs.legs[1].check(-price, -lvl, r.Hysteresis) {
-		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: r.Symbol + " fell below " + fmtPrice(lvl) + " to " + fmtPrice(price)})
+		out = e.fire(out, rs, ev, firing{value: price, threshold: lvl, msg: crossMessage(r.Symbol, "fell below ", lvl, price)})
 	}
 	return out
+}
+
+// crossMessage says a price crossed a level; a price exactly at the level
+// reached it, and did not go past.
+func crossMessage(symbol, verb string, lvl, price float64) string {
+	if price == lvl {
+		return symbol + " reached " + fmtPrice(lvl)
+	}
+	l, p := fmtPrices(lvl, price)
+	return symbol + " " + verb + l + " to " + p
 }
 
 func (e *Engine) move(out []streams.Alert, rs *ruleState, ev input, s *series, price float64) []streams.Alert {
@@ -528,6 +540,42 @@ func (e *Engine) modelError(out []streams.Alert, rs *ruleState, ev input, f *for
 	return out
 }
 
+// forecastFailing follows the live score's failing flag that each
+// prediction carries: the leg fires when the flag goes up at the rule's
+// horizon (any, for none) and re-arms when a prediction has it down.
+func (e *Engine) forecastFailing(out []streams.Alert, rs *ruleState, ev input, p streams.Prediction) []streams.Alert {
+	r := &rs.r
+	want := int(r.Horizon.D() / r.Interval.Duration())
+	var failing []streams.HorizonForecast
+	watched := false
+	for _, f := range p.Forecasts {
+		if want == 0 || f.Horizon == want {
+			watched = true
+			if f.Failing {
+				failing = append(failing, f)
+			}
+		}
+	}
+	if !watched {
+		return out // a prediction without the horizon says nothing of it
+	}
+	if !rs.legs[0].check(float64(len(failing)), 1, 0) {
+		return out
+	}
+	first := failing[0]
+	names := make([]string, len(failing))
+	for i, f := range failing {
+		names[i] = fmtWindow(time.Duration(f.Horizon) * r.Interval.Duration())
+	}
+	what := names[0] + " forecast is failing: its "
+	if len(failing) > 1 {
+		what = strings.Join(names, ", ") + " forecasts are failing: the " + names[0] + " one's "
+	}
+	return e.fire(out, rs, ev, firing{value: float64(len(failing)), threshold: 1,
+		values: map[string]float64{"horizon": float64(first.Horizon), "failing_horizons": float64(len(failing))},
+		msg:    r.Symbol + " " + what + strings.TrimPrefix(first.FailingReason, "the ")})
+}
+
 func (e *Engine) predicted(out []streams.Alert, rs *ruleState, ev input, p streams.Prediction) []streams.Alert {
 	r := &rs.r
 	pct := (p.PredictedClose/p.Close - 1) * 100
@@ -547,9 +595,10 @@ func (e *Engine) predicted(out []streams.Alert, rs *ruleState, ev input, p strea
 	if pct < 0 {
 		word = "fall"
 	}
+	_, to := fmtPrices(p.Close, p.PredictedClose)
 	return e.fire(out, rs, ev, firing{value: pct, threshold: r.Threshold,
 		values: map[string]float64{"close": p.Close, "predicted": p.PredictedClose, "lower": p.Lower, "upper": p.Upper, "horizon": float64(p.Horizon)},
-		msg: r.Symbol + " is predicted to " + word + " " + fmtPercent(math.Abs(pct)) + " to " + fmtPrice(p.PredictedClose) +
+		msg: r.Symbol + " is predicted to " + word + " " + fmtPercent(math.Abs(pct)) + " to " + to +
 			" by " + p.Target.Add(p.Interval.Duration()).UTC().Format("15:04") + " UTC (interval " + fmtPrice(p.Lower) + " to " + fmtPrice(p.Upper) + ", model " + p.ModelID + ")"})
 }
 
@@ -715,7 +764,7 @@ func (e *Engine) ResetSeries(symbol string, iv streams.Interval) {
 		e.series[k] = &series{keep: s.keep, fc: s.fc}
 	}
 	for _, rs := range e.bySeries[k] {
-		if !rs.r.Kind.onPredictions() {
+		if !rs.r.Kind.OnPredictions() {
 			*rs = *newRuleState(rs.r)
 		}
 	}
@@ -729,7 +778,7 @@ func (e *Engine) ResetForecasts(symbol string, iv streams.Interval) {
 		s.fc = newForecasts()
 	}
 	for _, rs := range e.bySeries[k] {
-		if rs.r.Kind.onPredictions() {
+		if rs.r.Kind.OnPredictions() {
 			*rs = *newRuleState(rs.r)
 		}
 	}
@@ -756,7 +805,7 @@ func (e *Engine) SecurityWindow() int {
 // predictions) or its candles.
 func (e *Engine) Watches(symbol string, iv streams.Interval, predictions bool) bool {
 	for _, rs := range e.bySeries[seriesKey{symbol, iv}] {
-		if rs.r.Kind.onPredictions() == predictions {
+		if rs.r.Kind.OnPredictions() == predictions {
 			return true
 		}
 	}

@@ -1,8 +1,10 @@
 package notifier
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -448,6 +450,142 @@ func TestValidate(t *testing.T) {
 			fe, isField := err.(*FieldError)
 			if !isField || fe.Field != tc.field {
 				t.Fatalf("err %v, want a %s error", err, tc.field)
+			}
+		})
+	}
+}
+
+// A message never reads as a move that did not happen: a move below the
+// usual display precision is written with the figures it needs ("rose
+// 0.00030%", never "rose 0.000%"), a level and the price that crossed it
+// never read as the same number, and a price exactly at the level reached
+// it.
+func TestMessagesStayHonestBelowDisplayPrecision(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rule   Rule
+		prices []float64
+		want   []string
+	}{
+		{"tiny move", Rule{ID: "m", Kind: KindPercentMove, Symbol: "BTC/USD", Direction: Up, Threshold: 0.0001, Window: Duration(time.Minute)},
+			[]float64{100_000, 100_000.3}, []string{"BTC/USD rose 0.00030% in 1 min to 100,000"}},
+		{"small move", Rule{ID: "m", Kind: KindPercentMove, Symbol: "ETH/USD", Direction: Down, Threshold: 0.1, Window: Duration(time.Minute)},
+			[]float64{2000, 1997}, []string{"ETH/USD fell 0.15% in 1 min to 1,997.0"}},
+		{"cross within a unit", Rule{ID: "c", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 63_120.4},
+			[]float64{63_120, 63_120.6}, []string{"BTC/USD rose above 63,120.4 to 63,120.6"}},
+		{"cross by a hair", Rule{ID: "c", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Down, Threshold: 63_120.41},
+			[]float64{63_121, 63_120.409}, []string{"BTC/USD fell below 63,120.410 to 63,120.409"}},
+		{"at the level", Rule{ID: "c", Kind: KindPriceCross, Symbol: "BTC/USD", Direction: Up, Threshold: 100},
+			[]float64{99, 100}, []string{"BTC/USD reached 100.00"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEngine(EngineConfig{})
+			e.SetRules(rules(t, tc.rule))
+			var got []string
+			for _, a := range closes(e, tc.rule.Symbol, 0, tc.prices...) {
+				got = append(got, a.Message)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("messages %q, want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("predicted", func(t *testing.T) {
+		e := NewEngine(EngineConfig{})
+		e.SetRules(rules(t, Rule{ID: "p", Kind: KindPredictedMove, Symbol: "BTC/USD", Direction: Up, Threshold: 0.0001}))
+		got := e.Prediction(prediction(t0, 100_000, 100_000.5), Source{streams.StreamPredictions, 1})
+		if len(got) != 1 || !strings.Contains(got[0].Message, "predicted to rise 0.00050% to 100,000.5") {
+			t.Fatalf("got %+v", got)
+		}
+	})
+}
+
+// forecast_failing follows the failing flag each prediction carries (the
+// predictor's live score): it fires when the flag goes up at the rule's
+// horizon, or at any horizon for a rule naming none, re-arms only once a
+// prediction has it down again, and keeps its guards (cooldown).
+func TestForecastFailing(t *testing.T) {
+	reason := "the 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"
+	// Minute by minute: which horizons (1, 15, 60) are failing.
+	pattern := []string{"", "15", "15", "", "1 15", "1", "", "60", "", "15"}
+	preds := make([]streams.Prediction, len(pattern))
+	for i, fl := range pattern {
+		p := prediction(t0.Add(time.Duration(i)*time.Minute), 100, 100)
+		for _, h := range []int{1, 15, 60} {
+			f := streams.HorizonForecast{Horizon: h, Target: p.Start.Add(time.Duration(h) * time.Minute), Model: streams.ModelNoChange, PredictedClose: 100}
+			if slices.Contains(strings.Fields(fl), fmt.Sprint(h)) {
+				f.Failing, f.FailingReason = true, reason
+			}
+			p.Forecasts = append(p.Forecasts, f)
+		}
+		preds[i] = p
+	}
+	for _, tc := range []struct {
+		name string
+		rule Rule
+		want []string // minute: message
+	}{
+		{"at 15 min", Rule{Horizon: Duration(15 * time.Minute)}, []string{
+			"1: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"4: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"9: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+		// 4 and 5 stay failing (15, then 1): one condition, no new alert.
+		{"any horizon", Rule{}, []string{
+			"1: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"4: BTC/USD 1 min, 15 min forecasts are failing: the 1 min one's 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"7: BTC/USD 1 h forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"9: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+		{"at 1 h", Rule{Horizon: Duration(time.Hour)}, []string{
+			"7: BTC/USD 1 h forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+		{"a horizon not forecast", Rule{Horizon: Duration(5 * time.Minute)}, nil},
+		{"cooldown", Rule{Horizon: Duration(15 * time.Minute), Cooldown: Duration(5 * time.Minute)}, []string{
+			"1: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%",
+			"9: BTC/USD 15 min forecast is failing: its 80% interval covered 61.3% of the last 7 days' 2000 outcomes, outside 75-85%"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rule
+			r.ID, r.Kind, r.Symbol = "f", KindForecastFailing, "BTC/USD"
+			e := NewEngine(EngineConfig{})
+			e.SetRules(rules(t, r))
+			var got []string
+			for i, p := range preds {
+				for _, a := range e.Prediction(p, Source{streams.StreamPredictions, uint64(i + 1)}) {
+					if a.Seq != uint64(i+1) || a.Kind != string(KindForecastFailing) || !a.At.Equal(p.Start.Add(time.Minute)) {
+						t.Errorf("alert %+v", a)
+					}
+					got = append(got, fmt.Sprint(i, ": ", a.Message))
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestForecastFailingValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rule  Rule
+		field string
+	}{
+		{"threshold", Rule{Threshold: 1}, "threshold"},
+		{"horizon off the grid", Rule{Interval: streams.Interval5m, Horizon: Duration(7 * time.Minute)}, "horizon"},
+		{"horizon too long", Rule{Horizon: Duration(25 * time.Hour)}, "horizon"},
+		{"negative horizon", Rule{Horizon: Duration(-time.Minute)}, "horizon"},
+		{"once per candle", Rule{Trigger: TriggerOncePerCandle}, "trigger"},
+		{"horizon on another kind", Rule{Kind: KindPredictedMove, Threshold: 1, Horizon: Duration(time.Minute)}, "horizon"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rule
+			if r.Kind == "" {
+				r.Kind = KindForecastFailing
+			}
+			r.ID, r.Symbol = "f", "BTC/USD"
+			r.Normalize()
+			var fe *FieldError
+			if err := r.Validate(); !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("%+v: %v, want an error on %s", r, err, tc.field)
 			}
 		})
 	}

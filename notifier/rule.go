@@ -31,6 +31,11 @@ const (
 	// Count scored predictions is above Threshold percent, or, with a zero
 	// Threshold, above the error of the zero-return forecast.
 	KindModelError Kind = "model_error"
+	// KindForecastFailing fires when the predictor's live score flags the
+	// series' forecast failing (its 80% interval covering outside 75-85%
+	// over the last week): at Horizon, or at any horizon when Horizon is
+	// zero. It fires when the flag is raised and re-arms once it is down.
+	KindForecastFailing Kind = "forecast_failing"
 	// KindFailedLogins fires when Count failed logins or more happened
 	// within Window for one username or one client address (Per).
 	KindFailedLogins Kind = "failed_logins"
@@ -43,7 +48,7 @@ const (
 // Kinds lists every kind, in the order the API documents them.
 func Kinds() []Kind {
 	return []Kind{KindPriceCross, KindPercentMove, KindPredictedMove, KindVolatilitySpike, KindModelError,
-		KindFailedLogins, KindRoleGranted, KindUserDeleted}
+		KindForecastFailing, KindFailedLogins, KindRoleGranted, KindUserDeleted}
 }
 
 // Security reports whether k watches the AUDIT stream: only an admin may
@@ -69,8 +74,15 @@ func AuditAction(k Kind) string {
 	return ""
 }
 
-// onPredictions reports whether the kind is evaluated on PREDICTIONS.
-func (k Kind) onPredictions() bool { return k == KindPredictedMove || k == KindModelError }
+// OnPredictions reports whether the kind is evaluated on PREDICTIONS.
+func (k Kind) OnPredictions() bool {
+	return k == KindPredictedMove || k == KindModelError || k == KindForecastFailing
+}
+
+// NeedsThreshold reports whether a rule of the kind must state a
+// threshold: the security kinds and a failing forecast are conditions
+// with no level.
+func (k Kind) NeedsThreshold() bool { return !k.Security() && k != KindForecastFailing }
 
 // onTicks reports whether the kind can trigger on the running candle.
 func (k Kind) onTicks() bool { return k == KindPriceCross || k == KindPercentMove }
@@ -170,9 +182,12 @@ type Rule struct {
 	Threshold float64          `json:"threshold"`
 	Window    Duration         `json:"window,omitempty"`
 	Count     int              `json:"count,omitempty"`
-	Per       Per              `json:"per,omitempty"`
-	Trigger   Trigger          `json:"trigger,omitempty"`
-	Cooldown  Duration         `json:"cooldown,omitempty"`
+	// Horizon is the forecast horizon a forecast_failing rule watches
+	// (zero: any).
+	Horizon  Duration `json:"horizon,omitempty"`
+	Per      Per      `json:"per,omitempty"`
+	Trigger  Trigger  `json:"trigger,omitempty"`
+	Cooldown Duration `json:"cooldown,omitempty"`
 	// Hysteresis is the fraction of the threshold by which the condition
 	// must clear before the rule re-arms: 0.25 on a 2% move re-arms it
 	// below 1.5%.
@@ -189,12 +204,14 @@ type Rule struct {
 // Bounds of what a rule may ask for: each keeps a rule's state small and
 // its evaluation cheap, whatever a user sends.
 const (
-	MaxWindow     = 7 * 24 * time.Hour
-	MaxCount      = 10_000
-	MaxCooldown   = 30 * 24 * time.Hour
-	MaxNameLen    = 100
-	MaxURLLen     = 2048
-	MaxSecretLen  = 256
+	MaxWindow    = 7 * 24 * time.Hour
+	MaxCount     = 10_000
+	MaxCooldown  = 30 * 24 * time.Hour
+	MaxNameLen   = 100
+	MaxURLLen    = 2048
+	MaxSecretLen = 256
+	// MaxHorizon is the longest horizon the predictor forecasts.
+	MaxHorizon    = 24 * time.Hour
 	maxWindowBars = 10_080 // a week of 1m bars
 )
 
@@ -275,6 +292,9 @@ func (r *Rule) Validate() error {
 	}
 	if r.Count < 0 || r.Count > MaxCount {
 		return bad("count", "invalid_count", "count must be between 0 and %d", MaxCount)
+	}
+	if r.Horizon != 0 && r.Kind != KindForecastFailing {
+		return bad("horizon", "invalid_horizon", "horizon is for forecast_failing rules only")
 	}
 	if err := r.validateKind(); err != nil {
 		return err
@@ -373,6 +393,13 @@ func (r *Rule) validateKind() error {
 		}
 		if r.Count < 5 || r.Count > 1000 {
 			return bad("count", "invalid_count", "count (scored predictions) must be in [5, 1000]")
+		}
+	case KindForecastFailing:
+		if r.Threshold != 0 {
+			return bad("threshold", "threshold_out_of_range", "forecast_failing takes no threshold (the live score's failing flag is the condition)")
+		}
+		if r.Horizon < 0 || r.Horizon.D() > MaxHorizon || r.Horizon.D()%r.Interval.Duration() != 0 {
+			return bad("horizon", "invalid_horizon", "horizon must be a whole number of %s candles, at most %s (or none: any horizon)", r.Interval, MaxHorizon)
 		}
 	}
 	return nil

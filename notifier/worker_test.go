@@ -314,10 +314,11 @@ func TestWorkerKilledMidStream(t *testing.T) {
 	}
 }
 
-// Prediction rules across a restart: model-error windows and
-// predicted-move legs are rebuilt from the PREDICTIONS stream, so the
-// worker stopped midway and started again fires exactly the alerts of the
-// preview over the same predictions, each once.
+// Prediction rules across a restart: model-error windows, predicted-move
+// legs and forecast-failing flags are rebuilt from the PREDICTIONS stream,
+// so the worker stopped midway and started again fires exactly the alerts
+// of the preview over the same predictions, each once: a forecast still
+// failing when the worker restarts does not fire again.
 func TestWorkerPredictionRulesAcrossARestart(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
@@ -325,6 +326,7 @@ func TestWorkerPredictionRulesAcrossARestart(t *testing.T) {
 	for _, r := range []notifier.Rule{
 		{Kind: notifier.KindModelError, Threshold: 0, Count: 10, Hysteresis: 0.1, Cooldown: notifier.Duration(20 * time.Minute)},
 		{Kind: notifier.KindPredictedMove, Direction: notifier.Either, Threshold: 0.3, Hysteresis: 0.2},
+		{Kind: notifier.KindForecastFailing, Horizon: notifier.Duration(15 * time.Minute)},
 	} {
 		r.Owner, r.OwnerID, r.Symbol, r.Interval, r.Trigger = "alice", "id-alice", "BTC/USD", streams.Interval1m, notifier.TriggerOncePerClose
 		got, err := b.rules.Create(t.Context(), r)
@@ -334,6 +336,9 @@ func TestWorkerPredictionRulesAcrossARestart(t *testing.T) {
 		mine = append(mine, got)
 	}
 	ps := datatest.ReversalPredictions(stretchCandles(t))
+	// Failing across the restart (the cut is at 01:00), and again later.
+	datatest.Failing(ps, [2]time.Time{stretchFrom.Add(90 * time.Minute), stretchFrom.Add(210 * time.Minute)},
+		[2]time.Time{stretchFrom.Add(270 * time.Minute), stretchFrom.Add(300 * time.Minute)})
 	var in []notifier.Input
 	var seqs []uint64
 	publish := func(ps []streams.Prediction) {
@@ -361,7 +366,7 @@ func TestWorkerPredictionRulesAcrossARestart(t *testing.T) {
 	for _, a := range want {
 		kinds[a.Kind]++
 	}
-	if kinds["model_error"] == 0 || kinds["predicted_move"] < 2 || before == 0 || before == len(want) {
+	if kinds["model_error"] == 0 || kinds["predicted_move"] < 2 || kinds["forecast_failing"] != 2 || before == 0 || before == len(want) {
 		t.Fatalf("the stretch does not test much: preview %v, %d of %d before the restart", kinds, before, len(want))
 	}
 	got := b.alerts(t)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/lease"
 	"cryptostream/streams"
@@ -31,7 +32,11 @@ import (
 // revision it saw, and the new owner then lifts the dead owner's pin and
 // resets the consumer to its ack floor, so that what the dead owner held
 // comes back at once instead of after AckWait. The server's pin stays as
-// the guard that two instances never both receive a symbol's inputs.
+// the guard that two instances never both receive a symbol's inputs. An
+// owner steps and publishes a partition only while its fence is open: up
+// to a local deadline set from its last renewal that reached the bucket
+// (partition_fence.go), so that an owner cut off from the bucket has
+// stopped before anyone can take its lease over.
 //
 // Why this and not the alternatives: a stream subject transform with
 // partition(n, wildcard) would change the stored subjects every reader of
@@ -95,11 +100,11 @@ func (l *lockedStage) Reset(key string) {
 
 // owned is a partition this instance holds.
 type owned struct {
-	rev     uint64
-	renewed time.Time
-	cancel  context.CancelFunc
-	done    chan struct{}
-	lag     float64
+	rev    uint64
+	fence  *fence
+	cancel context.CancelFunc
+	done   chan struct{}
+	lag    float64
 }
 
 // seen is the last revision of a lease or member key and when it came.
@@ -117,6 +122,10 @@ type group struct {
 	id    string
 	ttl   time.Duration
 	log   *slog.Logger
+	now   func() time.Time
+	// expired counts partitions given up because no renewal came back
+	// before their fence's deadline.
+	expired prometheus.Counter
 
 	mu      sync.Mutex // guards members and owners, written by the watcher
 	members map[string]seen
@@ -140,9 +149,13 @@ func (g *group) observe(part string, on bool) {
 func (r *Runner) runPartitioned(ctx context.Context) error {
 	g := &group{
 		r: r, spec: *r.cfg.Partitioned, stage: &lockedStage{s: r.d.stage},
-		id: r.id, ttl: r.cfg.LeaseTTL, log: r.log.With("instance", r.id),
+		id: r.id, ttl: r.cfg.LeaseTTL, log: r.log.With("instance", r.id), now: r.now,
 		members: map[string]seen{}, owners: map[string]seen{},
 		own: map[string]*owned{}, created: map[string]bool{},
+		expired: register(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_lease_expiries_total",
+			Help: "Partitions an instance stopped because no renewal of their lease came back before its local deadline (a stalled or lost leases bucket).",
+		}, []string{"stage"})).WithLabelValues(r.cfg.Name),
 	}
 	if r.leases == nil {
 		kv, err := r.js.(leaseOpener).KeyValue(ctx, streams.BucketLeases)
@@ -189,7 +202,7 @@ func (g *group) watch(w jetstream.KeyWatcher) {
 		}
 		if m != nil {
 			if e.Operation() == jetstream.KeyValuePut {
-				m[name] = seen{value: string(e.Value()), rev: e.Revision(), at: time.Now()}
+				m[name] = seen{value: string(e.Value()), rev: e.Revision(), at: g.now()}
 			} else {
 				delete(m, name)
 			}
@@ -200,12 +213,15 @@ func (g *group) watch(w jetstream.KeyWatcher) {
 
 // step is one round: renew, discover, rebalance.
 func (g *group) step(ctx context.Context) {
-	ictx, cancel := context.WithTimeout(ctx, g.ttl)
+	// The leases first, each call bounded by its fence: a stalled bucket
+	// must not hold up a renewal, nor the rest of the round for longer
+	// than a lease lasts.
+	g.renew(ctx)
+	ictx, cancel := context.WithTimeout(ctx, g.ttl/2)
 	defer cancel()
 	if _, err := g.r.leases.Put(ictx, g.memberKey(g.id), []byte(g.id)); err != nil {
 		g.log.Debug("renew membership", "err", err)
 	}
-	g.renew(ictx)
 	g.discover(ictx)
 	mine := g.assigned()
 	for part := range g.own {
@@ -227,28 +243,75 @@ func (g *group) step(ctx context.Context) {
 	g.r.m.lag.Set(lag)
 }
 
-// renew extends every lease held; a lease found taken, or not renewed
-// within its TTL, is given up at once.
+// renew extends every lease held, each moving its fence; a lease found
+// taken is given up at once, and one whose fence shut (see guard) is
+// stopped, to be taken again when it is still this instance's.
 func (g *group) renew(ctx context.Context) {
 	for part, o := range g.own {
 		select {
 		case <-o.done:
-			// The runner ended on its own (an error): let the
-			// partition go, to be taken again.
+			// The runner ended on its own (an error) or its fence
+			// shut: let the partition go, to be taken again.
 			g.release(ctx, part)
 			continue
 		default:
 		}
-		rev, err := g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), o.rev)
+		left := o.fence.left()
+		if left <= 0 {
+			g.expire(part, o)
+			g.stop(part, true)
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, left)
+		sent := g.now()
+		rev, err := g.r.leases.Update(rctx, g.ownerKey(part), []byte(g.id), o.rev)
+		cancel()
 		switch {
 		case err == nil:
-			o.rev, o.renewed = rev, time.Now()
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || time.Since(o.renewed) > g.ttl:
+			o.rev = rev
+			o.fence.extend(g.deadline(sent))
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
 			g.log.Warn("partition lease lost", "partition", part, "err", err)
-			g.stop(part)
+			g.stop(part, true)
 		default:
 			g.log.Debug("renew lease", "partition", part, "err", err)
 		}
+	}
+}
+
+// deadline is when a lease written by a call sent at sent stops being
+// safe to act on (see partition_fence.go).
+func (g *group) deadline(sent time.Time) time.Time {
+	return sent.Add(g.ttl - leaseMargin(g.ttl))
+}
+
+// guard shuts a partition's fence when its deadline passes with no
+// renewal to move it, however long the renewal call itself is stuck, and
+// stops its runner.
+func (g *group) guard(part string, o *owned) {
+	for {
+		left := o.fence.left()
+		if left <= 0 {
+			break
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-t.C:
+		case <-o.done:
+			t.Stop()
+			return
+		}
+	}
+	g.expire(part, o)
+	o.cancel()
+}
+
+// expire shuts a fence whose deadline passed, and reports it once.
+func (g *group) expire(part string, o *owned) {
+	if o.fence.close() {
+		g.expired.Inc()
+		g.log.Warn("partition lease not renewed in time: stopped", "partition", part)
+		g.observe(part, false)
 	}
 }
 
@@ -362,10 +425,15 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	g.mu.Unlock()
 	var rev uint64
 	var err error
+	sent := g.now()
 	switch {
 	case !held:
 		rev, err = g.r.leases.Create(ctx, g.ownerKey(part), []byte(g.id))
-	case cur.value != g.id && time.Since(cur.at) > g.ttl:
+	case cur.value == g.id:
+		// This instance's own lease, whose fence shut before a renewal
+		// came back: taken again unless someone took it meanwhile.
+		rev, err = g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), cur.rev)
+	case g.now().Sub(cur.at) > g.ttl:
 		g.log.Info("taking over a partition from an owner that stopped renewing", "partition", part, "from", cur.value)
 		rev, err = g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), cur.rev)
 	default:
@@ -387,16 +455,17 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 			g.log.Warn("reset on acquire", "partition", part, "err", err)
 		}
 	}
+	f := newFence(g.now, g.deadline(sent))
 	cfg := g.r.cfg
 	cfg.Partitioned = nil
 	cfg.Consumer = cons
 	cfg.Pinned = true
-	sub, err := New(cfg, g.stage, Deps{JS: g.r.js, Log: g.r.baseLog, Registry: g.r.reg})
+	sub, err := New(cfg, fencedStage{Stage: g.stage, f: f}, Deps{JS: fencedJS{JetStream: g.r.js, f: f}, Log: g.r.baseLog, Registry: g.r.reg})
 	if err != nil {
 		g.log.Error("partition runner", "partition", part, "err", err)
 		return
 	}
-	o := &owned{rev: rev, renewed: time.Now(), done: make(chan struct{})}
+	o := &owned{rev: rev, fence: f, done: make(chan struct{})}
 	sub.setLag = func(v float64) {
 		g.mu.Lock()
 		o.lag = v
@@ -413,18 +482,31 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 			g.log.Warn("partition runner stopped", "partition", part, "err", err)
 		}
 	}()
+	go g.guard(part, o)
 }
 
-// stop ends a partition's runner and waits until it has drained.
-func (g *group) stop(part string) {
+// stop ends a partition's runner and waits until it has drained. lost:
+// the lease may be another's, so the fence shuts first and the drain
+// steps and publishes nothing more.
+func (g *group) stop(part string, lost bool) {
 	o := g.own[part]
 	if o == nil {
 		return
 	}
+	if lost {
+		g.shut(part, o)
+	}
 	o.cancel()
 	<-o.done
 	delete(g.own, part)
-	g.observe(part, false)
+	g.shut(part, o)
+}
+
+// shut closes a partition's fence, and reports it given up the first time.
+func (g *group) shut(part string, o *owned) {
+	if o.fence.close() {
+		g.observe(part, false)
+	}
 }
 
 // release stops a partition and hands its lease back, for the member the
@@ -435,7 +517,7 @@ func (g *group) release(ctx context.Context, part string) {
 		return
 	}
 	rev := o.rev
-	g.stop(part)
+	g.stop(part, false)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl)
 	defer cancel()
 	if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
@@ -52,6 +53,17 @@ func (l *ledger) add(instance, partition, kind string, seq uint64) {
 	l.mu.Lock()
 	l.events = append(l.events, ledgerEvent{time.Now(), instance, partition, kind, seq})
 	l.mu.Unlock()
+}
+
+// ownedBy is how many of parts instance owns now.
+func (l *ledger) ownedBy(instance string, parts []string) int {
+	k := 0
+	for _, p := range parts {
+		if l.owners(p)[instance] {
+			k++
+		}
+	}
+	return k
 }
 
 func (l *ledger) owners(partition string) map[string]bool {
@@ -111,12 +123,18 @@ type partInstance struct {
 	rec *recorder
 }
 
-func runPartitioned(t *testing.T, s *server.Server, name string, l *ledger) *partInstance {
+// runPartitioned starts an instance named name; leases, when set, wraps
+// its leases bucket.
+func runPartitioned(t *testing.T, s *server.Server, name string, l *ledger, leases func(pipeline.Leases) pipeline.Leases) *partInstance {
 	t.Helper()
 	nc, js := natstest.Connect(t, s)
+	var kv pipeline.Leases
 	kv, err := js.KeyValue(t.Context(), streams.BucketLeases)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if leases != nil {
+		kv = leases(kv)
 	}
 	rec := &recorder{summer: newSummer(), name: name, l: l}
 	in := &instance{nc: nc, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
@@ -175,35 +193,11 @@ func TestPartitionedOwnership(t *testing.T) {
 	// Inputs keep arriving all along, so that a partition without an
 	// owner shows as a gap in its outputs.
 	const n = 3000
-	var sent atomic.Int64
-	published := make(chan struct{})
-	release := make(chan struct{})
-	go func() {
-		defer close(published)
-		for i := range n {
-			if _, err := js.Publish(ctx, "in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
-				t.Error(err)
-				return
-			}
-			sent.Add(1)
-			if i == n/2 {
-				<-release // the rest once the failover is done
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	published, release := paced(t, js, keys, n)
 
 	l := &ledger{}
-	runPartitioned(t, s, "a", l)
-	ownedBy := func(name string) int {
-		k := 0
-		for _, p := range parts {
-			if l.owners(p)[name] {
-				k++
-			}
-		}
-		return k
-	}
+	runPartitioned(t, s, "a", l, nil)
+	ownedBy := func(name string) int { return l.ownedBy(name, parts) }
 	natstest.WaitProgress(t, time.Minute, "a owns every partition", func() (bool, string) {
 		return ownedBy("a") == len(parts), strconv.Itoa(ownedBy("a"))
 	})
@@ -212,7 +206,7 @@ func TestPartitionedOwnership(t *testing.T) {
 		return c > 200, strconv.FormatUint(c, 10)
 	})
 
-	b := runPartitioned(t, s, "b", l)
+	b := runPartitioned(t, s, "b", l, nil)
 	natstest.WaitProgress(t, time.Minute, "b takes its share", func() (bool, string) {
 		return ownedBy("b") == 2 && ownedBy("a") == 2, strconv.Itoa(ownedBy("a")) + "/" + strconv.Itoa(ownedBy("b"))
 	})
@@ -260,6 +254,27 @@ func TestPartitionedOwnership(t *testing.T) {
 		t.Logf("partition %s: first step by its new owner %.2fs after its owner was killed (lease TTL %s)",
 			p, firstStepAfter(l, "a", p, killedAt).Sub(killedAt).Seconds(), pipeline.DefaultLeaseTTL)
 	}
+}
+
+// paced publishes inputs 0..n-1 round-robin over keys about one a
+// millisecond, holding the second half until release is closed; published
+// is closed after the last.
+func paced(t *testing.T, js jetstream.JetStream, keys []string, n int) (published, release chan struct{}) {
+	published, release = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range n {
+			if _, err := js.Publish(t.Context(), "in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
+				t.Error(err)
+				return
+			}
+			if i == n/2 {
+				<-release // the rest once the failover is done
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return published, release
 }
 
 func filterKey(s []sum, key string) []sum {
@@ -316,5 +331,102 @@ func checkOneOwner(t *testing.T, l *ledger, parts []string) {
 		if handovers == 0 {
 			t.Errorf("partition %s: never owned", p)
 		}
+	}
+}
+
+// stalledLeases is one instance's leases bucket that can be cut off: from
+// then on every call hangs until its context ends, as a request does to a
+// bucket whose stream leader was lost, while the instance's publishes
+// still reach the output stream. The watch keeps its view.
+type stalledLeases struct {
+	pipeline.Leases
+	cut atomic.Bool
+}
+
+func (s *stalledLeases) stall(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *stalledLeases) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	if s.cut.Load() {
+		return 0, s.stall(ctx)
+	}
+	return s.Leases.Create(ctx, key, value, opts...)
+}
+
+func (s *stalledLeases) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if s.cut.Load() {
+		return 0, s.stall(ctx)
+	}
+	return s.Leases.Update(ctx, key, value, rev)
+}
+
+func (s *stalledLeases) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	if s.cut.Load() {
+		return 0, s.stall(ctx)
+	}
+	return s.Leases.Put(ctx, key, value)
+}
+
+func (s *stalledLeases) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	if s.cut.Load() {
+		return s.stall(ctx)
+	}
+	return s.Leases.Delete(ctx, key, opts...)
+}
+
+// TestPartitionFencing: an owner whose lease calls stall (its bucket's
+// leader lost) while its publishes still go through. The other instance
+// takes its partitions over once nobody renewed them for the TTL; the
+// stalled owner must have stopped stepping and publishing them before
+// that, on its own deadline, although no renewal failed back to it. The
+// ledger shows one owner at a time, and every output is stored once, in
+// per-symbol order.
+func TestPartitionFencing(t *testing.T) {
+	s, js := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD"}
+	parts := []string{"AAA-USD", "BBB-USD", "CCC-USD", "DDD-USD"}
+	const n = 4000
+	published, release := paced(t, js, keys, n)
+
+	l := &ledger{}
+	stalled := &stalledLeases{}
+	a := runPartitioned(t, s, "a", l, func(kv pipeline.Leases) pipeline.Leases {
+		stalled.Leases = kv
+		return stalled
+	})
+	t.Cleanup(func() { stalled.cut.Store(false) }) // a leaves cleanly at the end
+
+	ownedBy := func(name string) int { return l.ownedBy(name, parts) }
+	natstest.WaitProgress(t, time.Minute, "a owns every partition", func() (bool, string) {
+		return ownedBy("a") == len(parts), strconv.Itoa(ownedBy("a"))
+	})
+	runPartitioned(t, s, "b", l, nil)
+	natstest.WaitProgress(t, time.Minute, "b takes its share", func() (bool, string) {
+		return ownedBy("b") == 2 && ownedBy("a") == 2, strconv.Itoa(ownedBy("a")) + "/" + strconv.Itoa(ownedBy("b"))
+	})
+	stalled.cut.Store(true)
+	natstest.WaitProgress(t, time.Minute, "b takes a's partitions over", func() (bool, string) {
+		return ownedBy("b") == len(parts), strconv.Itoa(ownedBy("b"))
+	})
+	close(release)
+	<-published
+	natstest.WaitProgress(t, 2*time.Minute, "every output", func() (bool, string) {
+		c := count(t, js, "OUT")
+		return c >= n, strconv.FormatUint(c, 10)
+	})
+	checkOneOwner(t, l, parts)
+	got := outputs(t, js)
+	all := want(keys, n, nil)
+	for _, k := range keys {
+		check(t, filterKey(got, k), filterKey(all, k))
+	}
+	if got := opstest.Value(t, a.reg, "cryptostream_pipeline_lease_expiries_total", map[string]string{"stage": "sum"}); got != 2 {
+		t.Fatalf("a stopped %v partitions on its deadline, want its 2", got)
 	}
 }

@@ -85,8 +85,13 @@ type Deps struct {
 	Instance string
 	// OnOwner, when set, is told each time this instance takes (true) or
 	// has given up (false) a partition: after the partition's runner has
-	// drained, so that its inputs were all handled within the call pair.
+	// drained, or once its lease may have expired and nothing more is
+	// stepped or published, so that its inputs were all handled within
+	// the call pair. It may be called from several goroutines.
 	OnOwner func(partition string, owned bool)
+	// Now is the clock of a partitioned stage's lease deadlines; time.Now
+	// when nil.
+	Now func() time.Time
 }
 
 // Runner feeds one durable consumer through a Stage.
@@ -106,6 +111,7 @@ type Runner struct {
 	baseLog *slog.Logger
 	reg     prometheus.Registerer
 	onOwner func(string, bool)
+	now     func() time.Time
 	// setLag reports the consumer's backlog; the group sums its
 	// partitions'.
 	setLag func(float64)
@@ -147,6 +153,10 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	}
 	if r.onOwner == nil {
 		r.onOwner = func(string, bool) {}
+	}
+	r.now = deps.Now
+	if r.now == nil {
+		r.now = time.Now
 	}
 	r.setLag = r.m.lag.Set
 	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}

@@ -29,6 +29,30 @@ type Msg struct {
 	// Time is when the stream stored the event.
 	Time time.Time
 	Data []byte
+	// Value, when set, is the event already decoded, as a pointer (what
+	// a stage returns): Replay hands one stage's outputs to the next this
+	// way, and a backtest its candles, with no encode and decode between
+	// them. Stages read their input with Decode, which takes Value when it
+	// holds the type asked and Data otherwise; the Runner sets only Data.
+	// The pointee belongs to the sender and may be reused once the step
+	// returns: a stage copies what it keeps.
+	Value any
+}
+
+// Decode is m's event: Value when it is a T (validated as a decoded one
+// would be), else Data decoded by streams.Decode.
+func Decode[T any, PT interface {
+	*T
+	streams.Event
+}](m Msg) (T, error) {
+	if v, ok := m.Value.(PT); ok && v != nil {
+		if err := v.Validate(); err != nil {
+			var zero T
+			return zero, err
+		}
+		return *v, nil
+	}
+	return streams.Decode[T, PT](m.Data)
 }
 
 // History reads events stored before the ones a stage is about to handle.

@@ -333,16 +333,34 @@ const (
 // score is the horizon's figures.
 func (s *liveScore) score(h int) streams.HorizonScore {
 	hs := streams.HorizonScore{Horizon: h, Day: s.window(&s.dayT), Week: s.window(&s.weekT)}
+	hs.Failing, hs.FailingReason = s.failing()
+	return hs
+}
+
+// failing is the "model failing" condition and why, alone: every
+// prediction carries it, so it must cost no more than a division.
+func (s *liveScore) failing() (bool, string) {
 	j := slices.Index(s.levels, failingLevel)
-	if j >= 0 && s.weekT.n >= s.day {
-		c := float64(s.weekT.hits[j]) / float64(s.weekT.n)
-		if c < failingLow || c > failingHigh {
-			hs.Failing = true
-			hs.FailingReason = "the 80% interval covered " + strconv.FormatFloat(100*c, 'f', 1, 64) + "% of the last 7 days' " +
-				strconv.Itoa(s.weekT.n) + " outcomes, outside 75-85%"
+	if j < 0 || s.weekT.n < s.day {
+		return false, ""
+	}
+	c := float64(s.weekT.hits[j]) / float64(s.weekT.n)
+	if c >= failingLow && c <= failingHigh {
+		return false, ""
+	}
+	return true, "the 80% interval covered " + strconv.FormatFloat(100*c, 'f', 1, 64) + "% of the last 7 days' " +
+		strconv.Itoa(s.weekT.n) + " outcomes, outside 75-85%"
+}
+
+// markFailing gives each horizon of p the live score's failing condition
+// as of now.
+func (s *seriesForecast) markFailing(p *streams.Prediction) {
+	for i := range p.Forecasts {
+		f := &p.Forecasts[i]
+		if k := s.horizonIndex(f.Horizon); k >= 0 {
+			f.Failing, f.FailingReason = s.scores[k].failing()
 		}
 	}
-	return hs
 }
 
 // record is the series' live scores for the registry.

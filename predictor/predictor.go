@@ -94,16 +94,18 @@ func (s *Scorer) Await(p streams.Prediction) { s.pending = append(s.pending, p) 
 // Pending is how many predictions wait for their target.
 func (s *Scorer) Pending() int { return len(s.pending) }
 
-// Live is a model's rolling live figures over its last scores.
+// Live is a model's rolling live figures over its last scores, kept as
+// running sums so that a score and the figures cost the same whatever the
+// window holds: the predictor reads them on every score.
 type Live struct {
 	size   int
 	scores []Score
 	next   int
 	total  int
-	// Running figures over scores for Gauges, on every score: Metrics
-	// is a pass over the whole window.
-	absSum      float64
-	hits, moves int
+	// Running sums over scores, with the definitions of trainer.Evaluate.
+	absSum, sqSum float64 // of |e| and e² (e = predicted − actual)
+	aSum, a2Sum   float64 // of the actual and its square
+	hits, moves   int
 }
 
 // NewLive keeps the last size scores.
@@ -121,11 +123,15 @@ func (l *Live) Add(s Score) {
 	l.scores[l.next] = s
 	l.next = (l.next + 1) % l.size
 	if l.next == 0 {
-		// Once per window, so that the running sum's rounding does
-		// not build up.
-		l.absSum = 0
+		// Once per window, so that the running sums' rounding does not
+		// build up.
+		l.absSum, l.sqSum, l.aSum, l.a2Sum = 0, 0, 0, 0
 		for _, s := range l.scores {
-			l.absSum += math.Abs(s.Predicted - s.Actual)
+			e := s.Predicted - s.Actual
+			l.absSum += math.Abs(e)
+			l.sqSum += e * e
+			l.aSum += s.Actual
+			l.a2Sum += s.Actual * s.Actual
 		}
 	}
 }
@@ -133,7 +139,12 @@ func (l *Live) Add(s Score) {
 // count adds (sign 1) or removes (-1) a score from the running figures,
 // with the definitions of trainer.Evaluate.
 func (l *Live) count(s Score, sign int) {
-	l.absSum += float64(sign) * math.Abs(s.Predicted-s.Actual)
+	f := float64(sign)
+	e := s.Predicted - s.Actual
+	l.absSum += f * math.Abs(e)
+	l.sqSum += f * e * e
+	l.aSum += f * s.Actual
+	l.a2Sum += f * s.Actual * s.Actual
 	if s.Actual != 0 {
 		l.moves += sign
 		if s.Predicted*s.Actual > 0 {
@@ -143,7 +154,7 @@ func (l *Live) count(s Score, sign int) {
 }
 
 // Gauges are the window's mean absolute error and direction accuracy, as
-// Metrics gives them (the error to rounding), in constant time.
+// Metrics gives them.
 func (l *Live) Gauges() (mae, hitRatio float64) {
 	if len(l.scores) == 0 {
 		return 0, 0
@@ -156,14 +167,22 @@ func (l *Live) Gauges() (mae, hitRatio float64) {
 }
 
 // Metrics are the figures over the window, with the same definitions as the
-// trainer's (trainer.Evaluate), so train, test and live compare.
+// trainer's (trainer.Evaluate), so train, test and live compare; equal to
+// Evaluate's to rounding, in constant time.
 func (l *Live) Metrics() streams.Metrics {
-	pred := make([]float64, len(l.scores))
-	actual := make([]float64, len(l.scores))
-	for i, s := range l.scores {
-		pred[i], actual[i] = s.Predicted, s.Actual
+	n := len(l.scores)
+	if n == 0 {
+		return streams.Metrics{}
 	}
-	return trainer.Evaluate(pred, actual)
+	fn := float64(n)
+	m := streams.Metrics{N: n, MSE: max(l.sqSum, 0) / fn}
+	m.MAE, m.DirectionAccuracy = l.Gauges()
+	// Σ(a−ā)² from the sums: a window of equal actuals (Evaluate's zero,
+	// no R²) leaves only rounding, which must not pass for a spread.
+	if sst := l.a2Sum - l.aSum*l.aSum/fn; sst > 1e-12*l.a2Sum {
+		m.R2 = 1 - max(l.sqSum, 0)/sst
+	}
+	return m
 }
 
 // HitRatio is the direction accuracy over the window.

@@ -48,21 +48,38 @@ func TestLiveWindow(t *testing.T) {
 	}
 }
 
-// TestLiveGaugesFollowMetrics: the constant-time gauges give the window's
-// figures as Metrics computes them, through several turns of the window.
-func TestLiveGaugesFollowMetrics(t *testing.T) {
+// TestLiveMetricsMatchEvaluate: the running figures are trainer.Evaluate
+// over the same window of scores (to rounding), and the gauges are theirs,
+// after every score through several turns of the window, with flat minutes
+// and a stretch of identical actuals (no spread: no R²).
+func TestLiveMetricsMatchEvaluate(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	l := predictor.NewLive(50)
-	for i := range 260 {
-		s := predictor.Score{Predicted: r.NormFloat64() * 1e-3, Actual: r.NormFloat64() * 1e-3}
-		if i%7 == 0 {
+	const size = 50
+	l := predictor.NewLive(size)
+	var all []predictor.Score
+	for i := range 460 {
+		s := predictor.Score{Predicted: r.NormFloat64() * 1e-3, Actual: 1e-4 + r.NormFloat64()*1e-3}
+		switch {
+		case i >= 300 && i < 360:
+			s.Actual = 2e-4 // the window ends up all equal
+		case i%7 == 0:
 			s.Actual = 0 // a flat minute: no move
 		}
 		l.Add(s)
-		mae, hit := l.Gauges()
-		m := l.Metrics()
-		if math.Abs(mae-m.MAE) > 1e-15 || hit != m.DirectionAccuracy {
-			t.Fatalf("after %d scores: gauges %v %v, metrics %v %v", i+1, mae, hit, m.MAE, m.DirectionAccuracy)
+		all = append(all, s)
+		win := all[max(0, len(all)-size):]
+		pred, actual := make([]float64, len(win)), make([]float64, len(win))
+		for j, w := range win {
+			pred[j], actual[j] = w.Predicted, w.Actual
+		}
+		want, got := trainer.Evaluate(pred, actual), l.Metrics()
+		near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Abs(b) }
+		if got.N != want.N || got.DirectionAccuracy != want.DirectionAccuracy || !near(got.MSE, want.MSE) ||
+			!near(got.MAE, want.MAE) || math.Abs(got.R2-want.R2) > 1e-9*math.Max(1, math.Abs(want.R2)) || (want.R2 == 0) != (got.R2 == 0) {
+			t.Fatalf("after %d scores: %+v, Evaluate gives %+v", i+1, got, want)
+		}
+		if mae, hit := l.Gauges(); mae != got.MAE || hit != got.DirectionAccuracy {
+			t.Fatalf("after %d scores: gauges %v %v, metrics %v %v", i+1, mae, hit, got.MAE, got.DirectionAccuracy)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"cryptostream/features"
 	"cryptostream/forecast"
 	"cryptostream/natstest"
+	"cryptostream/pipeline"
 	"cryptostream/predictor"
 	"cryptostream/streams"
 )
@@ -53,6 +54,20 @@ func vectorsOf(t *testing.T, candles []streams.Candle) []streams.FeatureVector {
 		}
 	}
 	return vs
+}
+
+// featureMsgs is vs as FEATURES would deliver them, for pipeline.Replay.
+func featureMsgs(t *testing.T, vs []streams.FeatureVector) []pipeline.Msg {
+	t.Helper()
+	msgs := make([]pipeline.Msg, len(vs))
+	for i := range vs {
+		m, err := streams.NewMsg(&vs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = pipeline.Msg{Stream: streams.StreamFeatures, Subject: m.Subject, Seq: uint64(i + 1), Data: m.Data}
+	}
+	return msgs
 }
 
 // fastRedelivery shortens the consumers' AckWait and PinnedTTL: a killed

@@ -25,14 +25,7 @@ const seriesYears = 25
 // MARKET holds candles of.
 func TestPredictionFitsItsStream(t *testing.T) {
 	vs := vectorsOf(t, randomWalk(3300, 5))
-	msgs := make([]pipeline.Msg, len(vs))
-	for i := range vs {
-		m, err := streams.NewMsg(&vs[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs[i] = pipeline.Msg{Stream: streams.StreamFeatures, Subject: m.Subject, Seq: uint64(i + 1), Data: m.Data}
-	}
+	msgs := featureMsgs(t, vs)
 	stage := predictor.NewPredictions(predictor.PredictionsConfig{}, nil, discard, prometheus.NewRegistry())
 	var last *streams.Prediction
 	for out, err := range pipeline.Replay(t.Context(), stage, pipeline.Msgs(msgs), pipeline.ReplayConfig{}) {

@@ -198,7 +198,7 @@ func vectorSeries(subject string) (string, bool) {
 // Step implements pipeline.Stage: score what the vector completes, then
 // predict from it.
 func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
-	v, err := streams.Decode[streams.FeatureVector](m.Data)
+	v, err := pipeline.Decode[streams.FeatureVector](m)
 	if err != nil {
 		p.predictions.WithLabelValues("invalid").Inc()
 		return nil, fmt.Errorf("predictor: %w", err)
@@ -243,6 +243,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		return nil, nil
 	}
 	pred := prediction(v, step.Forecasts, k, id)
+	sf.markFailing(&pred)
 	now := p.now()
 	pred.Trace = v.Trace.Stamp(Stage, now)
 	if _, live := v.Trace.At("ingest"); live {
@@ -304,7 +305,7 @@ func (p *Predictions) champion(key string, sf *seriesForecast, v streams.Feature
 // restart does not reset them). When the stream holds less history than
 // the volatility model needs, the Seeder's candles before it come first.
 func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject string, first pipeline.Msg) error {
-	v, err := streams.Decode[streams.FeatureVector](first.Data)
+	v, err := pipeline.Decode[streams.FeatureVector](first)
 	if err != nil {
 		return nil // Step rejects it
 	}
@@ -326,13 +327,13 @@ func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject stri
 	}
 	var vecs []streams.FeatureVector
 	for _, m := range vmsgs {
-		if pv, err := streams.Decode[streams.FeatureVector](m.Data); err == nil {
+		if pv, err := pipeline.Decode[streams.FeatureVector](m); err == nil {
 			vecs = append(vecs, pv)
 		}
 	}
 	var preds []streams.Prediction
 	for _, m := range pmsgs {
-		if pr, err := streams.Decode[streams.Prediction](m.Data); err == nil && pr.Start.Before(v.Start) {
+		if pr, err := pipeline.Decode[streams.Prediction](m); err == nil && pr.Start.Before(v.Start) {
 			preds = append(preds, pr)
 		}
 	}
@@ -459,6 +460,9 @@ func (p *Predictions) FlushAll(ctx context.Context) {
 // overwritten.
 func (p *Predictions) flush(ctx context.Context, id string, m streams.Metrics) {
 	if p.store == nil {
+		// Kept in memory only: nothing is unwritten, and the count
+		// must restart or every later score flushes again.
+		p.unflush[id] = 0
 		return
 	}
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)

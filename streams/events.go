@@ -334,6 +334,12 @@ type HorizonForecast struct {
 	// Ready is false while the volatility model warms up: no intervals.
 	Ready     bool               `json:"ready"`
 	Intervals []ForecastInterval `json:"intervals,omitempty"`
+	// Failing is the horizon's live score as this prediction was made
+	// (HorizonScore.Failing, which the registry keeps a copy of every few
+	// candles): carried on every prediction so that a rule on it is
+	// evaluated, replayed and previewed from PREDICTIONS alone.
+	Failing       bool   `json:"failing,omitempty"`
+	FailingReason string `json:"failing_reason,omitempty"`
 }
 
 // ForecastInterval is a price interval with its nominal level and the
