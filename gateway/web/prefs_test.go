@@ -243,3 +243,37 @@ func strs(v any) []string {
 	}
 	return out
 }
+
+// TestForecastFailingRuleForm makes a forecast_failing rule (no threshold,
+// a horizon) through the alerts page and finds it stored as asked.
+func TestForecastFailingRuleForm(t *testing.T) {
+	const user, pass = "carol", "carol-password-1"
+	gw := startGateway(t, []string{"BTC/USD"}, []streams.Interval{streams.Interval1m})
+	tok := gw.signup(t, user, pass)
+	tb := newTab(t, newBrowser(t), user)
+	tb.run(chromedp.Navigate(gw.url + "/#/alerts"))
+	tb.login(gw.url, user, pass)
+	tb.run(chromedp.WaitVisible("#rule-form", chromedp.ByQuery),
+		chromedp.SendKeys(`#rule-form input[name=name]`, "fan failing", chromedp.ByQuery),
+		chromedp.SetValue(`#rule-form select[name=kind]`, "forecast_failing", chromedp.ByQuery),
+		chromedp.SendKeys(`#rule-form input[name=horizon]`, "15m", chromedp.ByQuery),
+		chromedp.Click("#save-rule", chromedp.ByQuery))
+	tb.waitJS("the rule in the table", `[...document.querySelectorAll("#rules td")].some(td => td.textContent === "fan failing")`)
+	code, m := gw.call(t, "GET", "/alerts/rules", tok, nil)
+	rules, _ := m["rules"].([]any)
+	if code != http.StatusOK || len(rules) != 1 {
+		t.Fatalf("stored rules: %d %v", code, m)
+	}
+	r := rules[0].(map[string]any)
+	if h, _ := time.ParseDuration(r["horizon"].(string)); r["kind"] != "forecast_failing" || h != 15*time.Minute {
+		t.Fatalf("stored rule: %v", r)
+	}
+	var text string
+	tb.eval(`document.querySelector("#rules tbody tr").textContent`, &text)
+	if !bytes.Contains([]byte(text), []byte("15m ahead")) {
+		t.Fatalf("the rules table says %q", text)
+	}
+	if errs := tb.consoleErrors(); len(errs) > 0 {
+		t.Fatalf("console errors: %v", errs)
+	}
+}
