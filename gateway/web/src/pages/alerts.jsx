@@ -46,7 +46,7 @@ function describe(r) {
   const parts = [r.kind.replace(/_/g, " ")];
   if (r.direction && r.direction !== "either") parts.push(r.direction);
   // A kind with no threshold (forecast_failing) is stored with 0.
-  if (r.threshold !== undefined && r.kind !== "forecast_failing") parts.push(num(r.threshold, 2));
+  if (r.threshold !== undefined && r.kind !== "forecast_failing") parts.push(String(r.threshold)); // as typed: 0.0001 is not 0.00
   if (r.window) parts.push("over " + dur(r.window));
   if (r.kind === "forecast_failing") parts.push(r.horizon ? dur(r.horizon) + " ahead" : "any horizon");
   return parts.join(" ");
