@@ -1,7 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { subscribe } from "../live.js";
-import { time, num, dur } from "../format.js";
+import { time, dur } from "../format.js";
 import { useIntervals } from "../intervals.jsx";
 
 // The rules are the notifier's (GET/POST /alerts/rules, GET/PUT/DELETE
