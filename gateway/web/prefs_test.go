@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -245,7 +246,8 @@ func strs(v any) []string {
 }
 
 // TestForecastFailingRuleForm makes a forecast_failing rule (no threshold,
-// a horizon) through the alerts page and finds it stored as asked.
+// a horizon) through the alerts page and finds it stored as asked, then
+// edits and deletes it there.
 func TestForecastFailingRuleForm(t *testing.T) {
 	const user, pass = "carol", "carol-password-1"
 	gw := startGateway(t, []string{"BTC/USD"}, []streams.Interval{streams.Interval1m})
@@ -272,6 +274,20 @@ func TestForecastFailingRuleForm(t *testing.T) {
 	tb.eval(`document.querySelector("#rules tbody tr").textContent`, &text)
 	if !bytes.Contains([]byte(text), []byte("15m ahead")) {
 		t.Fatalf("the rules table says %q", text)
+	}
+	// Edited to one hour ahead in the form, then deleted.
+	id := r["id"].(string)
+	tb.run(chromedp.Click(fmt.Sprintf(`#rules tr[data-rule=%q] button`, id), chromedp.ByQuery))
+	tb.waitJS("the rule in the form", `document.querySelector("#save-rule").textContent === "Save rule" && document.querySelector("#rule-form [name=horizon]").value === "15m"`)
+	tb.run(chromedp.SetValue(`#rule-form input[name=horizon]`, "1h", chromedp.ByQuery), chromedp.Click("#save-rule", chromedp.ByQuery))
+	tb.waitJS("the edited rule in the table", `document.querySelector("#rules tbody tr") && document.querySelector("#rules tbody tr").textContent.includes("1h ahead")`)
+	if code, m := gw.call(t, "GET", "/alerts/rules/"+id, tok, nil); code != http.StatusOK || m["horizon"] != "1h0m0s" || m["kind"] != "forecast_failing" {
+		t.Fatalf("after the edit: %d %v", code, m)
+	}
+	tb.run(chromedp.Click(fmt.Sprintf(`#rules tr[data-rule=%q] button.danger`, id), chromedp.ByQuery))
+	tb.waitJS("the rule gone from the table", `document.querySelector("#rules") && !document.querySelector("#rules tbody tr")`)
+	if code, m := gw.call(t, "GET", "/alerts/rules", tok, nil); code != http.StatusOK || len(m["rules"].([]any)) != 0 {
+		t.Fatalf("after the delete: %d %v", code, m)
 	}
 	if errs := tb.consoleErrors(); len(errs) > 0 {
 		t.Fatalf("console errors: %v", errs)
