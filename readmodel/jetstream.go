@@ -170,19 +170,13 @@ func (r *JetStream) Predictions(ctx context.Context, q PredictionQuery) (Predict
 }
 
 func (r *JetStream) predictionSeries(iv streams.Interval, symbol string) *series[streams.Prediction] {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	subj := streams.PredictionSubject(iv, symbol)
-	s, ok := r.predictions[subj]
-	if !ok {
-		s = newSeries(streams.StreamPredictions, subj, func(b []byte) (streams.Prediction, error) {
+	return index(r, r.predictions, streams.PredictionSubject(iv, symbol), func(subj string) *series[streams.Prediction] {
+		return newSeries(streams.StreamPredictions, subj, func(b []byte) (streams.Prediction, error) {
 			p, err := streams.Decode[streams.Prediction](b)
 			p.Trace = nil // hops are transport detail, not history
 			return p, err
 		}, func(a, b streams.Prediction) int { return a.Start.Compare(b.Start) })
-		r.predictions[subj] = s
-	}
-	return s
+	})
 }
 
 // Champion implements Reader from the model-registry bucket, which the
@@ -222,11 +216,8 @@ func (r *JetStream) Alerts(ctx context.Context, q AlertQuery) ([]streams.Alert, 
 	if err := streams.ValidateSymbol(q.Symbol); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadQuery, err)
 	}
-	r.mu.Lock()
-	subj := streams.AlertSubject(q.Symbol)
-	s, ok := r.alerts[subj]
-	if !ok {
-		s = newSeries(streams.StreamAlerts, subj, func(b []byte) (streams.Alert, error) {
+	s := index(r, r.alerts, streams.AlertSubject(q.Symbol), func(subj string) *series[streams.Alert] {
+		return newSeries(streams.StreamAlerts, subj, func(b []byte) (streams.Alert, error) {
 			a, err := streams.Decode[streams.Alert](b)
 			a.Trace = nil
 			return a, err
@@ -236,9 +227,7 @@ func (r *JetStream) Alerts(ctx context.Context, q AlertQuery) ([]streams.Alert, 
 			}
 			return strings.Compare(a.ID, b.ID)
 		})
-		r.alerts[subj] = s
-	}
-	r.mu.Unlock()
+	})
 	out := []streams.Alert{}
 	err := readSeries(ctx, r, s, func(sorted []streams.Alert) {
 		for _, a := range sorted {
@@ -254,19 +243,43 @@ func (r *JetStream) Alerts(ctx context.Context, q AlertQuery) ([]streams.Alert, 
 }
 
 func (r *JetStream) candleSeries(iv streams.Interval, symbol string) *series[streams.Candle] {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	subj := streams.CandleSubject(iv, symbol)
-	s, ok := r.candles[subj]
-	if !ok {
-		s = newSeries(streams.StreamMarket, subj, func(b []byte) (streams.Candle, error) {
+	return index(r, r.candles, streams.CandleSubject(iv, symbol), func(subj string) *series[streams.Candle] {
+		return newSeries(streams.StreamMarket, subj, func(b []byte) (streams.Candle, error) {
 			c, err := streams.Decode[streams.Candle](b)
 			c.Trace = nil // hops are transport detail, not history
 			return c, err
 		}, func(a, b streams.Candle) int { return a.Start.Compare(b.Start) })
-		r.candles[subj] = s
+	})
+}
+
+// index returns the series of subj kept in m, or a new one that
+// readSeries keeps in m once a read finds the subject holds something. A
+// query of a subject with nothing stored (any symbol a client can spell)
+// leaves nothing behind: the reader grows with the streams, not with what
+// clients ask for.
+func index[T any](r *JetStream, m map[string]*series[T], subj string, mk func(subj string) *series[T]) *series[T] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := m[subj]; ok {
+		return s
+	}
+	s := mk(subj)
+	s.keep = func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if _, ok := m[subj]; !ok {
+			m[subj] = s
+		}
 	}
 	return s
+}
+
+// Series is how many series the reader indexes (its memory grows with
+// them): those of subjects that held something when asked about.
+func (r *JetStream) Series() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.candles) + len(r.predictions) + len(r.alerts)
 }
 
 // stream returns a cached handle: looking a stream up costs a round trip
@@ -293,7 +306,18 @@ func readSeries[T any](ctx context.Context, r *JetStream, s *series[T], fn func(
 	if err != nil {
 		return err
 	}
-	return s.read(ctx, r.js, stream, fn)
+	if err := s.read(ctx, r.js, stream, fn); err != nil {
+		return err
+	}
+	if s.keep != nil {
+		s.mu.RLock()
+		held := s.lastSeq > 0
+		s.mu.RUnlock()
+		if held {
+			s.keep()
+		}
+	}
+	return nil
 }
 
 func latest[T any](ctx context.Context, r *JetStream, s *series[T]) (T, error) {
@@ -313,11 +337,14 @@ func latest[T any](ctx context.Context, r *JetStream, s *series[T]) (T, error) {
 // series indexes one subject's events in their order (by start time, or
 // for alerts by time and id); events the order calls equal are one event,
 // and the newest stored version wins, as it does in the SQL projection.
-// version of an event wins, as it does in the SQL projection.
 type series[T any] struct {
 	stream, subject string
 	decode          func([]byte) (T, error)
 	order           func(a, b T) int
+
+	// keep puts the series in the reader's index unless one is there
+	// already; set before the series is shared.
+	keep func()
 
 	mu      sync.RWMutex
 	lastSeq uint64

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -456,6 +458,19 @@ func (tb *tab) chart() chartState {
 	return s
 }
 
+type bar struct {
+	Time  int64   `json:"time"`
+	Close float64 `json:"close"`
+}
+
+// closes is every closed candle on the chart, with its close.
+func (tb *tab) closes() []bar {
+	tb.t.Helper()
+	var out []bar
+	tb.eval(`(() => { const c = window.cryptostream.chart; return c.snapshot().closed.map(t => ({time: t, close: c.bars.get(t).close})); })()`, &out)
+	return out
+}
+
 func (tb *tab) screenshot(dir, name string, ready string) {
 	tb.t.Helper()
 	// A background tab neither paints nor animates: bring it forward.
@@ -663,6 +678,67 @@ func TestDashboard(t *testing.T) {
 		report["navigation_to_first_candle_ms"] = firstCandle
 	})
 
+	t.Run("past predictions from before the page opened are drawn against the closes with the realised error", func(t *testing.T) {
+		user.t = t
+		user.hash("#/")
+		user.waitJS("the home page", `document.querySelector('#watchlist tr[data-symbol="BTC/USD"]')`)
+		opened := sys.latest(t, adminTok)
+		user.hash("#/asset/BTC-USD?iv=1m&range=1h")
+		user.waitJS("the chart and a scored prediction", `document.querySelector("#chart").dataset.loading === "0" && document.querySelector("#realised").textContent.startsWith("MAE")`)
+		var page struct {
+			Scored [][3]float64 `json:"scored"`
+			Closed []int64      `json:"closed"`
+			Past   int          `json:"past"`
+			Shown  string       `json:"shown"`
+			MAE    float64      `json:"mae"`
+		}
+		user.eval(`(() => { const c = window.cryptostream.chart, r = window.cryptostream.realised || {scored: []};
+			return {scored: r.scored, closed: c.snapshot().closed, past: c.past.data().length, shown: document.querySelector("#realised").dataset.n, mae: r.mae}; })()`, &page)
+		if len(page.Scored) == 0 {
+			t.Fatal("the page shows a realised error and names no prediction it scored")
+		}
+		if first := int64(page.Scored[0][0]); first > opened {
+			t.Fatalf("the first prediction scored targets %d, after the page opened at the %d candle: no history", first, opened)
+		}
+		// Every prediction the server holds for a candle on the chart is
+		// scored, against that candle's close, and nothing else.
+		closes := map[int64]float64{}
+		for _, c := range user.closes() {
+			closes[c.Time] = c.Close
+		}
+		tok := sys.token(t, userName, userPass)
+		code, m := sys.api(t, "GET", fmt.Sprintf("/prediction/history?asset=BTC-USD&interval=1m&from=%d&to=%d&limit=1000", page.Closed[0]-60, page.Closed[len(page.Closed)-1]+60), tok, nil)
+		if code != http.StatusOK {
+			t.Fatalf("prediction history: %d %v", code, m)
+		}
+		want := map[int64]float64{}
+		for _, p := range m["predictions"].([]any) {
+			p := p.(map[string]any)
+			target, _ := time.Parse(time.RFC3339, p["target"].(string))
+			if slices.Contains(page.Closed, target.Unix()) {
+				want[target.Unix()] = p["predicted_close"].(float64)
+			}
+		}
+		var sum float64
+		for _, sc := range page.Scored {
+			target, predicted, actual := int64(sc[0]), sc[1], sc[2]
+			w, ok := want[target]
+			if !ok || w != predicted {
+				t.Fatalf("the page scores a prediction of %v for %d; the server has %v (held: %v)", predicted, target, w, ok)
+			}
+			if actual != closes[target] {
+				t.Fatalf("the prediction for %d is scored against %v, the chart's close is %v", target, actual, closes[target])
+			}
+			sum += math.Abs(actual - predicted)
+		}
+		if len(page.Scored) != len(want) {
+			t.Fatalf("the page scores %d predictions; the server holds %d for the candles on the chart", len(page.Scored), len(want))
+		}
+		if page.Shown != strconv.Itoa(len(page.Scored)) || page.Past < len(page.Scored) || math.Abs(page.MAE-sum/float64(len(page.Scored))) > 1e-9*sum {
+			t.Fatalf("the page shows %s scored, draws %d past predictions and an MAE of %v; want %d, at least as many and %v", page.Shown, page.Past, page.MAE, len(page.Scored), sum/float64(len(page.Scored)))
+		}
+	})
+
 	t.Run("the forecast is drawn ahead of the last candle and says who made it", func(t *testing.T) {
 		user.t = t
 		// The fan of the 1h range reaches the farthest horizon within a
@@ -866,6 +942,60 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	var backtestID string
+	t.Run("an admin starts a backtest, follows it to its end and reads its figures", func(t *testing.T) {
+		admin.t = t
+		admin.run(page.BringToFront())
+		admin.hash("#/backtests")
+		admin.waitJS("the form with the range filled", `(() => { const f = document.querySelector("#backtest-form"); return f && f.querySelector("[name=from]").value && f.querySelector("[name=asset]").value === "BTC/USD"; })()`)
+		admin.run(chromedp.Click("#start-backtest", chromedp.ByQuery))
+		admin.waitJS("the backtest followed to its end", `document.querySelector('#backtest[data-state="done"], #backtest[data-state="failed"]')`)
+		var id, state, errText string
+		admin.eval(`document.querySelector("#backtest").dataset.id`, &id)
+		admin.eval(`document.querySelector("#backtest").dataset.state`, &state)
+		if state != "done" {
+			admin.eval(`(document.querySelector("#backtest-error") || {}).textContent || ""`, &errText)
+			t.Fatalf("backtest %s %s: %s", id, state, errText)
+		}
+		backtestID = id
+		code, st := sys.api(t, "GET", "/backtests/"+id, adminTok, nil)
+		if code != http.StatusOK || st["state"] != "done" {
+			t.Fatalf("the page says backtest %s is done; the API: %d %v", id, code, st)
+		}
+		rep := st["report"].(map[string]any)
+		var shown struct {
+			MAE, Return, Hold float64
+			Text              string
+		}
+		admin.waitJS("the report", `document.querySelector("#backtest-report")`)
+		admin.eval(`(() => { const q = (s) => document.querySelector(s); return {
+			MAE: Number(q('#backtest-point tr[data-row="model"] [data-mae]').dataset.mae),
+			Return: Number(q('#backtest-trading tr[data-row="strategy"] [data-total-return]').dataset.totalReturn),
+			Hold: Number(q('#backtest-trading tr[data-row="buy_and_hold"] [data-total-return]').dataset.totalReturn),
+			Text: q("#backtest-report").textContent}; })()`, &shown)
+		point := rep["point"].(map[string]any)
+		trading := rep["trading"].(map[string]any)
+		counts := rep["counts"].(map[string]any)
+		if shown.MAE != point["model"].(map[string]any)["mae"] || shown.Return != trading["strategy"].(map[string]any)["total_return"] ||
+			shown.Hold != trading["buy_and_hold"].(map[string]any)["total_return"] ||
+			!strings.Contains(shown.Text, fmt.Sprintf("%v candles", counts["candles"])) || !strings.Contains(shown.Text, fmt.Sprintf("%v scored", point["scored"])) {
+			t.Fatalf("the page shows %+v; the report: point %v trading %v counts %v", shown, point, trading, counts)
+		}
+		if counts["candles"].(float64) < 300 {
+			t.Fatalf("six hours of 1m candles backtested as %v", counts["candles"])
+		}
+		// The listing names it, and a user is shown the refusal, not the page.
+		admin.waitJS("the backtest in the list", fmt.Sprintf(`document.querySelector('#backtests tr[data-backtest=%q] .state.done')`, id))
+		user.t = t
+		user.hash("#/backtests")
+		user.waitJS("the refusal", `document.querySelector("#forbidden")`)
+		var form bool
+		user.eval(`!!document.querySelector("#backtest-form, #nav-backtests")`, &form)
+		if form {
+			t.Fatal("a user is shown the backtest form or its link")
+		}
+	})
+
 	t.Run("screenshots", func(t *testing.T) {
 		user.t, admin.t = t, t
 		for _, size := range []struct {
@@ -887,6 +1017,8 @@ func TestDashboard(t *testing.T) {
 			user.screenshot(shots, "alerts"+sfx, `document.querySelector("#rules, #rules-missing")`)
 			user.hash("#/models")
 			user.screenshot(shots, "models"+sfx, `document.querySelector("#models, #no-models")`)
+			admin.hash("#/backtests?id=" + backtestID)
+			admin.screenshot(shots, "backtests"+sfx, `document.querySelector("#backtest-report") && document.querySelector("#backtests tbody tr")`)
 			admin.hash("#/admin")
 			admin.screenshot(shots, "admin"+sfx, `document.querySelector('#assets tr[data-symbol="BTC/USD"]') && document.querySelector('#users tr[data-user="alice"]')`)
 		}

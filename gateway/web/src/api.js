@@ -50,23 +50,39 @@ export const get = (p) => api("GET", p);
 // assetToken spells a symbol the way paths and channels take it: BTC-USD.
 export const assetToken = (sym) => sym.replace("/", "-");
 
-// history reads every candle of a series from `from` on, following the
-// cursor, bounded by max candles.
-export async function history(sym, interval, from, max = 5000) {
+// pages reads a paged list (key in each answer) of path from `from` on,
+// following the cursor, bounded by max items.
+async function pages(path, key, params, max) {
   let out = [];
   let cursor = "";
   for (;;) {
-    const q = new URLSearchParams({ interval, limit: String(Math.min(1000, max)) });
-    if (from) q.set("from", String(Math.floor(from)));
+    const q = new URLSearchParams({ ...params, limit: String(Math.min(1000, max)) });
     if (cursor) q.set("cursor", cursor);
-    const r = await get(`/crypto/asset_history/${assetToken(sym)}?${q}`);
+    const r = await get(`${path}?${q}`);
     if (!session.value) break; // logged out meanwhile
-    out = out.concat(r.candles);
-    if (!r.next || out.length >= max || r.candles.length === 0) break;
+    out = out.concat(r[key]);
+    if (!r.next || out.length >= max || r[key].length === 0) break;
     cursor = r.next;
   }
   return out;
 }
+
+const range = (from, to) => {
+  const q = {};
+  if (from) q.from = String(Math.floor(from));
+  if (to) q.to = String(Math.floor(to));
+  return q;
+};
+
+// history reads every candle of a series from `from` on, bounded by max
+// candles.
+export const history = (sym, interval, from, max = 5000) =>
+  pages(`/crypto/asset_history/${assetToken(sym)}`, "candles", { interval, ...range(from) }, max);
+
+// predictionHistory reads the predictions made on the candles of [from,
+// to), each with its primary horizon only.
+export const predictionHistory = (sym, interval, from, to, max = 5000) =>
+  pages("/prediction/history", "predictions", { asset: assetToken(sym), interval, ...range(from, to) }, max);
 
 // login starts a session for the user (or renews the current one in
 // place: the page and its socket stay).

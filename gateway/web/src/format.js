@@ -32,3 +32,5 @@ export function seconds(iv) {
   return n * UNIT[iv.slice(-1)];
 }
 export const unix = (t) => Math.floor(new Date(t).getTime() / 1000);
+// dur spells a Go duration as people write it: 15m0s as 15m, 1h0m0s as 1h.
+export const dur = (s) => (s || "").replace(/([hm])0s$/, "$1").replace(/h0m$/, "h");

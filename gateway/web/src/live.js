@@ -24,16 +24,18 @@ export function channelName(kind, sym, interval) {
 }
 
 // subscribe calls onEvent(data, {seq, snapshot}) for every event of the
-// channel and onGap({from,to}) when a resume could not be served in full.
+// channel, onGap({from,to}) when a resume could not be served in full, and
+// onRefused({code, message}) when the hub refuses the channel (not_tracked:
+// an asset or interval the system does not run; unavailable).
 // resume: whether a reconnect asks for what was missed (closed candles,
 // predictions, alerts) or only the latest value (ticks).
-export function subscribe(name, onEvent, { resume = true, onGap } = {}) {
+export function subscribe(name, onEvent, { resume = true, onGap, onRefused } = {}) {
   let ch = channels.get(name);
   if (!ch) {
     ch = { handlers: new Set(), seq: null, resume, subscribed: false };
     channels.set(name, ch);
   }
-  const h = { onEvent, onGap };
+  const h = { onEvent, onGap, onRefused };
   ch.handlers.add(h);
   if (ws && ws.readyState === WebSocket.OPEN && !ch.subscribed) send(name, ch);
   ensureOpen();
@@ -146,6 +148,11 @@ function onMessage(raw) {
   } else if (m.type === "gap" && ch) {
     ch.seq = Math.max(ch.seq || 0, m.to);
     for (const h of ch.handlers) if (h.onGap) h.onGap({ from: m.from, to: m.to });
+  } else if (m.type === "error" && ch && m.code !== "subscribe_refused") {
+    // Not subscribed on the server: the next connection asks again (an
+    // admin may have added the asset meanwhile).
+    ch.subscribed = false;
+    for (const h of ch.handlers) if (h.onRefused) h.onRefused({ code: m.code, message: m.message });
   } else if (m.type === "error" && m.code !== "subscribe_refused") {
     console.warn("websocket:", m.code, m.message);
   }

@@ -15,6 +15,7 @@ import { Admin } from "./pages/admin.jsx";
 import { Account } from "./pages/account.jsx";
 import { Alerts } from "./pages/alerts.jsx";
 import { Analysis } from "./pages/analysis.jsx";
+import { Backtests } from "./pages/backtests.jsx";
 
 // The automation surface the browser tests and the benchmark read: plain
 // numbers about what the page drew, never a credential.
@@ -145,7 +146,7 @@ function useAlertToasts(s) {
 
 function Nav({ s, path }) {
   const links = [["#/", "Home"], ["#/alerts", "Alerts"], ["#/models", "Models"], ["#/analysis/BTC-USD", "Analysis"], ["#/account", "Account"]];
-  if (s.role === "admin") links.push(["#/admin", "Admin"]);
+  if (s.role === "admin") links.push(["#/backtests", "Backtests"], ["#/admin", "Admin"]);
   return (
     <nav>
       <a class="brand" href="#/">cryptostream</a>
@@ -187,6 +188,7 @@ function App() {
     case "admin": page = <Admin s={s} />; break;
     case "account": page = <Account />; break;
     case "alerts": page = <Alerts s={s} />; break;
+    case "backtests": page = <Backtests s={s} query={r.query} />; break;
     case "analysis": page = <Analysis sym={(p1 || "BTC-USD").replace("-", "/")} />; break;
     default: page = <main><h1>Not found</h1><p>No page at {r.path}.</p></main>;
   }

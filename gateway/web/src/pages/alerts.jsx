@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { subscribe } from "../live.js";
-import { time, num, INTERVALS } from "../format.js";
+import { time, dur } from "../format.js";
+import { useIntervals } from "../intervals.jsx";
 
 // The rules are the notifier's (GET/POST /alerts/rules, GET/PUT/DELETE
 // /alerts/rules/{id}, POST /alerts/rules/preview, GET /alerts/history).
@@ -11,6 +12,7 @@ const KINDS = [
   ["predicted_move", "Predicted move above a percentage", false],
   ["volatility_spike", "Volatility spike (times its average)", false],
   ["model_error", "Model failing (error above a percentage)", false],
+  ["forecast_failing", "Forecast failing its live score (a horizon, or any)", false],
   ["failed_logins", "Failed logins (security)", true],
   ["role_granted", "Role granted (security)", true],
   ["user_deleted", "User deleted (security)", true],
@@ -20,7 +22,7 @@ const KINDS = [
 // that the server's defaults apply.
 function ruleBody(f) {
   const body = { kind: f.get("kind") };
-  for (const k of ["name", "symbol", "interval", "direction", "window", "trigger", "cooldown", "per"]) {
+  for (const k of ["name", "symbol", "interval", "direction", "window", "horizon", "trigger", "cooldown", "per"]) {
     const v = (f.get(k) || "").trim();
     if (v) body[k] = v;
   }
@@ -43,13 +45,16 @@ function Choice({ name, cur, options }) {
 function describe(r) {
   const parts = [r.kind.replace(/_/g, " ")];
   if (r.direction && r.direction !== "either") parts.push(r.direction);
-  if (r.threshold !== undefined) parts.push(num(r.threshold, 2));
-  if (r.window) parts.push("over " + r.window);
+  // A kind with no threshold (forecast_failing) is stored with 0.
+  if (r.threshold !== undefined && r.kind !== "forecast_failing") parts.push(String(r.threshold)); // as typed: 0.0001 is not 0.00
+  if (r.window) parts.push("over " + dur(r.window));
+  if (r.kind === "forecast_failing") parts.push(r.horizon ? dur(r.horizon) + " ahead" : "any horizon");
   return parts.join(" ");
 }
 
 export function Alerts({ s }) {
   const admin = s.role === "admin";
+  const runIvs = useIntervals("1m");
   const [rules, setRules] = useState(null);
   const [history, setHistory] = useState([]);
   const [next, setNext] = useState(null);
@@ -132,7 +137,7 @@ export function Alerts({ s }) {
                     <td>{x.name}{x.disabled && " (off)"}</td>
                     <td>{describe(x)}</td>
                     <td>{x.symbol} {x.interval}</td>
-                    <td>{x.trigger.replace(/_/g, " ")}{x.cooldown ? ", cooldown " + x.cooldown : ""}</td>
+                    <td>{x.trigger.replace(/_/g, " ")}{x.cooldown ? ", cooldown " + dur(x.cooldown) : ""}</td>
                     <td>{x.system ? "system" : x.owner}</td>
                     <td>{x.fired_at ? time(x.fired_at) : "never"}</td>
                     <td>{(!x.system || admin) && <><button onClick={() => { setEdit(x); setPreview(null); }}>Edit</button> <button class="danger" onClick={() => del(x.id)}>Delete</button></>}</td>
@@ -146,13 +151,14 @@ export function Alerts({ s }) {
           <input name="name" defaultValue={r.name || ""} placeholder="name" maxLength={100} />
           <Choice name="kind" cur={r.kind || "price_cross"} options={KINDS.filter((k) => admin || !k[2])} />
           <input name="symbol" defaultValue={r.symbol ?? "BTC/USD"} placeholder="BTC/USD" />
-          <Choice name="interval" cur={r.interval || "1m"} options={INTERVALS.map((i) => [i, i])} />
+          <Choice name="interval" cur={r.interval || runIvs[0]} options={[...new Set([r.interval, ...runIvs].filter(Boolean))].map((i) => [i, i])} />
           <Choice name="direction" cur={r.direction || "either"} options={[["either", "either way"], ["up", "up"], ["down", "down"]]} />
           <input name="threshold" type="number" step="any" defaultValue={r.threshold ?? ""} placeholder="threshold" />
-          <input name="window" defaultValue={r.window || ""} placeholder="window, e.g. 15m" />
+          <input name="window" defaultValue={dur(r.window)} placeholder="window, e.g. 15m" />
+          <input name="horizon" defaultValue={dur(r.horizon)} placeholder="horizon, e.g. 15m (forecast failing)" />
           <input name="count" type="number" min="0" defaultValue={r.count ?? ""} placeholder="count" />
           <Choice name="trigger" cur={r.trigger || "once_per_close"} options={[["once_per_close", "once per candle close"], ["once_per_candle", "once per candle (ticks)"], ["once", "once"]]} />
-          <input name="cooldown" defaultValue={r.cooldown || ""} placeholder="cooldown, e.g. 5m" />
+          <input name="cooldown" defaultValue={dur(r.cooldown)} placeholder="cooldown, e.g. 5m" />
           <input name="hysteresis" type="number" step="any" min="0" max="1" defaultValue={r.hysteresis || ""} placeholder="hysteresis 0..1" />
           <input name="webhook" type="url" defaultValue={(r.webhook && r.webhook.url) || ""} placeholder="webhook https://…" />
           {admin && <label><input name="system" type="checkbox" defaultChecked={!!r.system} /> system rule</label>}

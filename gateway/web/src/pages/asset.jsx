@@ -1,8 +1,9 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { get, history, assetToken } from "../api.js";
+import { get, history, predictionHistory, assetToken } from "../api.js";
 import { subscribe, channelName } from "../live.js";
 import { CandleChart } from "../chart.js";
 import { num, pct, share, time, INTERVALS, seconds, unix } from "../format.js";
+import { IntervalOptions } from "../intervals.jsx";
 import { go } from "../router.js";
 import { horizons, fan, modelLabel, isNoChange, levelName } from "../forecast.js";
 
@@ -11,12 +12,16 @@ const MAX_BARS = 3000;
 
 const bar = (c) => ({ time: unix(c.time ?? c.start), open: c.open, high: c.high, low: c.low, close: c.close, volume: c.volume });
 // predPoint is a prediction's primary horizon, as past predictions are
-// scored against the actual closes; level is its widest interval's.
+// scored against the actual closes; level is its widest interval's. The
+// channel sends the event (start), the history route its view (time).
 function predPoint(p) {
   const h = horizons(p).find((x) => x.horizon === (p.horizon || 1));
   const level = h && h.bands.length ? h.bands[0].level : 0;
-  return { start: unix(p.start), target: unix(p.target), close: p.close, predicted_close: p.predicted_close, lower: p.lower, upper: p.upper, level };
+  return { start: unix(p.start ?? p.time), target: unix(p.target), close: p.close, predicted_close: p.predicted_close, lower: p.lower, upper: p.upper, level };
 }
+const MAX_PREDS = MAX_BARS + 100;
+// The widest range GET /prediction/history serves (gateway.MaxPredictionSpan).
+const MAX_PRED_SPAN = 31 * 86400;
 
 function ingestAt(c) {
   const h = (c.trace || []).find((x) => x.stage === "ingest");
@@ -33,9 +38,10 @@ export function Asset({ sym, query }) {
   const rangeName = query.get("range") || "6h";
   const range = (RANGES.find((r) => r[0] === rangeName) || RANGES[1])[1];
   const el = useRef(null);
-  const [state, setState] = useState({ loading: true, err: "" });
+  const [state, setState] = useState({ loading: true, err: "", refused: "" });
   const [last, setLast] = useState(null);
   const [pred, setPred] = useState(null); // the latest prediction event, as sent
+  const [pastErr, setPastErr] = useState(""); // why past predictions could not be read
   // The fan reaches the horizon chosen (?fh=, in bars), else the farthest
   // that leaves the candles at least three quarters of the chart.
   const hs = horizons(pred);
@@ -59,10 +65,12 @@ export function Asset({ sym, query }) {
     function rescore() {
       let n = 0, abs = 0, banded = 0, inside = 0, level = 0;
       const list = [...preds.values()].sort((a, b) => a.target - b.target);
+      const scored = [];
       for (const p of list) {
         const actual = chart.closed.has(p.target) ? chart.bars.get(p.target).close : null;
         if (actual === null) continue;
         n++;
+        scored.push([p.target, p.predicted_close, actual]);
         abs += Math.abs(actual - p.predicted_close);
         // A prediction made while the intervals warmed up has none to be
         // inside of.
@@ -71,7 +79,8 @@ export function Asset({ sym, query }) {
         level = p.level || level;
         if (actual >= p.lower && actual <= p.upper) inside++;
       }
-      setScore({ n, mae: n ? abs / n : null, banded, covered: banded ? inside / banded : null, level });
+      setScore({ n, mae: n ? abs / n : null, banded, covered: banded ? inside / banded : null, level, since: scored.length ? scored[0][0] : null });
+      window.cryptostream.realised = { n, mae: n ? abs / n : null, scored };
       chart.setPast(list.filter((p) => p.target <= (chart.lastClosed() || { time: 0 }).time + seconds(iv)));
     }
 
@@ -100,18 +109,26 @@ export function Asset({ sym, query }) {
         started = true;
         reload(unix(c.start));
       }
-    }, { onGap: () => { if (!dead) reload((chart.lastClosed() || { time: 0 }).time); } });
+    }, {
+      onGap: () => { if (!dead) reload((chart.lastClosed() || { time: 0 }).time); },
+      // An asset or interval the system does not run: say so, rather than
+      // wait for a first candle that never comes.
+      onRefused: (e) => { if (!dead) setState({ loading: false, err: "", refused: e.code === "not_tracked" ? e.message : "" , failed: e.code !== "not_tracked" ? e.message : "" }); },
+    });
     const offT = subscribe(channelName("ticks", sym, iv), (t) => {
       if (dead || !ready) return;
       const b = bar(t.candle);
       chart.upsert(b, false);
       setLast(b);
     }, { resume: false });
-    const offP = subscribe(channelName("predictions", sym, iv), (p) => {
-      if (dead) return;
+    const addPred = (p) => {
       const q = predPoint(p);
       preds.set(q.target, q);
-      if (preds.size > 2000) preds.delete(preds.keys().next().value);
+      if (preds.size > MAX_PREDS) preds.delete(preds.keys().next().value);
+    };
+    const offP = subscribe(channelName("predictions", sym, iv), (p) => {
+      if (dead) return;
+      addPred(p);
       setPred(p);
       chart.setForecast(fan(p, fhRef.current));
       if (ready) rescore();
@@ -128,9 +145,25 @@ export function Asset({ sym, query }) {
         let candles = [];
         if (lastT) {
           const from = Math.max(lastT - range, lastT - (MAX_BARS - 1) * seconds(iv));
-          candles = await history(sym, iv, from, MAX_BARS);
-          const fired = await get(`/crypto/alert_history/${assetToken(sym)}?from=${from}`).catch(() => ({ alerts: [] }));
+          // The candles, the alerts fired and the predictions whose targets
+          // are in the range, read at once: the predictions made before
+          // the page opened are drawn against the closes and scored from
+          // the start, not only from when the page opened.
+          let past, fired, pastErr = "";
+          [candles, past, fired] = await Promise.all([
+            history(sym, iv, from, MAX_BARS),
+            predictionHistory(sym, iv, Math.max(from - seconds(iv), lastT + seconds(iv) - MAX_PRED_SPAN), lastT + seconds(iv), MAX_PREDS).catch((e) => { pastErr = e.message; return []; }),
+            get(`/crypto/alert_history/${assetToken(sym)}?from=${from}`).catch(() => ({ alerts: [] })),
+          ]);
+          if (dead) return;
+          // Oldest first, and a live one (already in preds) is the same
+          // prediction: the history goes in before it.
+          const live = [...preds.entries()];
+          preds.clear();
+          for (const p of past) addPred(p);
+          for (const [t, q] of live) preds.set(t, q);
           alerts = fired.alerts.map((a) => ({ time: Math.floor(unix(a.at) / seconds(iv)) * seconds(iv), kind: a.kind }));
+          setPastErr(pastErr);
         }
         if (dead) return;
         chart.setHistory(candles.map(bar));
@@ -142,7 +175,7 @@ export function Asset({ sym, query }) {
         requestAnimationFrame(() => {
           if (marks.firstCandle === null && chart.times.length) marks.firstCandle = performance.now();
         });
-        setState({ loading: false, err: "" });
+        setState({ loading: false, err: "", refused: "" });
         rescore();
       } catch (e) {
         if (!dead) setState({ loading: false, err: e.message });
@@ -176,7 +209,7 @@ export function Asset({ sym, query }) {
         <span class="big num" id="last-price">{last ? num(last.close) : "—"}</span>
         <label>Interval{" "}
           <select id="interval" value={iv} onChange={(e) => setQ("iv", e.target.value)}>
-            {INTERVALS.map((i) => <option value={i}>{i}</option>)}
+            <IntervalOptions current={iv} />
           </select>
         </label>
         <span class="ranges" role="group" aria-label="range">
@@ -187,14 +220,21 @@ export function Asset({ sym, query }) {
         <a href={`#/analysis/${assetToken(sym)}`}>Analysis</a>
       </header>
       {state.err && <p class="error">{state.err}</p>}
-      {state.loading && <p id="waiting"><small>Waiting for the first {iv} candle of {sym}…</small></p>}
-      <div class="chart" ref={el} id="chart" data-loading={state.loading ? "1" : "0"} />
+      {state.failed && <p class="error" id="channel-failed">The live {iv} candles of {sym} cannot be followed now: {state.failed}. The page retries when it reconnects.</p>}
+      {state.refused && (
+        <p class="notice" id="not-tracked">
+          No chart: {state.refused}. {/interval/.test(state.refused) ? "Choose one of the intervals in the menu." : "An admin can add it on the Admin page."}
+        </p>
+      )}
+      {state.loading && !state.refused && <p id="waiting"><small>Waiting for the first {iv} candle of {sym}…</small></p>}
+      <div class="chart" ref={el} id="chart" hidden={!!state.refused} data-loading={state.loading ? "1" : "0"} />
       <section class="stats">
         <div class="wide"><h3>Forecast</h3>
           {pred ? <Forecast p={pred} hs={hs} fh={fh} iv={iv} onPick={(h) => setQ("fh", String(h))} /> : <p><small>no prediction yet</small></p>}
         </div>
         <div><h3>Realised error</h3>
-          <p id="realised">{score.n ? <>MAE {num(score.mae)} over {score.n}{score.banded ? <> · {share(score.covered)} inside the {levelName(score.level)} interval (of {score.banded})</> : ""}</> : <small>none scored yet</small>}</p>
+          <p id="realised" data-n={score.n}>{score.n ? <>MAE {num(score.mae)} over {score.n} since {time(score.since)}{score.banded ? <> · {share(score.covered)} inside the {levelName(score.level)} interval (of {score.banded})</> : ""}</> : <small>none scored yet</small>}</p>
+          {pastErr && <p class="error" id="past-error"><small>Predictions made before the page opened cannot be read ({pastErr}): scored from now on only.</small></p>}
         </div>
         <div><h3>Last candle</h3>
           <p>{last ? <>{time(last.time)}<br /><small>O {num(last.open)} H {num(last.high)} L {num(last.low)} V {num(last.volume, 4)}</small></> : "—"}</p>

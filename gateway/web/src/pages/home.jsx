@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, get, history, assetToken } from "../api.js";
 import { subscribe, channelName } from "../live.js";
-import { num, pct, time, INTERVALS, seconds, unix } from "../format.js";
+import { num, pct, time, seconds, unix } from "../format.js";
+import { IntervalOptions, noteIntervals, useIntervals } from "../intervals.jsx";
 import { horizons, isNoChange, levelName } from "../forecast.js";
 
 export async function loadPrefs() {
@@ -114,10 +115,12 @@ export function Home() {
   const [prefs, setPrefs] = useState(null);
   const [edit, setEdit] = useState(false);
   const [err, setErr] = useState("");
+  const runIvs = useIntervals();
   async function load() {
     try {
       const [a, p] = await Promise.all([get("/crypto/assets"), loadPrefs()]);
       setAssets(a.assets.map((x) => x.symbol));
+      noteIntervals(a.intervals);
       setPrefs(p);
     } catch (e) {
       setErr(e.message);
@@ -129,20 +132,24 @@ export function Home() {
   if (err) return <main><p class="error">{err}</p></main>;
   if (!assets || !prefs) return <main><p>Loading…</p></main>;
   const shown = prefs.watchlist.length ? prefs.watchlist.filter((s) => assets.includes(s)) : assets;
+  // A default saved before its interval stopped being run falls back to
+  // one that is, and says so, rather than opening refused channels.
+  const interval = runIvs.length && !runIvs.includes(prefs.interval) ? runIvs[0] : prefs.interval;
   return (
     <main>
       <header class="row">
-        <h1>Watchlist</h1>
+        <h1>Watchlist <small id="watchlist-interval">{interval}</small></h1>
         <button id="edit-watchlist" onClick={() => setEdit(!edit)}>{edit ? "Close" : "Edit watchlist"}</button>
       </header>
       {edit && <WatchlistEditor assets={assets} prefs={prefs} shown={shown} onSaved={(p) => { setPrefs(p); setEdit(false); }} />}
+      {interval !== prefs.interval && <p class="notice" id="interval-fallback">Your default interval {prefs.interval} is not run here; showing {interval}.</p>}
       <div class="scroll">
-        <table class="watchlist" id="watchlist">
+        <table class="watchlist" id="watchlist" data-interval={interval}>
           <thead>
             <tr><th>Asset</th><th class="num">Price</th><th class="num">24 h</th><th>Last hour</th><th class="num">Next close predicted [interval]</th></tr>
           </thead>
           <tbody>
-            {shown.map((s) => <Row key={s + prefs.interval} sym={s} interval={prefs.interval} />)}
+            {shown.map((s) => <Row key={s + interval} sym={s} interval={interval} />)}
           </tbody>
         </table>
       </div>
@@ -174,20 +181,20 @@ function WatchlistEditor({ assets, prefs, shown, onSaved }) {
     <section class="card" id="watchlist-editor">
       <label>Default interval{" "}
         <select value={iv} onChange={(e) => setIv(e.target.value)} id="pref-interval">
-          {INTERVALS.map((i) => <option value={i}>{i}</option>)}
+          <IntervalOptions current={iv} />
         </select>
       </label>
       <ol>
         {list.map((s, i) => (
           <li key={s}>
-            {s} <button onClick={() => move(i, -1)} aria-label={`move ${s} up`}>↑</button>
-            <button onClick={() => move(i, 1)} aria-label={`move ${s} down`}>↓</button>
-            <button onClick={() => setList(list.filter((x) => x !== s))}>Remove</button>
+            {s} <button onClick={() => move(i, -1)} aria-label={`move ${s} up`} data-up={s}>↑</button>
+            <button onClick={() => move(i, 1)} aria-label={`move ${s} down`} data-down={s}>↓</button>
+            <button onClick={() => setList(list.filter((x) => x !== s))} data-remove={s}>Remove</button>
           </li>
         ))}
       </ol>
       {assets.filter((s) => !list.includes(s)).map((s) => (
-        <button key={s} onClick={() => setList([...list, s])}>Add {s}</button>
+        <button key={s} onClick={() => setList([...list, s])} data-add={s}>Add {s}</button>
       ))}
       {err && <p class="error">{err}</p>}
       <p><button id="save-watchlist" onClick={save}>Save</button></p>

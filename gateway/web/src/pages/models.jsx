@@ -1,7 +1,9 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { subscribe, channelName } from "../live.js";
-import { num, pct, share, time, INTERVALS } from "../format.js";
+import { num, pct, share, time } from "../format.js";
+import { IntervalOptions } from "../intervals.jsx";
+import { follow as followJob } from "../jobs.js";
 import { levelName } from "../forecast.js";
 
 const SPLITS = ["train", "test", "live", "baseline_zero", "baseline_last"];
@@ -114,25 +116,12 @@ export function Models({ admin }) {
       setErr(e.message);
     }
   }
-  // A job has no channel on the hub: its status is read until it ends,
-  // backing off, and never after.
   async function follow(id) {
-    let delay = 500;
-    while (alive.current) {
-      let st;
-      try {
-        st = await get(`/prediction/jobs/${id}`);
-      } catch (e) {
-        setErr(e.message);
-        return;
-      }
-      setJobs((js) => [st, ...js.filter((j) => j.job_id !== id)].slice(0, 10));
-      if (st.state === "done" || st.state === "failed") {
-        load();
-        return;
-      }
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 1.5, 5000);
+    try {
+      const st = await followJob(`/prediction/jobs/${id}`, (st) => setJobs((js) => [st, ...js.filter((j) => j.job_id !== id)].slice(0, 10)), () => alive.current);
+      if (st) load();
+    } catch (e) {
+      setErr(e.message);
     }
   }
   const log = (models || []).filter((m) => m.decision).sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
@@ -140,7 +129,7 @@ export function Models({ admin }) {
     <main>
       <header class="row">
         <h1>Models</h1>
-        <label>Interval <select value={interval} onChange={(e) => setInterval_(e.target.value)} id="models-interval">{INTERVALS.map((i) => <option value={i}>{i}</option>)}</select></label>
+        <label>Interval <select value={interval} onChange={(e) => setInterval_(e.target.value)} id="models-interval"><IntervalOptions current={interval} /></select></label>
       </header>
       {err && <p class="error">{err}</p>}
       <div id="evaluations">{!evals ? <p>Loading…</p> : evals.length === 0 ? <p>No asset is tracked yet.</p> : evals.map((ev) => <Evaluation key={ev.asset} ev={ev} />)}</div>
