@@ -69,7 +69,8 @@ type fastBatch struct {
 	// nothing more may be sent into it.
 	ended bool
 	why   error
-	// wake is closed (and replaced) at every change.
+	// wake is signalled at every change; the Run goroutine is the one
+	// waiter, and a signal it finds stale only makes it look again.
 	wake chan struct{}
 }
 
@@ -98,8 +99,10 @@ func (b *fastBatch) update(acked uint64, end bool, why error) {
 		b.ended, b.why, changed = true, why, true
 	}
 	if changed {
-		close(b.wake)
-		b.wake = make(chan struct{})
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -184,7 +187,7 @@ func (r *Runner) sendBatched(fl *flight, stream string, m *nats.Msg) error {
 			return err
 		}
 		id := nuid.Next()
-		b = &fastBatch{stream: stream, id: id, prefix: bs.inbox + "." + id + "." + batchFlow + ".fail.", wake: make(chan struct{})}
+		b = &fastBatch{stream: stream, id: id, prefix: bs.inbox + "." + id + "." + batchFlow + ".fail.", wake: make(chan struct{}, 1)}
 		bs.mu.Lock()
 		bs.byID[id] = b
 		bs.mu.Unlock()
@@ -295,14 +298,14 @@ func (bs *batches) answer(m *nats.Msg) {
 		// 503: no stream leader took the message (a leader change).
 		b.update(0, true, fmt.Errorf("status %s", m.Header.Get("Status")))
 	case bytes.HasPrefix(data, flowAckPrefix):
-		digits := data[len(flowAckPrefix):]
-		n := 0
-		for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
-			n++
+		var seq uint64
+		for _, c := range data[len(flowAckPrefix):] {
+			if c < '0' || c > '9' {
+				break
+			}
+			seq = seq*10 + uint64(c-'0')
 		}
-		if seq, err := strconv.ParseUint(string(digits[:n]), 10, 64); err == nil {
-			b.update(seq, false, nil)
-		}
+		b.update(seq, false, nil)
 	case bytes.HasPrefix(data, flowGapPrefix), bytes.HasPrefix(data, flowErrPrefix):
 		b.update(0, true, fmt.Errorf("server: %s", truncate(string(data), 200)))
 	default:
