@@ -135,25 +135,25 @@ func newBatches(conn *nats.Conn) *batches {
 
 // streamOf names the stream that stores subject when it takes fast-ingest
 // batches, or "" when it does not (its outputs then go one by one,
-// asynchronously, as before). Answers are kept; a failed lookup is not.
-func (r *Runner) streamOf(ctx context.Context, subject string) string {
+// asynchronously, as before). Answers are kept. A failed lookup is not:
+// it refuses the output, which then goes one at a time in order, rather
+// than asynchronously beside its stream's batch.
+func (r *Runner) streamOf(ctx context.Context, subject string) (string, error) {
 	if s, ok := r.bs.stream[subject]; ok {
-		return s
+		return s, nil
 	}
 	if r.bs.conn == nil {
-		return ""
+		return "", nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	name, err := r.js.StreamNameBySubject(lctx, subject)
 	if err != nil {
-		r.log.Debug("output stream lookup", "subject", subject, "err", err)
-		return ""
+		return "", fmt.Errorf("pipeline: stream of %s: %w", subject, err)
 	}
 	s, err := r.js.Stream(lctx, name)
 	if err != nil {
-		r.log.Debug("output stream info", "stream", name, "err", err)
-		return ""
+		return "", fmt.Errorf("pipeline: stream %s: %w", name, err)
 	}
 	batched := ""
 	if info := s.CachedInfo(); info != nil && info.Config.AllowBatchPublish {
@@ -163,7 +163,7 @@ func (r *Runner) streamOf(ctx context.Context, subject string) string {
 			"stream", name)
 	}
 	r.bs.stream[subject] = batched
-	return batched
+	return batched, nil
 }
 
 // sendBatched sends m into its stream's open batch, opening one when there

@@ -146,7 +146,11 @@ func (r *Runner) launch(ctx context.Context, fl *flight) {
 // publish sends m into its stream's fast batch, or asynchronously on its
 // own when the stream takes no batches.
 func (r *Runner) publish(ctx context.Context, fl *flight, m *nats.Msg) error {
-	if stream := r.streamOf(ctx, m.Subject); stream != "" {
+	stream, err := r.streamOf(ctx, m.Subject)
+	if err != nil {
+		return err
+	}
+	if stream != "" {
 		return r.sendBatched(fl, stream, m)
 	}
 	f, err := r.js.PublishMsgAsync(m)

@@ -487,3 +487,28 @@ func TestRunnerRetryPublishInOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestRunnerStreamWithoutBatches: an output stream that takes no fast
+// batches (a server before 2.14, or allow_batched off) gets the outputs
+// published one by one asynchronously, all stored once, in order.
+func TestRunnerStreamWithoutBatches(t *testing.T) {
+	s, js := setup(t)
+	st, err := js.Stream(t.Context(), "OUT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowBatchPublish = false
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"a", "b", "c"}
+	inputs(t, js, keys, 0, 300)
+	in := run(t, s, newSummer(), nil)
+	natstest.WaitFor(t, 30*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 300 })
+	in.stop()
+	check(t, outputs(t, js), want(keys, 300, nil))
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batches_cut_total", nil); got != 0 {
+		t.Fatalf("%v batches cut on a stream that takes none", got)
+	}
+}
