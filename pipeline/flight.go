@@ -35,12 +35,15 @@ type flight struct {
 	batch []jetstream.Msg
 	items []item
 	outs  []*nats.Msg
-	futs  []jetstream.PubAckFuture
+	// acks are the outputs sent, in order: outs[i] is acks[i].
+	acks []pending
+	// batches are the fast batches the flight sent into.
+	batches []*fastBatch
 	// stepErr stopped the stepping short: items are the inputs before it.
 	stepErr error
-	// refused: a PublishMsgAsync failed, so the rest of the outputs go
-	// one at a time when the flight lands, and nothing behind it may be
-	// published before.
+	// refused: a send failed or met an ended batch, so the rest of the
+	// outputs go one at a time when the flight lands, and nothing behind
+	// it may be published before.
 	refused bool
 	// lastDone says the last PubAck came in (lastErr its failure) while
 	// the runner waited for inputs: its future yields it once only.
@@ -53,24 +56,59 @@ type flight struct {
 func (fl *flight) reset(batch []jetstream.Msg) {
 	clear(fl.items)
 	clear(fl.outs)
-	clear(fl.futs)
-	*fl = flight{batch: batch, items: fl.items[:0], outs: fl.outs[:0], futs: fl.futs[:0]}
+	clear(fl.acks)
+	clear(fl.batches)
+	*fl = flight{batch: batch, items: fl.items[:0], outs: fl.outs[:0], acks: fl.acks[:0], batches: fl.batches[:0]}
+}
+
+// release tells the batches fl sent into that it has landed (or was
+// dropped for a retry).
+func (fl *flight) release() {
+	for _, b := range fl.batches {
+		b.flights--
+	}
+	clear(fl.batches)
+	fl.batches = fl.batches[:0]
+}
+
+func (fl *flight) uses(b *fastBatch) bool {
+	for _, u := range fl.batches {
+		if u == b {
+			return true
+		}
+	}
+	return false
 }
 
 // idle waits while fl's PubAcks come in: until the last is in, more
 // inputs arrive (signal), or bound passes.
 func (fl *flight) idle(signal <-chan struct{}, bound time.Duration) {
-	if len(fl.futs) == 0 || fl.lastDone {
+	if len(fl.acks) == 0 || fl.lastDone {
 		return
 	}
-	last := fl.futs[len(fl.futs)-1]
+	last := fl.acks[len(fl.acks)-1]
 	t := time.NewTimer(bound)
 	defer t.Stop()
+	if last.b != nil {
+		for {
+			acked, ended, wake := last.b.state()
+			if acked >= last.seq || ended {
+				return
+			}
+			select {
+			case <-signal:
+				return
+			case <-wake:
+			case <-t.C:
+				return
+			}
+		}
+	}
 	select {
 	case <-signal:
-	case <-last.Ok():
+	case <-last.fut.Ok():
 		fl.lastDone = true
-	case err := <-last.Err():
+	case err := <-last.fut.Err():
 		fl.lastDone, fl.lastErr = true, err
 	case <-t.C:
 	}
@@ -90,21 +128,37 @@ func (r *Runner) launch(ctx context.Context, fl *flight) {
 			return
 		}
 		fl.items = append(fl.items, it)
-		// After a failed PublishMsgAsync the rest go synchronously, in
-		// order, when the flight lands.
+		// After a refused send the rest go one at a time, in order,
+		// when the flight lands.
 		for _, m := range fl.outs[from:] {
 			if fl.refused {
 				break
 			}
-			f, err := r.js.PublishMsgAsync(m)
-			if err != nil {
-				r.log.Debug("async publish refused", "subject", m.Subject, "err", err)
+			if err := r.publish(ctx, fl, m); err != nil {
+				r.log.Debug("publish refused", "subject", m.Subject, "err", err)
 				fl.refused = true
 				break
 			}
-			fl.futs = append(fl.futs, f)
 		}
 	}
+}
+
+// publish sends m into its stream's fast batch, or asynchronously on its
+// own when the stream takes no batches.
+func (r *Runner) publish(ctx context.Context, fl *flight, m *nats.Msg) error {
+	stream, err := r.streamOf(ctx, m.Subject)
+	if err != nil {
+		return err
+	}
+	if stream != "" {
+		return r.sendBatched(fl, stream, m)
+	}
+	f, err := r.js.PublishMsgAsync(m)
+	if err != nil {
+		return err
+	}
+	fl.acks = append(fl.acks, pending{fut: f})
+	return nil
 }
 
 // step runs one input through the stage, warming its series first when
@@ -149,6 +203,7 @@ func (r *Runner) step(ctx context.Context, raw jetstream.Msg, fl *flight) (item,
 // it stopped short, why.
 func (r *Runner) land(ctx context.Context, fl *flight) (int, error) {
 	stored, pubErr := r.confirm(ctx, fl)
+	fl.release()
 	done, k := 0, 0
 	var acked, covered, termed int
 	for i := range fl.items {
@@ -188,18 +243,28 @@ func (r *Runner) land(ctx context.Context, fl *flight) (int, error) {
 
 // confirm waits for fl's PubAcks in order. From the first one that failed
 // or timed out, the rest go again one at a time, in order (the server
-// drops what it already holds by msg-id), so an output is never stored
-// after a later one that a single connection's in-order delivery could not
-// have put ahead of it. It returns how many of fl's outputs, from the
-// start, are stored.
+// drops what it already holds by msg-id). A fast batch stores only a
+// prefix of what it was sent, so an output is then never stored after a
+// later one; an output published asynchronously on its own could have
+// been, by a new stream leader, while the old one lost it. It returns how
+// many of fl's outputs, from the start, are stored.
 func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 	stored := 0
-	if len(fl.futs) > 0 {
+	if len(fl.acks) > 0 {
 		timeout := time.NewTimer(r.cfg.PublishTimeout)
 		defer timeout.Stop()
 	wait:
-		for i, f := range fl.futs {
-			if i == len(fl.futs)-1 && fl.lastDone {
+		for i, p := range fl.acks {
+			if p.b != nil {
+				if !awaitBatched(p, timeout.C) {
+					r.m.cut.Inc()
+					r.log.Debug("fast batch ended short", "stream", p.b.stream, "seq", p.seq, "err", p.b.reason())
+					break wait
+				}
+				stored++
+				continue
+			}
+			if i == len(fl.acks)-1 && fl.lastDone {
 				if fl.lastErr == nil {
 					stored++
 				}
@@ -209,19 +274,19 @@ func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 			// runner stepped the next flight must not win over a
 			// PubAck that is already there.
 			select {
-			case <-f.Ok():
+			case <-p.fut.Ok():
 				stored++
 				continue
-			case err := <-f.Err():
-				r.log.Debug("async publish failed", "subject", f.Msg().Subject, "err", err)
+			case err := <-p.fut.Err():
+				r.log.Debug("async publish failed", "subject", p.fut.Msg().Subject, "err", err)
 				break wait
 			default:
 			}
 			select {
-			case <-f.Ok():
+			case <-p.fut.Ok():
 				stored++
-			case err := <-f.Err():
-				r.log.Debug("async publish failed", "subject", f.Msg().Subject, "err", err)
+			case err := <-p.fut.Err():
+				r.log.Debug("async publish failed", "subject", p.fut.Msg().Subject, "err", err)
 				break wait
 			case <-timeout.C:
 				break wait
@@ -247,6 +312,11 @@ func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 func (r *Runner) finish(ctx context.Context, stop <-chan struct{}, fl, next *flight) *flight {
 	defer func(began time.Time) { r.m.duration.Observe(time.Since(began).Seconds()) }(fl.began)
 	n, err := r.land(ctx, fl)
+	if next == nil {
+		// Nothing follows: a batch left open would end on the server's
+		// inactivity timer, and the next flight's first send fail.
+		r.bs.closeIdle()
+	}
 	if err == nil {
 		return next
 	}
@@ -256,6 +326,7 @@ func (r *Runner) finish(ctx context.Context, stop <-chan struct{}, fl, next *fli
 		// retried behind them, in order. Its outputs already published
 		// go again under the same msg-ids, which the server drops.
 		rest = append(slices.Clone(rest), next.batch...)
+		next.release()
 		next = nil
 	}
 	r.retry(ctx, stop, rest, err)
@@ -305,6 +376,7 @@ func (r *Runner) retry(ctx context.Context, stop <-chan struct{}, batch []jetstr
 		r.launch(ctx, fl)
 		var n int
 		n, err = r.land(ctx, fl)
+		r.bs.closeIdle()
 		batch = batch[n:]
 		if err == nil {
 			return

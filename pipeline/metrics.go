@@ -16,6 +16,7 @@ type metrics struct {
 	outputs                prometheus.Counter
 	republished            prometheus.Counter
 	retries                prometheus.Counter
+	cut                    prometheus.Counter
 	warmups                prometheus.Counter
 	batch                  prometheus.Observer
 	duration               prometheus.Observer
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 		retries: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_batch_retries_total",
 			Help: "Batches retried in place after a step or publish failed.",
+		}, []string{"stage"})).With(l),
+		cut: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_batches_cut_total",
+			Help: "Flights whose fast-ingest batch ended before all their outputs were stored (a leader change, a lost or refused message, a timeout); the rest went again one at a time, in order.",
 		}, []string{"stage"})).With(l),
 		warmups: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_warmups_total",

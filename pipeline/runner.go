@@ -23,6 +23,9 @@ type JetStream interface {
 	streams.Publisher
 	Consumer(ctx context.Context, stream, consumer string) (jetstream.Consumer, error)
 	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+	// StreamNameBySubject and Conn serve the fast-ingest batches (batch.go).
+	StreamNameBySubject(ctx context.Context, subject string) (string, error)
+	Conn() *nats.Conn
 }
 
 // Retry is what the runner does with an input whose step or publish failed
@@ -104,6 +107,7 @@ type Runner struct {
 	// Owned by the Run goroutine.
 	d   driver
 	pin string
+	bs  *batches
 
 	// For a partitioned stage.
 	leases  Leases
@@ -159,6 +163,7 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 		r.now = time.Now
 	}
 	r.setLag = r.m.lag.Set
+	r.bs = newBatches(deps.JS.Conn())
 	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}
 	return r, nil
 }
@@ -178,6 +183,7 @@ func (r *Runner) run(ctx context.Context) error {
 	if r.cfg.Partitioned != nil {
 		return r.runPartitioned(ctx)
 	}
+	defer r.bs.stop()
 	cons, err := r.js.Consumer(ctx, r.cfg.Stream, r.cfg.Consumer)
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: consumer %s: %w", r.cfg.Name, r.cfg.Consumer, err)

@@ -110,7 +110,7 @@ func setup(t *testing.T) (*server.Server, jetstream.JetStream) {
 	_, js := natstest.Connect(t, s)
 	ctx := t.Context()
 	for name, subj := range map[string]string{"IN": "in.>", "OUT": "out.>"} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: time.Hour}); err != nil {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,8 +164,17 @@ func run(t *testing.T, s *server.Server, stage pipeline.Stage, wrap func(*nats.C
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s, ok := pjs.(sender); ok {
+		pipeline.SetSend(r, s.Send)
+	}
 	in.start(t, r)
 	return in
+}
+
+// sender is a test's bus wrapper that also stands between the runner and
+// its connection for the messages of its fast batches.
+type sender interface {
+	Send(m *nats.Msg, send func(*nats.Msg) error) error
 }
 
 // start runs r until the instance is stopped or the test ends.
@@ -304,10 +313,10 @@ func TestRunnerRestart(t *testing.T) {
 	}
 }
 
-// killAfter wraps a runner's bus so that its n-th asynchronous publish
-// kills the connection, once the earlier ones are stored: the process
-// dies in the middle of a batch, after some of its outputs are published
-// and before the batch is acked.
+// killAfter stands between a runner and its connection so that sending
+// its n-th output kills the connection, once the earlier ones reached the
+// server: the process dies in the middle of a batch, after some of its
+// outputs are published and before the batch is acked.
 type killAfter struct {
 	pipeline.JetStream
 	nc     *nats.Conn
@@ -316,13 +325,13 @@ type killAfter struct {
 	killed chan struct{}
 }
 
-func (k *killAfter) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
-	if k.count.Add(1) == k.n {
+func (k *killAfter) Send(m *nats.Msg, send func(*nats.Msg) error) error {
+	if m.Header.Get(jetstream.MsgIDHeader) != "" && k.count.Add(1) == k.n {
 		_ = k.nc.Flush()
 		k.nc.Close()
 		close(k.killed)
 	}
-	return k.JetStream.PublishMsgAsync(m, opts...)
+	return send(m)
 }
 
 // TestRunnerKillMidBatch: a runner killed after publishing part of a batch
@@ -341,6 +350,9 @@ func TestRunnerKillMidBatch(t *testing.T) {
 	})
 	<-k.killed
 	victim.stop()
+	// What the victim sent before the kill is on the server, which may
+	// still be storing it.
+	natstest.WaitFor(t, 30*time.Second, "the outputs sent before the kill", func() bool { return count(t, js, "OUT") >= at-1 })
 	if got := count(t, js, "OUT"); got != at-1 {
 		t.Fatalf("%d outputs stored before the kill, want %d: the kill did not land mid-batch", got, at-1)
 	}
@@ -405,11 +417,11 @@ func TestRunnerRetryInPlace(t *testing.T) {
 	}
 }
 
-// failOutput wraps a runner's bus so that one output's asynchronous
-// publish fails and its publish one at a time fails `times` times: the
-// batch stops short in the middle. refuse: the asynchronous publish is
-// refused before it is sent; otherwise it is sent and stored but its
-// PubAck lost, while the server still stores what follows.
+// failOutput stands between a runner and its connection so that one
+// output's message in a fast batch fails and its publish one at a time
+// fails `times` times: the batch stops short in the middle. refuse: the
+// send is refused; otherwise the message is lost on its way (the send
+// says nothing) while the messages after it reach the server.
 type failOutput struct {
 	pipeline.JetStream
 	id     string
@@ -417,29 +429,14 @@ type failOutput struct {
 	times  atomic.Int32
 }
 
-// lostAck is the future of a publish whose PubAck never came.
-type lostAck struct {
-	msg *nats.Msg
-	err chan error
-}
-
-func (l lostAck) Ok() <-chan *jetstream.PubAck { return nil }
-func (l lostAck) Err() <-chan error            { return l.err }
-func (l lostAck) Msg() *nats.Msg               { return l.msg }
-
-func (f *failOutput) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+func (f *failOutput) Send(m *nats.Msg, send func(*nats.Msg) error) error {
 	if m.Header.Get(jetstream.MsgIDHeader) != f.id {
-		return f.JetStream.PublishMsgAsync(m, opts...)
+		return send(m)
 	}
 	if f.refuse {
-		return nil, errors.New("test: async publish refused")
+		return errors.New("test: send refused")
 	}
-	if _, err := f.JetStream.PublishMsgAsync(m, opts...); err != nil {
-		return nil, err
-	}
-	l := lostAck{msg: m, err: make(chan error, 1)}
-	l.err <- errors.New("test: PubAck lost")
-	return l, nil
+	return nil
 }
 
 func (f *failOutput) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
@@ -463,7 +460,7 @@ func TestRunnerRetryPublishInOrder(t *testing.T) {
 		// Two failures one at a time: the first stops the batch, the
 		// second its first retry.
 		{"refused", true, 2},
-		{"ack lost", false, 2},
+		{"lost", false, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, js := setup(t)
@@ -488,5 +485,30 @@ func TestRunnerRetryPublishInOrder(t *testing.T) {
 				t.Fatalf("%v inputs handed back", got)
 			}
 		})
+	}
+}
+
+// TestRunnerStreamWithoutBatches: an output stream that takes no fast
+// batches (a server before 2.14, or allow_batched off) gets the outputs
+// published one by one asynchronously, all stored once, in order.
+func TestRunnerStreamWithoutBatches(t *testing.T) {
+	s, js := setup(t)
+	st, err := js.Stream(t.Context(), "OUT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowBatchPublish = false
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"a", "b", "c"}
+	inputs(t, js, keys, 0, 300)
+	in := run(t, s, newSummer(), nil)
+	natstest.WaitFor(t, 30*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 300 })
+	in.stop()
+	check(t, outputs(t, js), want(keys, 300, nil))
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batches_cut_total", nil); got != 0 {
+		t.Fatalf("%v batches cut on a stream that takes none", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -224,6 +225,12 @@ func EnsureReport(ctx context.Context, js jetstream.JetStream, t Topology) ([]Di
 		}
 		l.toStream(&cfg)
 		cfg.Metadata = declaredMeta(cfg.Metadata, declared)
+		// A server before 2.14 knows no fast-ingest batches, and its
+		// strict JSON parsing refuses the field: the stage runner then
+		// publishes one by one.
+		if nc := js.Conn(); cfg.AllowBatchPublish && nc != nil && !ServerAtLeast(nc.ConnectedServerVersion(), 2, 14) {
+			cfg.AllowBatchPublish = false
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return all, fmt.Errorf("streams: ensure stream %s: %w", cfg.Name, err)
 		}
@@ -258,4 +265,17 @@ func EnsureReport(ctx context.Context, js jetstream.JetStream, t Topology) ([]Di
 		}
 	}
 	return all, nil
+}
+
+// ServerAtLeast says whether a server version ("2.14.1", "2.15.0-beta")
+// is major.minor or later; an unreadable version is not.
+func ServerAtLeast(version string, major, minor int) bool {
+	maj, rest, _ := strings.Cut(version, ".")
+	mnr, _, _ := strings.Cut(rest, ".")
+	a, err1 := strconv.Atoi(maj)
+	b, err2 := strconv.Atoi(strings.TrimRightFunc(mnr, func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return a > major || (a == major && b >= minor)
 }

@@ -135,6 +135,9 @@ func Declare(replicas int) Topology {
 				// them; 400 days keeps a year of training data and slack.
 				MaxAge:     400 * day,
 				Duplicates: day,
+				// Written by a stage runner as fast-ingest batches, which
+				// store a series in order through a leader change.
+				AllowBatchPublish: true,
 				// Derivable from MARKET, so losing the oldest costs a rebuild only.
 				MaxBytes: 8 << 30,
 			}),
@@ -147,6 +150,9 @@ func Declare(replicas int) Topology {
 				MaxAge:      0,
 				Duplicates:  day,
 				AllowDirect: true,
+				// Written by a stage runner as fast-ingest batches, which
+				// store a series in order through a leader change.
+				AllowBatchPublish: true,
 				// A prediction with every horizon's forecast and
 				// intervals is about 2 KB stored, six times its binary
 				// feature vector: the same 25 series of a year of 1m
@@ -163,6 +169,9 @@ func Declare(replicas int) Topology {
 				MaxAge:      90 * day,
 				Duplicates:  day,
 				AllowDirect: true,
+				// Written by a stage runner as fast-ingest batches, which
+				// store a series in order through a leader change.
+				AllowBatchPublish: true,
 				// Alert history beyond this lives in the SQL read model.
 				MaxBytes: 1 << 30,
 			}),
