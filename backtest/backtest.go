@@ -272,6 +272,8 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 		}
 	}
 	wf := walkForward{cfg: &cfg, stage: predStage, key: key, run: run}
+	// Every vector is of the one series the tap lets through.
+	vecSubject := streams.FeaturesSubject(cfg.Interval, cfg.Symbol)
 	vectors := func(yield func(pipeline.Msg, error) bool) {
 		var seq uint64
 		rcfg := pipeline.ReplayConfig{History: marketOnly{hist}, Rejected: func(m pipeline.Msg, err error) {
@@ -294,7 +296,7 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 			// Handed on decoded: the binary encoding the live worker
 			// publishes (streams.NewMsg) gives back the same vector.
 			seq++
-			if !yield(pipeline.Msg{Stream: streams.StreamFeatures, Subject: v.Subject(), Seq: seq, Time: out.In.Time, Value: v}, nil) {
+			if !yield(pipeline.Msg{Stream: streams.StreamFeatures, Subject: vecSubject, Seq: seq, Time: out.In.Time, Value: v}, nil) {
 				return
 			}
 		}
