@@ -171,9 +171,9 @@ type Counts struct {
 // Report can be called for many strategies over one run.
 type Run struct {
 	cfg         Config
-	Bars        []Bar // warm-up included, by start
-	first       int   // index in Bars of the first in range
-	Predictions []streams.Prediction
+	Bars        []Bar                // warm-up included, by start
+	first       int                  // index in Bars of the first in range
+	Predictions []streams.Prediction // by start, each start once
 	Retrains    []Retrain
 	Counts      Counts
 	ModelID     string
