@@ -171,9 +171,9 @@ type Counts struct {
 // Report can be called for many strategies over one run.
 type Run struct {
 	cfg         Config
-	Bars        []Bar                // warm-up included, by start
-	first       int                  // index in Bars of the first in range
-	Predictions []streams.Prediction // by start, each start once
+	Bars        []Bar                 // warm-up included, by start
+	first       int                   // index in Bars of the first in range
+	Predictions []*streams.Prediction // by start, each start once
 	Retrains    []Retrain
 	Counts      Counts
 	ModelID     string
@@ -324,7 +324,7 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 		if !ok || p.Start.Before(cfg.From) {
 			continue
 		}
-		run.Predictions = append(run.Predictions, *p)
+		run.Predictions = append(run.Predictions, p)
 	}
 	if run.first < 0 {
 		return nil, fmt.Errorf("%w: %s %s from %s to %s", ErrEmptyRange, cfg.Symbol, cfg.Interval,
