@@ -65,7 +65,8 @@ type Config struct {
 	Spec        features.Spec
 	Predictions predictor.PredictionsConfig
 	// Progress, when set, is called with the number of candles read so
-	// far, every 1024 candles and at the end.
+	// far, every 1024 candles and at the end, from the goroutine reading
+	// them (one call at a time; the last before Replay returns).
 	Progress func(read int)
 	Log      *slog.Logger
 }
@@ -170,9 +171,9 @@ type Counts struct {
 // Report can be called for many strategies over one run.
 type Run struct {
 	cfg         Config
-	Bars        []Bar // warm-up included, by start
-	first       int   // index in Bars of the first in range
-	Predictions []streams.Prediction
+	Bars        []Bar                 // warm-up included, by start
+	first       int                   // index in Bars of the first in range
+	Predictions []*streams.Prediction // by start, each start once
 	Retrains    []Retrain
 	Counts      Counts
 	ModelID     string
@@ -271,8 +272,11 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 			}
 		}
 	}
-	wf := walkForward{cfg: &cfg, stage: predStage, key: key, run: run}
-	vectors := func(yield func(pipeline.Msg, error) bool) {
+	// Every vector is of the one series the tap lets through.
+	vecSubject := streams.FeaturesSubject(cfg.Interval, cfg.Symbol)
+	// The candles are read and the vectors made on a goroutine of their
+	// own (ahead), the predictions on this one.
+	features := func(yield func(pipeline.Msg, error) bool) {
 		var seq uint64
 		rcfg := pipeline.ReplayConfig{History: marketOnly{hist}, Rejected: func(m pipeline.Msg, err error) {
 			run.Counts.Rejected++
@@ -287,14 +291,27 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 			if !ok {
 				continue
 			}
-			if err := wf.before(*v); err != nil {
-				yield(pipeline.Msg{}, err)
-				return
-			}
 			// Handed on decoded: the binary encoding the live worker
 			// publishes (streams.NewMsg) gives back the same vector.
 			seq++
-			if !yield(pipeline.Msg{Stream: streams.StreamFeatures, Subject: v.Subject(), Seq: seq, Time: out.In.Time, Value: v}, nil) {
+			if !yield(pipeline.Msg{Stream: streams.StreamFeatures, Subject: vecSubject, Seq: seq, Time: out.In.Time, Value: v}, nil) {
+				return
+			}
+		}
+	}
+	wf := walkForward{cfg: &cfg, stage: predStage, key: key, run: run}
+	vectors := func(yield func(pipeline.Msg, error) bool) {
+		for m, err := range ahead(features) {
+			if err == nil {
+				// Retrained on this goroutine, so that a new champion
+				// takes over at the very vector it would live.
+				err = wf.before(*m.Value.(*streams.FeatureVector))
+			}
+			if err != nil {
+				yield(pipeline.Msg{}, err)
+				return
+			}
+			if !yield(m, nil) {
 				return
 			}
 		}
@@ -307,7 +324,7 @@ func Replay(ctx context.Context, cfg Config, candles iter.Seq2[pipeline.Msg, err
 		if !ok || p.Start.Before(cfg.From) {
 			continue
 		}
-		run.Predictions = append(run.Predictions, *p)
+		run.Predictions = append(run.Predictions, p)
 	}
 	if run.first < 0 {
 		return nil, fmt.Errorf("%w: %s %s from %s to %s", ErrEmptyRange, cfg.Symbol, cfg.Interval,

@@ -120,7 +120,7 @@ func TestParityWithLiveWorkers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bt := run.Predictions[i]
+		bt := *run.Predictions[i]
 		// The trace says when each stage ran, which differs by design.
 		live.Trace, bt.Trace = nil, nil
 		live.V, bt.V = 0, 0

@@ -115,7 +115,8 @@ func (r *Run) Report(s Strategy) Report {
 // error (predicted minus actual log return).
 func (r *Run) score() (Point, []Cover, []float64) {
 	var pt Point
-	var pred, zero, last, actual []float64
+	n := len(r.Predictions)
+	pred, zero, last, actual := make([]float64, 0, n), make([]float64, n), make([]float64, 0, n), make([]float64, 0, n)
 	var covers []Cover
 	var inside []int
 	for _, p := range r.Predictions {
@@ -133,7 +134,6 @@ func (r *Run) score() (Point, []Cover, []float64) {
 		a := math.Log(at / p.Close)
 		actual = append(actual, a)
 		pred = append(pred, p.LogReturn)
-		zero = append(zero, 0)
 		last = append(last, math.Log(p.Close/before))
 		for _, f := range p.Forecasts {
 			if f.Horizon != p.Horizon || !f.Ready {
@@ -148,6 +148,7 @@ func (r *Run) score() (Point, []Cover, []float64) {
 			}
 		}
 	}
+	zero = zero[:len(actual)]
 	pt.Model, pt.NoChange, pt.LastReturn = trainer.Evaluate(pred, actual), trainer.Evaluate(zero, actual), trainer.Evaluate(last, actual)
 	for k := range covers {
 		covers[k].Coverage = float64(inside[k]) / float64(covers[k].N)
@@ -184,15 +185,18 @@ type Curve struct {
 // Trade runs the strategy and buy-and-hold over the candles in range.
 func (r *Run) Trade(s Strategy) (strategy, hold Curve) {
 	bars := r.InRange()
-	signal := make(map[time.Time]float64, len(r.Predictions))
-	for _, p := range r.Predictions {
-		signal[p.Start] = p.LogReturn
-	}
+	// Bars and predictions are both in start order, each start once: a
+	// bar's prediction is found walking the two together.
+	preds := r.Predictions
 	want := make([]bool, len(bars))
 	long := false
+	j := 0
 	for i, b := range bars {
-		if lr, ok := signal[b.Start]; ok && !b.Filled {
-			long = lr > s.Threshold
+		for j < len(preds) && preds[j].Start.Before(b.Start) {
+			j++
+		}
+		if j < len(preds) && preds[j].Start.Equal(b.Start) && !b.Filled {
+			long = preds[j].LogReturn > s.Threshold
 		}
 		want[i] = long
 	}
@@ -212,11 +216,13 @@ func (r *Run) Trade(s Strategy) (strategy, hold Curve) {
 // cost, at the last close. The drawdown is measured after every cost and
 // every move: a cost is a loss like any other.
 func Simulate(bars []Bar, long []bool, cost float64, iv streams.Interval) Curve {
-	c := Curve{Equity: []float64{1}}
+	c := Curve{Equity: make([]float64, 1, max(len(bars), 1))}
+	c.Equity[0] = 1
 	if len(bars) == 0 {
 		return c
 	}
-	c.Starts = append(c.Starts, bars[0].Start)
+	c.Starts = make([]time.Time, 1, len(bars))
+	c.Starts[0] = bars[0].Start
 	eq, peak := 1.0, 1.0
 	mark := func() {
 		peak = math.Max(peak, eq)
@@ -228,7 +234,7 @@ func Simulate(bars []Bar, long []bool, cost float64, iv streams.Interval) Curve 
 		mark()
 	}
 	held := false
-	var rets []float64
+	rets := make([]float64, 0, len(bars)-1)
 	periodsLong := 0
 	for i := 0; i+1 < len(bars); i++ {
 		start := eq

@@ -91,7 +91,7 @@ func TestGapAndFilledPolicy(t *testing.T) {
 			lr = -0.01 // would sell, but nothing traded in that minute
 		}
 		close, _ := r.priceAt(at(i))
-		r.Predictions = append(r.Predictions, streams.Prediction{Interval: streams.Interval1m, Start: at(i), Target: at(i + 1),
+		r.Predictions = append(r.Predictions, &streams.Prediction{Interval: streams.Interval1m, Start: at(i), Target: at(i + 1),
 			Horizon: 1, Close: close, LogReturn: lr})
 	}
 	pt, _, _ := r.score()

@@ -173,5 +173,14 @@ func (v *Vectors) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, erro
 	if _, live := c.Trace.At("ingest"); live {
 		v.latency.Observe(now.Sub(c.End()).Seconds())
 	}
-	return []streams.Event{&vec}, nil
+	out := &vectorOut{vec: vec}
+	out.evs[0] = &out.vec
+	return out.evs[:], nil
+}
+
+// vectorOut is a step's vector and the slice returning it, in one
+// allocation.
+type vectorOut struct {
+	vec streams.FeatureVector
+	evs [1]streams.Event
 }

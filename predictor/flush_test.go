@@ -17,7 +17,7 @@ func TestFlushCountWithoutStore(t *testing.T) {
 	p := NewPredictions(PredictionsConfig{FlushEvery: 10}, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	v := streams.FeatureVector{Symbol: "BTC/USD", Interval: streams.Interval1m}
 	for i := range 35 {
-		p.record(t.Context(), v, Score{ModelID: "m", Predicted: 1e-3, Actual: float64(i%3-1) * 1e-3})
+		p.record(t.Context(), p.seriesNames(&v), Score{ModelID: "m", Predicted: 1e-3, Actual: float64(i%3-1) * 1e-3})
 		if n := p.unflush["m"]; n >= 10 {
 			t.Fatalf("after %d scores, %d unwritten: the count did not restart", i+1, n)
 		}

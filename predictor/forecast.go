@@ -110,6 +110,15 @@ func (s *seriesForecast) add(start time.Time, close float64, k int, center float
 func prediction(v streams.FeatureVector, fs []forecast.Forecast, k int, id string) streams.Prediction {
 	p := streams.Prediction{Symbol: v.Symbol, Interval: v.Interval, Start: v.Start, Close: v.Close,
 		CandleSeq: v.CandleSeq, Window: v.Window, Forecasts: make([]streams.HorizonForecast, len(fs))}
+	// Every horizon's intervals and coverages share one array each: a
+	// prediction is made on every candle, and a backtest keeps them all.
+	n := 0
+	for _, f := range fs {
+		if f.Ready {
+			n += len(f.Intervals)
+		}
+	}
+	intervals, coverages := make([]streams.ForecastInterval, n), make([]float64, n)
 	for i, f := range fs {
 		hf := streams.HorizonForecast{Horizon: f.Horizon, Target: f.Target, Model: streams.ModelNoChange, ModelID: streams.ModelNoChange,
 			LogReturn: f.Center, PredictedClose: v.Close * math.Exp(f.Center), Ready: f.Ready}
@@ -118,17 +127,18 @@ func prediction(v streams.FeatureVector, fs []forecast.Forecast, k int, id strin
 		}
 		if f.Ready {
 			hf.Sigma, hf.VolatilityModel = f.Sigma, f.Model
-			hf.Intervals = make([]streams.ForecastInterval, len(f.Intervals))
+			hf.Intervals, intervals = intervals[:len(f.Intervals):len(f.Intervals)], intervals[len(f.Intervals):]
 			for j, in := range f.Intervals {
 				fi := streams.ForecastInterval{Level: in.Level, Lower: v.Close * math.Exp(in.Lower), Upper: v.Close * math.Exp(in.Upper), Covered: in.Covered}
 				// exp rounds: keep the point forecast inside its interval.
 				fi.Lower, fi.Upper = min(fi.Lower, hf.PredictedClose), max(fi.Upper, hf.PredictedClose)
 				if !math.IsNaN(in.Coverage) {
-					c := in.Coverage
-					fi.Coverage = &c
+					coverages[j] = in.Coverage
+					fi.Coverage = &coverages[j]
 				}
 				hf.Intervals[j] = fi
 			}
+			coverages = coverages[len(f.Intervals):]
 		}
 		p.Forecasts[i] = hf
 	}

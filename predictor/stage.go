@@ -77,6 +77,33 @@ type Predictions struct {
 	noChamp   map[string]bool
 	forecasts map[string]*seriesForecast // by series key
 	warned    map[string]bool            // series warned of a champion horizon not forecast
+	names     map[seriesID]*seriesNames
+}
+
+// seriesID is a series as a vector names it.
+type seriesID struct {
+	symbol   string
+	interval streams.Interval
+}
+
+// seriesNames is what a series is known by in the stage's maps and
+// metrics, made once per series rather than on every vector.
+type seriesNames struct {
+	key, label        string // "1m.BTC-USD", "BTC/USD 1m"
+	absError          prometheus.Observer
+	hitRatio, liveMAE prometheus.Gauge
+}
+
+func (p *Predictions) seriesNames(v *streams.FeatureVector) *seriesNames {
+	id := seriesID{v.Symbol, v.Interval}
+	n := p.names[id]
+	if n == nil {
+		labels := []string{v.Symbol, v.Interval.String()}
+		n = &seriesNames{key: seriesKey(v.Interval, v.Symbol), label: v.Symbol + " " + v.Interval.String(),
+			absError: p.absError.WithLabelValues(labels...), hitRatio: p.hitRatio.WithLabelValues(labels...), liveMAE: p.liveMAE.WithLabelValues(labels...)}
+		p.names[id] = n
+	}
+	return n
 }
 
 // NewPredictions builds the stage; now stamps the traces and reg takes its
@@ -126,6 +153,7 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		noChamp:   map[string]bool{},
 		forecasts: map[string]*seriesForecast{},
 		warned:    map[string]bool{},
+		names:     map[seriesID]*seriesNames{},
 	}
 	reg.MustRegister(forecastCollector{p})
 	return p
@@ -205,7 +233,8 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	key := seriesKey(v.Interval, v.Symbol)
+	names := p.seriesNames(&v)
+	key := names.key
 	sc := p.scorers[key]
 	if sc == nil {
 		sc = NewScorer(time.Time{}, 0, nil)
@@ -223,7 +252,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 			continue
 		}
 		p.scored[key] = s.Start
-		p.record(ctx, v, s)
+		p.record(ctx, names, s)
 	}
 	sf := p.forecasts[key]
 	if sf == nil {
@@ -232,7 +261,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		}
 		p.forecasts[key] = sf
 	}
-	k, center, id := p.champion(key, sf, v)
+	k, center, id := p.champion(names, sf, v)
 	step, err := sf.add(v.Start, v.Close, k, center)
 	if err != nil {
 		// Not after the last candle or off the grid: the vector passed
@@ -242,29 +271,38 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
-	pred := prediction(v, step.Forecasts, k, id)
-	sf.markFailing(&pred)
+	out := &predictionOut{pred: prediction(v, step.Forecasts, k, id)}
+	pred := &out.pred
+	sf.markFailing(pred)
 	now := p.now()
 	pred.Trace = v.Trace.Stamp(Stage, now)
 	if _, live := v.Trace.At("ingest"); live {
 		p.latency.Observe(now.Sub(v.Start.Add(v.Interval.Duration())).Seconds())
 	}
 	if k >= 0 {
-		sc.Await(pred)
+		sc.Await(*pred)
 	}
 	if sf.unflush++; sf.unflush >= p.cfg.FlushEvery {
 		p.flushForecast(ctx, sf)
 	}
-	return []streams.Event{&pred}, nil
+	out.evs[0] = pred
+	return out.evs[:], nil
+}
+
+// predictionOut is a step's prediction and the slice returning it, in one
+// allocation.
+type predictionOut struct {
+	pred streams.Prediction
+	evs  [1]streams.Event
 }
 
 // champion is the champion's forecast for v: the horizon index it is
 // published at (-1: none, no-change everywhere), its point forecast and
 // the model id, counting why when there is none.
-func (p *Predictions) champion(key string, sf *seriesForecast, v streams.FeatureVector) (int, float64, string) {
+func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams.FeatureVector) (int, float64, string) {
+	key := names.key
 	c, err := p.current(key, v.Names)
-	label := v.Symbol + " " + v.Interval.String()
-	p.noChamp[label] = c == nil && err == nil
+	p.noChamp[names.label] = c == nil && err == nil
 	switch {
 	case err != nil:
 		p.predictions.WithLabelValues("model_mismatch").Inc()
@@ -410,18 +448,17 @@ func byChampion(p streams.Prediction) bool {
 
 // record adds a score to the model's live figures and, every FlushEvery
 // scores, writes them to the model's registry record.
-func (p *Predictions) record(ctx context.Context, v streams.FeatureVector, s Score) {
+func (p *Predictions) record(ctx context.Context, names *seriesNames, s Score) {
 	l := p.live[s.ModelID]
 	if l == nil {
 		l = NewLive(p.cfg.LiveWindow)
 		p.live[s.ModelID] = l
 	}
 	l.Add(s)
-	labels := []string{v.Symbol, v.Interval.String()}
-	p.absError.WithLabelValues(labels...).Observe(s.AbsError)
+	names.absError.Observe(s.AbsError)
 	mae, hit := l.Gauges()
-	p.hitRatio.WithLabelValues(labels...).Set(hit)
-	p.liveMAE.WithLabelValues(labels...).Set(mae)
+	names.hitRatio.Set(hit)
+	names.liveMAE.Set(mae)
 	p.unflush[s.ModelID]++
 	if p.unflush[s.ModelID] >= p.cfg.FlushEvery {
 		p.flush(ctx, s.ModelID, l.Metrics())
