@@ -75,7 +75,7 @@ type Config struct {
 // volatility model's warm-up, calibration and longest horizon need.
 func WarmupFor(iv streams.Interval, spec features.Spec) int {
 	fc := forecast.DefaultConfig(iv.Duration())
-	return spec.Need() + fc.Warmup + fc.Calibration + slices.Max(fc.Horizons)
+	return spec.Need() + fc.History()
 }
 
 func (c *Config) validate() error {

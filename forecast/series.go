@@ -52,18 +52,23 @@ type Config struct {
 	ProfileBuckets      int
 	ProfileHalfLifeDays float64
 	ProfileMinDays      int
-	// Calibration is how many recent standardised errors per horizon and
-	// regime the conformal multiplier is read from. RegimeBins split the
+	// Calibration is the fewest recent standardised errors per horizon and
+	// regime the conformal multiplier is read from; CalibrationHorizons
+	// lengthens the window of a long horizon to hold that many whole
+	// horizons of outcomes, since the outcomes of overlapping horizons are
+	// not independent: a day of 60-minute outcomes is only 24 independent
+	// ones, too few for a stable 80% quantile. RegimeBins split the
 	// forecasts by the trailing hour's variance, at its quantiles over the
 	// last Calibration forecasts, each bin with its own calibration
-	// (Mondrian conformal prediction), so that calm and agitated hours are
-	// each covered as promised, not only on average. ACIStep is adaptive
-	// conformal inference's step per horizon of outcomes: the outcomes of
-	// overlapping horizons are one piece of news told h times, so each
-	// moves the level by ACIStep/h.
-	Calibration int
-	RegimeBins  int
-	ACIStep     float64
+	// (Mondrian conformal prediction); 1 is one calibration per horizon.
+	// ACISteps, one per horizon in Horizons' order, are adaptive conformal
+	// inference's step per horizon of outcomes: the outcomes of overlapping
+	// horizons are one piece of news told h times, so each moves the level
+	// by step/h. docs/models.md says how the defaults were chosen.
+	Calibration         int
+	CalibrationHorizons int
+	RegimeBins          int
+	ACISteps            []float64
 	// CoverageWindow is how many recent outcomes the measured coverage of
 	// each interval is over.
 	CoverageWindow int
@@ -81,9 +86,17 @@ type Config struct {
 func DefaultConfig(iv time.Duration) Config {
 	n := func(d time.Duration) int { return max(1, int(d/iv)) }
 	var hs []int
+	var steps []float64
 	for _, m := range []time.Duration{time.Minute, 15 * time.Minute, time.Hour} {
 		if m >= iv && m%iv == 0 {
 			hs = append(hs, int(m/iv))
+			// Faster at an hour, where a day holds 24 outcomes and a
+			// trending day would otherwise be over before the level moved.
+			step := 0.005
+			if m == time.Hour {
+				step = 0.05
+			}
+			steps = append(steps, step)
 		}
 	}
 	day := n(24 * time.Hour)
@@ -101,7 +114,7 @@ func DefaultConfig(iv time.Duration) Config {
 		Memory:         14 * day,
 		RefitEvery:     n(time.Hour),
 		ProfileBuckets: 48, ProfileHalfLifeDays: 10, ProfileMinDays: 2,
-		Calibration: day, RegimeBins: 3, ACIStep: 0.005, CoverageWindow: day,
+		Calibration: day, CalibrationHorizons: 192, RegimeBins: 1, ACISteps: steps, CoverageWindow: day,
 		Warmup: 2 * day, MaxGap: day,
 	}
 }
@@ -120,8 +133,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("forecast: calibration %d, coverage window %d, refit %d, memory %d, max gap %d", c.Calibration, c.CoverageWindow, c.RefitEvery, c.Memory, c.MaxGap)
 	case c.RegimeBins < 1 || c.RegimeBins > 10:
 		return fmt.Errorf("forecast: %d regime bins", c.RegimeBins)
-	case c.ACIStep < 0 || c.ACIStep > 0.5:
-		return fmt.Errorf("forecast: ACI step %v", c.ACIStep)
+	case len(c.ACISteps) != len(c.Horizons):
+		return fmt.Errorf("forecast: %d ACI steps for %d horizons", len(c.ACISteps), len(c.Horizons))
+	case c.CalibrationHorizons < 0:
+		return fmt.Errorf("forecast: calibration horizons %d", c.CalibrationHorizons)
+	}
+	for _, g := range c.ACISteps {
+		if g < 0 || g > 0.5 {
+			return fmt.Errorf("forecast: ACI step %v", g)
+		}
 	}
 	for _, h := range c.Horizons {
 		if h < 1 || h > day {
@@ -144,6 +164,22 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// CalibrationWindow is how many standardised errors the conformal
+// multiplier of horizon h (intervals) is read from.
+func (c Config) CalibrationWindow(h int) int { return max(c.Calibration, c.CalibrationHorizons*h) }
+
+// History is how many intervals of history bring a new series to where a
+// running one would be: the warm-up, the longest calibration window
+// filled, and the longest horizon for its outcomes. A restarted predictor
+// replays that much, as does a backtest before its range.
+func (c Config) History() int {
+	var w, hmax int
+	for _, h := range c.Horizons {
+		w, hmax = max(w, c.CalibrationWindow(h)), max(hmax, h)
+	}
+	return c.Warmup + w + hmax
 }
 
 // Interval is one forecast interval of the log return over the horizon.
@@ -324,17 +360,17 @@ func (s *Series) reset() {
 	s.hz = s.hz[:0]
 	s.forecasts = s.forecasts[:0]
 	nl := len(cfg.Levels)
-	for _, h := range cfg.Horizons {
+	for k, h := range cfg.Horizons {
 		span := max(h, cfg.HARMinSpan)
 		hz := &horizon{h: h, uSpan: windowSum{n: span}, raw: windowSum{n: h},
 			pend: make([]pending, h+1), lowers: make([]float64, (h+1)*nl), uppers: make([]float64, (h+1)*nl),
 			cands: len(s.names), candVar: make([]float64, (h+1)*len(s.names)), loss: make([]ewMean, len(s.names)),
 			intervals: make([]Interval, nl)}
 		for range cfg.RegimeBins {
-			hz.cal = append(hz.cal, NewCalibration(cfg.Calibration))
+			hz.cal = append(hz.cal, NewCalibration(cfg.CalibrationWindow(h)))
 			var a []ACI
 			for _, l := range cfg.Levels {
-				a = append(a, NewACI(l, cfg.ACIStep/float64(h)))
+				a = append(a, NewACI(l, cfg.ACISteps[k]/float64(h)))
 			}
 			hz.aci = append(hz.aci, a)
 		}

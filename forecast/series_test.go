@@ -255,3 +255,27 @@ func TestVolatilityBeatsNaive(t *testing.T) {
 		t.Errorf("coverage %.3f (80%%) and %.3f (95%%)", c80, c95)
 	}
 }
+
+// TestCalibrationWindowPerHorizon: the conformal window holds 192 whole
+// horizons, never less than Calibration (a day), and History covers the
+// warm-up, the longest window and the longest horizon, in either interval.
+func TestCalibrationWindowPerHorizon(t *testing.T) {
+	c := forecast.DefaultConfig(time.Minute)
+	for _, tc := range []struct{ h, want int }{{1, 1440}, {15, 2880}, {60, 11520}} {
+		if got := c.CalibrationWindow(tc.h); got != tc.want {
+			t.Errorf("1m, horizon %d: window %d, want %d", tc.h, got, tc.want)
+		}
+	}
+	if got, want := c.History(), 2*1440+11520+60; got != want {
+		t.Errorf("1m history %d, want %d (two days, eight days, an hour)", got, want)
+	}
+	c5 := forecast.DefaultConfig(5 * time.Minute)
+	if got := c5.CalibrationWindow(12); got != 2304 {
+		t.Errorf("5m, 60 minutes: window %d, want 2304 (8 days)", got)
+	}
+	bad := c
+	bad.ACISteps = bad.ACISteps[:1]
+	if err := bad.Validate(); err == nil {
+		t.Error("one ACI step for three horizons was accepted")
+	}
+}

@@ -351,7 +351,7 @@ func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject stri
 	if err != nil {
 		return streams.Permanent(err)
 	}
-	need := sf.cfg.Warmup + sf.cfg.Calibration + slices.Max(sf.cfg.Horizons)
+	need := sf.cfg.History()
 	n := max(p.cfg.LiveWindow+64, need)
 	vmsgs, err := h.Tail(ctx, streams.StreamFeatures, subject, n, first.Seq)
 	if err != nil {

@@ -121,7 +121,8 @@ func startDemoSim(speed float64, log *slog.Logger) (*demoSim, error) {
 
 // demoSeedDays is how much of the recording comes before the replay: what
 // the predictor's volatility model needs to publish calibrated intervals
-// at once (two days of warm-up and a day of calibration, and slack).
+// at once (two days of warm-up, then scored outcomes; the 60-minute
+// calibration window, 8 days, is part filled and fills as the demo runs).
 const demoSeedDays = 5
 
 // demoStart is the data time the demo's replay begins at: the present time
