@@ -47,6 +47,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -165,6 +166,10 @@ type Hub struct {
 	topics map[string]*topic
 	closed bool
 
+	flushers  []*flusher
+	flushOnce sync.Once
+	flushStop chan struct{}
+
 	ids     atomic.Uint64
 	nclient atomic.Int64
 	clients [clientShards]clientShard
@@ -234,6 +239,12 @@ func New(cfg Config, d Deps) (*Hub, error) {
 	for i := range h.clients {
 		h.clients[i].m = map[*client]struct{}{}
 	}
+	h.flushStop = make(chan struct{})
+	if cfg.WriteDelay > 0 {
+		for range runtime.GOMAXPROCS(0) {
+			h.flushers = append(h.flushers, &flusher{h: h})
+		}
+	}
 	return h, nil
 }
 
@@ -248,8 +259,13 @@ func (h *Hub) Run(ctx context.Context) error {
 // It is idempotent.
 func (h *Hub) Shutdown() {
 	h.mu.Lock()
+	wasClosed := h.closed
 	h.closed = true
 	h.mu.Unlock()
+	if !wasClosed {
+		// The clients' own writers send their close frames.
+		close(h.flushStop)
+	}
 	for i := range h.clients {
 		sh := &h.clients[i]
 		sh.mu.Lock()
@@ -311,6 +327,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.room = sync.NewCond(&c.qmu)
 	if tc, ok := c.nc.(*net.TCPConn); ok && h.cfg.SendBuffer > 0 {
 		_ = tc.SetWriteBuffer(h.cfg.SendBuffer)
+	}
+	if len(h.flushers) > 0 {
+		if c.rc = rawConn(c.nc); c.rc != nil {
+			c.fl = h.flushers[c.id%uint64(len(h.flushers))]
+			h.startFlushers()
+		}
 	}
 	sh := &h.clients[c.id%clientShards]
 	h.mu.Lock()
