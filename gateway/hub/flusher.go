@@ -25,6 +25,7 @@ type flusher struct {
 	mu    sync.Mutex
 	dirty []*client // clients that queued frames since the last round
 	spare []*client
+	nb    nbWriter // the round's goroutine alone uses it
 }
 
 // startFlushers starts the flushers the first time a client needs one.
@@ -101,7 +102,7 @@ func (f *flusher) flush(c *client, bufs [][]byte) [][]byte {
 	c.room.Broadcast()
 	c.qmu.Unlock()
 
-	n, err := writevNonblock(c.rc, bufs)
+	n, err := f.nb.writev(c.rc, bufs)
 	rest := advance(bufs, n)
 
 	c.qmu.Lock()

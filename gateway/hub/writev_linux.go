@@ -28,53 +28,34 @@ func rawConn(nc net.Conn) syscall.RawConn {
 // iovMax is the most buffers one writev takes (IOV_MAX).
 const iovMax = 1024
 
-// writevNonblock writes bufs with writev without waiting for room: the
-// runtime keeps the socket non-blocking, and a function that returns true
-// to RawConn.Write is never made to wait. It returns the bytes written and
-// errWouldBlock when the socket could not take them all.
-func writevNonblock(rc syscall.RawConn, bufs [][]byte) (int, error) {
-	var iov [64]syscall.Iovec
-	total, want := 0, 0
+// nbWriter writes with writev without waiting for room: the runtime keeps
+// the socket non-blocking, and a function that returns true to
+// RawConn.Write is never made to wait. One flusher owns one, so that its
+// scratch space and the function handed to RawConn.Write are made once,
+// not on every write.
+type nbWriter struct {
+	iov   []syscall.Iovec
+	bufs  [][]byte
+	total int
+	err   error
+	fn    func(fd uintptr) bool
+}
+
+// writev writes bufs and returns the bytes written, with errWouldBlock
+// when the socket could not take them all.
+func (w *nbWriter) writev(rc syscall.RawConn, bufs [][]byte) (int, error) {
+	if w.fn == nil {
+		w.fn = w.write
+	}
+	want := 0
 	for _, b := range bufs {
 		want += len(b)
 	}
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
-		vs := iov[:0]
-		for len(bufs) > 0 && werr == nil {
-			vs = vs[:0]
-			chunk := 0
-			for _, b := range bufs[:min(len(bufs), iovMax)] {
-				if len(b) == 0 {
-					continue
-				}
-				v := syscall.Iovec{Base: &b[0]}
-				v.SetLen(len(b))
-				vs = append(vs, v)
-				chunk += len(b)
-			}
-			if len(vs) == 0 {
-				break
-			}
-			n, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&vs[0])), uintptr(len(vs)))
-			switch {
-			case errno == syscall.EINTR:
-				continue
-			case errno == syscall.EAGAIN:
-				werr = errWouldBlock
-			case errno != 0:
-				werr = errno
-			default:
-				total += int(n)
-				if int(n) < chunk {
-					werr = errWouldBlock
-				} else {
-					bufs = bufs[min(len(bufs), iovMax):]
-				}
-			}
-		}
-		return true
-	})
+	w.bufs, w.total, w.err = bufs, 0, nil
+	err := rc.Write(w.fn)
+	total, werr := w.total, w.err
+	w.bufs, w.err = nil, nil
+	clear(w.iov[:cap(w.iov)])
 	if err != nil {
 		return total, err
 	}
@@ -82,4 +63,40 @@ func writevNonblock(rc syscall.RawConn, bufs [][]byte) (int, error) {
 		werr = errWouldBlock
 	}
 	return total, werr
+}
+
+func (w *nbWriter) write(fd uintptr) bool {
+	for len(w.bufs) > 0 && w.err == nil {
+		vs := w.iov[:0]
+		chunk := 0
+		for _, b := range w.bufs[:min(len(w.bufs), iovMax)] {
+			if len(b) == 0 {
+				continue
+			}
+			v := syscall.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			vs = append(vs, v)
+			chunk += len(b)
+		}
+		w.iov = vs
+		if len(vs) == 0 {
+			break
+		}
+		n, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&vs[0])), uintptr(len(vs)))
+		switch {
+		case errno == syscall.EINTR:
+		case errno == syscall.EAGAIN:
+			w.err = errWouldBlock
+		case errno != 0:
+			w.err = errno
+		default:
+			w.total += int(n)
+			if int(n) < chunk {
+				w.err = errWouldBlock
+			} else {
+				w.bufs = w.bufs[min(len(w.bufs), iovMax):]
+			}
+		}
+	}
+	return true
 }

@@ -13,6 +13,8 @@ var errWouldBlock = errors.New("hub: socket full")
 // rawConn: elsewhere than Linux every client's own writer writes it.
 func rawConn(net.Conn) syscall.RawConn { return nil }
 
-func writevNonblock(syscall.RawConn, [][]byte) (int, error) {
+type nbWriter struct{}
+
+func (*nbWriter) writev(syscall.RawConn, [][]byte) (int, error) {
 	return 0, errors.New("hub: no non-blocking writev here")
 }
