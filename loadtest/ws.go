@@ -93,8 +93,9 @@ type WSResult struct {
 	ServerHeapPerConn      float64        // Go heap and stacks in use, bytes, connected and idle
 	ServerCPU              float64        // cores used during the window
 	ServerGoroutines       float64
-	ServerFramesPerWrite   float64 // frames the gateway's writers carried per socket write
-	LoadgenCPU             float64 // cores the load generator used
+	ServerFramesPerWrite   float64       // frames the gateway's writers carried per socket write
+	ServerFlushRound       time.Duration // the mean round of the gateway's flushers (with a write delay)
+	LoadgenCPU             float64       // cores the load generator used
 	Resume                 ResumeResult
 	// SlowDrains says, for each slow client, what its reads found once
 	// it started reading: the close, how long it took to come, and the
@@ -115,13 +116,13 @@ delay              p50 %s  p99 %s  max %s
 closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
 slow clients read  %s
 server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
-server cpu         %.2f cores, %.0f goroutines, %.2f frames per write
+server cpu         %.2f cores, %.0f goroutines, %.2f frames per write, flush round %s
 loadgen cpu        %.2f cores
 resume             %d clients, %d resumed with since in the window; %d candles owed, %d missing, %d duplicated, %d still on the way; %d gap notices; errors %v`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
 		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses, strings.Join(r.SlowDrains, "; "),
-		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.LoadgenCPU,
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.ServerFlushRound.Round(10*time.Microsecond), r.LoadgenCPU,
 		r.Resume.Clients, r.Resume.Resumed, r.Resume.Owed, r.Resume.Missing, r.Resume.Duplicates, r.Resume.Late, r.Resume.GapFrames, r.Resume.Errors)
 }
 
@@ -479,6 +480,9 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	res.ServerGoroutines = mEnd["go_goroutines"]
 	if w := mEnd["cryptostream_gateway_ws_writes_total"] - mStart["cryptostream_gateway_ws_writes_total"]; w > 0 {
 		res.ServerFramesPerWrite = (mEnd["cryptostream_gateway_ws_frames_total"] - mStart["cryptostream_gateway_ws_frames_total"]) / w
+	}
+	if n := mEnd["cryptostream_gateway_ws_flush_round_seconds_count"] - mStart["cryptostream_gateway_ws_flush_round_seconds_count"]; n > 0 {
+		res.ServerFlushRound = time.Duration((mEnd["cryptostream_gateway_ws_flush_round_seconds_sum"] - mStart["cryptostream_gateway_ws_flush_round_seconds_sum"]) / n * 1e9)
 	}
 	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
 	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]

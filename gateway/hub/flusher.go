@@ -47,7 +47,9 @@ func (f *flusher) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		}
+		start := time.Now()
 		bufs = f.round(bufs)
+		f.h.m.round.Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -189,6 +189,7 @@ type hubMetrics struct {
 	events, delivered, slow, backlog, nosub prometheus.Counter
 	badMsgs, conflated, writes, frames      prometheus.Counter
 	revoked                                 prometheus.Counter
+	round                                   prometheus.Histogram
 }
 
 // New builds a hub; it does no I/O.
@@ -233,7 +234,9 @@ func New(cfg Config, d Deps) (*Hub, error) {
 			conflated: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_conflated_total", Help: "Ticks replaced by a newer one before they were sent (a client or a channel's fan-out was behind)."}),
 			writes:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_writes_total", Help: "Socket writes; each carries one or more frames."}),
 			frames:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_frames_total", Help: "Frames written to clients."}),
-			revoked:   f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_revoked_closes_total", Help: "Connections closed (4001) because their token was revoked: account deleted, disabled, or its password or role changed."}),
+			round: f.NewHistogram(prometheus.HistogramOpts{Name: "cryptostream_gateway_ws_flush_round_seconds", Help: "How long one flusher's round of writes took (with --ws-write-delay); rounds longer than the delay mean the flushers are behind.",
+				Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
+			revoked: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_revoked_closes_total", Help: "Connections closed (4001) because their token was revoked: account deleted, disabled, or its password or role changed."}),
 		},
 	}
 	for i := range h.clients {
