@@ -71,7 +71,7 @@ const (
 )
 
 // DefaultWriteDelay is the gateway's WriteDelay. At 10,000 clients it
-// delivered 2 to 4 times what writing at once did, with a third to a fifth
+// delivered 2 to 4 times what writing at once did, with a fifth to a half
 // of the p99 delay, in every same-minute pair measured; 20 to 100 ms did
 // not differ beyond the machine's noise, and the shortest adds the least
 // delay on a machine that keeps up (BENCHMARKS.md, "Flusher rounds").
