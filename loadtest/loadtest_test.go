@@ -50,9 +50,9 @@ func TestRunWS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A small send buffer and SlowAfter, so that the slow client is
-	// found within the run.
-	h, err := hub.New(hub.Config{SendBuffer: 4096, SlowAfter: 300 * time.Millisecond}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
+	// The gateway's write delay (flusher rounds); a small send buffer and
+	// SlowAfter, so that the slow client is found within the run.
+	h, err := hub.New(hub.Config{WriteDelay: hub.DefaultWriteDelay, SendBuffer: 4096, SlowAfter: 300 * time.Millisecond}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
 	if err != nil {
 		t.Fatal(err)
 	}
