@@ -50,9 +50,9 @@ func TestRunWS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A small send buffer and SlowAfter, so that the slow client is
-	// found within the run.
-	h, err := hub.New(hub.Config{SendBuffer: 4096, SlowAfter: 300 * time.Millisecond}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
+	// The gateway's write delay (flusher rounds); a small send buffer and
+	// SlowAfter, so that the slow client is found within the run.
+	h, err := hub.New(hub.Config{WriteDelay: hub.DefaultWriteDelay, SendBuffer: 4096, SlowAfter: 300 * time.Millisecond}, hub.Deps{Source: js, Metrics: reg, Log: slog.New(slog.DiscardHandler), Verify: tokens.Verify})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +64,17 @@ func TestRunWS(t *testing.T) {
 
 	res, err := loadtest.RunWS(t.Context(), loadtest.WSConfig{
 		URL: hs.URL, Token: tok, Clients: 20, Busy: "BTC/USD", Extra: []string{"ETH/USD", "SOL/USD"}, ExtraEvery: 4,
-		Rate: 200, ExtraRate: 20, Slow: 1, Warmup: 200 * time.Millisecond, Duration: 2 * time.Second, Drain: 500 * time.Millisecond,
+		Rate: 200, ExtraRate: 20, Slow: 1, Resumers: 4, CandleRate: 20, Warmup: 200 * time.Millisecond, Duration: 2 * time.Second, Drain: 500 * time.Millisecond,
 	}, js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(res)
+	// Every resumer dropped and resumed; across the seam it got every
+	// candle once.
+	if r := res.Resume; r.Clients != 4 || r.Resumed != 4 || r.Owed == 0 || r.Missing != 0 || r.Duplicates != 0 || len(r.Errors) != 0 {
+		t.Fatalf("resume: %+v", r)
+	}
 	// The slow client finds the 4008 close frame behind what its socket
 	// holds, and the gateway counted it.
 	if res.SlowClosed != 1 || res.ServerSlowCloses != 1 || res.Closes["4008"] != 1 {

@@ -67,6 +67,12 @@ type WSConfig struct {
 	Warmup, Duration, Drain time.Duration
 	// DialConcurrency bounds the handshakes in flight.
 	DialConcurrency int
+	// Resumers are clients beside the others, on the busy ticks and on
+	// candles of ResumeSymbol (CandleRate candles/s, distinct synthetic
+	// bars), that each drop once during the window and resume with since.
+	Resumers     int
+	ResumeSymbol string
+	CandleRate   float64
 }
 
 // WSResult is what a scenario measured.
@@ -87,8 +93,10 @@ type WSResult struct {
 	ServerHeapPerConn      float64        // Go heap and stacks in use, bytes, connected and idle
 	ServerCPU              float64        // cores used during the window
 	ServerGoroutines       float64
-	ServerFramesPerWrite   float64 // frames the gateway's writers carried per socket write
-	LoadgenCPU             float64 // cores the load generator used
+	ServerFramesPerWrite   float64       // frames the gateway's writers carried per socket write
+	ServerFlushRound       time.Duration // the mean round of the gateway's flushers (with a write delay)
+	LoadgenCPU             float64       // cores the load generator used
+	Resume                 ResumeResult
 	// SlowDrains says, for each slow client, what its reads found once
 	// it started reading: the close, how long it took to come, and the
 	// frames in front of it.
@@ -108,12 +116,14 @@ delay              p50 %s  p99 %s  max %s
 closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
 slow clients read  %s
 server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
-server cpu         %.2f cores, %.0f goroutines, %.2f frames per write
-loadgen cpu        %.2f cores`,
+server cpu         %.2f cores, %.0f goroutines, %.2f frames per write, flush round %s
+loadgen cpu        %.2f cores
+resume             %d clients, %d resumed with since in the window; %d candles owed, %d missing, %d duplicated, %d still on the way; %d gap notices; errors %v`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
 		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses, strings.Join(r.SlowDrains, "; "),
-		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.LoadgenCPU)
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.ServerFlushRound.Round(10*time.Microsecond), r.LoadgenCPU,
+		r.Resume.Clients, r.Resume.Resumed, r.Resume.Owed, r.Resume.Missing, r.Resume.Duplicates, r.Resume.Late, r.Resume.GapFrames, r.Resume.Errors)
 }
 
 // CheckLoopback refuses a URL whose host is not a loopback address: the
@@ -149,6 +159,10 @@ type wsClient struct {
 	drainTook  time.Duration
 	drainBytes int64
 }
+
+// DefaultResumeSymbol carries the resumers' candles: a symbol of its own,
+// so that the synthetic bars never land in a real series.
+const DefaultResumeSymbol = "LOADTEST/USD"
 
 func channelOf(sym string) string { return "ticks:" + streams.AssetKey(sym) }
 
@@ -193,6 +207,9 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 		for p := range acks {
 			select {
 			case ack := <-p.f.Ok():
+				if ack.Duplicate && ackErr == nil {
+					ackErr = fmt.Errorf("event stored already (seq %d): another run in the same minute?", ack.Sequence)
+				}
 				p.log.add(ack.Sequence, p.at)
 			case err := <-p.f.Err():
 				if ackErr == nil {
@@ -205,12 +222,20 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 			}
 		}
 	}()
-	publishOne := func(sym string, log *seqLog) error {
+	// Candles are bars a million minutes back, one minute apart, so that
+	// each has its own message id.
+	candleBase := time.Now().UTC().Truncate(time.Minute).Add(-1e6 * time.Minute)
+	var nCandles atomic.Int64
+	publishOne := func(sym string, log *seqLog, candle bool) error {
 		n := trades.Add(1)
 		now := time.Now()
-		tk := &streams.Tick{Candle: streams.Candle{Symbol: sym, Interval: streams.Interval1m, Start: now.UTC().Truncate(time.Minute),
+		var ev streams.Event = &streams.Tick{Candle: streams.Candle{Symbol: sym, Interval: streams.Interval1m, Start: now.UTC().Truncate(time.Minute),
 			Open: 100, High: 101, Low: 99, Close: 100.5, Volume: float64(n), Trades: n, Quality: streams.QualityLive}, ReceivedAt: now.UTC()}
-		msg, err := streams.NewMsg(tk)
+		if candle {
+			ev = &streams.Candle{Symbol: sym, Interval: streams.Interval1m, Start: candleBase.Add(time.Duration(nCandles.Add(1)) * time.Minute),
+				Open: 100, High: 101, Low: 99, Close: 100.5, VWAP: 100.2, Volume: 1, Trades: 1, Quality: streams.QualityLive}
+		}
+		msg, err := streams.NewMsg(ev)
 		if err != nil {
 			return err
 		}
@@ -267,6 +292,31 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 		}
 	}()
 	res.Connected = len(clients)
+	if cfg.ResumeSymbol == "" {
+		cfg.ResumeSymbol = DefaultResumeSymbol
+	}
+	if cfg.CandleRate <= 0 {
+		cfg.CandleRate = 2
+	}
+	resumers := make([]*resumer, cfg.Resumers)
+	candleSeqs := &seqLog{}
+	for i := range resumers {
+		r := &resumer{url: wsURL, token: cfg.Token, chans: []string{channelOf(cfg.Busy), candlesOf(cfg.ResumeSymbol)}, candles: candlesOf(cfg.ResumeSymbol)}
+		c, err := dial(ctx, wsURL, cfg.Token, r.chans, false)
+		if err != nil {
+			return res, fmt.Errorf("loadtest: resumer %d: %w", i, err)
+		}
+		r.conn = c.conn
+		resumers[i] = r
+	}
+	var rwg sync.WaitGroup
+	defer func() {
+		rwg.Wait()
+		for _, r := range resumers {
+			_ = r.conn.Close()
+		}
+	}()
+	res.Resume.Clients = len(resumers)
 	m1, err := scrape(ctx, cfg.MetricsURL)
 	if err != nil {
 		return res, err
@@ -296,7 +346,7 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	defer pcancel()
 	var windowStart, windowEnd atomic.Int64
 	pg, pgctx := errgroup.WithContext(pctx)
-	pace := func(rate float64, sym string, log *seqLog) {
+	pace := func(rate float64, sym string, log *seqLog, candle bool) {
 		if rate <= 0 {
 			return
 		}
@@ -315,15 +365,18 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 				if pgctx.Err() != nil {
 					return nil
 				}
-				if err := publishOne(sym, log); err != nil && pgctx.Err() == nil {
+				if err := publishOne(sym, log, candle); err != nil && pgctx.Err() == nil {
 					return err
 				}
 			}
 		})
 	}
-	pace(cfg.Rate, cfg.Busy, busySeqs)
+	pace(cfg.Rate, cfg.Busy, busySeqs, false)
 	for i, s := range cfg.Extra {
-		pace(cfg.ExtraRate, s, extraSeqs[i])
+		pace(cfg.ExtraRate, s, extraSeqs[i], false)
+	}
+	if len(resumers) > 0 {
+		pace(cfg.CandleRate, cfg.ResumeSymbol, candleSeqs, true)
 	}
 	// The slow clients read once the gateway has counted them slow: a
 	// client gets WriteTimeout from then to take its close frame.
@@ -369,6 +422,15 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 		return res, ctx.Err()
 	}
 	windowStart.Store(time.Now().UnixNano())
+	// Each resumer drops at its own moment of the window.
+	for i, r := range resumers {
+		dropAt := time.Now().Add(cfg.Duration * time.Duration(i+1) / time.Duration(len(resumers)+1))
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			r.run(ctx, dropAt, stopRead)
+		}()
+	}
 	if mStart, err = scrape(ctx, cfg.MetricsURL); err != nil {
 		return res, err
 	}
@@ -394,6 +456,11 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	}
 	time.Sleep(cfg.Drain)
 	close(stopRead)
+	rwg.Wait()
+	stored := candleSeqs.storedSeqs()
+	for _, r := range resumers {
+		r.check(stored, &res.Resume)
+	}
 	for _, c := range clients {
 		if !c.slow {
 			_ = c.conn.SetReadDeadline(time.Now())
@@ -413,6 +480,9 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	res.ServerGoroutines = mEnd["go_goroutines"]
 	if w := mEnd["cryptostream_gateway_ws_writes_total"] - mStart["cryptostream_gateway_ws_writes_total"]; w > 0 {
 		res.ServerFramesPerWrite = (mEnd["cryptostream_gateway_ws_frames_total"] - mStart["cryptostream_gateway_ws_frames_total"]) / w
+	}
+	if n := mEnd["cryptostream_gateway_ws_flush_round_seconds_count"] - mStart["cryptostream_gateway_ws_flush_round_seconds_count"]; n > 0 {
+		res.ServerFlushRound = time.Duration((mEnd["cryptostream_gateway_ws_flush_round_seconds_sum"] - mStart["cryptostream_gateway_ws_flush_round_seconds_sum"]) / n * 1e9)
 	}
 	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
 	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
@@ -492,6 +562,15 @@ func (l *seqLog) within(from, to int64, into map[uint64]int64) int {
 const slowReadBuffer = 16 << 10
 
 func dial(ctx context.Context, wsURL, token string, chans []string, slow bool) (*wsClient, error) {
+	return dialWith(ctx, wsURL, token, chans, slow, nil)
+}
+
+// dialSince subscribes the last of chans with since, when given.
+func dialSince(ctx context.Context, wsURL, token string, chans []string, since *uint64) (*wsClient, error) {
+	return dialWith(ctx, wsURL, token, chans, false, since)
+}
+
+func dialWith(ctx context.Context, wsURL, token string, chans []string, slow bool, since *uint64) (*wsClient, error) {
 	d := websocket.Dialer{Subprotocols: []string{"bearer", token}, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 512}
 	if slow {
 		// A small receive buffer, so that the slow client's socket is
@@ -523,8 +602,12 @@ func dial(ctx context.Context, wsURL, token string, chans []string, slow bool) (
 	c := &wsClient{conn: conn, slow: slow}
 	// Subscribe and wait for each answer (and the snapshot that follows).
 	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-	for _, ch := range chans {
-		if err := conn.WriteJSON(map[string]string{"op": "subscribe", "channel": ch}); err != nil {
+	for i, ch := range chans {
+		req := map[string]any{"op": "subscribe", "channel": ch}
+		if since != nil && i == len(chans)-1 {
+			req["since"] = *since
+		}
+		if err := conn.WriteJSON(req); err != nil {
 			_ = conn.Close()
 			return nil, err
 		}

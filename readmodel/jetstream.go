@@ -346,6 +346,8 @@ type series[T any] struct {
 	// already; set before the series is shared.
 	keep func()
 
+	last lastSeqs
+
 	mu      sync.RWMutex
 	lastSeq uint64
 	sorted  []T
@@ -357,18 +359,14 @@ func newSeries[T any](stream, subject string, decode func([]byte) (T, error), or
 
 // read catches the index up with the stream and hands fn the sorted events.
 // fn must not keep the slice. The one round trip that asks for the
-// subject's last sequence happens outside the lock, and a series already
+// subject's last sequence happens outside the lock (shared with the
+// queries of the series waiting at the same time, see lastSeqs), and a series already
 // up to date is read under a shared lock, so concurrent queries of one
 // series do not queue behind each other.
 func (s *series[T]) read(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, fn func(sorted []T)) error {
-	last, err := stream.GetLastMsgForSubject(ctx, s.subject)
-	var lastSeq uint64
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return fmt.Errorf("readmodel: last of %s: %w", s.subject, err)
-	default:
-		lastSeq = last.Sequence
+	lastSeq, err := s.last.get(ctx, stream, s.subject)
+	if err != nil {
+		return err
 	}
 	s.mu.RLock()
 	if lastSeq <= s.lastSeq {

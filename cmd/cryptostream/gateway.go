@@ -54,7 +54,7 @@ func (c *gatewayConfig) register(fs *flagSet) {
 		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
 	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
-	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", 0, "how long a websocket client's writer gathers frames before one write (fewer system calls at thousands of clients, each frame up to this much later); 0 writes at once")
+	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", hub.DefaultWriteDelay, "how often the websocket flushers write what each client queued, in one write per client (fewer system calls at thousands of clients; a frame waits up to this much, half on average); 0 writes each client's frames at once from its own goroutine")
 	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
 	if fs.Lookup("intervals") == nil {
 		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")

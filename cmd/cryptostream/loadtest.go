@@ -89,6 +89,9 @@ func loadtestWS(ctx context.Context, args []string, e *env) error {
 	fs.durationVar(&cfg.Warmup, "warmup", "", 5*time.Second, "publishing before the measured window")
 	fs.durationVar(&cfg.Duration, "duration", "", 20*time.Second, "the measured window")
 	fs.durationVar(&cfg.Drain, "drain", "", 2*time.Second, "wait for the last events after the window")
+	fs.intVar(&cfg.Resumers, "resumers", "", 100, "more clients, on the busy ticks and on candles of --resume-symbol, that each drop once in the window and resume with since; the report counts their gaps and duplicates")
+	fs.stringVar(&cfg.ResumeSymbol, "resume-symbol", "", loadtest.DefaultResumeSymbol, "the symbol whose candles the resumers follow (synthetic bars a million minutes back are published on it)")
+	fs.Float64Var(&cfg.CandleRate, "candle-rate", 2, "candles/s on --resume-symbol while there are resumers")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -109,6 +112,12 @@ func loadtestWS(ctx context.Context, args []string, e *env) error {
 		return fmt.Errorf("--busy: %w", err)
 	}
 	cfg.Busy = busy
+	if cfg.ResumeSymbol, err = streams.NormalizeSymbol(cfg.ResumeSymbol); err != nil {
+		return fmt.Errorf("--resume-symbol: %w", err)
+	}
+	if cfg.Resumers < 0 || cfg.Resumers > 10_000 || cfg.CandleRate < 0 || cfg.CandleRate > 1000 {
+		return errors.New("loadtest: want --resumers in [0, 10000] and --candle-rate in [0, 1000]")
+	}
 	if cfg.Clients < 1 || cfg.Duration <= 0 || cfg.Duration > time.Hour || cfg.Rate < 0 || cfg.Rate > 10_000 {
 		return errors.New("loadtest: want --clients ≥ 1, --duration in (0, 1h], --rate in [0, 10000]")
 	}
@@ -126,7 +135,7 @@ func loadtestWS(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("loadtest: assets bucket: %w", err)
 	}
-	if err := loadtest.Track(ctx, kv, append([]string{cfg.Busy}, cfg.Extra...)); err != nil {
+	if err := loadtest.Track(ctx, kv, append([]string{cfg.Busy, cfg.ResumeSymbol}, cfg.Extra...)); err != nil {
 		return err
 	}
 	// The whole run is bounded: warm-up, window, drain and the slow

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -38,6 +39,16 @@ type client struct {
 	// over several channels on every wake-up was a tenth of the gateway's
 	// CPU at ten thousand clients.
 	pinger *time.Timer
+	// With a flusher (fl), the writer writes only while handed the
+	// client (its socket was full: carry is what the flusher could not
+	// write) and to close it; listed: in fl's next round; fwriting: fl
+	// is writing the socket now.
+	fl       *flusher
+	rc       syscall.RawConn
+	listed   bool
+	handed   bool
+	fwriting bool
+	carry    net.Buffers
 
 	mu      sync.Mutex
 	user    string

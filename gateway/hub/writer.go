@@ -75,6 +75,9 @@ const conflateDepth = 4
 
 var errQueueClosed = errors.New("hub: client closing")
 
+// closeAbnormal is the code of a close that sends no close frame.
+const closeAbnormal = websocket.CloseAbnormalClosure
+
 // enqueueLive queues a shared live frame for cs; the caller holds c.qmu. It
 // never blocks: a client whose queue is full, or whose oldest queued frame
 // has waited longer than SlowAfter, is closed as slow.
@@ -114,6 +117,17 @@ func (c *client) pushLocked(it qitem, now time.Time) {
 		c.oldest = now
 	}
 	c.q = append(c.q, it)
+	if c.fl != nil && !c.handed && !c.closing {
+		if !c.listed {
+			c.listed = true
+			c.fl.list(c)
+		}
+		return
+	}
+	c.wakeWriterLocked()
+}
+
+func (c *client) wakeWriterLocked() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -171,10 +185,7 @@ func (c *client) killLocked(code int, reason string) {
 	c.closeCode, c.closeReason = code, reason
 	c.room.Broadcast()
 	close(c.done)
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.wakeWriterLocked()
 }
 
 func (c *client) slowLocked(reason string) {
@@ -188,7 +199,9 @@ func (c *client) slowLocked(reason string) {
 	c.killLocked(CloseSlowClient, reason)
 }
 
-// writer is the only goroutine that writes to the socket. It takes every
+// writer writes the socket of a client that no flusher writes (no
+// WriteDelay, or not a plain TCP connection), or that a flusher handed over
+// because its socket was full, and sends the close frame. It takes every
 // queued frame at once and writes them with one writev, outside the lock.
 func (c *client) writer() {
 	h := c.h
@@ -200,11 +213,21 @@ func (c *client) writer() {
 	var deadline time.Time
 	for {
 		<-c.wake
-		if h.cfg.WriteDelay > 0 {
+		if h.cfg.WriteDelay > 0 && c.fl == nil {
 			time.Sleep(h.cfg.WriteDelay)
 		}
 		c.qmu.Lock()
+		if c.fl != nil && !c.handed && !c.closing {
+			c.qmu.Unlock()
+			continue // the flusher writes this client
+		}
 		closing := c.closing
+		// A flusher's write in progress ends before the close frame.
+		for closing && c.fwriting {
+			c.room.Wait()
+		}
+		bufs = append(bufs[:0], c.carry...)
+		c.carry = nil
 		batch, c.q = c.q, batch[:0]
 		for _, it := range batch {
 			if it.sub != nil {
@@ -217,38 +240,62 @@ func (c *client) writer() {
 		c.room.Broadcast()
 		c.qmu.Unlock()
 		if closing {
+			if len(bufs) > 0 {
+				// The rest of a frame cut short goes before the close.
+				_ = c.nc.SetWriteDeadline(h.d.Now().Add(h.cfg.WriteTimeout))
+				if _, err := bufs.WriteTo(c.nc); err != nil {
+					c.qmu.Lock()
+					c.closeCode = closeAbnormal
+					c.qmu.Unlock()
+				}
+			}
 			c.finish()
 			return
 		}
-		bufs = bufs[:0]
+		carried := len(bufs)
 		for _, it := range batch {
 			bufs = append(bufs, it.b)
 		}
 		for i := range batch {
 			batch[i] = qitem{}
 		}
-		if len(bufs) == 0 {
-			continue
-		}
-		// Setting a deadline costs as much as a small write: renew it only
-		// when less than three quarters of WriteTimeout are left.
-		if now := h.d.Now(); deadline.Sub(now) < h.cfg.WriteTimeout*3/4 {
-			deadline = now.Add(h.cfg.WriteTimeout)
-			_ = c.nc.SetWriteDeadline(deadline)
-		}
-		b := bufs // WriteTo consumes its receiver
-		if _, err := b.WriteTo(c.nc); err != nil {
-			c.writeFailed(err)
-			_ = c.nc.Close()
-			return
-		}
-		h.m.writes.Inc()
-		h.m.frames.Add(float64(len(bufs)))
-		for i := range bufs {
-			bufs[i] = nil
+		if len(bufs) > 0 {
+			// Setting a deadline costs as much as a small write: renew it only
+			// when less than three quarters of WriteTimeout are left.
+			if now := h.d.Now(); deadline.Sub(now) < h.cfg.WriteTimeout*3/4 {
+				deadline = now.Add(h.cfg.WriteTimeout)
+				_ = c.nc.SetWriteDeadline(deadline)
+			}
+			b := bufs // WriteTo consumes its receiver
+			if _, err := b.WriteTo(c.nc); err != nil {
+				c.writeFailed(err)
+				_ = c.nc.Close()
+				return
+			}
+			h.m.writes.Inc()
+			h.m.frames.Add(float64(len(bufs) - carried))
+			for i := range bufs {
+				bufs[i] = nil
+			}
 		}
 		if cap(batch) > 64 {
 			batch, bufs = nil, nil
+		}
+		if c.fl != nil {
+			// Give the client back to its flusher once nothing waits;
+			// what was queued meanwhile woke this writer again.
+			c.qmu.Lock()
+			back := len(c.q) == 0 && !c.closing
+			if back {
+				c.handed = false
+			}
+			c.qmu.Unlock()
+			if back && !deadline.IsZero() {
+				// The flusher's writes never wait: a deadline left
+				// from this write would fail them once it passed.
+				deadline = time.Time{}
+				_ = c.nc.SetWriteDeadline(deadline)
+			}
 		}
 	}
 }
@@ -263,12 +310,12 @@ func (c *client) writeFailed(err error) {
 		c.slowLocked("client too slow: write timed out")
 		return
 	}
-	c.killLocked(websocket.CloseAbnormalClosure, "")
+	c.killLocked(closeAbnormal, "")
 }
 
 // finish sends the close frame, when there is one to send, and closes.
 func (c *client) finish() {
-	if c.closeCode != websocket.CloseAbnormalClosure {
+	if c.closeCode != closeAbnormal {
 		_ = c.nc.SetWriteDeadline(c.h.d.Now().Add(c.h.cfg.WriteTimeout))
 		_, _ = c.nc.Write(control(opClose, websocket.FormatCloseMessage(c.closeCode, c.closeReason)))
 	}

@@ -1,0 +1,149 @@
+package hub
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// With a WriteDelay, plain TCP connections are written by a few flushers,
+// one per core, rather than by each client's writer: every WriteDelay a
+// flusher takes the queue of each of its clients that has frames and writes
+// it with one non-blocking writev. At ten thousand clients the per-client
+// writers' wake-up, sleep and park around each write cost as much CPU as
+// the write itself, and each frame waited a whole delay; a round waits half
+// of one on average and costs one system call per client with frames. A
+// write the socket cannot take whole (a client behind) hands the client,
+// with the bytes left over, to its own writer, which blocks on it under the
+// write deadline as before and gives the client back once its queue is
+// empty, so that one slow socket never holds up a round.
+
+// flusher is one round-robin writer over a share of the clients.
+type flusher struct {
+	h     *Hub
+	mu    sync.Mutex
+	dirty []*client // clients that queued frames since the last round
+	spare []*client
+	nb    nbWriter // the round's goroutine alone uses it
+}
+
+// startFlushers starts the flushers the first time a client needs one.
+func (h *Hub) startFlushers() {
+	h.flushOnce.Do(func() {
+		for _, f := range h.flushers {
+			go f.run(h.flushStop)
+		}
+	})
+}
+
+func (f *flusher) run(stop <-chan struct{}) {
+	t := time.NewTicker(f.h.cfg.WriteDelay)
+	defer t.Stop()
+	var bufs [][]byte
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			return
+		}
+		start := time.Now()
+		bufs = f.round(bufs)
+		f.h.m.round.Observe(time.Since(start).Seconds())
+	}
+}
+
+// list puts c in the next round; the caller holds c.qmu.
+func (f *flusher) list(c *client) {
+	f.mu.Lock()
+	f.dirty = append(f.dirty, c)
+	f.mu.Unlock()
+}
+
+// round writes what each listed client queued. bufs is scratch space,
+// returned for the next round.
+func (f *flusher) round(bufs [][]byte) [][]byte {
+	f.mu.Lock()
+	dirty := f.dirty
+	f.dirty = f.spare[:0]
+	f.mu.Unlock()
+	for i, c := range dirty {
+		bufs = f.flush(c, bufs[:0])
+		clear(bufs)
+		dirty[i] = nil
+	}
+	if cap(dirty) > 1<<16 {
+		dirty = nil
+	}
+	f.mu.Lock()
+	f.spare = dirty
+	f.mu.Unlock()
+	return bufs
+}
+
+func (f *flusher) flush(c *client, bufs [][]byte) [][]byte {
+	h := f.h
+	c.qmu.Lock()
+	c.listed = false
+	if c.closing || c.handed || len(c.q) == 0 {
+		c.qmu.Unlock()
+		return bufs
+	}
+	for i, it := range c.q {
+		bufs = append(bufs, it.b)
+		if it.sub != nil {
+			it.sub.qi, it.sub.nq = 0, 0
+		}
+		c.q[i] = qitem{}
+	}
+	c.q = c.q[:0]
+	if cap(c.q) > 64 {
+		c.q = nil // a burst grew it: an idle client keeps no big queue
+	}
+	c.fwriting = true
+	c.room.Broadcast()
+	c.qmu.Unlock()
+
+	n, err := f.nb.writev(c.rc, bufs)
+	rest := advance(bufs, n)
+
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.fwriting = false
+	c.room.Broadcast() // a closing writer may be waiting for this write
+	switch {
+	case err != nil && !errors.Is(err, errWouldBlock):
+		c.killLocked(closeAbnormal, "")
+		return bufs
+	case len(rest) == 0:
+		h.m.writes.Inc()
+		h.m.frames.Add(float64(len(bufs)))
+		return bufs
+	}
+	if n > 0 {
+		h.m.writes.Inc()
+	}
+	h.m.frames.Add(float64(len(bufs)))
+	// The socket is full: the client's writer takes over, with what is
+	// left of this write before anything queued since (or before its
+	// close frame, if it is closing now).
+	c.carry = append(net.Buffers(nil), rest...)
+	c.handed = true
+	c.wakeWriterLocked()
+	return bufs
+}
+
+// advance drops the first n bytes of bufs, keeping the rest in order.
+func advance(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if n > 0 {
+		rest := make([][]byte, len(bufs))
+		copy(rest, bufs)
+		rest[0] = rest[0][n:]
+		return rest
+	}
+	return bufs
+}

@@ -1,0 +1,219 @@
+//go:build linux
+
+package hub
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// flushedClient is a client on a real loopback TCP connection, written by
+// its hub's first flusher, whose rounds the test runs by hand (the ticker
+// is not started). It returns the client and the peer's end.
+func flushedClient(t *testing.T, cfg Config, peerRecvBuf int) (*client, *net.TCPConn) {
+	t.Helper()
+	cfg.WriteDelay = time.Hour
+	c := testClient(t, cfg)
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := net.Dialer{}
+	if peerRecvBuf > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, peerRecvBuf)
+			})
+		}
+	}
+	peer, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peerRecvBuf > 0 {
+		_ = srv.SetWriteBuffer(peerRecvBuf)
+	}
+	c.nc, c.rc, c.fl = srv, rawConn(srv), c.h.flushers[0]
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writer()
+	}()
+	t.Cleanup(func() {
+		c.kill(1001, "")
+		<-writerDone
+		c.stopTimers()
+		_ = peer.Close()
+	})
+	return c, peer.(*net.TCPConn)
+}
+
+// eventFrame is a live event frame of about size bytes.
+func eventFrame(seq uint64, size int) event {
+	data := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", size))
+	return event{seq: seq, frame: wsFrame(opText, appendEvent(make([]byte, maxHeader), "candles:BTC-USD:1m", seq, false, []byte(data)))}
+}
+
+// readFrame reads one server frame (unmasked, final) and returns its
+// opcode and payload.
+func readFrame(r *bufio.Reader) (byte, []byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	if h[0]&0x70 != 0 || h[0]&0x80 == 0 || h[1]&0x80 != 0 {
+		return 0, nil, fmt.Errorf("bad frame header % x", h)
+	}
+	n := int(h[1])
+	switch n {
+	case 126:
+		var l [2]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = int(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		return 0, nil, errors.New("frame too long for this test")
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(r, p)
+	return h[0] & 0x0F, p, err
+}
+
+// wantEvents reads frames until it has seen events from..to in order.
+func wantEvents(t *testing.T, r *bufio.Reader, from, to uint64) {
+	t.Helper()
+	for seq := from; seq <= to; seq++ {
+		op, p, err := readFrame(r)
+		if err != nil {
+			t.Fatalf("event %d: %v", seq, err)
+		}
+		want := fmt.Sprintf(`"seq":%d,`, seq)
+		if op != opText || !strings.Contains(string(p), want) {
+			t.Fatalf("frame %d: op %d, %.60s..., want event %d", seq, op, p, seq)
+		}
+	}
+}
+
+// What a client queued between two rounds goes out in one write.
+func TestFlusherOneWritePerRound(t *testing.T) {
+	c, peer := flushedClient(t, Config{}, 0)
+	cs := &clientSub{c: c, ready: true}
+	now := time.Now()
+	for seq := uint64(1); seq <= 5; seq++ {
+		if !c.deliver(cs, eventFrame(seq, 100), now) {
+			t.Fatalf("event %d not queued", seq)
+		}
+	}
+	c.fl.round(nil)
+	r := bufio.NewReader(peer)
+	wantEvents(t, r, 1, 5)
+	if w, f := testutil.ToFloat64(c.h.m.writes), testutil.ToFloat64(c.h.m.frames); w != 1 || f != 5 {
+		t.Fatalf("%v writes carrying %v frames, want 1 carrying 5", w, f)
+	}
+	// A round with nothing queued writes nothing.
+	c.fl.round(nil)
+	if w := testutil.ToFloat64(c.h.m.writes); w != 1 {
+		t.Fatalf("%v writes after an empty round", w)
+	}
+}
+
+// A socket too full to take a round's write whole: the rest of the frame
+// cut short, then what was queued since, reach the client intact and in
+// order (through its own writer), and the client goes back to its flusher
+// once it has caught up. A close after such a cut comes after the rest of
+// the frame.
+func TestFlusherHandsFullSocketToWriter(t *testing.T) {
+	c, peer := flushedClient(t, Config{QueueSize: 10_000}, 4096)
+	cs := &clientSub{c: c, ready: true}
+	now := time.Now()
+	var seq uint64
+	// More than the two socket buffers hold, in rounds, until one cannot
+	// be written whole.
+	for handed := false; !handed; {
+		for range 20 {
+			seq++
+			if !c.deliver(cs, eventFrame(seq, 1000), now) {
+				t.Fatalf("event %d not queued", seq)
+			}
+		}
+		c.fl.round(nil)
+		c.qmu.Lock()
+		handed = c.handed
+		c.qmu.Unlock()
+		if seq > 100_000 {
+			t.Fatal("the socket never filled")
+		}
+	}
+	// Queued while the writer has it.
+	for range 20 {
+		seq++
+		c.deliver(cs, eventFrame(seq, 1000), now)
+	}
+	r := bufio.NewReader(peer)
+	wantEvents(t, r, 1, seq)
+	// Back to the flusher once the writer has written everything.
+	for {
+		c.qmu.Lock()
+		back := !c.handed && len(c.q) == 0
+		c.qmu.Unlock()
+		if back {
+			break
+		}
+		time.Sleep(time.Millisecond) // polling a state, no deadline but the test's
+	}
+	seq++
+	c.deliver(cs, eventFrame(seq, 10), now)
+	c.qmu.Lock()
+	listed := c.listed
+	c.qmu.Unlock()
+	if !listed {
+		t.Fatal("a client given back is not in its flusher's next round")
+	}
+	c.fl.round(nil)
+	wantEvents(t, r, seq, seq)
+
+	// Fill it again, then close it as slow: the close frame follows the
+	// rest of the frame the flusher cut short.
+	for handed := false; !handed; {
+		for range 20 {
+			seq++
+			c.deliver(cs, eventFrame(seq, 1000), now)
+		}
+		c.fl.round(nil)
+		c.qmu.Lock()
+		handed = c.handed
+		c.qmu.Unlock()
+	}
+	c.kill(CloseSlowClient, "slow")
+	for {
+		op, p, err := readFrame(r)
+		if err != nil {
+			t.Fatalf("no close frame: %v", err)
+		}
+		if op == opClose {
+			if len(p) < 2 || binary.BigEndian.Uint16(p) != CloseSlowClient {
+				t.Fatalf("close frame % x", p)
+			}
+			break
+		}
+		if op != opText {
+			t.Fatalf("frame op %d", op)
+		}
+	}
+}
