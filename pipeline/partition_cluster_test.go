@@ -27,10 +27,10 @@ import (
 	"cryptostream/streams"
 )
 
-// clusterDay is a day of real minutes of each recorded pair: Kraken's
-// BTC/USD (with its minutes that had no trade missing) and Binance's
-// BTC/USDT and ETH/USDT.
-func clusterDay(t *testing.T) [][]streams.Candle {
+// clusterDays is the first days of real minutes of each recorded pair:
+// Kraken's BTC/USD (with its minutes that had no trade missing) and
+// Binance's BTC/USDT and ETH/USDT.
+func clusterDays(t testing.TB, days int) [][]streams.Candle {
 	t.Helper()
 	files := []struct{ name, symbol string }{
 		{datatest.KrakenBTCUSD1m, "BTC/USD"},
@@ -50,7 +50,7 @@ func clusterDay(t *testing.T) [][]streams.Candle {
 		}
 		var day []streams.Candle
 		for _, c := range s.Candles {
-			if c.Start.Sub(s.Candles[0].Start) >= 24*time.Hour {
+			if c.Start.Sub(s.Candles[0].Start) >= time.Duration(days)*24*time.Hour {
 				break
 			}
 			day = append(day, c)
@@ -118,7 +118,7 @@ func (w *clusterWorker) onOwner(p string, owned bool) {
 	w.l.add(w.name, w.stage+"/"+p, map[bool]string{true: "own", false: "release"}[owned], 0)
 }
 
-func startClusterWorker(t *testing.T, urls, stage, name string, l *ledger) *clusterWorker {
+func startClusterWorker(t testing.TB, urls, stage, name string, l *ledger) *clusterWorker {
 	t.Helper()
 	nc, js := natstest.ConnectURL(t, urls)
 	w := &clusterWorker{name: name, stage: stage, l: l, nc: nc, done: make(chan error, 1)}
@@ -182,7 +182,7 @@ type output struct {
 
 // readStream reads every message of stream, one get at a time, each
 // tried again when it fails while the cluster elects a leader.
-func readStream(t *testing.T, js jetstream.JetStream, stream string, start func([]byte) time.Time) []output {
+func readStream(t testing.TB, js jetstream.JetStream, stream string, start func([]byte) time.Time) []output {
 	t.Helper()
 	var st jetstream.Stream
 	var info *jetstream.StreamInfo
@@ -244,7 +244,7 @@ func predictionStart(b []byte) time.Time {
 
 // settledCount is count on a cluster, where a call may time out while
 // leaders are elected.
-func settledCount(t *testing.T, js jetstream.JetStream, stream string) uint64 {
+func settledCount(t testing.TB, js jetstream.JetStream, stream string) uint64 {
 	t.Helper()
 	var n uint64
 	natstest.WaitFor(t, 2*time.Minute, stream+"'s state", func() bool {
@@ -297,7 +297,7 @@ func TestClusterFailover(t *testing.T) {
 		return lastErr == nil
 	})
 
-	day := clusterDay(t)
+	day := clusterDays(t, 1)
 	var total int
 	var parts []string
 	for _, d := range day {
