@@ -78,6 +78,14 @@ func newStack(t testing.TB, opts ...option) *stack {
 	if err := streams.Ensure(t.Context(), js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
 	}
+	return newStackOn(t, js, opts...)
+}
+
+// newStackOn is a gateway on a bus whose topology is in place: several
+// of them on one cluster are a deployment's replicas, sharing the users
+// and the signing key.
+func newStackOn(t testing.TB, js jetstream.JetStream, opts ...option) *stack {
+	t.Helper()
 	s := &stack{t: t, js: js, key: bytes.Repeat([]byte("k"), 48), reg: prometheus.NewRegistry()}
 	pairs := recordedAssetPairs(t)
 	s.kraken = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -417,16 +417,23 @@ func TestWebsocketStalledClientDropped(t *testing.T) {
 // conflate; TestWebsocketTicksResume covers ticks).
 func TestWebsocketResume(t *testing.T) {
 	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub.QueueSize = 4096; c.Hub.MaxPending = 100_000 })
-	tok := s.signup("alice", "alice-password")
-	s.track("BTC/USD")
-	c, _, err := s.dialWS(tok, false)
+	resume(t, s, s)
+}
+
+// resume: a client subscribed on first that drops its socket and, while
+// candles keep coming, reconnects to second and subscribes with since the
+// last seq it saw gets every candle after it once, in order, then live.
+func resume(t *testing.T, first, second *stack) {
+	tok := first.signup("alice", "alice-password")
+	first.track("BTC/USD")
+	c, _, err := first.dialWS(tok, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.send(map[string]string{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
 	c.expect("subscribed", "")
 	for i := range 5 {
-		publish(t, s, candle(i))
+		publish(t, first, candle(i))
 	}
 	var seen uint64
 	for range 5 {
@@ -434,14 +441,14 @@ func TestWebsocketResume(t *testing.T) {
 	}
 	_ = c.conn.Close()
 	for i := 5; i < 300; i++ {
-		publish(t, s, candle(i))
+		publish(t, first, candle(i))
 	}
 	// Keep publishing while the client resumes.
 	done := make(chan uint64)
 	go func() {
 		var last uint64
 		for i := 300; i < 600; i++ {
-			ack, err := streams.Publish(context.Background(), s.js, candle(i))
+			ack, err := streams.Publish(context.Background(), first.js, candle(i))
 			if err != nil {
 				break
 			}
@@ -449,7 +456,7 @@ func TestWebsocketResume(t *testing.T) {
 		}
 		done <- last
 	}()
-	c2, _, err := s.dialWS(tok, false)
+	c2, _, err := second.dialWS(tok, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,6 +203,11 @@ func (r *Runner) run(ctx context.Context) error {
 	in := newInbox()
 	opts := []jetstream.PullConsumeOpt{
 		jetstream.PullMaxMessages(window),
+		// A pull request waiting on a consumer leader that is lost with
+		// its node is noticed only when two heartbeats are missed: half
+		// the expiry each, so the default 30s expiry stalled a consumer
+		// 30s after a node loss (TestClusterFailover).
+		jetstream.PullExpiry(pullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { r.log.Debug("consume", "err", err) }),
 	}
 	if r.cfg.Pinned {
@@ -290,6 +295,11 @@ func (r *Runner) run(ctx context.Context) error {
 		}
 	}
 }
+
+// pullExpiry bounds a pull request's life, and so how long a consumer
+// whose leader moved waits for its next pull: twice its heartbeat, half of
+// it.
+const pullExpiry = 5 * time.Second
 
 // pinChanged says whether batch is the first since this instance became
 // the consumer's owner (a start or a new pin id).

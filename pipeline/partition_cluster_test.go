@@ -1,0 +1,542 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptostream/datatest"
+	"cryptostream/features"
+	"cryptostream/ingest"
+	"cryptostream/natstest"
+	"cryptostream/pipeline"
+	"cryptostream/predictor"
+	"cryptostream/streams"
+)
+
+// clusterDays is the first days of real minutes of each recorded pair:
+// Kraken's BTC/USD (with its minutes that had no trade missing) and
+// Binance's BTC/USDT and ETH/USDT.
+func clusterDays(t testing.TB, days int) [][]streams.Candle {
+	t.Helper()
+	files := []struct{ name, symbol string }{
+		{datatest.KrakenBTCUSD1m, "BTC/USD"},
+		{"binance_BTCUSDT_1m_2025-05_08.csv", "BTC/USDT"},
+		{"binance_ETHUSDT_1m_2025-05_08.csv", "ETH/USDT"},
+	}
+	var out [][]streams.Candle
+	for _, f := range files {
+		r, err := os.Open(datatest.Path(t, f.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ingest.ReadFile(f.name, r, f.symbol, streams.Interval1m, time.Now(), func(e *ingest.BadRowError) { t.Errorf("%v", e) })
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var day []streams.Candle
+		for _, c := range s.Candles {
+			if c.Start.Sub(s.Candles[0].Start) >= time.Duration(days)*24*time.Hour {
+				break
+			}
+			day = append(day, c)
+		}
+		out = append(out, day)
+	}
+	return out
+}
+
+// clusterWorker is one instance of a worker on its own connection to the
+// cluster. Its bus records every output publish in the ledger and refuses
+// them once the instance is killed, as a crashed process publishes
+// nothing.
+type clusterWorker struct {
+	name, stage string
+	l           *ledger
+	nc          *nats.Conn
+	cancel      context.CancelFunc
+	done        chan error
+
+	mu     sync.Mutex // orders a kill against a publish
+	killed bool
+}
+
+// workerJS is a worker's bus.
+type workerJS struct {
+	jetstream.JetStream
+	w *clusterWorker
+}
+
+var errKilled = errors.New("test: instance killed")
+
+func (j workerJS) record(subject string) error {
+	j.w.mu.Lock()
+	defer j.w.mu.Unlock()
+	if j.w.killed {
+		return errKilled
+	}
+	if root, _, ok := strings.Cut(subject, "."); ok && (root == "features" || root == "predictions") {
+		j.w.l.add(j.w.name, j.w.stage+"/"+subject[strings.LastIndexByte(subject, '.')+1:], "step", 0)
+	}
+	return nil
+}
+
+func (j workerJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if err := j.record(m.Subject); err != nil {
+		return nil, err
+	}
+	return j.JetStream.PublishMsgAsync(m, opts...)
+}
+
+func (j workerJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if err := j.record(m.Subject); err != nil {
+		return nil, err
+	}
+	return j.JetStream.PublishMsg(ctx, m, opts...)
+}
+
+func (w *clusterWorker) onOwner(p string, owned bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.killed {
+		return // a crashed process tells nothing
+	}
+	w.l.add(w.name, w.stage+"/"+p, map[bool]string{true: "own", false: "release"}[owned], 0)
+}
+
+func startClusterWorker(t testing.TB, urls, stage, name string, l *ledger) *clusterWorker {
+	t.Helper()
+	nc, js := natstest.ConnectURL(t, urls)
+	w := &clusterWorker{name: name, stage: stage, l: l, nc: nc, done: make(chan error, 1)}
+	bus := workerJS{JetStream: js, w: w}
+	reg := prometheus.NewRegistry()
+	var run func(context.Context) error
+	switch stage {
+	case "features":
+		f, err := features.New(features.Config{Spec: features.DefaultSpec(), Partitioned: true},
+			features.Deps{JS: bus, Log: discard, Registry: reg, Instance: name, OnOwner: w.onOwner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run = f.Run
+	case "predictor":
+		p, err := predictor.New(predictor.Config{Partitioned: true},
+			predictor.Deps{JS: bus, Log: discard, Registry: reg, Instance: name, OnOwner: w.onOwner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run = p.Run
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	w.cancel = cancel
+	go func() { w.done <- run(ctx) }()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *clusterWorker) stop() {
+	if w.cancel == nil {
+		return
+	}
+	w.cancel()
+	<-w.done
+	w.cancel = nil
+}
+
+// crash makes the instance die as a crashed process does; stop then
+// lets its goroutines end.
+func (w *clusterWorker) crash(parts []string) {
+	w.mu.Lock()
+	w.killed = true
+	for _, p := range parts {
+		if w.l.owners(p)[w.name] {
+			w.l.add(w.name, p, "release", 0)
+		}
+	}
+	w.mu.Unlock()
+	w.nc.Close()
+}
+
+// output is one output read back: its subject, msg-id, the candle start
+// it is for, and when the stream stored it.
+type output struct {
+	subject, id string
+	start       time.Time
+	at          time.Time
+	msg         pipeline.Msg
+}
+
+// readStream reads every message of stream, one get at a time, each
+// tried again when it fails while the cluster elects a leader.
+func readStream(t testing.TB, js jetstream.JetStream, stream string, start func([]byte) time.Time) []output {
+	t.Helper()
+	var st jetstream.Stream
+	var info *jetstream.StreamInfo
+	natstest.WaitFor(t, 2*time.Minute, stream+"'s state", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		var err error
+		if st, err = js.Stream(ctx, stream); err == nil {
+			info, err = st.Info(ctx)
+		}
+		return err == nil
+	})
+	out := make([]output, 0, info.State.Msgs)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		var m *jetstream.RawStreamMsg
+		var err error
+		natstest.WaitFor(t, 2*time.Minute, fmt.Sprintf("%s message %d", stream, seq), func() bool {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			m, err = st.GetMsg(ctx, seq)
+			return err == nil || errors.Is(err, jetstream.ErrMsgNotFound)
+		})
+		if err != nil {
+			continue // a deleted message, were there one
+		}
+		o := output{subject: m.Subject, id: m.Header.Get(jetstream.MsgIDHeader), at: m.Time,
+			msg: pipeline.Msg{Stream: stream, Subject: m.Subject, Seq: m.Sequence, Time: m.Time, Data: m.Data}}
+		if start != nil {
+			o.start = start(m.Data)
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func candleStart(b []byte) time.Time {
+	c, err := streams.Decode[streams.Candle](b)
+	if err != nil {
+		return time.Time{}
+	}
+	return c.Start
+}
+
+func vectorStart(b []byte) time.Time {
+	v, err := streams.Decode[streams.FeatureVector](b)
+	if err != nil {
+		return time.Time{}
+	}
+	return v.Start
+}
+
+func predictionStart(b []byte) time.Time {
+	p, err := streams.Decode[streams.Prediction](b)
+	if err != nil {
+		return time.Time{}
+	}
+	return p.Start
+}
+
+// settledCount is count on a cluster, where a call may time out while
+// leaders are elected.
+func settledCount(t testing.TB, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	var n uint64
+	natstest.WaitFor(t, 2*time.Minute, stream+"'s state", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false
+		}
+		n = info.State.Msgs
+		return true
+	})
+	return n
+}
+
+// perSymbol is the candle starts of outputs by symbol token, in stream
+// order.
+func perSymbol(s []output) map[string][]time.Time {
+	out := map[string][]time.Time{}
+	for _, x := range s {
+		tok := x.subject[strings.LastIndexByte(x.subject, '.')+1:]
+		out[tok] = append(out[tok], x.start)
+	}
+	return out
+}
+
+// TestClusterFailover runs the partitioned chain, two features and two
+// predictor instances, on three clustered servers with R3 streams, over a
+// day of real minutes of three pairs published at a steady pace. While it
+// runs, the server leading MARKET is stopped, and then one instance of
+// each worker is killed. At the end every candle, feature vector and
+// prediction is stored once, in per-symbol order, exactly the vectors a
+// replay of the stored candles gives; each partition had one owner at a
+// time, and its stall is reported from the stored timestamps.
+func TestClusterFailover(t *testing.T) {
+	servers, urls := natstest.Cluster(t, 3)
+	_, js := natstest.ConnectURL(t, urls)
+	ctx := t.Context()
+	var lastErr error
+	natstest.WaitFor(t, 2*time.Minute, "the topology on the cluster", func() bool {
+		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		// The meta leader may be elected before every peer has caught
+		// up; creating a stream then fails for a while.
+		lastErr = streams.Ensure(ectx, js, streams.Declare(3))
+		return lastErr == nil
+	})
+
+	day := clusterDays(t, 1)
+	var total int
+	var parts []string
+	for _, d := range day {
+		total += len(d)
+		for _, stage := range []string{"features", "predictor"} {
+			parts = append(parts, stage+"/"+streams.CandleSubject(streams.Interval1m, d[0].Symbol)[len("market.candle.1m."):])
+		}
+	}
+	l := &ledger{}
+	workers := map[string][]*clusterWorker{}
+	for _, stage := range []string{"features", "predictor"} {
+		for i := 1; i <= 2; i++ {
+			workers[stage] = append(workers[stage], startClusterWorker(t, urls, stage, fmt.Sprintf("%s-%d", stage, i), l))
+		}
+	}
+
+	// The candles interleaved by series, each publish awaited, which
+	// paces them at the cluster's speed; a publish that fails (the
+	// stream's leader lost) goes again with the same msg-id.
+	var sent atomic.Int64
+	var retried atomic.Int64
+	published := make(chan struct{})
+	// The publisher waits at a third for the node loss, and at two
+	// thirds for the kills, so that each fault lands mid-stream.
+	nodeLost, killed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := 0; ; i++ {
+			more := false
+			for _, d := range day {
+				if i >= len(d) {
+					continue
+				}
+				more = true
+				c := d[i]
+				c.Trace = streams.Trace{}.Stamp("ingest", time.Now())
+				for {
+					pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					_, err := streams.Publish(pctx, js, &c)
+					cancel()
+					if err == nil {
+						break
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					retried.Add(1)
+				}
+				switch sent.Add(1) {
+				case int64(total / 3):
+					<-nodeLost
+				case int64(2 * total / 3):
+					<-killed
+				}
+			}
+			if !more {
+				return
+			}
+		}
+	}()
+	// A cluster that elects leaders answers slowly for a while: a count
+	// that fails is the last one known.
+	last := map[string]uint64{}
+	msgs := func(stream string) uint64 {
+		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if st, err := js.Stream(ictx, stream); err == nil {
+			if info, err := st.Info(ictx); err == nil {
+				last[stream] = info.State.Msgs
+			}
+		}
+		return last[stream]
+	}
+	predictions := func() uint64 { return msgs(streams.StreamPredictions) }
+	t0 := time.Now()
+	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(t0).Seconds(), what) }
+
+	// Both instances of each worker hold a share before anything fails.
+	natstest.WaitProgress(t, 2*time.Minute, "each instance owns partitions", func() (bool, string) {
+		var p []string
+		ok := true
+		for _, ws := range workers {
+			for _, w := range ws {
+				k := l.ownedBy(w.name, parts)
+				p = append(p, fmt.Sprint(k))
+				ok = ok && k > 0
+			}
+		}
+		return ok && predictions() > 0, strings.Join(p, "/") + fmt.Sprintf(" %d", predictions())
+	})
+	phase("each instance owns partitions")
+	natstest.WaitProgress(t, 2*time.Minute, "a third of the day published", func() (bool, string) {
+		return sent.Load() >= int64(total/3), fmt.Sprint(sent.Load())
+	})
+
+	// Stop the server that leads MARKET.
+	var leader string
+	natstest.WaitFor(t, time.Minute, "MARKET's leader", func() bool {
+		st, err := js.Stream(ctx, streams.StreamMarket)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+			return false
+		}
+		leader = info.Cluster.Leader
+		return true
+	})
+	var lost *server.Server
+	for _, s := range servers {
+		if s.Name() == leader {
+			lost = s
+		}
+	}
+	if lost == nil {
+		t.Fatalf("no server named %q", leader)
+	}
+	nodeAt := time.Now()
+	lost.Shutdown()
+	lost.WaitForShutdown()
+	phase("stopped " + leader + ", MARKET's leader")
+	close(nodeLost)
+	before := predictions()
+	natstest.WaitProgress(t, 2*time.Minute, "predictions after the node loss", func() (bool, string) {
+		p := predictions()
+		return p > before+100, fmt.Sprint(p)
+	})
+	natstest.WaitProgress(t, 2*time.Minute, "two thirds of the day published", func() (bool, string) {
+		return sent.Load() >= int64(2*total/3), fmt.Sprint(sent.Load())
+	})
+
+	// Kill the second instance of each worker.
+	killAt := time.Now()
+	for _, ws := range workers {
+		ws[1].crash(parts)
+	}
+	phase("killed an instance of each worker")
+	close(killed)
+	for _, ws := range workers {
+		ws[1].stop()
+	}
+	<-published
+	phase("every candle published")
+
+	// Every vector a replay of the stored candles gives, and a
+	// prediction of each.
+	candles := readStream(t, js, streams.StreamMarket, candleStart)
+	if len(candles) != total {
+		t.Fatalf("MARKET holds %d candles, %d published", len(candles), total)
+	}
+	wantVectors := replayVectors(t, js)
+	natstest.WaitProgress(t, 2*time.Minute, "every prediction", func() (bool, string) {
+		p, f := predictions(), msgs(streams.StreamFeatures)
+		return f >= uint64(len(wantVectors)) && p >= f, fmt.Sprint(f, "/", p)
+	})
+	vectors := readStream(t, js, streams.StreamFeatures, vectorStart)
+	preds := readStream(t, js, streams.StreamPredictions, predictionStart)
+	for name, got := range map[string][]output{"candles": candles, "vectors": vectors, "predictions": preds} {
+		seen := map[string]bool{}
+		for _, s := range got {
+			if seen[s.id] {
+				t.Errorf("%s: %s stored twice", name, s.id)
+			}
+			seen[s.id] = true
+		}
+	}
+	want := perSymbol(wantVectors)
+	for name, got := range map[string]map[string][]time.Time{"vectors": perSymbol(vectors), "predictions": perSymbol(preds)} {
+		for tok, w := range want {
+			if !slices.EqualFunc(got[tok], w, time.Time.Equal) {
+				t.Errorf("%s of %s: %d stored, want the %d of the replay in order", name, tok, len(got[tok]), len(w))
+			}
+		}
+	}
+	checkOneOwner(t, l, parts)
+
+	// The stall of each partition: the longest an input waited, from
+	// when its stream stored it to when its output was stored, after
+	// the first fault, beside the median wait of the whole run.
+	storedAt := map[string]time.Time{}
+	for _, in := range slices.Concat(candles, vectors) {
+		storedAt[in.subject[strings.LastIndexByte(in.subject, '.')+1:]+"@"+in.start.String()+"@"+strings.SplitN(in.subject, ".", 2)[0]] = in.at
+	}
+	for _, out := range []struct {
+		stage, input string
+		s            []output
+	}{{"features", "market", vectors}, {"predictor", "features", preds}} {
+		waits := map[string][]time.Duration{}
+		longest := map[string]time.Duration{}
+		for _, x := range out.s {
+			tok := x.subject[strings.LastIndexByte(x.subject, '.')+1:]
+			in, ok := storedAt[tok+"@"+x.start.String()+"@"+out.input]
+			if !ok {
+				t.Errorf("%s: no input stored for %s", out.stage, x.id)
+				continue
+			}
+			w := x.at.Sub(in)
+			waits[tok] = append(waits[tok], w)
+			if in.After(nodeAt) && w > longest[tok] {
+				longest[tok] = w
+			}
+		}
+		for tok, ws := range waits {
+			slices.Sort(ws)
+			owners := map[string]bool{}
+			l.mu.Lock()
+			for _, e := range l.events {
+				if e.partition == out.stage+"/"+tok && e.kind == "own" {
+					owners[e.instance] = true
+				}
+			}
+			l.mu.Unlock()
+			t.Logf("%s/%s: longest wait %.2fs after the faults (median %.3fs); owners %v",
+				out.stage, tok, longest[tok].Seconds(), ws[len(ws)/2].Seconds(), slices.Sorted(maps.Keys(owners)))
+		}
+	}
+	t.Logf("%d candles, %d publishes retried during the node loss; the kills %.2fs after the node loss", total, retried.Load(), killAt.Sub(nodeAt).Seconds())
+}
+
+// replayVectors is what the features stage makes of MARKET as stored,
+// replayed without NATS.
+func replayVectors(t *testing.T, js jetstream.JetStream) []output {
+	t.Helper()
+	var msgs []pipeline.Msg
+	for _, o := range readStream(t, js, streams.StreamMarket, nil) {
+		msgs = append(msgs, o.msg)
+	}
+	v, err := features.NewVectors(features.DefaultSpec(), nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []output
+	for o, err := range pipeline.Replay(t.Context(), v, pipeline.Msgs(msgs), pipeline.ReplayConfig{History: pipeline.MemoryHistory(msgs)}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		fv := o.Event.(*streams.FeatureVector)
+		out = append(out, output{subject: o.Event.Subject(), id: o.Event.MsgID(), start: fv.Start})
+	}
+	return out
+}
