@@ -51,6 +51,14 @@ type Config struct {
 	// User and Password authenticate to an external server, as a URL's
 	// user:password would, without putting the password in the URL.
 	User, Password string
+	// TLSCA verifies an external server's certificate (empty: the system
+	// roots); TLSCert and TLSKey are the client's certificate for servers
+	// that verify clients. Any of them turns TLS on.
+	TLSCA, TLSCert, TLSKey string
+	// DataKeyFile holds the key that encrypts the embedded server's
+	// JetStream store at rest; empty stores in clear. A store written
+	// with a key opens only with that key (see openStoreCheck).
+	DataKeyFile string
 	// MaxStore bounds the embedded server's file store in bytes; zero
 	// leaves the server's default, three quarters of the free disk. The
 	// streams' MaxBytes are fitted to whichever it is.
@@ -145,6 +153,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 // the connection and applies the topology.
 func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 	b := &Bus{log: log, Topology: streams.Declare(cfg.Replicas), replicas: max(cfg.Replicas, 1)}
+	if cfg.URL == "" && (cfg.TLSCA != "" || cfg.TLSCert != "" || cfg.TLSKey != "") {
+		return nil, errors.New("bus: --nats-tls-ca, --nats-tls-cert and --nats-tls-key secure the connection to --nats-url; the embedded server is reached in process")
+	}
+	if cfg.URL != "" && cfg.DataKeyFile != "" {
+		return nil, errors.New("bus: --data-key-file encrypts the embedded server's store; an external cluster encrypts its own (jetstream { cipher, key } in each server's config, see docs/operations.md)")
+	}
 	if cfg.URL == "" {
 		lock, err := lockDataDir(cfg.DataDir)
 		if errors.Is(err, ErrDataDirInUse) && cfg.Attach {
@@ -227,7 +241,7 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 			return nil, fmt.Errorf("bus: publish url: %w", err)
 		}
 		b.target = "embedded"
-		log.Info("embedded nats started", "store_dir", s.StoreDir(), "url", s.ClientURL(), "nkey_file", keyFile,
+		log.Info("embedded nats started", "store_dir", s.StoreDir(), "encrypted", cfg.DataKeyFile != "", "url", s.ClientURL(), "nkey_file", keyFile,
 			"nats_cli", CLIHint(s.ClientURL(), keyFile))
 	} else {
 		auth, err := clientAuth(cfg)
@@ -288,12 +302,20 @@ func (b *Bus) attach(cfg Config, lockErr error, log *slog.Logger) (*Bus, error) 
 	return b, nil
 }
 
-// ClientAuth is the credential an external connection presents, for a
-// tool that connects without a Bus; a URL's user:password needs no option.
+// ClientAuth is the credential and TLS an external connection presents,
+// for a tool that connects without a Bus; a URL's user:password needs no
+// option.
 func ClientAuth(cfg Config) ([]nats.Option, error) { return clientAuth(cfg) }
 
 func clientAuth(cfg Config) ([]nats.Option, error) {
 	var opts []nats.Option
+	tc, err := clientTLS(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, nats.Secure(tc))
+	}
 	if cfg.NKeyFile != "" {
 		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
 		if err != nil {
@@ -461,6 +483,10 @@ func startEmbedded(cfg Config, pub string) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	stored, err := checkStoreBeforeStart(cfg.DataDir, opts.JetStreamKey)
+	if err != nil {
+		return nil, err
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("bus: embedded server: %w", err)
@@ -469,6 +495,11 @@ func startEmbedded(cfg Config, pub string) (*server.Server, error) {
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
 		return nil, errors.New("bus: embedded server did not become ready")
+	}
+	if err := checkStoreAfterStart(s, stored, opts.JetStreamKey != ""); err != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, err
 	}
 	return s, nil
 }
@@ -490,6 +521,15 @@ func embeddedOptions(cfg Config, pub string) (*server.Options, error) {
 	}
 	if pub != "" {
 		opts.Nkeys = []*server.NkeyUser{{Nkey: pub}}
+	}
+	if cfg.DataKeyFile != "" {
+		key, err := readDataKey(cfg.DataKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		// ChaCha20-Poly1305, the server's default: as strong as AES-GCM
+		// and fast without AES instructions.
+		opts.JetStreamKey, opts.JetStreamCipher = key, server.ChaCha
 	}
 	if cfg.Listen != "" {
 		host, portStr, err := net.SplitHostPort(cfg.Listen)

@@ -61,17 +61,8 @@ func lockedServerBare(t *testing.T) (*server.Server, string) {
 		}
 	}
 	opts.Host, opts.Port, opts.JetStream, opts.StoreDir = "127.0.0.1", -1, true, t.TempDir()
-	opts.JetStreamMaxStore, opts.NoLog, opts.NoSigs = natstest.MaxStore, true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s, dir
+	opts.JetStreamMaxStore = natstest.MaxStore
+	return natstest.Start(t, opts), dir
 }
 
 // roleConn is a role's connection.

@@ -33,11 +33,19 @@ func Server(t testing.TB) *server.Server {
 // on the same data.
 func ServerAt(t testing.TB, storeDir string) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
+	return Start(t, &server.Options{
 		Host: "127.0.0.1", Port: -1,
 		JetStream: true, StoreDir: storeDir, JetStreamMaxStore: MaxStore,
-		NoLog: true, NoSigs: true,
 	})
+}
+
+// Start starts a server with opts, such as those a config file gives
+// (server.ProcessConfigFile), quiet and without signal handlers, and
+// shuts it down when the test ends.
+func Start(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoLog, opts.NoSigs = true, true
+	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("natstest: new server: %v", err)
 	}

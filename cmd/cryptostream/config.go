@@ -181,6 +181,13 @@ type commonConfig struct {
 	// NATSRole is the role whose NATS user the credential is (see
 	// bus.Permissions); empty for a user with every permission.
 	NATSRole string
+	// NATSTLSCA, NATSTLSCert and NATSTLSKey are the TLS of the
+	// connection to --nats-url (see bus.Config).
+	NATSTLSCA   string
+	NATSTLSCert string
+	NATSTLSKey  string
+	// DataKeyFile encrypts the embedded server's store at rest.
+	DataKeyFile string
 	// NATSMaxStore bounds the embedded server's file store ("20G").
 	NATSMaxStore    string
 	DataDir         string
@@ -206,6 +213,10 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.NATSUser, "nats-user", "NATS_USER", "", "user presented to --nats-url")
 	fs.stringVar(&c.NATSPassword, "nats-password", "NATS_PASSWORD", "", "password presented to --nats-url (prefer the environment variable: a flag shows in ps)")
 	fs.stringVar(&c.NATSRole, "nats-role", "NATS_ROLE", "", "the role whose NATS user --nats-url is given (from cryptostream nats-auth): the process then verifies the topology instead of applying it and uses that role's inbox; empty: a user with every permission")
+	fs.stringVar(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate (PEM) that --nats-url's servers are verified against (empty: the system roots); setting any --nats-tls-* turns TLS on")
+	fs.stringVar(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate (PEM) presented to --nats-url's servers when they verify clients (nats-auth writes one per role)")
+	fs.stringVar(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "key (PEM, mode 0600) of --nats-tls-cert")
+	fs.stringVar(&c.DataKeyFile, "data-key-file", "DATA_KEY_FILE", "", "file holding the key (at least 32 characters, mode 0600) that encrypts the embedded server's JetStream store at rest; a store written with a key opens only with it. An external cluster encrypts its own (docs/operations.md)")
 	fs.stringVar(&c.NATSMaxStore, "nats-max-store", "NATS_MAX_STORE", "", "bound on the embedded server's file store, e.g. 20G (empty: three quarters of the free disk); the streams' MaxBytes are fitted to it")
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	if serves != "" {
@@ -253,6 +264,15 @@ func (c *commonConfig) validate() error {
 			return fmt.Errorf("--nats-role %q: want one of %v", c.NATSRole, bus.Roles())
 		}
 	}
+	if (c.NATSTLSCA != "" || c.NATSTLSCert != "" || c.NATSTLSKey != "") && c.NATSURL == "" {
+		return errors.New("--nats-tls-ca, --nats-tls-cert and --nats-tls-key secure the connection to --nats-url; the embedded server is reached in process")
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		return errors.New("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if c.DataKeyFile != "" && c.NATSURL != "" {
+		return errors.New("--data-key-file encrypts the embedded server's store; an external cluster encrypts its own (jetstream { cipher, key } in each server's config)")
+	}
 	if _, err := parseBytes(c.NATSMaxStore); err != nil {
 		return fmt.Errorf("--nats-max-store: %w", err)
 	}
@@ -271,7 +291,7 @@ func (c *commonConfig) busConfig(name string) bus.Config {
 	maxStore, _ := parseBytes(c.NATSMaxStore) // validated before
 	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
 		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword, MaxStore: maxStore,
-		Role: c.NATSRole}
+		Role: c.NATSRole, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey, DataKeyFile: c.DataKeyFile}
 }
 
 // parseBytes reads a size such as 512M or 20G (powers of 1024); empty is 0.
@@ -321,6 +341,10 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.Int("replicas", c.Replicas),
 		slog.String("nats_nkey", c.NKeyFile),
 		slog.String("nats_creds", c.CredsFile),
+		slog.String("nats_tls_ca", c.NATSTLSCA),
+		slog.String("nats_tls_cert", c.NATSTLSCert),
+		slog.String("nats_tls_key", c.NATSTLSKey),
+		slog.String("data_key_file", c.DataKeyFile),
 		slog.String("nats_max_store", c.NATSMaxStore),
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),

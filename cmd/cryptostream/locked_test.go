@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,7 +30,8 @@ type lockedRole struct {
 }
 
 // Issue 16: every role runs as its own NATS user, with only its
-// permissions, against a server that admits those users alone: the
+// permissions, over mutual TLS, against a server that admits those users
+// alone: the
 // pipeline works end to end (demo candles in, features, forecasts, the
 // read model, the gateway's login, history and websocket), and no request
 // of any role is refused.
@@ -36,27 +39,28 @@ func TestRolesRunAsTheirOwnNATSUsers(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	authDir := t.TempDir()
-	if err := run(ctx, []string{"nats-auth", "--out", authDir}, testEnv(nil)); err != nil {
+	if err := run(ctx, []string{"nats-auth", "--out", authDir, "--tls-hosts", "localhost"}, testEnv(nil)); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := server.ProcessConfigFile(filepath.Join(authDir, "server", bus.AuthConfFile))
+	// The server as an operator configures it: the roles' users from
+	// auth.conf, and clients on mutual TLS with the files nats-auth issued.
+	conf := filepath.Join(authDir, "server", "nats.conf")
+	sdir := filepath.Join(authDir, "server")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("include ./auth.conf\ntls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\n",
+		filepath.Join(sdir, bus.TLSCertFile), filepath.Join(sdir, bus.TLSKeyFile), filepath.Join(authDir, "tls", bus.TLSCAFile))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.Host, opts.Port, opts.JetStream, opts.StoreDir = "127.0.0.1", -1, true, t.TempDir()
-	opts.JetStreamMaxStore, opts.NoLog, opts.NoSigs = natstest.MaxStore, true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	url := s.ClientURL()
+	opts.JetStreamMaxStore = natstest.MaxStore
+	url := natstest.Start(t, opts).ClientURL()
 	as := func(role string) []string {
-		return []string{"--nats-url", url, "--nats-nkey", filepath.Join(authDir, role, bus.KeyFileName), "--nats-role", role}
+		return []string{"--nats-url", url, "--nats-nkey", filepath.Join(authDir, role, bus.KeyFileName), "--nats-role", role,
+			"--nats-tls-ca", filepath.Join(authDir, "tls", bus.TLSCAFile),
+			"--nats-tls-cert", filepath.Join(authDir, role, bus.TLSCertFile), "--nats-tls-key", filepath.Join(authDir, role, bus.TLSKeyFile)}
 	}
 	// Nobody but the admin may create the topology.
 	if err := run(ctx, append([]string{"topology"}, as(bus.RoleAdmin)...), testEnv(nil)); err != nil {
@@ -169,14 +173,16 @@ func TestRolesRunAsTheirOwnNATSUsers(t *testing.T) {
 	}
 }
 
-// adminConn connects with the admin's seed from authDir.
+// adminConn connects with the admin's seed and TLS files from authDir.
 func adminConn(t *testing.T, url, authDir string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	key, err := nats.NkeyOptionFromSeed(filepath.Join(authDir, bus.RoleAdmin, bus.KeyFileName))
+	dir := filepath.Join(authDir, bus.RoleAdmin)
+	opts, err := bus.ClientAuth(bus.Config{NKeyFile: filepath.Join(dir, bus.KeyFileName),
+		TLSCA: filepath.Join(authDir, "tls", bus.TLSCAFile), TLSCert: filepath.Join(dir, bus.TLSCertFile), TLSKey: filepath.Join(dir, bus.TLSKeyFile)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, key)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

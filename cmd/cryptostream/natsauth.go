@@ -13,15 +13,24 @@ import (
 // cmdNATSAuth writes the NATS users of a locked-down cluster: a seed per
 // role and the servers' auth.conf (bus.WriteAuth).
 func cmdNATSAuth(_ context.Context, args []string, e *env) error {
-	var out, rotate string
+	var out, rotate, tlsHosts string
+	var rotateTLS bool
 	fs := newFlagSet("nats-auth", "Gives every role its own NATS user: an NKey seed in <out>/<role>/nats.nkey (0600)\n"+
 		"and, for the NATS servers to include, <out>/server/auth.conf with each role's public key and\n"+
 		"permissions (the table in docs/operations.md). Existing seeds are kept; --rotate replaces\n"+
-		"those of the roles named. Reload the servers after a change (nats-server --signal reload).", e)
+		"those of the roles named. Reload the servers after a change (nats-server --signal reload).\n"+
+		"With --tls-hosts it also issues a private CA (<out>/tls/ca.pem), the servers' certificate\n"+
+		"(<out>/server/tls-cert.pem, tls-key.pem; clients and routes) and a client certificate per role\n"+
+		"(<out>/<role>/tls-cert.pem, tls-key.pem) for mutual TLS.", e)
 	fs.stringVar(&out, "out", "NATS_AUTH_DIR", "nats-auth", "folder of the seeds and auth.conf")
 	fs.stringVar(&rotate, "rotate", "", "", "comma-separated roles whose seeds to replace (admin, ingest, gateway, ...)")
+	fs.stringVar(&tlsHosts, "tls-hosts", "NATS_TLS_HOSTS", "", "comma-separated host names of the NATS servers (nats-1,nats-2,nats-3): issue the TLS files for them")
+	fs.boolVar(&rotateTLS, "rotate-tls", "", false, "with --tls-hosts: reissue every TLS file from a new CA (the servers and every role must take the new files together)")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if rotateTLS && tlsHosts == "" {
+		return errors.New("--rotate-tls reissues the files of --tls-hosts: name the hosts")
 	}
 	var rot []string
 	if rotate != "" {
@@ -35,6 +44,14 @@ func cmdNATSAuth(_ context.Context, args []string, e *env) error {
 		fmt.Fprintf(e.stdout, "%-10s %s  %s\n", r, keys[r], filepath.Join(out, r, bus.KeyFileName))
 	}
 	fmt.Fprintf(e.stdout, "servers:   include %s\n", filepath.Join(out, "server", bus.AuthConfFile))
+	if tlsHosts == "" {
+		return nil
+	}
+	if err := bus.WriteTLS(out, strings.Split(tlsHosts, ","), rotateTLS); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "tls:       ca %s, servers %s, roles <role>/%s\n", filepath.Join(out, "tls", bus.TLSCAFile),
+		filepath.Join(out, "server", bus.TLSCertFile), bus.TLSCertFile)
 	return nil
 }
 
