@@ -126,9 +126,12 @@ func Cluster(t testing.TB, n int) ([]*server.Server, string) {
 		}
 		urls += s.ClientURL()
 	}
-	WaitFor(t, 30*time.Second, "cluster meta leader", func() bool {
+	// A meta leader alone is not enough: until it has heard every peer's
+	// stats it refuses R3 placements with "no suitable peers", which a
+	// busy machine made tests trip on.
+	WaitFor(t, 30*time.Second, "cluster meta leader with every peer online", func() bool {
 		for _, s := range servers {
-			if s.JetStreamIsLeader() {
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
 				return true
 			}
 		}
