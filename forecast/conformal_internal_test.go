@@ -1,6 +1,7 @@
 package forecast
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -49,7 +50,7 @@ func TestConformalCoverageHandWorked(t *testing.T) {
 			}
 			q := c.Quantile(a.Alpha())
 			if q != wantQ[i] {
-				t.Fatalf("γ %v step %d: multiplier %v, want %v (window %v)", gamma, i+1, q, wantQ[i], c.sorted)
+				t.Fatalf("γ %v step %d: multiplier %v, want %v (window %v)", gamma, i+1, q, wantQ[i], c.sorted())
 			}
 			hit := s <= q
 			a.Observe(!hit)
@@ -61,7 +62,7 @@ func TestConformalCoverageHandWorked(t *testing.T) {
 			t.Errorf("γ %v: coverage %v over all, %v over the last 4; want %v, %v", gamma, all.share(), last.share(), wantCover, wantLast4)
 		}
 		if q := c.Quantile(0.35); q != 9.4 {
-			t.Errorf("last window %v at α 0.35: %v, want 9.4", c.sorted, q)
+			t.Errorf("last window %v at α 0.35: %v, want 9.4", c.sorted(), q)
 		}
 	}
 	run(0.15, []float64{8, 9, 9.5, 9.5, 9.5, 9.5, 9.5, 9.5, 9.6, 9.6},
@@ -77,7 +78,7 @@ func near(a, b float64) bool { return math.Abs(a-b) <= 1e-12 }
 // fill, and scores entering above, below and at the one they replace.
 func TestCalibrationStaysSorted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, size := range []int{1, 2, 7, 100} {
+	for _, size := range []int{1, 2, 7, 100, 1000} {
 		c := NewCalibration(size)
 		var last []float64
 		for i := range 3000 {
@@ -100,8 +101,8 @@ func TestCalibrationStaysSorted(t *testing.T) {
 				last = last[1:]
 			}
 			want := slices.Sorted(slices.Values(last))
-			if !slices.Equal(c.sorted, want) {
-				t.Fatalf("size %d, after %d adds: window %v, want %v", size, i+1, c.sorted, want)
+			if !slices.Equal(c.sorted(), want) {
+				t.Fatalf("size %d, after %d adds: window %v, want %v", size, i+1, c.sorted(), want)
 			}
 		}
 		c.Add(math.NaN())
@@ -111,9 +112,9 @@ func TestCalibrationStaysSorted(t *testing.T) {
 	}
 }
 
-// deleteInsert is Calibration.Add as it was before the one-shift move
-// (delete the oldest, then insert the new score: two copies of up to a
-// window each), kept as the benchmark's reference.
+// deleteInsert is Calibration.Add as main had it (one sorted array: delete
+// the oldest, then insert the new score, two copies of up to a window
+// each), kept as the benchmark's reference.
 type deleteInsert struct {
 	size   int
 	fifo   []float64
@@ -135,30 +136,32 @@ func (c *deleteInsert) add(s float64) {
 	c.sorted = slices.Insert(c.sorted, i, s)
 }
 
-// BenchmarkCalibrationAdd is one score into a full window of a day of
-// one-minute scores (the size Series uses), |N(0,1)| scores: the move
-// now, and the delete-then-insert it replaced, in the same run.
+// BenchmarkCalibrationAdd is one score into a full window of |N(0,1)|
+// scores, a day of one-minute scores (1440, the 1- and 15-minute windows'
+// order) and 8 days (11520, the 60-minute window): the blocks now, and the
+// one sorted array with delete-then-insert that main had, in the same run.
 func BenchmarkCalibrationAdd(b *testing.B) {
-	const size = 1440
 	rng := rand.New(rand.NewPCG(5, 6))
 	scores := make([]float64, 1<<16)
 	for i := range scores {
 		scores[i] = math.Abs(rng.NormFloat64())
 	}
-	c, ref := NewCalibration(size), &deleteInsert{size: size}
-	for _, bc := range []struct {
-		name string
-		add  func(float64)
-	}{{"move", c.Add}, {"delete-insert", ref.add}} {
-		b.Run(bc.name, func(b *testing.B) {
-			for _, s := range scores[:size] {
-				bc.add(s)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				bc.add(scores[i&(len(scores)-1)])
-			}
-		})
+	for _, size := range []int{1440, 11520} {
+		c, ref := NewCalibration(size), &deleteInsert{size: size}
+		for _, bc := range []struct {
+			name string
+			add  func(float64)
+		}{{"blocks", c.Add}, {"delete-insert", ref.add}} {
+			b.Run(fmt.Sprintf("%s/%d", bc.name, size), func(b *testing.B) {
+				for _, s := range scores[:size] {
+					bc.add(s)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					bc.add(scores[i&(len(scores)-1)])
+				}
+			})
+		}
 	}
 }

@@ -558,7 +558,9 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 			bin = b
 		}
 	}
-	s.regimes.Add(regime)
+	if s.cfg.RegimeBins > 1 {
+		s.regimes.Add(regime) // one bin reads no cut points
+	}
 	start := time.Unix(unix, 0).UTC()
 	nl := len(s.cfg.Levels)
 	for k, hz := range s.hz {

@@ -256,7 +256,8 @@ the **first half of the two Binance files only** (2025-05-20 to 2025-07-03),
 keeping the 15-minute settings where every 15-minute target held; the rule
 was "most 60-minute targets met, then the highest mean interval-score gain".
 It picked 192 / 1 / 0.05 (all 8 first-half 60-minute targets met; 288 tied
-on targets with a lower gain). The **held-out check** is the second half of
+on targets with a lower gain). ` + "`go test ./forecast/evaluation -run TestCalibrationChoice\n-v -args -calibration-grid`" + ` reruns the grid and fails unless the rule picks
+` + "`DefaultConfig`" + `'s settings (about three minutes). The **held-out check** is the second half of
 both Binance files and both Kraken files, never looked at for the choice:
 there 14 of the 16 60-minute targets hold (before: 12), every 15-minute
 target still holds, and over the whole files the days outside 70–90% fall to
