@@ -104,21 +104,58 @@ func (s *seriesForecast) add(start time.Time, close float64, k int, center float
 	return st, nil
 }
 
+// predictionParts holds the parts of a prediction for the usual numbers
+// of horizons, levels and hops, so that the prediction and its parts are
+// one allocation: one is made on every candle, and a backtest keeps them
+// all. More than these spill to arrays of their own.
+type predictionParts struct {
+	forecasts [3]streams.HorizonForecast
+	intervals [6]streams.ForecastInterval
+	coverages [6]float64
+	hops      [4]streams.Hop
+}
+
+// within is the first n of buf when they fit, else a new slice of n; its
+// capacity is n, so that an append never runs into a neighbour's part.
+func within[T any](buf []T, n int) []T {
+	if n <= len(buf) {
+		return buf[:n:n]
+	}
+	return make([]T, n)
+}
+
+// stamp is t.Stamp(stage, at) in parts' hops when they fit (nil parts:
+// none do).
+func (parts *predictionParts) stamp(t streams.Trace, stage string, at time.Time) streams.Trace {
+	if parts == nil || len(t) >= len(parts.hops) {
+		return t.Stamp(stage, at)
+	}
+	out := within(parts.hops[:], len(t)+1)
+	copy(out, t)
+	out[len(t)] = streams.Hop{Stage: stage, At: at.UTC()}
+	return out
+}
+
 // prediction is the event of one closed candle: every horizon's forecast
 // from step, the champion's at horizon index k (k < 0: none) with model id
-// id. The primary horizon is the champion's, else the first.
-func prediction(v streams.FeatureVector, fs []forecast.Forecast, k int, id string) streams.Prediction {
+// id, its parts in parts when they fit (nil: arrays of their own). The
+// primary horizon is the champion's, else the first.
+func prediction(v streams.FeatureVector, fs []forecast.Forecast, k int, id string, parts *predictionParts) streams.Prediction {
+	var fbuf []streams.HorizonForecast
+	var ibuf []streams.ForecastInterval
+	var cbuf []float64
+	if parts != nil {
+		fbuf, ibuf, cbuf = parts.forecasts[:], parts.intervals[:], parts.coverages[:]
+	}
 	p := streams.Prediction{Symbol: v.Symbol, Interval: v.Interval, Start: v.Start, Close: v.Close,
-		CandleSeq: v.CandleSeq, Window: v.Window, Forecasts: make([]streams.HorizonForecast, len(fs))}
-	// Every horizon's intervals and coverages share one array each: a
-	// prediction is made on every candle, and a backtest keeps them all.
+		CandleSeq: v.CandleSeq, Window: v.Window, Forecasts: within(fbuf, len(fs))}
 	n := 0
 	for _, f := range fs {
 		if f.Ready {
 			n += len(f.Intervals)
 		}
 	}
-	intervals, coverages := make([]streams.ForecastInterval, n), make([]float64, n)
+	intervals, coverages := within(ibuf, n), within(cbuf, n)
 	for i, f := range fs {
 		hf := streams.HorizonForecast{Horizon: f.Horizon, Target: f.Target, Model: streams.ModelNoChange, ModelID: streams.ModelNoChange,
 			LogReturn: f.Center, PredictedClose: v.Close * math.Exp(f.Center), Ready: f.Ready}

@@ -271,11 +271,12 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
-	out := &predictionOut{pred: prediction(v, step.Forecasts, k, id)}
+	out := &predictionOut{}
+	out.pred = prediction(v, step.Forecasts, k, id, &out.parts)
 	pred := &out.pred
 	sf.markFailing(pred)
 	now := p.now()
-	pred.Trace = v.Trace.Stamp(Stage, now)
+	pred.Trace = out.parts.stamp(v.Trace, Stage, now)
 	if _, live := v.Trace.At("ingest"); live {
 		p.latency.Observe(now.Sub(v.Start.Add(v.Interval.Duration())).Seconds())
 	}
@@ -289,11 +290,12 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 	return out.evs[:], nil
 }
 
-// predictionOut is a step's prediction and the slice returning it, in one
-// allocation.
+// predictionOut is a step's prediction, its parts and the slice returning
+// it, in one allocation.
 type predictionOut struct {
-	pred streams.Prediction
-	evs  [1]streams.Event
+	pred  streams.Prediction
+	evs   [1]streams.Event
+	parts predictionParts
 }
 
 // champion is the champion's forecast for v: the horizon index it is
