@@ -2,8 +2,9 @@
 // worker that turns a stream into outputs. A Stage is plain code over plain
 // values (a series key, a warm-up from history, a step from one input to its
 // outputs, a reset) and never sees NATS; a Runner moves its messages (the
-// durable consumer, batches handled in order, outputs published
-// asynchronously with their msg-ids, the ack after every PubAck, the retry,
+// durable consumer, batches handled in order, outputs published with their
+// msg-ids as fast-ingest batches that a stream stores only in order
+// (batch.go), the ack after every output is stored, the retry,
 // the drain, the pinned ownership, the partitions a stage shares by symbol
 // between its instances (partition.go says how and why), the warm-up after
 // a start or failover, lag and throughput metrics). Replay drives the same
