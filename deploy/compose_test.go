@@ -317,85 +317,111 @@ func TestComposePublishesNoOpenPort(t *testing.T) {
 	}
 }
 
-// Issue 11 item 1: the Kubernetes NATS cluster requires the nats-auth
-// credential of clients and routes, and every role presents it.
-func TestKubernetesNATSRequiresCredentials(t *testing.T) {
+// k8sDoc is the part of a Kubernetes object the tests read.
+type k8sDoc struct {
+	Kind     string `yaml:"kind"`
+	Metadata struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Data       map[string]string `yaml:"data"`
+	StringData map[string]string `yaml:"stringData"`
+	Spec       struct {
+		Replicas *int `yaml:"replicas"`
+		Selector struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"selector"`
+		Template struct {
+			Spec struct {
+				Containers []struct {
+					Name           string         `yaml:"name"`
+					Args           []string       `yaml:"args"`
+					ReadinessProbe map[string]any `yaml:"readinessProbe"`
+					LivenessProbe  map[string]any `yaml:"livenessProbe"`
+					Resources      struct {
+						Requests map[string]string `yaml:"requests"`
+						Limits   map[string]string `yaml:"limits"`
+					} `yaml:"resources"`
+					Env []struct {
+						Name, Value string
+					} `yaml:"env"`
+				} `yaml:"containers"`
+				Volumes []struct {
+					Name   string `yaml:"name"`
+					Secret struct {
+						SecretName string `yaml:"secretName"`
+					} `yaml:"secret"`
+				} `yaml:"volumes"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
+}
+
+func decodeK8s(t *testing.T, raw []byte) []k8sDoc {
+	t.Helper()
+	var docs []k8sDoc
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	for {
+		var d k8sDoc
+		if err := dec.Decode(&d); err != nil {
+			break
+		}
+		if d.Kind != "" {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+// Issue 16: the Kubernetes NATS cluster's configuration, read by
+// nats-server with the nats-auth files where the pods mount them, puts
+// clients and routes on mutual TLS, has the roles' users and encrypts the
+// store.
+func TestKubernetesNATSLockedDown(t *testing.T) {
 	raw, err := os.ReadFile("k8s/nats.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conf string
-	var args []string
-	var secret map[string]string
-	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
-	for {
-		var doc struct {
-			Kind       string `yaml:"kind"`
-			Metadata   struct{ Name string }
-			Data       map[string]string `yaml:"data"`
-			StringData map[string]string `yaml:"stringData"`
-			Spec       struct {
-				Template struct {
-					Spec struct {
-						Containers []struct {
-							Args []string `yaml:"args"`
-						} `yaml:"containers"`
-					} `yaml:"spec"`
-				} `yaml:"template"`
-			} `yaml:"spec"`
-		}
-		if err := dec.Decode(&doc); err != nil {
-			break
-		}
+	var key map[string]string
+	for _, d := range decodeK8s(t, raw) {
 		switch {
-		case doc.Kind == "ConfigMap":
-			conf = doc.Data["nats.conf"]
-		case doc.Kind == "Secret" && doc.Metadata.Name == "nats-auth":
-			secret = doc.StringData
-		case doc.Kind == "StatefulSet":
-			args = doc.Spec.Template.Spec.Containers[0].Args
+		case d.Kind == "ConfigMap":
+			conf = d.Data["nats.conf"]
+		case d.Kind == "Secret" && d.Metadata.Name == "nats-js-key":
+			key = d.StringData
 		}
 	}
-	if secret["NATS_USER"] == "" || secret["NATS_PASSWORD"] == "" {
-		t.Fatalf("no nats-auth secret with NATS_USER and NATS_PASSWORD: %v", secret)
-	}
-	t.Setenv("NATS_USER", secret["NATS_USER"])
-	t.Setenv("NATS_PASSWORD", secret["NATS_PASSWORD"])
-	t.Setenv("POD_NAME", "nats-0")
-	path := t.TempDir() + "/nats.conf"
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+	root := t.TempDir()
+	if _, err := bus.WriteAuth(root, nil); err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range args {
-		a = strings.ReplaceAll(a, "/etc/nats/nats.conf", path)
-		a = strings.ReplaceAll(a, "$(NATS_USER)", secret["NATS_USER"])
-		args[i] = strings.ReplaceAll(a, "$(NATS_PASSWORD)", secret["NATS_PASSWORD"])
+	if err := bus.WriteTLS(root, []string{"nats-0.nats-headless"}, false); err != nil {
+		t.Fatal(err)
 	}
-	fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
-	opts, err := server.ConfigureOptions(fs, args, func() {}, func() {}, func() {})
+	path := filepath.Join(root, "nats.conf")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(conf, "/etc/nats/", root+"/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("POD_NAME", "nats-0")
+	t.Setenv("NATS_JS_KEY", key["NATS_JS_KEY"])
+	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
-		t.Fatalf("nats-server refuses %q: %v", args, err)
+		t.Fatalf("nats-server refuses the Kubernetes config: %v", err)
 	}
-	if opts.Username != secret["NATS_USER"] || opts.Password != secret["NATS_PASSWORD"] {
-		t.Errorf("clients need no credential (user %q)", opts.Username)
+	if opts.TLSConfig == nil || opts.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Error("clients are not on mutual TLS")
 	}
-	if opts.Cluster.Username == "" || opts.Cluster.Password == "" {
-		t.Error("routes need no credential")
+	if opts.Cluster.TLSConfig == nil || opts.Cluster.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Error("routes are not on mutual TLS")
 	}
 	if len(opts.Routes) != 3 {
 		t.Errorf("%d routes, want 3", len(opts.Routes))
 	}
-	for _, r := range opts.Routes {
-		if r.User == nil {
-			t.Errorf("route %s presents no credential", r.Redacted())
-		}
+	if opts.JetStreamKey == "" || opts.JetStreamKey != key["NATS_JS_KEY"] {
+		t.Error("the store is not encrypted with the nats-js-key secret")
 	}
-	roles, err := os.ReadFile("k8s/cryptostream.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, m := strings.Count(string(roles), "configMapRef: { name: cryptostream }"), strings.Count(string(roles), "secretRef: { name: nats-auth }"); n == 0 || n != m {
-		t.Errorf("%d roles read the cryptostream config, %d the nats-auth credential", n, m)
+	if len(opts.Nkeys) != len(bus.Roles()) {
+		t.Errorf("%d users, want one per role", len(opts.Nkeys))
 	}
 }
 

@@ -221,7 +221,7 @@ func TestDockerComposeConfig(t *testing.T) {
 	// And it refuses to start without them.
 	cmd := exec.Command(compose, "config", "--quiet")
 	cmd.Dir = ".."
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(s string) bool { return strings.HasPrefix(s, "NATS_JS_KEY=") })
+	cmd.Env = slices.DeleteFunc(append(os.Environ(), env...), func(s string) bool { return strings.HasPrefix(s, "NATS_JS_KEY=") })
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "NATS_JS_KEY") {
 		t.Errorf("docker compose config without NATS_JS_KEY: %v\n%s", err, out)
 	}
@@ -231,4 +231,73 @@ func TestDockerComposeConfig(t *testing.T) {
 func TestCaddyfileValid(t *testing.T) {
 	caddy := tool(t, "caddy")
 	runTool(t, ".", nil, caddy, "validate", "--config", "Caddyfile", "--adapter", "caddyfile")
+}
+
+// Issue 16: kustomize builds the manifests, and what it builds runs every
+// role as its own NATS user with its own secret and no other's, with
+// probes, requests and limits, and a PodDisruptionBudget for every
+// workload of more than one replica. Schema validation (kubeconform)
+// needs schemas this machine cannot download; see docs/operations.md.
+func TestKustomizeBuild(t *testing.T) {
+	var out string
+	if k := tool(t, "kubectl", "kustomize"); filepath.Base(k) == "kubectl" {
+		out = runTool(t, ".", nil, k, "kustomize", "k8s")
+	} else {
+		out = runTool(t, ".", nil, k, "build", "k8s")
+	}
+	docs := decodeK8s(t, []byte(out))
+	pdbs := map[string]bool{}
+	for _, d := range docs {
+		if d.Kind == "PodDisruptionBudget" {
+			pdbs[d.Metadata.Name] = true
+		}
+	}
+	roles := map[string]bool{}
+	for _, d := range docs {
+		if d.Kind != "Deployment" && d.Kind != "StatefulSet" {
+			continue
+		}
+		name := d.Metadata.Name
+		if d.Spec.Replicas != nil && *d.Spec.Replicas > 1 && !pdbs[name] {
+			t.Errorf("%s has %d replicas and no PodDisruptionBudget", name, *d.Spec.Replicas)
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+				t.Errorf("%s/%s lacks a readiness or liveness probe", name, c.Name)
+			}
+			if c.Resources.Requests["cpu"] == "" || c.Resources.Limits["memory"] == "" {
+				t.Errorf("%s/%s lacks resource requests or limits: %+v", name, c.Name, c.Resources)
+			}
+		}
+		if d.Kind != "Deployment" {
+			continue
+		}
+		roles[name] = true
+		var natsRole string
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "NATS_ROLE" {
+				natsRole = e.Value
+			}
+		}
+		if natsRole != name {
+			t.Errorf("deployment %s connects as NATS role %q", name, natsRole)
+		}
+		var secrets []string
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if strings.HasPrefix(v.Secret.SecretName, "nats-") {
+				secrets = append(secrets, v.Secret.SecretName)
+			}
+		}
+		want := []string{"nats-" + name, "nats-ca"}
+		slices.Sort(secrets)
+		slices.Sort(want)
+		if !slices.Equal(secrets, want) {
+			t.Errorf("deployment %s mounts the NATS secrets %v, want its own and the CA", name, secrets)
+		}
+	}
+	for _, r := range []string{"ingest", "features", "trainer", "predictor", "notifier", "sink", "gateway"} {
+		if !roles[r] {
+			t.Errorf("no deployment for %s", r)
+		}
+	}
 }
