@@ -135,6 +135,17 @@ func TestDataKeyEncryptsTheStore(t *testing.T) {
 		})
 	}
 
+	// A clear store given a key for the first time is encrypted, not
+	// refused, and keeps its candle.
+	b, err = openStore(t, plain, keyFile)
+	if err != nil {
+		t.Fatalf("a clear store refuses its first key: %v", err)
+	}
+	if c := readCandle(t, b); c.Volume != 918273.645546 {
+		t.Fatalf("read back %+v from the converted store", c)
+	}
+	b.Close()
+
 	b, err = openStore(t, dir, keyFile)
 	if err != nil {
 		t.Fatalf("the store does not open with its key after the refusals: %v", err)

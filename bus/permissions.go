@@ -288,3 +288,30 @@ func AuthConfig(keys map[string]string) ([]byte, error) {
 	b.WriteString("  ]\n}\n")
 	return []byte(b.String()), nil
 }
+
+// AccessTable is the roles × resources table as Markdown, for
+// docs/operations.md (a test keeps the page equal to it).
+func AccessTable() string {
+	var b strings.Builder
+	b.WriteString("| role | publishes to | reads | buckets read | buckets written | object stores |\n")
+	b.WriteString("|---|---|---|---|---|---|\n")
+	b.WriteString("| admin | everything (`>`) | everything | all | all | all |\n")
+	list := func(xs []string) string {
+		if len(xs) == 0 {
+			return "—"
+		}
+		return strings.Join(xs, ", ")
+	}
+	for _, role := range Roles()[1:] {
+		a := roleAccess[role]
+		var objs []string
+		for _, o := range a.objRead {
+			objs = append(objs, o+" (read)")
+		}
+		for _, o := range a.objWrite {
+			objs = append(objs, o+" (write)")
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", role, list(a.write), list(a.read), list(a.kvRead), list(a.kvWrite), list(objs))
+	}
+	return b.String()
+}

@@ -364,3 +364,21 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Issue 16: the permissions table of docs/operations.md is the one the
+// servers enforce (AccessTable, from roleAccess), between its markers.
+func TestOperationsDocPermissionsTable(t *testing.T) {
+	raw, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- permissions table: generated from bus.AccessTable -->\n", "<!-- end of permissions table -->"
+	doc := string(raw)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/operations.md has no permissions table between %q and %q", begin, end)
+	}
+	if got, want := doc[i+len(begin):j], AccessTable(); got != want {
+		t.Fatalf("docs/operations.md's permissions table differs from bus.AccessTable; replace it with:\n%s", want)
+	}
+}

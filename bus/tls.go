@@ -38,7 +38,9 @@ func clientTLS(ca, cert, key string) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bus: nats tls client certificate %s / %s: %w", cert, key, err)
 		}
-		if fi, err := os.Stat(key); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// Group-readable is allowed: that is how Kubernetes hands a
+		// secret to a non-root pod (fsGroup, defaultMode 0440).
+		if fi, err := os.Stat(key); err == nil && fi.Mode().Perm()&0o007 != 0 {
 			return nil, fmt.Errorf("bus: nats tls key %s is readable by others (mode %o): chmod 600 it", key, fi.Mode().Perm())
 		}
 		conf.Certificates = []tls.Certificate{pair}

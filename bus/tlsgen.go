@@ -34,7 +34,7 @@ const (
 const tlsValidity = 2 * 365 * 24 * time.Hour
 
 // WriteTLS issues a private CA for the NATS cluster (dir/tls/ca.pem, its
-// key 0600 beside it), one certificate for the servers (dir/server/: their
+// key in dir/ca/, 0600), one certificate for the servers (dir/server/: their
 // client listener and their routes, valid for hosts) and one client
 // certificate per role (dir/<role>/, common name the role), so that the
 // servers can verify every client and every route (verify: true). Files
@@ -50,11 +50,16 @@ func WriteTLS(dir string, hosts []string, rotate bool) error {
 			return fmt.Errorf("bus: nats tls: empty host name in %q", hosts)
 		}
 	}
-	caDir := filepath.Join(dir, "tls")
+	// The CA's key in a folder of its own, which no server or role
+	// mounts: tls/ holds what every one of them may see.
+	caDir, caKeyDir := filepath.Join(dir, "tls"), filepath.Join(dir, "ca")
 	if err := os.MkdirAll(caDir, 0o755); err != nil {
 		return fmt.Errorf("bus: nats tls: %w", err)
 	}
-	caCertPath, caKeyPath := filepath.Join(caDir, TLSCAFile), filepath.Join(caDir, tlsCAKey)
+	if err := os.MkdirAll(caKeyDir, 0o700); err != nil {
+		return fmt.Errorf("bus: nats tls: %w", err)
+	}
+	caCertPath, caKeyPath := filepath.Join(caDir, TLSCAFile), filepath.Join(caKeyDir, tlsCAKey)
 	ca, caKey, err := loadCA(caCertPath, caKeyPath)
 	if errors.Is(err, fs.ErrNotExist) || rotate {
 		ca, caKey, err = newCA(caCertPath, caKeyPath)

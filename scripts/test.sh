@@ -79,6 +79,24 @@ fi
 say "dashboard assets current"
 (cd gateway/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && node build.mjs --check) || die "gateway/web/dist does not match its sources: (cd gateway/web && npm ci && npm run build)"
 
+# The deploy files' checkers (deploy/tools_test.go): promtool, caddy and
+# docker compose, which fail rather than skip once this script has set
+# CRYPTOSTREAM_DEPLOY_TOOLS. Debian's docker-compose is the old Python one, so
+# compose v2 is built from its Go module (a few minutes, once).
+command -v promtool >/dev/null || { say "installing promtool"; apt_install prometheus; }
+command -v caddy >/dev/null || { say "installing caddy"; apt_install caddy; }
+if ! command -v docker-compose >/dev/null || ! docker-compose version 2>/dev/null | grep -q '^Docker Compose version'; then
+  say "building docker compose v2"
+  compose_mod=github.com/docker/compose/v2@v2.40.3
+  compose_dir=$(GOTOOLCHAIN=local go mod download -json "$compose_mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$compose_dir" ] || die "go mod download $compose_mod failed"
+  compose_src=$(mktemp -d)
+  cp -r "$compose_dir"/. "$compose_src" && chmod -R u+w "$compose_src"
+  (cd "$compose_src" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /usr/local/bin/docker-compose ./cmd) || die "building docker compose failed"
+  rm -rf "$compose_src"
+fi
+export CRYPTOSTREAM_DEPLOY_TOOLS=1
+
 say "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*'))
 [ -z "$unformatted" ] || die "gofmt would change: $unformatted"

@@ -189,10 +189,12 @@ type commonConfig struct {
 	// DataKeyFile encrypts the embedded server's store at rest.
 	DataKeyFile string
 	// NATSMaxStore bounds the embedded server's file store ("20G").
-	NATSMaxStore    string
-	DataDir         string
-	HTTPAddr        string
-	MetricsAddr     string
+	NATSMaxStore string
+	DataDir      string
+	HTTPAddr     string
+	MetricsAddr  string
+	// TLSCert and TLSKey put the HTTP server (--http-addr) on TLS.
+	TLSCert, TLSKey string
 	DatabaseURL     string
 	LogFormat       string
 	LogLevel        string
@@ -221,6 +223,8 @@ func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.DataDir, "data-dir", "DATA_DIR", "./data", "directory for the embedded JetStream store and generated secrets")
 	if serves != "" {
 		fs.stringVar(&c.HTTPAddr, "http-addr", "HTTP_ADDR", defaultHTTPAddr, "address of the HTTP server: "+serves)
+		fs.stringVar(&c.TLSCert, "tls-cert", "TLS_CERT", "", "certificate (PEM, with its chain) of the HTTP server: --http-addr then serves HTTPS only")
+		fs.stringVar(&c.TLSKey, "tls-key", "TLS_KEY", "", "key (PEM) of --tls-cert")
 		fs.stringVar(&c.MetricsAddr, "metrics-addr", "METRICS_ADDR", "", "serve /metrics on this address (a private one) instead of on --http-addr; empty keeps it on --http-addr")
 		fs.stringVar(&c.CPUProfile, "cpu-profile", "", "", "write a CPU profile of the process (go tool pprof) to this file, from start to shutdown")
 	}
@@ -269,6 +273,9 @@ func (c *commonConfig) validate() error {
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		return errors.New("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if c.DataKeyFile != "" && c.NATSURL != "" {
 		return errors.New("--data-key-file encrypts the embedded server's store; an external cluster encrypts its own (jetstream { cipher, key } in each server's config)")
@@ -349,6 +356,7 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.String("data_dir", c.DataDir),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("metrics_addr", c.MetricsAddr),
+		slog.String("tls_cert", c.TLSCert),
 		slog.String("database_url", redact(c.DatabaseURL)),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),

@@ -47,6 +47,7 @@ func commands() []command {
 		command{"user", "create, list and manage users from the shell", cmdUser},
 		command{"nats-auth", "write a NATS user per role (NKey seeds) and the servers' auth.conf with their permissions", cmdNATSAuth},
 		command{"topology", "apply the streams, buckets and consumers on --nats-url with the admin's user, and exit", cmdTopology},
+		command{"probe", "GET a URL and exit 0 on 200: the containers' health check", cmdProbe},
 		command{"loadtest", "ws|rest: load a running gateway on loopback and report throughput, delay, memory and CPU", cmdLoadtest},
 	)
 }

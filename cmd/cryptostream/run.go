@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -226,13 +227,13 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := listenHTTP(cfg.HTTPAddr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		if sys.metricsListener != nil {
 			sys.metricsListener.Close()
 		}
 		b.Close()
-		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
+		return nil, err
 	}
 	sys.listener = ln
 	sys.server = &http.Server{
@@ -278,6 +279,28 @@ func startSystem(ctx context.Context, cfg runConfig, log *slog.Logger) (*system,
 // listenMetrics is the server of --metrics-addr: /metrics alone, off the
 // public API port, so that an operator can keep scrapes on a private
 // address.
+// listenHTTP listens on addr, on TLS when a certificate is given. The
+// pair is loaded here so that a wrong file fails the start, not the first
+// handshake.
+func listenHTTP(addr, certFile, keyFile string) (net.Listener, error) {
+	var conf *tls.Config
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", certFile, keyFile, err)
+		}
+		conf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", addr, err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	return ln, nil
+}
+
 func listenMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	ops.RegisterMetrics(mux, reg)

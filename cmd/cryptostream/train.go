@@ -31,6 +31,9 @@ type trainConfig struct {
 	Features string
 	Wait     bool
 	Timeout  time.Duration
+	// TLSCA, TLSCert and TLSKey are the TLS of the connection (see
+	// bus.Config), as for every role.
+	TLSCA, TLSCert, TLSKey string
 }
 
 func cmdTrain(ctx context.Context, args []string, e *env) error {
@@ -39,6 +42,9 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	fs.stringVar(&cfg.NATSURL, "nats-url", "NATS_URL", "", "NATS URL of the running system (run it with --nats-listen to reach an embedded one)")
 	fs.stringVar(&cfg.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file to present (run's is <data-dir>/nats.nkey)")
 	fs.stringVar(&cfg.Creds, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file to present")
+	fs.stringVar(&cfg.TLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate (PEM) the NATS servers are verified against")
+	fs.stringVar(&cfg.TLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate (PEM) for servers that verify clients")
+	fs.stringVar(&cfg.TLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "key (PEM) of --nats-tls-cert")
 	fs.stringVar(&cfg.Kind, "kind", "", "train", "job kind: train, score or predict")
 	fs.stringVar(&cfg.Symbol, "symbol", "", "BTC/USD", "pair")
 	fs.stringVar(&cfg.Interval, "interval", "", "1m", "candle interval")
@@ -73,7 +79,7 @@ func cmdTrain(ctx context.Context, args []string, e *env) error {
 	if err := bus.ValidateURL(cfg.NATSURL); err != nil {
 		return fmt.Errorf("--nats-url: %w", err)
 	}
-	auth, err := bus.ClientAuth(bus.Config{NKeyFile: cfg.NKeyFile, CredsFile: cfg.Creds})
+	auth, err := bus.ClientAuth(bus.Config{NKeyFile: cfg.NKeyFile, CredsFile: cfg.Creds, TLSCA: cfg.TLSCA, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey})
 	if err != nil {
 		return err
 	}
