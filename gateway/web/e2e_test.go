@@ -682,7 +682,26 @@ func TestDashboard(t *testing.T) {
 		user.t = t
 		user.hash("#/")
 		user.waitJS("the home page", `document.querySelector('#watchlist tr[data-symbol="BTC/USD"]')`)
-		opened := sys.latest(t, adminTok)
+		// History needs a prediction whose target closed before the page
+		// opens; right after the demo's start (later on a busy machine)
+		// the predictor may not have made one yet.
+		var opened int64
+		for held := false; !held; {
+			if t.Context().Err() != nil {
+				t.Fatal("no prediction for a closed candle before the test ended")
+			}
+			opened = sys.latest(t, adminTok)
+			code, m := sys.api(t, "GET", fmt.Sprintf("/prediction/history?asset=BTC-USD&interval=1m&from=%d&to=%d", opened-3600, opened), adminTok, nil)
+			if code == http.StatusOK {
+				for _, p := range m["predictions"].([]any) {
+					target, _ := time.Parse(time.RFC3339, p.(map[string]any)["target"].(string))
+					held = held || target.Unix() <= opened
+				}
+			}
+			if !held {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 		user.hash("#/asset/BTC-USD?iv=1m&range=1h")
 		user.waitJS("the chart and a scored prediction", `document.querySelector("#chart").dataset.loading === "0" && document.querySelector("#realised").textContent.startsWith("MAE")`)
 		var page struct {
