@@ -39,6 +39,12 @@ type Config struct {
 	HARRecent      []int
 	Ridge          []float64
 	SelectHalfLife int
+	// Pooled, one per horizon in Horizons' order, publishes instead the
+	// pooled forecast: the geometric mean of every EWMA and log-HAR
+	// candidate's. Picking the best by a trailing loss chases the noise of
+	// that loss; at an hour, where a day scores only 24 independent
+	// outcomes, pooling forecasts better (docs/models.md).
+	Pooled []bool
 	// HARMinSpan is the shortest span, in intervals, the log-HAR is
 	// regressed on (see har).
 	HARMinSpan int
@@ -87,6 +93,7 @@ func DefaultConfig(iv time.Duration) Config {
 	n := func(d time.Duration) int { return max(1, int(d/iv)) }
 	var hs []int
 	var steps []float64
+	var pooled []bool
 	for _, m := range []time.Duration{time.Minute, 15 * time.Minute, time.Hour} {
 		if m >= iv && m%iv == 0 {
 			hs = append(hs, int(m/iv))
@@ -94,9 +101,10 @@ func DefaultConfig(iv time.Duration) Config {
 			// trending day would otherwise be over before the level moved.
 			step := 0.005
 			if m == time.Hour {
-				step = 0.05
+				step = 0.04
 			}
 			steps = append(steps, step)
+			pooled = append(pooled, m == time.Hour)
 		}
 	}
 	day := n(24 * time.Hour)
@@ -109,7 +117,7 @@ func DefaultConfig(iv time.Duration) Config {
 		EWMAHalfLives:  []int{n(30 * time.Minute), n(2 * time.Hour), n(8 * time.Hour)},
 		HARRecent:      recent,
 		Ridge:          []float64{1e-4, 0.1},
-		SelectHalfLife: 2 * day,
+		SelectHalfLife: 2 * day, Pooled: pooled,
 		HARMinSpan:     n(15 * time.Minute),
 		Memory:         14 * day,
 		RefitEvery:     n(time.Hour),
@@ -135,6 +143,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("forecast: %d regime bins", c.RegimeBins)
 	case len(c.ACISteps) != len(c.Horizons):
 		return fmt.Errorf("forecast: %d ACI steps for %d horizons", len(c.ACISteps), len(c.Horizons))
+	case c.Pooled != nil && len(c.Pooled) != len(c.Horizons):
+		return fmt.Errorf("forecast: %d pooled flags for %d horizons", len(c.Pooled), len(c.Horizons))
 	case c.CalibrationHorizons < 0:
 		return fmt.Errorf("forecast: calibration horizons %d", c.CalibrationHorizons)
 	}
@@ -267,6 +277,7 @@ type horizon struct {
 	aci       [][]ACI        // per regime bin, per level
 	hits      []hitWindow
 	intervals []Interval
+	pooled    bool
 }
 
 type pending struct {
@@ -327,7 +338,7 @@ func NewSeries(cfg Config) (*Series, error) {
 			s.names = append(s.names, "har-"+strconv.Itoa(r)+"-"+strconv.FormatFloat(l, 'g', 3, 64))
 		}
 	}
-	s.names = append(s.names, "combined")
+	s.names = append(s.names, "combined", "pooled")
 	for _, l := range cfg.Levels {
 		s.fallbackZ = append(s.fallbackZ, distuv.UnitNormal.Quantile(0.5+l/2))
 	}
@@ -365,7 +376,7 @@ func (s *Series) reset() {
 		hz := &horizon{h: h, uSpan: windowSum{n: span}, raw: windowSum{n: h},
 			pend: make([]pending, h+1), lowers: make([]float64, (h+1)*nl), uppers: make([]float64, (h+1)*nl),
 			cands: len(s.names), candVar: make([]float64, (h+1)*len(s.names)), loss: make([]ewMean, len(s.names)),
-			intervals: make([]Interval, nl)}
+			intervals: make([]Interval, nl), pooled: k < len(cfg.Pooled) && cfg.Pooled[k]}
 		for range cfg.RegimeBins {
 			hz.cal = append(hz.cal, NewCalibration(cfg.CalibrationWindow(h)))
 			var a []ACI
@@ -586,7 +597,19 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		}
 		be, bh := s.best(hz, 0, ne), s.best(hz, ne, c)
 		cv[c] = (cv[be] + cv[bh]) / 2
-		sel := s.best(hz, 0, hz.cands)
+		sel := s.best(hz, 0, c+1)
+		// The pool is left at zero (never scored) where it is not
+		// published: its logs are the cost of a pool.
+		cv[c+1] = 0
+		if hz.pooled {
+			var lg float64
+			for _, v := range cv[:c] {
+				lg += math.Log(v)
+			}
+			if v := math.Exp(lg / float64(c)); v > 0 && !math.IsInf(v, 0) {
+				cv[c+1], sel = v, c+1
+			}
+		}
 		variance := cv[sel]
 
 		center := 0.0
