@@ -78,7 +78,7 @@ func (l *Latest) LatestCandle(ctx context.Context, symbol string, iv streams.Int
 	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
 		return streams.Candle{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
 	}
-	return l.candles.latest(ctx, streams.CandleSubject(iv, symbol), func(ctx context.Context) (streams.Candle, error) {
+	return l.candles.latest(ctx, streams.SubjectKey{Interval: iv, Symbol: symbol}, func(ctx context.Context) (streams.Candle, error) {
 		return l.Reader.LatestCandle(ctx, symbol, iv)
 	})
 }
@@ -88,9 +88,22 @@ func (l *Latest) LatestPrediction(ctx context.Context, symbol string, iv streams
 	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
 		return streams.Prediction{}, fmt.Errorf("%w: %s %s", ErrBadQuery, symbol, iv)
 	}
-	return l.predictions.latest(ctx, streams.PredictionSubject(iv, symbol), func(ctx context.Context) (streams.Prediction, error) {
+	return l.predictions.latest(ctx, streams.SubjectKey{Interval: iv, Symbol: symbol}, func(ctx context.Context) (streams.Prediction, error) {
 		return l.Reader.LatestPrediction(ctx, symbol, iv)
 	})
+}
+
+// CachedCandle is LatestCandle when memory alone answers it, with no I/O
+// and so no deadline to set up: ok is false when LatestCandle must be
+// asked instead (not synced yet, or the series' one question to the
+// wrapped reader not asked yet), found is false for ErrNotFound.
+func (l *Latest) CachedCandle(symbol string, iv streams.Interval) (c streams.Candle, found, ok bool) {
+	return l.candles.cached(streams.SubjectKey{Interval: iv, Symbol: symbol})
+}
+
+// CachedPrediction is CachedCandle for LatestPrediction.
+func (l *Latest) CachedPrediction(symbol string, iv streams.Interval) (p streams.Prediction, found, ok bool) {
+	return l.predictions.cached(streams.SubjectKey{Interval: iv, Symbol: symbol})
 }
 
 // Delivered is the stream sequence of the last candle and the last
@@ -122,8 +135,8 @@ type latestSet[T any] struct {
 
 	mu     sync.RWMutex
 	synced bool
-	seq    uint64 // stream sequence of the last message applied
-	m      map[string]*latestEntry[T]
+	seq    uint64                                 // stream sequence of the last message applied
+	m      map[streams.SubjectKey]*latestEntry[T] // by series, which the subject names
 }
 
 type latestEntry[T any] struct {
@@ -134,7 +147,7 @@ type latestEntry[T any] struct {
 
 func (s *latestSet[T]) init(stream, filter string, start func(T) time.Time, decode func([]byte) (T, error)) {
 	s.stream, s.filter, s.start, s.decode = stream, filter, start, decode
-	s.m = map[string]*latestEntry[T]{}
+	s.m = map[streams.SubjectKey]*latestEntry[T]{}
 }
 
 func (s *latestSet[T]) delivered() uint64 {
@@ -149,10 +162,26 @@ func (s *latestSet[T]) isSynced() bool {
 	return s.synced
 }
 
-func (s *latestSet[T]) latest(ctx context.Context, subject string, inner func(context.Context) (T, error)) (T, error) {
+func (s *latestSet[T]) cached(key streams.SubjectKey) (v T, found, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.synced {
+		return v, false, false
+	}
+	e, held := s.m[key]
+	switch {
+	case !held:
+		return v, false, true
+	case !e.checked:
+		return v, false, false
+	}
+	return e.v, true, true
+}
+
+func (s *latestSet[T]) latest(ctx context.Context, key streams.SubjectKey, inner func(context.Context) (T, error)) (T, error) {
 	s.mu.RLock()
 	synced := s.synced
-	e, ok := s.m[subject]
+	e, ok := s.m[key]
 	var v T
 	var checked bool
 	if ok {
@@ -176,7 +205,7 @@ func (s *latestSet[T]) latest(ctx context.Context, subject string, inner func(co
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e = s.m[subject]
+	e = s.m[key]
 	// Only a strictly newer start wins here: at an equal start the
 	// delivered version is at least as new as the one the reader read.
 	if err == nil && s.start(iv).After(s.start(e.v)) {
@@ -187,7 +216,7 @@ func (s *latestSet[T]) latest(ctx context.Context, subject string, inner func(co
 }
 
 // apply records one delivered message.
-func (s *latestSet[T]) apply(subject string, seq uint64, v T, lastOfFirst bool) {
+func (s *latestSet[T]) apply(key streams.SubjectKey, seq uint64, v T, lastOfFirst bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if seq > s.seq {
@@ -196,10 +225,10 @@ func (s *latestSet[T]) apply(subject string, seq uint64, v T, lastOfFirst bool) 
 	if lastOfFirst {
 		s.synced = true
 	}
-	e, ok := s.m[subject]
+	e, ok := s.m[key]
 	switch {
 	case !ok:
-		s.m[subject] = &latestEntry[T]{v: v}
+		s.m[key] = &latestEntry[T]{v: v}
 	case !s.start(v).Before(s.start(e.v)):
 		e.v = v
 	}
@@ -249,7 +278,11 @@ func (s *latestSet[T]) follow(ctx context.Context, js OrderedConsumers) error {
 		if err != nil {
 			return
 		}
-		v, err := s.decode(msg.Data())
+		key, err := streams.ParseSeriesSubject(msg.Subject())
+		var v T
+		if err == nil {
+			v, err = s.decode(msg.Data())
+		}
 		if err != nil {
 			// Nothing invalid is published (Publish validates), so this
 			// is foreign data on our subject; the sequence still counts.
@@ -259,7 +292,7 @@ func (s *latestSet[T]) follow(ctx context.Context, js OrderedConsumers) error {
 			s.mu.Unlock()
 			return
 		}
-		s.apply(msg.Subject(), md.Sequence.Stream, v, md.NumPending == 0)
+		s.apply(key, md.Sequence.Stream, v, md.NumPending == 0)
 	})
 	if err != nil {
 		return fmt.Errorf("readmodel: follow %s: %w", s.stream, err)

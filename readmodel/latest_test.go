@@ -88,20 +88,6 @@ func publish(t *testing.T, js jetstream.JetStream, cs ...streams.Candle) {
 	}
 }
 
-// publishRevision stores c under a fresh message id, as a revision that
-// arrives after the dedup window does.
-func publishRevision(t *testing.T, js jetstream.JetStream, c streams.Candle) {
-	t.Helper()
-	msg, err := streams.NewMsg(&c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg.Header.Set(jetstream.MsgIDHeader, c.MsgID()+":revised")
-	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func latestClose(t *testing.T, r readmodel.Reader) (time.Time, float64) {
 	t.Helper()
 	c, err := r.LatestCandle(t.Context(), "BTC/USD", streams.Interval1m)
@@ -140,7 +126,7 @@ func TestLatestFollowsTheStream(t *testing.T) {
 	rev := btc[10]
 	rev.Close += 1
 	rev.Quality = streams.QualityBackfilled
-	publishRevision(t, js, rev)
+	readmodeltest.PublishRevision(t, js, rev)
 	syncLatest(t, js, l)
 	if start, cl := latestClose(t, l); !start.Equal(rev.Start) || cl != rev.Close {
 		t.Fatalf("after a revision: latest %s close %v, want %s close %v", start, cl, rev.Start, rev.Close)
@@ -227,7 +213,7 @@ func TestLatestResyncsAfterARestart(t *testing.T) {
 	rev := btc[7]
 	rev.Close += 1
 	publish(t, js, btc[4:8]...)
-	publishRevision(t, js, rev)
+	readmodeltest.PublishRevision(t, js, rev)
 	syncLatest(t, js, l)
 	if start, cl := latestClose(t, l); !start.Equal(rev.Start) || cl != rev.Close {
 		t.Fatalf("after the restart: latest %s close %v, want %s close %v", start, cl, rev.Start, rev.Close)
