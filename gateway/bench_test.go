@@ -24,6 +24,7 @@ import (
 
 	"cryptostream/datatest"
 	"cryptostream/gateway"
+	"cryptostream/natstest"
 	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
@@ -50,7 +51,8 @@ func raiseFDLimit() {
 // BenchmarkAssetLatest measures GET /crypto/asset_latest/BTC-USD over
 // loopback through the whole stack (token check, metrics, access log, the
 // reader), with 32 concurrent keep-alive clients: with the JetStream
-// readmodel, and with a reader that answers from memory, which isolates the
+// readmodel, with readmodel.Latest in front of it (as the gateway role runs
+// it), and with a reader that answers from memory, which isolates the
 // gateway's own cost. BenchmarkRawGetLastMsg, in the same run, is the
 // JetStream read the answer rests on.
 func BenchmarkAssetLatest(b *testing.B) {
@@ -58,17 +60,30 @@ func BenchmarkAssetLatest(b *testing.B) {
 	for _, c := range []struct {
 		name   string
 		reader func(*stack) readmodel.Reader
+		latest bool
 	}{
-		{"reader=jetstream", nil},
-		{"reader=memory", func(*stack) readmodel.Reader { return fixedReader{candles[len(candles)-1]} }},
+		{"reader=jetstream", nil, false},
+		{"reader=latest", nil, true},
+		{"reader=memory", func(*stack) readmodel.Reader { return fixedReader{candles[len(candles)-1]} }, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			s := newStack(b, func(_ *gateway.Config, d *gateway.Deps) {
+			var l *readmodel.Latest
+			opts := []option{func(_ *gateway.Config, d *gateway.Deps) {
 				if c.reader != nil {
 					d.Reader = c.reader(nil)
 				}
-			})
+			}}
+			if c.latest {
+				opts = append(opts, withLatest(b, &l))
+			}
+			s := newStack(b, opts...)
 			publishCandles(b, s, candles)
+			if l != nil {
+				natstest.WaitFor(b, time.Minute, "the latest cache", func() bool {
+					seq, _ := l.Delivered()
+					return l.Synced() && seq >= uint64(len(candles))
+				})
+			}
 			benchGet(b, s, "/crypto/asset_latest/BTC-USD")
 		})
 	}

@@ -151,6 +151,10 @@ type Gateway struct {
 	reaper    *ruleReaper
 	tokens    *tokenCache
 	jobs      *registry.Jobs
+	ids       *requestIDs
+	// latest is the reader when it holds the newest answers in memory.
+	latest       latestAnswers
+	latestBodies latestBodies
 }
 
 // New builds a gateway; it does no I/O.
@@ -203,6 +207,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		m:         newMetrics(d.Metrics),
 		tokens:    newTokenCache(d.Tokens.Verify, now, 10_000),
 		jobs:      registry.NewJobs(d.Jobs, d.Publisher, now),
+		ids:       newRequestIDs(),
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
 	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Check: g.sessions.Check, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
@@ -210,6 +215,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.hub = h
+	g.latest, _ = d.Reader.(latestAnswers)
 	g.sessions.OnChange(h.Revalidate)
 	if d.Rules != nil {
 		g.rules = notifier.NewStore(d.Rules, cfg.MaxAlertRules, now)

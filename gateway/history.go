@@ -1,10 +1,14 @@
 package gateway
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -167,9 +171,7 @@ func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	ctx, cancel := g.io(r)
-	defer cancel()
-	c, err := g.d.Reader.LatestCandle(ctx, sym, iv)
+	c, err := g.newestCandle(r, sym, iv)
 	if errors.Is(err, readmodel.ErrNotFound) {
 		g.fail(w, r, errorf(http.StatusNotFound, "unknown_asset", "no %s candle for %s", iv, sym))
 		return
@@ -178,7 +180,85 @@ func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"asset": sym, "interval": iv.String(), "candle": viewCandle(c)})
+	writeBody(w, http.StatusOK, g.latestBodies.get(seriesKey{sym, iv}, viewCandle(c)))
+}
+
+// newestCandle asks memory first when the reader holds the newest answers
+// (readmodel.Latest), so that the common answer sets up no I/O deadline.
+func (g *Gateway) newestCandle(r *http.Request, sym string, iv streams.Interval) (streams.Candle, error) {
+	var cached func() (streams.Candle, bool, bool)
+	if g.latest != nil {
+		cached = func() (streams.Candle, bool, bool) { return g.latest.CachedCandle(sym, iv) }
+	}
+	return newest(g, r, cached, func(ctx context.Context) (streams.Candle, error) { return g.d.Reader.LatestCandle(ctx, sym, iv) })
+}
+
+// newest answers from cached when it can (found false is ErrNotFound),
+// and otherwise from read under the I/O deadline.
+func newest[T any](g *Gateway, r *http.Request, cached func() (v T, found, ok bool), read func(context.Context) (T, error)) (T, error) {
+	if cached != nil {
+		if v, found, ok := cached(); ok {
+			if !found {
+				return v, readmodel.ErrNotFound
+			}
+			return v, nil
+		}
+	}
+	ctx, cancel := g.io(r)
+	defer cancel()
+	return read(ctx)
+}
+
+// latestAnswers is what a reader holding the newest candle and prediction
+// of every series in memory (readmodel.Latest) offers beside Reader.
+type latestAnswers interface {
+	CachedCandle(symbol string, iv streams.Interval) (c streams.Candle, found, ok bool)
+	CachedPrediction(symbol string, iv streams.Interval) (p streams.Prediction, found, ok bool)
+}
+
+type seriesKey struct {
+	symbol   string
+	interval streams.Interval
+}
+
+// latestBodies keeps the encoded asset_latest answer of each series with
+// the candle it encodes: the answer changes once a minute and is asked for
+// thousands of times a second, and encoding it was the handler's largest
+// cost. An answer is reused only for an equal candle, so a revision (same
+// start, new values) is encoded afresh. It holds one entry per series that
+// was found, which the streams bound.
+type latestBodies struct {
+	mu sync.RWMutex
+	m  map[seriesKey]encodedCandle
+}
+
+type encodedCandle struct {
+	view candleView
+	body []byte
+}
+
+func (lb *latestBodies) get(k seriesKey, v candleView) []byte {
+	lb.mu.RLock()
+	e, ok := lb.m[k]
+	lb.mu.RUnlock()
+	if ok && e.view == v {
+		return e.body
+	}
+	body, err := json.Marshal(map[string]any{"asset": k.symbol, "interval": k.interval.String(), "candle": v})
+	if err != nil {
+		// A candle of floats and a time: cannot fail but for NaN, which
+		// validation refuses before it is stored.
+		panic(fmt.Sprintf("gateway: encode latest candle: %v", err))
+	}
+	// As json.Encoder writes it, so that the bytes do not change.
+	body = append(body, '\n')
+	lb.mu.Lock()
+	if lb.m == nil {
+		lb.m = map[seriesKey]encodedCandle{}
+	}
+	lb.m[k] = encodedCandle{v, body}
+	lb.mu.Unlock()
+	return body
 }
 
 type alertView struct {

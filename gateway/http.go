@@ -3,6 +3,9 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +40,18 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
 func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// contentTypeJSON is shared by every answer: set as the header's value it
+// saves a slice and a canonicalisation per answer (the server only reads
+// it, and an Add would copy it, its capacity being its length).
+var contentTypeJSON = []string{"application/json"}
+
+// writeBody writes an answer already encoded as JSON.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	w.Header()["Content-Type"] = contentTypeJSON
+	w.WriteHeader(status)
+	_, _ = w.Write(body) // the client went away; nothing to do
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -157,19 +174,52 @@ func (g *Gateway) decodeForm(w http.ResponseWriter, r *http.Request, allowed ...
 
 type ctxKey int
 
-const (
-	keyRequestID ctxKey = iota
-	keyClaims
-)
+const keyRequest ctxKey = 0
 
-func requestID(r *http.Request) string {
-	s, _ := r.Context().Value(keyRequestID).(string)
-	return s
+// requestInfo is what the middleware learns about a request: put in its
+// context once by wrap (one copy of the request, not one per layer) and
+// filled in by authed, so that the access log names the user too.
+type requestInfo struct {
+	id     string
+	claims auth.Claims
 }
 
-func claimsOf(r *http.Request) auth.Claims {
-	c, _ := r.Context().Value(keyClaims).(auth.Claims)
-	return c
+func infoOf(r *http.Request) *requestInfo {
+	ri, _ := r.Context().Value(keyRequest).(*requestInfo)
+	if ri == nil {
+		return &requestInfo{}
+	}
+	return ri
+}
+
+func requestID(r *http.Request) string { return infoOf(r).id }
+
+func claimsOf(r *http.Request) auth.Claims { return infoOf(r).claims }
+
+// requestIDs makes the ids of requests that come without one: a random
+// prefix per process and a counter, 32 hex digits as before. An id names a
+// request in the logs, it guards nothing, so it needs no read of the
+// system's random source per request.
+type requestIDs struct {
+	prefix [16]byte
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	ids := &requestIDs{}
+	hex.Encode(ids.prefix[:], b[:])
+	return ids
+}
+
+func (ids *requestIDs) next() string {
+	var out [32]byte
+	copy(out[:], ids.prefix[:])
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], ids.n.Add(1))
+	hex.Encode(out[16:], n[:])
+	return string(out[:])
 }
 
 type metrics struct {
@@ -231,39 +281,75 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// routeMetrics are one route's series, looked up once: a label lookup
+// hashes its values on every request.
+type routeMetrics struct {
+	m     *metrics
+	route string
+	lat   prometheus.Observer
+
+	mu    sync.RWMutex
+	codes map[int]prometheus.Counter
+}
+
+func (rm *routeMetrics) code(status int) prometheus.Counter {
+	rm.mu.RLock()
+	c, ok := rm.codes[status]
+	rm.mu.RUnlock()
+	if ok {
+		return c
+	}
+	c = rm.m.requests.WithLabelValues(rm.route, strconv.Itoa(status))
+	rm.mu.Lock()
+	// Bounded by the status codes the handlers write.
+	rm.codes[status] = c
+	rm.mu.Unlock()
+	return c
+}
+
+// headerRequestID is canonical already: set as a map key, it skips the
+// canonicalisation Header.Set does.
+const headerRequestID = "X-Request-Id"
+
 // wrap adds the request id, CORS, the access log and the per-route metrics.
 // route is the mux pattern, a bounded label.
 func (g *Gateway) wrap(route string, h http.Handler) http.Handler {
-	lat := g.m.latency.WithLabelValues(route)
+	rm := &routeMetrics{m: g.m, route: route, lat: g.m.latency.WithLabelValues(route), codes: map[int]prometheus.Counter{}}
+	serverErrs, clientErrs := g.m.errors.WithLabelValues(route, "server"), g.m.errors.WithLabelValues(route, "client")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get("X-Request-Id")
+		id := r.Header.Get(headerRequestID)
 		if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-			id = auth.NewID()
+			id = g.ids.next()
 		}
-		w.Header().Set("X-Request-Id", id)
+		w.Header()[headerRequestID] = []string{id}
 		g.cors(w, r)
 		rec := &recorder{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), keyRequestID, id))
+		ri := &requestInfo{id: id}
+		r = r.WithContext(context.WithValue(r.Context(), keyRequest, ri))
 		h.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
 		elapsed := time.Since(start)
-		lat.Observe(elapsed.Seconds())
-		g.m.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		rm.lat.Observe(elapsed.Seconds())
+		rm.code(rec.status).Inc()
 		switch {
 		case rec.status >= 500:
-			g.m.errors.WithLabelValues(route, "server").Inc()
+			serverErrs.Inc()
 		case rec.status >= 400:
-			g.m.errors.WithLabelValues(route, "client").Inc()
+			clientErrs.Inc()
 		}
 		lvl := slog.LevelDebug
 		if rec.status >= 500 {
 			lvl = slog.LevelWarn
 		}
-		g.log.Log(r.Context(), lvl, "http request", "request_id", id, "method", r.Method, "path", r.URL.Path, "route", route,
-			"status", rec.status, "bytes", rec.bytes, "duration", elapsed, "remote", remoteIP(r), "user", claimsOf(r).Subject)
+		// Checked first: the arguments alone cost allocations on every
+		// request, and the access log is off at the default level.
+		if g.log.Enabled(r.Context(), lvl) {
+			g.log.Log(r.Context(), lvl, "http request", "request_id", id, "method", r.Method, "path", r.URL.Path, "route", route,
+				"status", rec.status, "bytes", rec.bytes, "duration", elapsed, "remote", remoteIP(r), "user", ri.claims.Subject)
+		}
 	})
 }
 

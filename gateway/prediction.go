@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,9 +58,7 @@ func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	ctx, cancel := g.io(r)
-	defer cancel()
-	p, err := g.d.Reader.LatestPrediction(ctx, sym, iv)
+	p, err := g.newestPrediction(r, sym, iv)
 	if errors.Is(err, readmodel.ErrNotFound) {
 		g.fail(w, r, errorf(http.StatusNotFound, "no_prediction", "no %s prediction for %s yet", iv, sym))
 		return
@@ -71,6 +70,17 @@ func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
 	v := viewPrediction(p)
 	v.Asset, v.Interval = sym, iv.String()
 	writeJSON(w, http.StatusOK, v)
+}
+
+// newestPrediction is newestCandle for predictions.
+func (g *Gateway) newestPrediction(r *http.Request, sym string, iv streams.Interval) (streams.Prediction, error) {
+	var cached func() (streams.Prediction, bool, bool)
+	if g.latest != nil {
+		cached = func() (streams.Prediction, bool, bool) { return g.latest.CachedPrediction(sym, iv) }
+	}
+	return newest(g, r, cached, func(ctx context.Context) (streams.Prediction, error) {
+		return g.d.Reader.LatestPrediction(ctx, sym, iv)
+	})
 }
 
 func viewPrediction(p streams.Prediction) predictionView {

@@ -14,11 +14,7 @@ import (
 
 func TestJetStreamReaderContract(t *testing.T) {
 	readmodeltest.Run(t, func(t *testing.T) readmodeltest.Setup {
-		s := natstest.Server(t)
-		_, js := natstest.Connect(t, s)
-		if err := streams.Ensure(t.Context(), js, streams.Declare(1)); err != nil {
-			t.Fatal(err)
-		}
+		_, js := ensured(t)
 		return readmodeltest.Setup{JS: js, Reader: readmodel.NewJetStream(js), Sync: func(*testing.T) {}}
 	})
 }

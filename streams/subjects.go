@@ -54,6 +54,9 @@ func PredictionSubject(iv Interval, symbol string) string {
 	return rootPrediction + "." + iv.String() + "." + token(symbol)
 }
 
+// PredictionFilter matches the predictions of every interval and symbol.
+func PredictionFilter() string { return rootPrediction + ".*.*" }
+
 // AlertSubject is alerts.<SYMBOL-TOKEN>.
 func AlertSubject(symbol string) string { return rootAlert + "." + token(symbol) }
 

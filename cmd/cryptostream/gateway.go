@@ -176,7 +176,11 @@ func addGateway(ctx context.Context, s *system, cfg *runConfig) error {
 		}
 		reader = s.reader
 	}
-	g, err := newGateway(ctx, cfg.Gateway, cfg.DataDir, s.bus, reader, s.registry, s.log)
+	// The latest candle and prediction of every series from memory, kept
+	// current by following the streams, in front of either reader.
+	latest := readmodel.NewLatest(s.bus.JS, reader, s.log)
+	s.workers["latest"] = latest
+	g, err := newGateway(ctx, cfg.Gateway, cfg.DataDir, s.bus, latest, s.registry, s.log)
 	if err != nil {
 		return err
 	}

@@ -151,14 +151,7 @@ func Run(t *testing.T, newSetup func(t *testing.T) Setup) {
 		revised := btc[7]
 		revised.Close = revised.Low
 		revised.Quality = streams.QualityBackfilled
-		msg, err := streams.NewMsg(&revised)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg.Header.Set(jetstream.MsgIDHeader, revised.MsgID()+":revised")
-		if _, err := s.JS.PublishMsg(t.Context(), msg); err != nil {
-			t.Fatal(err)
-		}
+		PublishRevision(t, s.JS, revised)
 		s.Sync(t)
 		page, err = s.Reader.Candles(t.Context(), readmodel.CandleQuery{Symbol: "BTC/USD", Interval: streams.Interval1m, From: revised.Start, Limit: 1})
 		if err != nil {
@@ -434,6 +427,20 @@ func runPredictions(t *testing.T, newSetup func(t *testing.T) Setup) {
 }
 
 // publish stores candles with bounded asynchronous publishing.
+// PublishRevision stores c under a fresh message id, as a revision of a
+// stored candle that arrives after the dedup window does.
+func PublishRevision(t testing.TB, js jetstream.JetStream, c streams.Candle) {
+	t.Helper()
+	msg, err := streams.NewMsg(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, c.MsgID()+":revised")
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func publish(t *testing.T, js jetstream.JetStream, candles ...streams.Candle) {
 	t.Helper()
 	msgs := make([]*nats.Msg, len(candles))
