@@ -1,10 +1,22 @@
 package pipeline
 
-import "github.com/nats-io/nats.go"
+import (
+	"context"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // SetSend puts f between r and its connection for the messages of its fast
 // batches, so that a test can lose, refuse or cut one.
 func SetSend(r *Runner, f func(m *nats.Msg, send func(*nats.Msg) error) error) {
 	send := r.bs.send
 	r.bs.send = func(m *nats.Msg) error { return f(m, send) }
+}
+
+// SetConsumerInfo puts f between r's takeover and the server's answer on
+// what its consumer has in flight, so that a test can delay, age or fail
+// the answer.
+func SetConsumerInfo(r *Runner, f func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error)) {
+	r.consumerInfo = f
 }

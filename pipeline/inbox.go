@@ -40,6 +40,21 @@ func (b *inbox) len() int {
 	return len(b.queue)
 }
 
+// distinct is how many different inputs (by stream sequence) held and the
+// queue hold between them.
+func (b *inbox) distinct(held []jetstream.Msg) int {
+	seen := make(map[uint64]struct{}, len(held))
+	for _, m := range held {
+		seen[streamSeq(m)] = struct{}{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range b.queue {
+		seen[streamSeq(m)] = struct{}{}
+	}
+	return len(seen)
+}
+
 // take moves up to n queued inputs (all when n <= 0) into dst, which joins
 // the busy batches.
 func (b *inbox) take(n int, dst []jetstream.Msg) []jetstream.Msg {

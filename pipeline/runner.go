@@ -119,6 +119,9 @@ type Runner struct {
 	// setLag reports the consumer's backlog; the group sums its
 	// partitions'.
 	setLag func(float64)
+	// consumerInfo asks the server what the consumer has in flight; a
+	// test stands between to force an interleaving.
+	consumerInfo func(context.Context, jetstream.Consumer) (*jetstream.ConsumerInfo, error)
 }
 
 // New validates cfg and builds a runner; it does no I/O.
@@ -163,6 +166,7 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 		r.now = time.Now
 	}
 	r.setLag = r.m.lag.Set
+	r.consumerInfo = func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error) { return c.Info(ctx) }
 	r.bs = newBatches(deps.JS.Conn())
 	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}
 	return r, nil
@@ -273,7 +277,11 @@ func (r *Runner) run(ctx context.Context) error {
 					prev = nil
 				}
 				r.newOwner(cur.batch)
-				held := r.takeOver(hctx, cons, in, cur.batch)
+				held, ok := r.takeOver(hctx, stop, cons, in, cur.batch)
+				if !ok {
+					r.unpin(hctx)
+					return nil
+				}
 				for len(held) > 0 {
 					n := min(window, len(held))
 					r.handle(hctx, stop, held[:n])
@@ -321,35 +329,58 @@ func (r *Runner) newOwner(batch []jetstream.Msg) {
 // takeOver makes a new owner start where the previous one stopped. A crashed
 // owner's unacked inputs come back only when their AckWait ends, and the
 // server may meanwhile deliver newer inputs to the new owner, which would
-// step a series out of order. So the new owner holds what it got, keeping
-// it alive, until it holds everything the consumer has in flight, and then
-// goes on in stream order.
-func (r *Runner) takeOver(ctx context.Context, cons jetstream.Consumer, in *inbox, batch []jetstream.Msg) []jetstream.Msg {
+// step a series out of order: the newer input's warm-up would take in the
+// lost ones from history without stepping them, and their redelivery would
+// then be covered, so what they should have produced is never published.
+// So the new owner holds what it got, keeping it alive, until it holds
+// everything the consumer has in flight, and then goes on in stream order.
+// It returns false, having handed back everything it held, when stop closes
+// first: going on would step out of order.
+func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstream.Consumer, in *inbox, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
 	held := slices.Clone(batch)
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
-	for {
+	for warned := false; ; {
 		in.setBusy(held)
+		// Counted before asking: an input delivered while the answer is
+		// on its way is in the server's count only if it was delivered
+		// before the server answered, so counting it afterwards could
+		// stand in for an input still held by the lost owner (issue 12's
+		// missed alert). Distinct sequences, because an input whose
+		// AckWait ran out in our hands comes again and is held twice.
+		have := in.distinct(held)
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := cons.Info(ictx)
+		info, err := r.consumerInfo(ictx, cons)
 		cancel()
-		if err != nil {
-			r.log.Warn("takeover: consumer info", "err", err)
-			break // the stage's covered check is all that is left
-		}
-		if info.NumAckPending <= len(held)+in.len() {
-			break
+		switch {
+		case err != nil:
+			// Not knowing what is in flight is no reason to step out of
+			// order: ask again.
+			if !warned {
+				r.log.Warn("takeover: consumer info", "err", err)
+				warned = true
+			}
+		case info.NumAckPending <= have:
+			// Sorted in a copy: the inbox's keep-alive reads the busy one.
+			sorted := slices.Clone(in.take(0, held))
+			slices.SortFunc(sorted, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
+			sorted = slices.CompactFunc(sorted, func(a, b jetstream.Msg) bool { return streamSeq(a) == streamSeq(b) })
+			in.setBusy(sorted)
+			return sorted, true
 		}
 		select {
 		case <-in.signal:
 		case <-poll.C:
+		case <-stop:
+			// Handed back in order, for whoever consumes next to take
+			// over from.
+			all := slices.Clone(in.take(0, held))
+			slices.SortFunc(all, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
+			r.settle(all, "nak", func(m jetstream.Msg) error { return m.Nak() })
+			in.setBusy()
+			return nil, false
 		}
 	}
-	// Sorted in a copy: the inbox's keep-alive reads the busy one.
-	sorted := slices.Clone(in.take(0, held))
-	slices.SortFunc(sorted, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
-	in.setBusy(sorted)
-	return sorted
 }
 
 func streamSeq(m jetstream.Msg) uint64 {

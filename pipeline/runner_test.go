@@ -145,6 +145,12 @@ type instance struct {
 
 func run(t *testing.T, s *server.Server, stage pipeline.Stage, wrap func(*nats.Conn, pipeline.JetStream) pipeline.JetStream) *instance {
 	t.Helper()
+	return runWith(t, s, stage, wrap, nil)
+}
+
+// runWith is run with a hook on the runner before it starts.
+func runWith(t *testing.T, s *server.Server, stage pipeline.Stage, wrap func(*nats.Conn, pipeline.JetStream) pipeline.JetStream, hook func(*pipeline.Runner)) *instance {
+	t.Helper()
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +172,9 @@ func run(t *testing.T, s *server.Server, stage pipeline.Stage, wrap func(*nats.C
 	}
 	if s, ok := pjs.(sender); ok {
 		pipeline.SetSend(r, s.Send)
+	}
+	if hook != nil {
+		hook(r)
 	}
 	in.start(t, r)
 	return in
