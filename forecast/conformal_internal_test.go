@@ -104,6 +104,13 @@ func TestCalibrationStaysSorted(t *testing.T) {
 			if !slices.Equal(c.sorted(), want) {
 				t.Fatalf("size %d, after %d adds: window %v, want %v", size, i+1, c.sorted(), want)
 			}
+			// Every rank, as Quantile and At read them, through the
+			// index of block starts.
+			for k, w := range want {
+				if got := c.rank(k); got != w {
+					t.Fatalf("size %d, after %d adds: rank %d is %v, want %v", size, i+1, k, got, w)
+				}
+			}
 		}
 		c.Add(math.NaN())
 		if c.Len() != size {
