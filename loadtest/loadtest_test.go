@@ -86,4 +86,13 @@ func TestRunWS(t *testing.T) {
 	if res.EventsPublished == 0 || res.Delivered == 0 || res.Delivered > res.Offered || res.P99 < res.P50 || res.Max < res.P99 {
 		t.Fatalf("result %+v", res)
 	}
+	// The gateway's stage histograms saw the window's events.
+	if len(res.Stages) != 5 {
+		t.Fatalf("stages %+v", res.Stages)
+	}
+	for _, st := range res.Stages {
+		if st.Count == 0 || st.P99 < st.P50 {
+			t.Fatalf("stage %+v", st)
+		}
+	}
 }

@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +98,9 @@ type WSResult struct {
 	ServerFramesPerWrite   float64       // frames the gateway's writers carried per socket write
 	ServerFlushRound       time.Duration // the mean round of the gateway's flushers (with a write delay)
 	LoadgenCPU             float64       // cores the load generator used
-	Resume                 ResumeResult
+	// Stages: where the gateway's part of the delay went, by stage.
+	Stages []StageDelay
+	Resume ResumeResult
 	// SlowDrains says, for each slow client, what its reads found once
 	// it started reading: the close, how long it took to come, and the
 	// frames in front of it.
@@ -118,12 +122,21 @@ slow clients read  %s
 server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
 server cpu         %.2f cores, %.0f goroutines, %.2f frames per write, flush round %s
 loadgen cpu        %.2f cores
+gateway stages     %s (p50/p99 from the gateway's histograms over the window)
 resume             %d clients, %d resumed with since in the window; %d candles owed, %d missing, %d duplicated, %d still on the way; %d gap notices; errors %v`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
 		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses, strings.Join(r.SlowDrains, "; "),
-		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.ServerFlushRound.Round(10*time.Microsecond), r.LoadgenCPU,
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.ServerFlushRound.Round(10*time.Microsecond), r.LoadgenCPU, stagesString(r.Stages),
 		r.Resume.Clients, r.Resume.Resumed, r.Resume.Owed, r.Resume.Missing, r.Resume.Duplicates, r.Resume.Late, r.Resume.GapFrames, r.Resume.Errors)
+}
+
+func stagesString(ss []StageDelay) string {
+	parts := make([]string, 0, len(ss))
+	for _, s := range ss {
+		parts = append(parts, fmt.Sprintf("%s %s/%s", s.Stage, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // CheckLoopback refuses a URL whose host is not a loopback address: the
@@ -158,6 +171,11 @@ type wsClient struct {
 	// and how many bytes of frames it found in front of the close.
 	drainTook  time.Duration
 	drainBytes int64
+	// raw: read by the epoll loops (rawread_linux.go) rather than
+	// gorilla; left is what its subscription read past the last answer.
+	raw   bool
+	left  []byte
+	rawFD int
 }
 
 // DefaultResumeSymbol carries the resumers' candles: a symbol of its own,
@@ -270,7 +288,13 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 			subsBusy++
 		}
 		g.Go(func() error {
-			c, err := dial(gctx, wsURL, cfg.Token, chans, slow)
+			var c *wsClient
+			var err error
+			if slow || !rawReading {
+				c, err = dial(gctx, wsURL, cfg.Token, chans, slow)
+			} else {
+				c, err = dialRaw(gctx, wsURL, cfg.Token, chans)
+			}
 			if err != nil {
 				return fmt.Errorf("loadtest: client %d: %w", i, err)
 			}
@@ -331,8 +355,24 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	// event; slow clients read nothing until the end.
 	var wg sync.WaitGroup
 	stopRead := make(chan struct{})
+	var raw *rawReaders
+	if rawReading {
+		if raw, err = newRawReaders(runtime.GOMAXPROCS(0)); err != nil {
+			return res, err
+		}
+		defer raw.close()
+		for _, c := range clients {
+			if c.raw {
+				if err := raw.add(c, c.left); err != nil {
+					return res, err
+				}
+				c.left = nil
+			}
+		}
+		raw.start()
+	}
 	for _, c := range clients {
-		if c.slow {
+		if c.slow || c.raw {
 			continue
 		}
 		wg.Add(1)
@@ -461,8 +501,11 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	for _, r := range resumers {
 		r.check(stored, &res.Resume)
 	}
+	if raw != nil {
+		raw.stopAndWait()
+	}
 	for _, c := range clients {
-		if !c.slow {
+		if !c.slow && !c.raw {
 			_ = c.conn.SetReadDeadline(time.Now())
 		}
 	}
@@ -487,6 +530,7 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
 	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
 	res.LoadgenCPU = (cpu1 - cpu0) / secs
+	res.Stages = stageDelays(mStart, mEnd)
 
 	// The measured events are those published inside the window.
 	ws, we := windowStart.Load(), windowEnd.Load()
@@ -568,6 +612,22 @@ func dial(ctx context.Context, wsURL, token string, chans []string, slow bool) (
 // dialSince subscribes the last of chans with since, when given.
 func dialSince(ctx context.Context, wsURL, token string, chans []string, since *uint64) (*wsClient, error) {
 	return dialWith(ctx, wsURL, token, chans, false, since)
+}
+
+// dialRaw connects a client that the epoll loops will read: gorilla
+// does the handshake, the subscriptions go over the bare socket.
+func dialRaw(ctx context.Context, wsURL, token string, chans []string) (*wsClient, error) {
+	c, err := dialWith(ctx, wsURL, token, nil, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	left, err := subscribeRaw(ctx, c, chans)
+	if err != nil {
+		_ = c.conn.Close()
+		return nil, err
+	}
+	c.raw, c.left = true, left
+	return c, nil
 }
 
 func dialWith(ctx context.Context, wsURL, token string, chans []string, slow bool, since *uint64) (*wsClient, error) {
@@ -707,7 +767,8 @@ func closeName(err error) string {
 }
 
 // scrape reads the gateway's metrics in the text format, unlabelled
-// series only (what the scenario needs).
+// series only (what the scenario needs) and the stage delay buckets, keyed
+// by their whole series name with labels.
 func scrape(ctx context.Context, u string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -730,10 +791,13 @@ func scrape(ctx context.Context, u string) (map[string]float64, error) {
 	out := map[string]float64{}
 	for line := range bytes.Lines(b) {
 		line = bytes.TrimSpace(line)
-		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 {
+		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 && !bytes.HasPrefix(line, []byte(stageBucket)) {
 			continue
 		}
 		name, val, ok := bytes.Cut(line, []byte(" "))
+		if i := bytes.LastIndexByte(line, ' '); bytes.HasPrefix(line, []byte(stageBucket)) && i > 0 {
+			name, val, ok = line[:i], line[i+1:], true
+		}
 		if !ok {
 			continue
 		}
@@ -742,4 +806,73 @@ func scrape(ctx context.Context, u string) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+const stageBucket = "cryptostream_gateway_ws_stage_seconds_bucket{"
+
+// StageDelay is one stage's delay quantiles over the window, from the
+// gateway's histogram (interpolated within its buckets).
+type StageDelay struct {
+	Stage    string
+	Count    float64
+	P50, P99 time.Duration
+}
+
+// gatewayStages are the stages of cryptostream_gateway_ws_stage_seconds in
+// the order an event goes through them.
+var gatewayStages = []string{"read", "inbox", "fanout", "queue", "write"}
+
+// stageDelays reads the stage histograms' growth between two scrapes.
+func stageDelays(m0, m1 map[string]float64) []StageDelay {
+	var out []StageDelay
+	for _, st := range gatewayStages {
+		prefix := stageBucket + `stage="` + st + `",le="`
+		type bucket struct{ le, n float64 }
+		var bs []bucket
+		for k, v := range m1 {
+			rest, ok := strings.CutPrefix(k, prefix)
+			if !ok {
+				continue
+			}
+			le, err := strconv.ParseFloat(strings.TrimSuffix(rest, `"}`), 64)
+			if err != nil {
+				continue
+			}
+			bs = append(bs, bucket{le, v - m0[k]})
+		}
+		if len(bs) == 0 {
+			continue
+		}
+		slices.SortFunc(bs, func(a, b bucket) int { return cmpFloat(a.le, b.le) })
+		total := bs[len(bs)-1].n // +Inf
+		q := func(p float64) time.Duration {
+			want, lo, prev := p*total, 0.0, 0.0
+			for _, b := range bs {
+				if b.n >= want {
+					if math.IsInf(b.le, 1) {
+						return time.Duration(lo * 1e9)
+					}
+					frac := 0.0
+					if b.n > prev {
+						frac = (want - prev) / (b.n - prev)
+					}
+					return time.Duration((lo + frac*(b.le-lo)) * 1e9)
+				}
+				lo, prev = b.le, b.n
+			}
+			return time.Duration(lo * 1e9)
+		}
+		out = append(out, StageDelay{Stage: st, Count: total, P50: q(0.5), P99: q(0.99)})
+	}
+	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

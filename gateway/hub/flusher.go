@@ -100,11 +100,15 @@ func (f *flusher) flush(c *client, bufs [][]byte) [][]byte {
 	if cap(c.q) > 64 {
 		c.q = nil // a burst grew it: an idle client keeps no big queue
 	}
+	oldest := c.oldest
 	c.fwriting = true
 	c.room.Broadcast()
 	c.qmu.Unlock()
 
+	start := time.Now()
+	h.m.stQueue.Observe(start.Sub(oldest).Seconds())
 	n, err := f.nb.writev(c.rc, bufs)
+	h.m.stWrite.Observe(time.Since(start).Seconds())
 	rest := advance(bufs, n)
 
 	c.qmu.Lock()

@@ -199,7 +199,17 @@ type hubMetrics struct {
 	badMsgs, conflated, writes, frames      prometheus.Counter
 	revoked                                 prometheus.Counter
 	round                                   prometheus.Histogram
+	// Where a live event's delay goes, stage by stage (stageBuckets):
+	// read, the stream's store to the channel's consumer callback; inbox,
+	// the callback to the fan-out taking it; fanout, the fan-out's walk
+	// over every subscriber; queue, the fan-out taking a client's oldest
+	// queued frame to the write that carries it (the walk up to that
+	// client and the wait for a flusher round); write, the write call.
+	stRead, stInbox, stFanout, stQueue, stWrite prometheus.Observer
 }
+
+// stageBuckets resolve a p99 around the 100 ms budget.
+var stageBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .02, .03, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10}
 
 // New builds a hub; it does no I/O.
 func New(cfg Config, d Deps) (*Hub, error) {
@@ -248,6 +258,11 @@ func New(cfg Config, d Deps) (*Hub, error) {
 			revoked: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_revoked_closes_total", Help: "Connections closed (4001) because their token was revoked: account deleted, disabled, or its password or role changed."}),
 		},
 	}
+	stage := f.NewHistogramVec(prometheus.HistogramOpts{Name: "cryptostream_gateway_ws_stage_seconds",
+		Help:    "Delay of live events by stage: read (stream store to the channel's consumer), inbox (to the fan-out), fanout (the walk over every subscriber), queue (fan-out to the write of a client's oldest queued frame), write (the socket write call).",
+		Buckets: stageBuckets}, []string{"stage"})
+	h.m.stRead, h.m.stInbox, h.m.stFanout = stage.WithLabelValues("read"), stage.WithLabelValues("inbox"), stage.WithLabelValues("fanout")
+	h.m.stQueue, h.m.stWrite = stage.WithLabelValues("queue"), stage.WithLabelValues("write")
 	for i := range h.clients {
 		h.clients[i].m = map[*client]struct{}{}
 	}

@@ -49,6 +49,9 @@ type topic struct {
 type inbound struct {
 	seq  uint64
 	data []byte
+	// stored is when the stream stored the event, recv when the consumer
+	// handed it over (unix nanoseconds, for the stage delays).
+	stored, recv int64
 }
 
 func newTopic(h *Hub, sp spec) *topic {
@@ -122,7 +125,9 @@ func (t *topic) receive(msg jetstream.Msg) {
 		return
 	}
 	t.h.m.events.Inc()
-	in := inbound{seq: meta.Sequence.Stream, data: msg.Data()}
+	// The stage delays are measured on the wall clock whatever the hub's
+	// clock: they are compared with the stream's store time.
+	in := inbound{seq: meta.Sequence.Stream, data: msg.Data(), stored: meta.Timestamp.UnixNano(), recv: time.Now().UnixNano()}
 	if !t.sp.conflate {
 		select {
 		case t.in <- in:
@@ -152,7 +157,14 @@ func (t *topic) fanout() {
 		case <-t.stop:
 			return
 		}
+		start := time.Now()
+		m := &t.h.m
+		if in.stored > 0 {
+			m.stRead.Observe(float64(in.recv-in.stored) / 1e9)
+		}
+		m.stInbox.Observe(float64(start.UnixNano()-in.recv) / 1e9)
 		t.dispatch(in, t.h.d.Now())
+		m.stFanout.Observe(time.Since(start).Seconds())
 	}
 }
 

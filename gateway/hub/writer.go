@@ -228,6 +228,7 @@ func (c *client) writer() {
 		}
 		bufs = append(bufs[:0], c.carry...)
 		c.carry = nil
+		oldest := c.oldest
 		batch, c.q = c.q, batch[:0]
 		for _, it := range batch {
 			if it.sub != nil {
@@ -267,11 +268,16 @@ func (c *client) writer() {
 				_ = c.nc.SetWriteDeadline(deadline)
 			}
 			b := bufs // WriteTo consumes its receiver
+			start := time.Now()
+			if len(batch) > 0 {
+				h.m.stQueue.Observe(start.Sub(oldest).Seconds())
+			}
 			if _, err := b.WriteTo(c.nc); err != nil {
 				c.writeFailed(err)
 				_ = c.nc.Close()
 				return
 			}
+			h.m.stWrite.Observe(time.Since(start).Seconds())
 			h.m.writes.Inc()
 			h.m.frames.Add(float64(len(bufs) - carried))
 			for i := range bufs {
