@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -182,4 +183,32 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StreamLeader waits until stream has a leader on the cluster of servers
+// and returns its server, for a test that stops it.
+func StreamLeader(t testing.TB, js jetstream.JetStream, servers []*server.Server, stream string) *server.Server {
+	t.Helper()
+	var leader string
+	WaitFor(t, time.Minute, stream+"'s leader", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+			return false
+		}
+		leader = info.Cluster.Leader
+		return true
+	})
+	for _, s := range servers {
+		if s.Name() == leader {
+			return s
+		}
+	}
+	t.Fatalf("natstest: no server named %q", leader)
+	return nil
 }

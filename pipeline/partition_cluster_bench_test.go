@@ -20,7 +20,7 @@ const clusterBenchDays = 5
 
 // BenchmarkClusterChain is the backlog throughput of the partitioned chain
 // (features then predictor) on three clustered servers with R3 streams:
-// clusterBenchDays of three pairs stored in MARKET, then 1 or 2 instances of each
+// clusterBenchDays of three pairs stored in MARKET, then 1, 2 or 4 instances of each
 // worker started, timed until PREDICTIONS holds a prediction of every
 // vector. The reference, "raw", is the same two hops without the stages
 // on a fresh cluster of its own: a durable pull consumer per hop, each
@@ -31,7 +31,7 @@ func BenchmarkClusterChain(b *testing.B) {
 	for _, c := range []struct {
 		name      string
 		instances int
-	}{{"raw", 0}, {"instances=1", 1}, {"instances=2", 2}} {
+	}{{"raw", 0}, {"instances=1", 1}, {"instances=2", 2}, {"instances=4", 4}} {
 		b.Run(c.name, func(b *testing.B) {
 			var elapsed time.Duration
 			var candles int

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -393,28 +392,8 @@ func TestClusterFailover(t *testing.T) {
 	})
 
 	// Stop the server that leads MARKET.
-	var leader string
-	natstest.WaitFor(t, time.Minute, "MARKET's leader", func() bool {
-		st, err := js.Stream(ctx, streams.StreamMarket)
-		if err != nil {
-			return false
-		}
-		info, err := st.Info(ctx)
-		if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
-			return false
-		}
-		leader = info.Cluster.Leader
-		return true
-	})
-	var lost *server.Server
-	for _, s := range servers {
-		if s.Name() == leader {
-			lost = s
-		}
-	}
-	if lost == nil {
-		t.Fatalf("no server named %q", leader)
-	}
+	lost := natstest.StreamLeader(t, js, servers, streams.StreamMarket)
+	leader := lost.Name()
 	nodeAt := time.Now()
 	lost.Shutdown()
 	lost.WaitForShutdown()

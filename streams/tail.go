@@ -29,13 +29,9 @@ func Tail(ctx context.Context, js StreamLookup, stream, subject string, n int, b
 	if n <= 0 {
 		return nil, nil
 	}
-	s, err := js.Stream(ctx, stream)
+	info, err := streamInfo(ctx, js, stream, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		return nil, fmt.Errorf("streams: tail %s: %w", subject, err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return nil, fmt.Errorf("streams: tail %s: stream info: %w", subject, err)
 	}
 	first, last := info.State.FirstSeq, info.State.LastSeq
 	if before == 0 || before > last+1 {
@@ -56,7 +52,7 @@ func Tail(ctx context.Context, js StreamLookup, stream, subject string, n int, b
 		if before > span && before-span > first {
 			start = before - span
 		}
-		msgs, err := readRange(ctx, s, subject, start, before)
+		msgs, err := readFrom(ctx, js, stream, readSpec{subject: subject, start: start, before: before})
 		if err != nil {
 			return nil, fmt.Errorf("streams: tail %s: %w", subject, err)
 		}
@@ -70,79 +66,159 @@ func Tail(ctx context.Context, js StreamLookup, stream, subject string, n int, b
 	}
 }
 
-// readRange reads subject's messages with start <= seq < before.
-func readRange(ctx context.Context, s jetstream.Stream, subject string, start, before uint64) ([]StoredMsg, error) {
-	return readFrom(ctx, s, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    start,
-	}, before, 0)
+// streamInfo is stream's info, asked again while the cluster elects the
+// stream's leader.
+func streamInfo(ctx context.Context, js StreamLookup, stream string, opts ...jetstream.StreamInfoOpt) (*jetstream.StreamInfo, error) {
+	var info *jetstream.StreamInfo
+	err := retried(ctx, func() error {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		s, err := js.Stream(cctx, stream)
+		if err != nil {
+			return err
+		}
+		info, err = s.Info(cctx, opts...)
+		return err
+	})
+	return info, err
 }
 
-// readFrom reads the messages an ordered consumer of cfg delivers, up to
-// sequence before (exclusive); more than max (0: no bound) is
-// ErrTooManyMessages.
-func readFrom(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, before uint64, max int) ([]StoredMsg, error) {
-	// The default retries a lost consumer forever, which on a dead
-	// connection blocks Fetch for good.
-	cfg.MaxResetAttempts = 3
-	c, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("ordered consumer: %w", err)
-	}
-	// The consumer starts on the first matching message at or after start;
-	// when there is none below before, the range is empty.
-	info := c.CachedInfo()
-	if info != nil && info.NumPending == 0 {
-		return nil, nil
-	}
-	var out []StoredMsg
+// callTimeout bounds one JetStream API call or the wait for one message of
+// a read: a request to a node that has just died gets no answer at all,
+// and a read blocked on it must give up and go again.
+const callTimeout = 10 * time.Second
+
+// retryFor is how long a read goes on failing before it gives up: longer
+// than a stream's leader election on a busy cluster, which a read that
+// waits through sees as "no responders" and timeouts.
+const retryFor = 2 * time.Minute
+
+// retried runs op until it succeeds, ctx ends, the server's answer is
+// final, or retryFor has passed since the first failure.
+func retried(ctx context.Context, op func() error) error {
+	var since time.Time
+	wait := 50 * time.Millisecond
 	for {
-		batch, err := c.FetchNoWait(512)
-		if err != nil {
-			return nil, fmt.Errorf("fetch: %w", err)
+		err := op()
+		if err == nil || ctx.Err() != nil || final(err) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
 		}
-		got := 0
-		msgs := batch.Messages()
+		if since.IsZero() {
+			since = time.Now()
+		} else if time.Since(since) > retryFor {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// final says an error is an answer, not the silence of a cluster that
+// elects a leader: trying again cannot change it.
+func final(err error) bool {
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, ErrTooManyMessages) ||
+		errors.Is(err, errDecode)
+}
+
+var errDecode = errors.New("message metadata")
+
+// readSpec is a forward read of one subject: from sequence start, or
+// from the first message stored at or after since when it is set, up to
+// sequence before (exclusive); more than max messages (0: no bound) is
+// ErrTooManyMessages.
+type readSpec struct {
+	subject string
+	start   uint64
+	since   *time.Time
+	before  uint64
+	max     int
+}
+
+// readFrom reads what spec asks for with an ordered consumer. A read that
+// fails part way (its consumer lost with the node that held it, the
+// stream's leader gone) goes again from after the last message it has,
+// so that a node loss costs a pause, not an error.
+func readFrom(ctx context.Context, js StreamLookup, stream string, spec readSpec) ([]StoredMsg, error) {
+	var out []StoredMsg
+	err := retried(ctx, func() error {
+		cfg := jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{spec.subject},
+			// The default retries a lost consumer forever, which on a
+			// dead connection blocks the read for good; retried goes
+			// again instead, from a new stream lookup.
+			MaxResetAttempts: 2,
+			// A read leaves its consumer behind; the server drops it
+			// soon rather than after the default five minutes.
+			InactiveThreshold: 30 * time.Second,
+		}
+		switch {
+		case len(out) > 0:
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, out[len(out)-1].Seq+1
+		case spec.since != nil:
+			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, spec.since
+		default:
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, max(spec.start, 1)
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		s, err := js.Stream(cctx, stream)
+		if err != nil {
+			return err
+		}
+		c, err := s.OrderedConsumer(cctx, cfg)
+		if err != nil {
+			return fmt.Errorf("ordered consumer: %w", err)
+		}
+		// The consumer starts on the first matching message at or after
+		// start; when there is none, the range is empty. The count is
+		// what says how many messages to wait for: a pull that answers
+		// "no messages" from a consumer just made is not the end (the
+		// FetchNoWait this read once used took it for one and returned
+		// short).
+		if info := c.CachedInfo(); info == nil || info.NumPending == 0 {
+			return nil
+		}
+		it, err := c.Messages(jetstream.PullMaxMessages(512))
+		if err != nil {
+			return fmt.Errorf("messages: %w", err)
+		}
+		defer it.Stop()
 		for {
-			// A batch on a connection that dies does not always end:
-			// ctx bounds the wait.
-			var msg jetstream.Msg
-			var ok bool
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case msg, ok = <-msgs:
+			mctx, cancel := context.WithTimeout(ctx, callTimeout)
+			msg, err := it.Next(jetstream.NextContext(mctx))
+			cancel()
+			if err != nil {
+				return fmt.Errorf("next: %w", err)
 			}
-			if !ok {
-				break
-			}
-			got++
 			md, err := msg.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("metadata: %w", err)
+				return fmt.Errorf("%w: %w", errDecode, err)
 			}
-			if md.Sequence.Stream >= before {
-				return out, nil
+			if md.Sequence.Stream >= spec.before {
+				return nil
 			}
-			if max > 0 && len(out) == max {
-				return nil, ErrTooManyMessages
+			if spec.max > 0 && len(out) == spec.max {
+				return ErrTooManyMessages
 			}
 			out = append(out, StoredMsg{Seq: md.Sequence.Stream, Data: msg.Data()})
 			if md.NumPending == 0 {
-				return out, nil
+				return nil
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("fetch: %w", err)
-		}
-		if got == 0 {
-			return out, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // Unpin releases the pinned priority group of a durable consumer, so that a
@@ -182,11 +258,10 @@ func WatchLag(ctx context.Context, c jetstream.Consumer, every time.Duration, se
 // ReadRange returns subject's messages in stream with start <= seq < before,
 // oldest first: a bounded page of history by sequence.
 func ReadRange(ctx context.Context, js StreamLookup, stream, subject string, start, before uint64) ([]StoredMsg, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
+	if before <= start {
+		return nil, nil
 	}
-	msgs, err := readRange(ctx, s, subject, start, before)
+	msgs, err := readFrom(ctx, js, stream, readSpec{subject: subject, start: start, before: before})
 	if err != nil {
 		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
 	}
@@ -204,22 +279,14 @@ var ErrTooManyMessages = errors.New("streams: more messages than the bound")
 // caller drops those after its range). More than max (0: no bound) is
 // ErrTooManyMessages.
 func ReadSince(ctx context.Context, js StreamLookup, stream, subject string, since time.Time, max int) ([]StoredMsg, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
-	}
-	info, err := s.Info(ctx)
+	info, err := streamInfo(ctx, js, stream)
 	if err != nil {
 		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
 	}
 	if info.State.Msgs == 0 {
 		return nil, nil
 	}
-	msgs, err := readFrom(ctx, s, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-	}, info.State.LastSeq+1, max)
+	msgs, err := readFrom(ctx, js, stream, readSpec{subject: subject, since: &since, before: info.State.LastSeq + 1, max: max})
 	if errors.Is(err, ErrTooManyMessages) {
 		return nil, err
 	}

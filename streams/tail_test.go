@@ -1,6 +1,7 @@
 package streams_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -126,3 +127,78 @@ func TestReadSince(t *testing.T) {
 		t.Fatalf("after the last: %v %v", got, err)
 	}
 }
+
+// A pull that a consumer just made answers with "no messages" while it
+// has messages pending (the server's no-wait answer before it has
+// counted them, which made the backtest's parity test see no live
+// predictions): the read waits for the messages the consumer's count
+// promised instead of returning short.
+func TestTailFirstPullEmpty(t *testing.T) {
+	s := natstest.Server(t)
+	_, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		if _, err := js.Publish(ctx, "t.a", fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup := emptyFirstPull{js}
+	got, err := streams.Tail(ctx, lookup, "T", "t.a", 10, 0)
+	if err != nil || len(got) != 10 {
+		t.Fatalf("tail: %d messages, %v", len(got), err)
+	}
+	got, err = streams.ReadRange(ctx, lookup, "T", "t.a", 1, 31)
+	if err != nil || len(got) != 30 {
+		t.Fatalf("range: %d messages, %v", len(got), err)
+	}
+}
+
+// emptyFirstPull is a JetStream whose ordered consumers answer their
+// first fetch with no messages.
+type emptyFirstPull struct{ jetstream.JetStream }
+
+func (e emptyFirstPull) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := e.JetStream.Stream(ctx, name)
+	return emptyFirstPullStream{s}, err
+}
+
+type emptyFirstPullStream struct{ jetstream.Stream }
+
+func (s emptyFirstPullStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.Stream.OrderedConsumer(ctx, cfg)
+	return &emptyFirstPullConsumer{Consumer: c}, err
+}
+
+type emptyFirstPullConsumer struct {
+	jetstream.Consumer
+	pulled bool
+}
+
+func (c *emptyFirstPullConsumer) FetchNoWait(n int) (jetstream.MessageBatch, error) {
+	if !c.pulled {
+		c.pulled = true
+		return emptyBatch{}, nil
+	}
+	return c.Consumer.FetchNoWait(n)
+}
+
+func (c *emptyFirstPullConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	if !c.pulled {
+		c.pulled = true
+		return emptyBatch{}, nil
+	}
+	return c.Consumer.Fetch(n, opts...)
+}
+
+type emptyBatch struct{}
+
+func (emptyBatch) Messages() <-chan jetstream.Msg {
+	ch := make(chan jetstream.Msg)
+	close(ch)
+	return ch
+}
+
+func (emptyBatch) Error() error { return jetstream.ErrNoMessages }
