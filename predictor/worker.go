@@ -135,7 +135,7 @@ func (w *Worker) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("predictor: %w", err)
 	}
-	w.stage.store = models
+	w.stage.setStore(models)
 	pdeps := pipeline.Deps{JS: w.deps.JS, Log: w.log, Registry: w.deps.Registry}
 	vcfg := pipeline.Config{Name: Stage, Stream: streams.StreamFeatures, Consumer: w.cfg.Consumer,
 		Pinned: true, PublishTimeout: w.cfg.PublishTimeout}
@@ -172,6 +172,10 @@ func (w *Worker) run(ctx context.Context) error {
 		return nil
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	// The writer stops with the watch, after the runners have drained;
+	// FlushAll then writes what it has not.
+	writerDone := make(chan struct{})
+	go func() { w.stage.WriteRegistry(wctx); close(writerDone) }()
 	g.Go(func() error { return vectors.Run(gctx) })
 	g.Go(func() error { return jobs.Run(gctx) })
 	g.Go(func() error {
@@ -185,6 +189,8 @@ func (w *Worker) run(ctx context.Context) error {
 		return nil
 	})
 	err = g.Wait()
+	stopWatch()
+	<-writerDone
 	w.stage.FlushAll(context.WithoutCancel(ctx))
 	return err
 }

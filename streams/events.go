@@ -621,6 +621,11 @@ func Encode(e Event) ([]byte, error) {
 	}
 	var b []byte
 	var err error
+	if p, ok := e.(*Prediction); ok {
+		if b, ok := appendPredictionJSON(make([]byte, 0, predictionJSONSize), p); ok {
+			return b, nil
+		}
+	}
 	switch e.(type) {
 	case *Candle, *Tick, *FeatureVector, *Prediction:
 		// The events of the pipeline's hops, the ones a candle's cost is
@@ -634,6 +639,10 @@ func Encode(e Event) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// predictionJSONSize holds a prediction of three horizons with their
+// intervals and a trace of four hops in one allocation.
+const predictionJSONSize = 2048
 
 // Decode parses and validates an event, JSON or, for the events that have
 // one, binary (EncodeBinary). Every failure is permanent.
