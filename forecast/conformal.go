@@ -78,6 +78,23 @@ func (c *Calibration) block(v float64) int {
 	return min(lo, len(c.maxes)-1)
 }
 
+// lowerBound is the first index of b (sorted) whose score is at least v:
+// slices.BinarySearch's index, with a plain comparison, since no NaN is
+// ever held (Add drops them), where cmp.Compare checks for NaN on every
+// probe.
+func lowerBound(b []float64, v float64) int {
+	lo, hi := 0, len(b)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if b[m] < v {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
 func (c *Calibration) newBlock() []float64 {
 	if k := len(c.spare); k > 0 {
 		b := c.spare[k-1][:0]
@@ -96,7 +113,7 @@ func (c *Calibration) insert(s float64) {
 		i = 0
 	}
 	b := c.blocks[i]
-	j, _ := slices.BinarySearch(b, s)
+	j := lowerBound(b, s)
 	if len(b) == cap(b) {
 		// Full: split in two, the upper half into a block of its own,
 		// rather than let append move the whole block to a larger array.
@@ -124,7 +141,7 @@ func (c *Calibration) insert(s float64) {
 func (c *Calibration) remove(v float64) {
 	i := c.block(v)
 	b := c.blocks[i]
-	j, _ := slices.BinarySearch(b, v)
+	j := lowerBound(b, v)
 	b = slices.Delete(b, j, j+1)
 	for k := i + 1; k < len(c.starts); k++ {
 		c.starts[k]--
