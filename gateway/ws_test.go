@@ -17,6 +17,7 @@ import (
 
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
+	"cryptostream/gateway/hub"
 	"cryptostream/natstest"
 	"cryptostream/ops/opstest"
 	"cryptostream/streams"
@@ -673,6 +674,14 @@ func TestWebsocketSilentClientClosed4003(t *testing.T) {
 // where its queue would take longer to overflow than its socket write to
 // time out, is closed with 4008 and counted (it was cut with 1006 and the
 // slow-client metric stayed 0). The healthy client beside it stays.
+// The gateway's own settings: the flushers' rounds at the default write
+// delay and the default bounds, which the other tests of this file replace
+// with writes at once and a small queue.
+func TestWebsocketResumeProductionSettings(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub = hub.Config{WriteDelay: hub.DefaultWriteDelay} })
+	resume(t, s, s)
+}
+
 func TestWebsocketSlowClientClosed4008(t *testing.T) {
 	// A queue far larger than anything published here: only the time a
 	// frame waits can call the client slow.
