@@ -32,9 +32,12 @@ func TestTailOnClusterNodeLoss(t *testing.T) {
 		if i%3 == 0 {
 			subj = "t.a"
 		}
-		if _, err := js.Publish(ctx, subj, fmt.Appendf(nil, "%d", i)); err != nil {
-			t.Fatal(err)
-		}
+		// A fresh R3 stream may not answer its first publishes while its
+		// leader settles; the msg-id keeps a retried publish stored once.
+		natstest.WaitFor(t, 2*time.Minute, "a publish stored", func() bool {
+			_, err := js.Publish(ctx, subj, fmt.Appendf(nil, "%d", i), jetstream.WithMsgID(fmt.Sprint(i)))
+			return err == nil
+		})
 	}
 	check := func(when string) {
 		t.Helper()
