@@ -22,7 +22,7 @@ import (
 
 // binanceCandles reads the whole recorded Binance BTC/USDT minute file
 // (header timestamp,open,high,low,close,volume) as BTC/USD candles.
-func binanceCandles(b *testing.B) []streams.Candle {
+func binanceCandles(b testing.TB) []streams.Candle {
 	b.Helper()
 	f, err := os.Open(datatest.Path(b, "binance_BTCUSDT_1m_2025-05_08.csv"))
 	if err != nil {
