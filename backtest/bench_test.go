@@ -184,28 +184,43 @@ func storedMarket(b *testing.B, cs []streams.Candle) jetstream.JetStream {
 }
 
 // BenchmarkReplayMarket: the whole Binance file read back from MARKET
-// with the backtest's ordered consumer, raw (read only), and through the
+// with the backtest's ordered consumer, raw (read only: the reference),
+// read and decoded (the backtest's reader alone), and through the
 // features and predictor stages and the report; same server, same run.
 func BenchmarkReplayMarket(b *testing.B) {
 	cs := binanceCandles(b)
 	js := storedMarket(b, cs)
 	start := cs[0].Start.Add(-time.Hour)
-	b.Run("raw", func(b *testing.B) {
-		cpu := cpuTime(b)
-		for b.Loop() {
-			n := 0
-			for _, err := range backtest.Market(b.Context(), js, streams.Interval1m, symbol, start) {
-				if err != nil {
-					b.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		read func() iter.Seq2[pipeline.Msg, error]
+	}{
+		{"raw", func() iter.Seq2[pipeline.Msg, error] {
+			return backtest.ReadMarketRaw(b.Context(), js, streams.CandleSubject(streams.Interval1m, symbol), start)
+		}},
+		// The backtest's reader: the same consumer, each candle decoded on
+		// a goroutine ahead of the loop.
+		{"decoded", func() iter.Seq2[pipeline.Msg, error] {
+			return backtest.Market(b.Context(), js, streams.Interval1m, symbol, start)
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cpu := cpuTime(b)
+			for b.Loop() {
+				n := 0
+				for _, err := range tc.read() {
+					if err != nil {
+						b.Fatal(err)
+					}
+					n++
 				}
-				n++
+				if n != len(cs) {
+					b.Fatalf("read %d of %d", n, len(cs))
+				}
 			}
-			if n != len(cs) {
-				b.Fatalf("read %d of %d", n, len(cs))
-			}
-		}
-		reportRate(b, len(cs), cpu)
-	})
+			reportRate(b, len(cs), cpu)
+		})
+	}
 	b.Run("backtest", func(b *testing.B) {
 		cpu := cpuTime(b)
 		for b.Loop() {

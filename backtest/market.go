@@ -28,8 +28,42 @@ func ReadStart(cfg Config) time.Time {
 // began. The stream may hold candles of the series out of start order
 // (a backfill, an import): Replay takes them in stream order, as the live
 // features worker does.
+//
+// The candles are read and decoded on a goroutine of their own, ahead of
+// the loop over what Market returns: each message comes with its candle
+// as its Value (and its Data), unless it does not decode or is invalid,
+// when it comes with its Data alone for the stage to reject as the live
+// worker does. Decoding on the goroutine that reads leaves the features
+// stage's goroutine the stage alone.
 func Market(ctx context.Context, js streams.StreamLookup, iv streams.Interval, symbol string, start time.Time) iter.Seq2[pipeline.Msg, error] {
-	return readMarket(ctx, js, streams.CandleSubject(iv, symbol), start)
+	return ahead(decodeCandles(readMarket(ctx, js, streams.CandleSubject(iv, symbol), start)))
+}
+
+// decodeCandles sets each message's Value to its candle, with
+// streams.CandleDecoder (Decode's values and errors, without its
+// allocations). The candles are held in slabs of aheadBatch, one
+// allocation per batch rather than one per candle; a message's Value
+// is never written again once yielded.
+func decodeCandles(seq iter.Seq2[pipeline.Msg, error]) iter.Seq2[pipeline.Msg, error] {
+	return func(yield func(pipeline.Msg, error) bool) {
+		var d streams.CandleDecoder
+		var slab []streams.Candle
+		for m, err := range seq {
+			if err == nil && m.Value == nil {
+				if c, derr := d.Decode(m.Data); derr == nil {
+					if len(slab) == 0 {
+						slab = make([]streams.Candle, aheadBatch)
+					}
+					slab[0] = c
+					m.Value = &slab[0]
+					slab = slab[1:]
+				}
+			}
+			if !yield(m, err) {
+				return
+			}
+		}
+	}
 }
 
 // readMarket reads the candles on filter from start to the last message
