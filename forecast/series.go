@@ -267,11 +267,15 @@ type horizon struct {
 	uSpan windowSum
 	raw   windowSum // realised variance over the last h intervals
 	// pending forecasts by origin t mod (h+1)
-	pend      []pending
-	lowers    []float64 // (h+1) * levels
-	uppers    []float64
-	cands     int
-	candVar   []float64      // (h+1) * cands
+	pend    []pending
+	lowers  []float64 // (h+1) * levels
+	uppers  []float64
+	cands   int
+	candVar []float64 // (h+1) * cands
+	// candLog holds, on a pooled horizon, the logs the pool took of the
+	// candidates before the combined one, like candVar: its score needs
+	// the same logs again h intervals later.
+	candLog   []float64
 	loss      []ewMean       // trailing selection loss per candidate
 	cal       []*Calibration // per regime bin
 	aci       [][]ACI        // per regime bin, per level
@@ -377,6 +381,9 @@ func (s *Series) reset() {
 			pend: make([]pending, h+1), lowers: make([]float64, (h+1)*nl), uppers: make([]float64, (h+1)*nl),
 			cands: len(s.names), candVar: make([]float64, (h+1)*len(s.names)), loss: make([]ewMean, len(s.names)),
 			intervals: make([]Interval, nl), pooled: k < len(cfg.Pooled) && cfg.Pooled[k]}
+		if hz.pooled {
+			hz.candLog = make([]float64, (h+1)*len(s.names))
+		}
 		for range cfg.RegimeBins {
 			hz.cal = append(hz.cal, NewCalibration(cfg.CalibrationWindow(h)))
 			var a []ACI
@@ -523,10 +530,20 @@ func (s *Series) score(hz *horizon) {
 	p.valid = false
 	ret := math.Log(s.closes.at(0) / s.closes.at(hz.h))
 	rv := hz.raw.sum
+	logged := 0 // candidates whose log the pool took
+	if hz.pooled {
+		logged = hz.cands - 2
+	}
 	for c := range hz.cands {
 		f := hz.candVar[slot*hz.cands+c]
 		if f > 0 {
-			hz.loss[c].add(rv/f + math.Log(f))
+			var lf float64
+			if c < logged {
+				lf = hz.candLog[slot*hz.cands+c]
+			} else {
+				lf = math.Log(f)
+			}
+			hz.loss[c].add(rv/f + lf)
 		}
 	}
 	nl := len(s.cfg.Levels)
@@ -554,11 +571,13 @@ func (s *Series) score(hz *horizon) {
 func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 	dayMean := s.dayU.mean(&s.u)
 	s.floor = 1e-3 * dayMean
+	// The day's and the hour's regressors are every recent window's.
+	logDay, logHour := math.Log(dayMean+s.floor), math.Log(s.hourU.mean(&s.u)+s.floor)
 	for i := range s.recU {
 		x := &s.x[i]
 		x[0] = 1
-		x[1] = math.Log(dayMean + s.floor)
-		x[2] = math.Log(s.hourU.mean(&s.u) + s.floor)
+		x[1] = logDay
+		x[2] = logHour
 		x[3] = math.Log(s.recU[i].mean(&s.u) + s.floor)
 	}
 	ready := s.t >= s.cfg.Warmup
@@ -603,8 +622,10 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		cv[c+1] = 0
 		if hz.pooled {
 			var lg float64
-			for _, v := range cv[:c] {
-				lg += math.Log(v)
+			logs := hz.candLog[slot*hz.cands : slot*hz.cands+c]
+			for i, v := range cv[:c] {
+				logs[i] = math.Log(v)
+				lg += logs[i]
 			}
 			if v := math.Exp(lg / float64(c)); v > 0 && !math.IsInf(v, 0) {
 				cv[c+1], sel = v, c+1
