@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 
 	"cryptostream/gateway"
 	"cryptostream/gateway/auth"
+	"cryptostream/gateway/hub"
 	"cryptostream/natstest"
 	"cryptostream/ops/opstest"
 	"cryptostream/streams"
@@ -684,6 +687,117 @@ func TestWebsocketSilentClientClosed4003(t *testing.T) {
 	}
 	if code := c.closeCode(); code != 4003 {
 		t.Fatalf("a silent client was closed with %d, want 4003", code)
+	}
+}
+
+// The resume on the gateway's own settings (the flushers' rounds at
+// DefaultWriteDelay, the default queue and bounds), which every other test
+// here replaces with writes at once and a small queue: a client resumes a
+// backlog many times its queue while candles keep coming on that channel
+// and on another it follows live, three times over (unsubscribing and
+// resuming from the same seq). It gets every candle once, in order, on
+// both, and is not closed. A backlog that filled the queue to the brim
+// closed it with 4008: a ~300-candle resume failed 1 run of 3, one resume
+// of 5,000 beside a live channel 2 of 3.
+func TestWebsocketResumeProductionSettings(t *testing.T) {
+	const missed, during, rounds = 5000, 1000, 3
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub = hub.Config{WriteDelay: hub.DefaultWriteDelay} })
+	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD", "ETH/USD")
+	const btc, eth = "candles:BTC-USD:1m", "candles:ETH-USD:1m"
+	seen := publish(t, s, candle(0))
+	var btcSeqs []uint64 // every BTC candle after seen
+	for i := 1; i <= missed; i++ {
+		btcSeqs = append(btcSeqs, publish(t, s, candle(i)))
+	}
+	c, _, err := s.dialWS(tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"op": "subscribe", "channel": eth})
+	c.expect("subscribed", eth)
+	// The client reads all along, as a healthy one does.
+	frames := make(chan wsFrame, 1024)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+			var f wsFrame
+			if err := c.conn.ReadJSON(&f); err != nil {
+				readErr <- err
+				return
+			}
+			frames <- f
+		}
+	}()
+	next := func(what string) wsFrame {
+		t.Helper()
+		select {
+		case f := <-frames:
+			return f
+		case err := <-readErr:
+			t.Fatalf("%s: %v", what, err)
+		}
+		panic("unreachable")
+	}
+	candleN := missed + 1
+	for round := range rounds {
+		// Published from here on: BTC candles the resume must carry
+		// after its backlog, ETH ones live.
+		type published struct{ btc, eth []uint64 }
+		done := make(chan published, 1)
+		go func() {
+			var p published
+			defer func() { done <- p }()
+			for i := range during {
+				ack, err := streams.Publish(context.Background(), s.js, candle(candleN+i))
+				if err != nil {
+					return
+				}
+				p.btc = append(p.btc, ack.Sequence)
+				e := candle(candleN + i)
+				e.Symbol = "ETH/USD"
+				if ack, err = streams.Publish(context.Background(), s.js, e); err != nil {
+					return
+				}
+				p.eth = append(p.eth, ack.Sequence)
+			}
+		}()
+		c.send(map[string]any{"op": "subscribe", "channel": btc, "since": seen})
+		var gotBTC, gotETH []uint64
+		for len(gotBTC) < len(btcSeqs)+during || len(gotETH) < during {
+			f := next(fmt.Sprintf("round %d, after %d BTC and %d ETH events", round, len(gotBTC), len(gotETH)))
+			switch {
+			case f.Type == "event" && f.Channel == btc:
+				gotBTC = append(gotBTC, f.Seq)
+			case f.Type == "event" && f.Channel == eth:
+				gotETH = append(gotETH, f.Seq)
+			case f.Type == "subscribed" && f.Channel == btc:
+			default:
+				t.Fatalf("round %d: unexpected frame %+v", round, f)
+			}
+		}
+		p := <-done
+		if len(p.btc) != during || len(p.eth) != during {
+			t.Fatalf("publisher failed after %d BTC and %d ETH candles", len(p.btc), len(p.eth))
+		}
+		candleN += during
+		btcSeqs = append(btcSeqs, p.btc...)
+		if !slices.Equal(gotBTC, btcSeqs) {
+			for i := range min(len(gotBTC), len(btcSeqs)) {
+				if gotBTC[i] != btcSeqs[i] {
+					t.Fatalf("round %d: BTC event %d has seq %d, want %d", round, i, gotBTC[i], btcSeqs[i])
+				}
+			}
+			t.Fatalf("round %d: %d BTC events, want %d", round, len(gotBTC), len(btcSeqs))
+		}
+		if !slices.Equal(gotETH, p.eth) {
+			t.Fatalf("round %d: ETH events %v..., want the %d published", round, gotETH[:min(5, len(gotETH))], len(p.eth))
+		}
+		c.send(map[string]any{"op": "unsubscribe", "channel": btc})
+		if f := next("unsubscribe"); f.Type != "unsubscribed" {
+			t.Fatalf("got %+v, want unsubscribed", f)
+		}
 	}
 }
 

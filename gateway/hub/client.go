@@ -129,7 +129,7 @@ func (c *client) send(v any) bool {
 	if err != nil {
 		return false
 	}
-	return c.sendWait(textFrame(b)) == nil
+	return c.sendWait(textFrame(b), c.h.cfg.QueueSize) == nil
 }
 
 func (c *client) sendError(code, channel, msg string) {
@@ -378,7 +378,7 @@ func (c *client) flushPending(cs *clientSub) {
 			if ev.seq <= last {
 				continue
 			}
-			if c.sendWait(ev.frame) != nil {
+			if c.sendWait(ev.frame, c.catchUpRoom()) != nil {
 				return
 			}
 			last = ev.seq
@@ -394,7 +394,7 @@ func (c *client) setLast(cs *clientSub, seq uint64) {
 }
 
 func (c *client) sendEvent(channel string, seq uint64, snapshot bool, data []byte) error {
-	return c.sendWait(wsFrame(opText, appendEvent(make([]byte, maxHeader, maxHeader+len(data)+len(channel)+64), channel, seq, snapshot, data)))
+	return c.sendWait(wsFrame(opText, appendEvent(make([]byte, maxHeader, maxHeader+len(data)+len(channel)+64), channel, seq, snapshot, data)), c.catchUpRoom())
 }
 
 func (c *client) snapshot(cs *clientSub, upTo uint64) error {

@@ -168,3 +168,63 @@ func TestWriteDelayCoalesces(t *testing.T) {
 		})
 	}
 }
+
+// A catch-up (here the live events held during a resume's backlog) leaves
+// room for live frames: one of the client's other channels while it waits
+// for the socket, and the first live event after the seam. It used to fill
+// the queue to the brim, so that either closed a healthy client with 4008
+// (seen as a resume of ~300 candles closed on the gateway's defaults).
+func TestCatchUpLeavesRoomForLive(t *testing.T) {
+	for _, withOther := range []bool{true, false} {
+		name := "seam"
+		if withOther {
+			name = "another channel meanwhile"
+		}
+		t.Run(name, func(t *testing.T) { synctest.Test(t, func(t *testing.T) { catchUpLeavesRoom(t, withOther) }) })
+	}
+}
+
+func catchUpLeavesRoom(t *testing.T, withOther bool) {
+	// 100 pending events go out in batches of what the queue takes: the
+	// last batch fills it as far as a catch-up may.
+	c := testClient(t, Config{QueueSize: 20})
+	srv, cli := net.Pipe() // a slow close sets a write deadline
+	defer cli.Close()
+	c.nc = srv
+	resuming := &clientSub{c: c}
+	other := &clientSub{c: c, ready: true}
+	now := time.Now()
+	for seq := uint64(1); seq <= 100; seq++ {
+		c.deliver(resuming, liveEvent(seq), now)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.flushPending(resuming)
+	}()
+	var otherSeq uint64
+	for {
+		// The flush waits for room (or is done): nothing drains the
+		// queue until the other channel's live frame was offered.
+		synctest.Wait()
+		if withOther {
+			otherSeq++
+			if !c.deliver(other, liveEvent(otherSeq), now) || c.closing {
+				t.Fatalf("a live event of another channel during the catch-up closed the client (%d %q) with %d queued", c.closeCode, c.closeReason, len(c.q))
+			}
+		}
+		select {
+		case <-done:
+		default:
+			c.drain()
+			continue
+		}
+		break
+	}
+	if !resuming.ready {
+		t.Fatal("the resuming subscription is not live")
+	}
+	if !c.deliver(resuming, liveEvent(101), now) || c.closing {
+		t.Fatalf("the first live event after the seam closed the client (%d %q) with %d queued", c.closeCode, c.closeReason, len(c.q))
+	}
+}

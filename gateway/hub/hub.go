@@ -14,7 +14,7 @@
 //
 //	{"type":"subscribed","channel":"...","seq":<last sequence before live>}
 //	{"type":"event","channel":"...","seq":<stream sequence>,"snapshot":<bool>,"data":<the event as stored>}
-//	{"type":"gap","channel":"...","from":<seq>,"to":<seq>}   a resume could not be served in full
+//	{"type":"gap","channel":"...","from":<seq>,"to":<seq>}   a resume could not be served in full (the stream no longer holds it, or more than MaxBacklog): fetch it over REST
 //	{"type":"unsubscribed","channel":"..."} / {"type":"error","code":"...","message":"..."}
 //
 // The token is given at upgrade as the subprotocol pair "bearer, <token>"
@@ -25,7 +25,9 @@
 // conflates: a client that is behind gets the newest tick rather than every
 // one, so its live seq may skip; a resume with since still replays every
 // stored tick up to the seam. Other channels never skip: a client too far
-// behind on them is closed with 4008.
+// behind on them is closed with 4008. A snapshot or backlog is queued only
+// while the client's queue is at most half full (catchUpRoom): a resume is
+// paced by the client's reading and leaves the other half to live frames.
 //
 // Subscribing to an asset that is not tracked, or to an interval the system
 // does not run, is refused with an error frame (code not_tracked).

@@ -135,12 +135,13 @@ func (c *client) wakeWriterLocked() {
 }
 
 // sendWait queues one of this client's own frames (replies, snapshots,
-// backlog) in order with its live frames, waiting for room rather than
-// overflowing: a resume of thousands of events is paced by the socket.
-func (c *client) sendWait(b []byte) error {
+// backlog) in order with its live frames, waiting until fewer than room
+// frames are queued rather than overflowing: a resume of thousands of
+// events is paced by the socket.
+func (c *client) sendWait(b []byte, room int) error {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	for !c.closing && len(c.q) >= c.h.cfg.QueueSize {
+	for !c.closing && len(c.q) >= room {
 		c.room.Wait()
 	}
 	if c.closing {
@@ -149,6 +150,16 @@ func (c *client) sendWait(b []byte) error {
 	c.pushLocked(qitem{b: b}, c.h.d.Now())
 	return nil
 }
+
+// catchUpRoom is how full a snapshot, a backlog or the live events held
+// during one may fill the queue: half of it. Live frames are never waited
+// for (the fan-out must not block), so a full queue closes the client with
+// 4008; a catch-up that filled the queue to the brim, as it did, closed a
+// healthy client whenever a live frame came before the next write took the
+// queue: one of its other channels during a resume, or the first live event
+// after the seam. The half left is the room live frames have between two
+// writes, as on a client with no catch-up.
+func (c *client) catchUpRoom() int { return max(1, c.h.cfg.QueueSize/2) }
 
 // ping runs on the pinger timer: it queues a ping and rearms the timer.
 func (c *client) ping() {
