@@ -55,6 +55,11 @@ type Config struct {
 	// roots); TLSCert and TLSKey are the client's certificate for servers
 	// that verify clients. Any of them turns TLS on.
 	TLSCA, TLSCert, TLSKey string
+	// ListenTLSCert and ListenTLSKey put the embedded server's client
+	// listener (Listen) on TLS only; ListenTLSCA, when set, makes it
+	// verify every client's certificate against that CA (mutual TLS).
+	// The process's own connection is in process and takes no TLS.
+	ListenTLSCert, ListenTLSKey, ListenTLSCA string
 	// DataKeyFile holds the key that encrypts the embedded server's
 	// JetStream store at rest; empty stores in clear. A store written
 	// with a key opens only with that key (see openStoreCheck).
@@ -156,6 +161,9 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 	if cfg.URL == "" && (cfg.TLSCA != "" || cfg.TLSCert != "" || cfg.TLSKey != "") {
 		return nil, errors.New("bus: --nats-tls-ca, --nats-tls-cert and --nats-tls-key secure the connection to --nats-url; the embedded server is reached in process")
 	}
+	if cfg.URL != "" && (cfg.ListenTLSCert != "" || cfg.ListenTLSKey != "" || cfg.ListenTLSCA != "") {
+		return nil, errors.New("bus: --nats-listen-tls-* secure the embedded server's listener; with --nats-url there is none")
+	}
 	if cfg.URL != "" && cfg.DataKeyFile != "" {
 		return nil, errors.New("bus: --data-key-file encrypts the embedded server's store; an external cluster encrypts its own (jetstream { cipher, key } in each server's config, see docs/operations.md)")
 	}
@@ -240,6 +248,10 @@ func Dial(cfg Config, log *slog.Logger) (*Bus, error) {
 			b.shutdownServer()
 			return nil, fmt.Errorf("bus: publish url: %w", err)
 		}
+		if err := publishListenCert(cfg); err != nil {
+			b.shutdownServer()
+			return nil, err
+		}
 		b.target = "embedded"
 		log.Info("embedded nats started", "store_dir", s.StoreDir(), "encrypted", cfg.DataKeyFile != "", "url", s.ClientURL(), "nkey_file", keyFile,
 			"nats_cli", CLIHint(s.ClientURL(), keyFile))
@@ -289,8 +301,18 @@ func (b *Bus) attach(cfg Config, lockErr error, log *slog.Logger) (*Bus, error) 
 	if err != nil {
 		return nil, err
 	}
+	if strings.HasPrefix(cfg.URL, "tls://") {
+		tc, err := pinnedListenTLS(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("%w; its NATS listener takes TLS: %w", lockErr, err)
+		}
+		auth = append(auth, nats.Secure(tc))
+	}
 	nc, err := nats.Connect(cfg.URL, append(auth, nats.Name(cfg.Name))...)
 	if err != nil {
+		if strings.HasPrefix(cfg.URL, "tls://") {
+			return nil, fmt.Errorf("bus: reach the running process at %s: %w (a listener that verifies client certificates takes a tool only through --nats-url with --nats-tls-ca, --nats-tls-cert and --nats-tls-key)", cfg.URL, err)
+		}
 		return nil, fmt.Errorf("bus: reach the running process at %s: %w", cfg.URL, err)
 	}
 	js, err := jetstream.New(nc)
@@ -541,6 +563,15 @@ func embeddedOptions(cfg Config, pub string) (*server.Options, error) {
 			return nil, fmt.Errorf("bus: --nats-listen port %q: %w", portStr, err)
 		}
 		opts.Host, opts.Port = host, port
+	}
+	if cfg.ListenTLSCert != "" || cfg.ListenTLSKey != "" || cfg.ListenTLSCA != "" {
+		tc, err := listenTLS(cfg.ListenTLSCert, cfg.ListenTLSKey, cfg.ListenTLSCA)
+		if err != nil {
+			return nil, err
+		}
+		// TLS only: a plain client is refused at its INFO. The in-process
+		// connection is exempt (the server offers it TLS, not requires it).
+		opts.TLS, opts.TLSVerify, opts.TLSConfig = true, cfg.ListenTLSCA != "", tc
 	}
 	if len(opts.Nkeys) == 0 && !loopback(opts.Host) {
 		return nil, fmt.Errorf("bus: --nats-listen %s is not loopback: refusing to listen without credentials", cfg.Listen)

@@ -1,10 +1,12 @@
 package bus
 
 import (
+	"bufio"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
 	"cryptostream/streams"
@@ -226,5 +229,130 @@ func TestClientTLSFileErrors(t *testing.T) {
 	}
 	if _, err := Dial(Config{DataDir: t.TempDir(), TLSCA: ca}, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("TLS files for the in-process embedded server were accepted")
+	}
+}
+
+// Issue 16: the embedded server's listener (--nats-listen) takes clients
+// from outside over TLS only, with the certificate nats-auth issues for
+// the servers, and with a CA (mutual TLS) only clients that present a
+// certificate of it. The process's own connection is in process and needs
+// none; a tool on the same data dir attaches by the certificate the
+// process published, unless the listener wants a client certificate.
+func TestEmbeddedListenerTakesTLS(t *testing.T) {
+	issued := t.TempDir()
+	if err := WriteTLS(issued, []string{"nats-1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(issued, "tls", TLSCAFile)
+	for _, mutual := range []bool{false, true} {
+		t.Run(fmt.Sprint("mutual=", mutual), func(t *testing.T) {
+			data := t.TempDir()
+			cfg := Config{DataDir: data, Replicas: 1, Name: "test",
+				ListenTLSCert: filepath.Join(issued, "server", TLSCertFile), ListenTLSKey: filepath.Join(issued, "server", TLSKeyFile)}
+			if mutual {
+				cfg.ListenTLSCA = ca
+			}
+			b, err := Open(t.Context(), cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(b.Close)
+			if _, err := b.JS.AccountInfo(t.Context()); err != nil {
+				t.Fatalf("the process's own connection: %v", err)
+			}
+			u := b.ClientURL()
+			if !strings.HasPrefix(u, "tls://") {
+				t.Fatalf("ClientURL %s: want tls://", u)
+			}
+			nkey, err := nats.NkeyOptionFromSeed(filepath.Join(data, KeyFileName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			connect := func(tc Config) error {
+				opts, err := ClientAuth(tc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc, err := nats.Connect(u, append(opts, nkey, nats.MaxReconnects(0))...)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				js, err := jetstream.New(nc)
+				if err != nil {
+					return err
+				}
+				if _, err := js.AccountInfo(t.Context()); err != nil {
+					return err
+				}
+				return nil
+			}
+
+			// A plain client is told TLS is required and is cut off when
+			// it goes on in clear.
+			plainRefused(t, strings.TrimPrefix(u, "tls://"))
+
+			client := Config{TLSCA: ca}
+			if mutual {
+				if err := connect(client); err == nil {
+					t.Error("a client with no certificate connected to a listener that verifies clients")
+				}
+				client.TLSCert, client.TLSKey = filepath.Join(issued, RoleGateway, TLSCertFile), filepath.Join(issued, RoleGateway, TLSKeyFile)
+			}
+			if err := connect(client); err != nil {
+				t.Fatalf("a client with the CA%s: %v", map[bool]string{true: " and a certificate of it"}[mutual], err)
+			}
+
+			// A tool on the data dir the process holds.
+			tool, err := Dial(Config{DataDir: data, Replicas: 1, Name: "tool", Attach: true}, slog.New(slog.DiscardHandler))
+			if mutual {
+				if err == nil {
+					tool.NC.Close()
+					t.Fatal("a tool attached with no client certificate to a listener that verifies clients")
+				}
+				if !strings.Contains(err.Error(), "--nats-tls-cert") {
+					t.Errorf("attach refused with %v: want the way to reach it", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("attach over TLS: %v", err)
+			}
+			defer tool.NC.Close()
+			if _, err := tool.JS.AccountInfo(t.Context()); err != nil {
+				t.Fatalf("attached tool: %v", err)
+			}
+		})
+	}
+}
+
+// plainRefused dials addr in clear: the server's INFO must require TLS, and
+// a CONNECT and PING sent in clear must get no PONG.
+func plainRefused(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	info, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("INFO: %v", err)
+	}
+	if !strings.Contains(info, `"tls_required":true`) {
+		t.Errorf("the listener does not require TLS: %s", info)
+	}
+	if _, err := c.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err != nil {
+		return // cut off already
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return // closed: refused
+		}
+		if strings.HasPrefix(line, "PONG") {
+			t.Fatal("a plain client was answered")
+		}
 	}
 }

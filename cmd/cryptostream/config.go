@@ -170,6 +170,9 @@ type commonConfig struct {
 	NATSURL string
 	// NATSListen exposes the embedded server on host:port.
 	NATSListen string
+	// NATSListenTLSCert, NATSListenTLSKey and NATSListenTLSCA put that
+	// listener on TLS (see bus.Config).
+	NATSListenTLSCert, NATSListenTLSKey, NATSListenTLSCA string
 	// Replicas of every stream and bucket; applying the topology never
 	// lowers what a stream already has (see streams.Ensure).
 	Replicas int
@@ -209,6 +212,9 @@ type commonConfig struct {
 func (c *commonConfig) register(fs *flagSet, defaultHTTPAddr, serves string) {
 	fs.stringVar(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server or cluster URL(s), comma-separated; empty runs an embedded server where the role allows it")
 	fs.stringVar(&c.NATSListen, "nats-listen", "NATS_LISTEN", "", "host:port of the embedded NATS, for the nats CLI (empty: a random loopback port, published in <data-dir>/nats.url); every client needs the credential (--nats-nkey)")
+	fs.stringVar(&c.NATSListenTLSCert, "nats-listen-tls-cert", "NATS_LISTEN_TLS_CERT", "", "certificate (PEM) of the embedded NATS's listener: clients from outside (nats CLI, nats bench, other roles) then connect over tls:// only (nats-auth --tls-hosts writes one under server/)")
+	fs.stringVar(&c.NATSListenTLSKey, "nats-listen-tls-key", "NATS_LISTEN_TLS_KEY", "", "key (PEM, mode 0600) of --nats-listen-tls-cert")
+	fs.stringVar(&c.NATSListenTLSCA, "nats-listen-tls-ca", "NATS_LISTEN_TLS_CA", "", "CA (PEM) that every client of the embedded NATS's listener must present a certificate of (mutual TLS); empty: clients present none")
 	fs.intVar(&c.Replicas, "replicas", "NATS_REPLICAS", 1, "replicas of every stream and bucket (3 on a cluster); a stream that already has more keeps them")
 	fs.stringVar(&c.NKeyFile, "nats-nkey", "NATS_NKEY_FILE", "", "NKey user seed file: the key an embedded server admits (empty: generated once into <data-dir>/nats.nkey, 0600) or the key presented to --nats-url")
 	fs.stringVar(&c.CredsFile, "nats-creds", "NATS_CREDS_FILE", "", "JWT credentials file presented to --nats-url (a URL may carry user:password instead)")
@@ -283,6 +289,12 @@ func (c *commonConfig) validate() error {
 	if _, err := parseBytes(c.NATSMaxStore); err != nil {
 		return fmt.Errorf("--nats-max-store: %w", err)
 	}
+	if (c.NATSListenTLSCert != "" || c.NATSListenTLSKey != "" || c.NATSListenTLSCA != "") && c.NATSURL != "" {
+		return errors.New("--nats-listen-tls-cert, --nats-listen-tls-key and --nats-listen-tls-ca secure the embedded server's listener; with --nats-url there is none")
+	}
+	if (c.NATSListenTLSCert == "") != (c.NATSListenTLSKey == "") || (c.NATSListenTLSCA != "" && c.NATSListenTLSCert == "") {
+		return errors.New("--nats-listen-tls-cert and --nats-listen-tls-key go together, and --nats-listen-tls-ca needs them")
+	}
 	if c.NATSListen != "" && c.NATSURL != "" {
 		return errors.New("--nats-listen exposes the embedded server and makes no sense with --nats-url")
 	}
@@ -298,7 +310,8 @@ func (c *commonConfig) busConfig(name string) bus.Config {
 	maxStore, _ := parseBytes(c.NATSMaxStore) // validated before
 	return bus.Config{URL: c.NATSURL, DataDir: c.DataDir, Listen: c.NATSListen, Replicas: c.Replicas, Name: name,
 		NKeyFile: c.NKeyFile, CredsFile: c.CredsFile, User: c.NATSUser, Password: c.NATSPassword, MaxStore: maxStore,
-		Role: c.NATSRole, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey, DataKeyFile: c.DataKeyFile}
+		Role: c.NATSRole, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey, DataKeyFile: c.DataKeyFile,
+		ListenTLSCert: c.NATSListenTLSCert, ListenTLSKey: c.NATSListenTLSKey, ListenTLSCA: c.NATSListenTLSCA}
 }
 
 // parseBytes reads a size such as 512M or 20G (powers of 1024); empty is 0.
@@ -345,6 +358,8 @@ func (c commonConfig) LogValue() slog.Value {
 		slog.Bool("nats_password_set", c.NATSPassword != ""),
 		slog.String("nats_role", c.NATSRole),
 		slog.String("nats_listen", c.NATSListen),
+		slog.Bool("nats_listen_tls", c.NATSListenTLSCert != ""),
+		slog.Bool("nats_listen_mtls", c.NATSListenTLSCA != ""),
 		slog.Int("replicas", c.Replicas),
 		slog.String("nats_nkey", c.NKeyFile),
 		slog.String("nats_creds", c.CredsFile),

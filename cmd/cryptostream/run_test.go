@@ -194,16 +194,19 @@ func TestRunConfig(t *testing.T) {
 		}
 	})
 	for name, args := range map[string][]string{
-		"bad log format":    {"--log-format", "xml"},
-		"bad log level":     {"--log-level", "loud"},
-		"listen with url":   {"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:1"},
-		"replicas":          {"--replicas", "0"},
-		"stray argument":    {"extra"},
-		"unknown flag":      {"--nope"},
-		"timeout negative":  {"--shutdown-timeout", "-1s"},
-		"tls embedded":      {"--nats-tls-ca", "ca.pem"},
-		"tls cert no key":   {"--nats-url", "nats://x:4222", "--nats-tls-cert", "c.pem"},
-		"data key with url": {"--nats-url", "nats://x:4222", "--data-key-file", "k"},
+		"bad log format":      {"--log-format", "xml"},
+		"bad log level":       {"--log-level", "loud"},
+		"listen with url":     {"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:1"},
+		"replicas":            {"--replicas", "0"},
+		"stray argument":      {"extra"},
+		"unknown flag":        {"--nope"},
+		"timeout negative":    {"--shutdown-timeout", "-1s"},
+		"tls embedded":        {"--nats-tls-ca", "ca.pem"},
+		"tls cert no key":     {"--nats-url", "nats://x:4222", "--nats-tls-cert", "c.pem"},
+		"data key with url":   {"--nats-url", "nats://x:4222", "--data-key-file", "k"},
+		"listen tls with url": {"--nats-url", "nats://x:4222", "--nats-listen-tls-cert", "c.pem", "--nats-listen-tls-key", "k.pem"},
+		"listen tls no key":   {"--nats-listen-tls-cert", "c.pem"},
+		"listen tls ca alone": {"--nats-listen-tls-ca", "ca.pem"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := parseRunConfig(args, testEnv(nil)); err == nil {
