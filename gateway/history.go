@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-
 	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
