@@ -81,8 +81,20 @@ type ruleView struct {
 	Webhook    *webhookView       `json:"webhook,omitempty"`
 	Disabled   bool               `json:"disabled"`
 	FiredAt    *time.Time         `json:"fired_at,omitempty"`
-	CreatedAt  time.Time          `json:"created_at"`
-	UpdatedAt  time.Time          `json:"updated_at"`
+	// LastFiredAt is the trigger time of the rule's newest alert in
+	// ALERTS, whatever its trigger mode.
+	LastFiredAt *time.Time `json:"last_fired_at,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+// viewRule is viewRule with when the rule last fired.
+func (g *Gateway) viewRule(r notifier.Rule) ruleView {
+	v := viewRule(r)
+	if t, ok := g.fired.LastFired(r.ID); ok {
+		v.LastFiredAt = &t
+	}
+	return v
 }
 
 func viewRule(r notifier.Rule) ruleView {
@@ -287,7 +299,7 @@ func (g *Gateway) listRules(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]ruleView, len(rules))
 	for i, rule := range rules {
-		out[i] = viewRule(rule)
+		out[i] = g.viewRule(rule)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rules": out})
 }
@@ -310,7 +322,7 @@ func (g *Gateway) createRule(w http.ResponseWriter, r *http.Request) {
 	}
 	g.audit(ctx, "alert.rule.create", u.Username, rule.ID, "ok", remoteIP(r), string(rule.Kind))
 	w.Header().Set("Location", "/alerts/rules/"+rule.ID)
-	writeJSON(w, http.StatusCreated, viewRule(rule))
+	writeJSON(w, http.StatusCreated, g.viewRule(rule))
 }
 
 func (g *Gateway) getRule(w http.ResponseWriter, r *http.Request) {
@@ -324,7 +336,7 @@ func (g *Gateway) getRule(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewRule(rule))
+	writeJSON(w, http.StatusOK, g.viewRule(rule))
 }
 
 func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request) {
@@ -361,7 +373,7 @@ func (g *Gateway) putRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.audit(ctx, "alert.rule.update", u.Username, id, "ok", remoteIP(r), string(rule.Kind))
-	writeJSON(w, http.StatusOK, viewRule(rule))
+	writeJSON(w, http.StatusOK, g.viewRule(rule))
 }
 
 func (g *Gateway) deleteRule(w http.ResponseWriter, r *http.Request) {

@@ -188,7 +188,8 @@ func (g *Gateway) addAsset(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	if _, err := g.d.Assets.Create(ctx, streams.AssetKey(sym), b); err != nil {
+	rev, err := g.d.Assets.Create(ctx, streams.AssetKey(sym), b)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			g.fail(w, r, errorf(http.StatusConflict, "asset_exists", "%s is already tracked", sym))
 			return
@@ -196,6 +197,7 @@ func (g *Gateway) addAsset(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, fmt.Errorf("gateway: create asset: %w", err))
 		return
 	}
+	g.assets.wrote(streams.AssetKey(sym), rev, true)
 	g.audit(ctx, "asset.add", actor, sym, "ok", remoteIP(r), "")
 	writeJSON(w, http.StatusCreated, viewAsset(a))
 }
@@ -234,6 +236,8 @@ func (g *Gateway) deleteAsset(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, fmt.Errorf("gateway: delete asset: %w", err))
 		return
 	}
+	// The delete marker's revision is past the one deleted.
+	g.assets.wrote(streams.AssetKey(sym), rev+1, false)
 	g.audit(ctx, "asset.delete", claimsOf(r).Subject, sym, "ok", remoteIP(r), "")
 	w.WriteHeader(http.StatusNoContent)
 }

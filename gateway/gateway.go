@@ -149,6 +149,8 @@ type Gateway struct {
 	m         *metrics
 	rules     *notifier.Store
 	reaper    *ruleReaper
+	assets    *trackedAssets
+	fired     *firings
 	tokens    *tokenCache
 	jobs      *registry.Jobs
 	ids       *requestIDs
@@ -177,14 +179,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		now = time.Now
 	}
 	log := d.Log.With("worker", "gateway")
-	assets := d.Assets
-	tracked := func(ctx context.Context, sym string) (bool, error) {
-		_, err := assets.Get(ctx, streams.AssetKey(sym))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return false, nil
-		}
-		return err == nil, err
-	}
+	assets := newTrackedAssets(d.Assets, log)
 	users := auth.NewUsers(d.Users, now)
 	// A bucket that cannot be watched (a test double) is read on every
 	// check instead.
@@ -208,9 +203,10 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		tokens:    newTokenCache(d.Tokens.Verify, now, 10_000),
 		jobs:      registry.NewJobs(d.Jobs, d.Publisher, now),
 		ids:       newRequestIDs(),
+		assets:    assets,
 	}
 	// The websocket upgrade checks revocation too, not only the signature.
-	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Check: g.sessions.Check, Tracked: tracked, Metrics: d.Metrics, Log: log, Now: now})
+	h, err := hub.New(cfg.Hub, hub.Deps{Source: d.Streams, Verify: g.verifyToken, Check: g.sessions.Check, Tracked: assets.Tracked, Metrics: d.Metrics, Log: log, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -223,6 +219,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 			g.m.ruleRejects.WithLabelValues("stored_unreadable").Inc()
 			g.log.Error("stored alert rule skipped: it does not decode", "rule_id", id, "err", err)
 		}
+		g.fired = newFirings(d.Streams, log)
 		g.reaper = newRuleReaper()
 		g.sessions.OnGone(g.reaper.add)
 	}
@@ -282,19 +279,40 @@ func (g *Gateway) Shutdown() { g.hub.Shutdown() }
 // holds the whole bucket.
 func (g *Gateway) SessionsSynced() bool { return g.sessions.Synced() }
 
+// AssetsSynced reports whether the watched copy of the assets bucket that
+// answers "is this asset tracked" holds the whole bucket.
+func (g *Gateway) AssetsSynced() bool { return g.assets.Synced() }
+
+// Tracks reports whether the watched copy of the assets bucket has sym
+// tracked (false before it is synced).
+func (g *Gateway) Tracks(sym string) bool {
+	if !g.assets.Synced() {
+		return false
+	}
+	ok, _ := g.assets.Tracked(context.Background(), sym)
+	return ok
+}
+
+// AlertsIndexed reports whether the index of when each rule last fired has
+// read ALERTS up to where it stood when the gateway started.
+func (g *Gateway) AlertsIndexed() bool { return g.fired != nil && g.fired.Caught() }
+
 // Clients is the number of connected websocket clients.
 func (g *Gateway) Clients() int { return g.hub.Clients() }
 
-// Run runs the hub, the users mirror that token checks read, the deletion
-// of gone accounts' alert rules, and the writing of aggregated audit
+// Run runs the hub, the users mirror that token checks read, the watched
+// copy of the assets bucket, the deletion of gone accounts' alert rules,
+// the index of when each rule last fired, and the writing of aggregated audit
 // events, until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.hub.Run(ctx) })
 	if g.reaper != nil {
 		eg.Go(func() error { g.reapRules(ctx); return nil })
+		eg.Go(func() error { return g.fired.Run(ctx) })
 	}
 	eg.Go(func() error { return g.sessions.Run(ctx) })
+	eg.Go(func() error { return g.assets.Run(ctx) })
 	eg.Go(func() error { return g.flushRefusedEvery(ctx, g.cfg.AuditFlushEvery) })
 	return eg.Wait()
 }

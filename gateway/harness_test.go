@@ -112,11 +112,12 @@ func newStackOn(t testing.TB, js jetstream.JetStream, opts ...option) *stack {
 		Streams: js, Tokens: s.tokens, Metrics: s.reg,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	for _, o := range opts {
-		o(&cfg, &d)
-	}
+	// The buckets first, so that an option can stand in front of one.
 	if err := gateway.OpenBuckets(t.Context(), js, &d); err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(&cfg, &d)
 	}
 	s.gw, err = gateway.New(cfg, d)
 	if err != nil {

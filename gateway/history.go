@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"cryptostream/readmodel"
 	"cryptostream/streams"
 )
@@ -84,15 +82,12 @@ func intervalParam(s string) (streams.Interval, error) {
 	return iv, nil
 }
 
-// tracked reports whether an asset is in the assets bucket.
+// tracked reports whether an asset is tracked, from the watched copy of
+// the assets bucket.
 func (g *Gateway) tracked(r *http.Request, sym string) (bool, error) {
 	ctx, cancel := g.io(r)
 	defer cancel()
-	_, err := g.d.Assets.Get(ctx, streams.AssetKey(sym))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	return g.assets.Tracked(ctx, sym)
 }
 
 func (g *Gateway) assetHistory(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"cryptostream/gateway"
+	"cryptostream/natstest"
 	"cryptostream/streams"
 )
 
@@ -45,6 +46,7 @@ func TestPreferences(t *testing.T) {
 	if _, err := kv.Put(t.Context(), streams.AssetKey("ETH/USD"), eth); err != nil {
 		t.Fatal(err)
 	}
+	natstest.WaitFor(t, time.Minute, "the gateway's watch to have ETH/USD", func() bool { return s.gw.Tracks("ETH/USD") })
 	bob := s.signup("bob", "bob-password")
 	carol := s.signup("carol", "carol-password")
 

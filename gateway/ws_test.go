@@ -129,7 +129,8 @@ func tick(i int) *streams.Tick {
 		ReceivedAt: time.Now().UTC()}
 }
 
-// track puts symbols in the assets bucket: the hub refuses channels of
+// track puts symbols in the assets bucket, as the ingester's admin would,
+// and waits for the gateway to see them: the hub refuses channels of
 // untracked assets.
 func (s *stack) track(symbols ...string) {
 	s.t.Helper()
@@ -145,6 +146,10 @@ func (s *stack) track(symbols ...string) {
 		if _, err := kv.Put(s.t.Context(), streams.AssetKey(sym), b); err != nil {
 			s.t.Fatal(err)
 		}
+	}
+	// The gateway learns of a put made behind its back from its watch.
+	for _, sym := range symbols {
+		natstest.WaitFor(s.t, time.Minute, "the gateway's watch to have "+sym, func() bool { return s.gw.Tracks(sym) })
 	}
 }
 
@@ -423,24 +428,17 @@ func TestWebsocketResume(t *testing.T) {
 	resume(t, s, s)
 }
 
-// subscribeOnceTracked subscribes, asking again while the gateway answers
-// not_tracked: on a cluster the gateway's direct get of the assets bucket may
-// be answered by a replica that has not yet applied the put that tracked it.
-func subscribeOnceTracked(c *wsClient, sub map[string]any) {
+// subscribeTracked waits until the gateway's watched copy of the assets
+// bucket has sym tracked, then subscribes once: from then on the gateway
+// answers from the watch, not from a direct get that a lagging replica of
+// the bucket could answer "not tracked".
+func subscribeTracked(c *wsClient, s *stack, sym string, sub map[string]any) {
 	c.t.Helper()
-	for range 600 {
-		c.send(sub)
-		f := c.next()
-		if f.Type == "error" && f.Code == "not_tracked" {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		if f.Type != "subscribed" {
-			c.t.Fatalf("got %+v, want subscribed", f)
-		}
-		return
+	natstest.WaitFor(c.t, time.Minute, "the gateway's watch to have "+sym, func() bool { return s.gw.Tracks(sym) })
+	c.send(sub)
+	if f := c.next(); f.Type != "subscribed" {
+		c.t.Fatalf("got %+v, want subscribed", f)
 	}
-	c.t.Fatal("the asset never became tracked")
 }
 
 // resume: a client subscribed on first that drops its socket and, while
@@ -453,7 +451,7 @@ func resume(t *testing.T, first, second *stack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subscribeOnceTracked(c, map[string]any{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
+	subscribeTracked(c, first, "BTC/USD", map[string]any{"op": "subscribe", "channel": "candles:BTC-USD:1m"})
 	for i := range 5 {
 		publish(t, first, candle(i))
 	}
@@ -482,7 +480,7 @@ func resume(t *testing.T, first, second *stack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subscribeOnceTracked(c2, map[string]any{"op": "subscribe", "channel": "candles:BTC-USD:1m", "since": seen})
+	subscribeTracked(c2, second, "BTC/USD", map[string]any{"op": "subscribe", "channel": "candles:BTC-USD:1m", "since": seen})
 	last := <-done
 	if last == 0 {
 		t.Fatal("publisher failed")

@@ -928,6 +928,24 @@ func TestDashboard(t *testing.T) {
 		id, _ := rule["id"].(string)
 		user.waitJS("the rule's alert as a toast", fmt.Sprintf(`window.__toasts.some(t => t.rule === %q)`, id))
 		user.waitJS("the rule's alert in the live feed", `document.querySelector("#alert-feed li")`)
+		// Last fired moves with the live alert, and after a reload it is
+		// the server's: the rules API serves every rule's newest firing.
+		row := fmt.Sprintf(`document.querySelector('#rules tr[data-rule=%q] .last-fired')`, id)
+		user.waitJS("last fired set by the live alert", row+`.dataset.at !== ""`)
+		var served string
+		for served == "" {
+			code, m := sys.api(t, "GET", "/alerts/rules/"+id, tok, nil)
+			if code != http.StatusOK {
+				t.Fatalf("rule %s: %d %v", id, code, m)
+			}
+			served, _ = m["last_fired_at"].(string)
+			if served == "" {
+				time.Sleep(100 * time.Millisecond) // the gateway's index follows ALERTS
+			}
+		}
+		user.hash("#/")
+		user.hash("#/alerts")
+		user.waitJS("last fired from the rules API after a reload", fmt.Sprintf(`(() => { const c = %s; return c && c.dataset.at !== "" && Date.parse(c.dataset.at) >= Date.parse(%q) && c.textContent !== "never"; })()`, row, served))
 	})
 
 	t.Run("the models page says why no model is promoted and follows a training job to its end", func(t *testing.T) {

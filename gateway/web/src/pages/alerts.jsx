@@ -52,6 +52,10 @@ function describe(r) {
   return parts.join(" ");
 }
 
+// lastFired is when a rule last fired: its newest alert (any trigger
+// mode), or for a spent once-rule the time it was marked.
+const lastFired = (r) => r.last_fired_at || r.fired_at || "";
+
 export function Alerts({ s }) {
   const admin = s.role === "admin";
   const runIvs = useIntervals("1m");
@@ -85,6 +89,9 @@ export function Alerts({ s }) {
     load();
     return subscribe("alerts", (a, meta) => {
       if (!meta.snapshot) setLive((l) => [a, ...l.filter((x) => x.id !== a.id)].slice(0, 50));
+      // An alert is its rule's newest firing, as the server's
+      // last_fired_at will say: the table moves without a reload.
+      setRules((rs) => rs && rs.map((x) => x.id === a.rule_id && !(Date.parse(lastFired(x)) >= Date.parse(a.at)) ? { ...x, last_fired_at: a.at } : x));
     });
   }, []);
   const act = (f) => async (e) => {
@@ -139,7 +146,7 @@ export function Alerts({ s }) {
                     <td>{x.symbol} {x.interval}</td>
                     <td>{x.trigger.replace(/_/g, " ")}{x.cooldown ? ", cooldown " + dur(x.cooldown) : ""}</td>
                     <td>{x.system ? "system" : x.owner}</td>
-                    <td>{x.fired_at ? time(x.fired_at) : "never"}</td>
+                    <td class="last-fired" data-at={lastFired(x)}>{lastFired(x) ? time(lastFired(x)) : "never"}</td>
                     <td>{(!x.system || admin) && <><button onClick={() => { setEdit(x); setPreview(null); }}>Edit</button> <button class="danger" onClick={() => del(x.id)}>Delete</button></>}</td>
                   </tr>
                 ))}
