@@ -25,13 +25,15 @@ func runUntil(t *testing.T, args []string, what string, cond func(streams.Candle
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitFor(t, time.Minute, what, func() bool {
+	// Progress is the newest stored minute: a loaded machine may take
+	// minutes to start and replay, which only a stalled stream fails.
+	natstest.WaitProgress(t, 2*time.Minute, what, func() (bool, string) {
 		m, err := market.GetLastMsgForSubject(ctx, streams.CandleSubject(streams.Interval1m, "BTC/USD"))
 		if err != nil {
-			return false
+			return false, "no BTC/USD minute stored"
 		}
 		c, err := streams.Decode[streams.Candle](m.Data)
-		return err == nil && cond(c)
+		return err == nil && cond(c), fmt.Sprintf("seq %d", m.Sequence)
 	})
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
