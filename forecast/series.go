@@ -607,7 +607,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 			m.floors[s.t%(m.span+1)] = s.floor
 			for j := range m.ridges {
 				if m.fitted[j] {
-					cv[c] = m.level(j, s.x[i][:]) * season
+					cv[c] = m.level(j, s.t, s.x[i][:]) * season
 				} else {
 					cv[c] = cv[1%ne] // the middle EWMA until the regression has rows
 				}

@@ -120,6 +120,14 @@ type har struct {
 	beta   [][harDim]float64
 	scale  []ewMean // QLIKE-optimal scale: mean of outcome over fitted level
 	fitted []bool
+	// gen[k] changes whenever beta[k] does. A row's exp(beta[k]·x),
+	// taken by its forecast, is kept in expf with the gen it was taken
+	// at, so that learning the row span intervals later takes it again
+	// only if a solve came between (always at a span of RefitEvery, a
+	// quarter of the time at 15 minutes).
+	gen    []uint64
+	expf   []float64 // per row slot, per ridge
+	expGen []uint64
 	// scratch for the solve, reused.
 	sym  *mat.SymDense
 	chol mat.Cholesky
@@ -131,9 +139,11 @@ func newHAR(span, recent int, ridges []float64, memory float64) *har {
 	h := &har{span: span, recent: recent, forget: pow2(-1 / memory), rows: make([]float64, (span+1)*harDim),
 		floors: make([]float64, span+1), ridges: ridges, beta: make([][harDim]float64, len(ridges)),
 		scale: make([]ewMean, len(ridges)), fitted: make([]bool, len(ridges)),
+		gen: make([]uint64, len(ridges)), expf: make([]float64, (span+1)*len(ridges)), expGen: make([]uint64, (span+1)*len(ridges)),
 		sym: mat.NewSymDense(harDim, nil), rhs: mat.NewVecDense(harDim, nil), sol: mat.NewVecDense(harDim, nil)}
 	for i := range h.scale {
 		h.scale[i] = newEWMean(memory)
+		h.gen[i] = 1 // no row holds an exp yet
 	}
 	return h
 }
@@ -143,13 +153,17 @@ func (h *har) slot(t int) []float64 {
 	return h.rows[i*harDim : (i+1)*harDim]
 }
 
-// level is the fitted (scaled) mean variance per interval for regressors x.
-func (h *har) level(k int, x []float64) float64 {
+// level is the fitted (scaled) mean variance per interval for regressors
+// x, the row of grid point t.
+func (h *har) level(k, t int, x []float64) float64 {
 	var f float64
 	for j := range harDim {
 		f += h.beta[k][j] * x[j]
 	}
-	return h.scale[k].v * math.Exp(f)
+	e := math.Exp(f)
+	i := (t%(h.span+1))*len(h.ridges) + k
+	h.expf[i], h.expGen[i] = e, h.gen[k]
+	return h.scale[k].v * e
 }
 
 // learn adds the row made span steps ago, now that its outcome (the mean
@@ -171,15 +185,20 @@ func (h *har) learn(t int, outcome float64) {
 		}
 	}
 	h.weight = h.forget*h.weight + 1
+	row := ((t - h.span) % (h.span + 1)) * len(h.ridges)
 	for k := range h.ridges {
 		if !h.fitted[k] {
 			continue
 		}
-		var f float64
-		for j := range harDim {
-			f += h.beta[k][j] * x[j]
+		e := h.expf[row+k]
+		if h.expGen[row+k] != h.gen[k] {
+			var f float64
+			for j := range harDim {
+				f += h.beta[k][j] * x[j]
+			}
+			e = math.Exp(f)
 		}
-		h.scale[k].add(outcome / math.Exp(f))
+		h.scale[k].add(outcome / e)
 	}
 }
 
@@ -205,6 +224,7 @@ func (h *har) solve() {
 		for j := range harDim {
 			h.beta[k][j] = h.sol.AtVec(j)
 		}
+		h.gen[k]++
 		if !h.fitted[k] {
 			h.fitted[k] = true
 			h.scale[k].v, h.scale[k].n = 1, 0
