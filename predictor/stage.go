@@ -220,7 +220,10 @@ func (p *Predictions) current(key string, names []string) (*champion, error) {
 	if c == nil {
 		return nil, nil
 	}
-	if !slices.Equal(c.names, names) {
+	// Every vector of a series shares its calculator's names: the same
+	// array is the same names, without comparing each string.
+	same := len(c.names) == len(names) && (len(names) == 0 || &c.names[0] == &names[0])
+	if !same && !slices.Equal(c.names, names) {
 		b, err := c.model.Bind(names)
 		if err != nil {
 			return nil, err
