@@ -148,20 +148,21 @@ func newHAR(span, recent int, ridges []float64, memory float64) *har {
 	return h
 }
 
-func (h *har) slot(t int) []float64 {
-	i := t % (h.span + 1)
-	return h.rows[i*harDim : (i+1)*harDim]
-}
+// row is the ring index of grid point t's row (one modulo, taken once
+// for the row's regressors, floor and exps).
+func (h *har) row(t int) int { return t % (h.span + 1) }
+
+func (h *har) slot(row int) []float64 { return h.rows[row*harDim : (row+1)*harDim] }
 
 // level is the fitted (scaled) mean variance per interval for regressors
-// x, the row of grid point t.
-func (h *har) level(k, t int, x []float64) float64 {
+// x, the row at index row.
+func (h *har) level(k, row int, x []float64) float64 {
 	var f float64
 	for j := range harDim {
 		f += h.beta[k][j] * x[j]
 	}
 	e := math.Exp(f)
-	i := (t%(h.span+1))*len(h.ridges) + k
+	i := row*len(h.ridges) + k
 	h.expf[i], h.expGen[i] = e, h.gen[k]
 	return h.scale[k].v * e
 }
@@ -169,8 +170,9 @@ func (h *har) level(k, t int, x []float64) float64 {
 // learn adds the row made span steps ago, now that its outcome (the mean
 // deseasonalised variance since) is known.
 func (h *har) learn(t int, outcome float64) {
-	x := h.slot(t - h.span)
-	floor := h.floors[(t-h.span)%(h.span+1)]
+	r := h.row(t - h.span)
+	x := h.slot(r)
+	floor := h.floors[r]
 	y := math.Log(outcome + floor)
 	if math.IsInf(y, 0) || math.IsNaN(y) || math.IsInf(x[1], 0) || math.IsInf(x[2], 0) || math.IsInf(x[3], 0) {
 		return // a series flat for its whole history so far: nothing to learn
@@ -185,7 +187,7 @@ func (h *har) learn(t int, outcome float64) {
 		}
 	}
 	h.weight = h.forget*h.weight + 1
-	row := ((t - h.span) % (h.span + 1)) * len(h.ridges)
+	row := r * len(h.ridges)
 	for k := range h.ridges {
 		if !h.fitted[k] {
 			continue
