@@ -87,6 +87,9 @@ type Vectors struct {
 	rebuild prometheus.Counter
 	latency prometheus.Observer
 	series  map[string]*Series
+	// counted holds the candles counter's child per outcome, looked up
+	// once rather than hashed on every candle.
+	counted map[Outcome]prometheus.Counter
 }
 
 // NewVectors builds the stage; now stamps the traces (time.Now when nil)
@@ -112,6 +115,7 @@ func NewVectors(spec Spec, now func() time.Time, reg prometheus.Registerer) (*Ve
 		}),
 		latency: ops.PipelineLatency(reg).WithLabelValues(Stage),
 		series:  map[string]*Series{},
+		counted: map[Outcome]prometheus.Counter{},
 	}, nil
 }
 
@@ -160,7 +164,12 @@ func (v *Vectors) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, erro
 		v.series[m.Subject] = s
 	}
 	vec, outcome := s.Add(c, m.Seq)
-	v.candles.WithLabelValues(string(outcome)).Inc()
+	n := v.counted[outcome]
+	if n == nil {
+		n = v.candles.WithLabelValues(string(outcome))
+		v.counted[outcome] = n
+	}
+	n.Inc()
 	switch outcome {
 	case Computed:
 	case TooOld:

@@ -603,11 +603,12 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		}
 		c := ne
 		for i, m := range hz.har {
-			copy(s.xslot(m), s.x[i][:])
-			m.floors[s.t%(m.span+1)] = s.floor
+			row := m.row(s.t)
+			copy(m.slot(row), s.x[i][:])
+			m.floors[row] = s.floor
 			for j := range m.ridges {
 				if m.fitted[j] {
-					cv[c] = m.level(j, s.x[i][:]) * season
+					cv[c] = m.level(j, row, s.x[i][:]) * season
 				} else {
 					cv[c] = cv[1%ne] // the middle EWMA until the regression has rows
 				}
@@ -661,8 +662,6 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		}
 	}
 }
-
-func (s *Series) xslot(m *har) []float64 { return m.slot(s.t) }
 
 // best is the candidate in [from, to) with the lowest trailing loss; the
 // first until any has been scored.

@@ -120,6 +120,14 @@ type har struct {
 	beta   [][harDim]float64
 	scale  []ewMean // QLIKE-optimal scale: mean of outcome over fitted level
 	fitted []bool
+	// gen[k] changes whenever beta[k] does. A row's exp(beta[k]·x),
+	// taken by its forecast, is kept in expf with the gen it was taken
+	// at, so that learning the row span intervals later takes it again
+	// only if a solve came between (always at a span of RefitEvery, a
+	// quarter of the time at 15 minutes).
+	gen    []uint64
+	expf   []float64 // per row slot, per ridge
+	expGen []uint64
 	// scratch for the solve, reused.
 	sym  *mat.SymDense
 	chol mat.Cholesky
@@ -131,32 +139,40 @@ func newHAR(span, recent int, ridges []float64, memory float64) *har {
 	h := &har{span: span, recent: recent, forget: pow2(-1 / memory), rows: make([]float64, (span+1)*harDim),
 		floors: make([]float64, span+1), ridges: ridges, beta: make([][harDim]float64, len(ridges)),
 		scale: make([]ewMean, len(ridges)), fitted: make([]bool, len(ridges)),
+		gen: make([]uint64, len(ridges)), expf: make([]float64, (span+1)*len(ridges)), expGen: make([]uint64, (span+1)*len(ridges)),
 		sym: mat.NewSymDense(harDim, nil), rhs: mat.NewVecDense(harDim, nil), sol: mat.NewVecDense(harDim, nil)}
 	for i := range h.scale {
 		h.scale[i] = newEWMean(memory)
+		h.gen[i] = 1 // no row holds an exp yet
 	}
 	return h
 }
 
-func (h *har) slot(t int) []float64 {
-	i := t % (h.span + 1)
-	return h.rows[i*harDim : (i+1)*harDim]
-}
+// row is the ring index of grid point t's row (one modulo, taken once
+// for the row's regressors, floor and exps).
+func (h *har) row(t int) int { return t % (h.span + 1) }
 
-// level is the fitted (scaled) mean variance per interval for regressors x.
-func (h *har) level(k int, x []float64) float64 {
+func (h *har) slot(row int) []float64 { return h.rows[row*harDim : (row+1)*harDim] }
+
+// level is the fitted (scaled) mean variance per interval for regressors
+// x, the row at index row.
+func (h *har) level(k, row int, x []float64) float64 {
 	var f float64
 	for j := range harDim {
 		f += h.beta[k][j] * x[j]
 	}
-	return h.scale[k].v * math.Exp(f)
+	e := math.Exp(f)
+	i := row*len(h.ridges) + k
+	h.expf[i], h.expGen[i] = e, h.gen[k]
+	return h.scale[k].v * e
 }
 
 // learn adds the row made span steps ago, now that its outcome (the mean
 // deseasonalised variance since) is known.
 func (h *har) learn(t int, outcome float64) {
-	x := h.slot(t - h.span)
-	floor := h.floors[(t-h.span)%(h.span+1)]
+	r := h.row(t - h.span)
+	x := h.slot(r)
+	floor := h.floors[r]
 	y := math.Log(outcome + floor)
 	if math.IsInf(y, 0) || math.IsNaN(y) || math.IsInf(x[1], 0) || math.IsInf(x[2], 0) || math.IsInf(x[3], 0) {
 		return // a series flat for its whole history so far: nothing to learn
@@ -171,15 +187,20 @@ func (h *har) learn(t int, outcome float64) {
 		}
 	}
 	h.weight = h.forget*h.weight + 1
+	row := r * len(h.ridges)
 	for k := range h.ridges {
 		if !h.fitted[k] {
 			continue
 		}
-		var f float64
-		for j := range harDim {
-			f += h.beta[k][j] * x[j]
+		e := h.expf[row+k]
+		if h.expGen[row+k] != h.gen[k] {
+			var f float64
+			for j := range harDim {
+				f += h.beta[k][j] * x[j]
+			}
+			e = math.Exp(f)
 		}
-		h.scale[k].add(outcome / math.Exp(f))
+		h.scale[k].add(outcome / e)
 	}
 }
 
@@ -205,6 +226,7 @@ func (h *har) solve() {
 		for j := range harDim {
 			h.beta[k][j] = h.sol.AtVec(j)
 		}
+		h.gen[k]++
 		if !h.fitted[k] {
 			h.fitted[k] = true
 			h.scale[k].v, h.scale[k].n = 1, 0

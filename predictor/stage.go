@@ -80,6 +80,10 @@ type Predictions struct {
 	forecasts map[string]*seriesForecast // by series key
 	warned    map[string]bool            // series warned of a champion horizon not forecast
 	names     map[seriesID]*seriesNames
+	// counted holds the predictions counter's child per outcome, looked
+	// up once: WithLabelValues hashes and locks on every call, once a
+	// vector.
+	counted map[string]prometheus.Counter
 }
 
 // seriesID is a series as a vector names it.
@@ -94,6 +98,7 @@ type seriesNames struct {
 	key, label        string // "1m.BTC-USD", "BTC/USD 1m"
 	absError          prometheus.Observer
 	hitRatio, liveMAE prometheus.Gauge
+	noChamp           bool // as noChamp[label], written there when it changes
 }
 
 func (p *Predictions) seriesNames(v *streams.FeatureVector) *seriesNames {
@@ -156,6 +161,7 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		forecasts: map[string]*seriesForecast{},
 		warned:    map[string]bool{},
 		names:     map[seriesID]*seriesNames{},
+		counted:   map[string]prometheus.Counter{},
 		writes:    newRegistryWrites(log),
 	}
 	reg.MustRegister(forecastCollector{p})
@@ -170,6 +176,16 @@ func (p *Predictions) setStore(store LiveStore) {
 	p.writes.writing.Lock()
 	p.writes.store = store
 	p.writes.writing.Unlock()
+}
+
+// count counts a vector's outcome; p.mu is held.
+func (p *Predictions) count(outcome string) {
+	c := p.counted[outcome]
+	if c == nil {
+		c = p.predictions.WithLabelValues(outcome)
+		p.counted[outcome] = c
+	}
+	c.Inc()
 }
 
 func seriesKey(iv streams.Interval, symbol string) string {
@@ -204,7 +220,10 @@ func (p *Predictions) current(key string, names []string) (*champion, error) {
 	if c == nil {
 		return nil, nil
 	}
-	if !slices.Equal(c.names, names) {
+	// Every vector of a series shares its calculator's names: the same
+	// array is the same names, without comparing each string.
+	same := len(c.names) == len(names) && (len(names) == 0 || &c.names[0] == &names[0])
+	if !same && !slices.Equal(c.names, names) {
 		b, err := c.model.Bind(names)
 		if err != nil {
 			return nil, err
@@ -254,14 +273,14 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.scorers[key] = sc
 	}
 	if !v.Start.After(sc.Seen()) {
-		p.predictions.WithLabelValues("duplicate").Inc()
+		p.count("duplicate")
 		return nil, nil
 	}
 	for _, s := range sc.Observe(v.Start, v.Close) {
 		// A vector handled again after a failed publish re-scores what
 		// it scored the first time: count each prediction once.
 		if !s.Start.After(p.scored[key]) {
-			p.predictions.WithLabelValues("rescored").Inc()
+			p.count("rescored")
 			continue
 		}
 		p.scored[key] = s.Start
@@ -280,7 +299,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		// Not after the last candle or off the grid: the vector passed
 		// its own checks, so this is a series out of step; say so and
 		// keep going.
-		p.predictions.WithLabelValues("forecast_refused").Inc()
+		p.count("forecast_refused")
 		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
@@ -317,25 +336,28 @@ type predictionOut struct {
 func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams.FeatureVector) (int, float64, string) {
 	key := names.key
 	c, err := p.current(key, v.Names)
-	p.noChamp[names.label] = c == nil && err == nil
+	if no := c == nil && err == nil; no != names.noChamp {
+		names.noChamp = no
+		p.noChamp[names.label] = no
+	}
 	switch {
 	case err != nil:
-		p.predictions.WithLabelValues("model_mismatch").Inc()
+		p.count("model_mismatch")
 		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
 		return -1, 0, ""
 	case c == nil:
-		p.predictions.WithLabelValues("no_champion").Inc()
+		p.count("no_champion")
 		return -1, 0, ""
 	case v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())):
 		// The champion's training labels reach past this vector (the
 		// predictor is replaying history the trainer has passed): its
 		// forecast would have seen part of the answer.
-		p.predictions.WithLabelValues("model_newer").Inc()
+		p.count("model_newer")
 		return -1, 0, ""
 	}
 	k := sf.horizonIndex(c.rec.Horizon)
 	if k < 0 {
-		p.predictions.WithLabelValues("model_horizon").Inc()
+		p.count("model_horizon")
 		if !p.warned[key] {
 			p.warned[key] = true
 			p.log.Warn("the champion's horizon is not among the forecast horizons: publishing no-change", "series", key,
@@ -343,7 +365,7 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 		}
 		return -1, 0, ""
 	}
-	p.predictions.WithLabelValues("predicted").Inc()
+	p.count("predicted")
 	return k, c.bound.Predict(v.Values), c.rec.ID
 }
 
