@@ -22,7 +22,7 @@ import (
 // of the stack's reader, as the gateway role does.
 func withLatest(t testing.TB, l **readmodel.Latest) option {
 	return func(_ *gateway.Config, d *gateway.Deps) {
-		*l = readmodel.NewLatest(d.Publisher.(jetstream.JetStream), d.Reader, nil)
+		*l = readmodel.NewLatest(d.Publisher.(jetstream.JetStream), d.Reader, readmodel.LatestConfig{})
 		d.Reader = *l
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

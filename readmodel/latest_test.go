@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/datatest"
 	"cryptostream/natstest"
@@ -22,10 +24,15 @@ import (
 // startLatest runs a Latest over the JetStream reader until the test ends.
 func startLatest(t *testing.T, js jetstream.JetStream, inner readmodel.Reader) *readmodel.Latest {
 	t.Helper()
+	return startLatestWith(t, js, inner, readmodel.LatestConfig{})
+}
+
+func startLatestWith(t *testing.T, js jetstream.JetStream, inner readmodel.Reader, cfg readmodel.LatestConfig) *readmodel.Latest {
+	t.Helper()
 	if inner == nil {
 		inner = readmodel.NewJetStream(js)
 	}
-	l := readmodel.NewLatest(js, inner, nil)
+	l := readmodel.NewLatest(js, inner, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = l.Run(ctx); close(done) }()
@@ -169,7 +176,8 @@ func TestLatestAnswersWithoutARoundTrip(t *testing.T) {
 	nc, rjs := natstest.Connect(t, s)
 	publish(t, js, datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 5)...)
 	inner := &countingReader{Reader: readmodel.NewJetStream(rjs)}
-	l := startLatest(t, rjs, inner)
+	// No lag sample or sweep (a request each) during the count.
+	l := startLatestWith(t, rjs, inner, readmodel.LatestConfig{SampleEvery: time.Hour})
 	syncLatest(t, js, l)
 	latestClose(t, l)
 	before := nc.Stats().OutMsgs
@@ -217,5 +225,150 @@ func TestLatestResyncsAfterARestart(t *testing.T) {
 	syncLatest(t, js, l)
 	if start, cl := latestClose(t, l); !start.Equal(rev.Start) || cl != rev.Close {
 		t.Fatalf("after the restart: latest %s close %v, want %s close %v", start, cl, rev.Start, rev.Close)
+	}
+}
+
+// Ready says the view is current only while it follows both streams with
+// their first delivery read through: not before Run, and not after it
+// stopped (asset_latest then reads through the wrapped reader).
+func TestLatestReadiness(t *testing.T) {
+	_, js := ensured(t)
+	publish(t, js, datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 5)...)
+	reg := prometheus.NewRegistry()
+	l := readmodel.NewLatest(js, readmodel.NewJetStream(js), readmodel.LatestConfig{Metrics: reg})
+	if err := l.Ready(t.Context()); err == nil {
+		t.Fatal("ready before following")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	natstest.WaitProgress(t, 30*time.Second, "the view to be ready", func() (bool, string) {
+		err := l.Ready(t.Context())
+		return err == nil, fmt.Sprint(err)
+	})
+	if c, _ := l.Delivered(); c != 5 {
+		t.Fatalf("ready with candles applied up to %d, want 5", c)
+	}
+	if n := metric(t, reg, "cryptostream_readmodel_latest_updates_total", streams.StreamMarket); n != 1 {
+		t.Fatalf("%v updates counted, want 1 (the last per subject)", n)
+	}
+	latestClose(t, l)
+	if _, _, ok := l.CachedCandle("BTC/USD", streams.Interval1m); !ok {
+		t.Fatal("a synced view does not answer from memory")
+	}
+	cancel()
+	<-done
+	if err := l.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "not following") {
+		t.Fatalf("Ready after Run ended: %v", err)
+	}
+	if _, _, ok := l.CachedCandle("BTC/USD", streams.Interval1m); ok {
+		t.Fatal("a view that no longer follows still answers from memory")
+	}
+}
+
+// metric is the value of name{stream=stream} in reg.
+func metric(t *testing.T, reg *prometheus.Registry, name, stream string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "stream" && lp.GetValue() == stream {
+					if m.Counter != nil {
+						return m.Counter.GetValue()
+					}
+					return m.Gauge.GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{stream=%q}", name, stream)
+	return 0
+}
+
+// A series whose messages the stream no longer holds (aged or pushed out by
+// its limits, or purged) is dropped at the next sweep and answered
+// ErrNotFound, as the JetStream reader answers it: it used to be served
+// from memory for as long as the process ran. A series stored on again
+// comes back.
+func TestLatestDropsWhatTheStreamDeleted(t *testing.T) {
+	_, js := ensured(t)
+	sym := func(c []streams.Candle, s string) []streams.Candle {
+		for i := range c {
+			c[i].Symbol = s
+		}
+		return c
+	}
+	btc := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 4)
+	publish(t, js, btc[:3]...)
+	publish(t, js, sym(datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 2), "ETH/USD")...)
+	publish(t, js, sym(datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 2), "SOL/USD")...)
+	reg := prometheus.NewRegistry()
+	l := startLatestWith(t, js, nil, readmodel.LatestConfig{SampleEvery: time.Hour, Metrics: reg})
+	syncLatest(t, js, l)
+	jsr := readmodel.NewJetStream(js)
+	answers := func(r readmodel.Reader, s string) bool {
+		t.Helper()
+		_, err := r.LatestCandle(t.Context(), s, streams.Interval1m)
+		if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	for _, s := range []string{"BTC/USD", "ETH/USD", "SOL/USD"} {
+		if !answers(l, s) {
+			t.Fatalf("%s not answered", s)
+		}
+	}
+
+	// The stream's limits keep the last 2 messages: both SOL candles.
+	st, err := js.Stream(t.Context(), streams.StreamMarket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgs = 2
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if answers(jsr, "BTC/USD") || answers(jsr, "ETH/USD") || !answers(jsr, "SOL/USD") {
+		t.Fatal("the JetStream reader, the reference, does not see the limit")
+	}
+	l.Sample(t.Context())
+	for s, want := range map[string]bool{"BTC/USD": false, "ETH/USD": false, "SOL/USD": true} {
+		if got := answers(l, s); got != want {
+			t.Fatalf("after the stream deleted BTC and ETH: %s answered %v, want %v", s, got, want)
+		}
+	}
+	if n := metric(t, reg, "cryptostream_readmodel_latest_evicted_total", streams.StreamMarket); n != 2 {
+		t.Fatalf("%v series evicted, want 2", n)
+	}
+	if n := metric(t, reg, "cryptostream_readmodel_latest_series", streams.StreamMarket); n != 1 {
+		t.Fatalf("%v series held, want 1", n)
+	}
+
+	// Stored on again, BTC is back; a purge drops SOL.
+	cfg.MaxMsgs = -1
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, btc[3])
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSubject(streams.CandleSubject(streams.Interval1m, "SOL/USD"))); err != nil {
+		t.Fatal(err)
+	}
+	syncLatest(t, js, l)
+	l.Sample(t.Context())
+	if start, _ := latestClose(t, l); !start.Equal(btc[3].Start) {
+		t.Fatalf("BTC stored on again: latest %s, want %s", start, btc[3].Start)
+	}
+	if answers(l, "SOL/USD") {
+		t.Fatal("SOL answered after its subject was purged")
 	}
 }

@@ -178,8 +178,10 @@ func addGateway(ctx context.Context, s *system, cfg *runConfig) error {
 	}
 	// The latest candle and prediction of every series from memory, kept
 	// current by following the streams, in front of either reader.
-	latest := readmodel.NewLatest(s.bus.JS, reader, s.log)
+	latest := readmodel.NewLatest(s.bus.JS, reader, readmodel.LatestConfig{Log: s.log, Metrics: s.registry})
 	s.workers["latest"] = latest
+	// Not ready until asset_latest answers from a view that is current.
+	s.health.AddCheck("latest", latest.Ready)
 	g, err := newGateway(ctx, cfg.Gateway, cfg.DataDir, s.bus, latest, s.registry, s.log)
 	if err != nil {
 		return err

@@ -34,6 +34,11 @@ func TestRunServesGateway(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- sys.Run(ctx) }()
 	base := "http://" + sys.Addr()
+	// Ready once the latest view (asset_latest's memory) follows the
+	// streams, which the workers start after the listener.
+	if checks := awaitReady(t, base); checks["latest"] != "ok" {
+		t.Fatalf("/readyz checks %v, want latest ok", checks)
+	}
 	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json", "/"} {
 		if code, _ := get(t, base+p); code != http.StatusOK {
 			t.Fatalf("GET %s = %d", p, code)

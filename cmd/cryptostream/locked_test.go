@@ -118,10 +118,8 @@ func TestRolesRunAsTheirOwnNATSUsers(t *testing.T) {
 		return n[streams.StreamPredictions] > 0 && rows > 0, strconv.Itoa(rows) + " " + strconv.FormatUint(n[streams.StreamMarket], 10) + " " +
 			strconv.FormatUint(n[streams.StreamFeatures], 10) + " " + strconv.FormatUint(n[streams.StreamPredictions], 10)
 	})
-	for name, r := range started {
-		if code, body := get(t, "http://"+r.sys.Addr()+"/readyz"); code != http.StatusOK {
-			t.Errorf("%s is not ready: %d %s", name, code, body)
-		}
+	for _, r := range started {
+		awaitReady(t, "http://"+r.sys.Addr())
 	}
 
 	base := "http://" + started[bus.RoleGateway].sys.Addr()

@@ -39,14 +39,26 @@ func readyz(t *testing.T, base string) (int, map[string]string) {
 	return code, rep.Checks
 }
 
+// awaitReady waits for /readyz to answer 200 and returns its checks: a
+// gateway is ready only once its latest view (asset_latest's memory) has
+// caught up with the streams, which its workers start after the listener.
+func awaitReady(t *testing.T, base string) map[string]string {
+	t.Helper()
+	var checks map[string]string
+	natstest.WaitProgress(t, time.Minute, "/readyz", func() (bool, string) {
+		var code int
+		code, checks = readyz(t, base)
+		return code == http.StatusOK, fmt.Sprint(code, checks)
+	})
+	return checks
+}
+
 // Issue 11 item 1: losing the AUDIT stream (stream rm AUDIT) makes the
 // process not ready, not only a log line.
 func TestReadyzFalseWithoutAudit(t *testing.T) {
 	sys, _ := startTestSystem(t, t.TempDir())
 	base := "http://" + sys.Addr()
-	if code, checks := readyz(t, base); code != http.StatusOK {
-		t.Fatalf("/readyz = %d %v before the loss", code, checks)
-	}
+	awaitReady(t, base)
 	if err := sys.bus.JS.DeleteStream(t.Context(), streams.StreamAudit); err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +217,7 @@ func TestUnreachableNATSServesHealth(t *testing.T) {
 	}
 	defer sys.bus.Close()
 	defer sys.server.Close()
-	if code, checks := readyz(t, base); code != http.StatusOK {
-		t.Fatalf("/readyz = %d %v once connected", code, checks)
-	}
+	awaitReady(t, base) // once connected
 }
 
 // Issue 11 item 2: run on a small store (--nats-max-store) starts with every

@@ -93,6 +93,7 @@ func TestRunComposition(t *testing.T) {
 	if code, body := get(t, base+"/healthz"); code != http.StatusOK || !strings.Contains(body, "ok") {
 		t.Fatalf("/healthz = %d %q", code, body)
 	}
+	awaitReady(t, base)
 	code, body := get(t, base+"/readyz")
 	var rep struct {
 		Ready  bool              `json:"ready"`
