@@ -238,6 +238,54 @@ func TestPartitionedWorkers(t *testing.T) {
 	if got, w := stored(), want(); len(w) <= len(w1) || fmt.Sprint(got) != fmt.Sprint(w) {
 		t.Fatalf("alerts after the takeover %v, want %v", got, w)
 	}
+	// The ticks followed too: a running-candle rule on each symbol, put
+	// in now, fires once per symbol from TICKS, on the instance that now
+	// owns them all. Ticks keep coming until every symbol's has fired
+	// (the rule reaches the instance through its watch of the bucket).
+	ruleIDs := map[string]string{}
+	for _, s := range syms {
+		r, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "bob", OwnerID: "id-bob", Kind: notifier.KindPercentMove, Symbol: s,
+			Interval: streams.Interval1m, Direction: notifier.Up, Threshold: 5, Window: notifier.Duration(15 * time.Minute), Trigger: notifier.TriggerOncePerCandle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ruleIDs[r.ID] = s
+	}
+	running := cs[len(cs)-1].Start.Add(time.Minute)
+	price := cs[len(cs)-1].Close * 1.1
+	fromTicks := func() map[string]int {
+		got := map[string]int{}
+		for _, a := range b.alerts(t) {
+			if sym, ok := ruleIDs[a.RuleID]; ok && a.Stream == streams.StreamTicks && a.Symbol == sym {
+				got[sym]++
+			}
+		}
+		return got
+	}
+	before := fired(t, reg2)
+	for i := 0; len(fromTicks()) < len(syms); i++ {
+		if i == 5000 {
+			t.Fatalf("tick alerts %v after %d ticks each", fromTicks(), i)
+		}
+		for _, s := range syms {
+			tk := &streams.Tick{Schema: streams.Schema{V: streams.SchemaVersion}, ReceivedAt: running.Add(30 * time.Second),
+				Candle: streams.Candle{Symbol: s, Interval: streams.Interval1m, Start: running, Open: price, High: price, Low: price, Close: price,
+					Volume: float64(i + 1), Trades: int64(i + 1), Quality: streams.QualityLive}}
+			if _, err := streams.Publish(t.Context(), b.js, tk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // pacing, not a bound
+	}
+	for sym, n := range fromTicks() {
+		if n != 1 {
+			t.Errorf("%s: %d alerts from its running candle, want 1", sym, n)
+		}
+	}
+	if n := fired(t, reg2) - before; n != float64(len(syms)) {
+		t.Errorf("instance two fired %v alerts on ticks, want %d", n, len(syms))
+	}
+
 	o.mu.Lock()
 	took := slices.Clone(o.took["two"])
 	o.mu.Unlock()
