@@ -38,6 +38,12 @@ import (
 // (partition_fence.go), so that an owner cut off from the bucket has
 // stopped before anyone can take its lease over.
 //
+// A stage whose state joins several streams by symbol (the notifier's
+// closes, ticks and predictions) names the others as companions
+// (Config.With): their partitions are not leased on their own but follow
+// the stage's, so a symbol's runners on every stream start, stop and move
+// together, behind one fence.
+//
 // Why this and not the alternatives: a stream subject transform with
 // partition(n, wildcard) would change the stored subjects every reader of
 // MARKET and FEATURES relies on (tails, direct gets, the gateway, the sink);
