@@ -78,7 +78,7 @@ var roleAccess = map[string]access{
 		write:   []string{streams.StreamAlerts},
 		read:    []string{streams.StreamMarket, streams.StreamTicks, streams.StreamPredictions, streams.StreamAudit, streams.StreamAlerts},
 		kvRead:  []string{streams.BucketAssets},
-		kvWrite: []string{streams.BucketAlertRules, streams.BucketWebhookDeliveries},
+		kvWrite: []string{streams.BucketAlertRules, streams.BucketWebhookDeliveries, streams.BucketLeases},
 	},
 	RoleSink: {
 		read:   []string{streams.StreamMarket, streams.StreamPredictions, streams.StreamAlerts, streams.StreamAudit},

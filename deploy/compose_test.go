@@ -237,7 +237,7 @@ func TestComposeNATSClusterLockedDown(t *testing.T) {
 // scaled are the roles the compose file runs twice: the partitioned
 // workers, ingest's active/standby pair, the trainers on the work queue
 // and the gateways behind the load balancer.
-var scaled = []string{bus.RoleIngest, bus.RoleFeatures, bus.RoleTrainer, bus.RolePredictor, bus.RoleGateway}
+var scaled = []string{bus.RoleIngest, bus.RoleFeatures, bus.RoleTrainer, bus.RolePredictor, bus.RoleNotifier, bus.RoleGateway}
 
 // Issue 16: every role is a service of its own that connects as its own
 // NATS user over TLS, mounts its own credentials and no other role's, has

@@ -795,6 +795,23 @@ func (e *Engine) ResetForecasts(symbol string, iv streams.Interval) {
 	}
 }
 
+// ResetSymbol forgets every series of a symbol (closes and forecasts, on
+// every interval) and the state of every rule on them: what an instance
+// that gives a symbol up, or takes it, must not keep.
+func (e *Engine) ResetSymbol(symbol string) {
+	for k := range e.bySeries {
+		if k.symbol == symbol {
+			e.ResetSeries(k.symbol, k.interval)
+			e.ResetForecasts(k.symbol, k.interval)
+		}
+	}
+	for k, s := range e.series {
+		if k.symbol == symbol {
+			e.series[k] = &series{keep: s.keep, fc: newForecasts()}
+		}
+	}
+}
+
 // ResetSecurity forgets the state of every security rule.
 func (e *Engine) ResetSecurity() {
 	for _, rs := range e.security {

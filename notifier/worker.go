@@ -35,6 +35,18 @@ type Config struct {
 	// Webhooks runs the webhook deliverer beside the evaluation.
 	Webhooks bool
 	Delivery DeliveryConfig
+	// Partitioned shares the symbols with the worker's other instances
+	// (pipeline's partitions, one lease per symbol): the instance that
+	// owns a symbol's MARKET partition also consumes its TICKS and
+	// PREDICTIONS partitions, since a symbol's rules join the three. The
+	// security rules, on AUDIT, have no symbol: every instance runs the
+	// pinned notifier-audit consumer and the one the server pins
+	// evaluates them, another taking over when its pin lapses. Without
+	// Partitioned, one instance at a time (the pinned one) evaluates
+	// everything.
+	Partitioned bool
+	// LeaseTTL is the partitions' lease (pipeline.DefaultLeaseTTL when 0).
+	LeaseTTL time.Duration
 }
 
 // Watcher is a KV bucket watched for changes.
@@ -58,6 +70,9 @@ type Deps struct {
 	Metrics prometheus.Registerer
 	// Now stamps the trace; time.Now when nil.
 	Now func() time.Time
+	// Instance and OnOwner are pipeline.Deps', for a partitioned worker.
+	Instance string
+	OnOwner  func(partition string, owned bool)
 }
 
 // Worker evaluates the rules over MARKET, TICKS, PREDICTIONS and AUDIT,
@@ -168,7 +183,11 @@ func (w *Worker) run(ctx context.Context) error {
 	g.Go(func() error { return w.drain(gctx, rules, assets, rs, false) })
 	g.Go(func() error { w.persistSpent(gctx); return nil })
 	for _, st := range w.stages() {
-		r, err := pipeline.New(st.cfg, st.stage, pipeline.Deps{JS: w.d.JS, Log: w.d.Log, Registry: w.d.Metrics})
+		deps := pipeline.Deps{JS: w.d.JS, Log: w.d.Log, Registry: w.d.Metrics}
+		if st.cfg.Partitioned != nil {
+			deps.Instance, deps.OnOwner = w.d.Instance, w.owner
+		}
+		r, err := pipeline.New(st.cfg, st.stage, deps)
 		if err != nil {
 			return err
 		}
@@ -301,6 +320,19 @@ func (w *Worker) stages() []stageSpec {
 			cfg:   pipeline.Config{Name: name, Stream: stream, Consumer: consumer, Pinned: true, Retry: pipeline.RetryInPlace},
 			stage: &stage{w: w, kind: kind},
 		}
+	}
+	if w.cfg.Partitioned {
+		top := streams.Declare(1)
+		market, _ := top.Partition(streams.ConsumerNotifierMarket)
+		ticks, _ := top.Partition(streams.ConsumerNotifierTicks)
+		preds, _ := top.Partition(streams.ConsumerNotifierPrediction)
+		m := mk("notifier-market", streams.StreamMarket, "", inCandle)
+		m.cfg.Partitioned, m.cfg.LeaseTTL = &market, w.cfg.LeaseTTL
+		m.cfg.With = []pipeline.Companion{
+			{Name: "notifier-ticks", Partitioned: ticks, Stage: &stage{w: w, kind: inTick}},
+			{Name: "notifier-predictions", Partitioned: preds, Stage: &stage{w: w, kind: inPrediction}},
+		}
+		return []stageSpec{m, mk("notifier-audit", streams.StreamAudit, streams.ConsumerNotifierAudit, inAudit)}
 	}
 	return []stageSpec{
 		mk("notifier-market", streams.StreamMarket, streams.ConsumerNotifierMarket, inCandle),
@@ -482,5 +514,21 @@ func (s *stage) Reset(key string) {
 		}
 	case inAudit:
 		w.eng.ResetSecurity()
+	}
+}
+
+// owner is told when this instance takes or gives up a symbol. Either
+// way the symbol's state goes: a symbol given up is another's to
+// evaluate, and one taken is warmed afresh from the streams by its new
+// runners, which a leftover from an earlier spell of ownership would
+// otherwise be added to.
+func (w *Worker) owner(part string, owned bool) {
+	if sym, err := streams.SymbolFromToken(part); err == nil {
+		w.mu.Lock()
+		w.eng.ResetSymbol(sym)
+		w.mu.Unlock()
+	}
+	if w.d.OnOwner != nil {
+		w.d.OnOwner(part, owned)
 	}
 }

@@ -38,6 +38,12 @@ import (
 // (partition_fence.go), so that an owner cut off from the bucket has
 // stopped before anyone can take its lease over.
 //
+// A stage whose state joins several streams by symbol (the notifier's
+// closes, ticks and predictions) names the others as companions
+// (Config.With): their partitions are not leased on their own but follow
+// the stage's, so a symbol's runners on every stream start, stop and move
+// together, behind one fence.
+//
 // Why this and not the alternatives: a stream subject transform with
 // partition(n, wildcard) would change the stored subjects every reader of
 // MARKET and FEATURES relies on (tails, direct gets, the gateway, the sink);
@@ -98,6 +104,12 @@ func (l *lockedStage) Reset(key string) {
 	l.s.Reset(key)
 }
 
+type companion struct {
+	name  string
+	spec  streams.Partitioned
+	stage *lockedStage
+}
+
 // owned is a partition this instance holds.
 type owned struct {
 	rev    uint64
@@ -119,10 +131,13 @@ type group struct {
 	r     *Runner
 	spec  streams.Partitioned
 	stage *lockedStage
-	id    string
-	ttl   time.Duration
-	log   *slog.Logger
-	now   func() time.Time
+	// with are the companions (Config.With), each stage shared by the
+	// runners of its partitions.
+	with []companion
+	id   string
+	ttl  time.Duration
+	log  *slog.Logger
+	now  func() time.Time
 	// expired counts partitions given up because no renewal came back
 	// before their fence's deadline.
 	expired prometheus.Counter
@@ -156,6 +171,9 @@ func (r *Runner) runPartitioned(ctx context.Context) error {
 			Name: "cryptostream_pipeline_lease_expiries_total",
 			Help: "Partitions an instance stopped because no renewal of their lease came back before its local deadline (a stalled or lost leases bucket).",
 		}, []string{"stage"})).WithLabelValues(r.cfg.Name),
+	}
+	for _, c := range r.cfg.With {
+		g.with = append(g.with, companion{name: c.Name, spec: c.Partitioned, stage: &lockedStage{s: c.Stage}})
 	}
 	if r.leases == nil {
 		kv, err := r.js.(leaseOpener).KeyValue(ctx, streams.BucketLeases)
@@ -337,7 +355,7 @@ func (g *group) discover(ctx context.Context) {
 	var list []string
 	for p := range parts {
 		if !g.created[p] {
-			if err := g.ensureConsumer(ctx, s, p); err != nil {
+			if err := ensureConsumer(ctx, s, g.spec, p); err != nil {
 				g.log.Warn("partition consumer", "partition", p, "err", err)
 				continue
 			}
@@ -352,16 +370,16 @@ func (g *group) discover(ctx context.Context) {
 // ensureConsumer creates a partition's consumer when it does not exist. A
 // new one starts where the stage's single durable had got to, when there
 // is one, so that partitioning a running deployment redoes nothing.
-func (g *group) ensureConsumer(ctx context.Context, s jetstream.Stream, part string) error {
-	spec := g.spec.Consumer(part)
+func ensureConsumer(ctx context.Context, s jetstream.Stream, p streams.Partitioned, part string) error {
+	spec := p.Consumer(part)
 	if _, err := s.Consumer(ctx, spec.Config.Durable); err == nil {
 		return nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return err
 	}
 	cfg := spec.Config
-	if g.spec.Legacy != "" {
-		if c, err := s.Consumer(ctx, g.spec.Legacy); err == nil {
+	if p.Legacy != "" {
+		if c, err := s.Consumer(ctx, p.Legacy); err == nil {
 			if info := c.CachedInfo(); info != nil && info.AckFloor.Stream > 0 {
 				cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 				cfg.OptStartSeq = info.AckFloor.Stream + 1
@@ -443,30 +461,53 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		g.log.Debug("acquire partition", "partition", part, "err", err)
 		return
 	}
-	cons := g.spec.Consumer(part).Config.Durable
-	// Whatever the previous owner held and did not ack comes back now:
-	// lift its pin, and rewind the consumer to its ack floor. After a
-	// clean hand-over both are no-ops.
-	if err := streams.Unpin(ctx, g.r.js, g.spec.Stream, cons); err != nil {
-		g.log.Debug("unpin on acquire", "partition", part, "err", err)
-	}
-	if s, err := g.r.js.Stream(ctx, g.spec.Stream); err == nil {
-		if _, err := s.ResetConsumer(ctx, cons); err != nil {
-			g.log.Warn("reset on acquire", "partition", part, "err", err)
-		}
-	}
 	f := newFence(g.now, g.deadline(sent))
 	cfg := g.r.cfg
-	cfg.Partitioned = nil
-	cfg.Consumer = cons
+	cfg.Partitioned, cfg.With = nil, nil
 	cfg.Pinned = true
-	sub, err := New(cfg, fencedStage{Stage: g.stage, f: f}, Deps{JS: fencedJS{JetStream: g.r.js, f: f}, Log: g.r.baseLog, Registry: g.r.reg})
-	if err != nil {
-		g.log.Error("partition runner", "partition", part, "err", err)
-		return
+	// The stage's own partition, then its companions': one runner each,
+	// all behind the lease's fence.
+	parts := []partSpec{{cfg, g.spec, g.stage}}
+	for _, c := range g.with {
+		ccfg := cfg
+		ccfg.Name, ccfg.Stream = c.name, c.spec.Stream
+		parts = append(parts, partSpec{ccfg, c.spec, c.stage})
+	}
+	var subs []*Runner
+	for i, p := range parts {
+		cons := p.spec.Consumer(part).Config.Durable
+		if i > 0 {
+			// A companion's consumer is made when its partition is
+			// first taken: its stream may have no message of the
+			// symbol yet.
+			if err := g.companionConsumer(ctx, p.spec, part); err != nil {
+				g.log.Warn("companion partition consumer", "partition", part, "stream", p.spec.Stream, "err", err)
+				g.giveBack(ctx, part, rev)
+				return
+			}
+		}
+		// Whatever the previous owner held and did not ack comes back
+		// now: lift its pin, and rewind the consumer to its ack floor.
+		// After a clean hand-over both are no-ops.
+		if err := streams.Unpin(ctx, g.r.js, p.spec.Stream, cons); err != nil {
+			g.log.Debug("unpin on acquire", "partition", part, "consumer", cons, "err", err)
+		}
+		if s, err := g.r.js.Stream(ctx, p.spec.Stream); err == nil {
+			if _, err := s.ResetConsumer(ctx, cons); err != nil {
+				g.log.Warn("reset on acquire", "partition", part, "consumer", cons, "err", err)
+			}
+		}
+		p.cfg.Consumer = cons
+		sub, err := New(p.cfg, fencedStage{Stage: p.stage, f: f}, Deps{JS: fencedJS{JetStream: g.r.js, f: f}, Log: g.r.baseLog, Registry: g.r.reg})
+		if err != nil {
+			g.log.Error("partition runner", "partition", part, "err", err)
+			g.giveBack(ctx, part, rev)
+			return
+		}
+		subs = append(subs, sub)
 	}
 	o := &owned{rev: rev, fence: f, done: make(chan struct{})}
-	sub.setLag = func(v float64) {
+	subs[0].setLag = func(v float64) {
 		g.mu.Lock()
 		o.lag = v
 		g.mu.Unlock()
@@ -476,13 +517,46 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	g.own[part] = o
 	g.observe(part, true)
 	g.log.Info("partition owned", "partition", part)
-	go func() {
-		defer close(o.done)
-		if err := sub.Run(rctx); err != nil {
-			g.log.Warn("partition runner stopped", "partition", part, "err", err)
-		}
-	}()
+	// One runner ending on its own ends the others: the partition is
+	// then given up whole, and taken again whole.
+	var wg sync.WaitGroup
+	for _, sub := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			if err := sub.Run(rctx); err != nil {
+				g.log.Warn("partition runner stopped", "partition", part, "stage", sub.cfg.Name, "err", err)
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(o.done) }()
 	go g.guard(part, o)
+}
+
+// partSpec is one of a partition's runners: the stage's, or a companion's.
+type partSpec struct {
+	cfg   Config
+	spec  streams.Partitioned
+	stage Stage
+}
+
+// companionConsumer creates a companion's consumer of a partition when it
+// does not exist.
+func (g *group) companionConsumer(ctx context.Context, spec streams.Partitioned, part string) error {
+	s, err := g.r.js.Stream(ctx, spec.Stream)
+	if err != nil {
+		return err
+	}
+	return ensureConsumer(ctx, s, spec, part)
+}
+
+// giveBack deletes a lease just taken whose runners could not start, for
+// the next round (of any member) to take it again.
+func (g *group) giveBack(ctx context.Context, part string, rev uint64) {
+	if err := g.r.leases.Delete(ctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
+		g.log.Debug("give back lease", "partition", part, "err", err)
+	}
 }
 
 // stop ends a partition's runner and waits until it has drained. lost:

@@ -73,6 +73,23 @@ type Config struct {
 	// LeaseTTL is how long a partition's lease outlives its owner's last
 	// renewal (default DefaultLeaseTTL).
 	LeaseTTL time.Duration
+	// With are other streams partitioned by the same symbols, whose
+	// partitions go with Partitioned's: the instance that owns a symbol
+	// also consumes that symbol's consumer of each, under the same lease
+	// and fence, so that a stage whose state joins several streams (the
+	// notifier's closes, ticks and predictions) holds a symbol's whole
+	// state on one instance. Only with Partitioned.
+	With []Companion
+}
+
+// Companion is a stream whose partitions follow a partitioned stage's
+// (Config.With): its per-symbol consumers, and the stage that handles
+// them.
+type Companion struct {
+	// Name labels its runners' metrics and logs.
+	Name        string
+	Partitioned streams.Partitioned
+	Stage       Stage
 }
 
 // Deps are the runner's collaborators.
@@ -131,6 +148,14 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	}
 	if cfg.Name == "" || cfg.Stream == "" || (cfg.Consumer == "" && cfg.Partitioned == nil) {
 		return nil, errors.New("pipeline: Name, Stream and Consumer are required")
+	}
+	if len(cfg.With) > 0 && cfg.Partitioned == nil {
+		return nil, errors.New("pipeline: With needs Partitioned")
+	}
+	for _, c := range cfg.With {
+		if c.Stage == nil || c.Name == "" {
+			return nil, errors.New("pipeline: a companion needs a Name and a Stage")
+		}
 	}
 	if cfg.Partitioned != nil && deps.Leases == nil {
 		if _, ok := deps.JS.(leaseOpener); !ok {

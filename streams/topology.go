@@ -257,6 +257,12 @@ func Declare(replicas int) Topology {
 			partitioned(ConsumerFeatures, rootCandle, inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, "")))),
 			partitioned(ConsumerPredictor, rootFeatures, inOrder(durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>"))),
 			partitioned(ConsumerTrainerFeatures, rootFeatures, durable(StreamFeatures, ConsumerTrainerFeatures, true, rootFeatures+".>")),
+			// The notifier's closes, ticks and predictions of a symbol
+			// are owned together (pipeline.Config.With): MARKET's
+			// partitions lead, the others follow.
+			partitioned(ConsumerNotifierMarket, rootCandle, durable(StreamMarket, ConsumerNotifierMarket, true, CandleFilter(0, ""))),
+			partitioned(ConsumerNotifierTicks, rootTick, ticks(durable(StreamTicks, ConsumerNotifierTicks, true, rootTick+".>"))),
+			partitioned(ConsumerNotifierPrediction, rootPrediction, durable(StreamPredictions, ConsumerNotifierPrediction, true, rootPrediction+".>")),
 		},
 	}
 }

@@ -112,6 +112,9 @@ func addNotifier(ctx context.Context, s *system, cfg *runConfig) error {
 		Engine:   notifier.EngineConfig{UserRateCap: n.UserRateCap},
 		Webhooks: true,
 		Delivery: notifier.DeliveryConfig{MaxAttempts: n.WebhookAttempts, AllowPrivate: n.AllowPrivateWebhooks},
+		// Shared by symbol with the other instances, as features and
+		// predictor are.
+		Partitioned: true,
 	}, notifier.Deps{JS: js, Rules: rules, Assets: assets, Records: records, Log: s.log, Metrics: s.registry})
 	if err != nil {
 		return err
