@@ -66,6 +66,7 @@ type clientSub struct {
 	c        *client
 	t        *topic
 	conflate bool
+	spos     int // 1 + its index in its topic shard's subs, 0 once it left; under the shard's lock
 
 	ready   bool    // snapshot or backlog sent; live events go straight out
 	pending []event // live events that arrived before ready

@@ -25,7 +25,7 @@ func (noSource) Stream(context.Context, string) (jetstream.Stream, error) {
 
 // testClient is a client with no socket: what the writer would write is
 // what drain takes from its queue.
-func testClient(t *testing.T, cfg Config) *client {
+func testClient(t testing.TB, cfg Config) *client {
 	t.Helper()
 	h, err := New(cfg, Deps{Source: noSource{}, Verify: func(string) (auth.Claims, error) { return auth.Claims{}, errors.New("no") }})
 	if err != nil {
