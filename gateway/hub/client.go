@@ -66,12 +66,15 @@ type clientSub struct {
 	c        *client
 	t        *topic
 	conflate bool
+	spos     int // 1 + its index in its topic shard's subs, 0 once it left; under the shard's lock
 
 	ready   bool    // snapshot or backlog sent; live events go straight out
 	pending []event // live events that arrived before ready
 	lastSeq uint64  // the newest sequence sent
-	qi      int     // 1 + the index in c.q of its last unsent conflatable frame, or 0
-	nq      int     // its unsent conflatable frames in c.q
+	// ring: the indexes in c.q of its nq unsent conflatable frames, in
+	// queue order.
+	ring [conflateDepth]int
+	nq   int
 }
 
 // mayRead reports whether this client may receive an alert of owner.

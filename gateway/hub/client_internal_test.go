@@ -25,7 +25,7 @@ func (noSource) Stream(context.Context, string) (jetstream.Stream, error) {
 
 // testClient is a client with no socket: what the writer would write is
 // what drain takes from its queue.
-func testClient(t *testing.T, cfg Config) *client {
+func testClient(t testing.TB, cfg Config) *client {
 	t.Helper()
 	h, err := New(cfg, Deps{Source: noSource{}, Verify: func(string) (auth.Claims, error) { return auth.Claims{}, errors.New("no") }})
 	if err != nil {
@@ -44,7 +44,7 @@ func (c *client) drain() []qitem {
 	c.q = nil
 	for _, it := range q {
 		if it.sub != nil {
-			it.sub.qi, it.sub.nq = 0, 0
+			it.sub.nq = 0
 		}
 	}
 	c.room.Broadcast()
@@ -226,5 +226,61 @@ func catchUpLeavesRoom(t *testing.T, withOther bool) {
 	}
 	if !c.deliver(resuming, liveEvent(101), now) || c.closing {
 		t.Fatalf("the first live event after the seam closed the client (%d %q) with %d queued", c.closeCode, c.closeReason, len(c.q))
+	}
+}
+
+// A ticks client that is behind is sent its newest conflateDepth ticks, in
+// order, and every frame of its other channels, in order: the oldest unsent
+// tick makes way, so what a starved client is sent is fresh.
+func TestConflationKeepsTheNewestTicks(t *testing.T) {
+	c := testClient(t, Config{QueueSize: 16})
+	ticks := &clientSub{c: c, conflate: true, ready: true}
+	candles := &clientSub{c: c, ready: true}
+	now := time.Now()
+	for seq := uint64(1); seq <= 10; seq++ {
+		if !c.deliver(ticks, liveEvent(seq), now) {
+			t.Fatalf("tick %d not queued", seq)
+		}
+		if seq%3 == 0 && !c.deliver(candles, liveEvent(100+seq), now) {
+			t.Fatalf("candle %d not queued", 100+seq)
+		}
+	}
+	var gotTicks, gotCandles []byte
+	q := c.drain()
+	for _, it := range q {
+		if it.b[0] >= 100 {
+			gotCandles = append(gotCandles, it.b[0])
+		} else {
+			gotTicks = append(gotTicks, it.b[0])
+		}
+	}
+	if string(gotTicks) != string([]byte{7, 8, 9, 10}) || string(gotCandles) != string([]byte{103, 106, 109}) {
+		t.Fatalf("queued ticks %v and candles %v, want [7 8 9 10] and [103 106 109]", gotTicks, gotCandles)
+	}
+	// The next ticks start afresh once the queue is taken.
+	for seq := uint64(11); seq <= 12; seq++ {
+		c.deliver(ticks, liveEvent(seq), now)
+	}
+	if q := c.drain(); len(q) != 2 || q[0].b[0] != 11 || q[1].b[0] != 12 {
+		t.Fatalf("after a drain %d frames queued, want ticks 11 and 12", len(q))
+	}
+}
+
+// A client behind on ticks for long holds conflateDepth of them, the newest.
+func TestConflationBounded(t *testing.T) {
+	c := testClient(t, Config{QueueSize: 16})
+	ticks := &clientSub{c: c, conflate: true, ready: true}
+	now := time.Now()
+	for seq := uint64(1); seq <= 1000; seq++ {
+		if !c.deliver(ticks, liveEvent(seq), now) {
+			t.Fatalf("tick %d not queued", seq)
+		}
+	}
+	var got []byte
+	for _, it := range c.drain() {
+		got = append(got, it.b[0])
+	}
+	if want := []byte{byte(997 % 256), byte(998 % 256), byte(999 % 256), byte(1000 % 256)}; string(got) != string(want) {
+		t.Fatalf("queued %v, want %v", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -18,6 +19,14 @@ import (
 // with the bytes left over, to its own writer, which blocks on it under the
 // write deadline as before and gives the client back once its queue is
 // empty, so that one slow socket never holds up a round.
+
+// yieldEvery is how many clients a round writes before it lets other
+// goroutines run. A round of thousands of writes runs for tens to hundreds
+// of milliseconds on a busy machine, and with a flusher on every P the
+// channel readers and fan-outs that feed every client (the NATS client's
+// read loop, the consumer's callback, the fan-out: several hand-offs per
+// event) each waited for the scheduler's 10 ms preemption of a flusher.
+const yieldEvery = 64
 
 // flusher is one round-robin writer over a share of the clients.
 type flusher struct {
@@ -71,6 +80,9 @@ func (f *flusher) round(bufs [][]byte) [][]byte {
 		bufs = f.flush(c, bufs[:0])
 		clear(bufs)
 		dirty[i] = nil
+		if i%yieldEvery == yieldEvery-1 {
+			runtime.Gosched()
+		}
 	}
 	if cap(dirty) > 1<<16 {
 		dirty = nil
@@ -92,7 +104,7 @@ func (f *flusher) flush(c *client, bufs [][]byte) [][]byte {
 	for i, it := range c.q {
 		bufs = append(bufs, it.b)
 		if it.sub != nil {
-			it.sub.qi, it.sub.nq = 0, 0
+			it.sub.nq = 0
 		}
 		c.q[i] = qitem{}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -215,5 +216,38 @@ func TestFlusherHandsFullSocketToWriter(t *testing.T) {
 		if op != opText {
 			t.Fatalf("frame op %d", op)
 		}
+	}
+}
+
+// A round lets other goroutines run every yieldEvery clients: with a
+// flusher on every P, the readers and fan-outs that feed the clients would
+// otherwise wait for the scheduler to preempt it. On one P, a goroutine
+// started before the round runs once the round has taken yieldEvery
+// clients, not after the whole round.
+func TestFlusherRoundYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	h := testClient(t, Config{WriteDelay: time.Hour}).h
+	f := h.flushers[0]
+	clients := make([]*client, 4*yieldEvery)
+	for i := range clients {
+		// Nothing queued: the round only takes each off its list.
+		clients[i] = &client{h: h, listed: true}
+	}
+	f.dirty = append(f.dirty, clients...)
+	seen := make(chan int, 1)
+	go func() {
+		n := 0
+		for _, c := range clients {
+			c.qmu.Lock()
+			if !c.listed {
+				n++
+			}
+			c.qmu.Unlock()
+		}
+		seen <- n
+	}()
+	f.round(nil)
+	if n := <-seen; n != yieldEvery {
+		t.Fatalf("another goroutine first ran after the round had taken %d of %d clients, want %d", n, len(clients), yieldEvery)
 	}
 }

@@ -23,7 +23,8 @@
 // order without duplicates; seq is what a reconnecting client passes back as
 // since. A ticks channel (running-candle updates, each replacing the last)
 // conflates: a client that is behind gets the newest tick rather than every
-// one, so its live seq may skip; a resume with since still replays every
+// one (the newest conflateDepth of those waiting for its socket), so its
+// live seq may skip; a resume with since still replays every
 // stored tick up to the seam. Other channels never skip: a client too far
 // behind on them is closed with 4008. A snapshot or backlog is queued only
 // while the client's queue is at most half full (catchUpRoom): a resume is

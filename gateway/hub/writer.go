@@ -70,7 +70,8 @@ type qitem struct {
 }
 
 // conflateDepth is how many unsent ticks of one channel a client may have
-// queued before it counts as behind and the newest replaces the last.
+// queued before it counts as behind and its oldest unsent tick of that
+// channel makes way for the newest.
 const conflateDepth = 4
 
 var errQueueClosed = errors.New("hub: client closing")
@@ -90,9 +91,19 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 		return false
 	}
 	if cs.conflate && cs.nq >= conflateDepth {
-		// Running-candle ticks: a client that is behind gets the newest,
-		// in the place of the last one it has not yet been sent.
-		c.q[cs.qi-1].b = b
+		// Running-candle ticks: a client that is behind gets the newest
+		// conflateDepth. They move up one place among the places its
+		// ticks hold in the queue, the oldest dropped, so the channel's
+		// order holds, nothing else moves and the queue does not grow.
+		// (Replacing the last kept the oldest three: at a 250 ms round
+		// the ticks a starved client got were as old as the round, and
+		// after a stall every one it was sent was as old as the stall.)
+		// c.oldest stays when the first place was filled: SlowAfter and
+		// the queue stage count the client's wait for a write.
+		for k := range conflateDepth - 1 {
+			c.q[cs.ring[k]].b = c.q[cs.ring[k+1]].b
+		}
+		c.q[cs.ring[conflateDepth-1]].b = b
 		c.h.m.conflated.Inc()
 		return true
 	}
@@ -106,7 +117,7 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 	}
 	c.pushLocked(it, now)
 	if cs.conflate {
-		cs.qi = len(c.q)
+		cs.ring[cs.nq] = len(c.q) - 1
 		cs.nq++
 	}
 	return true
@@ -243,7 +254,7 @@ func (c *client) writer() {
 		batch, c.q = c.q, batch[:0]
 		for _, it := range batch {
 			if it.sub != nil {
-				it.sub.qi, it.sub.nq = 0, 0
+				it.sub.nq = 0
 			}
 		}
 		if cap(c.q) > 64 {
