@@ -65,10 +65,13 @@ type Predictions struct {
 	writes *registryWrites
 
 	predictions *prometheus.CounterVec
-	absError    *prometheus.HistogramVec
-	hitRatio    *prometheus.GaugeVec
-	liveMAE     *prometheus.GaugeVec
-	latency     prometheus.Observer
+	// outcomes are predictions' children, looked up once each rather
+	// than on every vector; guarded by mu.
+	outcomes map[string]prometheus.Counter
+	absError *prometheus.HistogramVec
+	hitRatio *prometheus.GaugeVec
+	liveMAE  *prometheus.GaugeVec
+	latency  prometheus.Observer
 
 	mu        sync.Mutex           // the runner's steps against the watch and /readyz
 	champions map[string]*champion // by series key "1m.BTC-USD"
@@ -156,6 +159,7 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		forecasts: map[string]*seriesForecast{},
 		warned:    map[string]bool{},
 		names:     map[seriesID]*seriesNames{},
+		outcomes:  map[string]prometheus.Counter{},
 		writes:    newRegistryWrites(log),
 	}
 	reg.MustRegister(forecastCollector{p})
@@ -254,14 +258,14 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.scorers[key] = sc
 	}
 	if !v.Start.After(sc.Seen()) {
-		p.predictions.WithLabelValues("duplicate").Inc()
+		p.counted("duplicate").Inc()
 		return nil, nil
 	}
 	for _, s := range sc.Observe(v.Start, v.Close) {
 		// A vector handled again after a failed publish re-scores what
 		// it scored the first time: count each prediction once.
 		if !s.Start.After(p.scored[key]) {
-			p.predictions.WithLabelValues("rescored").Inc()
+			p.counted("rescored").Inc()
 			continue
 		}
 		p.scored[key] = s.Start
@@ -280,7 +284,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		// Not after the last candle or off the grid: the vector passed
 		// its own checks, so this is a series out of step; say so and
 		// keep going.
-		p.predictions.WithLabelValues("forecast_refused").Inc()
+		p.counted("forecast_refused").Inc()
 		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
@@ -303,6 +307,16 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 	return out.evs[:], nil
 }
 
+// counted is the predictions counter of outcome; mu is held.
+func (p *Predictions) counted(outcome string) prometheus.Counter {
+	c := p.outcomes[outcome]
+	if c == nil {
+		c = p.predictions.WithLabelValues(outcome)
+		p.outcomes[outcome] = c
+	}
+	return c
+}
+
 // predictionOut is a step's prediction, its parts and the slice returning
 // it, in one allocation.
 type predictionOut struct {
@@ -320,22 +334,22 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 	p.noChamp[names.label] = c == nil && err == nil
 	switch {
 	case err != nil:
-		p.predictions.WithLabelValues("model_mismatch").Inc()
+		p.counted("model_mismatch").Inc()
 		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
 		return -1, 0, ""
 	case c == nil:
-		p.predictions.WithLabelValues("no_champion").Inc()
+		p.counted("no_champion").Inc()
 		return -1, 0, ""
 	case v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())):
 		// The champion's training labels reach past this vector (the
 		// predictor is replaying history the trainer has passed): its
 		// forecast would have seen part of the answer.
-		p.predictions.WithLabelValues("model_newer").Inc()
+		p.counted("model_newer").Inc()
 		return -1, 0, ""
 	}
 	k := sf.horizonIndex(c.rec.Horizon)
 	if k < 0 {
-		p.predictions.WithLabelValues("model_horizon").Inc()
+		p.counted("model_horizon").Inc()
 		if !p.warned[key] {
 			p.warned[key] = true
 			p.log.Warn("the champion's horizon is not among the forecast horizons: publishing no-change", "series", key,
@@ -343,7 +357,7 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 		}
 		return -1, 0, ""
 	}
-	p.predictions.WithLabelValues("predicted").Inc()
+	p.counted("predicted").Inc()
 	return k, c.bound.Predict(v.Values), c.rec.ID
 }
 
