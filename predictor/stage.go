@@ -68,6 +68,8 @@ type Predictions struct {
 	// outcomes are predictions' children, looked up once each rather
 	// than on every vector; guarded by mu.
 	outcomes map[string]prometheus.Counter
+	// vdec decodes the vectors Step is given as bytes.
+	vdec     streams.VectorDecoder
 	absError *prometheus.HistogramVec
 	hitRatio *prometheus.GaugeVec
 	liveMAE  *prometheus.GaugeVec
@@ -243,7 +245,7 @@ func vectorSeries(subject string) (string, bool) {
 // Step implements pipeline.Stage: score what the vector completes, then
 // predict from it.
 func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
-	v, err := pipeline.Decode[streams.FeatureVector](m)
+	v, err := p.vector(m)
 	if err != nil {
 		p.predictions.WithLabelValues("invalid").Inc()
 		return nil, fmt.Errorf("predictor: %w", err)
@@ -315,6 +317,16 @@ func (p *Predictions) counted(outcome string) prometheus.Counter {
 		p.outcomes[outcome] = c
 	}
 	return c
+}
+
+// vector is m's vector: its Value when a stage before handed one over,
+// else its bytes, decoded as pipeline.Decode would with the series' names
+// shared between vectors (the runner steps one input at a time).
+func (p *Predictions) vector(m pipeline.Msg) (streams.FeatureVector, error) {
+	if v, ok := m.Value.(*streams.FeatureVector); ok && v != nil {
+		return pipeline.Decode[streams.FeatureVector](m)
+	}
+	return p.vdec.Decode(m.Data)
 }
 
 // predictionOut is a step's prediction, its parts and the slice returning
