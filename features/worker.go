@@ -87,9 +87,31 @@ type Vectors struct {
 	rebuild prometheus.Counter
 	latency prometheus.Observer
 	series  map[string]*Series
-	// counted holds the candles counter's child per outcome, looked up
-	// once rather than hashed on every candle.
-	counted map[Outcome]prometheus.Counter
+	// outcomes are candles' children by outcome, looked up once each
+	// rather than on every candle.
+	outcomes map[Outcome]prometheus.Counter
+	// dec reads the candles that come as JSON (a runner's), with no
+	// allocation for the shape streams.Encode writes; the runner calls
+	// Warm and Step from one goroutine at a time.
+	dec streams.CandleDecoder
+}
+
+// candle is m's candle: its Value when a stage before handed one over,
+// else its JSON, decoded as pipeline.Decode would.
+func (v *Vectors) candle(m pipeline.Msg) (streams.Candle, error) {
+	if c, ok := m.Value.(*streams.Candle); ok && c != nil {
+		return pipeline.Decode[streams.Candle](m)
+	}
+	return v.dec.Decode(m.Data)
+}
+
+func (v *Vectors) counted(o Outcome) prometheus.Counter {
+	c := v.outcomes[o]
+	if c == nil {
+		c = v.candles.WithLabelValues(string(o))
+		v.outcomes[o] = c
+	}
+	return c
 }
 
 // NewVectors builds the stage; now stamps the traces (time.Now when nil)
@@ -113,9 +135,9 @@ func NewVectors(spec Spec, now func() time.Time, reg prometheus.Registerer) (*Ve
 			Name: "cryptostream_features_rebuilds_total",
 			Help: "Per-symbol windows rebuilt from MARKET (start, failover, or after a failed publish).",
 		}),
-		latency: ops.PipelineLatency(reg).WithLabelValues(Stage),
-		series:  map[string]*Series{},
-		counted: map[Outcome]prometheus.Counter{},
+		latency:  ops.PipelineLatency(reg).WithLabelValues(Stage),
+		series:   map[string]*Series{},
+		outcomes: map[Outcome]prometheus.Counter{},
 	}, nil
 }
 
@@ -134,7 +156,7 @@ func (v *Vectors) Warm(ctx context.Context, h pipeline.History, key string, firs
 	}
 	s := NewSeries(v.calc)
 	for _, m := range msgs {
-		c, err := pipeline.Decode[streams.Candle](m)
+		c, err := v.candle(m)
 		if err != nil {
 			continue // rejected when it was first delivered
 		}
@@ -151,7 +173,7 @@ func (v *Vectors) Reset(key string) { delete(v.series, key) }
 // covers the lookback. A candle older than the window is rejected; a
 // duplicate or a late one is skipped.
 func (v *Vectors) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, error) {
-	c, err := pipeline.Decode[streams.Candle](m)
+	c, err := v.candle(m)
 	if err != nil {
 		v.candles.WithLabelValues("invalid").Inc()
 		return nil, fmt.Errorf("features: %w", err)
@@ -164,12 +186,7 @@ func (v *Vectors) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, erro
 		v.series[m.Subject] = s
 	}
 	vec, outcome := s.Add(c, m.Seq)
-	n := v.counted[outcome]
-	if n == nil {
-		n = v.candles.WithLabelValues(string(outcome))
-		v.counted[outcome] = n
-	}
-	n.Inc()
+	v.counted(outcome).Inc()
 	switch outcome {
 	case Computed:
 	case TooOld:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,19 +32,30 @@ import (
 // <inbox>.<batch id>.<flow>.<gap mode>.<batch seq>.<op>.$FI, and the server
 // answers on it: a flow ack ({"type":"ack","seq":N}: 1..N are stored)
 // every flow messages, a gap or an error notice, and a PubAck with the
-// count stored when the batch ends. The runner asks for a flow ack per
-// message, so that it knows each output stored as a PubAck would tell it,
-// and keeps one batch per stream open across consecutive flights, so that
-// the next flight can never be stored ahead of a hole in the previous
-// one; an idle runner ends its batches (the server drops a batch after
-// 10s without messages).
+// count stored when the batch ends. Each flow ack says when the next one
+// is due (after "msgs" more stored), so the runner knows at any time
+// whether what it sent will be confirmed by a flow ack still to come; when
+// it waits for an output that none will cover, it ends the batch, whose
+// PubAck then confirms everything sent. It asks for a flow ack every
+// batchFlow messages rather than every message: a flow ack costs the server
+// a JSON encode and a message, and the runner a delivery, about as much as
+// the stored message itself (BenchmarkPipelineThroughput). It keeps one
+// batch per stream open across consecutive flights, so that the next
+// flight can never be stored ahead of a hole in the previous one, and opens
+// the next batch only once the last one has ended with everything stored;
+// an idle runner ends its batches (the server drops a batch after 10s
+// without messages).
 
 const (
 	batchOpStart     = "0"
 	batchOpAppend    = "1"
 	batchOpCommitEOB = "3"
-	// batchFlow asks for a flow ack after every message stored.
-	batchFlow = "1"
+	// batchFlow asks for a flow ack after every 16 messages stored at
+	// most (the server starts lower when several batches share a stream
+	// and ramps up). A flight is 128 inputs in a backlog, so the acks that
+	// land it come from the next flight's first outputs; a flight that no
+	// flow ack will cover ends its batch instead (see needAck).
+	batchFlow = "16"
 )
 
 // errBatchEnded says a batch ended before the output was stored.
@@ -62,9 +74,16 @@ type fastBatch struct {
 	subject string
 	flights int
 
+	// committing: an end of batch was sent, whose PubAck will confirm
+	// what was stored; nothing more may be sent into the batch.
+	committing bool
+
 	mu sync.Mutex
 	// acked: every message up to it is stored.
 	acked uint64
+	// every is how many stored messages the next flow ack comes after
+	// the one for acked (0: not yet told).
+	every uint64
 	// ended: the server ended the batch, or the runner gave up on it;
 	// nothing more may be sent into it.
 	ended bool
@@ -80,20 +99,53 @@ func (b *fastBatch) state() (acked uint64, ended bool, wake <-chan struct{}) {
 	return b.acked, b.ended, b.wake
 }
 
+// needAck makes sure that the server will say whether seq is stored: it
+// ends the batch when no flow ack still to come would cover what was sent
+// (the first message's answer says when the first is due). Called from the
+// Run goroutine before each wait for seq, and again at every wake, since
+// each flow ack says when the next is due.
+func (bs *batches) needAck(b *fastBatch, seq uint64) {
+	if b.committing {
+		return
+	}
+	b.mu.Lock()
+	acked, every, ended := b.acked, b.every, b.ended
+	b.mu.Unlock()
+	if ended || acked >= seq || every == 0 || acked+every <= b.sent {
+		return
+	}
+	bs.commit(b)
+}
+
+// commit ends b after what was sent: the server answers with a PubAck once
+// all of it is stored, with the count stored.
+func (bs *batches) commit(b *fastBatch) {
+	b.committing = true
+	eob := nats.NewMsg(b.subject)
+	eob.Reply = b.prefix + strconv.FormatUint(b.sent+1, 10) + "." + batchOpCommitEOB + ".$FI"
+	if err := bs.send(eob); err != nil {
+		b.update(0, 0, true, fmt.Errorf("pipeline: end of batch: %w", err))
+	}
+}
+
 func (b *fastBatch) reason() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.why
 }
 
-// update records that 1..acked are stored and, when end, that the batch
-// is over (why says how).
-func (b *fastBatch) update(acked uint64, end bool, why error) {
+// update records that 1..acked are stored, that the next flow ack comes
+// every messages later (when not 0) and, when end, that the batch is over
+// (why says how).
+func (b *fastBatch) update(acked, every uint64, end bool, why error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	changed := false
 	if acked > b.acked {
 		b.acked, changed = acked, true
+	}
+	if every > 0 && acked >= b.acked {
+		b.every, changed = every, true
 	}
 	if end && !b.ended {
 		b.ended, b.why, changed = true, why, true
@@ -120,6 +172,9 @@ type batches struct {
 	// output subject its stream ("" when that stream takes no batches).
 	open   map[string]*fastBatch
 	stream map[string]string
+	// out and reply are the scratch of each send.
+	out   nats.Msg
+	reply []byte
 
 	mu   sync.Mutex
 	byID map[string]*fastBatch
@@ -173,9 +228,15 @@ func (r *Runner) streamOf(ctx context.Context, subject string) (string, error) {
 func (r *Runner) sendBatched(fl *flight, stream string, m *nats.Msg) error {
 	bs := r.bs
 	b := bs.open[stream]
+	if b != nil && b.committing {
+		// Ended to land a flight: the next batch opens once the server
+		// has answered that everything sent is stored, so that it can
+		// never be stored ahead of a hole in this one.
+		awaitEnd(b, r.cfg.PublishTimeout)
+	}
 	if b != nil {
-		if _, ended, _ := b.state(); ended {
-			if b.flights > 0 {
+		if acked, ended, _ := b.state(); ended {
+			if b.flights > 0 && acked < b.sent {
 				return errBatchEnded
 			}
 			bs.drop(b)
@@ -198,10 +259,17 @@ func (r *Runner) sendBatched(fl *flight, stream string, m *nats.Msg) error {
 		op = batchOpStart
 	}
 	seq := b.sent + 1
-	out := *m // the flight keeps m as it was, for a publish one at a time
-	out.Reply = b.prefix + strconv.FormatUint(seq, 10) + "." + op + ".$FI"
-	if err := bs.send(&out); err != nil {
-		b.update(0, true, err)
+	// A copy, since the flight keeps m as it was for a publish one at a
+	// time; the connection is done with it when send returns, so one
+	// serves every output.
+	bs.out = *m
+	bs.reply = strconv.AppendUint(append(bs.reply[:0], b.prefix...), seq, 10)
+	bs.reply = append(append(append(bs.reply, '.'), op...), ".$FI"...)
+	bs.out.Reply = string(bs.reply)
+	err := bs.send(&bs.out)
+	bs.out = nats.Msg{}
+	if err != nil {
+		b.update(0, 0, true, err)
 		return err
 	}
 	b.sent, b.subject = seq, m.Subject
@@ -235,10 +303,8 @@ func (bs *batches) closeIdle() {
 		if b.flights > 0 {
 			continue
 		}
-		if _, ended, _ := b.state(); !ended {
-			eob := nats.NewMsg(b.subject)
-			eob.Reply = b.prefix + strconv.FormatUint(b.sent+1, 10) + "." + batchOpCommitEOB + ".$FI"
-			_ = bs.send(eob) // a batch not ended the server drops after 10s
+		if _, ended, _ := b.state(); !ended && !b.committing {
+			bs.commit(b) // a batch not ended the server drops after 10s
 		}
 		bs.drop(b)
 	}
@@ -262,6 +328,7 @@ func (bs *batches) stop() {
 
 var (
 	flowAckPrefix = []byte(`{"type":"ack","seq":`)
+	flowAckEvery  = []byte(`"msgs":`)
 	flowGapPrefix = []byte(`{"type":"gap"`)
 	flowErrPrefix = []byte(`{"type":"err"`)
 )
@@ -296,30 +363,45 @@ func (bs *batches) answer(m *nats.Msg) {
 	switch {
 	case len(data) == 0 && m.Header.Get("Status") != "":
 		// 503: no stream leader took the message (a leader change).
-		b.update(0, true, fmt.Errorf("status %s", m.Header.Get("Status")))
+		b.update(0, 0, true, fmt.Errorf("status %s", m.Header.Get("Status")))
 	case bytes.HasPrefix(data, flowAckPrefix):
-		var seq uint64
-		for _, c := range data[len(flowAckPrefix):] {
-			if c < '0' || c > '9' {
-				break
-			}
-			seq = seq*10 + uint64(c-'0')
+		seq := leadingUint(data[len(flowAckPrefix):])
+		var every uint64
+		if i := bytes.Index(data, flowAckEvery); i >= 0 {
+			every = leadingUint(data[i+len(flowAckEvery):])
 		}
-		b.update(seq, false, nil)
+		if every == 0 {
+			// Not told when the next comes: assume none, so that a
+			// wait ends the batch rather than waiting for nothing.
+			every = math.MaxUint32
+		}
+		b.update(seq, every, false, nil)
 	case bytes.HasPrefix(data, flowGapPrefix), bytes.HasPrefix(data, flowErrPrefix):
-		b.update(0, true, fmt.Errorf("server: %s", truncate(string(data), 200)))
+		b.update(0, 0, true, fmt.Errorf("server: %s", truncate(string(data), 200)))
 	default:
 		var ack batchPubAck
 		if err := json.Unmarshal(data, &ack); err != nil {
-			b.update(0, true, fmt.Errorf("batch answer: %w", err))
+			b.update(0, 0, true, fmt.Errorf("batch answer: %w", err))
 			return
 		}
 		if ack.Error != nil {
-			b.update(0, true, fmt.Errorf("server: %s (%d)", ack.Error.Description, ack.Error.ErrCode))
+			b.update(0, 0, true, fmt.Errorf("server: %s (%d)", ack.Error.Description, ack.Error.ErrCode))
 			return
 		}
-		b.update(ack.Count, true, errBatchEnded)
+		b.update(ack.Count, 0, true, errBatchEnded)
 	}
+}
+
+// leadingUint is the decimal number data starts with.
+func leadingUint(data []byte) uint64 {
+	var n uint64
+	for _, c := range data {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
 }
 
 // pending is an output sent and not yet confirmed: an asynchronous
@@ -333,7 +415,7 @@ type pending struct {
 // awaitBatched waits until p's message is stored (true), its batch ended
 // short of it, or timeout fires (false; the runner then gives the batch
 // up, so that nothing more goes into it).
-func awaitBatched(p pending, timeout <-chan time.Time) bool {
+func (bs *batches) awaitBatched(p pending, timeout <-chan time.Time) bool {
 	for {
 		acked, ended, wake := p.b.state()
 		if acked >= p.seq {
@@ -342,11 +424,31 @@ func awaitBatched(p pending, timeout <-chan time.Time) bool {
 		if ended {
 			return false
 		}
+		bs.needAck(p.b, p.seq)
 		select {
 		case <-wake:
 		case <-timeout:
-			p.b.update(0, true, errors.New("pipeline: batch acks timed out"))
+			p.b.update(0, 0, true, errors.New("pipeline: batch acks timed out"))
 			return false
+		}
+	}
+}
+
+// awaitEnd waits until the server has answered b's end of batch, or gives
+// b up after bound.
+func awaitEnd(b *fastBatch, bound time.Duration) {
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	for {
+		_, ended, wake := b.state()
+		if ended {
+			return
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			b.update(0, 0, true, errors.New("pipeline: end of batch unanswered"))
+			return
 		}
 	}
 }

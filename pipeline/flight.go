@@ -82,7 +82,7 @@ func (fl *flight) uses(b *fastBatch) bool {
 
 // idle waits while fl's PubAcks come in: until the last is in, more
 // inputs arrive (signal), or bound passes.
-func (fl *flight) idle(signal <-chan struct{}, bound time.Duration) {
+func (r *Runner) idle(fl *flight, signal <-chan struct{}, bound time.Duration) {
 	if len(fl.acks) == 0 || fl.lastDone {
 		return
 	}
@@ -95,6 +95,7 @@ func (fl *flight) idle(signal <-chan struct{}, bound time.Duration) {
 			if acked >= last.seq || ended {
 				return
 			}
+			r.bs.needAck(last.b, last.seq)
 			select {
 			case <-signal:
 				return
@@ -256,7 +257,7 @@ func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 	wait:
 		for i, p := range fl.acks {
 			if p.b != nil {
-				if !awaitBatched(p, timeout.C) {
+				if !r.bs.awaitBatched(p, timeout.C) {
 					r.m.cut.Inc()
 					r.log.Debug("fast batch ended short", "stream", p.b.stream, "seq", p.seq, "err", p.b.reason())
 					break wait

@@ -281,7 +281,7 @@ func (r *Runner) run(ctx context.Context) error {
 				}
 			}
 		case prev != nil && canLaunch && in.len() == 0:
-			prev.idle(in.signal, r.cfg.PublishTimeout)
+			r.idle(prev, in.signal, r.cfg.PublishTimeout)
 		}
 		var cur *flight
 		if canLaunch && in.len() > 0 {

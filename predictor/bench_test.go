@@ -3,6 +3,8 @@ package predictor_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,13 +104,19 @@ func embedded(b *testing.B) jetstream.JetStream {
 }
 
 func loadCandles(b *testing.B, js jetstream.JetStream, candles []streams.Candle) {
-	for _, c := range candles {
+	for i, c := range candles {
 		msg, err := streams.NewMsg(&c)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if _, err := js.PublishMsgAsync(msg); err != nil {
 			b.Fatal(err)
+		}
+		if i%1000 == 999 {
+			// Below the client's bound on outstanding publishes, which
+			// a busy machine otherwise overruns ("stalled with too many
+			// outstanding async published messages").
+			<-js.PublishAsyncComplete()
 		}
 	}
 	select {
@@ -175,9 +183,12 @@ func rawConsume(b *testing.B, n, size, maxAckPending int) float64 {
 		b.Fatal(err)
 	}
 	payload := make([]byte, size)
-	for range n {
+	for i := range n {
 		if _, err := js.PublishAsync("raw.x", payload); err != nil {
 			b.Fatal(err)
+		}
+		if i%1000 == 999 {
+			<-js.PublishAsyncComplete()
 		}
 	}
 	<-js.PublishAsyncComplete()
@@ -274,9 +285,12 @@ func rawChain(b *testing.B, n, inSize, midSize, outSize int) pass {
 		}
 	}
 	payload := make([]byte, inSize)
-	for range n {
+	for i := range n {
 		if _, err := js.PublishAsync("a.x", payload); err != nil {
 			b.Fatal(err)
+		}
+		if i%1000 == 999 {
+			<-js.PublishAsyncComplete()
 		}
 	}
 	<-js.PublishAsyncComplete()
@@ -297,7 +311,15 @@ func rawChain(b *testing.B, n, inSize, midSize, outSize int) pass {
 func pipelinePass(b *testing.B, candles []streams.Candle) pass {
 	s := natstest.Server(b)
 	_, js := natstest.Connect(b, s)
-	if err := streams.Ensure(b.Context(), js, streams.Declare(1)); err != nil {
+	top := streams.Declare(1)
+	// BENCH_OUTPUTS=async: outputs one by one asynchronously, as a stream
+	// without allow_batched takes them, for an A/B against the fast batch.
+	if os.Getenv("BENCH_OUTPUTS") == "async" {
+		for i := range top.Streams {
+			top.Streams[i].AllowBatchPublish = false
+		}
+	}
+	if err := streams.Ensure(b.Context(), js, top); err != nil {
 		b.Fatal(err)
 	}
 	putChampion(b, js)
@@ -321,16 +343,29 @@ type pass struct {
 	n        int
 	began    time.Time
 	cpuBegan time.Duration
+	mallocs  uint64
 	rate     float64
 	cpuPer   time.Duration
+	// allocsPer is the process's heap allocations per message, the
+	// embedded server's included.
+	allocsPer float64
 }
 
-func begin(n int) pass { return pass{n: n, began: time.Now(), cpuBegan: cpuTime()} }
+func begin(n int) pass {
+	return pass{n: n, began: time.Now(), cpuBegan: cpuTime(), mallocs: mallocs()}
+}
 
 func (p pass) end() pass {
 	p.rate = float64(p.n) / time.Since(p.began).Seconds()
 	p.cpuPer = (cpuTime() - p.cpuBegan) / time.Duration(p.n)
+	p.allocsPer = float64(mallocs()-p.mallocs) / float64(p.n)
 	return p
+}
+
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }
 
 func cpuTime() time.Duration {
@@ -364,7 +399,7 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	candles := meanReverting(n, 2)
 	sample, _ := streams.Encode(&candles[0])
 	vecSize, predSize := sizes(b, candles)
-	var pipes, chains, raws, toChain, toRaw, cpuPipe, cpuChain []float64
+	var pipes, chains, raws, toChain, toRaw, cpuPipe, cpuChain, allocPipe, allocChain []float64
 	for i := range b.N {
 		var pipe, chain pass
 		if i%2 == 0 {
@@ -379,8 +414,9 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 		toChain, toRaw = append(toChain, pipe.rate/chain.rate), append(toRaw, pipe.rate/raw)
 		cpuPipe = append(cpuPipe, float64(pipe.cpuPer)/1e3)
 		cpuChain = append(cpuChain, float64(chain.cpuPer)/1e3)
-		b.Logf("pass %d: pipeline %.0f candles/s (%.1f µs CPU each), raw chain %.0f msgs/s (%.1f µs), ratio %.2f; raw consume %.0f msgs/s",
-			i+1, pipe.rate, cpuPipe[i], chain.rate, cpuChain[i], toChain[i], raw)
+		allocPipe, allocChain = append(allocPipe, pipe.allocsPer), append(allocChain, chain.allocsPer)
+		b.Logf("pass %d: pipeline %.0f candles/s (%.1f µs CPU, %.0f allocs each), raw chain %.0f msgs/s (%.1f µs, %.0f allocs), ratio %.2f; raw consume %.0f msgs/s",
+			i+1, pipe.rate, cpuPipe[i], pipe.allocsPer, chain.rate, cpuChain[i], chain.allocsPer, toChain[i], raw)
 	}
 	b.ReportMetric(median(pipes), "candles/s")
 	b.ReportMetric(median(chains), "raw_chain_msgs/s")
@@ -389,6 +425,8 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	b.ReportMetric(median(toRaw), "ratio_to_raw_consume")
 	b.ReportMetric(median(cpuPipe), "cpu_µs/candle")
 	b.ReportMetric(median(cpuChain), "chain_cpu_µs/msg")
+	b.ReportMetric(median(allocPipe), "allocs/candle")
+	b.ReportMetric(median(allocChain), "chain_allocs/msg")
 }
 
 // sizes are the encoded sizes of a vector and a prediction made from
@@ -466,4 +504,37 @@ func BenchmarkPublishToPrediction(b *testing.B) {
 	slices.Sort(all)
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50_ms")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99_ms")
+}
+
+// BenchmarkPipelineAlone runs only BenchmarkPipelineThroughput's pipeline
+// pass, for a CPU or allocation profile of the chain without the raw
+// references in it.
+func BenchmarkPipelineAlone(b *testing.B) {
+	const n = 20000
+	candles := meanReverting(n, 2)
+	var rates, cpus, allocs []float64
+	for range b.N {
+		p := pipelinePass(b, candles)
+		rates, cpus = append(rates, p.rate), append(cpus, float64(p.cpuPer)/1e3)
+		allocs = append(allocs, p.allocsPer)
+	}
+	b.ReportMetric(median(rates), "candles/s")
+	b.ReportMetric(median(cpus), "cpu_µs/candle")
+	b.ReportMetric(median(allocs), "allocs/candle")
+}
+
+// BenchmarkRawChainAlone runs only BenchmarkPipelineThroughput's raw
+// two-hop chain, to profile it beside BenchmarkPipelineAlone.
+func BenchmarkRawChainAlone(b *testing.B) {
+	const n = 20000
+	candles := meanReverting(n, 2)
+	sample, _ := streams.Encode(&candles[0])
+	vecSize, predSize := sizes(b, candles)
+	var rates, cpus []float64
+	for range b.N {
+		p := rawChain(b, n, len(sample), vecSize, predSize)
+		rates, cpus = append(rates, p.rate), append(cpus, float64(p.cpuPer)/1e3)
+	}
+	b.ReportMetric(median(rates), "msgs/s")
+	b.ReportMetric(median(cpus), "cpu_µs/msg")
 }

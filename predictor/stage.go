@@ -65,10 +65,15 @@ type Predictions struct {
 	writes *registryWrites
 
 	predictions *prometheus.CounterVec
-	absError    *prometheus.HistogramVec
-	hitRatio    *prometheus.GaugeVec
-	liveMAE     *prometheus.GaugeVec
-	latency     prometheus.Observer
+	// outcomes are predictions' children, looked up once each rather
+	// than on every vector; guarded by mu.
+	outcomes map[string]prometheus.Counter
+	// vdec decodes the vectors Step is given as bytes.
+	vdec     streams.VectorDecoder
+	absError *prometheus.HistogramVec
+	hitRatio *prometheus.GaugeVec
+	liveMAE  *prometheus.GaugeVec
+	latency  prometheus.Observer
 
 	mu        sync.Mutex           // the runner's steps against the watch and /readyz
 	champions map[string]*champion // by series key "1m.BTC-USD"
@@ -80,10 +85,6 @@ type Predictions struct {
 	forecasts map[string]*seriesForecast // by series key
 	warned    map[string]bool            // series warned of a champion horizon not forecast
 	names     map[seriesID]*seriesNames
-	// counted holds the predictions counter's child per outcome, looked
-	// up once: WithLabelValues hashes and locks on every call, once a
-	// vector.
-	counted map[string]prometheus.Counter
 }
 
 // seriesID is a series as a vector names it.
@@ -161,7 +162,7 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		forecasts: map[string]*seriesForecast{},
 		warned:    map[string]bool{},
 		names:     map[seriesID]*seriesNames{},
-		counted:   map[string]prometheus.Counter{},
+		outcomes:  map[string]prometheus.Counter{},
 		writes:    newRegistryWrites(log),
 	}
 	reg.MustRegister(forecastCollector{p})
@@ -176,16 +177,6 @@ func (p *Predictions) setStore(store LiveStore) {
 	p.writes.writing.Lock()
 	p.writes.store = store
 	p.writes.writing.Unlock()
-}
-
-// count counts a vector's outcome; p.mu is held.
-func (p *Predictions) count(outcome string) {
-	c := p.counted[outcome]
-	if c == nil {
-		c = p.predictions.WithLabelValues(outcome)
-		p.counted[outcome] = c
-	}
-	c.Inc()
 }
 
 func seriesKey(iv streams.Interval, symbol string) string {
@@ -258,7 +249,7 @@ func vectorSeries(subject string) (string, bool) {
 // Step implements pipeline.Stage: score what the vector completes, then
 // predict from it.
 func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
-	v, err := pipeline.Decode[streams.FeatureVector](m)
+	v, err := p.vector(m)
 	if err != nil {
 		p.predictions.WithLabelValues("invalid").Inc()
 		return nil, fmt.Errorf("predictor: %w", err)
@@ -273,14 +264,14 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.scorers[key] = sc
 	}
 	if !v.Start.After(sc.Seen()) {
-		p.count("duplicate")
+		p.counted("duplicate").Inc()
 		return nil, nil
 	}
 	for _, s := range sc.Observe(v.Start, v.Close) {
 		// A vector handled again after a failed publish re-scores what
 		// it scored the first time: count each prediction once.
 		if !s.Start.After(p.scored[key]) {
-			p.count("rescored")
+			p.counted("rescored").Inc()
 			continue
 		}
 		p.scored[key] = s.Start
@@ -299,7 +290,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		// Not after the last candle or off the grid: the vector passed
 		// its own checks, so this is a series out of step; say so and
 		// keep going.
-		p.count("forecast_refused")
+		p.counted("forecast_refused").Inc()
 		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
@@ -322,6 +313,26 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 	return out.evs[:], nil
 }
 
+// counted is the predictions counter of outcome; mu is held.
+func (p *Predictions) counted(outcome string) prometheus.Counter {
+	c := p.outcomes[outcome]
+	if c == nil {
+		c = p.predictions.WithLabelValues(outcome)
+		p.outcomes[outcome] = c
+	}
+	return c
+}
+
+// vector is m's vector: its Value when a stage before handed one over,
+// else its bytes, decoded as pipeline.Decode would with the series' names
+// shared between vectors (the runner steps one input at a time).
+func (p *Predictions) vector(m pipeline.Msg) (streams.FeatureVector, error) {
+	if v, ok := m.Value.(*streams.FeatureVector); ok && v != nil {
+		return pipeline.Decode[streams.FeatureVector](m)
+	}
+	return p.vdec.Decode(m.Data)
+}
+
 // predictionOut is a step's prediction, its parts and the slice returning
 // it, in one allocation.
 type predictionOut struct {
@@ -342,22 +353,22 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 	}
 	switch {
 	case err != nil:
-		p.count("model_mismatch")
+		p.counted("model_mismatch").Inc()
 		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
 		return -1, 0, ""
 	case c == nil:
-		p.count("no_champion")
+		p.counted("no_champion").Inc()
 		return -1, 0, ""
 	case v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())):
 		// The champion's training labels reach past this vector (the
 		// predictor is replaying history the trainer has passed): its
 		// forecast would have seen part of the answer.
-		p.count("model_newer")
+		p.counted("model_newer").Inc()
 		return -1, 0, ""
 	}
 	k := sf.horizonIndex(c.rec.Horizon)
 	if k < 0 {
-		p.count("model_horizon")
+		p.counted("model_horizon").Inc()
 		if !p.warned[key] {
 			p.warned[key] = true
 			p.log.Warn("the champion's horizon is not among the forecast horizons: publishing no-change", "series", key,
@@ -365,7 +376,7 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 		}
 		return -1, 0, ""
 	}
-	p.count("predicted")
+	p.counted("predicted").Inc()
 	return k, c.bound.Predict(v.Values), c.rec.ID
 }
 

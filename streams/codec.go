@@ -105,10 +105,45 @@ func (f *FeatureVector) appendBinary(b []byte) []byte {
 	return appendTrace(b, fvTrace, f.Trace)
 }
 
-func (f *FeatureVector) decodeBinary(data []byte) error {
+func (f *FeatureVector) decodeBinary(data []byte) error { return f.decodeBinaryNames(data, nil) }
+
+// VectorDecoder decodes feature vectors as Decode[FeatureVector] does,
+// sharing one Names slice between the vectors that carry the same names
+// (every vector of a series does): the fifteen names are most of a binary
+// vector's strings, and a reader of many vectors (the predictor stage)
+// otherwise copies them for every one. The Names of what it returns must
+// not be modified. The zero value is ready; a decoder is for one
+// goroutine.
+type VectorDecoder struct {
+	names []string
+}
+
+// Decode parses and validates one vector, binary or JSON.
+func (d *VectorDecoder) Decode(data []byte) (FeatureVector, error) {
+	if !isBinary(data) {
+		return Decode[FeatureVector](data)
+	}
+	var v FeatureVector
+	if err := v.decodeBinaryNames(data, d.names); err != nil {
+		return v, fmt.Errorf("%w: decode binary %T: %w", ErrInvalidEvent, v, err)
+	}
+	if v.V != SchemaVersion {
+		return v, fmt.Errorf("%w: %T schema version %d, want %d", ErrInvalidEvent, v, v.V, SchemaVersion)
+	}
+	if err := v.Validate(); err != nil {
+		return v, err
+	}
+	d.names = v.Names
+	return v, nil
+}
+
+// decodeBinaryNames decodes data, taking prev as the vector's Names when
+// they are the same strings in the same order.
+func (f *FeatureVector) decodeBinaryNames(data []byte, prev []string) error {
 	// A first pass sizes everything, so that the strings share one
 	// allocation and each slice is made once.
-	var strs, names, values, window, trace int
+	var strs, names, values, window, trace, nameBytes int
+	same := prev != nil
 	for r := (wire{data}); len(r.data) > 0; {
 		fl, err := r.next()
 		if err != nil {
@@ -118,7 +153,10 @@ func (f *FeatureVector) decodeBinary(data []byte) error {
 		case fvSymbol:
 			strs += len(fl.v)
 		case fvNames:
-			strs += len(fl.v)
+			if same && (names >= len(prev) || prev[names] != string(fl.v)) {
+				same = false
+			}
+			nameBytes += len(fl.v)
 			names++
 		case fvValues:
 			values += max(1, len(fl.v)/8)
@@ -130,10 +168,17 @@ func (f *FeatureVector) decodeBinary(data []byte) error {
 			trace++
 		}
 	}
+	same = same && names == len(prev)
+	if !same {
+		strs += nameBytes
+	}
 	var a arena
 	a.Grow(strs)
 	*f = FeatureVector{}
-	if names > 0 {
+	switch {
+	case same:
+		f.Names = prev
+	case names > 0:
 		f.Names = make([]string, 0, names)
 	}
 	if values > 0 {
@@ -167,7 +212,9 @@ func (f *FeatureVector) decodeBinary(data []byte) error {
 			f.Close = math.Float64frombits(fl.x)
 		case fvNames:
 			err = fl.want(protowire.BytesType)
-			f.Names = append(f.Names, a.str(fl.v))
+			if !same {
+				f.Names = append(f.Names, a.str(fl.v))
+			}
 		case fvValues:
 			f.Values, err = appendDoubles(f.Values, fl)
 		case fvCandleSeq:

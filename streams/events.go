@@ -124,7 +124,7 @@ func (c *Candle) MsgID() string { return CandleMsgID(c.Interval, c.Symbol, c.Sta
 
 // CandleMsgID builds a candle's message id without a Candle at hand.
 func CandleMsgID(iv Interval, symbol string, start time.Time) string {
-	return "candle:" + iv.String() + ":" + token(symbol) + ":" + strconv.FormatInt(start.Unix(), 10)
+	return seriesString("candle", ':', iv, symbol, start.Unix(), true)
 }
 
 // MaxClockSkew is how far past this machine's clock a candle may start:
@@ -258,7 +258,7 @@ func (f *FeatureVector) Subject() string { return FeaturesSubject(f.Interval, f.
 
 // MsgID is one vector per candle.
 func (f *FeatureVector) MsgID() string {
-	return "features:" + f.Interval.String() + ":" + token(f.Symbol) + ":" + strconv.FormatInt(f.Start.Unix(), 10)
+	return seriesString("features", ':', f.Interval, f.Symbol, f.Start.Unix(), true)
 }
 
 // Validate implements Event.
@@ -358,7 +358,7 @@ func (p *Prediction) Subject() string { return PredictionSubject(p.Interval, p.S
 // MsgID is one prediction per candle, whichever model made it, so a
 // redelivery after a champion swap cannot publish a second one.
 func (p *Prediction) MsgID() string {
-	return "prediction:" + p.Interval.String() + ":" + token(p.Symbol) + ":" + strconv.FormatInt(p.Start.Unix(), 10)
+	return seriesString("prediction", ':', p.Interval, p.Symbol, p.Start.Unix(), true)
 }
 
 // Validate implements Event.
@@ -673,21 +673,32 @@ func Decode[T any, PT interface {
 // to the pipeline, with a Content-Type header saying so, in JSON for the
 // others.
 func NewMsg(e Event) (*nats.Msg, error) {
-	msg := nats.NewMsg(e.Subject())
+	// The message, its header and the header's values in one allocation
+	// each at most: a stage makes one of these per output.
+	out := &struct {
+		msg  nats.Msg
+		vals [2]string
+	}{}
 	var data []byte
 	var err error
-	if be, ok := e.(binaryEvent); ok {
+	be, binary := e.(binaryEvent)
+	if binary {
 		data, err = EncodeBinary(e)
-		msg.Header.Set(HeaderContentType, be.contentType())
 	} else {
 		data, err = Encode(e)
 	}
 	if err != nil {
 		return nil, err
 	}
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
-	return msg, nil
+	out.vals[0] = e.MsgID()
+	h := make(nats.Header, 2)
+	h[jetstream.MsgIDHeader] = out.vals[0:1:1]
+	if binary {
+		out.vals[1] = be.contentType()
+		h[HeaderContentType] = out.vals[1:2:2]
+	}
+	out.msg = nats.Msg{Subject: e.Subject(), Header: h, Data: data}
+	return &out.msg, nil
 }
 
 // Publisher is the part of jetstream.JetStream that publishing needs.

@@ -3,6 +3,7 @@ package streams
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -23,7 +24,7 @@ const (
 
 // CandleSubject is market.candle.<interval>.<SYMBOL-TOKEN>.
 func CandleSubject(iv Interval, symbol string) string {
-	return rootCandle + "." + iv.String() + "." + token(symbol)
+	return seriesString(rootCandle, '.', iv, symbol, 0, false)
 }
 
 // CandleFilter matches every closed candle of one interval and one symbol;
@@ -46,12 +47,36 @@ func TickSubject(iv Interval, symbol string) string {
 
 // FeaturesSubject is features.<interval>.<SYMBOL-TOKEN>.
 func FeaturesSubject(iv Interval, symbol string) string {
-	return rootFeatures + "." + iv.String() + "." + token(symbol)
+	return seriesString(rootFeatures, '.', iv, symbol, 0, false)
 }
 
 // PredictionSubject is predictions.<interval>.<SYMBOL-TOKEN>.
 func PredictionSubject(iv Interval, symbol string) string {
-	return rootPrediction + "." + iv.String() + "." + token(symbol)
+	return seriesString(rootPrediction, '.', iv, symbol, 0, false)
+}
+
+// seriesString is <root><sep><interval><sep><SYMBOL-TOKEN>, then
+// <sep><unix> when withUnix, built in one allocation: subjects and msg-ids
+// are made for every event a stage publishes, and the concatenation of
+// token's copy cost three.
+func seriesString(root string, sep byte, iv Interval, symbol string, unix int64, withUnix bool) string {
+	var buf [128]byte
+	b := append(buf[:0], root...)
+	b = append(b, sep)
+	b = append(b, iv.String()...)
+	b = append(b, sep)
+	if i := strings.IndexByte(symbol, '/'); i >= 0 {
+		b = append(b, symbol[:i]...)
+		b = append(b, '-')
+		b = append(b, symbol[i+1:]...)
+	} else {
+		b = append(b, symbol...)
+	}
+	if withUnix {
+		b = append(b, sep)
+		b = strconv.AppendInt(b, unix, 10)
+	}
+	return string(b)
 }
 
 // PredictionFilter matches the predictions of every interval and symbol.

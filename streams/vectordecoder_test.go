@@ -1,0 +1,79 @@
+package streams
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestVectorDecoderIsDecode: a run of vectors, their names the same, then
+// other names, then JSON and a corrupt one, decodes through one
+// VectorDecoder to what Decode gives each, errors included, and the
+// vectors with the same names share one Names slice.
+func TestVectorDecoderIsDecode(t *testing.T) {
+	_, v, _ := hopEvents()
+	var inputs [][]byte
+	for i := range 4 {
+		w := v
+		w.Start = v.Start.Add(time.Duration(i) * time.Minute)
+		w.Values = slices.Clone(v.Values)
+		w.Values[0] += float64(i)
+		if i == 2 {
+			w.Names = append(slices.Clone(v.Names[:len(v.Names)-1]), "other")
+		}
+		data, err := EncodeBinary(&w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, data)
+	}
+	js, err := Encode(&v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs = append(inputs, js, inputs[0][:len(inputs[0])-3], []byte{0x08, 0x02})
+	var d VectorDecoder
+	var got []FeatureVector
+	for i, data := range inputs {
+		g, gerr := d.Decode(data)
+		w, werr := Decode[FeatureVector](data)
+		if (gerr == nil) != (werr == nil) || (gerr != nil && gerr.Error() != werr.Error()) {
+			t.Fatalf("input %d: error %v, Decode's %v", i, gerr, werr)
+		}
+		if werr == nil && !sameVector(g, w) {
+			t.Fatalf("input %d: %+v\nDecode: %+v", i, g, w)
+		}
+		got = append(got, g)
+	}
+	if &got[0].Names[0] != &got[1].Names[0] {
+		t.Error("two vectors with the same names do not share them")
+	}
+	if &got[2].Names[0] == &got[1].Names[0] || &got[3].Names[0] == &got[1].Names[0] {
+		t.Error("a vector with other names shares the previous ones")
+	}
+}
+
+func BenchmarkVectorDecode(b *testing.B) {
+	_, v, _ := hopEvents()
+	data, err := EncodeBinary(&v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Decode[FeatureVector](data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("VectorDecoder", func(b *testing.B) {
+		var d VectorDecoder
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := d.Decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
