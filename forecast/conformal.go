@@ -255,11 +255,19 @@ func (c *Calibration) At(q float64) float64 {
 type ACI struct {
 	Level float64 // nominal coverage, 0.8
 	Step  float64 // gamma
+	// Min is the lowest working miscoverage: below 1/(n+1) the interval
+	// is the window's largest score, and any low alpha reads the few
+	// largest errors of the window, which after a crash's misses makes the
+	// interval wide exactly when the volatility forecast has already
+	// caught up (Config.ACIFloor).
+	Min   float64
 	alpha float64
 }
 
-// NewACI starts at the nominal level.
-func NewACI(level, step float64) ACI { return ACI{Level: level, Step: step, alpha: 1 - level} }
+// NewACI starts at the nominal level, with Min at −0.25.
+func NewACI(level, step float64) ACI {
+	return ACI{Level: level, Step: step, Min: -0.25, alpha: 1 - level}
+}
 
 // Alpha is the working miscoverage for the next interval.
 func (a *ACI) Alpha() float64 { return a.alpha }
@@ -273,7 +281,7 @@ func (a *ACI) Observe(missed bool) {
 	a.alpha += a.Step * ((1 - a.Level) - e)
 	// Bounded so that a long spell past the widest interval (or of
 	// certain hits) is undone in bounded time.
-	a.alpha = min(max(a.alpha, -0.25), 1)
+	a.alpha = min(max(a.alpha, a.Min), 1)
 }
 
 // hitWindow is a rolling share of hits over the last n outcomes.

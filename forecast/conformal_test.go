@@ -60,6 +60,19 @@ func TestACI(t *testing.T) {
 	}
 }
 
+// TestACIFloor: the working miscoverage stops at Min, and the first hit
+// moves it up from there, not from where the misses would have taken it.
+func TestACIFloor(t *testing.T) {
+	a := forecast.NewACI(0.8, 0.1)
+	a.Min = 0.09
+	for i, want := range []float64{0.12, 0.09, 0.09, 0.09 + 0.1*0.2} {
+		a.Observe(i < 3)
+		if !near(a.Alpha(), want, 1e-12) {
+			t.Fatalf("step %d: alpha %v, want %v", i, a.Alpha(), want)
+		}
+	}
+}
+
 // TestConformalCoverage: on exchangeable scores the split-conformal
 // multiplier covers at its nominal level, and adaptive conformal inference
 // restores the coverage after the scale of the errors jumps.

@@ -75,6 +75,11 @@ type Config struct {
 	CalibrationHorizons int
 	RegimeBins          int
 	ACISteps            []float64
+	// ACIFloor keeps each ACI's working miscoverage at or above this share
+	// of the nominal one (0.45: 0.09 for the 80% interval, 0.0225 for 95%),
+	// so that a run of misses never has the multiplier read past that
+	// quantile of the window's scores; 0 is ACI's own bound of −0.25.
+	ACIFloor float64
 	// CoverageWindow is how many recent outcomes the measured coverage of
 	// each interval is over.
 	CoverageWindow int
@@ -122,7 +127,7 @@ func DefaultConfig(iv time.Duration) Config {
 		Memory:         14 * day,
 		RefitEvery:     n(time.Hour),
 		ProfileBuckets: 48, ProfileHalfLifeDays: 10, ProfileMinDays: 2,
-		Calibration: day, CalibrationHorizons: 192, RegimeBins: 1, ACISteps: steps, CoverageWindow: day,
+		Calibration: day, CalibrationHorizons: 192, RegimeBins: 1, ACISteps: steps, ACIFloor: 0.45, CoverageWindow: day,
 		Warmup: 2 * day, MaxGap: day,
 	}
 }
@@ -147,6 +152,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("forecast: %d pooled flags for %d horizons", len(c.Pooled), len(c.Horizons))
 	case c.CalibrationHorizons < 0:
 		return fmt.Errorf("forecast: calibration horizons %d", c.CalibrationHorizons)
+	case !(c.ACIFloor >= 0 && c.ACIFloor < 1):
+		return fmt.Errorf("forecast: ACI floor %v (0 to below 1)", c.ACIFloor)
 	}
 	for _, g := range c.ACISteps {
 		if g < 0 || g > 0.5 {
@@ -388,7 +395,11 @@ func (s *Series) reset() {
 			hz.cal = append(hz.cal, NewCalibration(cfg.CalibrationWindow(h)))
 			var a []ACI
 			for _, l := range cfg.Levels {
-				a = append(a, NewACI(l, cfg.ACISteps[k]/float64(h)))
+				ac := NewACI(l, cfg.ACISteps[k]/float64(h))
+				if cfg.ACIFloor > 0 {
+					ac.Min = cfg.ACIFloor * (1 - l)
+				}
+				a = append(a, ac)
 			}
 			hz.aci = append(hz.aci, a)
 		}

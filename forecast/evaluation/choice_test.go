@@ -11,7 +11,7 @@ import (
 	"cryptostream/forecast/evaluation"
 )
 
-var calibrationGrid = flag.Bool("calibration-grid", false, "rerun the choice of the 60-minute calibration and forecast (docs/models.md), about two minutes")
+var calibrationGrid = flag.Bool("calibration-grid", false, "rerun the choice of the 60-minute calibration and forecast (docs/models.md), about a minute")
 
 // TestCalibrationChoice reruns how the 60-minute settings were chosen:
 // every setting of the grid is scored on the first half of the two
@@ -20,9 +20,10 @@ var calibrationGrid = flag.Bool("calibration-grid", false, "rerun the choice of 
 // highest mean interval-score gain; the pick must be DefaultConfig's. The
 // other halves and the Kraken files are the held-out check, logged. The
 // first grid (window 0–288 horizons, 1 or 3 bins, ACI step 0.005–0.1)
-// chose 192 horizons in one bin; this one keeps those and tries the
-// published forecast (the best candidate by trailing QLIKE, or the pool)
-// with the ACI steps around the old pick.
+// chose 192 horizons in one bin; the second (the published forecast, the
+// best candidate by trailing QLIKE or the pool, × ACI step 0.03–0.05 at 60
+// minutes) chose the pool at 0.04; this one keeps those and tries the
+// floor of ACI's working miscoverage (Config.ACIFloor).
 func TestCalibrationChoice(t *testing.T) {
 	if !*calibrationGrid {
 		t.Skip("run with -calibration-grid")
@@ -52,25 +53,20 @@ func TestCalibrationChoice(t *testing.T) {
 		return n, v.ScoreGain
 	}
 	type setting struct {
-		pooled bool
-		step   float64
+		floor float64
 	}
 	var best setting
 	bestMet, bestGain := -1, 0.0
-	for _, pooled := range []bool{false, true} {
-		for _, step := range []float64{0.03, 0.04, 0.05} {
-			st := setting{pooled, step}
+	for _, floor := range []float64{0, 0.2, 0.3, 0.4, 0.45, 0.5} {
+		{
+			st := setting{floor}
 			var preMet, held60, held15, heldN15 int
 			var preGain float64
 			var gains []string
 			pre15 := true
 			for fi, f := range files {
 				cfg := forecast.DefaultConfig(f.Interval)
-				for k, h := range cfg.Horizons {
-					if time.Duration(h)*f.Interval == time.Hour {
-						cfg.ACISteps[k], cfg.Pooled[k] = step, pooled
-					}
-				}
+				cfg.ACIFloor = floor
 				rows, err := evaluation.RunSeries(cfg, f.Candles)
 				if err != nil {
 					t.Fatal(err)
@@ -114,9 +110,9 @@ func TestCalibrationChoice(t *testing.T) {
 	}
 	def := forecast.DefaultConfig(time.Minute)
 	last := len(def.Horizons) - 1
-	got := setting{def.Pooled[last], def.ACISteps[last]}
-	if best != got || def.CalibrationHorizons != 192 || def.RegimeBins != 1 {
-		t.Errorf("the rule picks %+v, DefaultConfig has %+v (window %d horizons, %d bins)", best, got, def.CalibrationHorizons, def.RegimeBins)
+	got := setting{def.ACIFloor}
+	if best != got || def.CalibrationHorizons != 192 || def.RegimeBins != 1 || !def.Pooled[last] || def.ACISteps[last] != 0.04 {
+		t.Errorf("the rule picks %+v, DefaultConfig has %+v (window %d horizons, %d bins, pooled %v, step %v)", best, got, def.CalibrationHorizons, def.RegimeBins, def.Pooled[last], def.ACISteps[last])
 	}
 	t.Logf("picked %+v (%d/8 first-half targets, mean gain %.2f%%)", best, bestMet, 100*bestGain)
 }
