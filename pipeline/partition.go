@@ -36,7 +36,11 @@ import (
 // owner steps and publishes a partition only while its fence is open: up
 // to a local deadline set from its last renewal that reached the bucket
 // (partition_fence.go), so that an owner cut off from the bucket has
-// stopped before anyone can take its lease over.
+// stopped before anyone can take its lease over. The server fences it too:
+// a new owner writes a marker with its lease's revision into each output
+// stream as it takes the partition, and the server refuses the old owner's
+// outputs against it (server_fence.go), for an owner that stalled between
+// a step and its publish.
 //
 // Why this and not the alternatives: a stream subject transform with
 // partition(n, wildcard) would change the stored subjects every reader of
@@ -465,6 +469,9 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		g.log.Error("partition runner", "partition", part, "err", err)
 		return
 	}
+	// The partition's batches go where the instance's would (a test
+	// stands between them and the connection).
+	sub.bs.send = g.r.bs.send
 	o := &owned{rev: rev, fence: f, done: make(chan struct{})}
 	sub.setLag = func(v float64) {
 		g.mu.Lock()
@@ -473,9 +480,26 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	}
 	rctx, cancel := context.WithCancel(runCtx)
 	o.cancel = cancel
+	if !serverFenceOff.Load() {
+		sub.fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: rev, tokens: map[string]fenceToken{},
+			lost: func() {
+				g.shut(part, o)
+				cancel()
+			}}
+	}
 	g.own[part] = o
 	g.observe(part, true)
 	g.log.Info("partition owned", "partition", part)
+	if sub.fence != nil {
+		// The old owner is fenced off from here on, not from this
+		// owner's first output; a stream that does not answer now is
+		// claimed at the first output instead.
+		for _, out := range g.spec.Outputs {
+			if _, err := sub.fenceToken(ctx, out); err != nil {
+				g.log.Warn("claim partition fence", "partition", part, "stream", out, "err", err)
+			}
+		}
+	}
 	go func() {
 		defer close(o.done)
 		if err := sub.Run(rctx); err != nil {

@@ -1,0 +1,273 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
+	"cryptostream/pipeline"
+	"cryptostream/streams"
+)
+
+// noServerFence runs the fence tests with the server-side fence off, to
+// see them fail: go test ./pipeline -run ServerFence -args -no-server-fence
+var noServerFence = flag.Bool("no-server-fence", false, "run the partition runners without the server-side fence")
+
+// signed is the summer's output, signed by the instance that stepped it,
+// in its msg-id too: the server's dedup by msg-id then cannot hide a
+// second owner's output, as it cannot for a stage whose outputs depend on
+// its instance's state (a model it loaded, a clock).
+type signed struct {
+	sum
+	By string `json:"by"`
+}
+
+func (s *signed) MsgID() string { return s.sum.MsgID() + ":" + s.By }
+
+// signer is one instance's stage: the summer, signing its outputs.
+type signer struct {
+	*summer
+	name string
+}
+
+func (s *signer) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, error) {
+	evs, err := s.summer.Step(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]streams.Event, len(evs))
+	for i, ev := range evs {
+		out[i] = &signed{sum: *ev.(*sum), By: s.name}
+	}
+	return out, nil
+}
+
+// stall pauses an instance between a step and its publish, as a process
+// is paused (a long GC, a stopped VM): once armed, the send of the output
+// whose msg-id is at stalls, and from then on its lease calls hang too,
+// until resume is closed. Its local fence then shuts on its deadline and
+// its consumer stops pulling, but the stalled send was already past the
+// fence's check, which is made at the step.
+type stall struct {
+	leases  *stalledLeases
+	mu      sync.Mutex
+	at      string
+	stalled chan struct{}
+	resume  chan struct{}
+}
+
+func (s *stall) arm(msgID string) {
+	s.mu.Lock()
+	s.at = msgID
+	s.mu.Unlock()
+}
+
+func (s *stall) Send(m *nats.Msg, send func(*nats.Msg) error) error {
+	s.mu.Lock()
+	hit := s.at != "" && m.Header.Get(jetstream.MsgIDHeader) == s.at
+	if hit {
+		s.at = ""
+	}
+	s.mu.Unlock()
+	if hit {
+		s.leases.cut.Store(true)
+		close(s.stalled)
+		<-s.resume
+	}
+	return send(m)
+}
+
+// fencedInstance is an instance of the partitioned, signing summer.
+type fencedInstance struct {
+	*instance
+	stall *stall
+}
+
+func runSigned(t *testing.T, s *server.Server, name string, l *ledger, ttl time.Duration) *fencedInstance {
+	t.Helper()
+	nc, js := natstest.Connect(t, s)
+	kv, err := js.KeyValue(t.Context(), streams.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stall{leases: &stalledLeases{Leases: kv}, stalled: make(chan struct{}), resume: make(chan struct{})}
+	t.Cleanup(func() { st.leases.cut.Store(false) }) // it leaves cleanly at the end
+	in := &instance{nc: nc, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+	spec := sumPartitions
+	spec.Outputs = []string{"OUT"}
+	// A pin the stalled owner's last pull request took after the new
+	// owner lifted it goes soon.
+	spec.Config.PinnedTTL = 2 * time.Second
+	cfg := pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, PublishTimeout: time.Second, Partitioned: &spec, LeaseTTL: ttl}
+	r, err := pipeline.New(cfg, &signer{summer: newSummer(), name: name}, pipeline.Deps{JS: js, Log: discard, Registry: in.reg, Leases: st.leases, Instance: name,
+		OnOwner: func(p string, owned bool) {
+			if owned {
+				l.add(name, p, "own", 0)
+			} else {
+				l.add(name, p, "release", 0)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipeline.SetSend(r, st.Send)
+	in.start(t, r)
+	return &fencedInstance{instance: in, stall: st}
+}
+
+// signedOutputs reads OUT's outputs in stream order.
+func signedOutputs(t *testing.T, js jetstream.JetStream) []signed {
+	t.Helper()
+	n := count(t, js, "OUT")
+	c, err := js.OrderedConsumer(t.Context(), "OUT", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"out.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]signed, 0, n)
+	for uint64(len(out)) < n {
+		m, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s signed
+		if err := json.Unmarshal(m.Data(), &s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestServerFenceRefusesStalledOwner: a partition's owner stalls after it
+// stepped an input and before it published the outputs (its local fence
+// cannot stop that publish: the step was made in time). Its lease runs
+// out, another instance takes the partition over, steps the stalled input
+// again and goes on. Then the stalled owner resumes and publishes what it
+// held: the server must refuse it, since the new owner's marker stands on
+// the partition's fence subject, and the old owner stops the partition.
+// Every input's output is stored once, by the owner of the time, in input
+// order. (Its outputs are signed by their instance, msg-id included, so
+// that the msg-id dedup cannot stand in for the fence.)
+func TestServerFenceRefusesStalledOwner(t *testing.T) {
+	if *noServerFence {
+		pipeline.SetServerFence(false)
+		t.Cleanup(func() { pipeline.SetServerFence(true) })
+	}
+	s, js := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const key, part = "1m.AAA-USD", "AAA-USD"
+	const ttl = 2 * time.Second
+	l := &ledger{}
+	a := runSigned(t, s, "a", l, ttl)
+	var once sync.Once
+	resume := func() { once.Do(func() { close(a.stall.resume) }) }
+	t.Cleanup(resume) // before a stops: cleanups run last first
+	owned := func(name string) bool { return l.owners(part)[name] }
+
+	// Inputs one at a time, each output stored before the next input,
+	// so that each goes in a fast batch of its own.
+	next := 0
+	publish := func(n int, wantOut func(i int) uint64) {
+		for range n {
+			if _, err := js.Publish(ctx, "in."+key, []byte(strconv.Itoa(next))); err != nil {
+				t.Fatal(err)
+			}
+			next++
+			if wantOut == nil {
+				continue
+			}
+			w := wantOut(next)
+			natstest.WaitProgress(t, time.Minute, "output", func() (bool, string) {
+				c := count(t, js, "OUT")
+				return c >= w, strconv.FormatUint(c, 10)
+			})
+		}
+	}
+	const before, after = 5, 5
+	// The partition exists once IN holds its subject.
+	publish(before, func(i int) uint64 { return uint64(i) })
+	if !owned("a") {
+		t.Fatal("a's outputs stored while it does not own the partition")
+	}
+
+	// a stalls on the next input's output, stepped and not yet sent.
+	stalledSeq := uint64(before + 1)
+	a.stall.arm((&signed{sum: sum{Key: key, Seq: stalledSeq}, By: "a"}).MsgID())
+	publish(1, nil)
+	natstest.WaitFor(t, time.Minute, "a stalls", func() bool {
+		select {
+		case <-a.stall.stalled:
+			return true
+		default:
+			return false
+		}
+	})
+
+	b := runSigned(t, s, "b", l, ttl)
+	natstest.WaitFor(t, time.Minute, "b takes the partition over", func() bool { return owned("b") })
+	publish(after, nil)
+	total := uint64(before + 1 + after)
+	natstest.WaitProgress(t, time.Minute, "b's outputs", func() (bool, string) {
+		c := count(t, js, "OUT")
+		return c >= total, strconv.FormatUint(c, 10)
+	})
+
+	// a resumes and publishes what it held: wait until the server
+	// answered, one way or the other.
+	resume()
+	labels := map[string]string{"stage": "sum"}
+	natstest.WaitProgress(t, time.Minute, "a's late publish answered", func() (bool, string) {
+		fenced := opstest.Value(t, a.reg, "cryptostream_pipeline_partitions_fenced_total", labels)
+		stored := opstest.Value(t, a.reg, "cryptostream_pipeline_outputs_total", labels)
+		return fenced > 0 || stored > before, fmt.Sprint(fenced, " ", stored)
+	})
+
+	got := signedOutputs(t, js)
+	seen := map[uint64]signed{}
+	for i, o := range got {
+		if first, ok := seen[o.Seq]; ok {
+			t.Fatalf("input at seq %d has two outputs: by %s and, %d outputs later in the stream, by %s: the stalled owner's publish was stored",
+				o.Seq, first.By, i-indexOf(got, first), o.By)
+		}
+		seen[o.Seq] = o
+		if i > 0 && o.Seq < got[i-1].Seq {
+			t.Fatalf("output %d is of input %d, after input %d's", i, o.Seq, got[i-1].Seq)
+		}
+	}
+	if uint64(len(got)) != total {
+		t.Fatalf("%d outputs, want %d", len(got), total)
+	}
+	for _, o := range got {
+		if wantBy := map[bool]string{true: "a", false: "b"}[o.Seq < stalledSeq]; o.By != wantBy {
+			t.Errorf("input %d's output is by %s, want %s", o.Seq, o.By, wantBy)
+		}
+	}
+	if f := opstest.Value(t, a.reg, "cryptostream_pipeline_partitions_fenced_total", labels); f != 1 {
+		t.Errorf("a counted %v partitions fenced off, want 1", f)
+	}
+	_ = b
+}
+
+func indexOf(got []signed, s signed) int {
+	for i, o := range got {
+		if o == s {
+			return i
+		}
+	}
+	return -1
+}
