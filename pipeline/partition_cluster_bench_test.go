@@ -34,7 +34,7 @@ func BenchmarkClusterChain(b *testing.B) {
 		name      string
 		instances int
 		unfenced  bool
-	}{{"raw", 0, false}, {"instances=1", 1, false}, {"instances=1/unfenced", 1, true}, {"instances=2", 2, false}, {"instances=4", 4, false}} {
+	}{{"raw", 0, false}, {"instances=1", 1, false}, {"instances=1,unfenced", 1, true}, {"instances=2", 2, false}, {"instances=4", 4, false}} {
 		b.Run(c.name, func(b *testing.B) {
 			pipeline.SetServerFence(!c.unfenced)
 			defer pipeline.SetServerFence(true)
