@@ -271,3 +271,92 @@ func indexOf(got []signed, s signed) int {
 	}
 	return -1
 }
+
+// BenchmarkPartitionFence: a backlog through the partitioned summing stage
+// (four partitions, one instance), with the server-side fence and, in the
+// same iteration on a fresh server configured alike, without it; the two
+// alternate in order, and the median of the iterations' own ratios is
+// reported, with the process CPU per output (the embedded server's
+// included), which a loaded machine disturbs less than the rate.
+func BenchmarkPartitionFence(b *testing.B) {
+	const n = 20000
+	var fenced, unfenced, ratio, cpuOn, cpuOff []float64
+	for i := range b.N {
+		var on, off pass
+		if i%2 == 0 {
+			on, off = partitionPass(b, n, true), partitionPass(b, n, false)
+		} else {
+			off = partitionPass(b, n, false)
+			on = partitionPass(b, n, true)
+		}
+		fenced, unfenced, ratio = append(fenced, on.rate), append(unfenced, off.rate), append(ratio, on.rate/off.rate)
+		cpuOn, cpuOff = append(cpuOn, on.cpu), append(cpuOff, off.cpu)
+		b.Logf("pass %d: fenced %.0f outputs/s (%.1f µs CPU each), unfenced %.0f outputs/s (%.1f µs), ratio %.2f",
+			i+1, on.rate, on.cpu, off.rate, off.cpu, on.rate/off.rate)
+	}
+	b.ReportMetric(middle(fenced), "fenced_outputs/s")
+	b.ReportMetric(middle(unfenced), "unfenced_outputs/s")
+	b.ReportMetric(middle(ratio), "ratio_fenced_to_unfenced")
+	b.ReportMetric(middle(cpuOn), "fenced_cpu_µs/output")
+	b.ReportMetric(middle(cpuOff), "unfenced_cpu_µs/output")
+}
+
+// partitionPass stores n inputs over four symbols, then runs one instance
+// of the partitioned stage until their n outputs are stored.
+func partitionPass(b *testing.B, n int, fence bool) pass {
+	b.Helper()
+	pipeline.SetServerFence(fence)
+	defer pipeline.SetServerFence(true)
+	s := natstest.Server(b)
+	_, js := natstest.Connect(b, s)
+	ctx := b.Context()
+	for name, subj := range map[string][]string{"IN": {"in.>"}, "OUT": {"out.>", streams.FenceFilter("OUT")}} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subj, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD"}
+	for i := range n {
+		if _, err := js.PublishAsync("in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
+			b.Fatal(err)
+		}
+		if i%1000 == 999 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	_, rjs := natstest.Connect(b, s)
+	spec := sumPartitions
+	spec.Outputs = []string{"OUT"}
+	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, Partitioned: &spec},
+		newSummer(), pipeline.Deps{JS: rjs, Log: discard, Registry: prometheus.NewRegistry(), Leases: kv, Instance: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start, cpu := time.Now(), cpuNow()
+	go func() { done <- r.Run(rctx) }()
+	st, err := js.Stream(ctx, "OUT")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		got, err := streams.DataMsgs(ctx, st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got >= uint64(n) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond) // polling the count
+	}
+	elapsed, used := time.Since(start), cpuNow()-cpu
+	cancel()
+	<-done
+	return pass{float64(n) / elapsed.Seconds(), float64(used.Microseconds()) / float64(n)}
+}
