@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,7 +63,10 @@ func (s *signer) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, err
 // its consumer stops pulling, but the stalled send was already past the
 // fence's check, which is made at the step.
 type stall struct {
-	leases  *stalledLeases
+	leases *stalledLeases
+	// ends counts the batches ended on the runner's side (an end of
+	// batch sent when no flight follows).
+	ends    atomic.Int64
 	mu      sync.Mutex
 	at      string
 	stalled chan struct{}
@@ -75,6 +80,9 @@ func (s *stall) arm(msgID string) {
 }
 
 func (s *stall) Send(m *nats.Msg, send func(*nats.Msg) error) error {
+	if strings.HasSuffix(m.Reply, ".3.$FI") {
+		defer s.ends.Add(1)
+	}
 	s.mu.Lock()
 	hit := s.at != "" && m.Header.Get(jetstream.MsgIDHeader) == s.at
 	if hit {
@@ -179,8 +187,9 @@ func TestServerFenceRefusesStalledOwner(t *testing.T) {
 	t.Cleanup(resume) // before a stops: cleanups run last first
 	owned := func(name string) bool { return l.owners(part)[name] }
 
-	// Inputs one at a time, each output stored before the next input,
-	// so that each goes in a fast batch of its own.
+	// Inputs one at a time, each output stored and its batch ended
+	// before the next input, so that each goes in a fast batch of its
+	// own: the stalled output then starts a batch after the take-over.
 	next := 0
 	publish := func(n int, wantOut func(i int) uint64) {
 		for range n {
@@ -195,6 +204,10 @@ func TestServerFenceRefusesStalledOwner(t *testing.T) {
 			natstest.WaitProgress(t, time.Minute, "output", func() (bool, string) {
 				c := count(t, js, "OUT")
 				return c >= w, strconv.FormatUint(c, 10)
+			})
+			natstest.WaitProgress(t, time.Minute, "a ends its batch", func() (bool, string) {
+				e := a.stall.ends.Load()
+				return e >= int64(next), strconv.FormatInt(e, 10)
 			})
 		}
 	}
