@@ -481,7 +481,7 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	rctx, cancel := context.WithCancel(runCtx)
 	o.cancel = cancel
 	if !serverFenceOff.Load() {
-		sub.fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: rev, tokens: map[string]fenceToken{},
+		sub.fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: rev, outputs: g.spec.Outputs, tokens: map[string]fenceToken{},
 			lost: func() {
 				g.shut(part, o)
 				cancel()
@@ -492,8 +492,8 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	g.log.Info("partition owned", "partition", part)
 	if sub.fence != nil {
 		// The old owner is fenced off from here on, not from this
-		// owner's first output; a stream that does not answer now is
-		// claimed at the first output instead.
+		// owner's first output into each stream; a stream that does
+		// not answer now is claimed at the first output instead.
 		for _, out := range g.spec.Outputs {
 			if _, err := sub.fenceToken(ctx, out); err != nil {
 				g.log.Warn("claim partition fence", "partition", part, "stream", out, "err", err)

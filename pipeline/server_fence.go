@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"sync/atomic"
 
@@ -49,9 +50,11 @@ import (
 // rewinds the consumer to its ack floor and publishes the same outputs in
 // the same order under the same msg-ids, so the server stores each once,
 // in order, whichever arrives first; and the old owner's pin is lifted, so
-// it receives no input to step after that. A stream that holds no fence
-// subject (a deployment whose topology was not applied again, the JOBS
-// work queue) is not fenced: the runner says so once, at Warn.
+// it receives no input to step after that. The streams fenced are those
+// the stage declares (streams.Partitioned.Outputs); others, such as the
+// JOBS work queue the trainer's schedule writes, are not. A declared
+// stream that holds no fence subject (a deployment whose topology was not
+// applied again) is published to unfenced, and the owner says so at Warn.
 
 // ErrFenced refuses the outputs of a partition whose owner marker holds a
 // later owner's epoch: another instance owns it now.
@@ -71,6 +74,8 @@ const (
 // serverFence is one partition owner's standing in its output streams.
 type serverFence struct {
 	stage, part, instance string
+	// outputs are the streams fenced.
+	outputs []string
 	// epoch is the revision of the lease this owner took.
 	epoch uint64
 	// lost shuts the partition's local fence and stops its runner once
@@ -103,7 +108,7 @@ type marker struct {
 // runner owns no partition, the server fence is off, or the stream holds
 // no fence subject.
 func (r *Runner) token(ctx context.Context, stream string) (*fenceToken, error) {
-	if r.fence == nil || stream == "" {
+	if r.fence == nil || !slices.Contains(r.fence.outputs, stream) {
 		return nil, nil
 	}
 	tok, err := r.fenceToken(ctx, stream)

@@ -114,7 +114,6 @@ func runSigned(t *testing.T, s *server.Server, name string, l *ledger, ttl time.
 	t.Cleanup(func() { st.leases.cut.Store(false) }) // it leaves cleanly at the end
 	in := &instance{nc: nc, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
 	spec := sumPartitions
-	spec.Outputs = []string{"OUT"}
 	// A pin the stalled owner's last pull request took after the new
 	// owner lifted it goes soon.
 	spec.Config.PinnedTTL = 2 * time.Second
@@ -344,7 +343,6 @@ func partitionPass(b *testing.B, n int, fence bool) pass {
 	<-js.PublishAsyncComplete()
 	_, rjs := natstest.Connect(b, s)
 	spec := sumPartitions
-	spec.Outputs = []string{"OUT"}
 	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, Partitioned: &spec},
 		newSummer(), pipeline.Deps{JS: rjs, Log: discard, Registry: prometheus.NewRegistry(), Leases: kv, Instance: "a"})
 	if err != nil {

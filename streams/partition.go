@@ -36,9 +36,9 @@ type Partitioned struct {
 	// and filter.
 	Config jetstream.ConsumerConfig
 	// Outputs are the streams the stage publishes to that hold fence
-	// subjects (FenceFilter): a new owner of a partition writes its
-	// marker into each as it takes the partition, fencing the old
-	// owner's outputs off at once rather than at its own first output.
+	// subjects (FenceFilter), the ones its partitions' owners are fenced
+	// in: a new owner writes its marker into each as it takes the
+	// partition, and the server checks the owner's outputs against it.
 	Outputs []string
 }
 
