@@ -371,3 +371,91 @@ func partitionPass(b *testing.B, n int, fence bool) pass {
 	<-done
 	return pass{float64(n) / elapsed.Seconds(), float64(used.Microseconds()) / float64(n)}
 }
+
+// BenchmarkPartitionFenceLive: live inputs through the partitioned summing
+// stage, one at a time, each published once the previous output is
+// stored, so that every output starts a fast batch and carries the
+// fence's check; fenced and unfenced passes alternate on fresh servers,
+// as in BenchmarkPartitionFence.
+func BenchmarkPartitionFenceLive(b *testing.B) {
+	const n = 500
+	var fenced, unfenced, ratio, cpuOn, cpuOff []float64
+	for i := range b.N {
+		var on, off pass
+		if i%2 == 0 {
+			on, off = livePass(b, n, true), livePass(b, n, false)
+		} else {
+			off = livePass(b, n, false)
+			on = livePass(b, n, true)
+		}
+		fenced, unfenced, ratio = append(fenced, on.rate), append(unfenced, off.rate), append(ratio, on.rate/off.rate)
+		cpuOn, cpuOff = append(cpuOn, on.cpu), append(cpuOff, off.cpu)
+		b.Logf("pass %d: fenced %.0f outputs/s (%.1f µs CPU each), unfenced %.0f outputs/s (%.1f µs), ratio %.2f",
+			i+1, on.rate, on.cpu, off.rate, off.cpu, on.rate/off.rate)
+	}
+	b.ReportMetric(middle(fenced), "fenced_outputs/s")
+	b.ReportMetric(middle(unfenced), "unfenced_outputs/s")
+	b.ReportMetric(middle(ratio), "ratio_fenced_to_unfenced")
+	b.ReportMetric(middle(cpuOn), "fenced_cpu_µs/output")
+	b.ReportMetric(middle(cpuOff), "unfenced_cpu_µs/output")
+}
+
+func livePass(b *testing.B, n int, fence bool) pass {
+	b.Helper()
+	pipeline.SetServerFence(fence)
+	defer pipeline.SetServerFence(true)
+	s := natstest.Server(b)
+	_, js := natstest.Connect(b, s)
+	ctx := b.Context()
+	for name, subj := range map[string][]string{"IN": {"in.>"}, "OUT": {"out.>", streams.FenceFilter("OUT")}} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subj, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, rjs := natstest.Connect(b, s)
+	spec := sumPartitions
+	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, Partitioned: &spec},
+		newSummer(), pipeline.Deps{JS: rjs, Log: discard, Registry: prometheus.NewRegistry(), Leases: kv, Instance: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	st, err := js.Stream(ctx, "OUT")
+	if err != nil {
+		b.Fatal(err)
+	}
+	wait := func(want uint64) {
+		for {
+			got, err := streams.DataMsgs(ctx, st)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got >= want {
+				return
+			}
+			time.Sleep(100 * time.Microsecond) // polling the count
+		}
+	}
+	// The first input makes the partition, and its owner: not timed.
+	if _, err := js.Publish(ctx, "in.1m.AAA-USD", []byte("0")); err != nil {
+		b.Fatal(err)
+	}
+	wait(1)
+	start, cpu := time.Now(), cpuNow()
+	for i := 1; i <= n; i++ {
+		if _, err := js.Publish(ctx, "in.1m.AAA-USD", []byte(strconv.Itoa(i))); err != nil {
+			b.Fatal(err)
+		}
+		wait(uint64(i + 1))
+	}
+	elapsed, used := time.Since(start), cpuNow()-cpu
+	cancel()
+	<-done
+	return pass{float64(n) / elapsed.Seconds(), float64(used.Microseconds()) / float64(n)}
+}
