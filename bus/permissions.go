@@ -134,7 +134,9 @@ func Permissions(role string) (*server.Permissions, error) {
 	pub := []string{"$JS.API.INFO", "$JS.API.STREAM.NAMES"}
 	for _, s := range a.write {
 		pub = append(pub, subjects[s]...)
-		pub = append(pub, "$JS.API.STREAM.INFO."+s)
+		// A partition owner reads its fence marker back (pipeline's
+		// server-side fence): one message by subject, stored or direct.
+		pub = append(pub, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.DIRECT.GET."+s+".>")
 	}
 	read := slices.Clone(a.read)
 	for _, b := range a.kvRead {

@@ -382,3 +382,34 @@ func TestOperationsDocPermissionsTable(t *testing.T) {
 		t.Fatalf("docs/operations.md's permissions table differs from bus.AccessTable; replace it with:\n%s", want)
 	}
 }
+
+// A partition owner writes and reads back its fence marker in the stream
+// it publishes to (pipeline's server-side fence), as its own user.
+func TestPartitionOwnersClaimTheirFence(t *testing.T) {
+	s, dir := lockedServer(t)
+	for role, stream := range map[string]string{RoleFeatures: streams.StreamFeatures, RolePredictor: streams.StreamPredictions} {
+		t.Run(role, func(t *testing.T) {
+			ctx := t.Context()
+			_, js := connectAs(t, s, dir, role)
+			subject := streams.FenceSubject(stream, role, "BTC-USD")
+			if name, err := js.StreamNameBySubject(ctx, subject); err != nil || name != stream {
+				t.Fatalf("stream of %s: %q, %v; want %s", subject, name, err, stream)
+			}
+			st, err := js.Stream(ctx, stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.GetLastMsgForSubject(ctx, subject); !errors.Is(err, jetstream.ErrMsgNotFound) {
+				t.Fatalf("read of a marker not yet written: %v, want not found", err)
+			}
+			ack, err := js.Publish(ctx, subject, []byte(`{"epoch":1}`), jetstream.WithExpectLastSequencePerSubject(0))
+			if err != nil {
+				t.Fatalf("write of the marker: %v", err)
+			}
+			m, err := st.GetLastMsgForSubject(ctx, subject)
+			if err != nil || m.Sequence != ack.Sequence {
+				t.Fatalf("marker read back: %v, %v; want seq %d", m, err, ack.Sequence)
+			}
+		})
+	}
+}

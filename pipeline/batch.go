@@ -169,9 +169,9 @@ type batches struct {
 	sub   *nats.Subscription
 
 	// Owned by the Run goroutine: the open batch per stream, and per
-	// output subject its stream ("" when that stream takes no batches).
+	// output subject its stream.
 	open   map[string]*fastBatch
-	stream map[string]string
+	stream map[string]outStream
 	// out and reply are the scratch of each send.
 	out   nats.Msg
 	reply []byte
@@ -181,51 +181,61 @@ type batches struct {
 }
 
 func newBatches(conn *nats.Conn) *batches {
-	bs := &batches{conn: conn, open: map[string]*fastBatch{}, stream: map[string]string{}, byID: map[string]*fastBatch{}}
+	bs := &batches{conn: conn, open: map[string]*fastBatch{}, stream: map[string]outStream{}, byID: map[string]*fastBatch{}}
 	if conn != nil {
 		bs.send = conn.PublishMsg
 	}
 	return bs
 }
 
-// streamOf names the stream that stores subject when it takes fast-ingest
-// batches, or "" when it does not (its outputs then go one by one,
+// outStream is the stream that stores an output subject, and whether it
+// takes fast-ingest batches.
+type outStream struct {
+	name    string
+	batched bool
+}
+
+// streamOf names the stream that stores subject, and says whether it
+// takes fast-ingest batches (when it does not, its outputs go one by one,
 // asynchronously, as before). Answers are kept. A failed lookup is not:
 // it refuses the output, which then goes one at a time in order, rather
-// than asynchronously beside its stream's batch.
-func (r *Runner) streamOf(ctx context.Context, subject string) (string, error) {
+// than asynchronously beside its stream's batch. Without a connection
+// (a test's bus) no stream is known and nothing is batched.
+func (r *Runner) streamOf(ctx context.Context, subject string) (outStream, error) {
 	if s, ok := r.bs.stream[subject]; ok {
 		return s, nil
 	}
 	if r.bs.conn == nil {
-		return "", nil
+		return outStream{}, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	name, err := r.js.StreamNameBySubject(lctx, subject)
 	if err != nil {
-		return "", fmt.Errorf("pipeline: stream of %s: %w", subject, err)
+		return outStream{}, fmt.Errorf("pipeline: stream of %s: %w", subject, err)
 	}
 	s, err := r.js.Stream(lctx, name)
 	if err != nil {
-		return "", fmt.Errorf("pipeline: stream %s: %w", name, err)
+		return outStream{}, fmt.Errorf("pipeline: stream %s: %w", name, err)
 	}
-	batched := ""
+	out := outStream{name: name}
 	if info := s.CachedInfo(); info != nil && info.Config.AllowBatchPublish {
-		batched = name
+		out.batched = true
 	} else {
 		r.log.Warn("output stream takes no fast-ingest batches (allow_batched, nats-server 2.14): after a leader change an output may be stored after a later one",
 			"stream", name)
 	}
-	r.bs.stream[subject] = batched
-	return batched, nil
+	r.bs.stream[subject] = out
+	return out, nil
 }
 
 // sendBatched sends m into its stream's open batch, opening one when there
 // is none or the last has ended and every flight that used it has landed.
 // It refuses (errBatchEnded) while an ended batch still has a flight to
 // land: what that flight could not store goes again first.
-func (r *Runner) sendBatched(fl *flight, stream string, m *nats.Msg) error {
+// The first message of a batch carries tok's expectation, when set (see
+// server_fence.go).
+func (r *Runner) sendBatched(fl *flight, stream string, m *nats.Msg, tok *fenceToken) error {
 	bs := r.bs
 	b := bs.open[stream]
 	if b != nil && b.committing {
@@ -262,7 +272,11 @@ func (r *Runner) sendBatched(fl *flight, stream string, m *nats.Msg) error {
 	// A copy, since the flight keeps m as it was for a publish one at a
 	// time; the connection is done with it when send returns, so one
 	// serves every output.
-	bs.out = *m
+	if op == batchOpStart && tok != nil {
+		bs.out = *withToken(m, *tok)
+	} else {
+		bs.out = *m
+	}
 	bs.reply = strconv.AppendUint(append(bs.reply[:0], b.prefix...), seq, 10)
 	bs.reply = append(append(append(bs.reply, '.'), op...), ".$FI"...)
 	bs.out.Reply = string(bs.reply)
@@ -385,7 +399,9 @@ func (bs *batches) answer(m *nats.Msg) {
 			return
 		}
 		if ack.Error != nil {
-			b.update(0, 0, true, fmt.Errorf("server: %s (%d)", ack.Error.Description, ack.Error.ErrCode))
+			// Typed, for the fence to tell its refusal (server_fence.go).
+			b.update(0, 0, true, fmt.Errorf("server: %w", &jetstream.APIError{
+				Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode), Description: ack.Error.Description}))
 			return
 		}
 		b.update(ack.Count, 0, true, errBatchEnded)

@@ -20,3 +20,9 @@ func SetSend(r *Runner, f func(m *nats.Msg, send func(*nats.Msg) error) error) {
 func SetConsumerInfo(r *Runner, f func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error)) {
 	r.consumerInfo = f
 }
+
+// SetServerFence turns the server-side fence on or off for the partitions
+// taken from then on, in every runner of the process.
+func SetServerFence(on bool) {
+	serverFenceOff.Store(!on)
+}

@@ -151,8 +151,17 @@ func (r *Runner) publish(ctx context.Context, fl *flight, m *nats.Msg) error {
 	if err != nil {
 		return err
 	}
-	if stream != "" {
-		return r.sendBatched(fl, stream, m)
+	tok, err := r.token(ctx, stream.name)
+	if err != nil {
+		return err
+	}
+	if stream.batched {
+		return r.sendBatched(fl, stream.name, m, tok)
+	}
+	if tok != nil {
+		// Expectations on one subject go one at a time on a
+		// replicated stream (server_fence.go).
+		return errFencedAlone
 	}
 	f, err := r.js.PublishMsgAsync(m)
 	if err != nil {
@@ -259,7 +268,15 @@ func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 			if p.b != nil {
 				if !r.bs.awaitBatched(p, timeout.C) {
 					r.m.cut.Inc()
-					r.log.Debug("fast batch ended short", "stream", p.b.stream, "seq", p.seq, "err", p.b.reason())
+					why := p.b.reason()
+					r.log.Debug("fast batch ended short", "stream", p.b.stream, "seq", p.seq, "err", why)
+					if r.fence != nil && wrongLastSeq(why) {
+						// The batch's first message met another
+						// owner's marker, or a stale token.
+						if err := r.fenced(ctx, p.b.stream, why); errors.Is(err, ErrFenced) {
+							return stored, err
+						}
+					}
 					break wait
 				}
 				stored++
@@ -296,14 +313,47 @@ func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 	}
 	for ; stored < len(fl.outs); stored++ {
 		r.m.republished.Inc()
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		_, err := r.js.PublishMsg(pctx, fl.outs[stored])
-		cancel()
-		if err != nil {
-			return stored, fmt.Errorf("pipeline: publish %s: %w", fl.outs[stored].Header.Get(jetstream.MsgIDHeader), err)
+		if err := r.publishAlone(ctx, fl.outs[stored]); err != nil {
+			return stored, err
 		}
 	}
 	return stored, nil
+}
+
+// errFencedAlone sends an output one at a time: it carries the fence's
+// expectation into a stream that takes no batches.
+var errFencedAlone = errors.New("pipeline: fenced output goes alone")
+
+// publishAlone publishes m and waits for its PubAck, carrying the fence's
+// expectation when the runner owns a partition.
+func (r *Runner) publishAlone(ctx context.Context, m *nats.Msg) error {
+	out := m
+	var stream string
+	if r.fence != nil {
+		s, err := r.streamOf(ctx, m.Subject)
+		if err != nil {
+			return err
+		}
+		stream = s.name
+		tok, err := r.token(ctx, stream)
+		if err != nil {
+			return err
+		}
+		if tok != nil {
+			out = withToken(m, *tok)
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	_, err := r.js.PublishMsg(pctx, out)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("pipeline: publish %s: %w", m.Header.Get(jetstream.MsgIDHeader), err)
+	if r.fence != nil && out != m && wrongLastSeq(err) {
+		return r.fenced(ctx, stream, err)
+	}
+	return err
 }
 
 // finish lands fl and takes what it could not settle to the end (see

@@ -22,6 +22,7 @@ type metrics struct {
 	duration               prometheus.Observer
 	lag                    prometheus.Gauge
 	owned                  prometheus.Gauge
+	fenced                 prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, stage string) metrics {
@@ -68,6 +69,10 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 		owned: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cryptostream_pipeline_partitions_owned",
 			Help: "Partitions (symbols) of a partitioned stage this instance owns.",
+		}, []string{"stage"})).With(l),
+		fenced: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_partitions_fenced_total",
+			Help: "Partitions an instance stopped because the server refused their outputs: a later owner's marker stood on the partition's fence subject (a stalled owner resumed after its lease was taken over).",
 		}, []string{"stage"})).With(l),
 	}
 	m.acked = m.inputs.WithLabelValues("ack")

@@ -36,7 +36,11 @@ import (
 // owner steps and publishes a partition only while its fence is open: up
 // to a local deadline set from its last renewal that reached the bucket
 // (partition_fence.go), so that an owner cut off from the bucket has
-// stopped before anyone can take its lease over.
+// stopped before anyone can take its lease over. The server fences it too:
+// a new owner writes a marker with its lease's revision into each output
+// stream as it takes the partition, and the server refuses the old owner's
+// outputs against it (server_fence.go), for an owner that stalled between
+// a step and its publish.
 //
 // A stage whose state joins several streams by symbol (the notifier's
 // closes, ticks and predictions) names the others as companions
@@ -506,6 +510,11 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		}
 		subs = append(subs, sub)
 	}
+	// The partition's batches go where the instance's would (a test
+	// stands between them and the connection).
+	for _, sub := range subs {
+		sub.bs.send = g.r.bs.send
+	}
 	o := &owned{rev: rev, fence: f, done: make(chan struct{})}
 	subs[0].setLag = func(v float64) {
 		g.mu.Lock()
@@ -514,9 +523,28 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	}
 	rctx, cancel := context.WithCancel(runCtx)
 	o.cancel = cancel
+	// The server fences the stage's own outputs; its companions declare
+	// none (the notifier's alerts are deduplicated by msg-id).
+	if !serverFenceOff.Load() {
+		subs[0].fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: rev, outputs: g.spec.Outputs, tokens: map[string]fenceToken{},
+			lost: func() {
+				g.shut(part, o)
+				cancel()
+			}}
+	}
 	g.own[part] = o
 	g.observe(part, true)
 	g.log.Info("partition owned", "partition", part)
+	if subs[0].fence != nil {
+		// The old owner is fenced off from here on, not from this
+		// owner's first output into each stream; a stream that does
+		// not answer now is claimed at the first output instead.
+		for _, out := range g.spec.Outputs {
+			if _, err := subs[0].fenceToken(ctx, out); err != nil {
+				g.log.Warn("claim partition fence", "partition", part, "stream", out, "err", err)
+			}
+		}
+	}
 	// One runner ending on its own ends the others: the partition is
 	// then given up whole, and taken again whole.
 	var wg sync.WaitGroup

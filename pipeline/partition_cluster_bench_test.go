@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
+	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
 
@@ -25,14 +26,18 @@ const clusterBenchDays = 5
 // vector. The reference, "raw", is the same two hops without the stages
 // on a fresh cluster of its own: a durable pull consumer per hop, each
 // input republished asynchronously with a msg-id and acked after its
-// PubAck. Each case runs once per b.N (use -benchtime 1x); candles/s is
-// the figure.
+// PubAck. The unfenced cases run the workers without the server-side
+// fence, for its cost. Each case runs once per b.N (use -benchtime 1x);
+// candles/s is the figure.
 func BenchmarkClusterChain(b *testing.B) {
 	for _, c := range []struct {
 		name      string
 		instances int
-	}{{"raw", 0}, {"instances=1", 1}, {"instances=2", 2}, {"instances=4", 4}} {
+		unfenced  bool
+	}{{"raw", 0, false}, {"instances=1", 1, false}, {"instances=1,unfenced", 1, true}, {"instances=2", 2, false}, {"instances=4", 4, false}} {
 		b.Run(c.name, func(b *testing.B) {
+			pipeline.SetServerFence(!c.unfenced)
+			defer pipeline.SetServerFence(true)
 			var elapsed time.Duration
 			var candles int
 			for range b.N {

@@ -31,6 +31,7 @@ var sumPartitions = streams.Partitioned{
 		MaxAckPending: batch, PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{streams.PriorityGroup}, PinnedTTL: time.Minute,
 	},
+	Outputs: []string{"OUT"},
 }
 
 // ledger records, from every instance, when each took and gave up each

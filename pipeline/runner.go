@@ -136,6 +136,9 @@ type Runner struct {
 	// setLag reports the consumer's backlog; the group sums its
 	// partitions'.
 	setLag func(float64)
+	// fence is a partition owner's server-side fence (server_fence.go);
+	// nil for a runner that owns no partition.
+	fence *serverFence
 	// consumerInfo asks the server what the consumer has in flight; a
 	// test stands between to force an interleaving.
 	consumerInfo func(context.Context, jetstream.Consumer) (*jetstream.ConsumerInfo, error)

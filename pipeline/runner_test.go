@@ -109,8 +109,9 @@ func setup(t *testing.T) (*server.Server, jetstream.JetStream) {
 	s := natstest.Server(t)
 	_, js := natstest.Connect(t, s)
 	ctx := t.Context()
-	for name, subj := range map[string]string{"IN": "in.>", "OUT": "out.>"} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
+	// OUT holds the fence subjects of a partitioned stage's owners.
+	for name, subj := range map[string][]string{"IN": {"in.>"}, "OUT": {"out.>", streams.FenceFilter("OUT")}} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subj, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -210,7 +211,7 @@ func outputs(t *testing.T, js jetstream.JetStream) []sum {
 	if n == 0 {
 		return out
 	}
-	c, err := js.OrderedConsumer(t.Context(), "OUT", jetstream.OrderedConsumerConfig{})
+	c, err := js.OrderedConsumer(t.Context(), "OUT", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"out.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,11 +235,11 @@ func count(t *testing.T, js jetstream.JetStream, stream string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(t.Context())
+	n, err := streams.DataMsgs(t.Context(), st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	return n
 }
 
 // want is the outputs of one uninterrupted pass: inputs 0..n-1 published

@@ -6,7 +6,10 @@
 // msg-ids as fast-ingest batches that a stream stores only in order
 // (batch.go), the ack after every output is stored, the retry,
 // the drain, the pinned ownership, the partitions a stage shares by symbol
-// between its instances (partition.go says how and why), the warm-up after
+// between its instances (partition.go says how and why), the fences that
+// keep an owner whose lease may be another's from publishing: its own
+// deadline (partition_fence.go) and the server's check of an owner marker
+// on every batch it starts (server_fence.go), the warm-up after
 // a start or failover, lag and throughput metrics). Replay drives the same
 // stages from stored events with no NATS at all, for the backtest, rule
 // previews and tests.

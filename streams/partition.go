@@ -1,6 +1,8 @@
 package streams
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -33,6 +35,11 @@ type Partitioned struct {
 	// Config is every partition consumer's configuration but its name
 	// and filter.
 	Config jetstream.ConsumerConfig
+	// Outputs are the streams the stage publishes to that hold fence
+	// subjects (FenceFilter), the ones its partitions' owners are fenced
+	// in: a new owner writes its marker into each as it takes the
+	// partition, and the server checks the owner's outputs against it.
+	Outputs []string
 }
 
 // Filter matches every subject the stage reads, of every symbol.
@@ -69,8 +76,23 @@ func (p Partitioned) Consumer(partition string) ConsumerSpec {
 // pin is the server's guard that two instances never both receive, and
 // the new owner lifts a dead owner's pin at once, so its TTL only has to
 // outlast a pause in pulling.
-func partitioned(stage, root string, c ConsumerSpec) Partitioned {
+func partitioned(stage, root string, c ConsumerSpec, outputs ...string) Partitioned {
 	cfg := c.Config
 	cfg.PinnedTTL = 30 * time.Second
-	return Partitioned{Stage: stage, Stream: c.Stream, Root: root, Legacy: c.Config.Durable, Config: cfg}
+	return Partitioned{Stage: stage, Stream: c.Stream, Root: root, Legacy: c.Config.Durable, Config: cfg, Outputs: outputs}
+}
+
+// DataMsgs is how many messages a stream holds beside its fence markers:
+// its data, for a count that a change of partition owner must not move.
+func DataMsgs(ctx context.Context, st jetstream.Stream) (uint64, error) {
+	name := st.CachedInfo().Config.Name
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(FenceFilter(name)))
+	if err != nil {
+		return 0, fmt.Errorf("streams: info %s: %w", name, err)
+	}
+	n := info.State.Msgs
+	for _, k := range info.State.Subjects {
+		n -= k
+	}
+	return n, nil
 }

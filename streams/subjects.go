@@ -20,6 +20,7 @@ const (
 	rootJob        = "jobs"
 	rootAudit      = "audit"
 	rootModels     = "models.updated"
+	rootFence      = "fence"
 )
 
 // CandleSubject is market.candle.<interval>.<SYMBOL-TOKEN>.
@@ -97,6 +98,21 @@ func AuditSubject(action string) string { return rootAudit + "." + action }
 
 // ModelsUpdatedSubject is models.updated.<SYMBOL-TOKEN>.
 func ModelsUpdatedSubject(symbol string) string { return rootModels + "." + token(symbol) }
+
+// FenceSubject is fence.<STREAM>.<stage>.<partition>: the owner markers of
+// one partition of a partitioned stage in one of its output streams (see
+// pipeline's server-side fence). It lives in the output stream, under a
+// root of its own that no reader of the stream's data filters on.
+func FenceSubject(stream, stage, partition string) string {
+	return rootFence + "." + stream + "." + stage + "." + partition
+}
+
+// FenceFilter matches every owner marker a stream holds.
+func FenceFilter(stream string) string { return rootFence + "." + stream + ".>" }
+
+// IsFenceSubject says whether subject is an owner marker's, which a reader
+// of a stream by sequence skips.
+func IsFenceSubject(subject string) bool { return strings.HasPrefix(subject, rootFence+".") }
 
 // SubjectKey is what a per-symbol subject names.
 type SubjectKey struct {

@@ -130,7 +130,10 @@ func Declare(replicas int) Topology {
 			stream(jetstream.StreamConfig{
 				Name:        StreamFeatures,
 				Description: "feature vectors, one per closed candle",
-				Subjects:    []string{rootFeatures + ".>"},
+				// The fence subjects hold the partition owners'
+				// markers, which the server checks their outputs
+				// against (pipeline's server-side fence).
+				Subjects: []string{rootFeatures + ".>", FenceFilter(StreamFeatures)},
 				// Derivable from MARKET, but the trainer reads a year of
 				// them; 400 days keeps a year of training data and slack.
 				MaxAge:     400 * day,
@@ -144,7 +147,7 @@ func Declare(replicas int) Topology {
 			stream(jetstream.StreamConfig{
 				Name:        StreamPredictions,
 				Description: "predictions, one per closed candle, with provenance",
-				Subjects:    []string{rootPrediction + ".>"},
+				Subjects:    []string{rootPrediction + ".>", FenceFilter(StreamPredictions)},
 				// Kept forever: live evaluation and audits of a model
 				// need every prediction it made.
 				MaxAge:      0,
@@ -254,8 +257,10 @@ func Declare(replicas int) Topology {
 			sink(durable(StreamAudit, ConsumerSinkAudit, false, rootAudit+".>")),
 		},
 		Partitioned: []Partitioned{
-			partitioned(ConsumerFeatures, rootCandle, inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, "")))),
-			partitioned(ConsumerPredictor, rootFeatures, inOrder(durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>"))),
+			partitioned(ConsumerFeatures, rootCandle, inOrder(durable(StreamMarket, ConsumerFeatures, true, CandleFilter(0, ""))), StreamFeatures),
+			partitioned(ConsumerPredictor, rootFeatures, inOrder(durable(StreamFeatures, ConsumerPredictor, true, rootFeatures+".>")), StreamPredictions),
+			// Its jobs go to the JOBS work queue, which holds no fence
+			// subject: their ids, derived from the vectors, are the guard.
 			partitioned(ConsumerTrainerFeatures, rootFeatures, durable(StreamFeatures, ConsumerTrainerFeatures, true, rootFeatures+".>")),
 			// The notifier's closes, ticks and predictions of a symbol
 			// are owned together (pipeline.Config.With): MARKET's

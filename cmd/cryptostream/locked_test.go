@@ -112,12 +112,30 @@ func TestRolesRunAsTheirOwnNATSUsers(t *testing.T) {
 			if err != nil {
 				return false, err.Error()
 			}
-			n[name] = st.CachedInfo().State.Msgs
+			// Without the partition owners' fence markers, which
+			// are there before any forecast is.
+			if n[name], err = streams.DataMsgs(ctx, st); err != nil {
+				return false, err.Error()
+			}
 		}
 		rows := countCandles(t, roleArgs[bus.RoleSink][1])
 		return n[streams.StreamPredictions] > 0 && rows > 0, strconv.Itoa(rows) + " " + strconv.FormatUint(n[streams.StreamMarket], 10) + " " +
 			strconv.FormatUint(n[streams.StreamFeatures], 10) + " " + strconv.FormatUint(n[streams.StreamPredictions], 10)
 	})
+	// The partition owners wrote their fence markers as their own users.
+	for _, name := range []string{streams.StreamFeatures, streams.StreamPredictions} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(streams.FenceFilter(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.State.Subjects) == 0 {
+			t.Errorf("%s holds no fence marker: its owners publish unfenced", name)
+		}
+	}
 	for _, r := range started {
 		awaitReady(t, "http://"+r.sys.Addr())
 	}
