@@ -465,7 +465,10 @@ func TestClusterFailover(t *testing.T) {
 	for _, in := range slices.Concat(candles, vectors) {
 		storedAt[in.subject[strings.LastIndexByte(in.subject, '.')+1:]+"@"+in.start.String()+"@"+strings.SplitN(in.subject, ".", 2)[0]] = in.at
 	}
-	var nodeMax, killMax, detectMax, resumeMax time.Duration
+	// A partition that runs behind shows its backlog in every wait; the
+	// longest gap between two of its outputs stored one after the other
+	// is the time it produced nothing, backlog or not.
+	var nodeMax, killMax, detectMax, resumeMax, nodeGapMax, killGapMax time.Duration
 	for _, out := range []struct {
 		stage, input string
 		s            []output
@@ -473,8 +476,19 @@ func TestClusterFailover(t *testing.T) {
 		waits := map[string][]time.Duration{}
 		node, kill := map[string]time.Duration{}, map[string]time.Duration{}
 		firstAfter := map[string][]time.Time{}
+		nodeGap, killGap := map[string]time.Duration{}, map[string]time.Duration{}
 		for _, x := range out.s {
 			tok := x.subject[strings.LastIndexByte(x.subject, '.')+1:]
+			if prev := firstAfter[tok]; len(prev) > 0 {
+				last := prev[len(prev)-1]
+				// A gap counts for the fault before its end.
+				switch gap := x.at.Sub(last); {
+				case x.at.After(killAt):
+					killGap[tok] = max(killGap[tok], gap)
+				case x.at.After(nodeAt):
+					nodeGap[tok] = max(nodeGap[tok], gap)
+				}
+			}
 			in, ok := storedAt[tok+"@"+x.start.String()+"@"+out.input]
 			if !ok {
 				t.Errorf("%s: no input stored for %s", out.stage, x.id)
@@ -493,6 +507,7 @@ func TestClusterFailover(t *testing.T) {
 		for tok, ws := range waits {
 			slices.Sort(ws)
 			nodeMax, killMax = max(nodeMax, node[tok]), max(killMax, kill[tok])
+			nodeGapMax, killGapMax = max(nodeGapMax, nodeGap[tok]), max(killGapMax, killGap[tok])
 			moved := "not moved by the kills"
 			l.mu.Lock()
 			for _, e := range l.events {
@@ -510,8 +525,8 @@ func TestClusterFailover(t *testing.T) {
 				}
 			}
 			l.mu.Unlock()
-			t.Logf("%s/%s: longest wait node %.2fs, kill %.2fs (median of the run %.3fs); %s",
-				out.stage, tok, node[tok].Seconds(), kill[tok].Seconds(), ws[len(ws)/2].Seconds(), moved)
+			t.Logf("%s/%s: longest wait node %.2fs, kill %.2fs (median of the run %.3fs); longest output gap node %.2fs, kill %.2fs; %s",
+				out.stage, tok, node[tok].Seconds(), kill[tok].Seconds(), ws[len(ws)/2].Seconds(), nodeGap[tok].Seconds(), killGap[tok].Seconds(), moved)
 		}
 	}
 	expiries := 0.0
@@ -521,7 +536,8 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	t.Logf("%d candles, %d publishes retried during the node loss; the kills %.2fs after the node loss", total, retried.Load(), killAt.Sub(nodeAt).Seconds())
-	t.Logf("stall: node %.2fs, kill %.2fs (detect %.2fs, resume %.2fs); %v lease expiries", nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), expiries)
+	t.Logf("stall: node %.2fs, kill %.2fs (detect %.2fs, resume %.2fs); output gap: node %.2fs, kill %.2fs; %v lease expiries",
+		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
 }
 
 // counterSum is the sum of a counter's series in reg, 0 when it has none.
