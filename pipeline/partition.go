@@ -31,7 +31,11 @@ import (
 // nobody renewed for LeaseTTL is taken over with a compare-and-swap on the
 // revision it saw, and the new owner then lifts the dead owner's pin and
 // resets the consumer to its ack floor, so that what the dead owner held
-// comes back at once instead of after AckWait. The server's pin stays as
+// comes back at once instead of after AckWait. The watch is only a view:
+// a takeover reads the lease from the bucket first (refresh), since a
+// watch lags for 10 s and more while its consumer is rebuilt after a node
+// loss, and a round runs as soon as a seen lease or membership runs out
+// rather than at the next tick. The server's pin stays as
 // the guard that two instances never both receive a symbol's inputs. An
 // owner steps and publishes a partition only while its fence is open: up
 // to a local deadline set from its last renewal that reached the bucket
@@ -62,10 +66,12 @@ import (
 // symbols into a fixed number of partitions would bound that.
 
 // Leases is what the partition owners need from the leases bucket: an
-// election's calls, and Put for the member keys.
+// election's calls, Put for the member keys, and Get to read a lease
+// itself when the watch lags.
 type Leases interface {
 	lease.Store
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 }
 
 // leaseOpener is a JetStream that can open the leases bucket itself.
@@ -198,12 +204,46 @@ func (r *Runner) runPartitioned(ctx context.Context) error {
 	defer g.leave()
 	for {
 		g.step(ctx)
+		// A dead instance's lease and membership run out between two
+		// ticks: a round at that moment takes its partitions over up to
+		// a tick sooner than the next tick would.
+		var expiry *time.Timer
+		var expired <-chan time.Time
+		if d, ok := g.nextExpiry(); ok && d < g.ttl/5 {
+			expiry = time.NewTimer(d + time.Millisecond)
+			expired = expiry.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-expired:
+		}
+		if expiry != nil {
+			expiry.Stop()
 		}
 	}
+}
+
+// nextExpiry is how long until the first lease or membership of another
+// instance that is still live runs out, unless renewed meanwhile.
+func (g *group) nextExpiry() (time.Duration, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	var next time.Duration
+	found := false
+	for _, m := range []map[string]seen{g.members, g.owners} {
+		for _, s := range m {
+			if s.value == g.id {
+				continue
+			}
+			if d := s.at.Add(g.ttl).Sub(now); d > 0 && (!found || d < next) {
+				next, found = d, true
+			}
+		}
+	}
+	return next, found
 }
 
 // watch keeps the view of members and owners up to date.
@@ -221,6 +261,11 @@ func (g *group) watch(w jetstream.KeyWatcher) {
 			m, name = g.members, key[len(g.memberPrefix()):]
 		case len(key) > len(g.ownerPrefix()) && key[:len(g.ownerPrefix())] == g.ownerPrefix():
 			m, name = g.owners, key[len(g.ownerPrefix()):]
+		}
+		if old, ok := m[name]; ok && e.Revision() <= old.rev {
+			// Already known from refresh, which read the bucket itself:
+			// a watch catching up after its consumer was rebuilt.
+			m = nil
 		}
 		if m != nil {
 			if e.Operation() == jetstream.KeyValuePut {
@@ -445,6 +490,9 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	g.mu.Lock()
 	cur, held := g.owners[part]
 	g.mu.Unlock()
+	if held {
+		cur, held = g.refresh(ctx, part)
+	}
 	var rev uint64
 	var err error
 	sent := g.now()
@@ -463,6 +511,9 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	}
 	if err != nil {
 		g.log.Debug("acquire partition", "partition", part, "err", err)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			g.refresh(ctx, part)
+		}
 		return
 	}
 	f := newFence(g.now, g.deadline(sent))
@@ -585,6 +636,34 @@ func (g *group) giveBack(ctx context.Context, part string, rev uint64) {
 	if err := g.r.leases.Delete(ctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
 		g.log.Debug("give back lease", "partition", part, "err", err)
 	}
+}
+
+// refresh reads a partition's lease from the bucket itself and returns it.
+// The watch's view lags while its consumer is rebuilt (after a node loss:
+// until it has missed its heartbeats, 10 to 20 s measured in
+// TestClusterFailover), and a takeover with a revision that is no longer
+// the last fails every round until it catches up. A revision newer than
+// the view's is a renewal the view missed: it is counted from now, which
+// is no earlier than when it was written, so the lease is never taken
+// sooner than LeaseTTL after its owner's last renewal.
+func (g *group) refresh(ctx context.Context, part string) (seen, bool) {
+	e, err := g.r.leases.Get(ctx, g.ownerKey(part))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cur, held := g.owners[part]
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// Released: deleted keys read as not found.
+		delete(g.owners, part)
+		return seen{}, false
+	case err != nil:
+		g.log.Debug("read lease", "partition", part, "err", err)
+	case !held || e.Revision() > cur.rev:
+		cur = seen{value: string(e.Value()), rev: e.Revision(), at: g.now()}
+		g.owners[part] = cur
+		held = true
+	}
+	return cur, held
 }
 
 // stop ends a partition's runner and waits until it has drained. lost:

@@ -3,26 +3,67 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"cryptostream/datatest"
+	"cryptostream/ingest"
 	"cryptostream/natstest"
 	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
 
-// clusterBenchDays is the backlog of the cluster benchmark: long enough
-// that the workers' start (a lease round a second, the predictor's
-// partitions found once FEATURES has subjects) is a small part of it.
-const clusterBenchDays = 5
+// clusterBenchCandles is the backlog of each series in the cluster
+// benchmark, five days of minutes: long enough that the workers' start (a
+// lease round a second, the predictor's partitions found once FEATURES
+// has subjects) is a small part of it.
+const clusterBenchCandles = 5 * 24 * 60
+
+// clusterSeries is the first n candles of each of the four recorded
+// series, Kraken's BTC/USD minutes and XBT/USD five minutes and Binance's
+// BTC/USDT and ETH/USDT minutes: four symbols, so four partitions of each
+// stage, and so work for up to four instances of each worker. The
+// partition is the symbol, so three pairs would leave a fourth instance
+// owning nothing.
+func clusterSeries(b *testing.B, n int) [][]streams.Candle {
+	b.Helper()
+	files := []struct {
+		name, symbol string
+		iv           streams.Interval
+	}{
+		{datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m},
+		{datatest.KrakenXBTUSD5m, "XBT/USD", streams.Interval5m},
+		{"binance_BTCUSDT_1m_2025-05_08.csv", "BTC/USDT", streams.Interval1m},
+		{"binance_ETHUSDT_1m_2025-05_08.csv", "ETH/USDT", streams.Interval1m},
+	}
+	var out [][]streams.Candle
+	for _, f := range files {
+		r, err := os.Open(datatest.Path(b, f.name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := ingest.ReadFile(f.name, r, f.symbol, f.iv, time.Now(), func(e *ingest.BadRowError) { b.Errorf("%v", e) })
+		r.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(s.Candles) < n {
+			b.Fatalf("%s holds %d candles, %d wanted", f.name, len(s.Candles), n)
+		}
+		out = append(out, s.Candles[:n])
+	}
+	return out
+}
 
 // BenchmarkClusterChain is the backlog throughput of the partitioned chain
 // (features then predictor) on three clustered servers with R3 streams:
-// clusterBenchDays of three pairs stored in MARKET, then 1, 2 or 4 instances of each
-// worker started, timed until PREDICTIONS holds a prediction of every
+// clusterBenchCandles of each of four series stored in MARKET, then 1, 2
+// or 4 instances of each worker started, timed until PREDICTIONS holds a prediction of every
 // vector. The reference, "raw", is the same two hops without the stages
 // on a fresh cluster of its own: a durable pull consumer per hop, each
 // input republished asynchronously with a msg-id and acked after its
@@ -70,7 +111,8 @@ func clusterChainOnce(b *testing.B, instances int) (time.Duration, int) {
 		return streams.Ensure(ectx, js, streams.Declare(3)) == nil
 	})
 	var total int
-	for _, d := range clusterDays(b, clusterBenchDays) {
+	series := clusterSeries(b, clusterBenchCandles)
+	for _, d := range series {
 		for _, c := range d {
 			msg, err := streams.NewMsg(&c)
 			if err != nil {
@@ -95,6 +137,22 @@ func clusterChainOnce(b *testing.B, instances int) (time.Duration, int) {
 		rawHops(b, js, urls, total)
 	} else {
 		l := &ledger{}
+		defer func() {
+			// Each instance's share, to show what the fourth does.
+			var parts []string
+			for _, d := range series {
+				tok := streams.CandleSubject(d[0].Interval, d[0].Symbol)
+				tok = tok[strings.LastIndexByte(tok, '.')+1:]
+				parts = append(parts, "features/"+tok, "predictor/"+tok)
+			}
+			var shares []string
+			for i := 1; i <= instances; i++ {
+				for _, stage := range []string{"features", "predictor"} {
+					shares = append(shares, fmt.Sprintf("%s-%d:%d", stage, i, l.everOwned(fmt.Sprintf("%s-%d", stage, i), parts)))
+				}
+			}
+			b.Logf("instances=%d: partitions owned %s", instances, strings.Join(shares, " "))
+		}()
 		for i := 1; i <= instances; i++ {
 			for _, stage := range []string{"features", "predictor"} {
 				w := startClusterWorker(b, urls, stage, fmt.Sprintf("%s-%d", stage, i), l)
@@ -106,7 +164,7 @@ func clusterChainOnce(b *testing.B, instances int) (time.Duration, int) {
 		// PREDICTIONS holds as many as FEATURES and FEATURES has
 		// stopped growing with MARKET all covered.
 		natstest.WaitProgress(b, 2*time.Minute, "every prediction", func() (bool, string) {
-			done := backlogDone(b, js)
+			done := backlogDone(b, js, len(series))
 			f, p := settledCount(b, js, streams.StreamFeatures), settledCount(b, js, streams.StreamPredictions)
 			return done && f > 0 && p == f, fmt.Sprint(f, "/", p)
 		})
@@ -118,7 +176,7 @@ func clusterChainOnce(b *testing.B, instances int) (time.Duration, int) {
 
 // backlogDone says every features partition consumer has nothing left
 // to deliver or ack.
-func backlogDone(b *testing.B, js jetstream.JetStream) bool {
+func backlogDone(b *testing.B, js jetstream.JetStream, partitions int) bool {
 	ctx, cancel := context.WithTimeout(b.Context(), 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, streams.StreamMarket)
@@ -135,7 +193,7 @@ func backlogDone(b *testing.B, js jetstream.JetStream) bool {
 			k++
 		}
 	}
-	return lister.Err() == nil && k == 3
+	return lister.Err() == nil && k == partitions
 }
 
 // rawHops moves total messages MARKET → RAW1 → RAW2, each hop a durable

@@ -66,6 +66,7 @@ type clusterWorker struct {
 	name, stage string
 	l           *ledger
 	nc          *nats.Conn
+	reg         *prometheus.Registry
 	cancel      context.CancelFunc
 	done        chan error
 
@@ -119,9 +120,9 @@ func (w *clusterWorker) onOwner(p string, owned bool) {
 func startClusterWorker(t testing.TB, urls, stage, name string, l *ledger) *clusterWorker {
 	t.Helper()
 	nc, js := natstest.ConnectURL(t, urls)
-	w := &clusterWorker{name: name, stage: stage, l: l, nc: nc, done: make(chan error, 1)}
-	bus := workerJS{JetStream: js, w: w}
 	reg := prometheus.NewRegistry()
+	w := &clusterWorker{name: name, stage: stage, l: l, nc: nc, reg: reg, done: make(chan error, 1)}
+	bus := workerJS{JetStream: js, w: w}
 	var run func(context.Context) error
 	switch stage {
 	case "features":
@@ -450,20 +451,40 @@ func TestClusterFailover(t *testing.T) {
 	checkOneOwner(t, l, parts)
 
 	// The stall of each partition: the longest an input waited, from
-	// when its stream stored it to when its output was stored, after
-	// the first fault, beside the median wait of the whole run.
+	// when its stream stored it to when its output was stored, for the
+	// inputs stored after the node loss and before the kills ("node"),
+	// and after the kills ("kill"), beside the median wait of the whole
+	// run. A partition the kills moved has its stall split in two:
+	// "detect", from the kill to the survivor's taking its lease (the
+	// lease TTL), and "resume", from then to its first output stored.
 	storedAt := map[string]time.Time{}
 	for _, in := range slices.Concat(candles, vectors) {
 		storedAt[in.subject[strings.LastIndexByte(in.subject, '.')+1:]+"@"+in.start.String()+"@"+strings.SplitN(in.subject, ".", 2)[0]] = in.at
 	}
+	// A partition that runs behind shows its backlog in every wait; the
+	// longest gap between two of its outputs stored one after the other
+	// is the time it produced nothing, backlog or not.
+	var nodeMax, killMax, detectMax, resumeMax, nodeGapMax, killGapMax time.Duration
 	for _, out := range []struct {
 		stage, input string
 		s            []output
 	}{{"features", "market", vectors}, {"predictor", "features", preds}} {
 		waits := map[string][]time.Duration{}
-		longest := map[string]time.Duration{}
+		node, kill := map[string]time.Duration{}, map[string]time.Duration{}
+		firstAfter := map[string][]time.Time{}
+		nodeGap, killGap := map[string]time.Duration{}, map[string]time.Duration{}
 		for _, x := range out.s {
 			tok := x.subject[strings.LastIndexByte(x.subject, '.')+1:]
+			if prev := firstAfter[tok]; len(prev) > 0 {
+				last := prev[len(prev)-1]
+				// A gap counts for the fault before its end.
+				switch gap := x.at.Sub(last); {
+				case x.at.After(killAt):
+					killGap[tok] = max(killGap[tok], gap)
+				case x.at.After(nodeAt):
+					nodeGap[tok] = max(nodeGap[tok], gap)
+				}
+			}
 			in, ok := storedAt[tok+"@"+x.start.String()+"@"+out.input]
 			if !ok {
 				t.Errorf("%s: no input stored for %s", out.stage, x.id)
@@ -471,26 +492,66 @@ func TestClusterFailover(t *testing.T) {
 			}
 			w := x.at.Sub(in)
 			waits[tok] = append(waits[tok], w)
-			if in.After(nodeAt) && w > longest[tok] {
-				longest[tok] = w
+			switch {
+			case in.After(killAt):
+				kill[tok] = max(kill[tok], w)
+			case in.After(nodeAt):
+				node[tok] = max(node[tok], w)
 			}
+			firstAfter[tok] = append(firstAfter[tok], x.at)
 		}
 		for tok, ws := range waits {
 			slices.Sort(ws)
-			// Who took the partition after the faults, and when.
-			var moves []string
+			nodeMax, killMax = max(nodeMax, node[tok]), max(killMax, kill[tok])
+			nodeGapMax, killGapMax = max(nodeGapMax, nodeGap[tok]), max(killGapMax, killGap[tok])
+			moved := "not moved by the kills"
 			l.mu.Lock()
 			for _, e := range l.events {
-				if e.partition == out.stage+"/"+tok && e.kind == "own" && e.at.After(nodeAt) {
-					moves = append(moves, fmt.Sprintf("%s at %.2fs", e.instance, e.at.Sub(nodeAt).Seconds()))
+				if e.partition == out.stage+"/"+tok && e.kind == "own" && e.at.After(killAt) {
+					resume := time.Duration(-1)
+					for _, at := range firstAfter[tok] {
+						if at.After(e.at) {
+							resume = at.Sub(e.at)
+							break
+						}
+					}
+					moved = fmt.Sprintf("taken by %s: detect %.2fs, resume %.2fs", e.instance, e.at.Sub(killAt).Seconds(), resume.Seconds())
+					detectMax, resumeMax = max(detectMax, e.at.Sub(killAt)), max(resumeMax, resume)
+					break
 				}
 			}
 			l.mu.Unlock()
-			t.Logf("%s/%s: longest wait %.2fs after the faults (median %.3fs); taken after the node loss by %v",
-				out.stage, tok, longest[tok].Seconds(), ws[len(ws)/2].Seconds(), moves)
+			t.Logf("%s/%s: longest wait node %.2fs, kill %.2fs (median of the run %.3fs); longest output gap node %.2fs, kill %.2fs; %s",
+				out.stage, tok, node[tok].Seconds(), kill[tok].Seconds(), ws[len(ws)/2].Seconds(), nodeGap[tok].Seconds(), killGap[tok].Seconds(), moved)
+		}
+	}
+	expiries := 0.0
+	for _, ws := range workers {
+		for _, w := range ws {
+			expiries += counterSum(t, w.reg, "cryptostream_pipeline_lease_expiries_total")
 		}
 	}
 	t.Logf("%d candles, %d publishes retried during the node loss; the kills %.2fs after the node loss", total, retried.Load(), killAt.Sub(nodeAt).Seconds())
+	t.Logf("stall: node %.2fs, kill %.2fs (detect %.2fs, resume %.2fs); output gap: node %.2fs, kill %.2fs; %v lease expiries",
+		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
+}
+
+// counterSum is the sum of a counter's series in reg, 0 when it has none.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // replayVectors is what the features stage makes of MARKET as stored,

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -62,6 +63,22 @@ func (l *ledger) ownedBy(instance string, parts []string) int {
 	for _, p := range parts {
 		if l.owners(p)[instance] {
 			k++
+		}
+	}
+	return k
+}
+
+// everOwned is how many of parts instance owned at some time.
+func (l *ledger) everOwned(instance string, parts []string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := 0
+	for _, p := range parts {
+		for _, e := range l.events {
+			if e.partition == p && e.instance == instance && e.kind == "own" {
+				k++
+				break
+			}
 		}
 	}
 	return k
@@ -370,6 +387,13 @@ func (s *stalledLeases) Put(ctx context.Context, key string, value []byte) (uint
 	return s.Leases.Put(ctx, key, value)
 }
 
+func (s *stalledLeases) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if s.cut.Load() {
+		return nil, s.stall(ctx)
+	}
+	return s.Leases.Get(ctx, key)
+}
+
 func (s *stalledLeases) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
 	if s.cut.Load() {
 		return s.stall(ctx)
@@ -430,4 +454,100 @@ func TestPartitionFencing(t *testing.T) {
 	if got := opstest.Value(t, a.reg, "cryptostream_pipeline_lease_expiries_total", map[string]string{"stage": "sum"}); got != 2 {
 		t.Fatalf("a stopped %v partitions on its deadline, want its 2", got)
 	}
+}
+
+// laggingLeases is a leases bucket whose watch stops delivering once
+// frozen, as a KV watch does while its ordered consumer is rebuilt after
+// a node loss (it came back 10 to 20 s later in TestClusterFailover).
+type laggingLeases struct {
+	pipeline.Leases
+	frozen atomic.Bool
+}
+
+type laggingWatcher struct {
+	jetstream.KeyWatcher
+	updates chan jetstream.KeyValueEntry
+}
+
+func (w laggingWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+
+func (l *laggingLeases) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := l.Leases.Watch(ctx, keys, opts...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan jetstream.KeyValueEntry)
+	go func() {
+		defer close(out)
+		for e := range w.Updates() {
+			if !l.frozen.Load() {
+				out <- e
+			}
+		}
+	}()
+	return laggingWatcher{KeyWatcher: w, updates: out}, nil
+}
+
+// TestTakeoverWithALaggingWatch: b's watch of the leases stops while a
+// goes on renewing, so that every revision b knows of a's leases is
+// stale; then a is killed. b must take a's partitions over all the same,
+// from the leases as the bucket has them, and not before a stopped
+// renewing them (one owner at a time). With the takeover trusting the
+// watch's revision, every attempt failed on "wrong last sequence" until
+// the watch came back (16-19 s stalls under load in TestClusterFailover).
+func TestTakeoverWithALaggingWatch(t *testing.T) {
+	s, js := setup(t)
+	ctx := t.Context()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD"}
+	parts := []string{"AAA-USD", "BBB-USD", "CCC-USD", "DDD-USD"}
+	const n = 400
+	published, release := paced(t, js, keys, n)
+	defer func() { close(release); <-published }()
+
+	l := &ledger{}
+	a := runPartitioned(t, s, "a", l, nil)
+	ownedBy := func(name string) int { return l.ownedBy(name, parts) }
+	natstest.WaitProgress(t, time.Minute, "a owns every partition", func() (bool, string) {
+		return ownedBy("a") == len(parts), strconv.Itoa(ownedBy("a"))
+	})
+	lag := &laggingLeases{}
+	runPartitioned(t, s, "b", l, func(kv pipeline.Leases) pipeline.Leases { lag.Leases = kv; return lag })
+	natstest.WaitProgress(t, time.Minute, "b takes its share", func() (bool, string) {
+		return ownedBy("b") == 2 && ownedBy("a") == 2, strconv.Itoa(ownedBy("a")) + "/" + strconv.Itoa(ownedBy("b"))
+	})
+
+	// b's watch stops; a renews its leases past what b saw.
+	lag.frozen.Store(true)
+	var aPart string
+	for _, p := range parts {
+		if l.owners(p)["a"] {
+			aPart = p
+		}
+	}
+	key := sumPartitions.Stage + ".owner." + aPart
+	rev := func() uint64 {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			return 0
+		}
+		return e.Revision()
+	}
+	frozenAt := rev()
+	natstest.WaitProgress(t, time.Minute, "a renews past b's view", func() (bool, string) {
+		r := rev()
+		return r > frozenAt+2, fmt.Sprint(frozenAt, " -> ", r)
+	})
+
+	a.kill(parts)
+	natstest.WaitProgress(t, time.Minute, "b takes a's partitions while its watch lags", func() (bool, string) {
+		return ownedBy("b") == len(parts), strconv.Itoa(ownedBy("b"))
+	})
+	if !lag.frozen.Load() {
+		t.Fatal("the watch was thawed")
+	}
+	checkOneOwner(t, l, parts)
 }
