@@ -87,9 +87,6 @@ type Vectors struct {
 	rebuild prometheus.Counter
 	latency prometheus.Observer
 	series  map[string]*Series
-	// outcomes are candles' children by outcome, looked up once each
-	// rather than on every candle.
-	outcomes map[Outcome]prometheus.Counter
 	// dec reads the candles that come as JSON (a runner's), with no
 	// allocation for the shape streams.Encode writes; the runner calls
 	// Warm and Step from one goroutine at a time.
@@ -103,15 +100,6 @@ func (v *Vectors) candle(m pipeline.Msg) (streams.Candle, error) {
 		return pipeline.Decode[streams.Candle](m)
 	}
 	return v.dec.Decode(m.Data)
-}
-
-func (v *Vectors) counted(o Outcome) prometheus.Counter {
-	c := v.outcomes[o]
-	if c == nil {
-		c = v.candles.WithLabelValues(string(o))
-		v.outcomes[o] = c
-	}
-	return c
 }
 
 // NewVectors builds the stage; now stamps the traces (time.Now when nil)
@@ -135,9 +123,8 @@ func NewVectors(spec Spec, now func() time.Time, reg prometheus.Registerer) (*Ve
 			Name: "cryptostream_features_rebuilds_total",
 			Help: "Per-symbol windows rebuilt from MARKET (start, failover, or after a failed publish).",
 		}),
-		latency:  ops.PipelineLatency(reg).WithLabelValues(Stage),
-		series:   map[string]*Series{},
-		outcomes: map[Outcome]prometheus.Counter{},
+		latency: ops.PipelineLatency(reg).WithLabelValues(Stage),
+		series:  map[string]*Series{},
 	}, nil
 }
 
@@ -186,7 +173,7 @@ func (v *Vectors) Step(_ context.Context, m pipeline.Msg) ([]streams.Event, erro
 		v.series[m.Subject] = s
 	}
 	vec, outcome := s.Add(c, m.Seq)
-	v.counted(outcome).Inc()
+	v.candles.WithLabelValues(string(outcome)).Inc()
 	switch outcome {
 	case Computed:
 	case TooOld:

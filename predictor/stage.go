@@ -65,15 +65,13 @@ type Predictions struct {
 	writes *registryWrites
 
 	predictions *prometheus.CounterVec
-	// outcomes are predictions' children, looked up once each rather
-	// than on every vector; guarded by mu.
-	outcomes map[string]prometheus.Counter
+	absError    *prometheus.HistogramVec
+	hitRatio    *prometheus.GaugeVec
+	liveMAE     *prometheus.GaugeVec
+	latency     prometheus.Observer
+
 	// vdec decodes the vectors Step is given as bytes.
-	vdec     streams.VectorDecoder
-	absError *prometheus.HistogramVec
-	hitRatio *prometheus.GaugeVec
-	liveMAE  *prometheus.GaugeVec
-	latency  prometheus.Observer
+	vdec streams.VectorDecoder
 
 	mu        sync.Mutex           // the runner's steps against the watch and /readyz
 	champions map[string]*champion // by series key "1m.BTC-USD"
@@ -161,7 +159,6 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		forecasts: map[string]*seriesForecast{},
 		warned:    map[string]bool{},
 		names:     map[seriesID]*seriesNames{},
-		outcomes:  map[string]prometheus.Counter{},
 		writes:    newRegistryWrites(log),
 	}
 	reg.MustRegister(forecastCollector{p})
@@ -260,14 +257,14 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		p.scorers[key] = sc
 	}
 	if !v.Start.After(sc.Seen()) {
-		p.counted("duplicate").Inc()
+		p.predictions.WithLabelValues("duplicate").Inc()
 		return nil, nil
 	}
 	for _, s := range sc.Observe(v.Start, v.Close) {
 		// A vector handled again after a failed publish re-scores what
 		// it scored the first time: count each prediction once.
 		if !s.Start.After(p.scored[key]) {
-			p.counted("rescored").Inc()
+			p.predictions.WithLabelValues("rescored").Inc()
 			continue
 		}
 		p.scored[key] = s.Start
@@ -286,7 +283,7 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 		// Not after the last candle or off the grid: the vector passed
 		// its own checks, so this is a series out of step; say so and
 		// keep going.
-		p.counted("forecast_refused").Inc()
+		p.predictions.WithLabelValues("forecast_refused").Inc()
 		p.log.Warn("volatility model refused a vector", "series", key, "start", v.Start, "err", err)
 		return nil, nil
 	}
@@ -307,16 +304,6 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 	}
 	out.evs[0] = pred
 	return out.evs[:], nil
-}
-
-// counted is the predictions counter of outcome; mu is held.
-func (p *Predictions) counted(outcome string) prometheus.Counter {
-	c := p.outcomes[outcome]
-	if c == nil {
-		c = p.predictions.WithLabelValues(outcome)
-		p.outcomes[outcome] = c
-	}
-	return c
 }
 
 // vector is m's vector: its Value when a stage before handed one over,
@@ -346,22 +333,22 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 	p.noChamp[names.label] = c == nil && err == nil
 	switch {
 	case err != nil:
-		p.counted("model_mismatch").Inc()
+		p.predictions.WithLabelValues("model_mismatch").Inc()
 		p.log.Warn("champion does not fit the vectors", "series", key, "err", err)
 		return -1, 0, ""
 	case c == nil:
-		p.counted("no_champion").Inc()
+		p.predictions.WithLabelValues("no_champion").Inc()
 		return -1, 0, ""
 	case v.Start.Before(c.rec.TrainTo.Add(time.Duration(c.rec.Horizon) * v.Interval.Duration())):
 		// The champion's training labels reach past this vector (the
 		// predictor is replaying history the trainer has passed): its
 		// forecast would have seen part of the answer.
-		p.counted("model_newer").Inc()
+		p.predictions.WithLabelValues("model_newer").Inc()
 		return -1, 0, ""
 	}
 	k := sf.horizonIndex(c.rec.Horizon)
 	if k < 0 {
-		p.counted("model_horizon").Inc()
+		p.predictions.WithLabelValues("model_horizon").Inc()
 		if !p.warned[key] {
 			p.warned[key] = true
 			p.log.Warn("the champion's horizon is not among the forecast horizons: publishing no-change", "series", key,
@@ -369,7 +356,7 @@ func (p *Predictions) champion(names *seriesNames, sf *seriesForecast, v streams
 		}
 		return -1, 0, ""
 	}
-	p.counted("predicted").Inc()
+	p.predictions.WithLabelValues("predicted").Inc()
 	return k, c.bound.Predict(v.Values), c.rec.ID
 }
 
