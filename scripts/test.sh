@@ -85,6 +85,14 @@ say "dashboard assets current"
 # compose v2 is built from its Go module (a few minutes, once).
 command -v promtool >/dev/null || { say "installing promtool"; apt_install prometheus; }
 command -v caddy >/dev/null || { say "installing caddy"; apt_install caddy; }
+# kustomize builds deploy/k8s for TestKustomizeBuild and TestKubeconform:
+# kubectl's when there is one, else kustomize built from its Go module
+# (Debian's kubernetes-client is 1.20, too old for the manifests).
+if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
+  say "building kustomize"
+  GOBIN="${GOBIN:-$(go env GOPATH)/bin}" GOTOOLCHAIN=local go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1 || die "go install kustomize failed"
+  export PATH="$PATH:${GOBIN:-$(go env GOPATH)/bin}"
+fi
 if ! command -v docker-compose >/dev/null || ! docker-compose version 2>/dev/null | grep -q '^Docker Compose version'; then
   say "building docker compose v2"
   compose_mod=github.com/docker/compose/v2@v2.40.3
