@@ -306,6 +306,65 @@ halves and both Kraken files): 14 of 16 60-minute targets, gains 10.7%
 5/88; QLIKE gains rise (BTC 34.4→36.5%, ETH 30.9→32.0%). On Kraken 1m the
 loss is on the crash days (2023-03-10, 03-13/14): the forecast overshoots
 after the spikes and the fixed spread, wide from the days before, wins
-there. ` + "`TestCalibrationChoice -calibration-grid`" + ` reruns this grid
-(about a minute) and fails unless the rule picks DefaultConfig's settings.
+there. The third grid below replaced it in ` + "`TestCalibrationChoice`" + `.
+
+### The 60-minute intervals after a crash: a floor under ACI (2026-12-04)
+
+On the Kraken 1-minute file the pool's loss to the fixed spread is on the
+crash days (2023-03-10, 03-14, 03-17, 03-20), and much of it is the
+multiplier. On 2023-03-10 the 60-minute interval covered 92–100% of the
+windows in every hour from 11:00 to 20:00 UTC, at up to 3.9 times the
+fixed spread's half-width. The variance forecast overshot after the
+spikes (its σ, hour by hour, 0.7–1.9 times the realised hour's that
+afternoon, 1.6–1.9 from 18:00), and the multiplier, pushed up by the
+misses of the morning and of 10:00, stood at 1.9–2.1 from 11:00 to 14:00
+and came down only to 1.3 by 20:00: ACI's working miscoverage, driven
+towards zero, reads the few largest scores of the window, and it takes
+four hits to undo one miss. No variance change tried raised the Kraken
+1-minute gain by more than 0.3 point (below), while no ACI at all gave
+5.9% (with 5 of 19 days outside 70–90%).
+
+The fix: ACI's working miscoverage is kept at or above ` + "`Config.ACIFloor`" + `
+= 0.45 of the nominal one (0.09 for the 80% interval, 0.0225 for 95%):
+a run of misses still widens the interval, but never past the 91st
+percentile of the window's scores for the 80% interval.
+
+**How it was chosen.** The floor (0, 0.2, 0.3, 0.4, 0.45, 0.5) at the
+settings above was scored on the first half of the two Binance files
+only, by the same rule; 0.45 met all 8 first-half 60-minute targets with
+a mean gain of 10.36% (no floor: 8/8, 10.23%; 0.5: 6/8, days outside).
+Held out, 60-minute interval-score gain: 10.7% (BTC second half, 10.7%
+before), 6.8% (ETH second half, 6.8%), 5.4% (Kraken 1m, 4.6%), 10.0%
+(Kraken 5m, 9.7%). ` + "`TestCalibrationChoice -calibration-grid`" + ` reruns this
+grid (about a minute) and fails unless the rule picks DefaultConfig's
+settings. The Kraken 1-minute target (8%) is still **not met**.
+
+A wider grid run afterwards (floor 0.4–0.8 × ACI step 0.04–0.12) shows
+what the first-half rule cannot see: on the calm Binance first halves it
+prefers a floor of 0.7 with a step of 0.05 (8/8, 10.82%), which on the
+Kraken 1-minute file gains 6.6% but covers 77.6% with 3 of 19 days
+outside. A floor is a one-sided bound, so a high one biases coverage
+down; it was not adopted, and since that decision looked at the held-out
+file, the wider grid is reported here rather than run by the test.
+
+Tried on the same files and dropped (first-half rule, with the Kraken
+1-minute 60-minute gain beside, from 4.6%): capping each minute's squared
+return at 10, 20 or 40 times the trailing day's mean in the estimates
+(6–7 of 8; 3.8–3.9%), a causal MedRV (median of three) in place of the
+squared return (7/8; 4.1%), an EWMA of |r| (6/8; 4.5%), Parkinson's
+high–low range mixed into the squared return at 25–100% (6–7 of 8;
+4.4–4.6%), EWMA half-lives of 30 min–2 h, 30 min–4 h or 15 min–4 h
+(7–8 of 8; 4.7–4.9%), a 60-minute HAR recent window (7/8; 4.5%), a log-HAR
+memory of 7 days (8/8, 10.17%; 4.6%), pool weights favouring the
+30-minute EWMA (7–8 of 8; 3.7–4.6%), the 30-minute EWMA alone (7/8; 2.7%,
+and the QLIKE target lost on both Kraken files), Mondrian bins by the
+forecast's surprise (log of its variance over the day's, 2 or 3 bins,
+ACI step 0.03–0.12: 5–7 of 8, many more days outside; −5.8–5.6%), and
+ACI on the log of the multiplier instead of the miscoverage (step 0.1–1
+per horizon: 5–8 of 8; −4.1–5.2%). A log-HAR memory of 28 days instead
+of 14 met 8/8 with 10.25%, above the unfloored default's 10.23% (noise
+at that size; Kraken 1m unchanged at 4.6%); it was not combined with
+the floor. Jumps carry
+information about the next hour here: every jump-robust measure lost
+QLIKE and interval score.
 `
