@@ -497,15 +497,23 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	cons := g.spec.Consumer(part).Config.Durable
 	// Whatever the previous owner held and did not ack comes back now:
 	// lift its pin, and rewind the consumer to its ack floor. After a
-	// clean hand-over both are no-ops.
-	if err := streams.Unpin(ctx, g.r.js, g.spec.Stream, cons); err != nil {
+	// clean hand-over both are no-ops. Each has a timeout of its own,
+	// not what is left of the round's: under load the round's ran out
+	// first ("context deadline exceeded"), and the dead owner's inputs
+	// then came back only after AckWait, a 10 s stall after the takeover
+	// in TestClusterFailover.
+	uctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
+	if err := streams.Unpin(uctx, g.r.js, g.spec.Stream, cons); err != nil {
 		g.log.Debug("unpin on acquire", "partition", part, "err", err)
 	}
-	if s, err := g.r.js.Stream(ctx, g.spec.Stream); err == nil {
-		if _, err := s.ResetConsumer(ctx, cons); err != nil {
+	cancel()
+	sctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
+	if s, err := g.r.js.Stream(sctx, g.spec.Stream); err == nil {
+		if _, err := s.ResetConsumer(sctx, cons); err != nil {
 			g.log.Warn("reset on acquire", "partition", part, "err", err)
 		}
 	}
+	cancel()
 	f := newFence(g.now, g.deadline(sent))
 	cfg := g.r.cfg
 	cfg.Partitioned = nil
