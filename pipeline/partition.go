@@ -543,15 +543,23 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		}
 		// Whatever the previous owner held and did not ack comes back
 		// now: lift its pin, and rewind the consumer to its ack floor.
-		// After a clean hand-over both are no-ops.
-		if err := streams.Unpin(ctx, g.r.js, p.spec.Stream, cons); err != nil {
+		// After a clean hand-over both are no-ops. Each has a timeout of
+		// its own, not what is left of the round's: under load the
+		// round's ran out first ("context deadline exceeded"), and the
+		// dead owner's inputs then came back only after AckWait, a 10 s
+		// stall after the takeover in TestClusterFailover.
+		uctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
+		if err := streams.Unpin(uctx, g.r.js, p.spec.Stream, cons); err != nil {
 			g.log.Debug("unpin on acquire", "partition", part, "consumer", cons, "err", err)
 		}
-		if s, err := g.r.js.Stream(ctx, p.spec.Stream); err == nil {
-			if _, err := s.ResetConsumer(ctx, cons); err != nil {
+		cancel()
+		sctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
+		if s, err := g.r.js.Stream(sctx, p.spec.Stream); err == nil {
+			if _, err := s.ResetConsumer(sctx, cons); err != nil {
 				g.log.Warn("reset on acquire", "partition", part, "consumer", cons, "err", err)
 			}
 		}
+		cancel()
 		p.cfg.Consumer = cons
 		sub, err := New(p.cfg, fencedStage{Stage: p.stage, f: f}, Deps{JS: fencedJS{JetStream: g.r.js, f: f}, Log: g.r.baseLog, Registry: g.r.reg})
 		if err != nil {
