@@ -320,8 +320,8 @@ func (r *Runner) confirm(ctx context.Context, fl *flight) (int, error) {
 	return stored, nil
 }
 
-// errFencedAlone sends an output one at a time: it carries the fence's
-// expectation into a stream that takes no batches.
+// errFencedAlone turns a fenced output into a stream that takes no
+// batches to the one-at-a-time path, where it waits for its PubAck.
 var errFencedAlone = errors.New("pipeline: fenced output goes alone")
 
 // publishAlone publishes m and waits for its PubAck, carrying the fence's
