@@ -859,6 +859,43 @@ func TestWebsocketSlowClientClosed4008(t *testing.T) {
 	}
 }
 
+// A write that outlasts WriteTimeout, before any delivery found the client
+// slow (events paused, or a loaded fan-out), used to cut the socket with no
+// close frame: the slow close was counted, but the client saw 1006.
+// SlowAfter is out of reach here, so only the write's timeout calls the
+// stalled client slow; it then gets the rest of the cut frame and 4008.
+func TestWebsocketWriteTimeoutClosed4008(t *testing.T) {
+	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) {
+		c.Hub.QueueSize = 100_000
+		c.Hub.SlowAfter = time.Hour
+		c.Hub.WriteTimeout = 5 * time.Second
+	})
+	tok := s.signup("alice", "alice-password")
+	s.track("BTC/USD")
+	stalled, _, err := s.dialWS(tok, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled.send(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"})
+	stalled.expect("subscribed", "ticks:BTC-USD")
+	slowCloses := func() float64 { return opstest.Value(t, s.reg, "cryptostream_gateway_ws_slow_closes_total", nil) }
+	pace := time.NewTicker(10 * time.Millisecond)
+	defer pace.Stop()
+	for i := 0; slowCloses() == 0 && s.gw.Clients() == 1; i++ {
+		if i > 100_000 {
+			t.Fatal("the stalled client was never closed")
+		}
+		publish(t, s, tick(i))
+		<-pace.C
+	}
+	if slowCloses() != 1 {
+		t.Fatalf("the stalled client left with %v slow closes counted, want 1", slowCloses())
+	}
+	if code := stalled.closeCode(); code != 4008 {
+		t.Fatalf("stalled client closed with %d, want 4008", code)
+	}
+}
+
 // Issue 11 item 19: subscribing to an untracked asset or an interval the
 // system does not run answers an error (it answered subscribed and then
 // nothing, ever).

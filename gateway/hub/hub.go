@@ -37,9 +37,10 @@
 // (the account was deleted or disabled, or its password or role changed); 4003
 // authentication failed, missing or not given within AuthTimeout; 4008
 // client too slow (its bounded queue overflowed, or a frame waited longer
-// than SlowAfter; reconnect and resume with since). A client that accepts
-// nothing at all for WriteTimeout is cut without a close frame (none can
-// reach it) and counted as slow too.
+// than SlowAfter, or a write outlasted WriteTimeout; reconnect and resume
+// with since). A client closed as slow gets a further WriteTimeout to take
+// the rest of a frame cut short and the close frame; one that takes nothing
+// in that time either is cut without a close frame (none can reach it).
 package hub
 
 import (

@@ -248,7 +248,8 @@ func (c *client) writer() {
 		for closing && c.fwriting {
 			c.room.Wait()
 		}
-		bufs = append(bufs[:0], c.carry...)
+		carry := c.carry
+		bufs = append(bufs[:0], carry...)
 		c.carry = nil
 		oldest := c.oldest
 		batch, c.q = c.q, batch[:0]
@@ -279,9 +280,6 @@ func (c *client) writer() {
 		for _, it := range batch {
 			bufs = append(bufs, it.b)
 		}
-		for i := range batch {
-			batch[i] = qitem{}
-		}
 		if len(bufs) > 0 {
 			// Setting a deadline costs as much as a small write: renew it only
 			// when less than three quarters of WriteTimeout are left.
@@ -295,10 +293,38 @@ func (c *client) writer() {
 				h.m.stQueue.Observe(start.Sub(oldest).Seconds())
 			}
 			if _, err := b.WriteTo(c.nc); err != nil {
-				c.writeFailed(err)
-				_ = c.nc.Close()
-				return
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					c.qmu.Lock()
+					c.killLocked(closeAbnormal, "")
+					c.qmu.Unlock()
+					_ = c.nc.Close()
+					return
+				}
+				// A socket that took too little for WriteTimeout is
+				// a slow client: the deadline can pass before any
+				// delivery finds the oldest frame past SlowAfter (no
+				// events, or a loaded fan-out). It gets one more
+				// WriteTimeout to take the rest of the frame cut
+				// short, and then its 4008, from the closing branch;
+				// the frames after the cut are dropped.
+				k := len(bufs) - len(b)
+				orig := 0
+				if k < carried {
+					orig = len(carry[k])
+				} else {
+					orig = len(batch[k-carried].b)
+				}
+				c.qmu.Lock()
+				if len(b[0]) < orig {
+					c.carry = net.Buffers{b[0]}
+				}
+				c.slowLocked("client too slow: write timed out")
+				c.wakeWriterLocked() // it may have been closing already
+				c.qmu.Unlock()
+				clear(batch)
+				continue
 			}
+			clear(batch)
 			h.m.stWrite.Observe(time.Since(start).Seconds())
 			h.m.writes.Inc()
 			h.m.frames.Add(float64(len(bufs) - carried))
@@ -326,19 +352,6 @@ func (c *client) writer() {
 			}
 		}
 	}
-}
-
-// writeFailed records why the socket could not be written. A write that
-// timed out is a slow client too: it is counted as one, though no close
-// frame can follow a frame cut short.
-func (c *client) writeFailed(err error) {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		c.slowLocked("client too slow: write timed out")
-		return
-	}
-	c.killLocked(closeAbnormal, "")
 }
 
 // finish sends the close frame, when there is one to send, and closes.
