@@ -113,8 +113,8 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 	}
 	publishCandles(t, js, candles[:400])
 	stop := startWorker(t, js, prometheus.NewRegistry())
-	natstest.WaitFor(t, 30*time.Second, "first half of the vectors", func() bool {
-		return streamMsgs(t, js, streams.StreamFeatures) >= uint64(wantBefore)
+	natstest.WaitAtLeast(t, 30*time.Second, "first half of the vectors", uint64(wantBefore), func() uint64 {
+		return streamMsgs(t, js, streams.StreamFeatures)
 	})
 	stop()
 	// A duplicate of the last candle and a candle older than the window,
@@ -132,8 +132,8 @@ func TestWorkerRestartSameVectors(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	startWorker(t, js, reg)
 	publishCandles(t, js, candles[400:])
-	natstest.WaitFor(t, 30*time.Second, "all vectors", func() bool {
-		return streamMsgs(t, js, streams.StreamFeatures) >= uint64(len(want))
+	natstest.WaitAtLeast(t, 30*time.Second, "all vectors", uint64(len(want)), func() uint64 {
+		return streamMsgs(t, js, streams.StreamFeatures)
 	})
 	for outcome, want := range map[string]float64{"duplicate": 1, "too_old": 1, "computed": float64(len(want) - wantBefore)} {
 		if got := opstest.Value(t, reg, "cryptostream_features_candles_total", map[string]string{"outcome": outcome}); got != want {

@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -142,7 +143,11 @@ func Cluster(t testing.TB, n int) ([]*server.Server, string) {
 }
 
 // WaitFor polls cond until it holds or the bound passes. The bound is a
-// guard against a hung test, not an assertion about speed.
+// guard against a hung test, not an assertion about speed. It is for a
+// single state flip that has nothing to measure on the way; where the
+// condition has a count or a state that moves, WaitProgress or
+// WaitAtLeast fail only when it stops moving, which a busy machine does not
+// mistake for a failure.
 func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(bound)
@@ -173,6 +178,17 @@ func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (d
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// WaitAtLeast waits until get reaches want, and fails only when the value
+// has not changed for stall: for a count of messages or outputs that grows
+// as the code under test works, however slowly a busy machine lets it.
+func WaitAtLeast[N cmp.Ordered](t testing.TB, stall time.Duration, what string, want N, get func() N) {
+	t.Helper()
+	WaitProgress(t, stall, what, func() (bool, string) {
+		n := get()
+		return n >= want, fmt.Sprint(n)
+	})
 }
 
 func freePort(t testing.TB) int {

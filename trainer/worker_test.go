@@ -125,10 +125,10 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 		var st streams.JobStatus
-		natstest.WaitFor(t, 60*time.Second, "job "+id, func() bool {
+		natstest.WaitProgress(t, 60*time.Second, "job "+id, func() (bool, string) {
 			var ok bool
 			st, ok = jobStatus(t, jobsKV, id)
-			return ok && (st.State == streams.JobDone || st.State == streams.JobFailed)
+			return ok && (st.State == streams.JobDone || st.State == streams.JobFailed), string(st.State)
 		})
 		return st
 	}
@@ -228,9 +228,9 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 	if err := registry.Submit(ctx, js, &job); err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitFor(t, 60*time.Second, "score job", func() bool {
+	natstest.WaitProgress(t, 60*time.Second, "score job", func() (bool, string) {
 		st, ok := jobStatus(t, jobsKV, "score-1")
-		return ok && st.State == streams.JobDone
+		return ok && st.State == streams.JobDone, string(st.State)
 	})
 	rec, _, err = registry.NewModels(reg).Get(ctx, "m-full-1")
 	if err != nil {
@@ -286,10 +286,10 @@ func TestScheduleQueuesTraining(t *testing.T) {
 	for _, i := range due {
 		id := "sched-1m-BTC-USD-" + itoa(vs[i].Start.Unix())
 		var st streams.JobStatus
-		natstest.WaitFor(t, 60*time.Second, "scheduled job "+id, func() bool {
+		natstest.WaitProgress(t, 60*time.Second, "scheduled job "+id, func() (bool, string) {
 			var ok bool
 			st, ok = jobStatus(t, jobsKV, id)
-			return ok && (st.State == streams.JobDone || st.State == streams.JobFailed)
+			return ok && (st.State == streams.JobDone || st.State == streams.JobFailed), string(st.State)
 		})
 		if st.Job.Params["before_seq"] != itoa(int64(i+2)) {
 			t.Fatalf("job %s params %v, want before_seq %d", id, st.Job.Params, i+2)
