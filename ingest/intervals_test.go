@@ -22,9 +22,9 @@ func TestSeveralIntervals(t *testing.T) {
 	h.addAsset(t, "BTC/USD")
 	h.startWorker(t, ingest.Config{Intervals: []streams.Interval{streams.Interval1m, streams.Interval5m},
 		SubscribePace: 10 * time.Millisecond, RESTInterval: time.Millisecond, HealRetry: 50 * time.Millisecond})
-	natstest.WaitFor(t, time.Minute, "an hour of live 5m candles", func() bool {
+	natstest.WaitProgress(t, time.Minute, "an hour of live 5m candles", func() (bool, string) {
 		c, ok := h.lastStored(t, streams.Interval5m, "BTC/USD")
-		return ok && c.Start.After(h.sim.Start().Add(time.Hour))
+		return ok && c.Start.After(h.sim.Start().Add(time.Hour)), c.Start.String()
 	})
 	if h.sim.Connections() != 2 {
 		t.Errorf("%d connections, want one per interval", h.sim.Connections())

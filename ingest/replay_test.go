@@ -254,13 +254,19 @@ func TestReplayWithFaults(t *testing.T) {
 		return last.Start
 	}
 	for _, f := range faults {
-		natstest.WaitFor(t, 3*time.Minute, "candles up to the "+f.name, func() bool { return !stored().Before(start.Add(f.at)) })
+		natstest.WaitProgress(t, 3*time.Minute, "candles up to the "+f.name, func() (bool, string) {
+			s := stored()
+			return !s.Before(start.Add(f.at)), s.String()
+		})
 		before := f.evidence()
 		t.Logf("injecting %s at %s", f.name, stored())
 		f.inject()
 		natstest.WaitFor(t, 3*time.Minute, "the effect of the "+f.name, func() bool { return f.evidence() > before })
 	}
-	natstest.WaitFor(t, 3*time.Minute, "a day of candles in MARKET", func() bool { return !stored().Before(day) })
+	natstest.WaitProgress(t, 3*time.Minute, "a day of candles in MARKET", func() (bool, string) {
+		s := stored()
+		return !s.Before(day), s.String()
+	})
 	if conns := h.sim.Connections(); conns < 7 {
 		t.Errorf("only %d connections: the faults did not force reconnects", conns)
 	}

@@ -54,8 +54,8 @@ func TestResumeAfterFutureCandle(t *testing.T) {
 	h.addAsset(t, "BTC/USD")
 	reg := h.startWorker(t, ingest.Config{SubscribePace: 10 * time.Millisecond, RESTInterval: time.Millisecond,
 		HealRetry: 50 * time.Millisecond, BackoffMin: 20 * time.Millisecond})
-	natstest.WaitFor(t, time.Minute, "live candles after the future one", func() bool {
-		return opstest.Value(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"}) >= 3
+	natstest.WaitAtLeast(t, time.Minute, "live candles after the future one", 3, func() float64 {
+		return opstest.Value(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"})
 	})
 	last, _ = h.lastStored(t, streams.Interval1m, "BTC/USD")
 	if !last.Start.After(h.sim.Start()) || last.Start.Year() != h.sim.Start().Year() {

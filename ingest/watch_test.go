@@ -29,8 +29,8 @@ func TestAssetWatch(t *testing.T) {
 	h.addAsset(t, "BTC/USD")
 	reg := h.startWorker(t, ingest.Config{SubscribePace: 10 * time.Millisecond, RESTInterval: time.Millisecond,
 		HealRetry: 50 * time.Millisecond, BackoffMin: 20 * time.Millisecond})
-	natstest.WaitFor(t, time.Minute, "live BTC/USD candles", func() bool {
-		return opstest.Value(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"}) >= 3
+	natstest.WaitAtLeast(t, time.Minute, "live BTC/USD candles", 3, func() float64 {
+		return opstest.Value(t, reg, "cryptostream_ingest_candles_published_total", map[string]string{"quality": "live"})
 	})
 	if _, ok := h.lastStored(t, streams.Interval1m, "ETH/USD"); ok {
 		t.Fatal("ETH/USD stored before it was added")
@@ -54,9 +54,9 @@ func TestAssetWatch(t *testing.T) {
 	natstest.WaitFor(t, time.Minute, "BTC/USD unsubscribed", func() bool { return acked() == 1 })
 	before, _ := h.lastStored(t, streams.Interval1m, "BTC/USD")
 	ethBefore, _ := h.lastStored(t, streams.Interval1m, "ETH/USD")
-	natstest.WaitFor(t, time.Minute, "ETH/USD still flowing", func() bool {
+	natstest.WaitProgress(t, time.Minute, "ETH/USD still flowing", func() (bool, string) {
 		c, _ := h.lastStored(t, streams.Interval1m, "ETH/USD")
-		return c.Start.Sub(ethBefore.Start) >= 3*time.Minute
+		return c.Start.Sub(ethBefore.Start) >= 3*time.Minute, c.Start.String()
 	})
 	if after, _ := h.lastStored(t, streams.Interval1m, "BTC/USD"); !after.Start.Equal(before.Start) {
 		t.Errorf("BTC/USD still stored after removal: %s then %s", before.Start, after.Start)

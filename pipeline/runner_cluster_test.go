@@ -108,7 +108,7 @@ func TestRunnerLeaderChanges(t *testing.T) {
 		t.Fatalf("only %d leader changes: the test did not test", stepdowns)
 	}
 	// The last change may still be electing a leader.
-	natstest.WaitFor(t, 30*time.Second, "a settled leader", func() bool { return countOf(js, "OUT") >= n })
+	natstest.WaitAtLeast(t, 30*time.Second, "a settled leader", uint64(n), func() uint64 { return countOf(js, "OUT") })
 	check(t, storedOutputs(t, js), want(keys, n, nil))
 	// The changes did cut batches short: the order above held through them.
 	if got := opstest.Value(t, reg, "cryptostream_pipeline_batches_cut_total", nil); got == 0 {

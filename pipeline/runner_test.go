@@ -284,12 +284,12 @@ func TestRunnerInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := run(t, s, newSummer(), nil)
-	natstest.WaitFor(t, 30*time.Second, "the backlog's outputs", func() bool { return count(t, js, "OUT") >= 300 })
+	natstest.WaitAtLeast(t, 30*time.Second, "the backlog's outputs", uint64(300), func() uint64 { return count(t, js, "OUT") })
 	// Live: one at a time, each handled on its own.
 	for i := 301; i < 320; i++ {
 		inputs(t, js, keys, i, 1)
 	}
-	natstest.WaitFor(t, 30*time.Second, "the live outputs", func() bool { return count(t, js, "OUT") >= 319 })
+	natstest.WaitAtLeast(t, 30*time.Second, "the live outputs", uint64(319), func() uint64 { return count(t, js, "OUT") })
 	in.stop()
 	check(t, outputs(t, js), want(keys, 320, map[int]bool{300: true}))
 	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_inputs_total", map[string]string{"outcome": "term"}); got != 1 {
@@ -311,11 +311,11 @@ func TestRunnerRestart(t *testing.T) {
 	keys := []string{"a", "b"}
 	inputs(t, js, keys, 0, 200)
 	in := run(t, s, newSummer(), nil)
-	natstest.WaitFor(t, 30*time.Second, "the first outputs", func() bool { return count(t, js, "OUT") >= 200 })
+	natstest.WaitAtLeast(t, 30*time.Second, "the first outputs", uint64(200), func() uint64 { return count(t, js, "OUT") })
 	in.stop()
 	inputs(t, js, keys, 200, 200)
 	in = run(t, s, newSummer(), nil)
-	natstest.WaitFor(t, 30*time.Second, "the rest", func() bool { return count(t, js, "OUT") >= 400 })
+	natstest.WaitAtLeast(t, 30*time.Second, "the rest", uint64(400), func() uint64 { return count(t, js, "OUT") })
 	in.stop()
 	check(t, outputs(t, js), want(keys, 400, nil))
 	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got != 2 {
@@ -362,13 +362,13 @@ func TestRunnerKillMidBatch(t *testing.T) {
 	victim.stop()
 	// What the victim sent before the kill is on the server, which may
 	// still be storing it.
-	natstest.WaitFor(t, 30*time.Second, "the outputs sent before the kill", func() bool { return count(t, js, "OUT") >= at-1 })
+	natstest.WaitAtLeast(t, 30*time.Second, "the outputs sent before the kill", uint64(at-1), func() uint64 { return count(t, js, "OUT") })
 	if got := count(t, js, "OUT"); got != at-1 {
 		t.Fatalf("%d outputs stored before the kill, want %d: the kill did not land mid-batch", got, at-1)
 	}
 	inputs(t, js, keys, 3*batch, batch)
 	run(t, s, newSummer(), nil)
-	natstest.WaitFor(t, 60*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 4*batch })
+	natstest.WaitAtLeast(t, 60*time.Second, "every output", uint64(4*batch), func() uint64 { return count(t, js, "OUT") })
 	check(t, outputs(t, js), want(keys, 4*batch, nil))
 }
 
@@ -402,7 +402,7 @@ func TestRunnerKillLive(t *testing.T) {
 	victim.stop()
 	run(t, s, newSummer(), nil)
 	<-published
-	natstest.WaitFor(t, 60*time.Second, "every output", func() bool { return count(t, js, "OUT") >= n })
+	natstest.WaitAtLeast(t, 60*time.Second, "every output", uint64(n), func() uint64 { return count(t, js, "OUT") })
 	check(t, outputs(t, js), want(keys, n, nil))
 }
 
@@ -416,7 +416,7 @@ func TestRunnerRetryInPlace(t *testing.T) {
 	st := newSummer()
 	st.fail = func(m pipeline.Msg) bool { return m.Seq == 50 && fails.Add(1) <= 2 }
 	in := run(t, s, st, nil)
-	natstest.WaitFor(t, 30*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 100 })
+	natstest.WaitAtLeast(t, 30*time.Second, "every output", uint64(100), func() uint64 { return count(t, js, "OUT") })
 	in.stop()
 	check(t, outputs(t, js), want(keys, 100, nil))
 	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batch_retries_total", nil); got != 2 {
@@ -485,7 +485,7 @@ func TestRunnerRetryPublishInOrder(t *testing.T) {
 				f.JetStream = js
 				return f
 			})
-			natstest.WaitFor(t, 60*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 6*batch })
+			natstest.WaitAtLeast(t, 60*time.Second, "every output", uint64(6*batch), func() uint64 { return count(t, js, "OUT") })
 			in.stop()
 			check(t, outputs(t, js), want(keys, 6*batch, nil))
 			if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batch_retries_total", nil); got != tc.retries {
@@ -515,7 +515,7 @@ func TestRunnerStreamWithoutBatches(t *testing.T) {
 	keys := []string{"a", "b", "c"}
 	inputs(t, js, keys, 0, 300)
 	in := run(t, s, newSummer(), nil)
-	natstest.WaitFor(t, 30*time.Second, "every output", func() bool { return count(t, js, "OUT") >= 300 })
+	natstest.WaitAtLeast(t, 30*time.Second, "every output", uint64(300), func() uint64 { return count(t, js, "OUT") })
 	in.stop()
 	check(t, outputs(t, js), want(keys, 300, nil))
 	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_batches_cut_total", nil); got != 0 {

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -187,7 +188,7 @@ func owner(t *testing.T, s *server.Server, n int) []jetstream.Msg {
 // holds none in flight.
 func waitAcked(t *testing.T, js jetstream.JetStream, seq uint64) {
 	t.Helper()
-	natstest.WaitFor(t, 60*time.Second, "every input acked", func() bool {
+	natstest.WaitProgress(t, 60*time.Second, "every input acked", func() (bool, string) {
 		c, err := js.Consumer(t.Context(), "IN", "sum")
 		if err != nil {
 			t.Fatal(err)
@@ -196,6 +197,7 @@ func waitAcked(t *testing.T, js jetstream.JetStream, seq uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return info.AckFloor.Stream >= seq && info.NumAckPending == 0
+		return info.AckFloor.Stream >= seq && info.NumAckPending == 0,
+			fmt.Sprintf("ack floor %d, %d pending", info.AckFloor.Stream, info.NumAckPending)
 	})
 }

@@ -60,17 +60,17 @@ func TestHotSwap(t *testing.T) {
 	}
 	wait := func(n int) map[time.Time][]streams.Prediction {
 		var got map[time.Time][]streams.Prediction
-		natstest.WaitFor(t, 30*time.Second, "predictions", func() bool {
+		natstest.WaitAtLeast(t, 30*time.Second, "predictions", n, func() int {
 			got, _ = predictionsByStart(t, js)
-			return len(got) >= n
+			return len(got)
 		})
 		return got
 	}
 	publish(vs[:100])
 	wait(100)
 	put("b", 0.2)
-	natstest.WaitFor(t, 30*time.Second, "the swap", func() bool {
-		return opstest.Value(t, promReg, "cryptostream_predictor_champion_swaps_total", nil) >= 2
+	natstest.WaitAtLeast(t, 30*time.Second, "the swap", 2, func() float64 {
+		return opstest.Value(t, promReg, "cryptostream_predictor_champion_swaps_total", nil)
 	})
 	publish(vs[100:200])
 	got := wait(200)
@@ -95,9 +95,9 @@ func TestHotSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st streams.JobStatus
-	natstest.WaitFor(t, 30*time.Second, "the predict job", func() bool {
+	natstest.WaitProgress(t, 30*time.Second, "the predict job", func() (bool, string) {
 		e, err := jobs.Get(ctx, "predict-1")
-		return err == nil && json.Unmarshal(e.Value(), &st) == nil && st.State == streams.JobDone
+		return err == nil && json.Unmarshal(e.Value(), &st) == nil && st.State == streams.JobDone, string(st.State)
 	})
 	if st.Result["model_id"] != "b" || st.Result["start"] != vs[199].Start.Format(time.RFC3339) || st.Result["predicted_close"] == "" {
 		t.Fatalf("predict job result %+v", st.Result)

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -72,13 +73,14 @@ func TestBucketsProjected(t *testing.T) {
 	}
 	put(users, streams.UserKey("alice"), streams.User{Username: "alice", Role: streams.RoleUser, PasswordHash: "$2a$other", CreatedAt: now, Email: "a@example.org"})
 
-	natstest.WaitFor(t, time.Minute, "bucket changes projected", func() bool {
+	natstest.WaitProgress(t, time.Minute, "bucket changes projected", func() (bool, string) {
 		var assetsN, models, champions int
 		var role string
 		err := db.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM assets), (SELECT count(*) FROM model_evaluations),
 			(SELECT count(*) FROM champions WHERE model_id = 'm-1'), coalesce((SELECT role FROM users WHERE username = 'alice'), '')`).
 			Scan(&assetsN, &models, &champions, &role)
-		return err == nil && assetsN == 1 && models == 1 && champions == 1 && role == "user"
+		return err == nil && assetsN == 1 && models == 1 && champions == 1 && role == "user",
+			fmt.Sprint(assetsN, models, champions, role)
 	})
 	var sym, krakenKey string
 	if err := db.QueryRow(ctx, "SELECT symbol, kraken_key FROM assets").Scan(&sym, &krakenKey); err != nil || sym != "BTC/USD" || krakenKey != "XXBTZUSD" {

@@ -141,13 +141,16 @@ func TestEnsureOnCluster(t *testing.T) {
 	// Consumers take the replicas of their stream: a durable's position
 	// survives the loss of a node as its stream does.
 	for _, spec := range topo.Consumers {
-		natstest.WaitFor(t, time.Minute, spec.Config.Durable+" replicas", func() bool {
+		natstest.WaitAtLeast(t, time.Minute, spec.Config.Durable+" replicas", 2, func() int {
 			c, err := js.Consumer(ctx, spec.Stream, spec.Config.Durable)
 			if err != nil {
-				return false
+				return 0
 			}
 			ci, err := c.Info(ctx)
-			return err == nil && ci.Cluster != nil && len(ci.Cluster.Replicas) == 2
+			if err != nil || ci.Cluster == nil {
+				return 0
+			}
+			return len(ci.Cluster.Replicas)
 		})
 	}
 	// Issue 9: a role started with one replica (ingest and import
