@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,13 +52,24 @@ func (s *stack) dialWS(token string, smallBuffer bool) (*wsClient, *http.Respons
 		d.Subprotocols = []string{"bearer", token}
 	}
 	if smallBuffer {
-		d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetReadBuffer(4096)
+		// A small receive buffer, so that a client that does not read
+		// fills its socket soon, set before connect as loadtest's slow
+		// clients do. It was 4 KiB set after connect: the window it
+		// opens on reading is below the loopback MSS, so the client
+		// sends no window update and the server's kernel sends more
+		// only on its zero-window probes, backing off to seconds apart
+		// after a long stall; the close frame behind the queued
+		// frames then came after the write timeout, and the client
+		// saw 1006 (TestWebsocketSlowClientClosed4008 at load).
+		d.NetDialContext = (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+			}); err != nil {
+				return err
 			}
-			return c, err
-		}
+			return serr
+		}}).DialContext
 	}
 	conn, resp, err := d.DialContext(s.t.Context(), s.wsURL(), nil)
 	if err != nil {

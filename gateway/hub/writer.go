@@ -307,16 +307,17 @@ func (c *client) writer() {
 				// WriteTimeout to take the rest of the frame cut
 				// short, and then its 4008, from the closing branch;
 				// the frames after the cut are dropped.
-				k := len(bufs) - len(b)
-				orig := 0
-				if k < carried {
-					orig = len(carry[k])
-				} else {
-					orig = len(batch[k-carried].b)
-				}
 				c.qmu.Lock()
-				if len(b[0]) < orig {
-					c.carry = net.Buffers{b[0]}
+				if k := len(bufs) - len(b); k < len(bufs) {
+					orig := 0
+					if k < carried {
+						orig = len(carry[k])
+					} else {
+						orig = len(batch[k-carried].b)
+					}
+					if len(b[0]) < orig {
+						c.carry = net.Buffers{b[0]}
+					}
 				}
 				c.slowLocked("client too slow: write timed out")
 				c.wakeWriterLocked() // it may have been closing already
