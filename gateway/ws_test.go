@@ -712,7 +712,7 @@ func TestWebsocketSilentClientClosed4003(t *testing.T) {
 // closed it with 4008: a ~300-candle resume failed 1 run of 3, one resume
 // of 5,000 beside a live channel 2 of 3.
 func TestWebsocketResumeProductionSettings(t *testing.T) {
-	const missed, during, rounds = 5000, 1000, 3
+	const missed, during, rounds, lead = 5000, 1000, 3, 32
 	s := newStack(t, func(c *gateway.Config, _ *gateway.Deps) { c.Hub = hub.Config{WriteDelay: hub.DefaultWriteDelay} })
 	tok := s.signup("alice", "alice-password")
 	s.track("BTC/USD", "ETH/USD")
@@ -758,10 +758,25 @@ func TestWebsocketResumeProductionSettings(t *testing.T) {
 		// after its backlog, ETH ones live.
 		type published struct{ btc, eth []uint64 }
 		done := make(chan published, 1)
+		// The publisher stays at most lead candles of each symbol ahead of
+		// what the client has read: a healthy client's live frames between
+		// two writes then fit the room a catch-up leaves them, however
+		// long the machine keeps the flusher from running. Unpaced, a
+		// publisher in this process filled that room while a round was
+		// starved for 150-500 ms at load 25 (two copies of the test side
+		// by side), which no client could have kept up with.
+		readETH := make(chan struct{}, during)
 		go func() {
 			var p published
 			defer func() { done <- p }()
 			for i := range during {
+				if i >= lead {
+					select {
+					case <-readETH:
+					case <-t.Context().Done():
+						return
+					}
+				}
 				ack, err := streams.Publish(context.Background(), s.js, candle(candleN+i))
 				if err != nil {
 					return
@@ -784,6 +799,7 @@ func TestWebsocketResumeProductionSettings(t *testing.T) {
 				gotBTC = append(gotBTC, f.Seq)
 			case f.Type == "event" && f.Channel == eth:
 				gotETH = append(gotETH, f.Seq)
+				readETH <- struct{}{}
 			case f.Type == "subscribed" && f.Channel == btc:
 			default:
 				t.Fatalf("round %d: unexpected frame %+v", round, f)
