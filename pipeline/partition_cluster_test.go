@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -117,6 +118,16 @@ func (w *clusterWorker) onOwner(p string, owned bool) {
 	w.l.add(w.name, w.stage+"/"+p, map[bool]string{true: "own", false: "release"}[owned], 0)
 }
 
+// clusterLog is a worker's logger: nothing, or with PIPELINE_TEST_LOG set
+// its debug log on stderr (not t.Log, which panics once the test is over
+// and a worker still drains), to find what the owners did in a failed run.
+func clusterLog(name string) *slog.Logger {
+	if os.Getenv("PIPELINE_TEST_LOG") == "" {
+		return discard
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
+}
+
 func startClusterWorker(t testing.TB, urls, stage, name string, l *ledger) *clusterWorker {
 	t.Helper()
 	nc, js := natstest.ConnectURL(t, urls)
@@ -127,14 +138,14 @@ func startClusterWorker(t testing.TB, urls, stage, name string, l *ledger) *clus
 	switch stage {
 	case "features":
 		f, err := features.New(features.Config{Spec: features.DefaultSpec(), Partitioned: true},
-			features.Deps{JS: bus, Log: discard, Registry: reg, Instance: name, OnOwner: w.onOwner})
+			features.Deps{JS: bus, Log: clusterLog(name), Registry: reg, Instance: name, OnOwner: w.onOwner})
 		if err != nil {
 			t.Fatal(err)
 		}
 		run = f.Run
 	case "predictor":
 		p, err := predictor.New(predictor.Config{Partitioned: true},
-			predictor.Deps{JS: bus, Log: discard, Registry: reg, Instance: name, OnOwner: w.onOwner})
+			predictor.Deps{JS: bus, Log: clusterLog(name), Registry: reg, Instance: name, OnOwner: w.onOwner})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -425,9 +436,14 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("MARKET holds %d candles, %d published", len(candles), total)
 	}
 	wantVectors := replayVectors(t, js)
+	t.Cleanup(func() {
+		if t.Failed() {
+			diagnoseOutputs(t, js, l, wantVectors)
+		}
+	})
 	natstest.WaitProgress(t, 2*time.Minute, "every prediction", func() (bool, string) {
 		p, f := predictions(), msgs(streams.StreamFeatures)
-		return f >= uint64(len(wantVectors)) && p >= f, fmt.Sprint(f, "/", p)
+		return f >= uint64(len(wantVectors)) && p >= f, fmt.Sprint(f, "/", p, " of ", len(wantVectors))
 	})
 	vectors := readStream(t, js, streams.StreamFeatures, vectorStart)
 	preds := readStream(t, js, streams.StreamPredictions, predictionStart)
@@ -534,6 +550,46 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("%d candles, %d publishes retried during the node loss; the kills %.2fs after the node loss", total, retried.Load(), killAt.Sub(nodeAt).Seconds())
 	t.Logf("stall: node %.2fs, kill %.2fs (detect %.2fs, resume %.2fs); output gap: node %.2fs, kill %.2fs; %v lease expiries",
 		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
+}
+
+// diagnoseOutputs logs, for a failed run, the vectors and predictions
+// that differ from the replay's (missing or extra, by series and candle
+// start), and the ledger's events of their partitions.
+func diagnoseOutputs(t *testing.T, js jetstream.JetStream, l *ledger, want []output) {
+	vectors := readStream(t, js, streams.StreamFeatures, vectorStart)
+	preds := readStream(t, js, streams.StreamPredictions, predictionStart)
+	key := func(o output) string {
+		return o.subject[strings.LastIndexByte(o.subject, '.')+1:] + "@" + o.start.UTC().Format(time.RFC3339)
+	}
+	count := func(s []output) map[string]int {
+		m := map[string]int{}
+		for _, o := range s {
+			m[key(o)]++
+		}
+		return m
+	}
+	w := count(want)
+	for name, got := range map[string][]output{"vectors": vectors, "predictions": preds} {
+		g := count(got)
+		for _, o := range got {
+			if g[key(o)] != w[key(o)] {
+				t.Logf("diagnose: %s: %s stored %d times, the replay has %d (id %s, stored at %s, seq %d)",
+					name, key(o), g[key(o)], w[key(o)], o.id, o.at.Format("15:04:05.000"), o.msg.Seq)
+			}
+		}
+		for k, n := range w {
+			if g[k] < n {
+				t.Logf("diagnose: %s: %s missing (%d stored, the replay has %d)", name, k, g[k], n)
+			}
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.kind != "step" {
+			t.Logf("diagnose: ledger %s %s %s %s", e.at.Format("15:04:05.000"), e.instance, e.kind, e.partition)
+		}
+	}
 }
 
 // counterSum is the sum of a counter's series in reg, 0 when it has none.

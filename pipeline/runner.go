@@ -368,6 +368,10 @@ func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstr
 	held := slices.Clone(batch)
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
+	// The last time the wait was logged: once a second at most, so that a
+	// takeover that waits long (TestClusterFailover's 30 s stalls) says
+	// what it waits for.
+	var logged time.Time
 	for warned := false; ; {
 		in.setBusy(held)
 		// Counted before asking: an input delivered while the answer is
@@ -388,7 +392,13 @@ func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstr
 				r.log.Warn("takeover: consumer info", "err", err)
 				warned = true
 			}
-		case info.NumAckPending <= have:
+		case info.NumAckPending > have:
+			if time.Since(logged) >= time.Second {
+				logged = time.Now()
+				r.log.Debug("takeover: waiting for inputs in flight", "held", have, "ack_pending", info.NumAckPending,
+					"delivered", info.Delivered.Stream, "ack_floor", info.AckFloor.Stream)
+			}
+		default:
 			// Sorted in a copy: the inbox's keep-alive reads the busy one.
 			sorted := slices.Clone(in.take(0, held))
 			slices.SortFunc(sorted, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
