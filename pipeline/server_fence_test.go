@@ -292,14 +292,21 @@ func indexOf(got []signed, s signed) int {
 // included), which a loaded machine disturbs less than the rate.
 func BenchmarkPartitionFence(b *testing.B) {
 	const n = 20000
+	fenceAB(b, n, partitionPass)
+}
+
+// fenceAB runs run fenced and unfenced in each iteration, alternating
+// which goes first, and reports the medians of the rates, of the
+// iterations' own ratios and of the CPU per output.
+func fenceAB(b *testing.B, n int, run func(b *testing.B, n int, fence bool) pass) {
 	var fenced, unfenced, ratio, cpuOn, cpuOff []float64
 	for i := range b.N {
 		var on, off pass
 		if i%2 == 0 {
-			on, off = partitionPass(b, n, true), partitionPass(b, n, false)
+			on, off = run(b, n, true), run(b, n, false)
 		} else {
-			off = partitionPass(b, n, false)
-			on = partitionPass(b, n, true)
+			off = run(b, n, false)
+			on = run(b, n, true)
 		}
 		fenced, unfenced, ratio = append(fenced, on.rate), append(unfenced, off.rate), append(ratio, on.rate/off.rate)
 		cpuOn, cpuOff = append(cpuOn, on.cpu), append(cpuOff, off.cpu)
@@ -313,24 +320,31 @@ func BenchmarkPartitionFence(b *testing.B) {
 	b.ReportMetric(middle(cpuOff), "unfenced_cpu_µs/output")
 }
 
+// fenceBenchServer is a fresh server with IN, OUT (holding the fence
+// subjects) and the leases bucket.
+func fenceBenchServer(b *testing.B) (*server.Server, jetstream.JetStream, jetstream.KeyValue) {
+	s := natstest.Server(b)
+	_, js := natstest.Connect(b, s)
+	for name, subj := range map[string][]string{"IN": {"in.>"}, "OUT": {"out.>", streams.FenceFilter("OUT")}} {
+		if _, err := js.CreateStream(b.Context(), jetstream.StreamConfig{Name: name, Subjects: subj, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	kv, err := js.CreateKeyValue(b.Context(), jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, js, kv
+}
+
 // partitionPass stores n inputs over four symbols, then runs one instance
 // of the partitioned stage until their n outputs are stored.
 func partitionPass(b *testing.B, n int, fence bool) pass {
 	b.Helper()
 	pipeline.SetServerFence(fence)
 	defer pipeline.SetServerFence(true)
-	s := natstest.Server(b)
-	_, js := natstest.Connect(b, s)
+	s, js, kv := fenceBenchServer(b)
 	ctx := b.Context()
-	for name, subj := range map[string][]string{"IN": {"in.>"}, "OUT": {"out.>", streams.FenceFilter("OUT")}} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subj, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
 	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD"}
 	for i := range n {
 		if _, err := js.PublishAsync("in."+keys[i%len(keys)], []byte(strconv.Itoa(i))); err != nil {
@@ -379,43 +393,15 @@ func partitionPass(b *testing.B, n int, fence bool) pass {
 // as in BenchmarkPartitionFence.
 func BenchmarkPartitionFenceLive(b *testing.B) {
 	const n = 500
-	var fenced, unfenced, ratio, cpuOn, cpuOff []float64
-	for i := range b.N {
-		var on, off pass
-		if i%2 == 0 {
-			on, off = livePass(b, n, true), livePass(b, n, false)
-		} else {
-			off = livePass(b, n, false)
-			on = livePass(b, n, true)
-		}
-		fenced, unfenced, ratio = append(fenced, on.rate), append(unfenced, off.rate), append(ratio, on.rate/off.rate)
-		cpuOn, cpuOff = append(cpuOn, on.cpu), append(cpuOff, off.cpu)
-		b.Logf("pass %d: fenced %.0f outputs/s (%.1f µs CPU each), unfenced %.0f outputs/s (%.1f µs), ratio %.2f",
-			i+1, on.rate, on.cpu, off.rate, off.cpu, on.rate/off.rate)
-	}
-	b.ReportMetric(middle(fenced), "fenced_outputs/s")
-	b.ReportMetric(middle(unfenced), "unfenced_outputs/s")
-	b.ReportMetric(middle(ratio), "ratio_fenced_to_unfenced")
-	b.ReportMetric(middle(cpuOn), "fenced_cpu_µs/output")
-	b.ReportMetric(middle(cpuOff), "unfenced_cpu_µs/output")
+	fenceAB(b, n, livePass)
 }
 
 func livePass(b *testing.B, n int, fence bool) pass {
 	b.Helper()
 	pipeline.SetServerFence(fence)
 	defer pipeline.SetServerFence(true)
-	s := natstest.Server(b)
-	_, js := natstest.Connect(b, s)
+	s, js, kv := fenceBenchServer(b)
 	ctx := b.Context()
-	for name, subj := range map[string][]string{"IN": {"in.>"}, "OUT": {"out.>", streams.FenceFilter("OUT")}} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subj, Duplicates: time.Hour, AllowBatchPublish: true}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
 	_, rjs := natstest.Connect(b, s)
 	spec := sumPartitions
 	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, Partitioned: &spec},
