@@ -29,6 +29,7 @@ type client struct {
 	qmu         sync.Mutex
 	room        *sync.Cond // the queue has room, or the client is closing
 	q           []qitem
+	nlive       int       // how many of q are live frames: QueueSize bounds these alone
 	oldest      time.Time // when q's first frame was queued
 	wake        chan struct{}
 	closing     bool

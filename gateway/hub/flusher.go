@@ -109,6 +109,7 @@ func (f *flusher) flush(c *client, bufs [][]byte) [][]byte {
 		c.q[i] = qitem{}
 	}
 	c.q = c.q[:0]
+	c.nlive = 0
 	if cap(c.q) > 64 {
 		c.q = nil // a burst grew it: an idle client keeps no big queue
 	}
