@@ -47,7 +47,7 @@ func (c *client) drain() []qitem {
 			it.sub.nq = 0
 		}
 	}
-	c.room.Broadcast()
+	c.roomLocked()
 	return q
 }
 

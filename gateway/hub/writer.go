@@ -139,6 +139,23 @@ func (c *client) pushLocked(it qitem, now time.Time) {
 	c.wakeWriterLocked()
 }
 
+// waitRoomLocked waits on c.room; the caller holds c.qmu.
+func (c *client) waitRoomLocked() {
+	c.roomWaiters++
+	c.room.Wait()
+	c.roomWaiters--
+}
+
+// roomLocked wakes whoever waits on c.room: the queue has room, a write
+// ended or the client is closing. A flusher calls it twice per client per
+// round and almost never finds a waiter, which a Broadcast checks only
+// after its own bookkeeping.
+func (c *client) roomLocked() {
+	if c.roomWaiters > 0 {
+		c.room.Broadcast()
+	}
+}
+
 func (c *client) wakeWriterLocked() {
 	select {
 	case c.wake <- struct{}{}:
@@ -154,7 +171,7 @@ func (c *client) sendWait(b []byte, room int) error {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	for !c.closing && len(c.q)-c.nlive >= room {
-		c.room.Wait()
+		c.waitRoomLocked()
 	}
 	if c.closing {
 		return errQueueClosed
@@ -209,7 +226,7 @@ func (c *client) killLocked(code int, reason string) {
 	}
 	c.closing = true
 	c.closeCode, c.closeReason = code, reason
-	c.room.Broadcast()
+	c.roomLocked()
 	close(c.done)
 	c.wakeWriterLocked()
 }
@@ -250,7 +267,7 @@ func (c *client) writer() {
 		closing := c.closing
 		// A flusher's write in progress ends before the close frame.
 		for closing && c.fwriting {
-			c.room.Wait()
+			c.waitRoomLocked()
 		}
 		carry := c.carry
 		bufs = append(bufs[:0], carry...)
@@ -266,7 +283,7 @@ func (c *client) writer() {
 		if cap(c.q) > 64 {
 			c.q = nil // a burst grew it: an idle client keeps no big queue
 		}
-		c.room.Broadcast()
+		c.roomLocked()
 		c.qmu.Unlock()
 		if closing {
 			if len(bufs) > 0 {
