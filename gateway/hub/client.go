@@ -28,7 +28,9 @@ type client struct {
 	// once per batch, and nobody holds it across a socket write.
 	qmu         sync.Mutex
 	room        *sync.Cond // the queue has room, or the client is closing
+	roomWaiters int        // goroutines in room.Wait
 	q           []qitem
+	nlive       int       // how many of q are live frames: QueueSize bounds these alone
 	oldest      time.Time // when q's first frame was queued
 	wake        chan struct{}
 	closing     bool

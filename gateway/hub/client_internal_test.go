@@ -41,13 +41,13 @@ func (c *client) drain() []qitem {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	q := c.q
-	c.q = nil
+	c.q, c.nlive = nil, 0
 	for _, it := range q {
 		if it.sub != nil {
 			it.sub.nq = 0
 		}
 	}
-	c.room.Broadcast()
+	c.roomLocked()
 	return q
 }
 
@@ -184,24 +184,33 @@ func TestCatchUpLeavesRoomForLive(t *testing.T) {
 	}
 }
 
-func catchUpLeavesRoom(t *testing.T, withOther bool) {
-	// 100 pending events go out in batches of what the queue takes: the
-	// last batch fills it as far as a catch-up may.
-	c := testClient(t, Config{QueueSize: 20})
+// catchingUp is a client with a queue of size whose resuming subscription
+// flushes 100 pending events (done once it is through), and another
+// subscription that is live.
+func catchingUp(t *testing.T, size int) (c *client, resuming, other *clientSub, done chan struct{}) {
+	c = testClient(t, Config{QueueSize: size})
 	srv, cli := net.Pipe() // a slow close sets a write deadline
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
 	c.nc = srv
-	resuming := &clientSub{c: c}
-	other := &clientSub{c: c, ready: true}
+	resuming = &clientSub{c: c}
+	other = &clientSub{c: c, ready: true}
 	now := time.Now()
 	for seq := uint64(1); seq <= 100; seq++ {
 		c.deliver(resuming, liveEvent(seq), now)
 	}
-	done := make(chan struct{})
+	done = make(chan struct{})
 	go func() {
 		defer close(done)
 		c.flushPending(resuming)
 	}()
+	return c, resuming, other, done
+}
+
+func catchUpLeavesRoom(t *testing.T, withOther bool) {
+	// 100 pending events go out in batches of what the queue takes: the
+	// last batch fills it as far as a catch-up may.
+	c, resuming, other, done := catchingUp(t, 20)
+	now := time.Now()
 	var otherSeq uint64
 	for {
 		// The flush waits for room (or is done): nothing drains the
@@ -227,6 +236,32 @@ func catchUpLeavesRoom(t *testing.T, withOther bool) {
 	if !c.deliver(resuming, liveEvent(101), now) || c.closing {
 		t.Fatalf("the first live event after the seam closed the client (%d %q) with %d queued", c.closeCode, c.closeReason, len(c.q))
 	}
+}
+
+// A client in the middle of a catch-up has the whole queue for live frames,
+// as one that is not: only live frames count against QueueSize. Counted
+// together with the catch-up's half queue, half as many live frames of its
+// other channels between two writes closed a healthy client with 4008.
+// QueueSize + 1 still closes it.
+func TestCatchUpKeepsTheWholeQueueForLive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 20
+		c, _, other, done := catchingUp(t, size)
+		now := time.Now()
+		synctest.Wait() // the catch-up waits for room, nothing drains
+		if n := len(c.q); n != c.catchUpRoom() {
+			t.Fatalf("the catch-up queued %d frames, want %d", n, c.catchUpRoom())
+		}
+		for seq := uint64(1); seq <= size; seq++ {
+			if !c.deliver(other, liveEvent(seq), now) || c.closing {
+				t.Fatalf("live frame %d of %d beside a catch-up closed the client (%d %q)", seq, size, c.closeCode, c.closeReason)
+			}
+		}
+		if c.deliver(other, liveEvent(size+1), now) || !c.closing || c.closeCode != CloseSlowClient {
+			t.Fatalf("live frame %d over a queue of %d: closing %v code %d", size+1, size, c.closing, c.closeCode)
+		}
+		<-done
+	})
 }
 
 // A ticks client that is behind is sent its newest conflateDepth ticks, in

@@ -27,8 +27,9 @@
 // live seq may skip; a resume with since still replays every
 // stored tick up to the seam. Other channels never skip: a client too far
 // behind on them is closed with 4008. A snapshot or backlog is queued only
-// while the client's queue is at most half full (catchUpRoom): a resume is
-// paced by the client's reading and leaves the other half to live frames.
+// while fewer than half a queue of its frames wait (catchUpRoom): a resume
+// is paced by the client's reading, and only live frames count against
+// QueueSize, so a client catching up has all of it for live frames.
 //
 // Subscribing to an asset that is not tracked, or to an interval the system
 // does not run, is refused with an error frame (code not_tracked).
@@ -83,7 +84,8 @@ const DefaultWriteDelay = 25 * time.Millisecond
 
 // Config tunes the hub. Zero values take the defaults.
 type Config struct {
-	// QueueSize bounds the frames waiting for one client's socket.
+	// QueueSize bounds the live frames waiting for one client's socket;
+	// a catch-up's frames have a bound of their own, half of it.
 	QueueSize int
 	// WriteDelay is the period of the flushers' rounds (flusher.go): each
 	// round writes what every client queued since the last, in one write

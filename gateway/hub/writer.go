@@ -107,7 +107,7 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 		c.h.m.conflated.Inc()
 		return true
 	}
-	if len(c.q) >= c.h.cfg.QueueSize {
+	if c.nlive >= c.h.cfg.QueueSize {
 		c.slowLocked("client too slow: queue overflowed")
 		return false
 	}
@@ -116,6 +116,7 @@ func (c *client) enqueueLive(cs *clientSub, b []byte, now time.Time) bool {
 		it.sub = cs
 	}
 	c.pushLocked(it, now)
+	c.nlive++
 	if cs.conflate {
 		cs.ring[cs.nq] = len(c.q) - 1
 		cs.nq++
@@ -138,6 +139,23 @@ func (c *client) pushLocked(it qitem, now time.Time) {
 	c.wakeWriterLocked()
 }
 
+// waitRoomLocked waits on c.room; the caller holds c.qmu.
+func (c *client) waitRoomLocked() {
+	c.roomWaiters++
+	c.room.Wait()
+	c.roomWaiters--
+}
+
+// roomLocked wakes whoever waits on c.room: the queue has room, a write
+// ended or the client is closing. A flusher calls it twice per client per
+// round and almost never finds a waiter, which a Broadcast checks only
+// after its own bookkeeping.
+func (c *client) roomLocked() {
+	if c.roomWaiters > 0 {
+		c.room.Broadcast()
+	}
+}
+
 func (c *client) wakeWriterLocked() {
 	select {
 	case c.wake <- struct{}{}:
@@ -147,13 +165,13 @@ func (c *client) wakeWriterLocked() {
 
 // sendWait queues one of this client's own frames (replies, snapshots,
 // backlog) in order with its live frames, waiting until fewer than room
-// frames are queued rather than overflowing: a resume of thousands of
-// events is paced by the socket.
+// frames other than live ones are queued rather than overflowing: a resume
+// of thousands of events is paced by the socket.
 func (c *client) sendWait(b []byte, room int) error {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	for !c.closing && len(c.q) >= room {
-		c.room.Wait()
+	for !c.closing && len(c.q)-c.nlive >= room {
+		c.waitRoomLocked()
 	}
 	if c.closing {
 		return errQueueClosed
@@ -162,14 +180,17 @@ func (c *client) sendWait(b []byte, room int) error {
 	return nil
 }
 
-// catchUpRoom is how full a snapshot, a backlog or the live events held
-// during one may fill the queue: half of it. Live frames are never waited
-// for (the fan-out must not block), so a full queue closes the client with
-// 4008; a catch-up that filled the queue to the brim, as it did, closed a
-// healthy client whenever a live frame came before the next write took the
-// queue: one of its other channels during a resume, or the first live event
-// after the seam. The half left is the room live frames have between two
-// writes, as on a client with no catch-up.
+// catchUpRoom is how many frames of a snapshot, a backlog or the live
+// events held during one may wait in the queue: half of QueueSize, on top
+// of it. Live frames are never waited for (the fan-out must not block), so
+// QueueSize of them closes the client with 4008, and only they count
+// against it: a catch-up counted with them filled the queue to the brim and
+// closed a healthy client whenever a live frame came before the next write
+// took the queue (one of its other channels during a resume, or the first
+// live event after the seam), and once it was held to half the queue, a
+// resuming client still had only the other half for its live frames.
+// Apart, a client catching up has the same room for live frames between
+// two writes as one that is not, and a catch-up is paced by its own bound.
 func (c *client) catchUpRoom() int { return max(1, c.h.cfg.QueueSize/2) }
 
 // ping runs on the pinger timer: it queues a ping and rearms the timer.
@@ -205,7 +226,7 @@ func (c *client) killLocked(code int, reason string) {
 	}
 	c.closing = true
 	c.closeCode, c.closeReason = code, reason
-	c.room.Broadcast()
+	c.roomLocked()
 	close(c.done)
 	c.wakeWriterLocked()
 }
@@ -246,13 +267,14 @@ func (c *client) writer() {
 		closing := c.closing
 		// A flusher's write in progress ends before the close frame.
 		for closing && c.fwriting {
-			c.room.Wait()
+			c.waitRoomLocked()
 		}
 		carry := c.carry
 		bufs = append(bufs[:0], carry...)
 		c.carry = nil
 		oldest := c.oldest
 		batch, c.q = c.q, batch[:0]
+		c.nlive = 0
 		for _, it := range batch {
 			if it.sub != nil {
 				it.sub.nq = 0
@@ -261,7 +283,7 @@ func (c *client) writer() {
 		if cap(c.q) > 64 {
 			c.q = nil // a burst grew it: an idle client keeps no big queue
 		}
-		c.room.Broadcast()
+		c.roomLocked()
 		c.qmu.Unlock()
 		if closing {
 			if len(bufs) > 0 {
