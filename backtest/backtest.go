@@ -197,6 +197,16 @@ func (m marketOnly) Tail(ctx context.Context, stream, subject string, n int, bef
 	return m.h.Tail(ctx, stream, subject, n, before)
 }
 
+// Next implements pipeline.NextFinder when the history does: the features
+// stage asks it at every gap in the market before it reads a window.
+func (m marketOnly) Next(ctx context.Context, stream, subject string, from uint64) (uint64, error) {
+	nf, ok := m.h.(pipeline.NextFinder)
+	if !ok || stream != streams.StreamMarket {
+		return 0, nil // no proof: the stage reads the window
+	}
+	return nf.Next(ctx, stream, subject, from)
+}
+
 // Replay runs the range through the features and predictor stages.
 // candles are MARKET messages in stream order (other series are ignored);
 // hist, when set, answers the features' warm-up from what MARKET holds

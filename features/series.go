@@ -65,8 +65,10 @@ type Series struct {
 	// window covers the lookback once it reaches n.
 	points int
 
-	last  streams.Candle
-	first time.Time // start of the first candle, until one is carried
+	last streams.Candle
+	// lastSeq is last's MARKET sequence.
+	lastSeq uint64
+	first   time.Time // start of the first candle, until one is carried
 	// carry is the newest candle at or before the window's first point:
 	// the one whose close is carried into it.
 	carry      int8
@@ -97,7 +99,7 @@ func (s *Series) reset() {
 	s.head, s.points, s.empties = 0, 0, 0
 	s.carry, s.carryStart, s.first = noCandle, time.Time{}, time.Time{}
 	s.counts = [len(qualities)]int{}
-	s.last = streams.Candle{}
+	s.last, s.lastSeq = streams.Candle{}, 0
 }
 
 // Len is the number of candles held: those the window's points started
@@ -125,6 +127,7 @@ func (s *Series) Add(c streams.Candle, seq uint64) (streams.FeatureVector, Outco
 		return streams.FeatureVector{}, s.classify(c)
 	}
 	s.step(&c)
+	s.lastSeq = seq
 	if s.points < s.n {
 		return streams.FeatureVector{}, Warmup
 	}

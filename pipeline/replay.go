@@ -102,6 +102,17 @@ func Msgs(ms []Msg) iter.Seq2[Msg, error] {
 // MemoryHistory is a History over events held in memory, in stream order.
 type MemoryHistory []Msg
 
+// Next implements NextFinder.
+func (h MemoryHistory) Next(_ context.Context, stream, subject string, from uint64) (uint64, error) {
+	// Sequences rise along h within a stream; h may hold several.
+	for _, m := range h {
+		if m.Stream == stream && m.Subject == subject && m.Seq >= from {
+			return m.Seq, nil
+		}
+	}
+	return 0, nil
+}
+
 // Tail implements History.
 func (h MemoryHistory) Tail(_ context.Context, stream, subject string, n int, before uint64) ([]Msg, error) {
 	var out []Msg

@@ -458,6 +458,11 @@ type StreamHistory struct {
 	JS streams.StreamLookup
 }
 
+// Next implements NextFinder with one direct get.
+func (h StreamHistory) Next(ctx context.Context, stream, subject string, from uint64) (uint64, error) {
+	return streams.NextSeq(ctx, h.JS, stream, subject, from)
+}
+
 // Tail implements History.
 func (h StreamHistory) Tail(ctx context.Context, stream, subject string, n int, before uint64) ([]Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

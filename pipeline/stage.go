@@ -67,6 +67,17 @@ type History interface {
 	Tail(ctx context.Context, stream, subject string, n int, before uint64) ([]Msg, error)
 }
 
+// NextFinder is a History that can also say, in one cheap request, where
+// the next event on a subject is stored: a stage that must know whether
+// events were stored between two it handled asks it before reading a
+// Tail. StreamHistory and MemoryHistory are NextFinders.
+type NextFinder interface {
+	// Next returns the sequence of the first event on subject in stream
+	// at or after from, 0 when none is known (which does not prove
+	// there is none: a replica that answers may lag).
+	Next(ctx context.Context, stream, subject string, from uint64) (uint64, error)
+}
+
 // Stage is the domain logic of a worker. The runner calls it from one
 // goroutine at a time, in stream order.
 type Stage interface {

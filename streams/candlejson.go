@@ -9,12 +9,14 @@ import (
 // CandleDecoder decodes candles as Decode[Candle] does, faster, for a
 // reader of many candles (a backtest reads a whole MARKET range): the
 // JSON Encode writes (the twelve fields, in any order, no white space,
-// no trace, plain ASCII strings, a start in whole UTC seconds) is parsed
+// a trace of UTC hops, plain ASCII strings, a start in whole UTC seconds) is parsed
 // in place with no allocation once the symbol is known; anything else
 // goes to Decode, so what is accepted, the values and the errors are
 // Decode's. The zero value is ready; a decoder is for one goroutine.
 type CandleDecoder struct {
 	symbol string // the last symbol, reused while candles repeat it
+	// lastStage is the last trace stage, reused the same way.
+	lastStage string
 }
 
 // Decode parses and validates one candle.
@@ -46,6 +48,8 @@ const (
 	cfTrades
 	cfQuality
 	cfAll = 1<<iota - 1
+	// cfTrace is the one field that may be missing: omitted when empty.
+	cfTrace = cfAll + 1
 )
 
 // parse fills c from data when data has the shape Encode writes, and
@@ -142,8 +146,14 @@ func (d *CandleDecoder) parse(data []byte, c *Candle) bool {
 			default:
 				return false
 			}
+		case "trace":
+			// A live candle's: ingest stamps its hop on each.
+			bit = cfTrace
+			if c.Trace, ok = d.trace(&p); !ok {
+				return false
+			}
 		default:
-			return false // a trace, or a field Decode may know of
+			return false // a field Decode may know of
 		}
 		if seen&bit != 0 {
 			return false // a repeated key: Decode's rule for which wins
@@ -152,8 +162,59 @@ func (d *CandleDecoder) parse(data []byte, c *Candle) bool {
 		if p.byte(',') {
 			continue
 		}
-		return p.byte('}') && p.i == len(p.b) && seen == cfAll
+		return p.byte('}') && p.i == len(p.b) && seen&cfAll == cfAll
 	}
+}
+
+// trace is a trace as Encode writes it: one or more hops, each
+// {"stage":...,"at":...} in that order, at in UTC (Stamp's).
+func (d *CandleDecoder) trace(p *candleParser) (Trace, bool) {
+	if !p.byte('[') {
+		return nil, false // null, or not a list: Decode's
+	}
+	var t Trace
+	for {
+		if !p.byte('{') {
+			return nil, false // [] among them: Decode's empty trace
+		}
+		k, ok := p.str()
+		if !ok || string(k) != "stage" || !p.byte(':') {
+			return nil, false
+		}
+		stage, ok := p.str()
+		if !ok || !p.byte(',') {
+			return nil, false
+		}
+		if k, ok = p.str(); !ok || string(k) != "at" || !p.byte(':') {
+			return nil, false
+		}
+		at, ok := p.str()
+		if !ok || !p.byte('}') {
+			return nil, false
+		}
+		h := Hop{Stage: d.stage(stage)}
+		if h.At, ok = parseUTC(at); !ok {
+			return nil, false
+		}
+		if t == nil {
+			t = make(Trace, 0, 4) // room for the hops after ingest's
+		}
+		t = append(t, h)
+		if p.byte(']') {
+			return t, true
+		}
+		if !p.byte(',') {
+			return nil, false
+		}
+	}
+}
+
+// stage is s as a string, the last one's while hops repeat it.
+func (d *CandleDecoder) stage(s []byte) string {
+	if string(s) != d.lastStage {
+		d.lastStage = string(s)
+	}
+	return d.lastStage
 }
 
 type candleParser struct {
@@ -245,6 +306,38 @@ func (p *candleParser) int() (int64, bool) {
 	}
 	n, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(num), len(num)), 10, 64)
 	return n, err == nil
+}
+
+// parseUTC parses 2006-01-02T15:04:05.999999999Z (the fraction optional,
+// with no trailing zero: time.Time's MarshalJSON of a UTC time) to what
+// its UnmarshalJSON gives.
+func parseUTC(s []byte) (time.Time, bool) {
+	if len(s) == 20 {
+		return parseUTCSeconds(s)
+	}
+	// .d to .ddddddddd between the seconds and the Z.
+	if len(s) < 22 || len(s) > 30 || s[19] != '.' || s[len(s)-1] != 'Z' || s[len(s)-2] == '0' {
+		return time.Time{}, false
+	}
+	ns := 0
+	for i := 20; i < 29; i++ {
+		d := 0
+		if i < len(s)-1 {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return time.Time{}, false
+			}
+			d = int(c - '0')
+		}
+		ns = ns*10 + d
+	}
+	sec := [20]byte(s[:20])
+	sec[19] = 'Z'
+	t, ok := parseUTCSeconds(sec[:])
+	if !ok {
+		return time.Time{}, false
+	}
+	return t.Add(time.Duration(ns)), true
 }
 
 // parseUTCSeconds parses 2006-01-02T15:04:05Z, the form Encode gives a

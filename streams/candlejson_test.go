@@ -26,7 +26,7 @@ func candleInputs(t testing.TB) []string {
 	feb := c
 	feb.Start = time.Date(2024, 2, 29, 23, 59, 0, 0, time.UTC)
 	rep := func(old, new string) string { return strings.Replace(plain, old, new, 1) }
-	return []string{
+	in := []string{
 		plain, enc(traced), enc(odd), enc(feb),
 		rep(`"v":1`, `"v":2`), rep(`"v":1`, `"v":1.0`), rep(`"v":1`, `"v":-0`),
 		rep(`"symbol":"BTC/USD"`, `"symbol":"ETH/USD"`), rep(`"symbol":"BTC/USD"`, `"symbol":"BTC\/USD"`),
@@ -48,6 +48,36 @@ func candleInputs(t testing.TB) []string {
 		rep(`,"quality":"live"`, ``), rep(`{`, `{ `), rep(`{`, ` {`), plain + " ", plain + "x", rep(`"v":1,`, ``) + "",
 		`{}`, ``, `{`, `null`, `[]`,
 	}
+	// Traces: a live candle's, with hops Stamp and Encode could write and
+	// shapes only Decode should take.
+	tr := enc(traced)
+	i := strings.Index(tr, `"trace":`)
+	if i < 0 {
+		t.Fatal("no trace in a traced candle")
+	}
+	j := i + strings.Index(tr[i:], "]") + 1
+	withTrace := func(trace string) string { return tr[:i] + `"trace":` + trace + tr[j:] }
+	for _, trace := range []string{
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.1Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.123456789Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.000000001Z"},{"stage":"replay","at":"2026-12-02T15:05:01.5Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.10Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.1234567891Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00.1x2Z"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T16:05:00.1+01:00"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:60.5Z"}]`,
+		`[{"at":"2026-12-02T15:05:00Z","stage":"ingest"}]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00Z","x":1}]`,
+		`[{"stage":"ingest"}]`, `[{"stage":"in\u0067est","at":"2026-12-02T15:05:00Z"}]`,
+		`[]`, `null`, `{}`, `[{}]`, `[{"stage":"ingest","at":"2026-12-02T15:05:00Z"},]`,
+		`[{"stage":"ingest","at":"2026-12-02T15:05:00Z"}`,
+	} {
+		in = append(in, withTrace(trace))
+	}
+	in = append(in, strings.Replace(tr, `{`, `{"trace":[{"stage":"ingest","at":"2026-12-02T15:05:00Z"}],`, 1))
+	return in
 }
 
 // TestCandleDecoderMatchesDecode: the fast decoder gives what Decode
@@ -121,4 +151,24 @@ func BenchmarkDecodeCandle(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCandleDecoderTraced: a live candle (ingest's hop in its trace)
+// takes the fast path, with one allocation, the trace's, once the symbol
+// and stage are known.
+func TestCandleDecoderTraced(t *testing.T) {
+	c, _, _ := hopEvents()
+	in, err := Encode(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d CandleDecoder
+	var got Candle
+	if !d.parse(in, &got) {
+		t.Fatalf("%s: not on the fast path", in)
+	}
+	checkCandleDecode(t, &d, in)
+	if n := testing.AllocsPerRun(100, func() { _, _ = d.Decode(in) }); n != 1 {
+		t.Fatalf("%v allocations per candle, want 1", n)
+	}
 }

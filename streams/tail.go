@@ -2,10 +2,13 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -294,4 +297,64 @@ func ReadSince(ctx context.Context, js StreamLookup, stream, subject string, sin
 		return nil, fmt.Errorf("streams: read %s: %w", subject, err)
 	}
 	return msgs, nil
+}
+
+// NextSeq is the sequence of the first message on subject in stream at or
+// after from, 0 when there is none. It costs one request: a stateful
+// worker asks it to learn whether candles were stored between two it
+// handled, where Tail would make a consumer and read a window. A direct
+// get may be answered by a replica that lags, so only an answer naming a
+// message proves one is stored; none (0) may be the replica's lag.
+func NextSeq(ctx context.Context, js StreamLookup, stream, subject string, from uint64) (uint64, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if c, ok := js.(interface{ Conn() *nats.Conn }); ok && c.Conn() != nil {
+		// The direct get API straight on the connection: through
+		// js.Stream it would cost a stream info request as well.
+		req, err := json.Marshal(struct {
+			Seq  uint64 `json:"seq"`
+			Next string `json:"next_by_subj"`
+		}{max(from, 1), subject})
+		if err != nil {
+			return 0, fmt.Errorf("streams: next on %s: %w", subject, err)
+		}
+		r, err := c.Conn().RequestWithContext(cctx, "$JS.API.DIRECT.GET."+stream, req)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			// A stream without direct get, or one electing its
+			// leader: the stream's own get below.
+		case err != nil:
+			return 0, fmt.Errorf("streams: next on %s: %w", subject, err)
+		default:
+			return directSeq(r, subject)
+		}
+	}
+	s, err := js.Stream(cctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("streams: next on %s: %w", subject, err)
+	}
+	m, err := s.GetMsg(cctx, max(from, 1), jetstream.WithGetMsgSubject(subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("streams: next on %s: %w", subject, err)
+	}
+	return m.Sequence, nil
+}
+
+// directSeq is the sequence a direct get's answer names, 0 for "no
+// message".
+func directSeq(r *nats.Msg, subject string) (uint64, error) {
+	if seq := r.Header.Get(jetstream.SequenceHeader); seq != "" {
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("streams: next on %s: sequence %q: %w", subject, seq, err)
+		}
+		return n, nil
+	}
+	if r.Header.Get("Status") == "404" {
+		return 0, nil
+	}
+	return 0, fmt.Errorf("streams: next on %s: %s %s", subject, r.Header.Get("Status"), r.Header.Get("Description"))
 }

@@ -202,3 +202,42 @@ func (emptyBatch) Messages() <-chan jetstream.Msg {
 }
 
 func (emptyBatch) Error() error { return jetstream.ErrNoMessages }
+
+// NextSeq answers from the direct get API where the stream allows it and
+// from the stream's own get where it does not, with the same sequences.
+func TestNextSeq(t *testing.T) {
+	s := natstest.Server(t)
+	_, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	for _, direct := range []bool{true, false} {
+		name := fmt.Sprintf("N%v", direct)
+		subj := fmt.Sprintf("n%v", direct)
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj + ".>"}, AllowDirect: direct}); err != nil {
+			t.Fatal(err)
+		}
+		// a at 1, 4, 7, ..., 28; b between.
+		for i := range 30 {
+			sub := subj + ".b"
+			if i%3 == 0 {
+				sub = subj + ".a"
+			}
+			if _, err := js.Publish(ctx, sub, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tt := range []struct {
+			from, want uint64
+		}{{0, 1}, {1, 1}, {2, 4}, {4, 4}, {5, 7}, {28, 28}, {29, 0}, {100, 0}} {
+			got, err := streams.NextSeq(ctx, js, name, subj+".a", tt.from)
+			if err != nil {
+				t.Fatalf("direct %v, from %d: %v", direct, tt.from, err)
+			}
+			if got != tt.want {
+				t.Errorf("direct %v, from %d: %d, want %d", direct, tt.from, got, tt.want)
+			}
+		}
+		if got, err := streams.NextSeq(ctx, js, name, subj+".none", 1); err != nil || got != 0 {
+			t.Errorf("direct %v, a subject with nothing: %d, %v; want 0", direct, got, err)
+		}
+	}
+}
