@@ -615,20 +615,23 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		c := ne
 		for i, m := range hz.har {
 			row := m.row(s.t)
-			copy(m.slot(row), s.x[i][:])
+			x := m.slot(row)
+			*x = s.x[i]
 			m.floors[row] = s.floor
 			for j := range m.ridges {
 				if m.fitted[j] {
-					cv[c] = m.level(j, row, s.x[i][:]) * season
+					cv[c] = m.level(j, row, x) * season
 				} else {
 					cv[c] = cv[1%ne] // the middle EWMA until the regression has rows
 				}
 				c++
 			}
 		}
-		be, bh := s.best(hz, 0, ne), s.best(hz, ne, c)
+		be, bh := s.best(hz, 0, 1, ne), s.best(hz, ne, ne+1, c)
 		cv[c] = (cv[be] + cv[bh]) / 2
-		sel := s.best(hz, 0, c+1)
+		// The scan of every candidate goes through be after the EWMAs:
+		// carry on from there.
+		sel := s.best(hz, be, ne, c+1)
 		// The pool is left at zero (never scored) where it is not
 		// published: its logs are the cost of a pool.
 		cv[c+1] = 0
@@ -674,11 +677,11 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 	}
 }
 
-// best is the candidate in [from, to) with the lowest trailing loss; the
-// first until any has been scored.
-func (s *Series) best(hz *horizon, from, to int) int {
-	b := from
-	for c := from + 1; c < to; c++ {
+// best is the candidate with the lowest trailing loss of b and those in
+// [from, to), b being the best of those before from (best(hz, i, i+1, to)
+// is the best in [i, to)); the first until any has been scored.
+func (s *Series) best(hz *horizon, b, from, to int) int {
+	for c := from; c < to; c++ {
 		if hz.loss[c].n > 0 && (hz.loss[b].n == 0 || hz.loss[c].v < hz.loss[b].v) {
 			b = c
 		}

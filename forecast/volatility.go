@@ -152,14 +152,19 @@ func newHAR(span, recent int, ridges []float64, memory float64) *har {
 // for the row's regressors, floor and exps).
 func (h *har) row(t int) int { return t % (h.span + 1) }
 
-func (h *har) slot(row int) []float64 { return h.rows[row*harDim : (row+1)*harDim] }
+// slot is the row's regressors, as an array so that the loops over them
+// carry no bounds checks.
+func (h *har) slot(row int) *[harDim]float64 {
+	return (*[harDim]float64)(h.rows[row*harDim : (row+1)*harDim])
+}
 
 // level is the fitted (scaled) mean variance per interval for regressors
 // x, the row at index row.
-func (h *har) level(k, row int, x []float64) float64 {
+func (h *har) level(k, row int, x *[harDim]float64) float64 {
+	b := &h.beta[k]
 	var f float64
 	for j := range harDim {
-		f += h.beta[k][j] * x[j]
+		f += b[j] * x[j]
 	}
 	e := math.Exp(f)
 	i := row*len(h.ridges) + k
@@ -177,13 +182,14 @@ func (h *har) learn(t int, outcome float64) {
 	if math.IsInf(y, 0) || math.IsNaN(y) || math.IsInf(x[1], 0) || math.IsInf(x[2], 0) || math.IsInf(x[3], 0) {
 		return // a series flat for its whole history so far: nothing to learn
 	}
-	for i := range h.a {
-		h.a[i] *= h.forget
-	}
+	// Only the upper triangle: solve reads no other (a is symmetric).
+	// The decay is rounded on its own, as when it was a loop of its own,
+	// so that no fused multiply-add changes a bit.
 	for i := range harDim {
 		h.b[i] = h.forget*h.b[i] + x[i]*y
-		for j := range harDim {
-			h.a[i*harDim+j] += x[i] * x[j]
+		for j := i; j < harDim; j++ {
+			d := float64(h.a[i*harDim+j] * h.forget)
+			h.a[i*harDim+j] = d + x[i]*x[j]
 		}
 	}
 	h.weight = h.forget*h.weight + 1
@@ -194,9 +200,10 @@ func (h *har) learn(t int, outcome float64) {
 		}
 		e := h.expf[row+k]
 		if h.expGen[row+k] != h.gen[k] {
+			b := &h.beta[k]
 			var f float64
 			for j := range harDim {
-				f += h.beta[k][j] * x[j]
+				f += b[j] * x[j]
 			}
 			e = math.Exp(f)
 		}

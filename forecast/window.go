@@ -1,5 +1,7 @@
 package forecast
 
+import "math"
+
 // ring holds the last values pushed; at(0) is the newest.
 type ring struct {
 	buf   []float64
@@ -73,9 +75,26 @@ type ewMean struct {
 	alpha float64
 	n     int
 	v     float64
+	// settled is the first count at which 1/n is at most alpha: from
+	// there on the weight is alpha, and add skips the division (tens of
+	// them per candle, each a long-latency instruction) with the same
+	// result.
+	settled int
 }
 
-func newEWMean(halfLife float64) ewMean { return ewMean{alpha: decayAlpha(halfLife)} }
+func newEWMean(halfLife float64) ewMean {
+	a := decayAlpha(halfLife)
+	if !(a > 0) {
+		return ewMean{alpha: a, settled: math.MaxInt} // 1/n never reaches it
+	}
+	// 1/float64(n) is non-increasing in n, so the first n from just below
+	// 1/a on where it is at most a is where max(a, 1/n) becomes a.
+	n := max(int(min(1/a, 1<<40))-2, 1)
+	for 1/float64(n) > a {
+		n++
+	}
+	return ewMean{alpha: a, settled: n}
+}
 
 // decayAlpha is the weight of a new value for a half-life in values.
 func decayAlpha(halfLife float64) float64 {
@@ -87,6 +106,9 @@ func decayAlpha(halfLife float64) float64 {
 
 func (e *ewMean) add(x float64) {
 	e.n++
-	w := max(e.alpha, 1/float64(e.n))
+	w := e.alpha
+	if e.n < e.settled {
+		w = max(e.alpha, 1/float64(e.n))
+	}
 	e.v += w * (x - e.v)
 }
