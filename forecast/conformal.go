@@ -260,19 +260,8 @@ type ACI struct {
 	// largest errors of the window, which after a crash's misses makes the
 	// interval wide exactly when the volatility forecast has already
 	// caught up (Config.ACIFloor).
-	Min float64
-	// RelaxAfter and Relax: once RelaxAfter outcomes in a row have been
-	// hits, each further hit keeps only the share Relax of how far the
-	// working miscoverage stands below the nominal one (1 or 0: never).
-	// ACI alone takes four hits at 80% to undo one miss, so after a
-	// crash's run of misses the interval stays wide for hours after the
-	// volatility forecast has caught up (Config.ACIRelax).
-	RelaxAfter int
-	Relax      float64
-	Shadow     bool
-	Use        float64 // lowest alpha used, the state may go lower
-	alpha      float64
-	since      int // outcomes since the last miss
+	Min   float64
+	alpha float64
 }
 
 // NewACI starts at the nominal level, with Min at −0.25.
@@ -281,29 +270,15 @@ func NewACI(level, step float64) ACI {
 }
 
 // Alpha is the working miscoverage for the next interval.
-func (a *ACI) Alpha() float64 {
-	if a.Use > 0 {
-		return max(a.alpha, a.Use)
-	}
-	if nominal := 1 - a.Level; a.Shadow && a.Relax > 0 && a.Relax < 1 && a.since > a.RelaxAfter && a.alpha < nominal {
-		return nominal - (nominal-a.alpha)*math.Pow(a.Relax, float64(a.since-a.RelaxAfter))
-	}
-	return a.alpha
-}
+func (a *ACI) Alpha() float64 { return a.alpha }
 
 // Observe takes whether the interval issued for an outcome missed it.
 func (a *ACI) Observe(missed bool) {
 	e := 0.0
 	if missed {
 		e = 1
-		a.since = 0
-	} else {
-		a.since++
 	}
 	a.alpha += a.Step * ((1 - a.Level) - e)
-	if nominal := 1 - a.Level; !a.Shadow && a.Relax > 0 && a.Relax < 1 && a.since > a.RelaxAfter && a.alpha < nominal {
-		a.alpha = nominal - (nominal-a.alpha)*a.Relax
-	}
 	// Bounded so that a long spell past the widest interval (or of
 	// certain hits) is undone in bounded time.
 	a.alpha = min(max(a.alpha, a.Min), 1)

@@ -80,14 +80,6 @@ type Config struct {
 	// so that a run of misses never has the multiplier read past that
 	// quantile of the window's scores; 0 is ACI's own bound of −0.25.
 	ACIFloor float64
-	// ACIRelax, in horizons, is the half-life with which a widened ACI
-	// (working miscoverage below the nominal one) returns to the nominal
-	// level once a whole horizon of outcomes has passed with no miss; 0
-	// never. docs/models.md says why.
-	ACIRelax   float64
-	ACIShadow  bool
-	ACIFloor95 float64
-	ACIDebt    float64 // the state's floor, as a share of nominal; -1: ACI's own
 	// CoverageWindow is how many recent outcomes the measured coverage of
 	// each interval is over.
 	CoverageWindow int
@@ -162,8 +154,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("forecast: calibration horizons %d", c.CalibrationHorizons)
 	case !(c.ACIFloor >= 0 && c.ACIFloor < 1):
 		return fmt.Errorf("forecast: ACI floor %v (0 to below 1)", c.ACIFloor)
-	case !(c.ACIRelax >= 0) || math.IsInf(c.ACIRelax, 0):
-		return fmt.Errorf("forecast: ACI relax %v horizons", c.ACIRelax)
 	}
 	for _, g := range c.ACISteps {
 		if g < 0 || g > 0.5 {
@@ -408,22 +398,6 @@ func (s *Series) reset() {
 				ac := NewACI(l, cfg.ACISteps[k]/float64(h))
 				if cfg.ACIFloor > 0 {
 					ac.Min = cfg.ACIFloor * (1 - l)
-				}
-				if cfg.ACIDebt != 0 {
-					ac.Use = ac.Min
-					ac.Min = cfg.ACIDebt * (1 - l)
-					if cfg.ACIDebt < 0 {
-						ac.Min = -0.25
-					}
-				}
-				if l == 0.95 && cfg.ACIFloor95 != 0 {
-					ac.Min = cfg.ACIFloor95 * (1 - l)
-					if cfg.ACIFloor95 < 0 {
-						ac.Min = -0.25
-					}
-				}
-				if cfg.ACIRelax > 0 {
-					ac.RelaxAfter, ac.Relax, ac.Shadow = h, math.Exp2(-1/(cfg.ACIRelax*float64(h))), cfg.ACIShadow
 				}
 				a = append(a, ac)
 			}
