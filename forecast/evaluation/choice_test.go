@@ -43,14 +43,7 @@ func TestCalibrationChoice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		tmin, tmax := min(v.Tercile80[0], v.Tercile80[1], v.Tercile80[2]), max(v.Tercile80[0], v.Tercile80[1], v.Tercile80[2])
-		for _, ok := range []bool{float64(v.Outside) <= 0.1*float64(v.Days), v.ScoreGain >= 0.08, v.Cover80 >= 0.78 && v.Cover80 <= 0.82, tmin >= 0.74 && tmax <= 0.86} {
-			if ok {
-				n++
-			}
-		}
-		return n, v.ScoreGain
+		return intervalTargets(v), v.ScoreGain
 	}
 	type setting struct {
 		floor float64
