@@ -52,21 +52,58 @@ func (r *Reader) Candles(ctx context.Context, q readmodel.CandleQuery) (readmode
 	if err != nil {
 		return readmodel.CandlePage{}, err
 	}
-	from, to := bounds(q.From, q.To)
+	cs, next, err := readPage(ctx, r.db, "candles", candleColumns, collectCandles,
+		func(c streams.Candle) time.Time { return c.Start }, q.Symbol, q.Interval, q.From, q.To, q.Limit)
+	if err != nil {
+		return readmodel.CandlePage{}, err
+	}
+	return readmodel.CandlePage{Candles: cs, Next: next}, nil
+}
+
+// collector reads the rows of one series into out.
+type collector[T any] func(rows pgx.Rows, symbol string, iv streams.Interval, out []T) ([]T, error)
+
+// readPage reads one page of a series from table (candles or predictions,
+// which key and order their rows alike) and the cursor of the next page.
+func readPage[T any](ctx context.Context, db *pgxpool.Pool, table, columns string, collect collector[T],
+	start func(T) time.Time, symbol string, iv streams.Interval, from, to time.Time, limit int) ([]T, string, error) {
+	from, to = bounds(from, to)
 	// One row past the page tells whether there is a next one, and where.
-	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
+	rows, err := db.Query(ctx, "SELECT "+columns+" FROM "+table+`
 		WHERE symbol = $1 AND interval = $2 AND start >= $3 AND start < $4
-		ORDER BY start LIMIT $5`, q.Symbol, int32(q.Interval), from, to, q.Limit+1)
+		ORDER BY start LIMIT $5`, symbol, int32(iv), from, to, limit+1)
 	if err != nil {
-		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
+		return nil, "", fmt.Errorf("store: read %s: %w", table, err)
 	}
-	page := readmodel.CandlePage{Candles: make([]streams.Candle, 0, min(q.Limit, 64))}
-	page.Candles, err = collectCandles(rows, q.Symbol, q.Interval, page.Candles)
+	got, err := collect(rows, symbol, iv, make([]T, 0, min(limit, 64)))
 	if err != nil {
-		return readmodel.CandlePage{}, fmt.Errorf("store: read candles: %w", err)
+		return nil, "", fmt.Errorf("store: read %s: %w", table, err)
 	}
-	page.Candles, page.Next = cut(page.Candles, q.Limit, func(c streams.Candle) time.Time { return c.Start })
-	return page, nil
+	got, next := cut(got, limit, start)
+	return got, next, nil
+}
+
+// latest reads the newest row of a series from table; what names the row
+// in errors.
+func latest[T any](ctx context.Context, db *pgxpool.Pool, what, table, columns string, collect collector[T],
+	symbol string, iv streams.Interval) (T, error) {
+	var zero T
+	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
+		return zero, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
+	}
+	rows, err := db.Query(ctx, "SELECT "+columns+" FROM "+table+`
+		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv))
+	if err != nil {
+		return zero, fmt.Errorf("store: latest %s: %w", what, err)
+	}
+	got, err := collect(rows, symbol, iv, nil)
+	if err != nil {
+		return zero, fmt.Errorf("store: latest %s: %w", what, err)
+	}
+	if len(got) == 0 {
+		return zero, fmt.Errorf("%w: no %s %s of %s", readmodel.ErrNotFound, iv, what, symbol)
+	}
+	return got[0], nil
 }
 
 // cut ends a page read one row long at limit, and names that row's start as
@@ -96,22 +133,7 @@ func collectCandles(rows pgx.Rows, symbol string, iv streams.Interval, out []str
 
 // LatestCandle implements readmodel.Reader.
 func (r *Reader) LatestCandle(ctx context.Context, symbol string, iv streams.Interval) (streams.Candle, error) {
-	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
-		return streams.Candle{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
-	}
-	rows, err := r.db.Query(ctx, "SELECT "+candleColumns+` FROM candles
-		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv))
-	if err != nil {
-		return streams.Candle{}, fmt.Errorf("store: latest candle: %w", err)
-	}
-	cs, err := collectCandles(rows, symbol, iv, nil)
-	if err != nil {
-		return streams.Candle{}, fmt.Errorf("store: latest candle: %w", err)
-	}
-	if len(cs) == 0 {
-		return streams.Candle{}, fmt.Errorf("%w: no %s candle of %s", readmodel.ErrNotFound, iv, symbol)
-	}
-	return cs[0], nil
+	return latest(ctx, r.db, "candle", "candles", candleColumns, collectCandles, symbol, iv)
 }
 
 const predictionColumns = `start, target, horizon, model_id, close, log_return, predicted_close,
@@ -119,22 +141,7 @@ const predictionColumns = `start, target, horizon, model_id, close, log_return, 
 
 // LatestPrediction implements readmodel.Reader.
 func (r *Reader) LatestPrediction(ctx context.Context, symbol string, iv streams.Interval) (streams.Prediction, error) {
-	if err := streams.ValidateSymbol(symbol); err != nil || !iv.Valid() {
-		return streams.Prediction{}, fmt.Errorf("%w: %s %s", readmodel.ErrBadQuery, symbol, iv)
-	}
-	rows, err := r.db.Query(ctx, "SELECT "+predictionColumns+` FROM predictions
-		WHERE symbol = $1 AND interval = $2 ORDER BY start DESC LIMIT 1`, symbol, int32(iv))
-	if err != nil {
-		return streams.Prediction{}, fmt.Errorf("store: latest prediction: %w", err)
-	}
-	ps, err := collectPredictions(rows, symbol, iv, nil)
-	if err != nil {
-		return streams.Prediction{}, fmt.Errorf("store: latest prediction: %w", err)
-	}
-	if len(ps) == 0 {
-		return streams.Prediction{}, fmt.Errorf("%w: no %s prediction of %s", readmodel.ErrNotFound, iv, symbol)
-	}
-	return ps[0], nil
+	return latest(ctx, r.db, "prediction", "predictions", predictionColumns, collectPredictions, symbol, iv)
 }
 
 // Predictions implements readmodel.Reader.
@@ -143,19 +150,12 @@ func (r *Reader) Predictions(ctx context.Context, q readmodel.PredictionQuery) (
 	if err != nil {
 		return readmodel.PredictionPage{}, err
 	}
-	from, to := bounds(q.From, q.To)
-	rows, err := r.db.Query(ctx, "SELECT "+predictionColumns+` FROM predictions
-		WHERE symbol = $1 AND interval = $2 AND start >= $3 AND start < $4
-		ORDER BY start LIMIT $5`, q.Symbol, int32(q.Interval), from, to, q.Limit+1)
+	ps, next, err := readPage(ctx, r.db, "predictions", predictionColumns, collectPredictions,
+		func(p streams.Prediction) time.Time { return p.Start }, q.Symbol, q.Interval, q.From, q.To, q.Limit)
 	if err != nil {
-		return readmodel.PredictionPage{}, fmt.Errorf("store: read predictions: %w", err)
+		return readmodel.PredictionPage{}, err
 	}
-	page := readmodel.PredictionPage{Predictions: make([]streams.Prediction, 0, min(q.Limit, 64))}
-	if page.Predictions, err = collectPredictions(rows, q.Symbol, q.Interval, page.Predictions); err != nil {
-		return readmodel.PredictionPage{}, fmt.Errorf("store: read predictions: %w", err)
-	}
-	page.Predictions, page.Next = cut(page.Predictions, q.Limit, func(p streams.Prediction) time.Time { return p.Start })
-	return page, nil
+	return readmodel.PredictionPage{Predictions: ps, Next: next}, nil
 }
 
 func collectPredictions(rows pgx.Rows, symbol string, iv streams.Interval, out []streams.Prediction) ([]streams.Prediction, error) {
