@@ -21,6 +21,14 @@ func SetConsumerInfo(r *Runner, f func(ctx context.Context, c jetstream.Consumer
 	r.consumerInfo = f
 }
 
+// SetResetConsumer puts f between r and the server for each reset of a
+// consumer to its ack floor (on a partition's acquire, and by a partition
+// runner whose pin moved), so that a test can delay or lose one.
+func SetResetConsumer(r *Runner, f func(ctx context.Context, stream, consumer string, reset func(context.Context, string, string) (uint64, error)) (uint64, error)) {
+	reset := r.resetConsumer
+	r.resetConsumer = func(ctx context.Context, stream, consumer string) (uint64, error) { return f(ctx, stream, consumer, reset) }
+}
+
 // SetServerFence turns the server-side fence on or off for the partitions
 // taken from then on, in every runner of the process.
 func SetServerFence(on bool) {
