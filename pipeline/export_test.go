@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,7 +27,17 @@ func SetConsumerInfo(r *Runner, f func(ctx context.Context, c jetstream.Consumer
 // runner whose pin moved), so that a test can delay or lose one.
 func SetResetConsumer(r *Runner, f func(ctx context.Context, stream, consumer string, reset func(context.Context, string, string) (uint64, error)) (uint64, error)) {
 	reset := r.resetConsumer
-	r.resetConsumer = func(ctx context.Context, stream, consumer string) (uint64, error) { return f(ctx, stream, consumer, reset) }
+	r.resetConsumer = func(ctx context.Context, stream, consumer string) (uint64, error) {
+		return f(ctx, stream, consumer, reset)
+	}
+}
+
+// SetStuckStep sets how long a partition's step may run before its lease
+// is left to expire, and returns the previous bound.
+func SetStuckStep(d time.Duration) time.Duration {
+	old := stuckStep
+	stuckStep = d
+	return old
 }
 
 // SetServerFence turns the server-side fence on or off for the partitions

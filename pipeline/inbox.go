@@ -80,8 +80,9 @@ func (b *inbox) setBusy(batches ...[]jetstream.Msg) {
 }
 
 // keepAlive tells the server every third of AckWait that whatever the
-// inbox holds is still being worked on, until ctx ends.
-func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration) {
+// inbox holds is still being worked on, until ctx ends, while alive says
+// it may still be.
+func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration, alive func() bool) {
 	t := time.NewTicker(max(ackWait/3, 100*time.Millisecond))
 	defer t.Stop()
 	var held []jetstream.Msg
@@ -90,6 +91,9 @@ func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if !alive() {
+			continue
 		}
 		b.mu.Lock()
 		held = held[:0]

@@ -131,6 +131,10 @@ type owned struct {
 	// partition is not taken again until it has ended. release: the lease
 	// goes back once it has (a clean hand-over), and is renewed meanwhile.
 	stopping, release bool
+	// subs are the partition's runners; stuck: the lease was left to
+	// expire because one of them was stuck in a step.
+	subs  []*Runner
+	stuck bool
 }
 
 // seen is the last revision of a lease or member key and when it came.
@@ -348,6 +352,9 @@ func (g *group) renew(ctx context.Context) {
 			g.stop(part, false)
 			continue
 		}
+		if g.stuck(part, o) {
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, left)
 		sent := g.now()
 		rev, err := g.r.leases.Update(rctx, g.ownerKey(part), []byte(g.id), o.rev)
@@ -363,6 +370,31 @@ func (g *group) renew(ctx context.Context) {
 			g.log.Debug("renew lease", "partition", part, "err", err)
 		}
 	}
+}
+
+// stuckStep is how long a step may run before its partition's lease is
+// left to expire: far beyond a step's compute, a warm-up's reads of history
+// (30 s at most) and a publish (PublishTimeout), so that only a stage that
+// hangs lets its partition go. A stuck stage kept renewing would hold its
+// partition for good: its inputs kept alive (the runner's keep-alive) and
+// never stepped. Set by a test.
+var stuckStep = 2 * time.Minute
+
+// stuck says whether one of a partition's runners has been in one step
+// for longer than stuckStep; the lease is then no longer renewed, its
+// fence expires and another instance takes it over.
+func (g *group) stuck(part string, o *owned) bool {
+	for _, sub := range o.subs {
+		if at := sub.stepping.Load(); at != 0 && time.Since(time.Unix(0, at)) > stuckStep {
+			if !o.stuck {
+				o.stuck = true
+				g.log.Error("partition stage stuck in a step: its lease is left to expire", "partition", part, "stage", sub.cfg.Name,
+					"since", time.Unix(0, at))
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // deadline is when a lease written by a call sent at sent stops being
@@ -595,6 +627,7 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		}
 		sub.resetOnMove = true
 		sub.resetConsumer, sub.consumerInfo = g.r.resetConsumer, g.r.consumerInfo
+		sub.alive = func() bool { return f.left() > 0 }
 		subs = append(subs, sub)
 	}
 	// The partition's batches go where the instance's would (a test
@@ -602,7 +635,7 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	for _, sub := range subs {
 		sub.bs.send = g.r.bs.send
 	}
-	o := &owned{rev: rev, fence: f, done: make(chan struct{})}
+	o := &owned{rev: rev, fence: f, done: make(chan struct{}), subs: subs}
 	subs[0].setLag = func(v float64) {
 		g.mu.Lock()
 		o.lag = v

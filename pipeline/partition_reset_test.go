@@ -278,3 +278,43 @@ func TestPartitionRoundNotHeldByAStuckPartition(t *testing.T) {
 		t.Fatalf("%v leases expired while one partition was stuck", got)
 	}
 }
+
+// TestPartitionStuckStageLetsGo: a stage hangs in a step of one partition
+// while its instance is alive and renews its leases. It must let the
+// partition go (its lease no longer renewed once the step has run past a
+// bound, its inputs no longer kept alive once its fence has expired), so
+// that another instance takes it over and every output is stored, in
+// order. Kept renewing, the partition stalls for good.
+func TestPartitionStuckStageLetsGo(t *testing.T) {
+	old := pipeline.SetStuckStep(time.Second)
+	t.Cleanup(func() { pipeline.SetStuckStep(old) })
+	s, js := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const key, part = "1m.AAA-USD", "AAA-USD"
+	inputs(t, js, []string{key}, 0, 20)
+	l := &ledger{}
+	st := &stuck{part: part, in: make(chan struct{}, 1), free: make(chan struct{})}
+	runPartitionedWith(t, s, "a", l, partOpts{ttl: time.Second, rec: func(r *recorder) pipeline.Stage {
+		st.recorder = r
+		return st
+	}})
+	waitOutputs(t, js, 20)
+	st.armed.Store(true)
+	inputs(t, js, []string{key}, 20, 1)
+	<-st.in
+	defer close(st.free)
+
+	runPartitionedWith(t, s, "b", l, partOpts{ttl: time.Second})
+	inputs(t, js, []string{key}, 21, 9)
+	natstest.WaitProgress(t, 90*time.Second, "b takes the stuck partition over", func() (bool, string) {
+		return l.everOwned("b", []string{part}) == 1, fmt.Sprint(l.owners(part))
+	})
+	natstest.WaitProgress(t, 90*time.Second, "30 outputs", func() (bool, string) {
+		c := count(t, js, "OUT")
+		return c >= 30, strconv.FormatUint(c, 10)
+	})
+	check(t, outputs(t, js), want([]string{key}, 30, nil))
+}

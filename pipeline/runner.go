@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -151,6 +152,15 @@ type Runner struct {
 	// the reset is applied, with the sequence it restarts from; a test
 	// stands between to delay or lose it.
 	resetConsumer func(ctx context.Context, stream, consumer string) (uint64, error)
+	// alive says whether what the runner holds may still be worked on:
+	// a partition runner's inputs may not once its fence's deadline has
+	// passed, and are then no longer kept alive, so that a runner stuck
+	// in a step does not keep them from its partition's next owner.
+	alive func() bool
+	// stepping is when the step under way began (Unix nanoseconds), 0
+	// between steps: the partition's round stops renewing the lease of a
+	// stage stuck in a step (see stuckStep).
+	stepping atomic.Int64
 }
 
 // New validates cfg and builds a runner; it does no I/O.
@@ -205,6 +215,7 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	r.setLag = r.m.lag.Set
 	r.consumerInfo = func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error) { return c.Info(ctx) }
 	r.resetConsumer = r.reset
+	r.alive = func() bool { return true }
 	r.bs = newBatches(deps.JS.Conn())
 	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}
 	return r, nil
@@ -270,7 +281,7 @@ func (r *Runner) run(ctx context.Context) error {
 	hctx := context.WithoutCancel(ctx)
 	kctx, stopKeep := context.WithCancel(hctx)
 	defer stopKeep()
-	go in.keepAlive(kctx, ackWait)
+	go in.keepAlive(kctx, ackWait, r.alive)
 	stop := ctx.Done()
 	// Two flights at most, window inputs between them: while one awaits its
 	// PubAcks the next is stepped, so a backlog keeps the stage and the
