@@ -182,7 +182,9 @@ func (r *Runner) step(ctx context.Context, raw jetstream.Msg, fl *flight) (item,
 		return it, nil
 	}
 	it.in = Msg{Stream: md.Stream, Subject: raw.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Data: raw.Data()}
+	r.stepping.Store(time.Now().UnixNano())
 	evs, err := r.d.step(ctx, it.in)
+	r.stepping.Store(0)
 	switch {
 	case errors.Is(err, errCovered):
 		it.covered = true

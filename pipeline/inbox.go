@@ -40,9 +40,9 @@ func (b *inbox) len() int {
 	return len(b.queue)
 }
 
-// distinct is how many different inputs (by stream sequence) held and the
-// queue hold between them.
-func (b *inbox) distinct(held []jetstream.Msg) int {
+// seqs are the different inputs (by stream sequence) held and the queue
+// hold between them.
+func (b *inbox) seqs(held []jetstream.Msg) map[uint64]struct{} {
 	seen := make(map[uint64]struct{}, len(held))
 	for _, m := range held {
 		seen[streamSeq(m)] = struct{}{}
@@ -52,7 +52,7 @@ func (b *inbox) distinct(held []jetstream.Msg) int {
 	for _, m := range b.queue {
 		seen[streamSeq(m)] = struct{}{}
 	}
-	return len(seen)
+	return seen
 }
 
 // take moves up to n queued inputs (all when n <= 0) into dst, which joins
@@ -80,8 +80,9 @@ func (b *inbox) setBusy(batches ...[]jetstream.Msg) {
 }
 
 // keepAlive tells the server every third of AckWait that whatever the
-// inbox holds is still being worked on, until ctx ends.
-func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration) {
+// inbox holds is still being worked on, until ctx ends, while alive says
+// it may still be.
+func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration, alive func() bool) {
 	t := time.NewTicker(max(ackWait/3, 100*time.Millisecond))
 	defer t.Stop()
 	var held []jetstream.Msg
@@ -90,6 +91,9 @@ func (b *inbox) keepAlive(ctx context.Context, ackWait time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if !alive() {
+			continue
 		}
 		b.mu.Lock()
 		held = held[:0]

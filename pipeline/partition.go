@@ -127,6 +127,14 @@ type owned struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	lag    float64
+	// stopping: its runner was told to stop and is draining; the
+	// partition is not taken again until it has ended. release: the lease
+	// goes back once it has (a clean hand-over), and is renewed meanwhile.
+	stopping, release bool
+	// subs are the partition's runners; stuck: the lease was left to
+	// expire because one of them was stuck in a step.
+	subs  []*Runner
+	stuck bool
 }
 
 // seen is the last revision of a lease or member key and when it came.
@@ -159,6 +167,10 @@ type group struct {
 	own        map[string]*owned
 	partitions []string
 	created    map[string]bool
+	// ended wakes the round when a partition's runner has ended, so that
+	// one stopped is settled, and taken again when it is still this
+	// instance's, without waiting for the next tick.
+	ended chan struct{}
 }
 
 func (g *group) memberKey(id string) string  { return g.spec.Stage + ".member." + id }
@@ -176,7 +188,7 @@ func (r *Runner) runPartitioned(ctx context.Context) error {
 		r: r, spec: *r.cfg.Partitioned, stage: &lockedStage{s: r.d.stage},
 		id: r.id, ttl: r.cfg.LeaseTTL, log: r.log.With("instance", r.id), now: r.now,
 		members: map[string]seen{}, owners: map[string]seen{},
-		own: map[string]*owned{}, created: map[string]bool{},
+		own: map[string]*owned{}, created: map[string]bool{}, ended: make(chan struct{}, 1),
 		expired: register(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_lease_expiries_total",
 			Help: "Partitions an instance stopped because no renewal of their lease came back before its local deadline (a stalled or lost leases bucket).",
@@ -218,6 +230,7 @@ func (r *Runner) runPartitioned(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-expired:
+		case <-g.ended:
 		}
 		if expiry != nil {
 			expiry.Stop()
@@ -317,16 +330,29 @@ func (g *group) renew(ctx context.Context) {
 	for part, o := range g.own {
 		select {
 		case <-o.done:
-			// The runner ended on its own (an error) or its fence
-			// shut: let the partition go, to be taken again.
-			g.release(ctx, part)
+			if !o.stopping {
+				// The runner ended on its own (an error) or its
+				// fence shut: let the partition go, to be taken
+				// again.
+				g.release(ctx, part)
+			}
+			g.settle(ctx, part, o, false)
 			continue
 		default:
 		}
+		if o.stopping && !o.release {
+			continue // lost: nothing to renew
+		}
 		left := o.fence.left()
 		if left <= 0 {
-			g.expire(part, o)
-			g.stop(part, true)
+			// Shut aside: closing waits for a step or publish under
+			// way, which must not hold up the other renewals.
+			o.release = false
+			go g.expire(part, o)
+			g.stop(part, false)
+			continue
+		}
+		if g.stuck(part, o) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, left)
@@ -344,6 +370,31 @@ func (g *group) renew(ctx context.Context) {
 			g.log.Debug("renew lease", "partition", part, "err", err)
 		}
 	}
+}
+
+// stuckStep is how long a step may run before its partition's lease is
+// left to expire: far beyond a step's compute, a warm-up's reads of history
+// (30 s at most) and a publish (PublishTimeout), so that only a stage that
+// hangs lets its partition go. A stuck stage kept renewing would hold its
+// partition for good: its inputs kept alive (the runner's keep-alive) and
+// never stepped. Set by a test.
+var stuckStep = 2 * time.Minute
+
+// stuck says whether one of a partition's runners has been in one step
+// for longer than stuckStep; the lease is then no longer renewed, its
+// fence expires and another instance takes it over.
+func (g *group) stuck(part string, o *owned) bool {
+	for _, sub := range o.subs {
+		if at := sub.stepping.Load(); at != 0 && time.Since(time.Unix(0, at)) > stuckStep {
+			if !o.stuck {
+				o.stuck = true
+				g.log.Error("partition stage stuck in a step: its lease is left to expire", "partition", part, "stage", sub.cfg.Name,
+					"since", time.Unix(0, at))
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // deadline is when a lease written by a call sent at sent stops being
@@ -553,20 +604,30 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 			g.log.Debug("unpin on acquire", "partition", part, "consumer", cons, "err", err)
 		}
 		cancel()
+		// The runner starts only once the reset is answered (applied):
+		// one that lands later, while the runner holds newer inputs and
+		// waits for the dead owner's, empties what the server counts in
+		// flight, and the takeover would then step the newer inputs
+		// before the dead owner's came again, and lose those. The lease
+		// goes back instead, to be taken again at the next round.
 		sctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
-		if s, err := g.r.js.Stream(sctx, p.spec.Stream); err == nil {
-			if _, err := s.ResetConsumer(sctx, cons); err != nil {
-				g.log.Warn("reset on acquire", "partition", part, "consumer", cons, "err", err)
-			}
-		}
+		_, err := g.r.resetConsumer(sctx, p.spec.Stream, cons)
 		cancel()
+		if err != nil {
+			g.log.Warn("reset on acquire: lease given back", "partition", part, "consumer", cons, "err", err)
+			g.giveBack(runCtx, part, rev)
+			return
+		}
 		p.cfg.Consumer = cons
 		sub, err := New(p.cfg, fencedStage{Stage: p.stage, f: f}, Deps{JS: fencedJS{JetStream: g.r.js, f: f}, Log: g.r.baseLog, Registry: g.r.reg})
 		if err != nil {
 			g.log.Error("partition runner", "partition", part, "err", err)
-			g.giveBack(ctx, part, rev)
+			g.giveBack(runCtx, part, rev)
 			return
 		}
+		sub.resetOnMove = true
+		sub.resetConsumer, sub.consumerInfo = g.r.resetConsumer, g.r.consumerInfo
+		sub.alive = func() bool { return f.left() > 0 }
 		subs = append(subs, sub)
 	}
 	// The partition's batches go where the instance's would (a test
@@ -574,7 +635,7 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	for _, sub := range subs {
 		sub.bs.send = g.r.bs.send
 	}
-	o := &owned{rev: rev, fence: f, done: make(chan struct{})}
+	o := &owned{rev: rev, fence: f, done: make(chan struct{}), subs: subs}
 	subs[0].setLag = func(v float64) {
 		g.mu.Lock()
 		o.lag = v
@@ -617,7 +678,14 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 			}
 		}()
 	}
-	go func() { wg.Wait(); close(o.done) }()
+	go func() {
+		wg.Wait()
+		close(o.done)
+		select {
+		case g.ended <- struct{}{}:
+		default:
+		}
+	}()
 	go g.guard(part, o)
 }
 
@@ -641,7 +709,9 @@ func (g *group) companionConsumer(ctx context.Context, spec streams.Partitioned,
 // giveBack deletes a lease just taken whose runners could not start, for
 // the next round (of any member) to take it again.
 func (g *group) giveBack(ctx context.Context, part string, rev uint64) {
-	if err := g.r.leases.Delete(ctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl/2)
+	defer cancel()
+	if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
 		g.log.Debug("give back lease", "partition", part, "err", err)
 	}
 }
@@ -674,21 +744,56 @@ func (g *group) refresh(ctx context.Context, part string) (seen, bool) {
 	return cur, held
 }
 
-// stop ends a partition's runner and waits until it has drained. lost:
-// the lease may be another's, so the fence shuts first and the drain
-// steps and publishes nothing more.
+// stop tells a partition's runner to end, and does not wait for its drain:
+// the round goes on renewing the other leases meanwhile. A round that
+// waited let them go unrenewed for as long as a drain took, and at load
+// their fences expired in turn (a stall of its own on each). The partition
+// stays this instance's, not to be taken again, until a later round finds
+// its runner ended and settles it. lost: the lease may be another's, so
+// the fence shuts first and the drain steps and publishes nothing more.
 func (g *group) stop(part string, lost bool) {
 	o := g.own[part]
 	if o == nil {
 		return
 	}
+	o.stopping = true
 	if lost {
-		g.shut(part, o)
+		// Shut aside, as in renew (closing waits for a step under
+		// way), and only then cancelled, so that the drain steps and
+		// publishes nothing more.
+		o.release = false
+		go func() {
+			g.shut(part, o)
+			o.cancel()
+		}()
+		return
 	}
 	o.cancel()
-	<-o.done
+}
+
+// settle forgets a partition whose runner has ended, and hands its lease
+// back when it was released: at once, so that the member the assignment
+// now names takes it at its next round. wait: the call is awaited (a clean
+// stop of the instance); otherwise it does not hold up the round.
+func (g *group) settle(ctx context.Context, part string, o *owned, wait bool) {
 	delete(g.own, part)
 	g.shut(part, o)
+	if !o.release {
+		return
+	}
+	del := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl)
+		defer cancel()
+		if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(o.rev)); err != nil {
+			g.log.Debug("release lease", "partition", part, "err", err)
+		}
+		g.log.Info("partition released", "partition", part)
+	}
+	if wait {
+		del()
+	} else {
+		go del()
+	}
 }
 
 // shut closes a partition's fence, and reports it given up the first time.
@@ -698,21 +803,15 @@ func (g *group) shut(part string, o *owned) {
 	}
 }
 
-// release stops a partition and hands its lease back, for the member the
-// assignment now names to take it at once.
-func (g *group) release(ctx context.Context, part string) {
+// release stops a partition whose lease is to go back once it has
+// drained; its lease is renewed meanwhile.
+func (g *group) release(_ context.Context, part string) {
 	o := g.own[part]
-	if o == nil {
+	if o == nil || o.stopping {
 		return
 	}
-	rev := o.rev
+	o.release = true
 	g.stop(part, false)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl)
-	defer cancel()
-	if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
-		g.log.Debug("release lease", "partition", part, "err", err)
-	}
-	g.log.Info("partition released", "partition", part)
 }
 
 // leave releases everything on a clean stop, and the membership.
@@ -720,6 +819,11 @@ func (g *group) leave() {
 	ctx := context.Background()
 	for part := range g.own {
 		g.release(ctx, part)
+	}
+	// Drained side by side, then handed back.
+	for part, o := range g.own {
+		<-o.done
+		g.settle(ctx, part, o, true)
 	}
 	dctx, cancel := context.WithTimeout(ctx, g.ttl)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,19 +42,26 @@ type fence struct {
 	// mu is held shared over each step and publish, and exclusively to
 	// close the fence, so that nothing is stepped or sent once close has
 	// returned.
-	mu       sync.RWMutex
-	deadline time.Time
-	closed   bool
+	mu sync.RWMutex
+	// deadline (Unix nanoseconds) and closed are read without mu, so that
+	// a renewal moves the deadline, and the round reads what is left,
+	// while a step or a publish is under way: a renewal that waited for
+	// mu waited for a publish's PubAck (up to PublishTimeout, 5 s) and
+	// held up the round that renews every other lease.
+	deadline atomic.Int64
+	closed   atomic.Bool
 }
 
 func newFence(now func() time.Time, deadline time.Time) *fence {
-	return &fence{now: now, deadline: deadline}
+	f := &fence{now: now}
+	f.deadline.Store(deadline.UnixNano())
+	return f
 }
 
 // enter takes the right to step or publish; leave gives it back.
 func (f *fence) enter() bool {
 	f.mu.RLock()
-	if f.closed || !f.now().Before(f.deadline) {
+	if f.closed.Load() || f.now().UnixNano() >= f.deadline.Load() {
 		f.mu.RUnlock()
 		return false
 	}
@@ -62,23 +70,24 @@ func (f *fence) enter() bool {
 
 func (f *fence) leave() { f.mu.RUnlock() }
 
-// extend moves the deadline after a renewal that reached the bucket.
+// extend moves the deadline after a renewal that reached the bucket. A
+// closed fence stays closed, whatever its deadline says.
 func (f *fence) extend(deadline time.Time) {
-	f.mu.Lock()
-	if !f.closed && deadline.After(f.deadline) {
-		f.deadline = deadline
+	d := deadline.UnixNano()
+	for {
+		cur := f.deadline.Load()
+		if d <= cur || f.deadline.CompareAndSwap(cur, d) {
+			return
+		}
 	}
-	f.mu.Unlock()
 }
 
 // left is how long the fence stays open, from now.
 func (f *fence) left() time.Duration {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.closed {
+	if f.closed.Load() {
 		return 0
 	}
-	return f.deadline.Sub(f.now())
+	return time.Duration(f.deadline.Load() - f.now().UnixNano())
 }
 
 // close shuts the fence, once no step or publish is under way. It says
@@ -87,9 +96,7 @@ func (f *fence) left() time.Duration {
 func (f *fence) close() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	was := !f.closed
-	f.closed = true
-	return was
+	return !f.closed.Swap(true)
 }
 
 // fencedStage is a partition's view of its instance's stage: a step is

@@ -145,20 +145,44 @@ type partInstance struct {
 // its leases bucket.
 func runPartitioned(t *testing.T, s *server.Server, name string, l *ledger, leases func(pipeline.Leases) pipeline.Leases) *partInstance {
 	t.Helper()
+	return runPartitionedWith(t, s, name, l, partOpts{leases: leases})
+}
+
+// partOpts are the optional parts of a partitioned test instance: wrappers
+// of its leases bucket and of its bus, a hook on its runner before it
+// starts, its stage (the recorder's summer) and its lease TTL.
+type partOpts struct {
+	leases func(pipeline.Leases) pipeline.Leases
+	js     func(pipeline.JetStream) pipeline.JetStream
+	hook   func(*pipeline.Runner)
+	rec    func(*recorder) pipeline.Stage
+	ttl    time.Duration
+}
+
+func runPartitionedWith(t *testing.T, s *server.Server, name string, l *ledger, o partOpts) *partInstance {
+	t.Helper()
 	nc, js := natstest.Connect(t, s)
 	var kv pipeline.Leases
 	kv, err := js.KeyValue(t.Context(), streams.BucketLeases)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if leases != nil {
-		kv = leases(kv)
+	if o.leases != nil {
+		kv = o.leases(kv)
+	}
+	var bus pipeline.JetStream = js
+	if o.js != nil {
+		bus = o.js(js)
 	}
 	rec := &recorder{summer: newSummer(), name: name, l: l}
+	var stage pipeline.Stage = rec
+	if o.rec != nil {
+		stage = o.rec(rec)
+	}
 	in := &instance{nc: nc, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
 	spec := sumPartitions
-	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, PublishTimeout: time.Second, Partitioned: &spec},
-		rec, pipeline.Deps{JS: js, Log: discard, Registry: in.reg, Leases: kv, Instance: name,
+	r, err := pipeline.New(pipeline.Config{Name: "sum", Stream: "IN", Batch: batch, PublishTimeout: time.Second, Partitioned: &spec, LeaseTTL: o.ttl},
+		stage, pipeline.Deps{JS: bus, Log: clusterLog(name), Registry: in.reg, Leases: kv, Instance: name,
 			OnOwner: func(p string, owned bool) {
 				if rec.isKilled() {
 					return // a crashed process tells nothing
@@ -171,6 +195,9 @@ func runPartitioned(t *testing.T, s *server.Server, name string, l *ledger, leas
 			}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.hook != nil {
+		o.hook(r)
 	}
 	in.start(t, r)
 	return &partInstance{instance: in, rec: rec}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -142,6 +143,24 @@ type Runner struct {
 	// consumerInfo asks the server what the consumer has in flight; a
 	// test stands between to force an interleaving.
 	consumerInfo func(context.Context, jetstream.Consumer) (*jetstream.ConsumerInfo, error)
+	// resetOnMove: the runner owns its consumer through a lease, so that
+	// a new pin while it runs (the consumer's leader moved with a lost
+	// node) is its own, and it may rewind the consumer to its ack floor
+	// instead of waiting AckWait for the deliveries lost on the way.
+	resetOnMove bool
+	// resetConsumer rewinds a consumer to its ack floor, answered once
+	// the reset is applied, with the sequence it restarts from; a test
+	// stands between to delay or lose it.
+	resetConsumer func(ctx context.Context, stream, consumer string) (uint64, error)
+	// alive says whether what the runner holds may still be worked on:
+	// a partition runner's inputs may not once its fence's deadline has
+	// passed, and are then no longer kept alive, so that a runner stuck
+	// in a step does not keep them from its partition's next owner.
+	alive func() bool
+	// stepping is when the step under way began (Unix nanoseconds), 0
+	// between steps: the partition's round stops renewing the lease of a
+	// stage stuck in a step (see stuckStep).
+	stepping atomic.Int64
 }
 
 // New validates cfg and builds a runner; it does no I/O.
@@ -195,6 +214,8 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	}
 	r.setLag = r.m.lag.Set
 	r.consumerInfo = func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error) { return c.Info(ctx) }
+	r.resetConsumer = r.reset
+	r.alive = func() bool { return true }
 	r.bs = newBatches(deps.JS.Conn())
 	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}
 	return r, nil
@@ -260,7 +281,7 @@ func (r *Runner) run(ctx context.Context) error {
 	hctx := context.WithoutCancel(ctx)
 	kctx, stopKeep := context.WithCancel(hctx)
 	defer stopKeep()
-	go in.keepAlive(kctx, ackWait)
+	go in.keepAlive(kctx, ackWait, r.alive)
 	stop := ctx.Done()
 	// Two flights at most, window inputs between them: while one awaits its
 	// PubAcks the next is stepped, so a backlog keeps the stage and the
@@ -304,8 +325,9 @@ func (r *Runner) run(ctx context.Context) error {
 					r.finish(hctx, stop, prev, nil)
 					prev = nil
 				}
+				moved := r.pin != ""
 				r.newOwner(cur.batch)
-				held, ok := r.takeOver(hctx, stop, cons, in, cur.batch)
+				held, ok := r.takeOver(hctx, stop, cons, in, cur.batch, moved && r.resetOnMove)
 				if !ok {
 					r.unpin(hctx)
 					return nil
@@ -364,15 +386,43 @@ func (r *Runner) newOwner(batch []jetstream.Msg) {
 // everything the consumer has in flight, and then goes on in stream order.
 // It returns false, having handed back everything it held, when stop closes
 // first: going on would step out of order.
-func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstream.Consumer, in *inbox, batch []jetstream.Msg) ([]jetstream.Msg, bool) {
+//
+// With reset, the runner holds its consumer's lease and the new pin is its
+// own (a lost node took the consumer's leader, and with it deliveries that
+// never arrived: TestClusterFailover stalled 30 s, AckWait, in 5 of 55
+// runs). It rewinds the consumer to its ack floor first, so that whatever
+// is in flight comes again at once. Once the reset is answered, what the
+// runner holds is dropped: the server forgets it and delivers it again,
+// from the ack floor and in order, so that the count starts afresh on the
+// redelivery. A reset not answered is tried again each second. Once it is,
+// the server has forgotten what it delivered before, and delivers again in
+// stream order from the sequence it was reset to: only what the runner holds
+// from there up to what the server has delivered counts, and what it holds
+// beyond (copies from before the reset) is dropped, to come again.
+// Redeliveries may arrive before the answer does.
+func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstream.Consumer, in *inbox, batch []jetstream.Msg, reset bool) ([]jetstream.Msg, bool) {
 	held := slices.Clone(batch)
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
 	// The last time the wait was logged: once a second at most, so that a
 	// takeover that waits long (TestClusterFailover's 30 s stalls) says
 	// what it waits for.
-	var logged time.Time
+	var logged, resetAt time.Time
+	// from is the sequence the consumer was reset to, once it was.
+	var from uint64
 	for warned := false; ; {
+		if reset && time.Since(resetAt) >= time.Second {
+			resetAt = time.Now()
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			seq, err := r.resetConsumer(rctx, r.cfg.Stream, r.cfg.Consumer)
+			cancel()
+			if err != nil {
+				r.log.Warn("takeover: reset to the ack floor", "err", err)
+			} else {
+				reset, from = false, max(seq, 1)
+				r.log.Info("takeover: consumer reset to its ack floor", "from", from, "held", len(held))
+			}
+		}
 		in.setBusy(held)
 		// Counted before asking: an input delivered while the answer is
 		// on its way is in the server's count only if it was delivered
@@ -380,10 +430,19 @@ func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstr
 		// stand in for an input still held by the lost owner (issue 12's
 		// missed alert). Distinct sequences, because an input whose
 		// AckWait ran out in our hands comes again and is held twice.
-		have := in.distinct(held)
+		seqs := in.seqs(held)
+		have := len(seqs)
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := r.consumerInfo(ictx, cons)
 		cancel()
+		if err == nil && from > 0 {
+			have = 0
+			for q := range seqs {
+				if q >= from && q <= info.Delivered.Stream {
+					have++
+				}
+			}
+		}
 		switch {
 		case err != nil:
 			// Not knowing what is in flight is no reason to step out of
@@ -403,6 +462,12 @@ func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstr
 			sorted := slices.Clone(in.take(0, held))
 			slices.SortFunc(sorted, func(a, b jetstream.Msg) int { return cmp.Compare(streamSeq(a), streamSeq(b)) })
 			sorted = slices.CompactFunc(sorted, func(a, b jetstream.Msg) bool { return streamSeq(a) == streamSeq(b) })
+			if from > 0 {
+				sorted = slices.DeleteFunc(sorted, func(m jetstream.Msg) bool {
+					q := streamSeq(m)
+					return q < from || q > info.Delivered.Stream
+				})
+			}
 			in.setBusy(sorted)
 			return sorted, true
 		}
@@ -419,6 +484,20 @@ func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstr
 			return nil, false
 		}
 	}
+}
+
+// reset rewinds a consumer to its ack floor. The server answers a
+// replicated consumer's reset once it is applied.
+func (r *Runner) reset(ctx context.Context, stream, consumer string) (uint64, error) {
+	s, err := r.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.ResetConsumer(ctx, consumer)
+	if err != nil {
+		return 0, err
+	}
+	return resp.ResetSeq, nil
 }
 
 func streamSeq(m jetstream.Msg) uint64 {
