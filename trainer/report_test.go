@@ -458,8 +458,8 @@ as above (the code is at commit 34875dd, taken out after):
   but Kraken 1 m covering 78.0% with 3 of 19 days outside (30 of 32).
 - **A longer or shorter calibration window** (` + "`" + `window` + "`" + `, in horizons:
   96, 144, 288, 384, 576 against 192): 5.2–6.1% on Kraken 1 m, 30–31 of 32;
-  at or past 288 the Kraken file is shorter than the window, and the
-  Binance first halves lose a target (6–7 of 8). With floor 0.6, 6.6%,
+  at or past 288 the Kraken file is shorter than the window, and every
+  one loses a target on the Binance first halves (6–7 of 8). With floor 0.6, 6.6%,
   but Kraken 1 m has 2 of 19 days outside and covers 78.5–78.6%.
 
 **The 95% interval's floor.** The floor holds for both levels. Without
