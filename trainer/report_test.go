@@ -15,7 +15,7 @@ import (
 	"cryptostream/trainer"
 )
 
-var writeReport = flag.Bool("models-report", false, "evaluate on the whole real 1-minute file and write ../docs/models.md (about a minute)")
+var writeReport = flag.Bool("models-report", false, "evaluate on the whole real 1-minute file and write ../docs/models.md (a few minutes on a quiet machine, 22 min at load 30-40: pass -timeout 60m)")
 
 // TestModelsReport is the honest evaluation behind docs/models.md: walk-
 // forward over the whole real file, and a replay of what the trainer's
