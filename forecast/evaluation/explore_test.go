@@ -45,6 +45,8 @@ func applySpec(t *testing.T, cfg *forecast.Config, spec string) {
 			cfg.ACISteps[1] = v
 		case "step15":
 			cfg.ACISteps[0] = v
+		case "window":
+			cfg.CalibrationHorizons = int(v)
 		default:
 			t.Fatalf("setting %q: unknown key %q", spec, key)
 		}
