@@ -166,7 +166,7 @@ func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	c, err := g.newestCandle(r, sym, iv)
+	c, err := newest(g, r, sym, iv, latestAnswers.CachedCandle, readmodel.Reader.LatestCandle)
 	if errors.Is(err, readmodel.ErrNotFound) {
 		g.fail(w, r, errorf(http.StatusNotFound, "unknown_asset", "no %s candle for %s", iv, sym))
 		return
@@ -178,21 +178,17 @@ func (g *Gateway) assetLatest(w http.ResponseWriter, r *http.Request) {
 	writeBody(w, http.StatusOK, g.latestBodies.get(seriesKey{sym, iv}, viewCandle(c)))
 }
 
-// newestCandle asks memory first when the reader holds the newest answers
-// (readmodel.Latest), so that the common answer sets up no I/O deadline.
-func (g *Gateway) newestCandle(r *http.Request, sym string, iv streams.Interval) (streams.Candle, error) {
-	var cached func() (streams.Candle, bool, bool)
+// newest answers the newest value of a series from memory when the reader
+// holds the newest answers (readmodel.Latest), so that the common answer
+// sets up no I/O deadline (found false is ErrNotFound), and otherwise from
+// read under the I/O deadline. cached and read are method expressions
+// (latestAnswers.CachedCandle, readmodel.Reader.LatestCandle), which the
+// candle and the prediction answers share.
+func newest[T any](g *Gateway, r *http.Request, sym string, iv streams.Interval,
+	cached func(latestAnswers, string, streams.Interval) (v T, found, ok bool),
+	read func(readmodel.Reader, context.Context, string, streams.Interval) (T, error)) (T, error) {
 	if g.latest != nil {
-		cached = func() (streams.Candle, bool, bool) { return g.latest.CachedCandle(sym, iv) }
-	}
-	return newest(g, r, cached, func(ctx context.Context) (streams.Candle, error) { return g.d.Reader.LatestCandle(ctx, sym, iv) })
-}
-
-// newest answers from cached when it can (found false is ErrNotFound),
-// and otherwise from read under the I/O deadline.
-func newest[T any](g *Gateway, r *http.Request, cached func() (v T, found, ok bool), read func(context.Context) (T, error)) (T, error) {
-	if cached != nil {
-		if v, found, ok := cached(); ok {
+		if v, found, ok := cached(g.latest, sym, iv); ok {
 			if !found {
 				return v, readmodel.ErrNotFound
 			}
@@ -201,7 +197,7 @@ func newest[T any](g *Gateway, r *http.Request, cached func() (v T, found, ok bo
 	}
 	ctx, cancel := g.io(r)
 	defer cancel()
-	return read(ctx)
+	return read(g.d.Reader, ctx, sym, iv)
 }
 
 // latestAnswers is what a reader holding the newest candle and prediction

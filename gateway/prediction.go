@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,7 +57,7 @@ func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	p, err := g.newestPrediction(r, sym, iv)
+	p, err := newest(g, r, sym, iv, latestAnswers.CachedPrediction, readmodel.Reader.LatestPrediction)
 	if errors.Is(err, readmodel.ErrNotFound) {
 		g.fail(w, r, errorf(http.StatusNotFound, "no_prediction", "no %s prediction for %s yet", iv, sym))
 		return
@@ -70,17 +69,6 @@ func (g *Gateway) latestPrediction(w http.ResponseWriter, r *http.Request) {
 	v := viewPrediction(p)
 	v.Asset, v.Interval = sym, iv.String()
 	writeJSON(w, http.StatusOK, v)
-}
-
-// newestPrediction is newestCandle for predictions.
-func (g *Gateway) newestPrediction(r *http.Request, sym string, iv streams.Interval) (streams.Prediction, error) {
-	var cached func() (streams.Prediction, bool, bool)
-	if g.latest != nil {
-		cached = func() (streams.Prediction, bool, bool) { return g.latest.CachedPrediction(sym, iv) }
-	}
-	return newest(g, r, cached, func(ctx context.Context) (streams.Prediction, error) {
-		return g.d.Reader.LatestPrediction(ctx, sym, iv)
-	})
 }
 
 func viewPrediction(p streams.Prediction) predictionView {

@@ -1,7 +1,6 @@
 package notifier_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -56,20 +55,7 @@ func (b *bus) deliverer(t *testing.T, cfg notifier.DeliveryConfig, reg prometheu
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return run(t, w, false)
 }
 
 func (b *bus) rule(t *testing.T, url, secret string) notifier.Rule {

@@ -1,7 +1,6 @@
 package notifier_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -55,29 +54,14 @@ func (o *owners) of(instance string) []string {
 // test ends; with dies, its connection is closed under it.
 func (b *bus) partitionedWorker(t *testing.T, js jetstream.JetStream, id string, cfg notifier.Config, o *owners, dies bool) *prometheus.Registry {
 	t.Helper()
-	rules, err := js.KeyValue(t.Context(), streams.BucketAlertRules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	assets, err := js.KeyValue(t.Context(), streams.BucketAssets)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules, assets := workerBuckets(t, js)
 	reg := prometheus.NewRegistry()
 	cfg.Partitioned = true
 	w, err := notifier.New(cfg, notifier.Deps{JS: js, Rules: rules, Assets: assets, Metrics: reg, Instance: id, OnOwner: o.on(id)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !dies {
-			t.Error(err)
-		}
-	})
+	run(t, w, dies)
 	return reg
 }
 

@@ -374,26 +374,29 @@ func decodeInput(kind inputKind, m pipeline.Msg) (Input, error) {
 	var err error
 	switch kind {
 	case inCandle:
-		var c streams.Candle
-		c, err = streams.Decode[streams.Candle](m.Data)
-		in.Candle = &c
+		err = decodeInto(m.Data, &in.Candle)
 	case inTick:
-		var t streams.Tick
-		t, err = streams.Decode[streams.Tick](m.Data)
-		in.Tick = &t
+		err = decodeInto(m.Data, &in.Tick)
 	case inPrediction:
-		var p streams.Prediction
-		p, err = streams.Decode[streams.Prediction](m.Data)
-		in.Prediction = &p
+		err = decodeInto(m.Data, &in.Prediction)
 	case inAudit:
-		var a streams.AuditEvent
-		a, err = streams.Decode[streams.AuditEvent](m.Data)
-		in.Audit = &a
+		err = decodeInto(m.Data, &in.Audit)
 	}
 	if err != nil {
 		return in, streams.Permanent(fmt.Errorf("notifier: %w", err))
 	}
 	return in, nil
+}
+
+// decodeInto decodes data into the one event field of an Input that its
+// kind fills.
+func decodeInto[T any, PT interface {
+	*T
+	streams.Event
+}](data []byte, field **T) error {
+	v, err := streams.Decode[T, PT](data)
+	*field = &v
+	return err
 }
 
 // Warm implements pipeline.Stage: the series' recent closes, or its

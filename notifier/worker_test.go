@@ -57,19 +57,32 @@ func (b *bus) worker(t *testing.T, cfg notifier.Config) (stop func(), reg *prome
 // connection will be killed under it and its error is expected.
 func (b *bus) workerOn(t *testing.T, js jetstream.JetStream, cfg notifier.Config, dies bool) (stop func(), reg *prometheus.Registry) {
 	t.Helper()
-	rules, err := js.KeyValue(t.Context(), streams.BucketAlertRules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	assets, err := js.KeyValue(t.Context(), streams.BucketAssets)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules, assets := workerBuckets(t, js)
 	reg = prometheus.NewRegistry()
 	w, err := notifier.New(cfg, notifier.Deps{JS: js, Rules: rules, Assets: assets, Records: b.records, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return run(t, w, dies), reg
+}
+
+// workerBuckets opens the buckets a notifier worker reads on js.
+func workerBuckets(t *testing.T, js jetstream.JetStream) (rules, assets jetstream.KeyValue) {
+	t.Helper()
+	rules, err := js.KeyValue(t.Context(), streams.BucketAlertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assets, err = js.KeyValue(t.Context(), streams.BucketAssets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules, assets
+}
+
+// run runs w until the returned stop is called, or the test ends; w's
+// error fails the test unless dies says its connection is killed under it.
+func run(t *testing.T, w interface{ Run(context.Context) error }, dies bool) (stop func()) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -83,7 +96,7 @@ func (b *bus) workerOn(t *testing.T, js jetstream.JetStream, cfg notifier.Config
 		})
 	}
 	t.Cleanup(stop)
-	return stop, reg
+	return stop
 }
 
 // waitHandled waits until the durable consumer has acked everything up
@@ -161,6 +174,19 @@ func fired(t *testing.T, reg *prometheus.Registry) float64 {
 	return n
 }
 
+// aliceMove creates alice's 0.7% move rule on BTC/USD: the one rule that
+// the restart and the kill tests both fire across a stopped worker.
+func (b *bus) aliceMove(t *testing.T) notifier.Rule {
+	t.Helper()
+	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
+		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
+		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mine
+}
+
 // The done-when test of issue 12: a real stretch with a sharp move through
 // the worker, stopped and restarted between two firings of one rule (in
 // its cooldown, with its leg disarmed): every alert fires once, none is
@@ -169,12 +195,7 @@ func fired(t *testing.T, reg *prometheus.Registry) float64 {
 func TestWorkerReplaysRealMoveAcrossARestart(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
-	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
-		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
-		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine := b.aliceMove(t)
 	cfg := notifier.Config{System: notifier.SystemConfig{MovePercent: 2, MoveWindow: 15 * time.Minute, MoveCooldown: 30 * time.Minute}}
 	cs := stretchCandles(t)
 	cut := slices.IndexFunc(cs, func(c streams.Candle) bool { return c.Start.Equal(time.Date(2023, 3, 3, 1, 24, 0, 0, time.UTC)) })
@@ -277,12 +298,7 @@ func TestWorkerSecurityRule(t *testing.T) {
 func TestWorkerKilledMidStream(t *testing.T) {
 	b := newBus(t)
 	b.track(t, "BTC/USD")
-	mine, err := b.rules.Create(t.Context(), notifier.Rule{Owner: "alice", OwnerID: "id-alice", Kind: notifier.KindPercentMove, Symbol: "BTC/USD", Interval: streams.Interval1m,
-		Direction: notifier.Either, Threshold: 0.7, Window: notifier.Duration(15 * time.Minute), Cooldown: notifier.Duration(30 * time.Minute),
-		Hysteresis: 0.3, Trigger: notifier.TriggerOncePerClose})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine := b.aliceMove(t)
 	spec, _ := streams.Declare(1).Consumer(streams.ConsumerNotifierMarket)
 	spec.Config.AckWait, spec.Config.BackOff, spec.Config.PinnedTTL = time.Second, nil, time.Second
 	if _, err := b.js.CreateOrUpdateConsumer(t.Context(), spec.Stream, spec.Config); err != nil {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"cryptostream/datatest"
-	"cryptostream/features"
 	"cryptostream/forecast"
 	"cryptostream/streams"
 	"cryptostream/trainer"
@@ -15,19 +14,7 @@ import (
 // realVectors are the default features of the whole real 1-minute file.
 func realVectors(t testing.TB) []streams.FeatureVector {
 	t.Helper()
-	candles := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 0)
-	calc, err := features.NewCalculator(features.DefaultSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := features.NewSeries(calc)
-	var out []streams.FeatureVector
-	for i, c := range candles {
-		if v, o := s.Add(c, uint64(i+1)); o == features.Computed {
-			out = append(out, v)
-		}
-	}
-	return out
+	return vectorsOf(t, datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 0))
 }
 
 // TestWalkForwardRealFile: on the real 1-minute file the report holds the

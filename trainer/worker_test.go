@@ -82,6 +82,28 @@ func jobStatus(t *testing.T, kv jetstream.KeyValue, id string) (streams.JobStatu
 	return st, true
 }
 
+// runWorker runs a trainer with cfg on js until the test ends.
+func runWorker(t *testing.T, js jetstream.JetStream, cfg trainer.Config) {
+	t.Helper()
+	w, err := trainer.New(cfg, trainer.Deps{JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func bucket(t *testing.T, js jetstream.JetStream, name string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
 func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 	s := natstest.Server(t)
 	_, js := natstest.Connect(t, s)
@@ -96,24 +118,10 @@ func TestWorkerTrainsPromotesAndRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w, err := trainer.New(trainer.Config{Horizon: 1, Split: trainer.Split{TrainSize: 800, TestSize: 300, Folds: 2, Gap: 2}},
-		trainer.Deps{JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runWorker(t, js, trainer.Config{Horizon: 1, Split: trainer.Split{TrainSize: 800, TestSize: 300, Folds: 2, Gap: 2}})
 
-	jobsKV, err := js.KeyValue(ctx, streams.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := js.KeyValue(ctx, streams.BucketModelRegistry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobsKV := bucket(t, js, streams.BucketJobs)
+	reg := bucket(t, js, streams.BucketModelRegistry)
 	updates, err := js.OrderedConsumer(ctx, streams.StreamModels, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -248,32 +256,18 @@ func TestScheduleQueuesTraining(t *testing.T) {
 	if err := streams.Ensure(ctx, js, streams.Declare(1)); err != nil {
 		t.Fatal(err)
 	}
-	w, err := trainer.New(trainer.Config{Horizon: 1, Every: 100, Split: trainer.Split{TrainSize: 200, TestSize: 50, Folds: 1, Gap: 1}},
-		trainer.Deps{JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runWorker(t, js, trainer.Config{Horizon: 1, Every: 100, Split: trainer.Split{TrainSize: 200, TestSize: 50, Folds: 1, Gap: 1}})
 	vs := vectorsOf(t, meanReverting(500, 3))
 	for _, v := range vs[:350] {
 		if _, err := streams.Publish(ctx, js, &v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	jobsKV, err := js.KeyValue(ctx, streams.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobsKV := bucket(t, js, streams.BucketJobs)
 	// The vectors on the schedule's grid (a start a multiple of 100
 	// minutes) each queue one training, on the vectors up to the one that
 	// triggered it even though more are stored by the time it runs.
-	reg, err := js.KeyValue(ctx, streams.BucketModelRegistry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := bucket(t, js, streams.BucketModelRegistry)
 	var due []int
 	for i, v := range vs[:350] {
 		if v.Start.Unix()/60%100 == 0 {

@@ -411,6 +411,24 @@ func (tb *tab) login(base, user, pass string) {
 	tb.waitJS("the logged-in navigation", `document.querySelector("#logout")`)
 }
 
+// loginAt brings the tab forward, opens the app at hash and logs in on the
+// login page that hash leads to.
+func (tb *tab) loginAt(base, hash, user, pass string) {
+	tb.t.Helper()
+	tb.run(page.BringToFront())
+	tb.run(chromedp.Navigate(base + "/" + hash))
+	tb.login(base, user, pass)
+}
+
+// expiringLogin makes the tab's next login answer a token of user's that
+// expires in ttl, and returns when it expires.
+func (tb *tab) expiringLogin(s *system, user, pass string, ttl time.Duration) time.Time {
+	tb.t.Helper()
+	tok, exp := s.forge(tb.t, user, pass, ttl)
+	tb.fulfilLogin(tok, ttl)
+	return exp
+}
+
 // fulfilLogin answers the tab's next /auth/login with token instead of the
 // server (later logins reach the server): how a page is given a token
 // that expires in seconds.
@@ -1084,9 +1102,7 @@ func TestDashboard(t *testing.T) {
 			t.Fatalf("signup %s: %d %v", bob, code, m)
 		}
 		tb := newTab(t, browser, "bob")
-		tb.run(page.BringToFront())
-		tb.run(chromedp.Navigate(base + "/#/asset/BTC-USD?iv=1m&range=1h"))
-		tb.login(base, bob, bobPass)
+		tb.loginAt(base, "#/asset/BTC-USD?iv=1m&range=1h", bob, bobPass)
 		tb.waitJS("the chart", `window.cryptostream.chart && window.cryptostream.chart.snapshot().closed.length > 0`)
 		tb.eval(`window.__sameDocument = true`, nil)
 		tb.hash("#/account")
@@ -1131,11 +1147,8 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("the session warning and a re-login keep the page", func(t *testing.T) {
 		tb := newTab(t, browser, "relogin")
-		tok, exp := sys.forge(t, userName, userPass, 20*time.Second)
-		tb.fulfilLogin(tok, 20*time.Second)
-		tb.run(page.BringToFront())
-		tb.run(chromedp.Navigate(base + "/#/asset/BTC-USD?iv=1m&range=1h"))
-		tb.login(base, userName, userPass)
+		exp := tb.expiringLogin(sys, userName, userPass, 20*time.Second)
+		tb.loginAt(base, "#/asset/BTC-USD?iv=1m&range=1h", userName, userPass)
 		tb.waitJS("the chart", `window.cryptostream.chart && window.cryptostream.chart.snapshot().closed.length > 0`)
 		tb.eval(`window.__sameDocument = true`, nil)
 		tb.waitJS("the session warning", `document.querySelector("#session-warning #session-left")`)
@@ -1159,11 +1172,8 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("an expired token sends the page back to login", func(t *testing.T) {
 		tb := newTab(t, browser, "expiry")
-		tok, _ := sys.forge(t, userName, userPass, 5*time.Second)
-		tb.fulfilLogin(tok, 5*time.Second)
-		tb.run(page.BringToFront())
-		tb.run(chromedp.Navigate(base + "/#/asset/BTC-USD"))
-		tb.login(base, userName, userPass)
+		tb.expiringLogin(sys, userName, userPass, 5*time.Second)
+		tb.loginAt(base, "#/asset/BTC-USD", userName, userPass)
 		tb.waitJS("the chart", `window.cryptostream.chart`)
 		tb.waitJS("the login page with a message", `document.querySelector("#login-form") && /expired/.test(document.querySelector("#session-message").textContent)`)
 		var next string
