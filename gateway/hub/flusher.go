@@ -73,12 +73,12 @@ func (f *flusher) list(c *client) {
 // returned for the next round.
 //
 // Nine tenths of a round is the writev system calls themselves (profile at
-// 10,000 clients); around them it does as little per client as it can: the
-// counters of writes and frames are added once per round (two flushers
-// adding to the same counters for each client bounced their cache line
-// between the cores), a client's write starts at the clock reading that
-// ended the last one, and the queue's condition is signalled only when
-// someone waits on it.
+// 10,000 clients; BenchmarkNonBlockingWrite: ~8.5 us of CPU per write, so
+// ~85 ms per round over 10,000 clients whatever the rest does). Around them
+// it does as little per client as it can: the counters of writes and frames
+// are added once per round, a client's write starts at the clock reading
+// that ended the last one, and the queue's condition is signalled only when
+// someone waits on it. Together that was about 2% of a round.
 func (f *flusher) round(bufs [][]byte) [][]byte {
 	f.mu.Lock()
 	dirty := f.dirty
