@@ -289,6 +289,20 @@ type horizon struct {
 	hits      []hitWindow
 	intervals []Interval
 	pooled    bool
+	// slot is t mod (h+1), the ring index of the forecast made at t, and
+	// row t mod (span+1), that of the log-HAR's row at t (every har of a
+	// horizon has the same span): counted rather than divided for.
+	slot, row int
+}
+
+// next moves the horizon's ring indices on by one grid point.
+func (hz *horizon) next() {
+	if hz.slot++; hz.slot > hz.h {
+		hz.slot = 0
+	}
+	if hz.row++; hz.row > hz.har[0].span {
+		hz.row = 0
+	}
 }
 
 type pending struct {
@@ -482,10 +496,11 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 	r2 := r * r
 
 	// The interval's own update, using only what came before it.
+	b := s.prof.bucket(unix)
 	if d := s.dayRaw.mean(&s.raw); d > 0 {
-		s.prof.observe(unix, math.Abs(r)/math.Sqrt(d))
+		s.prof.observe(b, math.Abs(r)/math.Sqrt(d))
 	}
-	u := r2 / s.prof.factor(unix)
+	u := r2 / s.prof.s[b]
 	s.raw.push(r2)
 	s.u.push(u)
 	s.dayRaw.update(&s.raw)
@@ -498,7 +513,8 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 	for i := range s.ewma {
 		s.ewma[i].add(u)
 	}
-	if s.t%s.day == 0 {
+	dayEnd, refit := s.t%s.day == 0, s.t%s.cfg.RefitEvery == 0
+	if dayEnd {
 		s.dayRaw.recompute(&s.raw)
 		s.hourRaw.recompute(&s.raw)
 		s.dayU.recompute(&s.u)
@@ -508,18 +524,24 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 		}
 	}
 	for _, hz := range s.hz {
+		hz.next()
 		hz.raw.update(&s.raw)
 		hz.uSpan.update(&s.u)
-		if s.t%s.day == 0 {
+		if dayEnd {
 			hz.raw.recompute(&s.raw)
 			hz.uSpan.recompute(&s.u)
 		}
 		s.score(hz)
+		// The row made span points ago: (t-span) mod (span+1).
+		learnt := hz.row + 1
+		if learnt > hz.har[0].span {
+			learnt = 0
+		}
 		for _, m := range hz.har {
 			if s.t >= m.span && s.t-m.span >= s.hour {
-				m.learn(s.t, hz.uSpan.sum/float64(m.span))
+				m.learn(learnt, hz.uSpan.sum/float64(m.span))
 			}
-			if s.t%s.cfg.RefitEvery == 0 && m.weight >= float64(s.day)/4 {
+			if refit && m.weight >= float64(s.day)/4 {
 				m.solve()
 			}
 		}
@@ -532,8 +554,11 @@ func (s *Series) score(hz *horizon) {
 	if s.t < hz.h {
 		return
 	}
-	origin := s.t - hz.h
-	slot := origin % (hz.h + 1)
+	// The forecast made at t-h: (t-h) mod (h+1) is (t+1) mod (h+1).
+	slot := hz.slot + 1
+	if slot > hz.h {
+		slot = 0
+	}
 	p := &hz.pend[slot]
 	if !p.valid {
 		return
@@ -605,7 +630,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 	start := time.Unix(unix, 0).UTC()
 	nl := len(s.cfg.Levels)
 	for k, hz := range s.hz {
-		slot := s.t % (hz.h + 1)
+		slot := hz.slot
 		season := s.prof.forward(unix, s.ivSec, hz.h)
 		cv := hz.candVar[slot*hz.cands : (slot+1)*hz.cands]
 		ne := len(s.ewma)
@@ -614,7 +639,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		}
 		c := ne
 		for i, m := range hz.har {
-			row := m.row(s.t)
+			row := hz.row
 			x := m.slot(row)
 			*x = s.x[i]
 			m.floors[row] = s.floor

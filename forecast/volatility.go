@@ -21,6 +21,12 @@ type profile struct {
 	m         []ewMean
 	s         []float64 // the normalised variance factors, refreshed per bucket
 	last      int       // bucket of the last update
+	// aligned: the buckets tile the day exactly, so that for a time t at
+	// or after 1970 the bucket and the offset in it come from t's second
+	// of the day with one division (integer divisions, some 30 a candle,
+	// were a tenth of the step's time), the same integers as the general
+	// way.
+	aligned bool
 }
 
 func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int) profile {
@@ -28,7 +34,8 @@ func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int
 	bucketSec := max(86400/int64(buckets), ivSec)
 	nb := int(max(86400/bucketSec, 1))
 	perDay := float64(max(bucketSec/max(ivSec, 1), 1))
-	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), m: make([]ewMean, nb), s: make([]float64, nb), last: -1}
+	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), m: make([]ewMean, nb), s: make([]float64, nb), last: -1,
+		aligned: 86400%bucketSec == 0}
 	for i := range p.m {
 		p.m[i] = newEWMean(halfLifeDays * perDay)
 		p.s[i] = 1
@@ -37,6 +44,9 @@ func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int
 }
 
 func (p *profile) bucket(unix int64) int {
+	if p.aligned && unix >= 0 {
+		return int(unix % 86400 / p.bucketSec) // below len(p.m): the day is whole buckets
+	}
 	sec := unix % 86400
 	if sec < 0 {
 		sec += 86400
@@ -44,11 +54,8 @@ func (p *profile) bucket(unix int64) int {
 	return int(sec/p.bucketSec) % len(p.m)
 }
 
-func (p *profile) factor(unix int64) float64 { return p.s[p.bucket(unix)] }
-
-// observe adds the interval starting at unix with |r| relative to rms.
-func (p *profile) observe(unix int64, z float64) {
-	b := p.bucket(unix)
+// observe adds an interval in bucket b with |r| relative to rms.
+func (p *profile) observe(b int, z float64) {
 	p.m[b].add(z)
 	if b != p.last {
 		p.last = b
@@ -86,9 +93,25 @@ func (p *profile) forward(unix, ivSec int64, h int) float64 {
 	t := unix + ivSec
 	var sum float64
 	for h > 0 {
-		b := p.bucket(t)
-		end := t - t%p.bucketSec + p.bucketSec
-		n := int((end - t + ivSec - 1) / ivSec)
+		// n, the intervals left in t's bucket, is only needed if more
+		// than one interval is: min(max(n, 1), 1) is 1.
+		var b int
+		n := 1
+		if p.aligned && t >= 0 {
+			sec := t % 86400
+			q := sec / p.bucketSec
+			b = int(q)
+			if h > 1 {
+				end := t - (sec - q*p.bucketSec) + p.bucketSec // t%bucketSec, as bucketSec divides the day
+				n = int((end - t + ivSec - 1) / ivSec)
+			}
+		} else {
+			b = p.bucket(t)
+			if h > 1 {
+				end := t - t%p.bucketSec + p.bucketSec
+				n = int((end - t + ivSec - 1) / ivSec)
+			}
+		}
 		n = min(max(n, 1), h)
 		sum += float64(n) * p.s[b]
 		h -= n
@@ -148,10 +171,6 @@ func newHAR(span, recent int, ridges []float64, memory float64) *har {
 	return h
 }
 
-// row is the ring index of grid point t's row (one modulo, taken once
-// for the row's regressors, floor and exps).
-func (h *har) row(t int) int { return t % (h.span + 1) }
-
 // slot is the row's regressors, as an array so that the loops over them
 // carry no bounds checks.
 func (h *har) slot(row int) *[harDim]float64 {
@@ -172,10 +191,9 @@ func (h *har) level(k, row int, x *[harDim]float64) float64 {
 	return h.scale[k].v * e
 }
 
-// learn adds the row made span steps ago, now that its outcome (the mean
-// deseasonalised variance since) is known.
-func (h *har) learn(t int, outcome float64) {
-	r := h.row(t - h.span)
+// learn adds the row made span steps ago, at ring index r, now that its
+// outcome (the mean deseasonalised variance since) is known.
+func (h *har) learn(r int, outcome float64) {
 	x := h.slot(r)
 	floor := h.floors[r]
 	y := math.Log(outcome + floor)
