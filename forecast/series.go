@@ -328,6 +328,7 @@ type Series struct {
 	t           int // grid points since the start, the newest being t
 	started     bool
 	lastUnix    int64
+	r           float64 // the newest interval's log return
 	closes      ring
 	raw, u      ring
 	dayRaw      windowSum
@@ -491,6 +492,7 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 	}
 	s.t++
 	r := math.Log(close / s.closes.at(0))
+	s.r = r
 	s.closes.push(close)
 	s.lastUnix = unix
 	r2 := r * r
@@ -564,7 +566,10 @@ func (s *Series) score(hz *horizon) {
 		return
 	}
 	p.valid = false
-	ret := math.Log(s.closes.at(0) / s.closes.at(hz.h))
+	ret := s.r // the same quotient's log at one interval
+	if hz.h != 1 {
+		ret = math.Log(s.closes.at(0) / s.closes.at(hz.h))
+	}
 	rv := hz.raw.sum
 	logged := 0 // candidates whose log the pool took
 	if hz.pooled {
