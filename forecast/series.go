@@ -711,9 +711,11 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 // [from, to), b being the best of those before from (best(hz, i, i+1, to)
 // is the best in [i, to)); the first until any has been scored.
 func (s *Series) best(hz *horizon, b, from, to int) int {
+	ls := hz.loss[:to]
+	bn, bv := ls[b].n, ls[b].v
 	for c := from; c < to; c++ {
-		if hz.loss[c].n > 0 && (hz.loss[b].n == 0 || hz.loss[c].v < hz.loss[b].v) {
-			b = c
+		if l := &ls[c]; l.n > 0 && (bn == 0 || l.v < bv) {
+			b, bn, bv = c, l.n, l.v
 		}
 	}
 	return b
