@@ -575,16 +575,21 @@ func (s *Series) score(hz *horizon) {
 	if hz.pooled {
 		logged = hz.cands - 2
 	}
-	for c := range hz.cands {
-		f := hz.candVar[slot*hz.cands+c]
+	cv := hz.candVar[slot*hz.cands : (slot+1)*hz.cands]
+	ls := hz.loss[:len(cv)]
+	var logs []float64
+	if logged > 0 {
+		logs = hz.candLog[slot*hz.cands : slot*hz.cands+logged]
+	}
+	for c, f := range cv {
 		if f > 0 {
 			var lf float64
-			if c < logged {
-				lf = hz.candLog[slot*hz.cands+c]
+			if c < len(logs) {
+				lf = logs[c]
 			} else {
 				lf = math.Log(f)
 			}
-			hz.loss[c].add(rv/f + lf)
+			ls[c].add(rv/f + lf)
 		}
 	}
 	nl := len(s.cfg.Levels)
