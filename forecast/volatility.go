@@ -27,9 +27,8 @@ type profile struct {
 	last      int       // bucket of the last update
 	// aligned: the buckets tile the day exactly, so that for a time t at
 	// or after 1970 the bucket and the offset in it come from t's second
-	// of the day with one division (integer divisions, some 30 a candle,
-	// were a tenth of the step's time), the same integers as the general
-	// way.
+	// of the day with one integer division instead of four (forward runs
+	// per horizon per candle), the same integers as the general way.
 	aligned bool
 }
 
