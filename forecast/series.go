@@ -289,6 +289,20 @@ type horizon struct {
 	hits      []hitWindow
 	intervals []Interval
 	pooled    bool
+	// slot is t mod (h+1), the ring index of the forecast made at t, and
+	// row t mod (span+1), that of the log-HAR's row at t (every har of a
+	// horizon has the same span): counted rather than divided for.
+	slot, row int
+}
+
+// next moves the horizon's ring indices on by one grid point.
+func (hz *horizon) next() {
+	if hz.slot++; hz.slot > hz.h {
+		hz.slot = 0
+	}
+	if hz.row++; hz.row > hz.har[0].span {
+		hz.row = 0
+	}
 }
 
 type pending struct {
@@ -314,6 +328,7 @@ type Series struct {
 	t           int // grid points since the start, the newest being t
 	started     bool
 	lastUnix    int64
+	r           float64 // the newest interval's log return
 	closes      ring
 	raw, u      ring
 	dayRaw      windowSum
@@ -477,15 +492,17 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 	}
 	s.t++
 	r := math.Log(close / s.closes.at(0))
+	s.r = r
 	s.closes.push(close)
 	s.lastUnix = unix
 	r2 := r * r
 
 	// The interval's own update, using only what came before it.
+	b := s.prof.bucket(unix)
 	if d := s.dayRaw.mean(&s.raw); d > 0 {
-		s.prof.observe(unix, math.Abs(r)/math.Sqrt(d))
+		s.prof.observe(b, math.Abs(r)/math.Sqrt(d))
 	}
-	u := r2 / s.prof.factor(unix)
+	u := r2 / s.prof.s[b]
 	s.raw.push(r2)
 	s.u.push(u)
 	s.dayRaw.update(&s.raw)
@@ -498,7 +515,8 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 	for i := range s.ewma {
 		s.ewma[i].add(u)
 	}
-	if s.t%s.day == 0 {
+	dayEnd, refit := s.t%s.day == 0, s.t%s.cfg.RefitEvery == 0
+	if dayEnd {
 		s.dayRaw.recompute(&s.raw)
 		s.hourRaw.recompute(&s.raw)
 		s.dayU.recompute(&s.u)
@@ -508,18 +526,24 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 		}
 	}
 	for _, hz := range s.hz {
+		hz.next()
 		hz.raw.update(&s.raw)
 		hz.uSpan.update(&s.u)
-		if s.t%s.day == 0 {
+		if dayEnd {
 			hz.raw.recompute(&s.raw)
 			hz.uSpan.recompute(&s.u)
 		}
 		s.score(hz)
+		// The row made span points ago: (t-span) mod (span+1).
+		learnt := hz.row + 1
+		if learnt > hz.har[0].span {
+			learnt = 0
+		}
 		for _, m := range hz.har {
 			if s.t >= m.span && s.t-m.span >= s.hour {
-				m.learn(s.t, hz.uSpan.sum/float64(m.span))
+				m.learn(learnt, hz.uSpan.sum/float64(m.span))
 			}
-			if s.t%s.cfg.RefitEvery == 0 && m.weight >= float64(s.day)/4 {
+			if refit && m.weight >= float64(s.day)/4 {
 				m.solve()
 			}
 		}
@@ -532,29 +556,40 @@ func (s *Series) score(hz *horizon) {
 	if s.t < hz.h {
 		return
 	}
-	origin := s.t - hz.h
-	slot := origin % (hz.h + 1)
+	// The forecast made at t-h: (t-h) mod (h+1) is (t+1) mod (h+1).
+	slot := hz.slot + 1
+	if slot > hz.h {
+		slot = 0
+	}
 	p := &hz.pend[slot]
 	if !p.valid {
 		return
 	}
 	p.valid = false
-	ret := math.Log(s.closes.at(0) / s.closes.at(hz.h))
+	ret := s.r // the same quotient's log at one interval
+	if hz.h != 1 {
+		ret = math.Log(s.closes.at(0) / s.closes.at(hz.h))
+	}
 	rv := hz.raw.sum
 	logged := 0 // candidates whose log the pool took
 	if hz.pooled {
 		logged = hz.cands - 2
 	}
-	for c := range hz.cands {
-		f := hz.candVar[slot*hz.cands+c]
+	cv := hz.candVar[slot*hz.cands : (slot+1)*hz.cands]
+	ls := hz.loss[:len(cv)]
+	var logs []float64
+	if logged > 0 {
+		logs = hz.candLog[slot*hz.cands : slot*hz.cands+logged]
+	}
+	for c, f := range cv {
 		if f > 0 {
 			var lf float64
-			if c < logged {
-				lf = hz.candLog[slot*hz.cands+c]
+			if c < len(logs) {
+				lf = logs[c]
 			} else {
 				lf = math.Log(f)
 			}
-			hz.loss[c].add(rv/f + lf)
+			ls[c].add(rv/f + lf)
 		}
 	}
 	nl := len(s.cfg.Levels)
@@ -605,7 +640,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 	start := time.Unix(unix, 0).UTC()
 	nl := len(s.cfg.Levels)
 	for k, hz := range s.hz {
-		slot := s.t % (hz.h + 1)
+		slot := hz.slot
 		season := s.prof.forward(unix, s.ivSec, hz.h)
 		cv := hz.candVar[slot*hz.cands : (slot+1)*hz.cands]
 		ne := len(s.ewma)
@@ -614,7 +649,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		}
 		c := ne
 		for i, m := range hz.har {
-			row := m.row(s.t)
+			row := hz.row
 			x := m.slot(row)
 			*x = s.x[i]
 			m.floors[row] = s.floor
@@ -681,9 +716,11 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 // [from, to), b being the best of those before from (best(hz, i, i+1, to)
 // is the best in [i, to)); the first until any has been scored.
 func (s *Series) best(hz *horizon, b, from, to int) int {
+	ls := hz.loss[:to]
+	bn, bv := ls[b].n, ls[b].v
 	for c := from; c < to; c++ {
-		if hz.loss[c].n > 0 && (hz.loss[b].n == 0 || hz.loss[c].v < hz.loss[b].v) {
-			b = c
+		if l := &ls[c]; l.n > 0 && (bn == 0 || l.v < bv) {
+			b, bn, bv = c, l.n, l.v
 		}
 	}
 	return b

@@ -2,8 +2,12 @@ package forecast
 
 import (
 	"math"
+	"slices"
 	"time"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/lapack/lapack64"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -21,6 +25,11 @@ type profile struct {
 	m         []ewMean
 	s         []float64 // the normalised variance factors, refreshed per bucket
 	last      int       // bucket of the last update
+	// aligned: the buckets tile the day exactly, so that for a time t at
+	// or after 1970 the bucket and the offset in it come from t's second
+	// of the day with one integer division instead of four (forward runs
+	// per horizon per candle), the same integers as the general way.
+	aligned bool
 }
 
 func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int) profile {
@@ -28,7 +37,8 @@ func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int
 	bucketSec := max(86400/int64(buckets), ivSec)
 	nb := int(max(86400/bucketSec, 1))
 	perDay := float64(max(bucketSec/max(ivSec, 1), 1))
-	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), m: make([]ewMean, nb), s: make([]float64, nb), last: -1}
+	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), m: make([]ewMean, nb), s: make([]float64, nb), last: -1,
+		aligned: 86400%bucketSec == 0}
 	for i := range p.m {
 		p.m[i] = newEWMean(halfLifeDays * perDay)
 		p.s[i] = 1
@@ -37,6 +47,9 @@ func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int
 }
 
 func (p *profile) bucket(unix int64) int {
+	if p.aligned && unix >= 0 {
+		return int(unix % 86400 / p.bucketSec) // below len(p.m): the day is whole buckets
+	}
 	sec := unix % 86400
 	if sec < 0 {
 		sec += 86400
@@ -44,11 +57,8 @@ func (p *profile) bucket(unix int64) int {
 	return int(sec/p.bucketSec) % len(p.m)
 }
 
-func (p *profile) factor(unix int64) float64 { return p.s[p.bucket(unix)] }
-
-// observe adds the interval starting at unix with |r| relative to rms.
-func (p *profile) observe(unix int64, z float64) {
-	b := p.bucket(unix)
+// observe adds an interval in bucket b with |r| relative to rms.
+func (p *profile) observe(b int, z float64) {
 	p.m[b].add(z)
 	if b != p.last {
 		p.last = b
@@ -86,9 +96,25 @@ func (p *profile) forward(unix, ivSec int64, h int) float64 {
 	t := unix + ivSec
 	var sum float64
 	for h > 0 {
-		b := p.bucket(t)
-		end := t - t%p.bucketSec + p.bucketSec
-		n := int((end - t + ivSec - 1) / ivSec)
+		// n, the intervals left in t's bucket, is only needed if more
+		// than one interval is: min(max(n, 1), 1) is 1.
+		var b int
+		n := 1
+		if p.aligned && t >= 0 {
+			sec := t % 86400
+			q := sec / p.bucketSec
+			b = int(q)
+			if h > 1 {
+				end := t - (sec - q*p.bucketSec) + p.bucketSec // t%bucketSec, as bucketSec divides the day
+				n = int((end - t + ivSec - 1) / ivSec)
+			}
+		} else {
+			b = p.bucket(t)
+			if h > 1 {
+				end := t - t%p.bucketSec + p.bucketSec
+				n = int((end - t + ivSec - 1) / ivSec)
+			}
+		}
 		n = min(max(n, 1), h)
 		sum += float64(n) * p.s[b]
 		h -= n
@@ -128,29 +154,25 @@ type har struct {
 	gen    []uint64
 	expf   []float64 // per row slot, per ridge
 	expGen []uint64
-	// scratch for the solve, reused.
-	sym  *mat.SymDense
-	chol mat.Cholesky
-	rhs  *mat.VecDense
-	sol  *mat.VecDense
+	// scratch for the solve: the factor (upper triangle), the solution
+	// and the condition estimate's work.
+	fact  [harDim * harDim]float64
+	sol   [harDim]float64
+	work  [3 * harDim]float64
+	iwork [harDim]int
 }
 
 func newHAR(span, recent int, ridges []float64, memory float64) *har {
 	h := &har{span: span, recent: recent, forget: pow2(-1 / memory), rows: make([]float64, (span+1)*harDim),
 		floors: make([]float64, span+1), ridges: ridges, beta: make([][harDim]float64, len(ridges)),
 		scale: make([]ewMean, len(ridges)), fitted: make([]bool, len(ridges)),
-		gen: make([]uint64, len(ridges)), expf: make([]float64, (span+1)*len(ridges)), expGen: make([]uint64, (span+1)*len(ridges)),
-		sym: mat.NewSymDense(harDim, nil), rhs: mat.NewVecDense(harDim, nil), sol: mat.NewVecDense(harDim, nil)}
+		gen: make([]uint64, len(ridges)), expf: make([]float64, (span+1)*len(ridges)), expGen: make([]uint64, (span+1)*len(ridges))}
 	for i := range h.scale {
 		h.scale[i] = newEWMean(memory)
 		h.gen[i] = 1 // no row holds an exp yet
 	}
 	return h
 }
-
-// row is the ring index of grid point t's row (one modulo, taken once
-// for the row's regressors, floor and exps).
-func (h *har) row(t int) int { return t % (h.span + 1) }
 
 // slot is the row's regressors, as an array so that the loops over them
 // carry no bounds checks.
@@ -172,10 +194,9 @@ func (h *har) level(k, row int, x *[harDim]float64) float64 {
 	return h.scale[k].v * e
 }
 
-// learn adds the row made span steps ago, now that its outcome (the mean
-// deseasonalised variance since) is known.
-func (h *har) learn(t int, outcome float64) {
-	r := h.row(t - h.span)
+// learn adds the row made span steps ago, at ring index r, now that its
+// outcome (the mean deseasonalised variance since) is known.
+func (h *har) learn(r int, outcome float64) {
 	x := h.slot(r)
 	floor := h.floors[r]
 	y := math.Log(outcome + floor)
@@ -211,32 +232,75 @@ func (h *har) learn(t int, outcome float64) {
 	}
 }
 
-// solve refits every ridge candidate on the rows learnt so far.
+// solve refits every ridge candidate on the rows learnt so far. It is
+// mat.Cholesky's Factorize and SolveVecTo, the same LAPACK calls on the
+// same values, so the same bits, except that the condition estimate
+// (Pocon, most of a solve's cost) is taken only when a cheap bound cannot
+// show it is below the tolerance SolveVecTo refuses a fit above.
 func (h *har) solve() {
 	for k, lambda := range h.ridges {
+		f := &h.fact
 		for i := range harDim {
 			for j := i; j < harDim; j++ {
 				v := h.a[i*harDim+j]
 				if i == j && i > 0 {
 					v += lambda * h.weight
 				}
-				h.sym.SetSym(i, j, v)
+				f[i*harDim+j] = v
 			}
-			h.rhs.SetVec(i, h.b[i])
 		}
-		if !h.chol.Factorize(h.sym) {
+		sym := blas64.Symmetric{Uplo: blas.Upper, N: harDim, Stride: harDim, Data: f[:]}
+		norm := lapack64.Lansy(mat.CondNorm, sym, h.work[:harDim])
+		u, ok := lapack64.Potrf(sym)
+		if !ok {
 			continue
 		}
-		if err := h.chol.SolveVecTo(h.sol, h.rhs); err != nil {
+		h.sol = h.b
+		lapack64.Potrs(u, blas64.General{Rows: harDim, Cols: 1, Stride: 1, Data: h.sol[:]})
+		if !h.conditioned(norm) {
 			continue // ill-conditioned: keep the last good fit
 		}
-		for j := range harDim {
-			h.beta[k][j] = h.sol.AtVec(j)
-		}
+		h.beta[k] = h.sol
 		h.gen[k]++
 		if !h.fitted[k] {
 			h.fitted[k] = true
 			h.scale[k].v, h.scale[k].n = 1, 0
 		}
 	}
+}
+
+// conditioned is SolveVecTo's test on the factor U in h.fact of a matrix
+// of 1-norm norm: Pocon's condition estimate at most mat.ConditionTolerance.
+// That estimate is at most the true 1-norm condition, itself at most
+// norm·‖U⁻¹‖₁·‖U⁻¹‖∞ (A⁻¹ = U⁻¹U⁻ᵀ); a bound a hundred times below the
+// tolerance leaves room for rounding, and only above it is the estimate
+// taken.
+func (h *har) conditioned(norm float64) bool {
+	const n = harDim
+	u := &h.fact
+	var inv [n * n]float64 // U⁻¹, upper triangular
+	for j := range n {
+		inv[j*n+j] = 1 / u[j*n+j]
+		for i := j - 1; i >= 0; i-- {
+			var s float64
+			for m := i + 1; m <= j; m++ {
+				s += u[i*n+m] * inv[m*n+j]
+			}
+			inv[i*n+j] = -s / u[i*n+i]
+		}
+	}
+	var col, row [n]float64
+	for i := range n {
+		for j := i; j < n; j++ {
+			a := math.Abs(inv[i*n+j])
+			row[i] += a
+			col[j] += a
+		}
+	}
+	bound := norm * slices.Max(col[:]) * slices.Max(row[:])
+	if norm > 0 && bound < mat.ConditionTolerance/100 {
+		return true // NaN fails the test and takes the estimate
+	}
+	sym := blas64.Symmetric{Uplo: blas.Upper, N: n, Stride: n, Data: u[:]}
+	return !(1/lapack64.Pocon(sym, norm, h.work[:], h.iwork[:]) > mat.ConditionTolerance)
 }
