@@ -197,7 +197,7 @@ func (d *CandleDecoder) trace(p *candleParser) (Trace, bool) {
 			return nil, false
 		}
 		if t == nil {
-			t = make(Trace, 0, 4) // room for the hops after ingest's
+			t = make(Trace, 0, 1) // a live candle has ingest's hop only; Stamp copies
 		}
 		t = append(t, h)
 		if p.byte(']') {

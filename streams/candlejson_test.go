@@ -132,25 +132,30 @@ func TestCandleDecoderAllocs(t *testing.T) {
 	}
 }
 
+// BenchmarkDecodeCandle: an imported candle (no trace) and a live one
+// (ingest's hop in its trace), each through Decode and CandleDecoder.
 func BenchmarkDecodeCandle(b *testing.B) {
-	in := []byte(candleInputs(b)[0])
-	b.Run("Decode", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := Decode[Candle](in); err != nil {
-				b.Fatal(err)
+	inputs := candleInputs(b)
+	for _, in := range []struct{ name, data string }{{"imported", inputs[0]}, {"live", inputs[1]}} {
+		data := []byte(in.data)
+		b.Run(in.name+"/Decode", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Decode[Candle](data); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
-	b.Run("CandleDecoder", func(b *testing.B) {
-		b.ReportAllocs()
-		var d CandleDecoder
-		for b.Loop() {
-			if _, err := d.Decode(in); err != nil {
-				b.Fatal(err)
+		})
+		b.Run(in.name+"/CandleDecoder", func(b *testing.B) {
+			b.ReportAllocs()
+			var d CandleDecoder
+			for b.Loop() {
+				if _, err := d.Decode(data); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
 }
 
 // TestCandleDecoderTraced: a live candle (ingest's hop in its trace)
