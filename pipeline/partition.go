@@ -35,7 +35,13 @@ import (
 // a takeover reads the lease from the bucket first (refresh), since a
 // watch lags for 10 s and more while its consumer is rebuilt after a node
 // loss, and a round runs as soon as a seen lease or membership runs out
-// rather than at the next tick. The server's pin stays as
+// rather than at the next tick. An owner whose pin moves while it holds
+// the lease (the consumer's leader lost with a node, and the deliveries it
+// had sent) resets the consumer itself, and a new owner starts its runner
+// only once its reset is answered (runner.go's takeOver says why). The
+// round never waits for a partition to stop: one that drains, or hangs in
+// a step, must not keep the other leases from being renewed, and a stage
+// stuck in a step lets its lease expire. The server's pin stays as
 // the guard that two instances never both receive a symbol's inputs. An
 // owner steps and publishes a partition only while its fence is open: up
 // to a local deadline set from its last renewal that reached the bucket

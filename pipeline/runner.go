@@ -391,15 +391,13 @@ func (r *Runner) newOwner(batch []jetstream.Msg) {
 // own (a lost node took the consumer's leader, and with it deliveries that
 // never arrived: TestClusterFailover stalled 30 s, AckWait, in 5 of 55
 // runs). It rewinds the consumer to its ack floor first, so that whatever
-// is in flight comes again at once. Once the reset is answered, what the
-// runner holds is dropped: the server forgets it and delivers it again,
-// from the ack floor and in order, so that the count starts afresh on the
-// redelivery. A reset not answered is tried again each second. Once it is,
-// the server has forgotten what it delivered before, and delivers again in
-// stream order from the sequence it was reset to: only what the runner holds
-// from there up to what the server has delivered counts, and what it holds
-// beyond (copies from before the reset) is dropped, to come again.
-// Redeliveries may arrive before the answer does.
+// is in flight comes again at once; a reset not answered is tried again
+// each second. Once one is answered, the server has forgotten what it
+// delivered before and delivers again, in stream order, from the sequence
+// it was reset to: only what the runner holds from there up to what the
+// server has delivered counts, and what it holds beyond (copies from
+// before the reset) is dropped, to come again. Nothing held is dropped at
+// the answer itself: redeliveries may arrive before it does.
 func (r *Runner) takeOver(ctx context.Context, stop <-chan struct{}, cons jetstream.Consumer, in *inbox, batch []jetstream.Msg, reset bool) ([]jetstream.Msg, bool) {
 	held := slices.Clone(batch)
 	poll := time.NewTicker(100 * time.Millisecond)
