@@ -173,7 +173,7 @@ func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
 // cleanups still have time to run and say what the system did.
 func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (done bool, progress string)) {
 	t.Helper()
-	deadline, bounded := testDeadline(t)
+	deadline, bounded := Deadline(t)
 	last, since := "", time.Now()
 	for {
 		done, progress := cond()
@@ -198,9 +198,11 @@ func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (d
 // before the binary is killed.
 const deadlineMargin = time.Minute
 
-// testDeadline is when a wait gives up for the test's deadline: a margin
-// before go test's -timeout, if it has one.
-func testDeadline(t testing.TB) (time.Time, bool) {
+// Deadline is when a wait gives up for the test's deadline: a margin
+// before go test's -timeout, if it has one. A wait with nothing to measure
+// (a read that blocks, a command that waits for its job) takes it as its
+// bound, so that it fails with what it waited for instead of hanging.
+func Deadline(t testing.TB) (time.Time, bool) {
 	d, ok := t.(interface{ Deadline() (time.Time, bool) })
 	if !ok {
 		return time.Time{}, false

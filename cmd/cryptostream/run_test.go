@@ -299,7 +299,7 @@ func TestRunExternalAndListen(t *testing.T) {
 			t.Fatalf("topology not ensured on the external server: %v", err)
 		}
 		cancel()
-		if err := <-done; err != nil {
+		if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 			t.Fatal(err)
 		}
 		if !external.Running() {
@@ -356,7 +356,7 @@ func TestRunExternalAndListen(t *testing.T) {
 			t.Fatalf("the stock client cannot see the streams on %s: %v", addr, err)
 		}
 		cancel()
-		if err := <-done; err != nil {
+		if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 			t.Fatal(err)
 		}
 	})
