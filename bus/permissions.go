@@ -69,7 +69,9 @@ var roleAccess = map[string]access{
 	},
 	RolePredictor: {
 		write: []string{streams.StreamPredictions},
-		read:  []string{streams.StreamFeatures, streams.StreamJobs, streams.StreamModels},
+		// PREDICTIONS: a warm after a takeover or a lost lease reads back
+		// the forecasts still waiting for their target.
+		read: []string{streams.StreamFeatures, streams.StreamJobs, streams.StreamModels, streams.StreamPredictions},
 		// It stores each forecast's running score beside the models.
 		kvWrite: []string{streams.BucketModelRegistry, streams.BucketJobs, streams.BucketLeases},
 		objRead: []string{streams.ObjectStoreModels},

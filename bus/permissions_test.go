@@ -413,3 +413,22 @@ func TestPartitionOwnersClaimTheirFence(t *testing.T) {
 		})
 	}
 }
+
+// The predictor reads back its own forecasts still waiting for their
+// target when it warms a series after a takeover or a lost lease
+// (Predictions.Warm tails PREDICTIONS): as its own user, beside stress-ng,
+// TestRolesRunAsTheirOwnNATSUsers saw "Permissions Violation for Publish
+// to $JS.API.CONSUMER.CREATE.PREDICTIONS..." and the warm failed.
+func TestPredictorTailsItsForecasts(t *testing.T) {
+	s, dir := lockedServer(t)
+	ctx := t.Context()
+	_, js := connectAs(t, s, dir, RolePredictor)
+	subject := streams.PredictionSubject(streams.Interval1m, "BTC/USD")
+	if _, err := js.Publish(ctx, subject, []byte(`{"v":1}`)); err != nil {
+		t.Fatalf("publish a forecast: %v", err)
+	}
+	msgs, err := streams.Tail(ctx, js, streams.StreamPredictions, subject, 10, 0)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("tail of its own forecasts: %d messages, %v", len(msgs), err)
+	}
+}

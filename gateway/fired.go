@@ -50,21 +50,11 @@ func (f *firings) LastFired(id string) (time.Time, bool) {
 	return t, ok
 }
 
-// Run reads and then follows ALERTS until ctx ends, starting again a
-// second after the stream or its consumer cannot be opened.
+// Run reads and then follows ALERTS until ctx ends, starting again after
+// the stream or its consumer cannot be opened.
 func (f *firings) Run(ctx context.Context) error {
-	for {
-		err := f.follow(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		f.log.Warn("alerts index: cannot read ALERTS; rules' last fired times stop moving until it can", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	streams.Rewatch(ctx, f.log, "alerts index: cannot read ALERTS; rules' last fired times stop moving until it can", nil, f.follow, nil)
+	return nil
 }
 
 func (f *firings) follow(ctx context.Context) error {

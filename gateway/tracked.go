@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -84,28 +83,19 @@ func (t *trackedAssets) set(m map[string]trackedEntry, key string, rev uint64, t
 	m[key] = trackedEntry{rev: rev, tracked: tracked}
 }
 
-// Run follows the bucket until ctx ends, watching again a second after the
-// watch ends.
+// Run follows the bucket until ctx ends, watching again after the watch
+// ends.
 func (t *trackedAssets) Run(ctx context.Context) error {
 	if t.watch == nil {
 		<-ctx.Done()
 		return nil
 	}
-	for {
-		err := t.follow(ctx)
+	streams.Rewatch(ctx, t.log, "assets watch ended; tracked assets are read from the bucket until it resumes", nil, t.follow, func(error) {
 		t.mu.Lock()
 		t.synced = false
 		t.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil
-		}
-		t.log.Warn("assets watch ended; tracked assets are read from the bucket until it resumes", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	})
+	return nil
 }
 
 func (t *trackedAssets) follow(ctx context.Context) error {

@@ -98,10 +98,16 @@ func (h *harness) addAsset(t *testing.T, sym string) {
 // startWorker runs an ingester against the harness until the test ends.
 func (h *harness) startWorker(t *testing.T, cfg ingest.Config) *prometheus.Registry {
 	t.Helper()
+	return h.startWorkerWith(t, cfg, &ingest.JetStreamSink{JS: h.js})
+}
+
+// startWorkerWith is startWorker storing through sink.
+func (h *harness) startWorkerWith(t *testing.T, cfg ingest.Config, sink ingest.Sink) *prometheus.Registry {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.WSURL, cfg.RESTURL = h.wsURL, h.rest
 	w, err := ingest.New(cfg, ingest.Deps{
-		Sink:     &ingest.JetStreamSink{JS: h.js},
+		Sink:     sink,
 		Assets:   &ingest.KVAssets{KV: h.kv},
 		Log:      testLog(t),
 		Registry: reg,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -46,6 +47,8 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 
 	frames := make(chan rawFrame, 256)
 	readErr := make(chan error, 1)
+	var lastRead atomic.Int64 // UnixNano when the newest frame came off the socket
+	lastRead.Store(w.cfg.Now().UnixNano())
 	go func() {
 		for {
 			_, data, err := ws.ReadMessage()
@@ -53,8 +56,10 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 				readErr <- err
 				return
 			}
+			recv := w.cfg.Now()
+			lastRead.Store(recv.UnixNano())
 			select {
-			case frames <- rawFrame{data, w.cfg.Now()}:
+			case frames <- rawFrame{data, recv}:
 			case <-sctx.Done():
 				return
 			}
@@ -68,10 +73,10 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 	}
 	s := &session{w: w, iv: iv, ivs: iv.String(), asm: asm, ws: ws, log: log,
 		subs:  newSubTable(w.cfg.SubscribeBatch, w.cfg.SubscribePace, silent),
-		heals: make(chan healResult, 16), seeded: seeded, healing: map[string]bool{}, behind: map[string]bool{}}
+		heals: make(chan healResult, 16), seeded: seeded, healing: map[string]bool{}, behind: map[string]bool{},
+		frames: frames, lastRead: &lastRead}
 	defer s.reportSubs(true)
-	now := w.cfg.Now()
-	s.lastFrame, s.lastPing = now, now
+	s.lastPing = w.cfg.Now()
 	tick := time.NewTicker(min(w.cfg.SubscribePace, 250*time.Millisecond))
 	defer tick.Stop()
 	desired, _, changed := w.assets.get()
@@ -102,21 +107,24 @@ func (w *Worker) session(ctx context.Context, iv streams.Interval, asm *Assemble
 }
 
 type session struct {
-	w         *Worker
-	iv        streams.Interval
-	ivs       string
-	asm       *Assembler
-	ws        *websocket.Conn
-	log       *slog.Logger
-	subs      *subTable
-	heals     chan healResult
-	seeded    map[string]bool
-	healing   map[string]bool
-	behind    map[string]bool // said once that the stream is far behind
-	lastFrame time.Time
-	lastPing  time.Time
-	online    bool
-	reqID     int64
+	w       *Worker
+	iv      streams.Interval
+	ivs     string
+	asm     *Assembler
+	ws      *websocket.Conn
+	log     *slog.Logger
+	subs    *subTable
+	heals   chan healResult
+	seeded  map[string]bool
+	healing map[string]bool
+	behind  map[string]bool // said once that the stream is far behind
+	// frames are those read and not handled yet, lastRead when the newest
+	// came off the socket: the server is silent only when both say so.
+	frames   <-chan rawFrame
+	lastRead *atomic.Int64
+	lastPing time.Time
+	online   bool
+	reqID    int64
 }
 
 func (s *session) write(v any) error {
@@ -163,12 +171,27 @@ func (s *session) reportSubs(closing bool) {
 	}
 }
 
+// silentSubs are the acked subscriptions that delivered nothing for too
+// long, queued again; none while frames wait, since their data may be
+// among them.
+func (s *session) silentSubs(now time.Time) map[string]time.Duration {
+	if len(s.frames) > 0 {
+		return nil
+	}
+	return s.subs.Silent(now)
+}
+
 func (s *session) onTick(ctx context.Context) error {
 	now := s.w.cfg.Now()
 	// Heartbeats only flow while something is subscribed; without a
-	// subscription the pings keep the connection open.
-	if s.subs.Len() > 0 && now.Sub(s.lastFrame) > s.w.cfg.ReadTimeout {
-		return fmt.Errorf("ingest: no frame for %s", now.Sub(s.lastFrame).Round(time.Millisecond))
+	// subscription the pings keep the connection open. A frame waiting to
+	// be handled proves the server is not silent: this loop was busy (a
+	// heal of hundreds of candles published while the bus is slow), and
+	// judging the server by what the loop last handled took the loop's
+	// own stall for a dead connection, reconnected, healed again and
+	// stalled again, for as long as the machine stayed loaded.
+	if silent := now.Sub(time.Unix(0, s.lastRead.Load())); s.subs.Len() > 0 && len(s.frames) == 0 && silent > s.w.cfg.ReadTimeout {
+		return fmt.Errorf("ingest: no frame for %s", silent.Round(time.Millisecond))
 	}
 	if now.Sub(s.lastPing) >= s.w.cfg.PingEvery {
 		s.reqID++
@@ -177,8 +200,9 @@ func (s *session) onTick(ctx context.Context) error {
 			return err
 		}
 	}
-	// Liveness per subscription: an ack with no data is resubscribed.
-	if silent := s.subs.Silent(now); len(silent) > 0 {
+	// Liveness per subscription: an ack with no data is resubscribed
+	// (not while frames wait: the data may be among them).
+	if silent := s.silentSubs(now); len(silent) > 0 {
 		for sym, d := range silent {
 			s.log.Warn("subscription silent, resubscribing", "symbol", sym, "silent_for", d.Round(time.Millisecond))
 			s.w.m.silentResubscribes.WithLabelValues(s.ivs).Inc()
@@ -219,7 +243,6 @@ func (s *session) rejected(reason RejectReason, err error) {
 }
 
 func (s *session) handle(ctx context.Context, raw rawFrame) error {
-	s.lastFrame = raw.recv
 	f, err := ParseFrame(raw.data)
 	if err != nil {
 		s.w.m.frames.WithLabelValues("rejected").Inc()

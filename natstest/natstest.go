@@ -163,8 +163,17 @@ func WaitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
 // progress it reports (a count of messages, a state) has not changed for
 // stall: a busy machine slows a test down, which a wall-clock deadline
 // takes for a failure; only a stalled test is one.
+//
+// The progress must measure the way towards done: a count that grows
+// without bringing done closer (the last stored sequence, while what is
+// stored is never what cond wants) never stalls, and the wait would sit
+// until go test's -timeout killed the binary with nothing said but every
+// goroutine's stack. So a wait still going close to the test's deadline
+// fails, naming what it waited for and where it got to, while the test's
+// cleanups still have time to run and say what the system did.
 func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (done bool, progress string)) {
 	t.Helper()
+	deadline, bounded := Deadline(t)
 	last, since := "", time.Now()
 	for {
 		done, progress := cond()
@@ -176,8 +185,30 @@ func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (d
 		} else if time.Since(since) > stall {
 			t.Fatalf("natstest: no progress towards %s for %s (stuck at %q)", what, stall, progress)
 		}
+		if bounded && time.Now().After(deadline) {
+			t.Fatalf("natstest: %s not reached before the test's deadline, though the progress kept changing (last %q, for %s): it does not measure the way to the goal",
+				what, progress, time.Since(since).Round(time.Millisecond))
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// deadlineMargin is what a wait leaves of go test's -timeout when it gives
+// up: time for the test's cleanups (stopping its system, printing its log)
+// before the binary is killed.
+const deadlineMargin = time.Minute
+
+// Deadline is when a wait gives up for the test's deadline: a margin
+// before go test's -timeout, if it has one. A wait with nothing to measure
+// (a read that blocks, a command that waits for its job) takes it as its
+// bound, so that it fails with what it waited for instead of hanging.
+func Deadline(t testing.TB) (time.Time, bool) {
+	d, ok := t.(interface{ Deadline() (time.Time, bool) })
+	if !ok {
+		return time.Time{}, false
+	}
+	deadline, ok := d.Deadline()
+	return deadline.Add(-deadlineMargin), ok
 }
 
 // WaitAtLeast waits until get reaches want, and fails only when the value

@@ -85,6 +85,11 @@ type Predictions struct {
 	forecasts map[string]*seriesForecast // by series key
 	warned    map[string]bool            // series warned of a champion horizon not forecast
 	names     map[seriesID]*seriesNames
+	// hist is the history the runner warms from, kept to warm a series
+	// again when a vector lands past vectors it never stepped; warmedAt
+	// is, per FEATURES subject, the sequence it was last warmed at.
+	hist     pipeline.History
+	warmedAt map[string]uint64
 }
 
 // seriesID is a series as a vector names it.
@@ -162,6 +167,7 @@ func NewPredictions(cfg PredictionsConfig, now func() time.Time, log *slog.Logge
 		forecasts: map[string]*seriesForecast{},
 		warned:    map[string]bool{},
 		names:     map[seriesID]*seriesNames{},
+		warmedAt:  map[string]uint64{},
 		outcomes:  map[string]prometheus.Counter{},
 		writes:    newRegistryWrites(log),
 	}
@@ -235,6 +241,36 @@ func (p *Predictions) Reset(key string) {
 		delete(p.scorers, v)
 		delete(p.forecasts, v)
 	}
+	delete(p.warmedAt, key)
+}
+
+// rewarmPastHandled warms m's series again, before m is stepped, when m
+// lands past vectors the series never stepped and FEATURES holds them: the
+// runner steps a series in stream order but not every stored vector, since
+// after a takeover the first input it holds (where it warmed) may be one
+// delivered again, with the vectors after it already handled (acked) by
+// the previous owner. The volatility model would go on as if they were a
+// gap in the market and forecast other intervals than an uninterrupted
+// run. A real gap costs one read of one stored vector.
+func (p *Predictions) rewarmPastHandled(ctx context.Context, m pipeline.Msg, v *streams.FeatureVector) error {
+	key := seriesKey(v.Interval, v.Symbol)
+	p.mu.Lock()
+	sc, h, at := p.scorers[key], p.hist, p.warmedAt[m.Subject]
+	p.mu.Unlock()
+	if h == nil || sc == nil || at == m.Seq || sc.Seen().IsZero() || v.Start.Sub(sc.Seen()) <= v.Interval.Duration() {
+		return nil
+	}
+	prev, err := h.Tail(ctx, streams.StreamFeatures, m.Subject, 1, m.Seq)
+	if err != nil {
+		return fmt.Errorf("predictor: rebuild %s: %w", m.Subject, err)
+	}
+	if len(prev) == 0 {
+		return nil
+	}
+	if pv, err := pipeline.Decode[streams.FeatureVector](prev[0]); err != nil || !pv.Start.After(sc.Seen()) {
+		return nil // a real gap: nothing stored that the series missed
+	}
+	return p.Warm(ctx, h, m.Subject, m)
 }
 
 // vectorSeries is the series key of a FEATURES subject.
@@ -253,6 +289,9 @@ func (p *Predictions) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event
 	if err != nil {
 		p.predictions.WithLabelValues("invalid").Inc()
 		return nil, fmt.Errorf("predictor: %w", err)
+	}
+	if err := p.rewarmPastHandled(ctx, m, &v); err != nil {
+		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -440,6 +479,7 @@ func (p *Predictions) Warm(ctx context.Context, h pipeline.History, subject stri
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.hist, p.warmedAt[subject] = h, first.Seq
 	key := seriesKey(v.Interval, v.Symbol)
 	sc := NewScorer(time.Time{}, 0, nil)
 	p.scorers[key] = sc

@@ -464,19 +464,9 @@ func (s *latestSet[T]) following(cons jetstream.Consumer, why error) {
 // for good (the stream gone, say). ctx ends it.
 func (s *latestSet[T]) follower(js LatestStreams, log *slog.Logger) func(ctx context.Context) {
 	return func(ctx context.Context) {
-		for {
-			err := s.follow(ctx, js, log)
-			s.following(nil, err)
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warn("latest: following stopped; starting over from the last message per subject", "stream", s.stream, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
+		streams.Rewatch(ctx, log, "latest: following stopped; starting over from the last message per subject", []any{"stream", s.stream},
+			func(ctx context.Context) error { return s.follow(ctx, js, log) },
+			func(err error) { s.following(nil, err) })
 	}
 }
 

@@ -12,8 +12,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
+
+	"cryptostream/natstest"
 )
 
 // The gateway is mounted in run beside /metrics, /healthz and /readyz, the
@@ -71,12 +74,12 @@ func TestRunServesGateway(t *testing.T) {
 	if err := conn.WriteJSON(map[string]string{"op": "subscribe", "channel": "ticks:BTC-USD"}); err != nil {
 		t.Fatal(err)
 	}
-	// No read deadline: the subscription's answer comes when a busy
-	// machine gets to it.
-	if _, _, err := conn.ReadMessage(); err != nil {
-		t.Fatal(err)
-	}
+	// The subscription's answer comes when a busy machine gets to it:
+	// the read is bounded by the test's deadline alone.
+	readAnswer(t, conn, "the subscription's answer")
 	cancel()
+	// The close comes within the shutdown's bound, or never.
+	conn.SetReadDeadline(time.Now().Add(2 * cfg.ShutdownTimeout))
 	for {
 		_, _, err := conn.ReadMessage()
 		if err == nil {
@@ -88,9 +91,21 @@ func TestRunServesGateway(t *testing.T) {
 		}
 		break
 	}
-	if err := <-done; err != nil {
+	if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 		t.Fatalf("clean shutdown: %v", err)
 	}
+}
+
+// readAnswer reads one message from conn by the test's deadline.
+func readAnswer(t *testing.T, conn *websocket.Conn, what string) {
+	t.Helper()
+	if d, ok := natstest.Deadline(t); ok {
+		conn.SetReadDeadline(d)
+	}
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatalf("websocket: reading %s: %v", what, err)
+	}
+	conn.SetReadDeadline(time.Time{})
 }
 
 func TestUserCommand(t *testing.T) {
@@ -167,7 +182,7 @@ func TestMetricsAddr(t *testing.T) {
 		t.Fatalf("/metrics on the metrics address = %d", code)
 	}
 	cancel()
-	if err := <-done; err != nil {
+	if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 		t.Fatal(err)
 	}
 }

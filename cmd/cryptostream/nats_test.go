@@ -148,6 +148,19 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// Tail is the last n lines written.
+func (l *lockedBuffer) Tail(n int) string {
+	s := l.String()
+	i := len(s)
+	for ; n >= 0 && i > 0; n-- {
+		i = strings.LastIndexByte(s[:i], '\n')
+		if i < 0 {
+			return s
+		}
+	}
+	return s[i+1:]
+}
+
 // Issue 11 item 17: a malformed --nats-url fails at start.
 func TestNATSURLValidated(t *testing.T) {
 	for _, u := range []string{"http://127.0.0.1:4222", "nats://:4222", "nats://host:99999", "nats://host:4222/path", "nats://a,", "nats://exa mple:4222"} {

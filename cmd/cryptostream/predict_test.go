@@ -62,8 +62,15 @@ func TestPredictionRoles(t *testing.T) {
 
 	e := testEnv(nil)
 	// --timeout 0 waits for the job as long as it takes: a fit on a busy
-	// machine is slow, not stuck, and the job's own states are its progress.
-	if err := run(ctx, []string{"train", "--nats-url", url, "--symbol", "BTC/USD", "--interval", "1m", "--timeout", "0"}, e); err != nil {
+	// machine is slow, not stuck. A job nobody takes would wait forever:
+	// the test's deadline bounds it.
+	tctx := ctx
+	if d, ok := natstest.Deadline(t); ok {
+		var stopTrain context.CancelFunc
+		tctx, stopTrain = context.WithDeadline(ctx, d)
+		defer stopTrain()
+	}
+	if err := run(tctx, []string{"train", "--nats-url", url, "--symbol", "BTC/USD", "--interval", "1m", "--timeout", "0"}, e); err != nil {
 		t.Fatalf("train: %v\n%s", err, e.stdout.(*bytes.Buffer))
 	}
 	out := e.stdout.(*bytes.Buffer).String()

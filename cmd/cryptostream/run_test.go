@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -51,7 +52,8 @@ func startTestSystemArgs(t *testing.T, args ...string) (*system, func() error) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logs := testLog(t)
+	sys, err := startSystem(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -65,10 +67,50 @@ func startTestSystemArgs(t *testing.T, args ...string) (*system, func() error) {
 		}
 		stopped = true
 		cancel()
-		return <-done
+		return awaitStopped(t, done, cfg.ShutdownTimeout)
 	}
 	t.Cleanup(func() { _ = stop() })
 	return sys, stop
+}
+
+// awaitStopped waits for a stopped system's Run to return. The bound is the
+// one `run` itself keeps (its watchdog exits the process past it), doubled
+// for a loaded machine: a shutdown that overruns it is hung, and the test
+// says where instead of sitting until go test's own timeout.
+func awaitStopped(t testing.TB, done <-chan error, bound time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(2 * bound):
+		t.Fatalf("Run did not return within %s of its stop; goroutines:\n%s", 2*bound, goroutines())
+		return nil
+	}
+}
+
+// goroutines is every goroutine's stack, for a test that found one stuck.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// testLog is a system's log, shown when its test fails: a wait that gives
+// up says what it waited for, and the log says what the system did.
+func testLog(t testing.TB) *lockedBuffer {
+	t.Helper()
+	var logs lockedBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of the system:\n%s", logs.Tail(200))
+		}
+	})
+	return &logs
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -257,7 +299,7 @@ func TestRunExternalAndListen(t *testing.T) {
 			t.Fatalf("topology not ensured on the external server: %v", err)
 		}
 		cancel()
-		if err := <-done; err != nil {
+		if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 			t.Fatal(err)
 		}
 		if !external.Running() {
@@ -314,7 +356,7 @@ func TestRunExternalAndListen(t *testing.T) {
 			t.Fatalf("the stock client cannot see the streams on %s: %v", addr, err)
 		}
 		cancel()
-		if err := <-done; err != nil {
+		if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 			t.Fatal(err)
 		}
 	})

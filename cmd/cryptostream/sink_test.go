@@ -84,7 +84,7 @@ func TestRunWithDatabaseRunsTheSink(t *testing.T) {
 	go func() { done <- sys.Run(ctx) }()
 	defer func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := awaitStopped(t, done, cfg.ShutdownTimeout); err != nil {
 			t.Error(err)
 		}
 	}()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -187,21 +186,12 @@ func (s *Sessions) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	for {
-		err := s.follow(ctx)
+	streams.Rewatch(ctx, s.log, "users watch ended; tokens are checked against the bucket until it resumes", nil, s.follow, func(error) {
 		s.mu.Lock()
 		s.synced = false
 		s.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil
-		}
-		s.log.Warn("users watch ended; tokens are checked against the bucket until it resumes", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	})
+	return nil
 }
 
 func (s *Sessions) follow(ctx context.Context) error {
