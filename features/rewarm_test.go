@@ -1,7 +1,6 @@
 package features
 
 import (
-	"context"
 	"maps"
 	"slices"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cryptostream/pipeline"
+	"cryptostream/pipeline/pipelinetest"
 	"cryptostream/streams"
 )
 
@@ -55,24 +55,6 @@ func TestStepPastHandledCandlesRewarms(t *testing.T) {
 	}
 }
 
-// tailCounter counts the windows read from a history.
-type tailCounter struct {
-	pipeline.MemoryHistory
-	tails int
-}
-
-func (h *tailCounter) Tail(ctx context.Context, stream, subject string, n int, before uint64) ([]pipeline.Msg, error) {
-	h.tails++
-	return h.MemoryHistory.Tail(ctx, stream, subject, n, before)
-}
-
-// plainHistory is a History with no NextFinder.
-type plainHistory struct{ h *tailCounter }
-
-func (p plainHistory) Tail(ctx context.Context, stream, subject string, n int, before uint64) ([]pipeline.Msg, error) {
-	return p.h.Tail(ctx, stream, subject, n, before)
-}
-
 // A gap in the market (a minute with no trade) is checked with one Next,
 // not a read of the window: the stage read MARKET's tail at every gap,
 // which in the throughput benchmark (a gap every 50 candles) was a third
@@ -110,10 +92,10 @@ func TestMarketGapReadsNoWindow(t *testing.T) {
 		{"no next", false, func(n int) bool { return n > gaps }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &tailCounter{MemoryHistory: stored}
+			h := &pipelinetest.TailCounter{MemoryHistory: stored}
 			var hist pipeline.History = h
 			if !tt.next {
-				hist = plainHistory{h}
+				hist = pipelinetest.NoNext{H: h}
 			}
 			v, err := NewVectors(DefaultSpec(), nil, prometheus.NewRegistry())
 			if err != nil {
@@ -134,8 +116,8 @@ func TestMarketGapReadsNoWindow(t *testing.T) {
 			if n != len(stored)-200 {
 				t.Fatalf("%d vectors for %d inputs", n, len(stored)-200)
 			}
-			if !tt.wantTails(h.tails) {
-				t.Errorf("%d windows read over %d gaps", h.tails, gaps)
+			if !tt.wantTails(h.Tails) {
+				t.Errorf("%d windows read over %d gaps", h.Tails, gaps)
 			}
 		})
 	}
