@@ -182,23 +182,6 @@ func (v *Vectors) history(ctx context.Context, h pipeline.History, key string, s
 	return s, nil
 }
 
-// storedBetween says whether m's subject may have candles stored between
-// after (the sequence of the series' newest candle) and m: false only when
-// the history proves the next one after it is m itself. A gap in the
-// market is common (a minute with no trade: 1 in 50 in the benchmarks, more
-// on a quiet pair), and reading the window from MARKET for each cost a
-// stream info, an ordered consumer and a hundred messages, most of the
-// features stage's time; one direct get answers it.
-func (v *Vectors) storedBetween(ctx context.Context, m pipeline.Msg, after uint64) bool {
-	nf, ok := v.hist.(pipeline.NextFinder)
-	if !ok || after == 0 || after >= m.Seq {
-		return true
-	}
-	next, err := nf.Next(ctx, streams.StreamMarket, m.Subject, after+1)
-	// An error or no answer is not proof: the window is read, as before.
-	return err != nil || next != m.Seq
-}
-
 // Reset implements pipeline.Stage.
 func (v *Vectors) Reset(key string) {
 	delete(v.series, key)
@@ -228,7 +211,7 @@ func (v *Vectors) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, er
 		s = NewSeries(v.calc)
 		v.series[m.Subject] = s
 	}
-	if v.hist != nil && v.warmedAt[m.Subject] != m.Seq && skips(s, c) && v.storedBetween(ctx, m, s.lastSeq) {
+	if v.hist != nil && v.warmedAt[m.Subject] != m.Seq && skips(s, c) && pipeline.StoredBetween(ctx, v.hist, streams.StreamMarket, m.Subject, s.lastSeq, m.Seq) {
 		// The runner steps a series in stream order, but not every
 		// stored candle: after a takeover the first input it holds may
 		// be one delivered again, with the candles after it already
@@ -236,7 +219,7 @@ func (v *Vectors) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, er
 		// hold empty points where MARKET has candles (TestEndToEnd's
 		// vector over 67 candles where the replay held 78), so a gap is
 		// checked against the history; a real gap in the market costs
-		// one direct get (storedBetween), not a read of the window.
+		// one direct get (pipeline.StoredBetween), not a read of the window.
 		hs, err := v.history(ctx, v.hist, m.Subject, m.Seq)
 		if err != nil {
 			return nil, err

@@ -78,6 +78,22 @@ type NextFinder interface {
 	Next(ctx context.Context, stream, subject string, from uint64) (uint64, error)
 }
 
+// StoredBetween says whether events on subject may be stored in stream
+// after the sequence after and before seq: false only when h is a
+// NextFinder and proves the first one after after is seq itself. A stage
+// that may have missed inputs after a takeover asks it at every gap in
+// its series (a minute with no trade is common), where a Tail costs a
+// stream info and an ordered consumer; an error or no answer proves
+// nothing, and the stage reads its Tail as before.
+func StoredBetween(ctx context.Context, h History, stream, subject string, after, seq uint64) bool {
+	nf, ok := h.(NextFinder)
+	if !ok || after == 0 || after >= seq {
+		return true
+	}
+	next, err := nf.Next(ctx, stream, subject, after+1)
+	return err != nil || next != seq
+}
+
 // Stage is the domain logic of a worker. The runner calls it from one
 // goroutine at a time, in stream order.
 type Stage interface {
