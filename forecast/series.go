@@ -269,10 +269,11 @@ type Step struct {
 
 // horizon is the per-horizon state.
 type horizon struct {
-	h     int
-	har   []*har // one per recent window
-	uSpan windowSum
-	raw   windowSum // realised variance over the last h intervals
+	h int
+	// hars is the log-HAR of the horizon's span, shared with every other
+	// horizon of that span.
+	hars *harGroup
+	raw  windowSum // realised variance over the last h intervals
 	// pending forecasts by origin t mod (h+1)
 	pend    []pending
 	lowers  []float64 // (h+1) * levels
@@ -289,19 +290,38 @@ type horizon struct {
 	hits      []hitWindow
 	intervals []Interval
 	pooled    bool
-	// slot is t mod (h+1), the ring index of the forecast made at t, and
-	// row t mod (span+1), that of the log-HAR's row at t (every har of a
-	// horizon has the same span): counted rather than divided for.
-	slot, row int
+	// slot is t mod (h+1), the ring index of the forecast made at t,
+	// counted rather than divided for.
+	slot int
 }
 
-// next moves the horizon's ring indices on by one grid point.
+// next moves the horizon's ring index on by one grid point.
 func (hz *horizon) next() {
 	if hz.slot++; hz.slot > hz.h {
 		hz.slot = 0
 	}
-	if hz.row++; hz.row > hz.har[0].span {
-		hz.row = 0
+}
+
+// harGroup is the log-HAR regressions of one span, one per recent window.
+// Their rows, outcomes and fits depend on the span alone, not on the
+// horizon, so horizons of one span (at one minute, 1 and 15 minutes, both
+// regressed on 15) share one group: one learn, one solve and one exp per
+// candidate instead of one per horizon, the same values.
+type harGroup struct {
+	span  int
+	uSpan windowSum // deseasonalised variance over the last span intervals
+	har   []*har
+	// row is t mod (span+1), the ring index of the rows made at t,
+	// counted rather than divided for.
+	row int
+	// levels is every har's fitted level per ridge (har-major) at the
+	// newest grid point, before the horizon's seasonal factor.
+	levels []float64
+}
+
+func (g *harGroup) next() {
+	if g.row++; g.row > g.span {
+		g.row = 0
 	}
 }
 
@@ -338,6 +358,7 @@ type Series struct {
 	ewma        []ewMean
 	prof        profile
 	hz          []*horizon
+	hars        []*harGroup
 	x           [][harDim]float64 // regressors at t per recent window
 	floor       float64
 	forecasts   []Forecast
@@ -394,12 +415,12 @@ func (s *Series) reset() {
 	s.prof = newProfile(cfg.ProfileBuckets, cfg.Interval, cfg.ProfileHalfLifeDays, cfg.ProfileMinDays)
 	s.x = make([][harDim]float64, len(cfg.HARRecent))
 	s.regimes = NewCalibration(cfg.Calibration)
-	s.hz = s.hz[:0]
+	s.hz, s.hars = s.hz[:0], s.hars[:0]
 	s.forecasts = s.forecasts[:0]
 	nl := len(cfg.Levels)
 	for k, h := range cfg.Horizons {
 		span := max(h, cfg.HARMinSpan)
-		hz := &horizon{h: h, uSpan: windowSum{n: span}, raw: windowSum{n: h},
+		hz := &horizon{h: h, hars: s.harGroup(span), raw: windowSum{n: h},
 			pend: make([]pending, h+1), lowers: make([]float64, (h+1)*nl), uppers: make([]float64, (h+1)*nl),
 			cands: len(s.names), candVar: make([]float64, (h+1)*len(s.names)), loss: make([]ewMean, len(s.names)),
 			intervals: make([]Interval, nl), pooled: k < len(cfg.Pooled) && cfg.Pooled[k]}
@@ -418,9 +439,6 @@ func (s *Series) reset() {
 			}
 			hz.aci = append(hz.aci, a)
 		}
-		for i := range cfg.HARRecent {
-			hz.har = append(hz.har, newHAR(span, i, cfg.Ridge, float64(cfg.Memory)))
-		}
 		for i := range hz.loss {
 			hz.loss[i] = newEWMean(float64(cfg.SelectHalfLife))
 		}
@@ -430,6 +448,22 @@ func (s *Series) reset() {
 		s.hz = append(s.hz, hz)
 		s.forecasts = append(s.forecasts, Forecast{Horizon: h, Intervals: hz.intervals})
 	}
+}
+
+// harGroup is the group of log-HARs of the span, made on first use.
+func (s *Series) harGroup(span int) *harGroup {
+	for _, g := range s.hars {
+		if g.span == span {
+			return g
+		}
+	}
+	cfg := s.cfg
+	g := &harGroup{span: span, uSpan: windowSum{n: span}, levels: make([]float64, len(cfg.HARRecent)*len(cfg.Ridge))}
+	for i := range cfg.HARRecent {
+		g.har = append(g.har, newHAR(span, i, cfg.Ridge, float64(cfg.Memory)))
+	}
+	s.hars = append(s.hars, g)
+	return g
 }
 
 // Names lists the volatility candidates, as Forecast.Model names them.
@@ -528,20 +562,25 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 	for _, hz := range s.hz {
 		hz.next()
 		hz.raw.update(&s.raw)
-		hz.uSpan.update(&s.u)
 		if dayEnd {
 			hz.raw.recompute(&s.raw)
-			hz.uSpan.recompute(&s.u)
 		}
 		s.score(hz)
+	}
+	for _, g := range s.hars {
+		g.next()
+		g.uSpan.update(&s.u)
+		if dayEnd {
+			g.uSpan.recompute(&s.u)
+		}
 		// The row made span points ago: (t-span) mod (span+1).
-		learnt := hz.row + 1
-		if learnt > hz.har[0].span {
+		learnt := g.row + 1
+		if learnt > g.span {
 			learnt = 0
 		}
-		for _, m := range hz.har {
+		for _, m := range g.har {
 			if s.t >= m.span && s.t-m.span >= s.hour {
-				m.learn(learnt, hz.uSpan.sum/float64(m.span))
+				m.learn(learnt, g.uSpan.sum/float64(m.span))
 			}
 			if refit && m.weight >= float64(s.day)/4 {
 				m.solve()
@@ -637,6 +676,21 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 	if s.cfg.RegimeBins > 1 {
 		s.regimes.Add(regime) // one bin reads no cut points
 	}
+	for _, g := range s.hars {
+		c := 0
+		for i, m := range g.har {
+			row := g.row
+			x := m.slot(row)
+			*x = s.x[i]
+			m.floors[row] = s.floor
+			for j := range m.ridges {
+				if m.fitted[j] {
+					g.levels[c] = m.level(j, row, x)
+				}
+				c++
+			}
+		}
+	}
 	start := time.Unix(unix, 0).UTC()
 	nl := len(s.cfg.Levels)
 	for k, hz := range s.hz {
@@ -648,14 +702,11 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 			cv[i] = s.ewma[i].v * season
 		}
 		c := ne
-		for i, m := range hz.har {
-			row := hz.row
-			x := m.slot(row)
-			*x = s.x[i]
-			m.floors[row] = s.floor
+		levels := hz.hars.levels
+		for _, m := range hz.hars.har {
 			for j := range m.ridges {
 				if m.fitted[j] {
-					cv[c] = m.level(j, row, x) * season
+					cv[c] = levels[c-ne] * season
 				} else {
 					cv[c] = cv[1%ne] // the middle EWMA until the regression has rows
 				}
