@@ -317,6 +317,9 @@ type harGroup struct {
 	// levels is every har's fitted level per ridge (har-major) at the
 	// newest grid point, before the horizon's seasonal factor.
 	levels []float64
+	// floors is the log floor each row used, the same for every har of
+	// the group, so the regressand's log is taken once for all of them.
+	floors []float64
 }
 
 func (g *harGroup) next() {
@@ -458,7 +461,8 @@ func (s *Series) harGroup(span int) *harGroup {
 		}
 	}
 	cfg := s.cfg
-	g := &harGroup{span: span, uSpan: windowSum{n: span}, levels: make([]float64, len(cfg.HARRecent)*len(cfg.Ridge))}
+	g := &harGroup{span: span, uSpan: windowSum{n: span}, levels: make([]float64, len(cfg.HARRecent)*len(cfg.Ridge)),
+		floors: make([]float64, span+1)}
 	for i := range cfg.HARRecent {
 		g.har = append(g.har, newHAR(span, i, cfg.Ridge, float64(cfg.Memory)))
 	}
@@ -578,12 +582,18 @@ func (s *Series) advance(unix int64, close float64, centers []float64, emit bool
 		if learnt > g.span {
 			learnt = 0
 		}
-		for _, m := range g.har {
-			if s.t >= m.span && s.t-m.span >= s.hour {
-				m.learn(learnt, g.uSpan.sum/float64(m.span))
+		if s.t >= g.span && s.t-g.span >= s.hour {
+			outcome := g.uSpan.sum / float64(g.span)
+			y := math.Log(outcome + g.floors[learnt])
+			for _, m := range g.har {
+				m.learn(learnt, outcome, y)
 			}
-			if refit && m.weight >= float64(s.day)/4 {
-				m.solve()
+		}
+		if refit {
+			for _, m := range g.har {
+				if m.weight >= float64(s.day)/4 {
+					m.solve()
+				}
 			}
 		}
 	}
@@ -678,11 +688,11 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 	}
 	for _, g := range s.hars {
 		c := 0
+		row := g.row
+		g.floors[row] = s.floor
 		for i, m := range g.har {
-			row := g.row
 			x := m.slot(row)
 			*x = s.x[i]
-			m.floors[row] = s.floor
 			for j := range m.ridges {
 				if m.fitted[j] {
 					g.levels[c] = m.level(j, row, x)

@@ -141,7 +141,6 @@ type har struct {
 	b      [harDim]float64
 	weight float64
 	rows   []float64 // ring of the last span+1 rows' regressors
-	floors []float64 // and the log floor each row used
 	ridges []float64
 	beta   [][harDim]float64
 	scale  []ewMean // QLIKE-optimal scale: mean of outcome over fitted level
@@ -164,7 +163,7 @@ type har struct {
 
 func newHAR(span, recent int, ridges []float64, memory float64) *har {
 	h := &har{span: span, recent: recent, forget: pow2(-1 / memory), rows: make([]float64, (span+1)*harDim),
-		floors: make([]float64, span+1), ridges: ridges, beta: make([][harDim]float64, len(ridges)),
+		ridges: ridges, beta: make([][harDim]float64, len(ridges)),
 		scale: make([]ewMean, len(ridges)), fitted: make([]bool, len(ridges)),
 		gen: make([]uint64, len(ridges)), expf: make([]float64, (span+1)*len(ridges)), expGen: make([]uint64, (span+1)*len(ridges))}
 	for i := range h.scale {
@@ -195,11 +194,10 @@ func (h *har) level(k, row int, x *[harDim]float64) float64 {
 }
 
 // learn adds the row made span steps ago, at ring index r, now that its
-// outcome (the mean deseasonalised variance since) is known.
-func (h *har) learn(r int, outcome float64) {
+// outcome (the mean deseasonalised variance since) is known; y is its
+// log after the row's floor, the regressand.
+func (h *har) learn(r int, outcome, y float64) {
 	x := h.slot(r)
-	floor := h.floors[r]
-	y := math.Log(outcome + floor)
 	if math.IsInf(y, 0) || math.IsNaN(y) || math.IsInf(x[1], 0) || math.IsInf(x[2], 0) || math.IsInf(x[3], 0) {
 		return // a series flat for its whole history so far: nothing to learn
 	}
