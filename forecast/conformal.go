@@ -50,13 +50,13 @@ func (c *Calibration) Add(s float64) {
 	}
 	if len(c.fifo) < c.size {
 		c.fifo = append(c.fifo, s)
+		c.insert(s)
 	} else {
 		old := c.fifo[c.next]
 		c.fifo[c.next] = s
 		c.next = (c.next + 1) % c.size
-		c.remove(old)
+		c.replace(old, s)
 	}
-	c.insert(s)
 	c.adds++
 	if c.adds >= max(c.size, calBlock) {
 		c.rebalance()
@@ -112,6 +112,17 @@ func (c *Calibration) insert(s float64) {
 		c.starts = append(c.starts, 0)
 		i = 0
 	}
+	i = c.put(i, s)
+	for k := i + 1; k < len(c.starts); k++ {
+		c.starts[k]++
+	}
+	c.n++
+}
+
+// put inserts s into block i, where it belongs, splitting the block if it
+// is full, and returns the block s went into. The starts of the blocks
+// after that one are the caller's to move.
+func (c *Calibration) put(i int, s float64) int {
 	b := c.blocks[i]
 	j := lowerBound(b, s)
 	if len(b) == cap(b) {
@@ -131,10 +142,51 @@ func (c *Calibration) insert(s float64) {
 	}
 	b = slices.Insert(b, j, s)
 	c.blocks[i], c.maxes[i] = b, b[len(b)-1]
-	for k := i + 1; k < len(c.starts); k++ {
-		c.starts[k]++
+	return i
+}
+
+// replace drops one copy of old, which the window holds, and inserts s: a
+// remove and an insert, except that only the starts of the blocks between
+// the two move (each of the two moved every block after its own), and
+// that within one block the scores between the two positions shift once.
+// Any block s may go to gives the same sorted window: the block is
+// chosen before old leaves, where s may still be at most its block's
+// largest score only because of old.
+func (c *Calibration) replace(old, s float64) {
+	i := c.block(old)
+	b := c.blocks[i]
+	j := lowerBound(b, old)
+	k := c.block(s)
+	if k == i {
+		if p := lowerBound(b, s); p <= j {
+			copy(b[p+1:j+1], b[p:j])
+			b[p] = s
+		} else {
+			copy(b[j:p-1], b[j+1:p])
+			b[p-1] = s
+		}
+		c.maxes[i] = b[len(b)-1]
+		return
 	}
-	c.n++
+	if len(b) == 1 {
+		c.remove(old) // the block goes, and the indexes with it
+		c.insert(s)
+		return
+	}
+	b = slices.Delete(b, j, j+1)
+	c.blocks[i], c.maxes[i] = b, b[len(b)-1]
+	// A block's start counts the scores before it: one fewer past i, one
+	// more past k.
+	for q := i + 1; q <= k; q++ {
+		c.starts[q]--
+	}
+	for q := k + 1; q <= i; q++ {
+		c.starts[q]++
+	}
+	blocks := len(c.blocks)
+	if in := c.put(k, s); in == k && len(c.blocks) > blocks {
+		c.starts[k+1]++ // the upper half split off, s below it
+	}
 }
 
 // remove drops one copy of v, which the window holds.

@@ -119,6 +119,38 @@ func TestCalibrationStaysSorted(t *testing.T) {
 	}
 }
 
+// TestCalibrationSplitsWhereScoresCrowd: once the window is full, scores
+// crowding into one narrow range fill its block past capacity while the
+// old ones leave other blocks, so the replace path splits a block with
+// the new score in either half; every rank must still be read through
+// the right block start.
+func TestCalibrationSplitsWhereScoresCrowd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	const size = 2000
+	c := NewCalibration(size)
+	var last []float64
+	for i := range 3 * size {
+		s := rng.ExpFloat64()
+		if i >= size {
+			s = 0.7 + 1e-3*rng.Float64()
+		}
+		c.Add(s)
+		last = append(last, s)
+		if len(last) > size {
+			last = last[1:]
+		}
+		if i%7 != 0 {
+			continue
+		}
+		want := slices.Sorted(slices.Values(last))
+		for k, w := range want {
+			if got := c.rank(k); got != w {
+				t.Fatalf("after %d adds: rank %d is %v, want %v", i+1, k, got, w)
+			}
+		}
+	}
+}
+
 // deleteInsert is Calibration.Add as main had it (one sorted array: delete
 // the oldest, then insert the new score, two copies of up to a window
 // each), kept as the benchmark's reference.
