@@ -182,15 +182,19 @@ func (h *har) slot(row int) *[harDim]float64 {
 // level is the fitted (scaled) mean variance per interval for regressors
 // x, the row at index row.
 func (h *har) level(k, row int, x *[harDim]float64) float64 {
-	b := &h.beta[k]
-	var f float64
-	for j := range harDim {
-		f += b[j] * x[j]
-	}
-	e := math.Exp(f)
+	e := math.Exp(dot(&h.beta[k], x))
 	i := row*len(h.ridges) + k
 	h.expf[i], h.expGen[i] = e, h.gen[k]
 	return h.scale[k].v * e
+}
+
+// dot is b·x summed in index order, as a loop from zero would: the
+// log-HAR's exponent.
+func dot(b, x *[harDim]float64) float64 {
+	f := b[0] * x[0]
+	f += b[1] * x[1]
+	f += b[2] * x[2]
+	return f + b[3]*x[3]
 }
 
 // learn adds the row made span steps ago, at ring index r, now that its
@@ -203,14 +207,24 @@ func (h *har) learn(r int, outcome, y float64) {
 	}
 	// Only the upper triangle: solve reads no other (a is symmetric).
 	// The decay is rounded on its own, as when it was a loop of its own,
-	// so that no fused multiply-add changes a bit.
-	for i := range harDim {
-		h.b[i] = h.forget*h.b[i] + x[i]*y
-		for j := i; j < harDim; j++ {
-			d := float64(h.a[i*harDim+j] * h.forget)
-			h.a[i*harDim+j] = d + x[i]*x[j]
-		}
-	}
+	// so that no fused multiply-add changes a bit. Written out, the loops
+	// over i and j ≥ i were half of learn's instructions.
+	g, a, b := h.forget, &h.a, &h.b
+	x0, x1, x2, x3 := x[0], x[1], x[2], x[3]
+	b[0] = g*b[0] + x0*y
+	b[1] = g*b[1] + x1*y
+	b[2] = g*b[2] + x2*y
+	b[3] = g*b[3] + x3*y
+	a[0] = float64(a[0]*g) + x0*x0
+	a[1] = float64(a[1]*g) + x0*x1
+	a[2] = float64(a[2]*g) + x0*x2
+	a[3] = float64(a[3]*g) + x0*x3
+	a[5] = float64(a[5]*g) + x1*x1
+	a[6] = float64(a[6]*g) + x1*x2
+	a[7] = float64(a[7]*g) + x1*x3
+	a[10] = float64(a[10]*g) + x2*x2
+	a[11] = float64(a[11]*g) + x2*x3
+	a[15] = float64(a[15]*g) + x3*x3
 	h.weight = h.forget*h.weight + 1
 	row := r * len(h.ridges)
 	for k := range h.ridges {
@@ -219,12 +233,7 @@ func (h *har) learn(r int, outcome, y float64) {
 		}
 		e := h.expf[row+k]
 		if h.expGen[row+k] != h.gen[k] {
-			b := &h.beta[k]
-			var f float64
-			for j := range harDim {
-				f += b[j] * x[j]
-			}
-			e = math.Exp(f)
+			e = math.Exp(dot(&h.beta[k], x))
 		}
 		h.scale[k].add(outcome / e)
 	}
