@@ -122,6 +122,7 @@ func BenchmarkNonBlockingWrite(b *testing.B) {
 	b.ReportMetric(per(spent[1]), "conn-cpu-ns/write")
 	b.ReportMetric(per(spent[0])/per(spent[1]), "nb/conn")
 	if ring != nil {
+		b.ReportMetric(per(spent[2]), "uring-cpu-ns/write")
 		b.ReportMetric(per(spent[2])/per(spent[1]), "uring/conn")
 		b.ReportMetric(float64(short), "uring-short-sends")
 	}
