@@ -3,8 +3,11 @@ package loadtest_test
 import (
 	"bytes"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,6 +96,80 @@ func TestRunWS(t *testing.T) {
 	for _, st := range res.Stages {
 		if st.Count == 0 || st.P99 < st.P50 {
 			t.Fatalf("stage %+v", st)
+		}
+	}
+}
+
+// One answer held back for a while: in the open loop every request due
+// meanwhile waits behind it, and its latency runs from when it was due, so
+// a quarter of the window's requests are at least half the stall late. A
+// closed loop, or latency from the send, would show one slow request.
+func TestRunRESTOpenLoopCountsTheWaitBehindAStall(t *testing.T) {
+	const stall = 100 * time.Millisecond
+	var first sync.Once
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		first.Do(func() { time.Sleep(stall) })
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"hello":"world"}`))
+	}))
+	t.Cleanup(hs.Close)
+
+	res, err := loadtest.RunREST(t.Context(), loadtest.RESTConfig{
+		URL: hs.URL, MetricsURL: "none", Token: "tok", Path: "/x", Concurrency: 1, Rate: 1000, Duration: 2 * stall,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if due := res.Requests + res.Unsent; due < 199 || due > 201 {
+		t.Fatalf("%d requests and %d unsent, want the 200 due in the window", res.Requests, res.Unsent)
+	}
+	if res.Status[http.StatusOK] != res.Requests {
+		t.Fatalf("status %v", res.Status)
+	}
+	if res.P99 < stall/2 || res.Max < stall {
+		t.Fatalf("p99 %s max %s: the requests due during the %s stall are not counted from when they were due", res.P99, res.Max, stall)
+	}
+}
+
+// The closed loop against a reference without /metrics; every answer is
+// read on the kept-alive connections, a refused token as well.
+func TestRunRESTClosedLoop(t *testing.T) {
+	var conns atomic.Int64
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	for _, tc := range []struct {
+		token string
+		code  int
+	}{{"tok", http.StatusOK}, {"bad", http.StatusUnauthorized}} {
+		conns.Store(0)
+		res, err := loadtest.RunREST(t.Context(), loadtest.RESTConfig{
+			URL: hs.URL, MetricsURL: "none", Token: tc.token, Path: "/x", Concurrency: 4, Warmup: 10 * time.Millisecond, Duration: 100 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Requests == 0 || res.Status[tc.code] != res.Requests || res.Unsent != 0 {
+			t.Fatalf("token %s: %v", tc.token, res)
+		}
+		if n := conns.Load(); n != 4 {
+			t.Fatalf("token %s: %d connections for 4 keep-alive clients", tc.token, n)
 		}
 	}
 }

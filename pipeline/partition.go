@@ -39,9 +39,10 @@ import (
 // the lease (the consumer's leader lost with a node, and the deliveries it
 // had sent) resets the consumer itself, and a new owner starts its runner
 // only once its reset is answered (runner.go's takeOver says why). The
-// round never waits for a partition to stop: one that drains, or hangs in
-// a step, must not keep the other leases from being renewed, and a stage
-// stuck in a step lets its lease expire. The server's pin stays as
+// round never waits for a partition to start or stop: one whose consumer
+// is slow to reset, that drains, or that hangs in a step, must not keep
+// the other leases from being renewed or taken, and a stage stuck in a
+// step lets its lease expire. The server's pin stays as
 // the guard that two instances never both receive a symbol's inputs. An
 // owner steps and publishes a partition only while its fence is open: up
 // to a local deadline set from its last renewal that reached the bucket
@@ -137,8 +138,9 @@ type owned struct {
 	// partition is not taken again until it has ended. release: the lease
 	// goes back once it has (a clean hand-over), and is renewed meanwhile.
 	stopping, release bool
-	// subs are the partition's runners; stuck: the lease was left to
-	// expire because one of them was stuck in a step.
+	// subs are the partition's runners once they start (guarded by the
+	// group's mu); stuck: the lease was left to expire because one of
+	// them was stuck in a step.
 	subs  []*Runner
 	stuck bool
 }
@@ -390,7 +392,10 @@ var stuckStep = 2 * time.Minute
 // for longer than stuckStep; the lease is then no longer renewed, its
 // fence expires and another instance takes it over.
 func (g *group) stuck(part string, o *owned) bool {
-	for _, sub := range o.subs {
+	g.mu.Lock()
+	subs := o.subs
+	g.mu.Unlock()
+	for _, sub := range subs {
 		if at := sub.stepping.Load(); at != 0 && time.Since(time.Unix(0, at)) > stuckStep {
 			if !o.stuck {
 				o.stuck = true
@@ -542,7 +547,7 @@ func hash(p, member string) uint64 {
 }
 
 // acquire takes a partition that is free or whose owner stopped renewing,
-// and starts its runner.
+// and starts its runner aside (see start): the round goes on at once.
 func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	g.mu.Lock()
 	cur, held := g.owners[part]
@@ -573,12 +578,60 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		}
 		return
 	}
-	f := newFence(g.now, g.deadline(sent))
+	o := &owned{rev: rev, fence: newFence(g.now, g.deadline(sent)), done: make(chan struct{})}
+	rctx, cancel := context.WithCancel(runCtx)
+	o.cancel = cancel
+	g.own[part] = o
+	g.observe(part, true)
+	g.log.Info("partition owned", "partition", part)
+	go g.guard(part, o)
+	go g.start(rctx, part, o, rev)
+}
+
+// start makes a partition's consumers ready and runs its runners, while
+// the round renews the lease. It ran inside the round until now: its
+// unpin, reset and fence claims (under load a second or more each) held
+// up the round, so the other leases went unrenewed meanwhile, and the
+// next partition's takeover failed on what was left of the round's
+// timeout ("context deadline exceeded") and waited for the next round
+// (TestClusterFailover: a 9.8 s detect, twice the TTL). A partition that
+// cannot start ends (o.done) without starting: the next round hands its
+// lease back, and takes it again when it is still this instance's.
+func (g *group) start(ctx context.Context, part string, o *owned, epoch uint64) {
+	runners, ok := g.ready(ctx, part, o, epoch)
+	if !ok {
+		close(o.done)
+		return
+	}
+	// One runner ending on its own ends the others: the partition is
+	// then given up whole, and taken again whole.
+	var wg sync.WaitGroup
+	for _, sub := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer o.cancel()
+			if err := sub.Run(ctx); err != nil {
+				g.log.Warn("partition runner stopped", "partition", part, "stage", sub.cfg.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(o.done)
+	select {
+	case g.ended <- struct{}{}:
+	default:
+	}
+}
+
+// ready makes the runners of a partition just taken: the stage's own, then
+// its companions', all behind the lease's fence, each consumer rid of the
+// previous owner's pin and rewound to its ack floor. epoch is the lease's
+// revision as taken (o.rev moves with each renewal).
+func (g *group) ready(ctx context.Context, part string, o *owned, epoch uint64) ([]*Runner, bool) {
 	cfg := g.r.cfg
 	cfg.Partitioned, cfg.With = nil, nil
 	cfg.Pinned = true
-	// The stage's own partition, then its companions': one runner each,
-	// all behind the lease's fence.
 	parts := []partSpec{{cfg, g.spec, g.stage}}
 	for _, c := range g.with {
 		ccfg := cfg
@@ -592,20 +645,22 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 			// A companion's consumer is made when its partition is
 			// first taken: its stream may have no message of the
 			// symbol yet.
-			if err := g.companionConsumer(ctx, p.spec, part); err != nil {
+			cctx, cancel := context.WithTimeout(ctx, g.ttl/2)
+			err := g.companionConsumer(cctx, p.spec, part)
+			cancel()
+			if err != nil {
 				g.log.Warn("companion partition consumer", "partition", part, "stream", p.spec.Stream, "err", err)
-				g.giveBack(ctx, part, rev)
-				return
+				return nil, false
 			}
 		}
 		// Whatever the previous owner held and did not ack comes back
 		// now: lift its pin, and rewind the consumer to its ack floor.
 		// After a clean hand-over both are no-ops. Each has a timeout of
-		// its own, not what is left of the round's: under load the
-		// round's ran out first ("context deadline exceeded"), and the
-		// dead owner's inputs then came back only after AckWait, a 10 s
-		// stall after the takeover in TestClusterFailover.
-		uctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
+		// its own: under load a shared one ran out first ("context
+		// deadline exceeded"), and the dead owner's inputs then came
+		// back only after AckWait, a 10 s stall after the takeover in
+		// TestClusterFailover.
+		uctx, cancel := context.WithTimeout(ctx, g.ttl/2)
 		if err := streams.Unpin(uctx, g.r.js, p.spec.Stream, cons); err != nil {
 			g.log.Debug("unpin on acquire", "partition", part, "consumer", cons, "err", err)
 		}
@@ -615,84 +670,59 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		// waits for the dead owner's, empties what the server counts in
 		// flight, and the takeover would then step the newer inputs
 		// before the dead owner's came again, and lose those. The lease
-		// goes back instead, to be taken again at the next round.
-		sctx, cancel := context.WithTimeout(runCtx, g.ttl/2)
+		// goes back instead, to be taken again.
+		sctx, cancel := context.WithTimeout(ctx, g.ttl/2)
 		_, err := g.r.resetConsumer(sctx, p.spec.Stream, cons)
 		cancel()
 		if err != nil {
 			g.log.Warn("reset on acquire: lease given back", "partition", part, "consumer", cons, "err", err)
-			g.giveBack(runCtx, part, rev)
-			return
+			return nil, false
 		}
 		p.cfg.Consumer = cons
-		sub, err := New(p.cfg, fencedStage{Stage: p.stage, f: f}, Deps{JS: fencedJS{JetStream: g.r.js, f: f}, Log: g.r.baseLog, Registry: g.r.reg})
+		sub, err := New(p.cfg, fencedStage{Stage: p.stage, f: o.fence}, Deps{JS: fencedJS{JetStream: g.r.js, f: o.fence}, Log: g.r.baseLog, Registry: g.r.reg})
 		if err != nil {
 			g.log.Error("partition runner", "partition", part, "err", err)
-			g.giveBack(runCtx, part, rev)
-			return
+			return nil, false
 		}
 		sub.resetOnMove = true
 		sub.resetConsumer, sub.consumerInfo = g.r.resetConsumer, g.r.consumerInfo
-		sub.alive = func() bool { return f.left() > 0 }
+		sub.alive = func() bool { return o.fence.left() > 0 }
+		// The partition's batches go where the instance's would (a
+		// test stands between them and the connection).
+		sub.bs.send = g.r.bs.send
 		subs = append(subs, sub)
 	}
-	// The partition's batches go where the instance's would (a test
-	// stands between them and the connection).
-	for _, sub := range subs {
-		sub.bs.send = g.r.bs.send
-	}
-	o := &owned{rev: rev, fence: f, done: make(chan struct{}), subs: subs}
 	subs[0].setLag = func(v float64) {
 		g.mu.Lock()
 		o.lag = v
 		g.mu.Unlock()
 	}
-	rctx, cancel := context.WithCancel(runCtx)
-	o.cancel = cancel
 	// The server fences the stage's own outputs; its companions declare
 	// none (the notifier's alerts are deduplicated by msg-id).
 	if !serverFenceOff.Load() {
-		subs[0].fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: rev, outputs: g.spec.Outputs, tokens: map[string]fenceToken{},
+		subs[0].fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: epoch, outputs: g.spec.Outputs, tokens: map[string]fenceToken{},
 			lost: func() {
 				g.shut(part, o)
-				cancel()
+				o.cancel()
 			}}
-	}
-	g.own[part] = o
-	g.observe(part, true)
-	g.log.Info("partition owned", "partition", part)
-	if subs[0].fence != nil {
 		// The old owner is fenced off from here on, not from this
 		// owner's first output into each stream; a stream that does
 		// not answer now is claimed at the first output instead.
 		for _, out := range g.spec.Outputs {
-			if _, err := subs[0].fenceToken(ctx, out); err != nil {
+			fctx, cancel := context.WithTimeout(ctx, g.ttl/2)
+			if _, err := subs[0].fenceToken(fctx, out); err != nil {
 				g.log.Warn("claim partition fence", "partition", part, "stream", out, "err", err)
 			}
+			cancel()
 		}
 	}
-	// One runner ending on its own ends the others: the partition is
-	// then given up whole, and taken again whole.
-	var wg sync.WaitGroup
-	for _, sub := range subs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			if err := sub.Run(rctx); err != nil {
-				g.log.Warn("partition runner stopped", "partition", part, "stage", sub.cfg.Name, "err", err)
-			}
-		}()
+	if ctx.Err() != nil {
+		return nil, false // stopped, or its fence shut, meanwhile
 	}
-	go func() {
-		wg.Wait()
-		close(o.done)
-		select {
-		case g.ended <- struct{}{}:
-		default:
-		}
-	}()
-	go g.guard(part, o)
+	g.mu.Lock()
+	o.subs = subs
+	g.mu.Unlock()
+	return subs, true
 }
 
 // partSpec is one of a partition's runners: the stage's, or a companion's.
@@ -710,16 +740,6 @@ func (g *group) companionConsumer(ctx context.Context, spec streams.Partitioned,
 		return err
 	}
 	return ensureConsumer(ctx, s, spec, part)
-}
-
-// giveBack deletes a lease just taken whose runners could not start, for
-// the next round (of any member) to take it again.
-func (g *group) giveBack(ctx context.Context, part string, rev uint64) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl/2)
-	defer cancel()
-	if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
-		g.log.Debug("give back lease", "partition", part, "err", err)
-	}
 }
 
 // refresh reads a partition's lease from the bucket itself and returns it.

@@ -318,3 +318,37 @@ func TestPartitionStuckStageLetsGo(t *testing.T) {
 	})
 	check(t, outputs(t, js), want([]string{key}, 30, nil))
 }
+
+// TestPartitionTakeoverNotHeldByAnother: the reset of one partition's
+// consumer does not come back (under load a call's answer, or its
+// timeout, came seconds late). The instance must still take and run its
+// other partition: a round that made each partition ready in turn waited
+// on the hanging one, and every takeover after it waited too (in
+// TestClusterFailover, a takeover a round late: detect 9.8 s).
+func TestPartitionTakeoverNotHeldByAnother(t *testing.T) {
+	s, js := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD"}
+	hanging := partitionConsumer(t, js, "AAA-USD")
+	free := make(chan struct{})
+	defer close(free)
+	partitionConsumer(t, js, "BBB-USD")
+	// Both partitions stored before the instance starts, so that it
+	// finds them in one round, the hanging one first.
+	inputs(t, js, keys, 0, 40)
+	l := &ledger{}
+	runPartitionedWith(t, s, "a", l, partOpts{ttl: time.Second, hook: func(r *pipeline.Runner) {
+		pipeline.SetResetConsumer(r, func(ctx context.Context, stream, consumer string, reset func(context.Context, string, string) (uint64, error)) (uint64, error) {
+			if consumer == hanging {
+				<-free
+				return 0, errors.New("test: reset not answered")
+			}
+			return reset(ctx, stream, consumer)
+		})
+	}})
+	waitOutputs(t, js, 20)
+	check(t, filterKey(outputs(t, js), keys[1]), filterKey(want(keys, 40, nil), keys[1]))
+}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cryptostream/natstest"
 	"cryptostream/streams"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -238,6 +240,54 @@ func TestNextSeq(t *testing.T) {
 		}
 		if got, err := streams.NextSeq(ctx, js, name, subj+".none", 1); err != nil || got != 0 {
 			t.Errorf("direct %v, a subject with nothing: %d, %v; want 0", direct, got, err)
+		}
+	}
+}
+
+// TestNextSeqIsOneDirectGet: on the streams whose gaps the stages check
+// (pipeline.StoredBetween: features on MARKET, the predictor on FEATURES),
+// NextSeq is one direct get, not a stream info and a message get.
+func TestNextSeqIsOneDirectGet(t *testing.T) {
+	s := natstest.Server(t)
+	nc, js := natstest.Connect(t, s)
+	ctx := t.Context()
+	if err := streams.Ensure(ctx, js, streams.Declare(1)); err != nil {
+		t.Fatal(err)
+	}
+	spy, _ := natstest.Connect(t, s)
+	var infos atomic.Int64
+	if _, err := spy.Subscribe("$JS.API.STREAM.INFO.>", func(*nats.Msg) { infos.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ stream, subject string }{
+		{streams.StreamMarket, streams.CandleSubject(streams.Interval1m, "BTC/USD")},
+		{streams.StreamFeatures, streams.FeaturesSubject(streams.Interval1m, "BTC/USD")},
+	} {
+		ack, err := js.Publish(ctx, tt.subject, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := infos.Load()
+		next, err := streams.NextSeq(ctx, js, tt.stream, tt.subject, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next != ack.Sequence {
+			t.Errorf("%s: next %d, want %d", tt.stream, next, ack.Sequence)
+		}
+		// The spy's copy of a request arrives before the answer would
+		// have: a flush on the requesting connection orders them.
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := spy.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n := infos.Load() - before; n != 0 {
+			t.Errorf("%s: NextSeq made %d stream info requests", tt.stream, n)
 		}
 	}
 }

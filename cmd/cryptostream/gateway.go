@@ -39,6 +39,8 @@ type gatewayConfig struct {
 	AllowPrivateWebhooks bool
 	// WSWriteDelay is hub.Config.WriteDelay.
 	WSWriteDelay time.Duration
+	// WSIOURing is the inverse of hub.Config.PlainWrites.
+	WSIOURing bool
 }
 
 func (c *gatewayConfig) register(fs *flagSet) {
@@ -55,6 +57,7 @@ func (c *gatewayConfig) register(fs *flagSet) {
 	}
 	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
 	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", hub.DefaultWriteDelay, "how often the websocket flushers write what each client queued, in one write per client (fewer system calls at thousands of clients; a frame waits up to this much, half on average); 0 writes each client's frames at once from its own goroutine")
+	fs.boolVar(&c.WSIOURing, "ws-io-uring", "WS_IO_URING", true, "the websocket flushers send a batch of clients' frames per io_uring_enter instead of one writev per client (a third less CPU per write on this VM); where io_uring is not allowed they fall back to writev by themselves")
 	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
 	if fs.Lookup("intervals") == nil {
 		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")
@@ -149,7 +152,7 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals, WriteDelay: cfg.WSWriteDelay},
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals, WriteDelay: cfg.WSWriteDelay, PlainWrites: !cfg.WSIOURing},
 		MaxAlertRules: cfg.MaxAlertRules, AllowPrivateWebhooks: cfg.AllowPrivateWebhooks}, d)
 	if err != nil {
 		return nil, err

@@ -162,13 +162,14 @@ func loadtestREST(ctx context.Context, args []string, e *env) error {
 	t.register(fs)
 	fs.stringVar(&cfg.Path, "path", "", "/crypto/asset_latest/BTC-USD", "the route to ask for")
 	fs.intVar(&cfg.Concurrency, "concurrency", "", 64, "concurrent keep-alive clients")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: requests/s offered in all, each one's latency from when it was due (0: closed loop, each client asks again when answered)")
 	fs.durationVar(&cfg.Warmup, "warmup", "", 2*time.Second, "requests before the measured window")
 	fs.durationVar(&cfg.Duration, "duration", "", 10*time.Second, "the measured window")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if cfg.Concurrency < 1 || cfg.Concurrency > 10_000 || cfg.Duration <= 0 || cfg.Duration > time.Hour {
-		return errors.New("loadtest: want --concurrency in [1, 10000] and --duration in (0, 1h]")
+	if cfg.Concurrency < 1 || cfg.Concurrency > 10_000 || cfg.Duration <= 0 || cfg.Duration > time.Hour || cfg.Rate < 0 || cfg.Rate > 1_000_000 {
+		return errors.New("loadtest: want --concurrency in [1, 10000], --duration in (0, 1h] and --rate in [0, 1000000]")
 	}
 	cfg.URL, cfg.MetricsURL = t.URL, t.MetricsURL
 	var err error
@@ -183,6 +184,10 @@ func loadtestREST(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "loadtest rest: GET %s, %d clients, %s measured\n%s\n", cfg.Path, cfg.Concurrency, cfg.Duration, res)
+	mode := "closed loop"
+	if cfg.Rate > 0 {
+		mode = fmt.Sprintf("open loop at %g req/s", cfg.Rate)
+	}
+	fmt.Fprintf(e.stdout, "loadtest rest: GET %s, %d clients, %s, %s measured\n%s\n", cfg.Path, cfg.Concurrency, mode, cfg.Duration, res)
 	return nil
 }

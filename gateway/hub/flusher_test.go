@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +25,12 @@ import (
 func flushedClient(t *testing.T, cfg Config, peerRecvBuf int) (*client, *net.TCPConn) {
 	t.Helper()
 	cfg.WriteDelay = time.Hour
-	c := testClient(t, cfg)
+	return flushedClientOn(t, testClient(t, cfg), peerRecvBuf)
+}
+
+// flushedClientOn connects c (not yet started) as flushedClient does.
+func flushedClientOn(t *testing.T, c *client, peerRecvBuf int) (*client, *net.TCPConn) {
+	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +56,7 @@ func flushedClient(t *testing.T, cfg Config, peerRecvBuf int) (*client, *net.TCP
 		_ = srv.SetWriteBuffer(peerRecvBuf)
 	}
 	c.nc, c.rc, c.fl = srv, rawConn(srv), c.h.flushers[0]
+	t.Cleanup(c.fl.closeRing)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -111,9 +118,19 @@ func wantEvents(t *testing.T, r *bufio.Reader, from, to uint64) {
 	}
 }
 
+// writeWays runs a flusher test with the round's writes batched through
+// io_uring and with one writev per client.
+func writeWays(t *testing.T, test func(t *testing.T, plain bool)) {
+	for _, plain := range []bool{false, true} {
+		t.Run(map[bool]string{false: "io_uring", true: "writev"}[plain], func(t *testing.T) { test(t, plain) })
+	}
+}
+
 // What a client queued between two rounds goes out in one write.
-func TestFlusherOneWritePerRound(t *testing.T) {
-	c, peer := flushedClient(t, Config{}, 0)
+func TestFlusherOneWritePerRound(t *testing.T) { writeWays(t, flusherOneWritePerRound) }
+
+func flusherOneWritePerRound(t *testing.T, plain bool) {
+	c, peer := flushedClient(t, Config{PlainWrites: plain}, 0)
 	cs := &clientSub{c: c, ready: true}
 	now := time.Now()
 	for seq := uint64(1); seq <= 5; seq++ {
@@ -139,8 +156,10 @@ func TestFlusherOneWritePerRound(t *testing.T) {
 // order (through its own writer), and the client goes back to its flusher
 // once it has caught up. A close after such a cut comes after the rest of
 // the frame.
-func TestFlusherHandsFullSocketToWriter(t *testing.T) {
-	c, peer := flushedClient(t, Config{QueueSize: 10_000}, 4096)
+func TestFlusherHandsFullSocketToWriter(t *testing.T) { writeWays(t, flusherHandsFullSocketToWriter) }
+
+func flusherHandsFullSocketToWriter(t *testing.T, plain bool) {
+	c, peer := flushedClient(t, Config{QueueSize: 10_000, PlainWrites: plain}, 4096)
 	cs := &clientSub{c: c, ready: true}
 	now := time.Now()
 	var seq uint64
@@ -228,6 +247,10 @@ func TestFlusherRoundYields(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	h := testClient(t, Config{WriteDelay: time.Hour}).h
 	f := h.flushers[0]
+	// The ring's setup is system calls, which can hand the one P to the
+	// goroutine below before the round starts.
+	f.openRing()
+	t.Cleanup(f.closeRing)
 	clients := make([]*client, 4*yieldEvery)
 	for i := range clients {
 		// Nothing queued: the round only takes each off its list.
@@ -249,5 +272,49 @@ func TestFlusherRoundYields(t *testing.T) {
 	f.round(nil)
 	if n := <-seen; n != yieldEvery {
 		t.Fatalf("another goroutine first ran after the round had taken %d of %d clients, want %d", n, len(clients), yieldEvery)
+	}
+}
+
+// A round over many clients enters the kernel once per batch of them where
+// io_uring is allowed, and once per client otherwise; every client gets
+// all it queued, in order.
+func TestFlusherBatchesWrites(t *testing.T) {
+	const n = 3 * yieldEvery / 2
+	for _, tc := range []struct {
+		name      string
+		plain     bool
+		wantCalls float64
+	}{{"io_uring", false, 2}, {"writev", true, n}} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, firstPeer := flushedClient(t, Config{PlainWrites: tc.plain}, 0)
+			h := first.h
+			clients, peers := []*client{first}, []*net.TCPConn{firstPeer}
+			for i := range n - 1 {
+				// All on the first client's hub and flusher.
+				c := &client{h: h, id: uint64(i + 2), wake: make(chan struct{}, 1), done: make(chan struct{}), subs: map[string]*clientSub{}}
+				c.room = sync.NewCond(&c.qmu)
+				c, peer := flushedClientOn(t, c, 0)
+				clients, peers = append(clients, c), append(peers, peer)
+			}
+			now := time.Now()
+			for _, c := range clients {
+				cs := &clientSub{c: c, ready: true}
+				for seq := uint64(1); seq <= 3; seq++ {
+					if !c.deliver(cs, eventFrame(seq, 100), now) {
+						t.Fatalf("event %d not queued", seq)
+					}
+				}
+			}
+			first.fl.round(nil)
+			for i, peer := range peers {
+				t.Run(fmt.Sprint(i), func(t *testing.T) { wantEvents(t, bufio.NewReader(peer), 1, 3) })
+			}
+			if calls := testutil.ToFloat64(h.m.syscalls); calls != tc.wantCalls {
+				t.Fatalf("%v system calls for %d clients, want %v", calls, n, tc.wantCalls)
+			}
+			if w, f := testutil.ToFloat64(h.m.writes), testutil.ToFloat64(h.m.frames); w != n || f != 3*n {
+				t.Fatalf("%v writes carrying %v frames, want %d carrying %d", w, f, n, 3*n)
+			}
+		})
 	}
 }

@@ -95,6 +95,10 @@ type Config struct {
 	// average. Zero writes every client's frames at once from its own
 	// writer. The gateway runs DefaultWriteDelay.
 	WriteDelay time.Duration
+	// PlainWrites makes the flushers write each client with its own
+	// writev, as where io_uring is not allowed, instead of a batch of
+	// clients' sends per io_uring_enter (flusher.go).
+	PlainWrites bool
 	// SlowAfter: a client whose oldest queued frame has waited this long is
 	// closed as slow, before its socket write can time out.
 	SlowAfter time.Duration
@@ -203,6 +207,7 @@ type hubMetrics struct {
 	clients, topics                         prometheus.Gauge
 	events, delivered, slow, backlog, nosub prometheus.Counter
 	badMsgs, conflated, writes, frames      prometheus.Counter
+	syscalls                                prometheus.Counter
 	revoked                                 prometheus.Counter
 	round                                   prometheus.Histogram
 	// Where a live event's delay goes, stage by stage (stageBuckets):
@@ -259,6 +264,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 			conflated: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_conflated_total", Help: "Ticks replaced by a newer one before they were sent (a client or a channel's fan-out was behind)."}),
 			writes:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_writes_total", Help: "Socket writes; each carries one or more frames."}),
 			frames:    f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_frames_total", Help: "Frames written to clients."}),
+			syscalls:  f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_flush_syscalls_total", Help: "System calls the flushers' rounds made to write: one io_uring_enter per batch of clients, or one writev per client where io_uring is not allowed (--ws-io-uring=false)."}),
 			round: f.NewHistogram(prometheus.HistogramOpts{Name: "cryptostream_gateway_ws_flush_round_seconds", Help: "How long one flusher's round of writes took (with --ws-write-delay); rounds longer than the delay mean the flushers are behind.",
 				Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
 			revoked: f.NewCounter(prometheus.CounterOpts{Name: "cryptostream_gateway_ws_revoked_closes_total", Help: "Connections closed (4001) because their token was revoked: account deleted, disabled, or its password or role changed."}),
