@@ -11,7 +11,7 @@ import (
 	"cryptostream/forecast/evaluation"
 )
 
-var calibrationGrid = flag.Bool("calibration-grid", false, "rerun the choice of the 60-minute calibration and forecast (docs/models.md), about a minute")
+var calibrationGrid = flag.Bool("calibration-grid", false, "rerun the choice of the 60-minute calibration and forecast (docs/models.md), 24 settings, 13 minutes at a load of 25")
 
 // TestCalibrationChoice reruns how the 60-minute settings were chosen:
 // every setting of the grid is scored on the first half of the two
