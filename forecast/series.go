@@ -54,10 +54,14 @@ type Config struct {
 	RefitEvery int
 	// ProfileBuckets divide the day for the time-of-day profile, whose
 	// buckets forget with a half-life of ProfileHalfLifeDays and count
-	// once every one has ProfileMinDays days of data.
+	// once every one has ProfileMinDays days of data. ProfileCap caps
+	// what one interval adds to its bucket, |r| over the trailing day's
+	// RMS return (3; 0 is no cap), so that the hours of a crash do not set
+	// the time-of-day shape for weeks after it.
 	ProfileBuckets      int
 	ProfileHalfLifeDays float64
 	ProfileMinDays      int
+	ProfileCap          float64
 	// Calibration is the fewest recent standardised errors per horizon and
 	// regime the conformal multiplier is read from; CalibrationHorizons
 	// lengthens the window of a long horizon to hold that many whole
@@ -126,7 +130,7 @@ func DefaultConfig(iv time.Duration) Config {
 		HARMinSpan:     n(15 * time.Minute),
 		Memory:         14 * day,
 		RefitEvery:     n(time.Hour),
-		ProfileBuckets: 48, ProfileHalfLifeDays: 10, ProfileMinDays: 2,
+		ProfileBuckets: 48, ProfileHalfLifeDays: 10, ProfileMinDays: 2, ProfileCap: 3,
 		Calibration: day, CalibrationHorizons: 192, RegimeBins: 1, ACISteps: steps, ACIFloor: 0.45, CoverageWindow: day,
 		Warmup: 2 * day, MaxGap: day,
 	}
@@ -152,6 +156,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("forecast: %d pooled flags for %d horizons", len(c.Pooled), len(c.Horizons))
 	case c.CalibrationHorizons < 0:
 		return fmt.Errorf("forecast: calibration horizons %d", c.CalibrationHorizons)
+	case !(c.ProfileCap >= 0):
+		return fmt.Errorf("forecast: profile cap %v (0 for none, or above 0)", c.ProfileCap)
 	case !(c.ACIFloor >= 0 && c.ACIFloor < 1):
 		return fmt.Errorf("forecast: ACI floor %v (0 to below 1)", c.ACIFloor)
 	}
@@ -415,7 +421,7 @@ func (s *Series) reset() {
 	for i, hl := range cfg.EWMAHalfLives {
 		s.ewma[i] = newEWMean(float64(hl))
 	}
-	s.prof = newProfile(cfg.ProfileBuckets, cfg.Interval, cfg.ProfileHalfLifeDays, cfg.ProfileMinDays)
+	s.prof = newProfile(cfg.ProfileBuckets, cfg.Interval, cfg.ProfileHalfLifeDays, cfg.ProfileMinDays, cfg.ProfileCap)
 	s.x = make([][harDim]float64, len(cfg.HARRecent))
 	s.regimes = NewCalibration(cfg.Calibration)
 	s.hz, s.hars = s.hz[:0], s.hars[:0]

@@ -18,10 +18,14 @@ func pow2(x float64) float64 { return math.Exp2(x) }
 // return, so that the shape is measured apart from the level. Its square,
 // normalised to a mean of one over the day, scales each interval's
 // variance. Absolute rather than squared returns keep one crash minute
-// from dominating a bucket for weeks.
+// from dominating a bucket for weeks, and the cap on that ratio keeps a
+// crash's hour from doing so: its minutes, tens of times the trailing
+// day's RMS, would otherwise make the forecast of that time of day too
+// high on the days after (docs/models.md).
 type profile struct {
 	bucketSec int64
 	minObs    int
+	maxZ      float64 // the cap on |r| over the day's RMS
 	m         []ewMean
 	s         []float64 // the normalised variance factors, refreshed per bucket
 	last      int       // bucket of the last update
@@ -32,12 +36,17 @@ type profile struct {
 	aligned bool
 }
 
-func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int) profile {
+// newProfile caps each interval's |r| over the day's RMS at maxZ; 0 is
+// no cap.
+func newProfile(buckets int, iv time.Duration, halfLifeDays float64, minDays int, maxZ float64) profile {
 	ivSec := int64(iv / time.Second)
 	bucketSec := max(86400/int64(buckets), ivSec)
 	nb := int(max(86400/bucketSec, 1))
 	perDay := float64(max(bucketSec/max(ivSec, 1), 1))
-	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), m: make([]ewMean, nb), s: make([]float64, nb), last: -1,
+	if maxZ == 0 {
+		maxZ = math.Inf(1)
+	}
+	p := profile{bucketSec: bucketSec, minObs: minDays * int(perDay), maxZ: maxZ, m: make([]ewMean, nb), s: make([]float64, nb), last: -1,
 		aligned: 86400%bucketSec == 0}
 	for i := range p.m {
 		p.m[i] = newEWMean(halfLifeDays * perDay)
@@ -59,7 +68,7 @@ func (p *profile) bucket(unix int64) int {
 
 // observe adds an interval in bucket b with |r| relative to rms.
 func (p *profile) observe(b int, z float64) {
-	p.m[b].add(z)
+	p.m[b].add(min(z, p.maxZ))
 	if b != p.last {
 		p.last = b
 		p.refresh()

@@ -45,6 +45,8 @@ func applySpec(t *testing.T, cfg *forecast.Config, spec string) {
 			cfg.ACISteps[1] = v
 		case "step15":
 			cfg.ACISteps[0] = v
+		case "pcap":
+			cfg.ProfileCap = v
 		case "window":
 			cfg.CalibrationHorizons = int(v)
 		default:
@@ -132,9 +134,9 @@ func TestCalibrationExplore(t *testing.T) {
 						}
 						tmin, tmax := min(s.Tercile80[0], s.Tercile80[1], s.Tercile80[2]), max(s.Tercile80[0], s.Tercile80[1], s.Tercile80[2])
 						n := intervalTargets(s)
-						ls = append(ls, fmt.Sprintf("%-22s %-12s %-8s %-4s met %d/4 gain %5.2f%% cov %.1f%% terc %.1f-%.1f out %d/%d cov95 %.1f%% g95 %.2f%%",
+						ls = append(ls, fmt.Sprintf("%-22s %-12s %-8s %-4s met %d/4 gain %5.2f%% cov %.1f%% terc %.1f-%.1f out %d/%d cov95 %.1f%% g95 %.2f%% qlike %.1f%% dm %.1f",
 							spec, exploreFiles[fi][:12], time.Duration(h)*f.Interval, part.name, n, 100*s.ScoreGain, 100*s.Cover80, 100*tmin, 100*tmax,
-							s.Outside, s.Days, 100*s.Cover95, 100*(1-s.Score95/s.Fixed95)))
+							s.Outside, s.Days, 100*s.Cover95, 100*(1-s.Score95/s.Fixed95), 100*s.Gain, s.DM.Stat))
 					}
 				}
 				out[si*len(files)+fi] = ls
