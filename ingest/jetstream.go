@@ -200,48 +200,74 @@ func (a *KVAssets) Seed(ctx context.Context, symbols []string, now time.Time) er
 	return nil
 }
 
-// WatchAssets implements AssetWatcher.
+// WatchAssets implements AssetWatcher. A watch ends when its ordered
+// consumer cannot be made again (the bucket deleted and declared anew, a
+// JetStream error other than a timeout): it is then watched again, until
+// ctx ends, and the set a new watch sends replaces the old one, so that a
+// key deleted while no watch ran stops its subscription too. The first
+// watch is made here, so that a bucket that is not there at the start is
+// an error of the start.
 func (a *KVAssets) WatchAssets(ctx context.Context) (<-chan []string, error) {
-	w, err := a.KV.WatchAll(ctx)
+	first, err := a.KV.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: watch assets: %w", err)
 	}
 	out := make(chan []string, 1)
+	log := a.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	go func() {
 		defer close(out)
-		defer w.Stop()
-		set := map[string]bool{}
-		initial := true
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
+		streams.Rewatch(ctx, log, "assets watch ended; the tracked assets stay as they were until it resumes", nil, func(ctx context.Context) error {
+			w := first
+			first = nil
+			if w == nil {
+				var err error
+				if w, err = a.KV.WatchAll(ctx); err != nil {
+					return fmt.Errorf("ingest: watch assets: %w", err)
 				}
-				if e != nil {
-					a.apply(set, e)
-					if initial {
-						continue
-					}
-				}
-				initial = false
-				syms := make([]string, 0, len(set))
-				for s := range set {
-					syms = append(syms, s)
-				}
-				sort.Strings(syms)
-				// Only the newest set matters: replace an unread one.
-				select {
-				case <-out:
-				default:
-				}
-				out <- syms
 			}
-		}
+			defer func() { _ = w.Stop() }()
+			return a.follow(ctx, w, out)
+		}, nil)
 	}()
 	return out, nil
+}
+
+// follow sends the set of symbols w shows, once its first pass is read and
+// after every change from then on, until ctx or the watch ends.
+func (a *KVAssets) follow(ctx context.Context, w jetstream.KeyWatcher, out chan []string) error {
+	set := map[string]bool{}
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("ingest: assets watch closed")
+			}
+			if e != nil {
+				a.apply(set, e)
+				if initial {
+					continue
+				}
+			}
+			initial = false
+			syms := make([]string, 0, len(set))
+			for s := range set {
+				syms = append(syms, s)
+			}
+			sort.Strings(syms)
+			// Only the newest set matters: replace an unread one.
+			select {
+			case <-out:
+			default:
+			}
+			out <- syms
+		}
+	}
 }
 
 func (a *KVAssets) apply(set map[string]bool, e jetstream.KeyValueEntry) {

@@ -3,7 +3,10 @@ package ingest_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -161,4 +164,73 @@ func embeddedCSV(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestAssetWatchResumes: deleting the assets bucket ends the watch (its
+// ordered consumer cannot be made again on a stream that is gone); once
+// the bucket is declared again the ingester watches it again and follows
+// the new bucket's assets, instead of keeping the old set for as long as
+// the process lives.
+func TestAssetWatchResumes(t *testing.T) {
+	h := newHarness(t, krakensim.Config{})
+	h.addAsset(t, "BTC/USD")
+	warnings := make(chan string, 64)
+	ch, err := (&ingest.KVAssets{KV: h.kv, Log: slog.New(recorder(warnings))}).WatchAssets(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline, _ := natstest.Deadline(t)
+	next := func(what string) []string {
+		t.Helper()
+		select {
+		case set, ok := <-ch:
+			if !ok {
+				t.Fatalf("the assets channel closed before %s: the watch ended and was not made again", what)
+			}
+			return set
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("no %s before the test's deadline", what)
+		}
+		return nil
+	}
+	if got := next("the first set"); !slices.Equal(got, []string{"BTC/USD"}) {
+		t.Fatalf("first set %q, want BTC/USD", got)
+	}
+
+	if err := h.js.DeleteKeyValue(t.Context(), streams.BucketAssets); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg := <-warnings:
+		t.Logf("after the delete: %s", msg)
+	case set, ok := <-ch:
+		if !ok {
+			t.Fatal("the assets channel closed when the bucket was deleted: the watch was not made again")
+		}
+		t.Fatalf("a set %q from a deleted bucket", set)
+	case <-time.After(time.Until(deadline)):
+		t.Fatal("the watch of a deleted bucket did not end before the test's deadline")
+	}
+	if err := streams.Ensure(t.Context(), h.js, streams.Declare(1)); err != nil {
+		t.Fatal(err)
+	}
+	h.addAsset(t, "ETH/USD")
+	if got := next("the new bucket's set"); !slices.Equal(got, []string{"ETH/USD"}) {
+		t.Fatalf("set after the bucket came back %q, want ETH/USD alone", got)
+	}
+}
+
+// recorder is a log handler that passes each message on, dropping what its
+// reader has no room for.
+type recorder chan string
+
+func (r recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r recorder) WithGroup(string) slog.Handler            { return r }
+func (r recorder) Handle(_ context.Context, rec slog.Record) error {
+	select {
+	case r <- rec.Message:
+	default:
+	}
+	return nil
 }

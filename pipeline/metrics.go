@@ -18,6 +18,7 @@ type metrics struct {
 	retries                prometheus.Counter
 	cut                    prometheus.Counter
 	warmups                prometheus.Counter
+	owners                 prometheus.Counter
 	batch                  prometheus.Observer
 	duration               prometheus.Observer
 	lag                    prometheus.Gauge
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 		warmups: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_warmups_total",
 			Help: "Series warmed from history (after a start, a change of owner or a failure).",
+		}, []string{"stage"})).With(l),
+		owners: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_owner_changes_total",
+			Help: "Pins of a pinned consumer this instance took, its first included; the server gives a new one when the pin lapses (no pull within PinnedTTL), and each warms every series again.",
 		}, []string{"stage"})).With(l),
 		batch: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cryptostream_pipeline_batch_size_messages",

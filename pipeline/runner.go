@@ -373,6 +373,7 @@ func (r *Runner) newOwner(batch []jetstream.Msg) {
 		r.log.Info("owner changed, warming every series again", "from", r.pin, "to", pin)
 	}
 	r.pin = pin
+	r.m.owners.Inc()
 	r.d.resetAll()
 }
 

@@ -318,8 +318,14 @@ func TestRunnerRestart(t *testing.T) {
 	natstest.WaitAtLeast(t, 30*time.Second, "the rest", uint64(400), func() uint64 { return count(t, js, "OUT") })
 	in.stop()
 	check(t, outputs(t, js), want(keys, 400, nil))
-	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got != 2 {
-		t.Fatalf("%v warm-ups after the restart, want one per key", got)
+	// One warm-up per key, and again after each reset: a busy machine can
+	// leave the pin unpulled past its PinnedTTL, and the server then pins
+	// the runner anew, which warms every series again (4 warm-ups at load
+	// 16, with stress-ng beside the test).
+	resets := opstest.Value(t, in.reg, "cryptostream_pipeline_owner_changes_total", nil) +
+		opstest.Value(t, in.reg, "cryptostream_pipeline_batch_retries_total", nil)
+	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got < float64(len(keys)) || got > float64(len(keys))*resets {
+		t.Fatalf("%v warm-ups after the restart over %v pins and retries, want one per key and reset", got, resets)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"cryptostream/features"
 	"cryptostream/features/featurestest"
 	"cryptostream/natstest"
+	"cryptostream/pipeline"
 	"cryptostream/predictor"
 	"cryptostream/streams"
 	"cryptostream/trainer"
@@ -162,6 +164,10 @@ func startPipeline(b *testing.B, fjs, pjs jetstream.JetStream) (stop func()) {
 }
 
 func streamCount(b *testing.B, js jetstream.JetStream, name string) uint64 {
+	return streamState(b, js, name).Msgs
+}
+
+func streamState(b *testing.B, js jetstream.JetStream, name string) jetstream.StreamState {
 	s, err := js.Stream(b.Context(), name)
 	if err != nil {
 		b.Fatal(err)
@@ -170,7 +176,14 @@ func streamCount(b *testing.B, js jetstream.JetStream, name string) uint64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return info.State.Msgs
+	return info.State
+}
+
+// storedSize is a stream's stored bytes per message (subject, headers and
+// the store's framing included).
+func storedSize(b *testing.B, js jetstream.JetStream, name string) uint64 {
+	st := streamState(b, js, name)
+	return st.Bytes / max(st.Msgs, 1)
 }
 
 // rawConsume is the reference: n messages of size bytes already stored,
@@ -302,7 +315,9 @@ func rawChain(b *testing.B, n, inSize, midSize, outSize int) pass {
 	go func() { rawHop(ctx, b, js2, "B", "C", n, outSize); done <- struct{}{} }()
 	<-done
 	<-done
-	return p.end()
+	p = p.end()
+	b.Logf("stored per message: B %d bytes, C %d bytes", storedSize(b, js, "B"), storedSize(b, js, "C"))
+	return p
 }
 
 // pipelinePass: the candles already in MARKET and a champion in the
@@ -330,10 +345,15 @@ func pipelinePass(b *testing.B, candles []streams.Candle) pass {
 	p := begin(len(candles))
 	stop := startPipeline(b, fjs, pjs)
 	defer stop()
+	// The raw chain knows its end for free; this poll is a stream info
+	// request, so it is kept to about 200 a pass (a 5 ms poll was 3-4% of
+	// the pipeline's CPU per candle), which ends a pass at most 0.5% late.
 	for streamCount(b, js, streams.StreamPredictions) < want {
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(min(max(5*time.Millisecond, time.Since(p.began)/200), 50*time.Millisecond))
 	}
-	return p.end()
+	p = p.end()
+	b.Logf("stored per message: FEATURES %d bytes, PREDICTIONS %d bytes", storedSize(b, js, streams.StreamFeatures), storedSize(b, js, streams.StreamPredictions))
+	return p
 }
 
 // pass is one measured run: messages per second, and the process's CPU
@@ -349,16 +369,72 @@ type pass struct {
 	// allocsPer is the process's heap allocations per message, the
 	// embedded server's included.
 	allocsPer float64
+	// sysBegan and sysPer: the process's read and write system calls
+	// (socket reads and writes, the file store's), per message: what
+	// coalescing writes saves, whatever the machine's load.
+	sysBegan uint64
+	sysPer   float64
 }
 
 func begin(n int) pass {
-	return pass{n: n, began: time.Now(), cpuBegan: cpuTime(), mallocs: mallocs()}
+	profileWindow(true)
+	return pass{n: n, began: time.Now(), cpuBegan: cpuTime(), mallocs: mallocs(), sysBegan: ioSyscalls()}
 }
 
+// ioSyscalls is the process's read and write system calls so far
+// (/proc/self/io's syscr and syscw), 0 where there is no such file.
+func ioSyscalls() uint64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		if k == "syscr" || k == "syscw" {
+			c, _ := strconv.ParseUint(v, 10, 64)
+			n += c
+		}
+	}
+	return n
+}
+
+// profileWindow, with BENCH_CPUPROFILE set to a file name prefix, profiles
+// only the timed part of each pass (no stream setup, no loading), one file
+// a pass, so that the pipeline's profile and the raw chain's compare per
+// message.
+func profileWindow(start bool) {
+	prefix := os.Getenv("BENCH_CPUPROFILE")
+	if prefix == "" {
+		return
+	}
+	if !start {
+		pprof.StopCPUProfile()
+		if profileFile != nil {
+			_ = profileFile.Close()
+		}
+		return
+	}
+	profiles++
+	f, err := os.Create(prefix + "." + strconv.Itoa(profiles))
+	if err != nil {
+		return
+	}
+	profileFile = f
+	_ = pprof.StartCPUProfile(f)
+}
+
+var (
+	profiles    int
+	profileFile *os.File
+)
+
 func (p pass) end() pass {
+	profileWindow(false)
 	p.rate = float64(p.n) / time.Since(p.began).Seconds()
 	p.cpuPer = (cpuTime() - p.cpuBegan) / time.Duration(p.n)
 	p.allocsPer = float64(mallocs()-p.mallocs) / float64(p.n)
+	p.sysPer = float64(ioSyscalls()-p.sysBegan) / float64(p.n)
 	return p
 }
 
@@ -399,7 +475,7 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	candles := meanReverting(n, 2)
 	sample, _ := streams.Encode(&candles[0])
 	vecSize, predSize := sizes(b, candles)
-	var pipes, chains, raws, toChain, toRaw, cpuPipe, cpuChain, allocPipe, allocChain []float64
+	var pipes, chains, raws, toChain, toRaw, cpuPipe, cpuChain, allocPipe, allocChain, sysPipe, sysChain []float64
 	for i := range b.N {
 		var pipe, chain pass
 		if i%2 == 0 {
@@ -415,8 +491,9 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 		cpuPipe = append(cpuPipe, float64(pipe.cpuPer)/1e3)
 		cpuChain = append(cpuChain, float64(chain.cpuPer)/1e3)
 		allocPipe, allocChain = append(allocPipe, pipe.allocsPer), append(allocChain, chain.allocsPer)
-		b.Logf("pass %d: pipeline %.0f candles/s (%.1f µs CPU, %.0f allocs each), raw chain %.0f msgs/s (%.1f µs, %.0f allocs), ratio %.2f; raw consume %.0f msgs/s",
-			i+1, pipe.rate, cpuPipe[i], pipe.allocsPer, chain.rate, cpuChain[i], chain.allocsPer, toChain[i], raw)
+		sysPipe, sysChain = append(sysPipe, pipe.sysPer), append(sysChain, chain.sysPer)
+		b.Logf("pass %d: pipeline %.0f candles/s (%.1f µs CPU, %.0f allocs, %.1f read/write syscalls each), raw chain %.0f msgs/s (%.1f µs, %.0f allocs, %.1f syscalls), ratio %.2f; raw consume %.0f msgs/s",
+			i+1, pipe.rate, cpuPipe[i], pipe.allocsPer, pipe.sysPer, chain.rate, cpuChain[i], chain.allocsPer, chain.sysPer, toChain[i], raw)
 	}
 	b.ReportMetric(median(pipes), "candles/s")
 	b.ReportMetric(median(chains), "raw_chain_msgs/s")
@@ -427,32 +504,54 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	b.ReportMetric(median(cpuChain), "chain_cpu_µs/msg")
 	b.ReportMetric(median(allocPipe), "allocs/candle")
 	b.ReportMetric(median(allocChain), "chain_allocs/msg")
+	b.ReportMetric(median(sysPipe), "syscalls/candle")
+	b.ReportMetric(median(sysChain), "chain_syscalls/msg")
 }
 
-// sizes are the encoded sizes of a vector and a prediction made from
-// candles, for the raw chain's payloads.
+// sizes are the sizes of a vector's and a prediction's payloads as the
+// features and predictor stages publish them (the vector in binary, the
+// prediction in JSON with its horizons, intervals and trace), made by
+// replaying candles through the two stages, for the raw chain's payloads.
+// (The prediction of predictor.Forecast alone, which this used before,
+// has no horizons: 337 bytes where the stage publishes about 2 KB.)
 func sizes(b *testing.B, candles []streams.Candle) (int, int) {
-	calc, err := features.NewCalculator(features.DefaultSpec())
+	reg := prometheus.NewRegistry()
+	vs, err := features.NewVectors(features.DefaultSpec(), nil, reg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	series := features.NewSeries(calc)
+	ps := predictor.NewPredictions(predictor.PredictionsConfig{}, nil, discard, reg)
 	rec := benchModel()
-	m, _ := trainer.FromRecord(rec)
-	bound, err := m.Bind(calc.Names())
-	if err != nil {
+	if err := ps.SetChampion(strings.TrimPrefix(streams.ChampionKey(streams.Interval1m, symbol), "champion."), &rec); err != nil {
 		b.Fatal(err)
 	}
-	for i, c := range candles {
-		if v, o := series.Add(c, uint64(i+1)); o == features.Computed {
-			p := predictor.Forecast(rec, bound, v, 1.96)
-			vb, _ := streams.Encode(&v)
-			pb, _ := streams.Encode(&p)
-			return len(vb), len(pb)
-		}
+	in := make([]pipeline.Msg, len(candles))
+	for i := range candles {
+		in[i] = pipeline.Msg{Stream: streams.StreamMarket, Subject: candles[i].Subject(), Seq: uint64(i + 1), Value: &candles[i]}
 	}
-	b.Fatal("no vector")
-	return 0, 0
+	vecs := published(b, vs, in)
+	preds := published(b, ps, vecs)
+	if len(vecs) == 0 || len(preds) == 0 {
+		b.Fatal("no vector or no prediction")
+	}
+	return len(vecs[len(vecs)-1].Data), len(preds[len(preds)-1].Data)
+}
+
+// published replays in through stage and returns its outputs as the
+// runner would publish them, as the next stage's inputs.
+func published(b *testing.B, stage pipeline.Stage, in []pipeline.Msg) []pipeline.Msg {
+	var outs []pipeline.Msg
+	for out, err := range pipeline.Replay(b.Context(), stage, pipeline.Msgs(in), pipeline.ReplayConfig{}) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg, err := streams.NewMsg(out.Event)
+		if err != nil {
+			b.Fatal(err)
+		}
+		outs = append(outs, pipeline.Msg{Stream: streams.StreamFeatures, Subject: msg.Subject, Seq: uint64(len(outs) + 1), Data: msg.Data})
+	}
+	return outs
 }
 
 // BenchmarkPublishToPrediction: one candle at a time, the time from before
@@ -512,15 +611,16 @@ func BenchmarkPublishToPrediction(b *testing.B) {
 func BenchmarkPipelineAlone(b *testing.B) {
 	const n = 20000
 	candles := meanReverting(n, 2)
-	var rates, cpus, allocs []float64
+	var rates, cpus, allocs, sys []float64
 	for range b.N {
 		p := pipelinePass(b, candles)
 		rates, cpus = append(rates, p.rate), append(cpus, float64(p.cpuPer)/1e3)
-		allocs = append(allocs, p.allocsPer)
+		allocs, sys = append(allocs, p.allocsPer), append(sys, p.sysPer)
 	}
 	b.ReportMetric(median(rates), "candles/s")
 	b.ReportMetric(median(cpus), "cpu_µs/candle")
 	b.ReportMetric(median(allocs), "allocs/candle")
+	b.ReportMetric(median(sys), "syscalls/candle")
 }
 
 // BenchmarkRawChainAlone runs only BenchmarkPipelineThroughput's raw
@@ -530,11 +630,12 @@ func BenchmarkRawChainAlone(b *testing.B) {
 	candles := meanReverting(n, 2)
 	sample, _ := streams.Encode(&candles[0])
 	vecSize, predSize := sizes(b, candles)
-	var rates, cpus []float64
+	var rates, cpus, sys []float64
 	for range b.N {
 		p := rawChain(b, n, len(sample), vecSize, predSize)
-		rates, cpus = append(rates, p.rate), append(cpus, float64(p.cpuPer)/1e3)
+		rates, cpus, sys = append(rates, p.rate), append(cpus, float64(p.cpuPer)/1e3), append(sys, p.sysPer)
 	}
 	b.ReportMetric(median(rates), "msgs/s")
 	b.ReportMetric(median(cpus), "cpu_µs/msg")
+	b.ReportMetric(median(sys), "syscalls/msg")
 }

@@ -57,7 +57,7 @@ func (c *gatewayConfig) register(fs *flagSet) {
 	}
 	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
 	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", hub.DefaultWriteDelay, "how often the websocket flushers write what each client queued, in one write per client (fewer system calls at thousands of clients; a frame waits up to this much, half on average); 0 writes each client's frames at once from its own goroutine")
-	fs.boolVar(&c.WSIOURing, "ws-io-uring", "WS_IO_URING", true, "the websocket flushers send a batch of clients' frames per io_uring_enter instead of one writev per client (a third less CPU per write on this VM); where io_uring is not allowed they fall back to writev by themselves")
+	fs.boolVar(&c.WSIOURing, "ws-io-uring", "WS_IO_URING", false, "the websocket flushers send a batch of 64 clients' frames per io_uring_enter instead of one writev per client: 0.65x the gateway's CPU per delivered message at 10,000 clients, but a 1.35x p99 delay on this VM (BENCHMARKS.md, \"The flush round through io_uring\"), so off by default; where io_uring is not allowed it falls back to writev")
 	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
 	if fs.Lookup("intervals") == nil {
 		fs.stringVar(&c.Intervals, "intervals", "INTERVALS", "1m", "comma-separated candle intervals the ingester runs; websocket channels on others are refused")
