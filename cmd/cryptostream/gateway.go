@@ -39,7 +39,7 @@ type gatewayConfig struct {
 	AllowPrivateWebhooks bool
 	// WSWriteDelay is hub.Config.WriteDelay.
 	WSWriteDelay time.Duration
-	// WSIOURing is the inverse of hub.Config.PlainWrites.
+	// WSIOURing is hub.Config.RingWrites.
 	WSIOURing bool
 }
 
@@ -152,7 +152,7 @@ func newGateway(ctx context.Context, cfg gatewayConfig, dataDir string, b *bus.B
 	if err := gateway.OpenBuckets(ctx, b.JS, &d); err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals, WriteDelay: cfg.WSWriteDelay, PlainWrites: !cfg.WSIOURing},
+	g, err := gateway.New(gateway.Config{BcryptCost: cfg.BcryptCost, CORSOrigins: origins, Hub: hub.Config{Intervals: cfg.intervals, WriteDelay: cfg.WSWriteDelay, RingWrites: cfg.WSIOURing},
 		MaxAlertRules: cfg.MaxAlertRules, AllowPrivateWebhooks: cfg.AllowPrivateWebhooks}, d)
 	if err != nil {
 		return nil, err

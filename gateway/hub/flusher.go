@@ -126,12 +126,12 @@ func (f *flusher) round(bufs [][]byte) [][]byte {
 }
 
 // openRing sets up the flusher's ring the first time, unless the hub
-// writes plainly or io_uring is not allowed here.
+// writes plainly (no RingWrites) or io_uring is not allowed here.
 func (f *flusher) openRing() {
 	if f.ring != nil || f.noRing {
 		return
 	}
-	if f.h.cfg.PlainWrites {
+	if !f.h.cfg.RingWrites {
 		f.noRing = true
 		return
 	}

@@ -130,7 +130,7 @@ func writeWays(t *testing.T, test func(t *testing.T, plain bool)) {
 func TestFlusherOneWritePerRound(t *testing.T) { writeWays(t, flusherOneWritePerRound) }
 
 func flusherOneWritePerRound(t *testing.T, plain bool) {
-	c, peer := flushedClient(t, Config{PlainWrites: plain}, 0)
+	c, peer := flushedClient(t, Config{RingWrites: !plain}, 0)
 	cs := &clientSub{c: c, ready: true}
 	now := time.Now()
 	for seq := uint64(1); seq <= 5; seq++ {
@@ -159,7 +159,7 @@ func flusherOneWritePerRound(t *testing.T, plain bool) {
 func TestFlusherHandsFullSocketToWriter(t *testing.T) { writeWays(t, flusherHandsFullSocketToWriter) }
 
 func flusherHandsFullSocketToWriter(t *testing.T, plain bool) {
-	c, peer := flushedClient(t, Config{QueueSize: 10_000, PlainWrites: plain}, 4096)
+	c, peer := flushedClient(t, Config{QueueSize: 10_000, RingWrites: !plain}, 4096)
 	cs := &clientSub{c: c, ready: true}
 	now := time.Now()
 	var seq uint64
@@ -286,7 +286,7 @@ func TestFlusherBatchesWrites(t *testing.T) {
 		wantCalls float64
 	}{{"io_uring", false, 2}, {"writev", true, n}} {
 		t.Run(tc.name, func(t *testing.T) {
-			first, firstPeer := flushedClient(t, Config{PlainWrites: tc.plain}, 0)
+			first, firstPeer := flushedClient(t, Config{RingWrites: !tc.plain}, 0)
 			h := first.h
 			clients, peers := []*client{first}, []*net.TCPConn{firstPeer}
 			for i := range n - 1 {

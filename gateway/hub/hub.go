@@ -95,13 +95,13 @@ type Config struct {
 	// average. Zero writes every client's frames at once from its own
 	// writer. The gateway runs DefaultWriteDelay.
 	WriteDelay time.Duration
-	// PlainWrites makes the flushers write each client with its own
-	// writev, as where io_uring is not allowed, instead of a batch of
-	// clients' sends per io_uring_enter (flusher.go). The batch costs
-	// 0.65x the CPU per delivered message but measured a worse p99 (its
-	// write stage's p99 30-90 ms against writev's 0.25 ms), so the
-	// gateway sets it unless --ws-io-uring.
-	PlainWrites bool
+	// RingWrites makes the flushers send a batch of clients' frames per
+	// io_uring_enter (flusher.go) instead of one writev per client; where
+	// io_uring is not allowed they write with writev all the same. The
+	// batch costs 0.65x the CPU per delivered message but measured a worse
+	// p99 (its write stage's p99 30-90 ms against writev's 0.25 ms), so it
+	// is opt-in: the gateway's --ws-io-uring.
+	RingWrites bool
 	// SlowAfter: a client whose oldest queued frame has waited this long is
 	// closed as slow, before its socket write can time out.
 	SlowAfter time.Duration
