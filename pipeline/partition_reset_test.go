@@ -28,6 +28,8 @@ type losing struct {
 	pin  string // the pin whose deliveries are lost, once armed
 	last string // the pin of the last delivery
 	lost int
+	// seen, when set, is told of each delivery passed on.
+	seen func(jetstream.Msg)
 }
 
 func (d *losing) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
@@ -65,8 +67,12 @@ func (c *losingConsumer) Consume(h jetstream.MessageHandler, opts ...jetstream.P
 			return
 		}
 		c.d.last = pin
+		seen := c.d.seen
 		c.d.mu.Unlock()
 		h(m)
+		if seen != nil {
+			seen(m)
+		}
 	}, opts...)
 }
 
@@ -91,6 +97,35 @@ func waitOutputs(t *testing.T, js jetstream.JetStream, n uint64) {
 	})
 }
 
+// pinMoveStart makes the leases bucket and AAA-USD's consumer, and
+// stores the first 20 inputs; it returns the consumer's name.
+func pinMoveStart(t *testing.T, js jetstream.JetStream) string {
+	t.Helper()
+	if _, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cons := partitionConsumer(t, js, "AAA-USD")
+	inputs(t, js, []string{"1m.AAA-USD"}, 0, 20)
+	return cons
+}
+
+// movePin loses the deliveries of inputs 20-29, then moves the pin and
+// stores inputs 30-39.
+func movePin(t *testing.T, js jetstream.JetStream, d *losing, cons string) {
+	t.Helper()
+	keys := []string{"1m.AAA-USD"}
+	d.lose()
+	inputs(t, js, keys, 20, 10)
+	natstest.WaitProgress(t, 30*time.Second, "deliveries lost", func() (bool, string) {
+		return d.lostCount() == 10, strconv.Itoa(d.lostCount())
+	})
+	// The pin moves: the runner's next pull is pinned afresh.
+	if err := streams.Unpin(t.Context(), js, "IN", cons); err != nil {
+		t.Fatal(err)
+	}
+	inputs(t, js, keys, 30, 10)
+}
+
 // TestPartitionResetsWhenItsPinMoves: the owner of a partition keeps its
 // lease while the consumer's pin moves to it again (after a node loss, the
 // consumer's new leader pins its next pull), and what the old leader had
@@ -101,30 +136,120 @@ func waitOutputs(t *testing.T, js jetstream.JetStream, n uint64) {
 // they come back at once, and every output is stored in order.
 func TestPartitionResetsWhenItsPinMoves(t *testing.T) {
 	s, js := setup(t)
-	ctx := t.Context()
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
-		t.Fatal(err)
-	}
 	const key, part = "1m.AAA-USD", "AAA-USD"
-	cons := partitionConsumer(t, js, part)
-	inputs(t, js, []string{key}, 0, 20)
+	cons := pinMoveStart(t, js)
 	d := &losing{}
 	l := &ledger{}
 	runPartitionedWith(t, s, "a", l, partOpts{js: func(j pipeline.JetStream) pipeline.JetStream { d.JetStream = j; return d }})
 	waitOutputs(t, js, 20)
 
-	d.lose()
-	inputs(t, js, []string{key}, 20, 10)
-	natstest.WaitProgress(t, 30*time.Second, "deliveries lost", func() (bool, string) {
-		return d.lostCount() == 10, strconv.Itoa(d.lostCount())
-	})
-	// The pin moves: the runner's next pull is pinned afresh.
-	if err := streams.Unpin(ctx, js, "IN", cons); err != nil {
-		t.Fatal(err)
-	}
-	inputs(t, js, []string{key}, 30, 10)
+	movePin(t, js, d, cons)
 	waitOutputs(t, js, 40)
 	check(t, outputs(t, js), want([]string{key}, 40, nil))
+	checkOneOwner(t, l, []string{part})
+}
+
+// TestPartitionTakeoverKeepsWhatCameAfterItsAnswer: as in
+// TestPartitionResetsWhenItsPinMoves, the pin moves and the runner resets
+// its consumer; then an input is delivered after the server answered what
+// it has in flight, and before the takeover goes on. That input is a
+// delivery after the reset, not a copy from before it: it must be stepped,
+// not dropped as one (with an AckWait of an hour it would never come
+// again, and the partition would stop one output short, as the flake of
+// this test's sibling did under load).
+func TestPartitionTakeoverKeepsWhatCameAfterItsAnswer(t *testing.T) {
+	s, js := setup(t)
+	const key, part = "1m.AAA-USD", "AAA-USD"
+	cons := pinMoveStart(t, js)
+	const late = 41 // the stream sequence of the input delivered late
+	arrived := make(chan struct{})
+	var once sync.Once
+	// The consumer sequence of the last delivery handed on.
+	var lastDelivered atomic.Uint64
+	d := &losing{seen: func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		lastDelivered.Store(md.Sequence.Consumer)
+		if md.Sequence.Stream == late {
+			once.Do(func() { close(arrived) })
+		}
+	}}
+	var ready atomic.Bool
+	var armed, reset, tricked atomic.Bool
+	l := &ledger{}
+	runPartitionedWith(t, s, "a", l, partOpts{
+		js: func(j pipeline.JetStream) pipeline.JetStream { d.JetStream = j; return d },
+		hook: func(r *pipeline.Runner) {
+			pipeline.SetResetConsumer(r, func(ctx context.Context, stream, consumer string, do func(context.Context, string, string) (uint64, error)) (uint64, error) {
+				seq, err := do(ctx, stream, consumer)
+				if err == nil && armed.Load() {
+					reset.Store(true)
+				}
+				return seq, err
+			})
+			pipeline.SetConsumerInfo(r, func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error) {
+				if !reset.Load() || tricked.Load() {
+					return c.Info(ctx)
+				}
+				if !ready.Load() {
+					// Once the server has redelivered everything and
+					// the runner has it all, this answer fails, so
+					// that the takeover counts once more: then it
+					// holds everything in flight, and goes on with
+					// the next answer.
+					for {
+						info, err := c.Info(ctx)
+						if err != nil {
+							return nil, err
+						}
+						if info.Delivered.Stream == late-1 && info.NumAckPending == late-21 && lastDelivered.Load() >= info.Delivered.Consumer {
+							break
+						}
+						select {
+						case <-ctx.Done():
+							return nil, ctx.Err()
+						case <-time.After(10 * time.Millisecond):
+						}
+					}
+					ready.Store(true)
+					return nil, errors.New("test: ask again")
+				}
+				// The takeover counted every redelivery: it goes on
+				// with this answer.
+				info, err := c.Info(ctx)
+				if err != nil || tricked.Swap(true) {
+					return info, err
+				}
+				// Answered; now one more input comes, before the
+				// takeover reads the answer.
+				if _, err := js.Publish(ctx, "in."+key, []byte(strconv.Itoa(late-1))); err != nil {
+					return nil, err
+				}
+				select {
+				case <-arrived:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return info, nil
+			})
+		},
+	})
+	waitOutputs(t, js, 20)
+
+	armed.Store(true)
+	movePin(t, js, d, cons)
+	natstest.WaitProgress(t, 30*time.Second, "the late input delivered", func() (bool, string) {
+		select {
+		case <-arrived:
+			return true, "delivered"
+		default:
+			return false, fmt.Sprintf("tricked %v", tricked.Load())
+		}
+	})
+	waitOutputs(t, js, late)
+	check(t, outputs(t, js), want([]string{key}, late, nil))
 	checkOneOwner(t, l, []string{part})
 }
 
