@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
@@ -303,11 +305,7 @@ func TestPartitionStartsOnlyAfterItsReset(t *testing.T) {
 		})
 	}})
 	waitOutputs(t, js, 40)
-	got := outputs(t, js)
-	all := want(keys, 40, nil)
-	for _, k := range keys {
-		check(t, filterKey(got, k), filterKey(all, k))
-	}
+	checkPerKey(t, js, keys, 40)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	mu.Lock()
@@ -476,4 +474,98 @@ func TestPartitionTakeoverNotHeldByAnother(t *testing.T) {
 	}})
 	waitOutputs(t, js, 20)
 	check(t, filterKey(outputs(t, js), keys[1]), filterKey(want(keys, 40, nil), keys[1]))
+}
+
+// TestPartitionRetakenByItsOwnerKeepsItsState: an instance's lease calls
+// stall (its bucket's leader lost, or a loaded machine) until every fence
+// shuts, and nobody else claims the partitions meanwhile. When the bucket
+// answers again the instance takes them again on the revisions it wrote
+// last, which proves nobody held them in between: it goes on from the
+// state it had, with no second warm-up, and every output is stored once,
+// in order.
+func TestPartitionRetakenByItsOwnerKeepsItsState(t *testing.T) {
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD"}
+	_, js, a, stalled, _ := stalledOwner(t, keys)
+	metric := func(name string) float64 { return opstest.Value(t, a.reg, name, nil) }
+	stalled.cut.Store(true)
+	natstest.WaitProgress(t, time.Minute, "every lease expired", func() (bool, string) {
+		n := metric("cryptostream_pipeline_lease_expiries_total")
+		return n >= float64(len(keys)), fmt.Sprint(n)
+	})
+	inputs(t, js, keys, 40, 20)
+	stalled.cut.Store(false)
+	waitOutputs(t, js, 60)
+	checkPerKey(t, js, keys, 60)
+	if n := metric("cryptostream_pipeline_partition_state_kept_total"); n < float64(len(keys)) {
+		t.Errorf("%v partitions taken again with their state, want %d", n, len(keys))
+	}
+	if n := metric("cryptostream_pipeline_warmups_total"); n != float64(len(keys)) {
+		t.Errorf("%v warm-ups, want %d: a partition nobody held in between was warmed again", n, len(keys))
+	}
+}
+
+// TestPartitionRetakenAfterAnotherHeldItWarms: as above, but while the
+// instance's bucket stalls another instance takes its partitions over and
+// steps inputs; then the first takes its share back. What it held before
+// is stale: it must warm again, and every output is stored once, in order,
+// with the sums of an uninterrupted run.
+func TestPartitionRetakenAfterAnotherHeldItWarms(t *testing.T) {
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD"}
+	s, js, a, stalled, l := stalledOwner(t, keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, partitionOf("in."+k))
+	}
+	stalled.cut.Store(true)
+	runPartitioned(t, s, "b", l, nil)
+	ownedBy := func(name string) int { return l.ownedBy(name, parts) }
+	natstest.WaitProgress(t, time.Minute, "b takes a's partitions over", func() (bool, string) {
+		return ownedBy("b") == len(parts), strconv.Itoa(ownedBy("b"))
+	})
+	inputs(t, js, keys, 40, 40)
+	waitOutputs(t, js, 80)
+	stalled.cut.Store(false)
+	natstest.WaitProgress(t, time.Minute, "a takes its share back", func() (bool, string) {
+		return ownedBy("a") == len(parts)/2, strconv.Itoa(ownedBy("a"))
+	})
+	inputs(t, js, keys, 80, 40)
+	waitOutputs(t, js, 120)
+	checkPerKey(t, js, keys, 120)
+	checkOneOwner(t, l, parts)
+	if n := opstest.Value(t, a.reg, "cryptostream_pipeline_partition_state_kept_total", nil); n != 0 {
+		t.Errorf("%v partitions taken back with a state another owner had moved past", n)
+	}
+}
+
+// checkPerKey says that every key's outputs of n inputs are stored once,
+// in order.
+func checkPerKey(t *testing.T, js jetstream.JetStream, keys []string, n int) {
+	t.Helper()
+	got, all := outputs(t, js), want(keys, n, nil)
+	for _, k := range keys {
+		check(t, filterKey(got, k), filterKey(all, k))
+	}
+}
+
+// stalledOwner starts instance a, whose leases bucket can be cut off, on
+// the partitions of keys, and waits for the outputs of their first 40
+// inputs.
+func stalledOwner(t *testing.T, keys []string) (*server.Server, jetstream.JetStream, *partInstance, *stalledLeases, *ledger) {
+	t.Helper()
+	s, js := setup(t)
+	if _, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		partitionConsumer(t, js, partitionOf("in."+k))
+	}
+	inputs(t, js, keys, 0, 40)
+	l := &ledger{}
+	stalled := &stalledLeases{}
+	a := runPartitioned(t, s, "a", l, func(kv pipeline.Leases) pipeline.Leases {
+		stalled.Leases = kv
+		return stalled
+	})
+	waitOutputs(t, js, 40)
+	return s, js, a, stalled, l
 }

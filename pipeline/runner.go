@@ -366,14 +366,20 @@ func (r *Runner) pinChanged(batch []jetstream.Msg) bool {
 	return pin != "" && pin != r.pin
 }
 
-// newOwner takes the ownership batch brings, which resets every series.
+// newOwner takes the ownership batch brings, which resets every series
+// when the pin moved while the runner ran.
 func (r *Runner) newOwner(batch []jetstream.Msg) {
 	pin := batch[0].Headers().Get("Nats-Pin-Id")
-	if r.pin != "" {
-		r.log.Info("owner changed, warming every series again", "from", r.pin, "to", pin)
-	}
-	r.pin = pin
 	r.m.owners.Inc()
+	if r.pin == "" {
+		// The runner's first pin: its series are new, or kept from a
+		// retake of the same partition that nobody held in between
+		// (partition.go's kept).
+		r.pin = pin
+		return
+	}
+	r.log.Info("owner changed, warming every series again", "from", r.pin, "to", pin)
+	r.pin = pin
 	r.d.resetAll()
 }
 
