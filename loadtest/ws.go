@@ -97,7 +97,13 @@ type WSResult struct {
 	ServerGoroutines       float64
 	ServerFramesPerWrite   float64       // frames the gateway's writers carried per socket write
 	ServerFlushRound       time.Duration // the mean round of the gateway's flushers (with a write delay)
-	LoadgenCPU             float64       // cores the load generator used
+	ServerFlushRoundP99    time.Duration // from the round histogram's buckets
+	ServerWritesPerSec     float64       // socket writes the gateway made per second
+	// ServerCPUPerMsg and LoadgenCPUPerMsg are CPU seconds per delivered
+	// message: on a machine shared with other work they vary less than
+	// the delays and the rate.
+	ServerCPUPerMsg, LoadgenCPUPerMsg float64
+	LoadgenCPU                        float64 // cores the load generator used
 	// Stages: where the gateway's part of the delay went, by stage.
 	Stages []StageDelay
 	Resume ResumeResult
@@ -120,14 +126,17 @@ delay              p50 %s  p99 %s  max %s
 closes             %v (healthy clients closed: %d; slow clients closed with 4008: %d; server slow-close counter +%.0f)
 slow clients read  %s
 server memory      %.1f KiB/conn idle, %.1f KiB/conn under load (RSS delta over the clients); Go heap+stacks in use %.1f KiB/conn idle
-server cpu         %.2f cores, %.0f goroutines, %.2f frames per write, flush round %s
-loadgen cpu        %.2f cores
+server cpu         %.2f cores, %.2f µs per delivered message, %.0f goroutines
+server writes      %.0f writes/s, %.2f frames per write, flush round mean %s p99 %s
+loadgen cpu        %.2f cores, %.2f µs per delivered message
 gateway stages     %s (p50/p99 from the gateway's histograms over the window)
 resume             %d clients, %d resumed with since in the window; %d candles owed, %d missing, %d duplicated, %d still on the way; %d gap notices; errors %v`,
 		r.Connected, r.Clients, r.Channels, r.EventsPublished, r.Offered, r.Delivered, float64(r.Delivered)/max(1, float64(r.Offered)), r.DeliveredPerSec,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond),
 		codes, r.ClosedHealthy, r.SlowClosed, r.ServerSlowCloses, strings.Join(r.SlowDrains, "; "),
-		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerGoroutines, r.ServerFramesPerWrite, r.ServerFlushRound.Round(10*time.Microsecond), r.LoadgenCPU, stagesString(r.Stages),
+		r.ServerRSSPerConn/1024, r.ServerRSSPerConnLoaded/1024, r.ServerHeapPerConn/1024, r.ServerCPU, r.ServerCPUPerMsg*1e6, r.ServerGoroutines,
+		r.ServerWritesPerSec, r.ServerFramesPerWrite, r.ServerFlushRound.Round(10*time.Microsecond), r.ServerFlushRoundP99.Round(10*time.Microsecond),
+		r.LoadgenCPU, r.LoadgenCPUPerMsg*1e6, stagesString(r.Stages),
 		r.Resume.Clients, r.Resume.Resumed, r.Resume.Owed, r.Resume.Missing, r.Resume.Duplicates, r.Resume.Late, r.Resume.GapFrames, r.Resume.Errors)
 }
 
@@ -523,9 +532,11 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	res.ServerGoroutines = mEnd["go_goroutines"]
 	if w := mEnd["cryptostream_gateway_ws_writes_total"] - mStart["cryptostream_gateway_ws_writes_total"]; w > 0 {
 		res.ServerFramesPerWrite = (mEnd["cryptostream_gateway_ws_frames_total"] - mStart["cryptostream_gateway_ws_frames_total"]) / w
+		res.ServerWritesPerSec = w / secs
 	}
 	if n := mEnd["cryptostream_gateway_ws_flush_round_seconds_count"] - mStart["cryptostream_gateway_ws_flush_round_seconds_count"]; n > 0 {
 		res.ServerFlushRound = time.Duration((mEnd["cryptostream_gateway_ws_flush_round_seconds_sum"] - mStart["cryptostream_gateway_ws_flush_round_seconds_sum"]) / n * 1e9)
+		_, _, res.ServerFlushRoundP99 = histQuantiles(mStart, mEnd, roundBucket+`le="`)
 	}
 	res.ServerRSSPerConnLoaded = (mEnd["process_resident_memory_bytes"] - m0["process_resident_memory_bytes"]) / float64(len(clients))
 	res.ServerSlowCloses = mFinal["cryptostream_gateway_ws_slow_closes_total"] - m0["cryptostream_gateway_ws_slow_closes_total"]
@@ -563,6 +574,10 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	}
 	res.Delivered = int64(len(delays))
 	res.DeliveredPerSec = float64(res.Delivered) / secs
+	if res.Delivered > 0 {
+		res.ServerCPUPerMsg = res.ServerCPU * secs / float64(res.Delivered)
+		res.LoadgenCPUPerMsg = res.LoadgenCPU * secs / float64(res.Delivered)
+	}
 	slices.Sort(delays)
 	q := func(p float64) time.Duration {
 		if len(delays) == 0 {
@@ -791,11 +806,11 @@ func scrape(ctx context.Context, u string) (map[string]float64, error) {
 	out := map[string]float64{}
 	for line := range bytes.Lines(b) {
 		line = bytes.TrimSpace(line)
-		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 && !bytes.HasPrefix(line, []byte(stageBucket)) {
+		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 && !bytes.HasPrefix(line, []byte(stageBucket)) && !bytes.HasPrefix(line, []byte(roundBucket)) {
 			continue
 		}
 		name, val, ok := bytes.Cut(line, []byte(" "))
-		if i := bytes.LastIndexByte(line, ' '); bytes.HasPrefix(line, []byte(stageBucket)) && i > 0 {
+		if i := bytes.LastIndexByte(line, ' '); (bytes.HasPrefix(line, []byte(stageBucket)) || bytes.HasPrefix(line, []byte(roundBucket))) && i > 0 {
 			name, val, ok = line[:i], line[i+1:], true
 		}
 		if !ok {
@@ -808,7 +823,10 @@ func scrape(ctx context.Context, u string) (map[string]float64, error) {
 	return out, nil
 }
 
-const stageBucket = "cryptostream_gateway_ws_stage_seconds_bucket{"
+const (
+	stageBucket = "cryptostream_gateway_ws_stage_seconds_bucket{"
+	roundBucket = "cryptostream_gateway_ws_flush_round_seconds_bucket{"
+)
 
 // StageDelay is one stage's delay quantiles over the window, from the
 // gateway's histogram (interpolated within its buckets).
@@ -826,45 +844,55 @@ var gatewayStages = []string{"read", "inbox", "fanout", "queue", "write"}
 func stageDelays(m0, m1 map[string]float64) []StageDelay {
 	var out []StageDelay
 	for _, st := range gatewayStages {
-		prefix := stageBucket + `stage="` + st + `",le="`
-		type bucket struct{ le, n float64 }
-		var bs []bucket
-		for k, v := range m1 {
-			rest, ok := strings.CutPrefix(k, prefix)
-			if !ok {
-				continue
-			}
-			le, err := strconv.ParseFloat(strings.TrimSuffix(rest, `"}`), 64)
-			if err != nil {
-				continue
-			}
-			bs = append(bs, bucket{le, v - m0[k]})
-		}
-		if len(bs) == 0 {
+		total, p50, p99 := histQuantiles(m0, m1, stageBucket+`stage="`+st+`",le="`)
+		if total == 0 {
 			continue
 		}
-		slices.SortFunc(bs, func(a, b bucket) int { return cmpFloat(a.le, b.le) })
-		total := bs[len(bs)-1].n // +Inf
-		q := func(p float64) time.Duration {
-			want, lo, prev := p*total, 0.0, 0.0
-			for _, b := range bs {
-				if b.n >= want {
-					if math.IsInf(b.le, 1) {
-						return time.Duration(lo * 1e9)
-					}
-					frac := 0.0
-					if b.n > prev {
-						frac = (want - prev) / (b.n - prev)
-					}
-					return time.Duration((lo + frac*(b.le-lo)) * 1e9)
-				}
-				lo, prev = b.le, b.n
-			}
-			return time.Duration(lo * 1e9)
-		}
-		out = append(out, StageDelay{Stage: st, Count: total, P50: q(0.5), P99: q(0.99)})
+		out = append(out, StageDelay{Stage: st, Count: total, P50: p50, P99: p99})
 	}
 	return out
+}
+
+// histQuantiles reads the growth of one histogram's buckets (those whose
+// scraped name starts with prefix, up to the bound) between two scrapes:
+// its count and its 50th and 99th percentiles, interpolated in a bucket.
+func histQuantiles(m0, m1 map[string]float64, prefix string) (float64, time.Duration, time.Duration) {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for k, v := range m1 {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		le, err := strconv.ParseFloat(strings.TrimSuffix(rest, `"}`), 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{le, v - m0[k]})
+	}
+	if len(bs) == 0 {
+		return 0, 0, 0
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmpFloat(a.le, b.le) })
+	total := bs[len(bs)-1].n // +Inf
+	q := func(p float64) time.Duration {
+		want, lo, prev := p*total, 0.0, 0.0
+		for _, b := range bs {
+			if b.n >= want {
+				if math.IsInf(b.le, 1) {
+					return time.Duration(lo * 1e9)
+				}
+				frac := 0.0
+				if b.n > prev {
+					frac = (want - prev) / (b.n - prev)
+				}
+				return time.Duration((lo + frac*(b.le-lo)) * 1e9)
+			}
+			lo, prev = b.le, b.n
+		}
+		return time.Duration(lo * 1e9)
+	}
+	return total, q(0.5), q(0.99)
 }
 
 func cmpFloat(a, b float64) int {

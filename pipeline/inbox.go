@@ -40,16 +40,10 @@ func (b *inbox) len() int {
 	return len(b.queue)
 }
 
-// seqs are the different inputs (by stream sequence) held and the queue
-// hold between them.
-func (b *inbox) seqs(held []jetstream.Msg) map[uint64]struct{} {
+// heldSeqs are the different inputs (by stream sequence) of held.
+func heldSeqs(held []jetstream.Msg) map[uint64]struct{} {
 	seen := make(map[uint64]struct{}, len(held))
 	for _, m := range held {
-		seen[streamSeq(m)] = struct{}{}
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, m := range b.queue {
 		seen[streamSeq(m)] = struct{}{}
 	}
 	return seen

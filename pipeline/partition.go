@@ -143,6 +143,28 @@ type owned struct {
 	// them was stuck in a step.
 	subs  []*Runner
 	stuck bool
+	// warm is what the partition's runners' series covered when they
+	// ended (each runner's, the stage's first), for a retake that may
+	// go on from it (see kept); nil when they never ran.
+	warm []map[string]uint64
+}
+
+// kept is the stage state of a partition this instance stopped without
+// handing it over (its fence shut before a renewal came back), and rev the
+// last revision of the lease this instance wrote. A retake whose
+// compare-and-swap on that very revision succeeds proves that the key was
+// not written since, so nobody else held the partition in between, and no
+// output of another owner can have been stored after this instance's: the
+// runners go on from the state they had instead of warming every series
+// again (an expiry storm under load retook each partition with a reset
+// and a warm-up, a 21.7 s stall in TestClusterFailover). The state is
+// whole: a runner ends only after every input it stepped has its outputs
+// stored, or with the series reset that a failed step or publish forces
+// (retry), and the stage's series of a partition are stepped by nobody
+// else meanwhile.
+type kept struct {
+	rev  uint64
+	warm []map[string]uint64
 }
 
 // seen is the last revision of a lease or member key and when it came.
@@ -167,12 +189,15 @@ type group struct {
 	// expired counts partitions given up because no renewal came back
 	// before their fence's deadline.
 	expired prometheus.Counter
+	// retained counts partitions taken again with their state kept.
+	retained prometheus.Counter
 
 	mu      sync.Mutex // guards members and owners, written by the watcher
 	members map[string]seen
 	owners  map[string]seen
 
 	own        map[string]*owned
+	kept       map[string]kept
 	partitions []string
 	created    map[string]bool
 	// ended wakes the round when a partition's runner has ended, so that
@@ -196,10 +221,14 @@ func (r *Runner) runPartitioned(ctx context.Context) error {
 		r: r, spec: *r.cfg.Partitioned, stage: &lockedStage{s: r.d.stage},
 		id: r.id, ttl: r.cfg.LeaseTTL, log: r.log.With("instance", r.id), now: r.now,
 		members: map[string]seen{}, owners: map[string]seen{},
-		own: map[string]*owned{}, created: map[string]bool{}, ended: make(chan struct{}, 1),
+		own: map[string]*owned{}, kept: map[string]kept{}, created: map[string]bool{}, ended: make(chan struct{}, 1),
 		expired: register(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_lease_expiries_total",
 			Help: "Partitions an instance stopped because no renewal of their lease came back before its local deadline (a stalled or lost leases bucket).",
+		}, []string{"stage"})).WithLabelValues(r.cfg.Name),
+		retained: register(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptostream_pipeline_partition_state_kept_total",
+			Help: "Partitions an instance took again after their lease expired with nobody holding them in between, going on from their state without a warm-up.",
 		}, []string{"stage"})).WithLabelValues(r.cfg.Name),
 	}
 	for _, c := range r.cfg.With {
@@ -338,10 +367,14 @@ func (g *group) renew(ctx context.Context) {
 	for part, o := range g.own {
 		select {
 		case <-o.done:
-			if !o.stopping {
-				// The runner ended on its own (an error) or its
-				// fence shut: let the partition go, to be taken
-				// again.
+			if !o.stopping && o.fence.left() > 0 {
+				// The runner ended on its own (an error): let the
+				// partition go, to be taken again. One whose fence
+				// shut keeps its lease unrenewed instead, for this
+				// instance to take again on the revision it wrote
+				// last, which proves nobody held it in between
+				// (kept); a lease handed back and created again
+				// proves nothing.
 				g.release(ctx, part)
 			}
 			g.settle(ctx, part, o, false)
@@ -558,6 +591,10 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 	var rev uint64
 	var err error
 	sent := g.now()
+	// A kept state stays kept while a retake fails: the revision it was
+	// kept at proves, or disproves, the next one.
+	prev, ok := g.kept[part]
+	var warm []map[string]uint64
 	switch {
 	case !held:
 		rev, err = g.r.leases.Create(ctx, g.ownerKey(part), []byte(g.id))
@@ -565,6 +602,9 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		// This instance's own lease, whose fence shut before a renewal
 		// came back: taken again unless someone took it meanwhile.
 		rev, err = g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), cur.rev)
+		if err == nil && ok && prev.rev == cur.rev {
+			warm = prev.warm
+		}
 	case g.now().Sub(cur.at) > g.ttl:
 		g.log.Info("taking over a partition from an owner that stopped renewing", "partition", part, "from", cur.value)
 		rev, err = g.r.leases.Update(ctx, g.ownerKey(part), []byte(g.id), cur.rev)
@@ -578,14 +618,20 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 		}
 		return
 	}
+	delete(g.kept, part)
 	o := &owned{rev: rev, fence: newFence(g.now, g.deadline(sent)), done: make(chan struct{})}
 	rctx, cancel := context.WithCancel(runCtx)
 	o.cancel = cancel
 	g.own[part] = o
 	g.observe(part, true)
-	g.log.Info("partition owned", "partition", part)
+	if warm != nil {
+		g.retained.Inc()
+		g.log.Info("partition owned again, nobody held it in between: its state is kept", "partition", part)
+	} else {
+		g.log.Info("partition owned", "partition", part)
+	}
 	go g.guard(part, o)
-	go g.start(rctx, part, o, rev)
+	go g.start(rctx, part, o, rev, warm)
 }
 
 // start makes a partition's consumers ready and runs its runners, while
@@ -597,11 +643,16 @@ func (g *group) acquire(ctx, runCtx context.Context, part string) {
 // (TestClusterFailover: a 9.8 s detect, twice the TTL). A partition that
 // cannot start ends (o.done) without starting: the next round hands its
 // lease back, and takes it again when it is still this instance's.
-func (g *group) start(ctx context.Context, part string, o *owned, epoch uint64) {
+func (g *group) start(ctx context.Context, part string, o *owned, epoch uint64, warm []map[string]uint64) {
 	runners, ok := g.ready(ctx, part, o, epoch)
 	if !ok {
 		close(o.done)
 		return
+	}
+	if len(warm) == len(runners) {
+		for i, sub := range runners {
+			sub.d.warm = warm[i]
+		}
 	}
 	// One runner ending on its own ends the others: the partition is
 	// then given up whole, and taken again whole.
@@ -617,6 +668,9 @@ func (g *group) start(ctx context.Context, part string, o *owned, epoch uint64) 
 		}()
 	}
 	wg.Wait()
+	for _, sub := range runners {
+		o.warm = append(o.warm, sub.d.warm)
+	}
 	close(o.done)
 	select {
 	case g.ended <- struct{}{}:
@@ -805,6 +859,9 @@ func (g *group) settle(ctx context.Context, part string, o *owned, wait bool) {
 	delete(g.own, part)
 	g.shut(part, o)
 	if !o.release {
+		if !o.stuck && slices.ContainsFunc(o.warm, func(m map[string]uint64) bool { return len(m) > 0 }) {
+			g.kept[part] = kept{rev: o.rev, warm: o.warm}
+		}
 		return
 	}
 	del := func() {

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"cryptostream/natstest"
+	"cryptostream/ops/opstest"
 	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
@@ -28,6 +30,8 @@ type losing struct {
 	pin  string // the pin whose deliveries are lost, once armed
 	last string // the pin of the last delivery
 	lost int
+	// seen, when set, is told of each delivery passed on.
+	seen func(jetstream.Msg)
 }
 
 func (d *losing) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
@@ -65,8 +69,12 @@ func (c *losingConsumer) Consume(h jetstream.MessageHandler, opts ...jetstream.P
 			return
 		}
 		c.d.last = pin
+		seen := c.d.seen
 		c.d.mu.Unlock()
 		h(m)
+		if seen != nil {
+			seen(m)
+		}
 	}, opts...)
 }
 
@@ -91,6 +99,35 @@ func waitOutputs(t *testing.T, js jetstream.JetStream, n uint64) {
 	})
 }
 
+// pinMoveStart makes the leases bucket and AAA-USD's consumer, and
+// stores the first 20 inputs; it returns the consumer's name.
+func pinMoveStart(t *testing.T, js jetstream.JetStream) string {
+	t.Helper()
+	if _, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cons := partitionConsumer(t, js, "AAA-USD")
+	inputs(t, js, []string{"1m.AAA-USD"}, 0, 20)
+	return cons
+}
+
+// movePin loses the deliveries of inputs 20-29, then moves the pin and
+// stores inputs 30-39.
+func movePin(t *testing.T, js jetstream.JetStream, d *losing, cons string) {
+	t.Helper()
+	keys := []string{"1m.AAA-USD"}
+	d.lose()
+	inputs(t, js, keys, 20, 10)
+	natstest.WaitProgress(t, 30*time.Second, "deliveries lost", func() (bool, string) {
+		return d.lostCount() == 10, strconv.Itoa(d.lostCount())
+	})
+	// The pin moves: the runner's next pull is pinned afresh.
+	if err := streams.Unpin(t.Context(), js, "IN", cons); err != nil {
+		t.Fatal(err)
+	}
+	inputs(t, js, keys, 30, 10)
+}
+
 // TestPartitionResetsWhenItsPinMoves: the owner of a partition keeps its
 // lease while the consumer's pin moves to it again (after a node loss, the
 // consumer's new leader pins its next pull), and what the old leader had
@@ -101,30 +138,120 @@ func waitOutputs(t *testing.T, js jetstream.JetStream, n uint64) {
 // they come back at once, and every output is stored in order.
 func TestPartitionResetsWhenItsPinMoves(t *testing.T) {
 	s, js := setup(t)
-	ctx := t.Context()
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
-		t.Fatal(err)
-	}
 	const key, part = "1m.AAA-USD", "AAA-USD"
-	cons := partitionConsumer(t, js, part)
-	inputs(t, js, []string{key}, 0, 20)
+	cons := pinMoveStart(t, js)
 	d := &losing{}
 	l := &ledger{}
 	runPartitionedWith(t, s, "a", l, partOpts{js: func(j pipeline.JetStream) pipeline.JetStream { d.JetStream = j; return d }})
 	waitOutputs(t, js, 20)
 
-	d.lose()
-	inputs(t, js, []string{key}, 20, 10)
-	natstest.WaitProgress(t, 30*time.Second, "deliveries lost", func() (bool, string) {
-		return d.lostCount() == 10, strconv.Itoa(d.lostCount())
-	})
-	// The pin moves: the runner's next pull is pinned afresh.
-	if err := streams.Unpin(ctx, js, "IN", cons); err != nil {
-		t.Fatal(err)
-	}
-	inputs(t, js, []string{key}, 30, 10)
+	movePin(t, js, d, cons)
 	waitOutputs(t, js, 40)
 	check(t, outputs(t, js), want([]string{key}, 40, nil))
+	checkOneOwner(t, l, []string{part})
+}
+
+// TestPartitionTakeoverKeepsWhatCameAfterItsAnswer: as in
+// TestPartitionResetsWhenItsPinMoves, the pin moves and the runner resets
+// its consumer; then an input is delivered after the server answered what
+// it has in flight, and before the takeover goes on. That input is a
+// delivery after the reset, not a copy from before it: it must be stepped,
+// not dropped as one (with an AckWait of an hour it would never come
+// again, and the partition would stop one output short, as the flake of
+// this test's sibling did under load).
+func TestPartitionTakeoverKeepsWhatCameAfterItsAnswer(t *testing.T) {
+	s, js := setup(t)
+	const key, part = "1m.AAA-USD", "AAA-USD"
+	cons := pinMoveStart(t, js)
+	const late = 41 // the stream sequence of the input delivered late
+	arrived := make(chan struct{})
+	var once sync.Once
+	// The consumer sequence of the last delivery handed on.
+	var lastDelivered atomic.Uint64
+	d := &losing{seen: func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		lastDelivered.Store(md.Sequence.Consumer)
+		if md.Sequence.Stream == late {
+			once.Do(func() { close(arrived) })
+		}
+	}}
+	var ready atomic.Bool
+	var armed, reset, tricked atomic.Bool
+	l := &ledger{}
+	runPartitionedWith(t, s, "a", l, partOpts{
+		js: func(j pipeline.JetStream) pipeline.JetStream { d.JetStream = j; return d },
+		hook: func(r *pipeline.Runner) {
+			pipeline.SetResetConsumer(r, func(ctx context.Context, stream, consumer string, do func(context.Context, string, string) (uint64, error)) (uint64, error) {
+				seq, err := do(ctx, stream, consumer)
+				if err == nil && armed.Load() {
+					reset.Store(true)
+				}
+				return seq, err
+			})
+			pipeline.SetConsumerInfo(r, func(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error) {
+				if !reset.Load() || tricked.Load() {
+					return c.Info(ctx)
+				}
+				if !ready.Load() {
+					// Once the server has redelivered everything and
+					// the runner has it all, this answer fails, so
+					// that the takeover counts once more: then it
+					// holds everything in flight, and goes on with
+					// the next answer.
+					for {
+						info, err := c.Info(ctx)
+						if err != nil {
+							return nil, err
+						}
+						if info.Delivered.Stream == late-1 && info.NumAckPending == late-21 && lastDelivered.Load() >= info.Delivered.Consumer {
+							break
+						}
+						select {
+						case <-ctx.Done():
+							return nil, ctx.Err()
+						case <-time.After(10 * time.Millisecond):
+						}
+					}
+					ready.Store(true)
+					return nil, errors.New("test: ask again")
+				}
+				// The takeover counted every redelivery: it goes on
+				// with this answer.
+				info, err := c.Info(ctx)
+				if err != nil || tricked.Swap(true) {
+					return info, err
+				}
+				// Answered; now one more input comes, before the
+				// takeover reads the answer.
+				if _, err := js.Publish(ctx, "in."+key, []byte(strconv.Itoa(late-1))); err != nil {
+					return nil, err
+				}
+				select {
+				case <-arrived:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return info, nil
+			})
+		},
+	})
+	waitOutputs(t, js, 20)
+
+	armed.Store(true)
+	movePin(t, js, d, cons)
+	natstest.WaitProgress(t, 30*time.Second, "the late input delivered", func() (bool, string) {
+		select {
+		case <-arrived:
+			return true, "delivered"
+		default:
+			return false, fmt.Sprintf("tricked %v", tricked.Load())
+		}
+	})
+	waitOutputs(t, js, late)
+	check(t, outputs(t, js), want([]string{key}, late, nil))
 	checkOneOwner(t, l, []string{part})
 }
 
@@ -178,11 +305,7 @@ func TestPartitionStartsOnlyAfterItsReset(t *testing.T) {
 		})
 	}})
 	waitOutputs(t, js, 40)
-	got := outputs(t, js)
-	all := want(keys, 40, nil)
-	for _, k := range keys {
-		check(t, filterKey(got, k), filterKey(all, k))
-	}
+	checkPerKey(t, js, keys, 40)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	mu.Lock()
@@ -351,4 +474,98 @@ func TestPartitionTakeoverNotHeldByAnother(t *testing.T) {
 	}})
 	waitOutputs(t, js, 20)
 	check(t, filterKey(outputs(t, js), keys[1]), filterKey(want(keys, 40, nil), keys[1]))
+}
+
+// TestPartitionRetakenByItsOwnerKeepsItsState: an instance's lease calls
+// stall (its bucket's leader lost, or a loaded machine) until every fence
+// shuts, and nobody else claims the partitions meanwhile. When the bucket
+// answers again the instance takes them again on the revisions it wrote
+// last, which proves nobody held them in between: it goes on from the
+// state it had, with no second warm-up, and every output is stored once,
+// in order.
+func TestPartitionRetakenByItsOwnerKeepsItsState(t *testing.T) {
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD"}
+	_, js, a, stalled, _ := stalledOwner(t, keys)
+	metric := func(name string) float64 { return opstest.Value(t, a.reg, name, nil) }
+	stalled.cut.Store(true)
+	natstest.WaitProgress(t, time.Minute, "every lease expired", func() (bool, string) {
+		n := metric("cryptostream_pipeline_lease_expiries_total")
+		return n >= float64(len(keys)), fmt.Sprint(n)
+	})
+	inputs(t, js, keys, 40, 20)
+	stalled.cut.Store(false)
+	waitOutputs(t, js, 60)
+	checkPerKey(t, js, keys, 60)
+	if n := metric("cryptostream_pipeline_partition_state_kept_total"); n < float64(len(keys)) {
+		t.Errorf("%v partitions taken again with their state, want %d", n, len(keys))
+	}
+	if n := metric("cryptostream_pipeline_warmups_total"); n != float64(len(keys)) {
+		t.Errorf("%v warm-ups, want %d: a partition nobody held in between was warmed again", n, len(keys))
+	}
+}
+
+// TestPartitionRetakenAfterAnotherHeldItWarms: as above, but while the
+// instance's bucket stalls another instance takes its partitions over and
+// steps inputs; then the first takes its share back. What it held before
+// is stale: it must warm again, and every output is stored once, in order,
+// with the sums of an uninterrupted run.
+func TestPartitionRetakenAfterAnotherHeldItWarms(t *testing.T) {
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD"}
+	s, js, a, stalled, l := stalledOwner(t, keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, partitionOf("in."+k))
+	}
+	stalled.cut.Store(true)
+	runPartitioned(t, s, "b", l, nil)
+	ownedBy := func(name string) int { return l.ownedBy(name, parts) }
+	natstest.WaitProgress(t, time.Minute, "b takes a's partitions over", func() (bool, string) {
+		return ownedBy("b") == len(parts), strconv.Itoa(ownedBy("b"))
+	})
+	inputs(t, js, keys, 40, 40)
+	waitOutputs(t, js, 80)
+	stalled.cut.Store(false)
+	natstest.WaitProgress(t, time.Minute, "a takes its share back", func() (bool, string) {
+		return ownedBy("a") == len(parts)/2, strconv.Itoa(ownedBy("a"))
+	})
+	inputs(t, js, keys, 80, 40)
+	waitOutputs(t, js, 120)
+	checkPerKey(t, js, keys, 120)
+	checkOneOwner(t, l, parts)
+	if n := opstest.Value(t, a.reg, "cryptostream_pipeline_partition_state_kept_total", nil); n != 0 {
+		t.Errorf("%v partitions taken back with a state another owner had moved past", n)
+	}
+}
+
+// checkPerKey says that every key's outputs of n inputs are stored once,
+// in order.
+func checkPerKey(t *testing.T, js jetstream.JetStream, keys []string, n int) {
+	t.Helper()
+	got, all := outputs(t, js), want(keys, n, nil)
+	for _, k := range keys {
+		check(t, filterKey(got, k), filterKey(all, k))
+	}
+}
+
+// stalledOwner starts instance a, whose leases bucket can be cut off, on
+// the partitions of keys, and waits for the outputs of their first 40
+// inputs.
+func stalledOwner(t *testing.T, keys []string) (*server.Server, jetstream.JetStream, *partInstance, *stalledLeases, *ledger) {
+	t.Helper()
+	s, js := setup(t)
+	if _, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		partitionConsumer(t, js, partitionOf("in."+k))
+	}
+	inputs(t, js, keys, 0, 40)
+	l := &ledger{}
+	stalled := &stalledLeases{}
+	a := runPartitioned(t, s, "a", l, func(kv pipeline.Leases) pipeline.Leases {
+		stalled.Leases = kv
+		return stalled
+	})
+	waitOutputs(t, js, 40)
+	return s, js, a, stalled, l
 }

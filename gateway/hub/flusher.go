@@ -35,6 +35,11 @@ type flusher struct {
 	mu    sync.Mutex
 	dirty []*client // clients that queued frames since the last round
 	spare []*client
+	// kick wakes run: clients were listed. pause waits until the next
+	// round may start (sleep; tests replace it), with timer.
+	kick  chan struct{}
+	pause func(time.Duration, <-chan struct{}) bool
+	timer *time.Timer
 	nb    nbWriter // the round's goroutine alone uses it
 	// ring batches a round's writes (nil where io_uring is not allowed:
 	// noRing). It and the batch's scratch below are the round's alone.
@@ -54,28 +59,90 @@ func (h *Hub) startFlushers() {
 	})
 }
 
+// run starts a round when clients are listed, at most one per WriteDelay:
+// a round runs at once when the last one started at least WriteDelay ago
+// (an idle hub writes a frame as soon as its fan-out ends, rather than at
+// the next tick of a clock), and otherwise when that WriteDelay is up,
+// with what was queued meanwhile: a busy hub still writes each client at
+// most once per WriteDelay, several frames per write.
 func (f *flusher) run(stop <-chan struct{}) {
-	t := time.NewTicker(f.h.cfg.WriteDelay)
-	defer t.Stop()
 	defer f.closeRing()
 	var bufs [][]byte
+	var last time.Time
 	for {
 		select {
-		case <-t.C:
+		case <-f.kick:
 		case <-stop:
 			return
 		}
-		start := time.Now()
+		if !last.IsZero() {
+			if wait := f.h.cfg.WriteDelay - time.Since(last); wait > 0 && !f.pause(wait, stop) {
+				return
+			}
+		}
+		f.mu.Lock()
+		idle := len(f.dirty) == 0
+		f.mu.Unlock()
+		if idle {
+			continue
+		}
+		last = time.Now()
 		bufs = f.round(bufs)
-		f.h.m.round.Observe(time.Since(start).Seconds())
+		f.h.m.round.Observe(time.Since(last).Seconds())
 	}
 }
 
-// list puts c in the next round; the caller holds c.qmu.
+// sleep is the flusher's pause until its next round may start; false when
+// stop came first.
+func (f *flusher) sleep(d time.Duration, stop <-chan struct{}) bool {
+	if f.timer == nil {
+		f.timer = time.NewTimer(d)
+	} else {
+		f.timer.Reset(d)
+	}
+	select {
+	case <-f.timer.C:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// list puts c in the next round; the caller holds c.qmu. The first client
+// listed wakes the flusher, unless a fan-out is walking its subscribers:
+// it wakes the flushers when its walk ends (fanoutDone), so that one
+// event's frames go out in one round, not in a round of the first few
+// clients and another a WriteDelay later.
 func (f *flusher) list(c *client) {
 	f.mu.Lock()
 	f.dirty = append(f.dirty, c)
+	first := len(f.dirty) == 1
 	f.mu.Unlock()
+	if first && f.h.fanouts.Load() == 0 {
+		f.wake()
+	}
+}
+
+func (f *flusher) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// fanoutStart and fanoutDone bracket a fan-out's walk (topic.dispatch).
+func (h *Hub) fanoutStart() { h.fanouts.Add(1) }
+
+func (h *Hub) fanoutDone() {
+	h.fanouts.Add(-1)
+	for _, f := range h.flushers {
+		f.mu.Lock()
+		dirty := len(f.dirty) > 0
+		f.mu.Unlock()
+		if dirty {
+			f.wake()
+		}
+	}
 }
 
 // round writes what each listed client queued. bufs is scratch space,

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -316,5 +317,91 @@ func TestFlusherBatchesWrites(t *testing.T) {
 				t.Fatalf("%v writes carrying %v frames, want %d carrying %d", w, f, n, 3*n)
 			}
 		})
+	}
+}
+
+// tcpPair is a loopback connection: the server's end and the peer's.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close(); _ = peer.Close() })
+	return srv, peer
+}
+
+// A flusher that is idle writes a frame as soon as it is queued, not at the
+// next tick of a WriteDelay clock; frames queued within WriteDelay of the
+// last round's start wait for it and go out together. The clock is
+// synctest's: time passes only when every goroutine waits.
+func TestFlusherWritesAtOnceWhenIdle(t *testing.T) {
+	srv, peer := tcpPair(t)
+	synctest.Test(t, func(t *testing.T) {
+		c := testClient(t, Config{WriteDelay: time.Hour})
+		c.nc, c.rc, c.fl = srv, rawConn(srv), c.h.flushers[0]
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			c.fl.run(stop)
+		}()
+		cs := &clientSub{c: c, ready: true}
+		start := time.Now()
+		c.deliver(cs, eventFrame(1, 100), time.Now())
+		synctest.Wait()
+		if w := testutil.ToFloat64(c.h.m.writes); w != 1 || time.Since(start) != 0 {
+			t.Fatalf("%v writes after %v idle, want 1 at once", w, time.Since(start))
+		}
+		time.Sleep(time.Minute)
+		for seq := uint64(2); seq <= 3; seq++ {
+			c.deliver(cs, eventFrame(seq, 100), time.Now())
+		}
+		synctest.Wait()
+		if w := testutil.ToFloat64(c.h.m.writes); w != 1 {
+			t.Fatalf("%v writes a minute after the first round, want 1 (the rest wait for WriteDelay)", w)
+		}
+		time.Sleep(time.Hour - time.Minute)
+		synctest.Wait()
+		if w, f := testutil.ToFloat64(c.h.m.writes), testutil.ToFloat64(c.h.m.frames); w != 2 || f != 3 {
+			t.Fatalf("%v writes carrying %v frames, want 2 carrying 3", w, f)
+		}
+		close(stop)
+		<-done
+	})
+	wantEvents(t, bufio.NewReader(peer), 1, 3)
+}
+
+// A fan-out's walk wakes the flushers when it ends, not at its first
+// subscriber: one event's frames go out in one round.
+func TestFanoutWakesFlushersOnceWalked(t *testing.T) {
+	h := testClient(t, Config{WriteDelay: time.Hour}).h
+	f := h.flushers[0]
+	h.fanoutStart()
+	for i := range 3 {
+		c := &client{h: h, id: uint64(i + 1), fl: f}
+		c.qmu.Lock()
+		c.pushLocked(qitem{b: []byte{1}}, time.Now())
+		c.qmu.Unlock()
+	}
+	if len(f.kick) != 0 {
+		t.Fatal("a client listed during a fan-out woke its flusher")
+	}
+	h.fanoutDone()
+	if len(f.kick) != 1 {
+		t.Fatal("the fan-out's end did not wake the flusher")
+	}
+	for _, other := range h.flushers[1:] {
+		if len(other.kick) != 0 {
+			t.Fatal("a flusher with nothing listed was woken")
+		}
 	}
 }

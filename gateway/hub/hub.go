@@ -87,12 +87,14 @@ type Config struct {
 	// QueueSize bounds the live frames waiting for one client's socket;
 	// a catch-up's frames have a bound of their own, half of it.
 	QueueSize int
-	// WriteDelay is the period of the flushers' rounds (flusher.go): each
-	// round writes what every client queued since the last, in one write
-	// per client. At thousands of clients the write system calls (on
-	// both ends of the socket) and the wake-ups around them are most of
-	// the CPU; each frame waits at most this much longer, half on
-	// average. Zero writes every client's frames at once from its own
+	// WriteDelay is the shortest time between the starts of a flusher's
+	// rounds (flusher.go): each round writes what every client queued
+	// since the last, in one write per client. At thousands of clients
+	// the write system calls (on both ends of the socket) and the
+	// wake-ups around them are most of the CPU. A round starts as soon as
+	// frames are queued when the last one started at least WriteDelay
+	// ago, so only a busy hub makes a frame wait, at most this much
+	// longer. Zero writes every client's frames at once from its own
 	// writer. The gateway runs DefaultWriteDelay.
 	WriteDelay time.Duration
 	// RingWrites makes the flushers send a batch of clients' frames per
@@ -191,6 +193,7 @@ type Hub struct {
 	flushers  []*flusher
 	flushOnce sync.Once
 	flushStop chan struct{}
+	fanouts   atomic.Int32 // fan-outs walking their subscribers now
 
 	ids     atomic.Uint64
 	nclient atomic.Int64
@@ -284,7 +287,9 @@ func New(cfg Config, d Deps) (*Hub, error) {
 	h.flushStop = make(chan struct{})
 	if cfg.WriteDelay > 0 {
 		for range runtime.GOMAXPROCS(0) {
-			h.flushers = append(h.flushers, &flusher{h: h})
+			f := &flusher{h: h, kick: make(chan struct{}, 1)}
+			f.pause = f.sleep
+			h.flushers = append(h.flushers, f)
 		}
 	}
 	return h, nil

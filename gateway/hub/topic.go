@@ -186,6 +186,8 @@ func (t *topic) dispatch(in inbound, now time.Time) {
 		ev.owned, ev.owner = true, owner
 	}
 	t.lastSeq.Store(in.seq)
+	t.h.fanoutStart()
+	defer t.h.fanoutDone()
 	n := 0
 	for i := range t.shards {
 		sh := &t.shards[i]
