@@ -9,7 +9,7 @@ import (
 
 // TestPooledIsGeometricMean holds the published 60-minute forecast to the
 // geometric mean of the EWMA and log-HAR candidates made at the same
-// candle (or the recent floor above it), and the 1- and 15-minute ones to the best candidate as before
+// candle, and the 1- and 15-minute ones to the best candidate as before
 // (no pool computed there), on a random walk whose volatility changes
 // every few hours so that the candidates disagree.
 func TestPooledIsGeometricMean(t *testing.T) {
@@ -49,9 +49,7 @@ func TestPooledIsGeometricMean(t *testing.T) {
 			for _, v := range cv[:c] {
 				lg += math.Log(v)
 			}
-			// The recent floor may lift it (TestRecentFloorLiftsOnset).
-			season := s.prof.forward(f.Start.Unix(), s.ivSec, hz.h)
-			want := max(math.Exp(lg/float64(c)), cfg.RecentFloor*s.recU[s.longest].mean(&s.u)*season)
+			want := math.Exp(lg / float64(c))
 			if f.Model != "pooled" || math.Abs(f.Variance/want-1) > 1e-12 {
 				t.Fatalf("60 min at %d: model %s variance %v, geometric mean of %v is %v", i, f.Model, f.Variance, cv[:c], want)
 			}

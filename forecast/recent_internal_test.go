@@ -36,10 +36,11 @@ func pooledIndex(t *testing.T, s *Series) int {
 }
 
 // TestRecentFloorLiftsOnset: three calm days, then a quarter of an hour
-// ten times as volatile. By the end of that quarter the 60-minute
-// variance stands at least at the recent window's level times the
-// horizon's seasonal length, which the pool of slower candidates alone
-// is far below; on the calm days the floor does not bind.
+// ten times as volatile. Throughout, the 60-minute intervals' scale is at
+// least the recent window's variance times the horizon's seasonal length
+// (to the power IntervalPower/2), and by the end of that quarter the
+// 80% interval is far wider than without the floor, while the published
+// variance is the same, bit for bit.
 func TestRecentFloorLiftsOnset(t *testing.T) {
 	onset := 3 * 1440
 	vol := func(i int) float64 {
@@ -48,8 +49,8 @@ func TestRecentFloorLiftsOnset(t *testing.T) {
 		}
 		return 1e-3
 	}
-	var got, without float64
-	for _, rf := range []float64{1, 0} {
+	var width, variance [2]float64
+	for run, rf := range []float64{1, 0} {
 		cfg := DefaultConfig(time.Minute)
 		cfg.RecentFloor = rf
 		s, err := NewSeries(cfg)
@@ -59,23 +60,21 @@ func TestRecentFloorLiftsOnset(t *testing.T) {
 		k := pooledIndex(t, s)
 		walk(t, s, 21, onset+15, vol, func(i int, st Step) {
 			f := st.Forecasts[k]
+			hz := s.hz[k]
 			floor := s.recU[s.longest].mean(&s.u) * s.prof.forward(f.Start.Unix(), s.ivSec, f.Horizon)
-			if rf > 0 && f.Variance < floor*(1-1e-12) {
-				t.Fatalf("minute %d: 60-minute variance %v below the recent floor %v", i, f.Variance, floor)
+			if sc := hz.pend[hz.slot].scale; rf > 0 && f.Variance > 0 && sc < math.Pow(floor, cfg.IntervalPower/2)*(1-1e-12) {
+				t.Fatalf("minute %d: 60-minute scale %v below the recent floor's %v", i, sc, math.Pow(floor, cfg.IntervalPower/2))
 			}
 			if i == onset+14 {
-				if rf > 0 {
-					got = f.Variance
-				} else {
-					without = f.Variance
+				if !f.Ready {
+					t.Fatal("60-minute forecast not ready after three days")
 				}
+				width[run], variance[run] = f.Intervals[0].Upper-f.Intervals[0].Lower, f.Variance
 			}
 		})
 	}
-	// 15 minutes at 1e-4 a minute against three days at 1e-6: the recent
-	// level alone gives about 60 × 1e-4.
-	if !(got >= 2*without) || !(got > 60*1e-4/3) {
-		t.Fatalf("60-minute variance at the end of the burst %v with the floor, %v without", got, without)
+	if !(width[0] > 1.5*width[1]) || math.Float64bits(variance[0]) != math.Float64bits(variance[1]) {
+		t.Fatalf("end of the burst: 80%% width %v with the floor, %v without; variance %v and %v", width[0], width[1], variance[0], variance[1])
 	}
 }
 
@@ -83,9 +82,11 @@ func TestRecentFloorLiftsOnset(t *testing.T) {
 // quantile times σ^IntervalPower wide, with Multiplier still per σ
 // (Lower = Center − Multiplier·Sigma), and the calibration's scores are
 // read in the same units: each new one is |r| over σ^IntervalPower of the
-// forecast it scores. The 15-minute horizon keeps σ.
+// forecast it scores. The 15-minute horizon keeps σ. The recent floor is
+// off, so that the scale is the published σ's power alone.
 func TestIntervalPowerScale(t *testing.T) {
 	cfg := DefaultConfig(time.Minute)
+	cfg.RecentFloor = 0
 	s, err := NewSeries(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -84,16 +84,17 @@ type Config struct {
 	// so that a run of misses never has the multiplier read past that
 	// quantile of the window's scores; 0 is ACI's own bound of −0.25.
 	ACIFloor float64
-	// IntervalPower and RecentFloor shape a pooled horizon's forecast
+	// IntervalPower and RecentFloor shape a pooled horizon's intervals
 	// (docs/models.md, "Compressed intervals with a floor at the recent
-	// level"). The intervals are q·σ^IntervalPower wide, the conformal
-	// scores |r|/σ^IntervalPower (0.7; 0 is σ itself): across forecasts a
-	// higher σ comes with a smaller |r|/σ, since the highest forecasts are
-	// the overshoots after a spike, so σ alone spreads the intervals too
-	// far apart. RecentFloor keeps the variance at or above that many times
-	// the deseasonalised variance of the log-HAR's longest recent window
-	// (15 minutes) times the horizon's seasonal length (1; 0 is none), so
-	// that a crash's first minutes raise it at once, where the pool of
+	// level"); the published variance is the pool's. The intervals are
+	// q·σ^IntervalPower wide, the conformal scores |r|/σ^IntervalPower
+	// (0.7; 0 is σ itself): across forecasts a higher σ comes with a
+	// smaller |r|/σ, since the highest forecasts are the overshoots after a
+	// spike, so σ alone spreads the intervals too far apart. RecentFloor
+	// keeps the σ² of that scale at or above that many times the
+	// deseasonalised variance of the log-HAR's longest recent window (15
+	// minutes) times the horizon's seasonal length (1; 0 is none), so that
+	// a crash's first minutes widen the interval at once, where the pool of
 	// slower candidates takes most of an hour.
 	IntervalPower float64
 	RecentFloor   float64
@@ -783,9 +784,15 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 			}
 		}
 		variance := cv[sel]
+		// The intervals' variance: the published one, or the recent
+		// floor where it is higher. The floor leaves the published
+		// variance alone, since QLIKE judges it over every hour, not at
+		// a crash's onset: raising it there lost 2-4.5 points of QLIKE
+		// and changed no interval.
+		ivar := variance
 		if hz.pooled && s.cfg.RecentFloor > 0 {
 			if f := s.cfg.RecentFloor * s.recU[s.longest].mean(&s.u) * season; f > variance {
-				variance, logVar = f, math.NaN()
+				ivar, logVar = f, math.NaN()
 			}
 		}
 
@@ -795,11 +802,15 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		}
 		sigma := math.Sqrt(variance)
 		scale := sigma
-		if hz.power != 1 && variance > 0 {
+		switch {
+		case !(ivar > 0):
+		case hz.power != 1:
 			if math.IsNaN(logVar) {
-				logVar = math.Log(variance)
+				logVar = math.Log(ivar)
 			}
 			scale = math.Exp(hz.power / 2 * logVar)
+		case ivar != variance:
+			scale = math.Sqrt(ivar)
 		}
 		cal := hz.cal[bin]
 		p := &hz.pend[slot]
