@@ -84,6 +84,20 @@ type Config struct {
 	// so that a run of misses never has the multiplier read past that
 	// quantile of the window's scores; 0 is ACI's own bound of −0.25.
 	ACIFloor float64
+	// IntervalPower and RecentFloor shape a pooled horizon's intervals
+	// (docs/models.md, "Compressed intervals with a floor at the recent
+	// level"); the published variance is the pool's. The intervals are
+	// q·σ^IntervalPower wide, the conformal scores |r|/σ^IntervalPower
+	// (0.7; 0 is σ itself): across forecasts a higher σ comes with a
+	// smaller |r|/σ, since the highest forecasts are the overshoots after a
+	// spike, so σ alone spreads the intervals too far apart. RecentFloor
+	// keeps the σ² of that scale at or above that many times the
+	// deseasonalised variance of the log-HAR's longest recent window (15
+	// minutes) times the horizon's seasonal length (1; 0 is none), so that
+	// a crash's first minutes widen the interval at once, where the pool of
+	// slower candidates takes most of an hour.
+	IntervalPower float64
+	RecentFloor   float64
 	// CoverageWindow is how many recent outcomes the measured coverage of
 	// each interval is over.
 	CoverageWindow int
@@ -110,7 +124,7 @@ func DefaultConfig(iv time.Duration) Config {
 			// trending day would otherwise be over before the level moved.
 			step := 0.005
 			if m == time.Hour {
-				step = 0.04
+				step = 0.05
 			}
 			steps = append(steps, step)
 			pooled = append(pooled, m == time.Hour)
@@ -131,7 +145,8 @@ func DefaultConfig(iv time.Duration) Config {
 		Memory:         14 * day,
 		RefitEvery:     n(time.Hour),
 		ProfileBuckets: 48, ProfileHalfLifeDays: 10, ProfileMinDays: 2, ProfileCap: 3,
-		Calibration: day, CalibrationHorizons: 192, RegimeBins: 1, ACISteps: steps, ACIFloor: 0.45, CoverageWindow: day,
+		Calibration: day, CalibrationHorizons: 192, RegimeBins: 1, ACISteps: steps, ACIFloor: 0.45,
+		IntervalPower: 0.7, RecentFloor: 1, CoverageWindow: day,
 		Warmup: 2 * day, MaxGap: day,
 	}
 }
@@ -160,6 +175,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("forecast: profile cap %v (0 for none, or above 0)", c.ProfileCap)
 	case !(c.ACIFloor >= 0 && c.ACIFloor < 1):
 		return fmt.Errorf("forecast: ACI floor %v (0 to below 1)", c.ACIFloor)
+	case !(c.IntervalPower >= 0 && c.IntervalPower <= 1):
+		return fmt.Errorf("forecast: interval power %v (0 for σ, or up to 1)", c.IntervalPower)
+	case !(c.RecentFloor >= 0) || math.IsInf(c.RecentFloor, 0):
+		return fmt.Errorf("forecast: recent floor %v", c.RecentFloor)
 	}
 	for _, g := range c.ACISteps {
 		if g < 0 || g > 0.5 {
@@ -296,6 +315,9 @@ type horizon struct {
 	hits      []hitWindow
 	intervals []Interval
 	pooled    bool
+	// power is the exponent of σ in the intervals' scale: IntervalPower on
+	// a pooled horizon, 1 elsewhere.
+	power float64
 	// slot is t mod (h+1), the ring index of the forecast made at t,
 	// counted rather than divided for.
 	slot int
@@ -339,6 +361,7 @@ type pending struct {
 	ready                       bool
 	start                       time.Time
 	center, variance            float64
+	scale                       float64 // what the intervals were in units of: σ, or σ^IntervalPower
 	naiveLast, naiveDay, regime float64
 	bin                         int
 	// published: made at a real candle, so its outcome is reported;
@@ -369,6 +392,7 @@ type Series struct {
 	hz          []*horizon
 	hars        []*harGroup
 	x           [][harDim]float64 // regressors at t per recent window
+	longest     int               // the longest recent window's index, RecentFloor's
 	floor       float64
 	forecasts   []Forecast
 	outcomes    []Outcome
@@ -423,6 +447,12 @@ func (s *Series) reset() {
 	}
 	s.prof = newProfile(cfg.ProfileBuckets, cfg.Interval, cfg.ProfileHalfLifeDays, cfg.ProfileMinDays, cfg.ProfileCap)
 	s.x = make([][harDim]float64, len(cfg.HARRecent))
+	s.longest = 0
+	for i, r := range cfg.HARRecent {
+		if r > cfg.HARRecent[s.longest] {
+			s.longest = i
+		}
+	}
 	s.regimes = NewCalibration(cfg.Calibration)
 	s.hz, s.hars = s.hz[:0], s.hars[:0]
 	s.forecasts = s.forecasts[:0]
@@ -433,8 +463,12 @@ func (s *Series) reset() {
 			pend: make([]pending, h+1), lowers: make([]float64, (h+1)*nl), uppers: make([]float64, (h+1)*nl),
 			cands: len(s.names), candVar: make([]float64, (h+1)*len(s.names)), loss: make([]ewMean, len(s.names)),
 			intervals: make([]Interval, nl), pooled: k < len(cfg.Pooled) && cfg.Pooled[k]}
+		hz.power = 1
 		if hz.pooled {
 			hz.candLog = make([]float64, (h+1)*len(s.names))
+			if cfg.IntervalPower > 0 {
+				hz.power = cfg.IntervalPower
+			}
 		}
 		for range cfg.RegimeBins {
 			hz.cal = append(hz.cal, NewCalibration(cfg.CalibrationWindow(h)))
@@ -656,7 +690,7 @@ func (s *Series) score(hz *horizon) {
 			aci[i].Observe(missed)
 			hz.hits[i].add(!missed)
 		}
-		hz.cal[p.bin].Add(math.Abs(ret-p.center) / math.Sqrt(p.variance))
+		hz.cal[p.bin].Add(math.Abs(ret-p.center) / p.scale)
 	}
 	if p.published {
 		s.outcomes = append(s.outcomes, Outcome{
@@ -737,6 +771,7 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 		// The pool is left at zero (never scored) where it is not
 		// published: its logs are the cost of a pool.
 		cv[c+1] = 0
+		logVar := math.NaN() // the published variance's log, when the pool took it
 		if hz.pooled {
 			var lg float64
 			logs := hz.candLog[slot*hz.cands : slot*hz.cands+c]
@@ -745,25 +780,51 @@ func (s *Series) forecast(unix int64, centers []float64, emit bool) {
 				lg += logs[i]
 			}
 			if v := math.Exp(lg / float64(c)); v > 0 && !math.IsInf(v, 0) {
-				cv[c+1], sel = v, c+1
+				cv[c+1], sel, logVar = v, c+1, lg/float64(c)
 			}
 		}
 		variance := cv[sel]
+		// The intervals' variance: the published one, or the recent
+		// floor where it is higher. The floor leaves the published
+		// variance alone, since QLIKE judges it over every hour, not at
+		// a crash's onset: raising it there lost 2-4.5 points of QLIKE
+		// and changed no interval.
+		ivar := variance
+		if hz.pooled && s.cfg.RecentFloor > 0 {
+			if f := s.cfg.RecentFloor * s.recU[s.longest].mean(&s.u) * season; f > variance {
+				ivar, logVar = f, math.NaN()
+			}
+		}
 
 		center := 0.0
 		if centers != nil {
 			center = centers[k]
 		}
+		sigma := math.Sqrt(variance)
+		scale := sigma
+		switch {
+		case !(ivar > 0):
+		case hz.power != 1:
+			if math.IsNaN(logVar) {
+				logVar = math.Log(ivar)
+			}
+			scale = math.Exp(hz.power / 2 * logVar)
+		case ivar != variance:
+			scale = math.Sqrt(ivar)
+		}
 		cal := hz.cal[bin]
 		p := &hz.pend[slot]
-		*p = pending{valid: variance > 0 && s.t > 0, ready: ready, start: start, center: center, variance: variance,
+		*p = pending{valid: variance > 0 && s.t > 0, ready: ready, start: start, center: center, variance: variance, scale: scale,
 			naiveLast: hz.raw.sum, naiveDay: s.dayRaw.mean(&s.raw) * float64(hz.h), regime: regime, bin: bin, published: emit}
-		sigma := math.Sqrt(variance)
 		lo, up := hz.lowers[slot*nl:(slot+1)*nl], hz.uppers[slot*nl:(slot+1)*nl]
 		for i := range hz.intervals {
+			// The multiplier is published per σ, whatever the scale the
+			// scores were read in.
 			q := cal.Quantile(hz.aci[bin][i].Alpha())
 			if math.IsNaN(q) || cal.Len() < 10 {
 				q = s.fallbackZ[i]
+			} else if scale != sigma {
+				q *= scale / sigma
 			}
 			lo[i], up[i] = center-q*sigma, center+q*sigma
 			hz.intervals[i] = Interval{Level: s.cfg.Levels[i], Coverage: hz.hits[i].share(), Covered: hz.hits[i].count(),

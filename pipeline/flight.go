@@ -50,15 +50,42 @@ type flight struct {
 	lastDone bool
 	lastErr  error
 	began    time.Time
+	// free are outputs of a batch that landed, to be filled again
+	// (streams.RenewMsg) rather than made anew. async: an output went
+	// by PublishMsgAsync, whose future keeps the message to send again
+	// (no responders), so the flight's outputs are not reused.
+	free  []*nats.Msg
+	async bool
 }
 
-// reset empties fl for batch, keeping its buffers.
+// reset empties fl for batch, keeping its buffers. It is called on a
+// flight that has landed, or whose inputs went into a retry: nothing
+// sends its outputs any more.
 func (fl *flight) reset(batch []jetstream.Msg) {
+	free := fl.free
+	if !fl.async {
+		free = append(free, fl.outs...)
+	}
 	clear(fl.items)
 	clear(fl.outs)
 	clear(fl.acks)
 	clear(fl.batches)
-	*fl = flight{batch: batch, items: fl.items[:0], outs: fl.outs[:0], acks: fl.acks[:0], batches: fl.batches[:0]}
+	*fl = flight{batch: batch, items: fl.items[:0], outs: fl.outs[:0], acks: fl.acks[:0], batches: fl.batches[:0], free: free}
+}
+
+// newOut is a message for the next output, a landed one when fl has one.
+func (fl *flight) newOut(ev streams.Event) (*nats.Msg, error) {
+	n := len(fl.free)
+	if n == 0 {
+		return streams.NewMsg(ev)
+	}
+	msg := fl.free[n-1]
+	if err := streams.RenewMsg(msg, ev); err != nil {
+		return nil, err
+	}
+	fl.free[n-1] = nil
+	fl.free = fl.free[:n-1]
+	return msg, nil
 }
 
 // release tells the batches fl sent into that it has landed (or was
@@ -163,6 +190,7 @@ func (r *Runner) publish(ctx context.Context, fl *flight, m *nats.Msg) error {
 		// replicated stream (server_fence.go).
 		return errFencedAlone
 	}
+	fl.async = true
 	f, err := r.js.PublishMsgAsync(m)
 	if err != nil {
 		return err
@@ -197,7 +225,7 @@ func (r *Runner) step(ctx context.Context, raw jetstream.Msg, fl *flight) (item,
 	}
 	from := len(fl.outs)
 	for _, ev := range evs {
-		msg, err := streams.NewMsg(ev)
+		msg, err := fl.newOut(ev)
 		if err != nil {
 			clear(fl.outs[from:])
 			fl.outs = fl.outs[:from]

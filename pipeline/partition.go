@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -143,6 +144,11 @@ type owned struct {
 	// them was stuck in a step.
 	subs  []*Runner
 	stuck bool
+	// call is the lease's renewal still out, if any.
+	call *renewal
+	// expired: its fence shut at its deadline (guard, renew); fenced:
+	// another owner's marker stopped it.
+	expired, fenced atomic.Bool
 	// warm is what the partition's runners' series covered when they
 	// ended (each runner's, the stage's first), for a retake that may
 	// go on from it (see kept); nil when they never ran.
@@ -333,12 +339,20 @@ func (g *group) step(ctx context.Context) {
 	// The leases first, each call bounded by its fence: a stalled bucket
 	// must not hold up a renewal, nor the rest of the round for longer
 	// than a lease lasts.
+	// The membership beside them, on a timeout of its own.
+	member := make(chan struct{})
+	go func() {
+		defer close(member)
+		mctx, cancel := context.WithTimeout(ctx, g.ttl/2)
+		defer cancel()
+		if _, err := g.r.leases.Put(mctx, g.memberKey(g.id), []byte(g.id)); err != nil {
+			g.log.Debug("renew membership", "err", err)
+		}
+	}()
 	g.renew(ctx)
+	<-member
 	ictx, cancel := context.WithTimeout(ctx, g.ttl/2)
 	defer cancel()
-	if _, err := g.r.leases.Put(ictx, g.memberKey(g.id), []byte(g.id)); err != nil {
-		g.log.Debug("renew membership", "err", err)
-	}
 	g.discover(ictx)
 	mine := g.assigned()
 	for part := range g.own {
@@ -360,14 +374,29 @@ func (g *group) step(ctx context.Context) {
 	g.r.m.lag.Set(lag)
 }
 
+// renewal is one lease's renewal call; done closes when it has come back.
+type renewal struct {
+	sent time.Time
+	rev  uint64
+	err  error
+	done chan struct{}
+}
+
 // renew extends every lease held, each moving its fence; a lease found
 // taken is given up at once, and one whose fence shut (see guard) is
-// stopped, to be taken again when it is still this instance's.
+// stopped, to be taken again when it is still this instance's. The calls
+// go side by side, each bounded by its own fence, and the round waits for
+// them one tick at most: one after the other, a call that hung until its
+// fence's deadline held back every renewal behind it until theirs had
+// passed too, and the instance's leases expired together
+// (TestPartitionRenewalsNotHeldByOneStalled). A call still out is
+// answered at a later round, and its lease is not renewed again before.
 func (g *group) renew(ctx context.Context) {
+	var sent []*owned
 	for part, o := range g.own {
 		select {
 		case <-o.done:
-			if !o.stopping && o.fence.left() > 0 {
+			if !o.stopping && !o.expired.Load() && !o.fenced.Load() {
 				// The runner ended on its own (an error): let the
 				// partition go, to be taken again. One whose fence
 				// shut keeps its lease unrenewed instead, for this
@@ -393,22 +422,67 @@ func (g *group) renew(ctx context.Context) {
 			g.stop(part, false)
 			continue
 		}
-		if g.stuck(part, o) {
+		if o.call != nil || g.stuck(part, o) {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, left)
-		sent := g.now()
-		rev, err := g.r.leases.Update(rctx, g.ownerKey(part), []byte(g.id), o.rev)
-		cancel()
+		c := &renewal{done: make(chan struct{})}
+		o.call = c
+		sent = append(sent, o)
+		go func(key string, rev uint64) {
+			defer close(c.done)
+			rctx, cancel := context.WithTimeout(ctx, left)
+			defer cancel()
+			for {
+				c.sent = g.now()
+				c.rev, c.err = g.r.leases.Update(rctx, key, []byte(g.id), rev)
+				// A request no server took (the bucket's leader
+				// being elected) wrote nothing: sent again at once,
+				// not a tick later. Any other failure may have been
+				// written, and only the next round's call tells.
+				if !errors.Is(c.err, jetstream.ErrNoStreamResponse) || rctx.Err() != nil {
+					return
+				}
+				select {
+				case <-rctx.Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}(g.ownerKey(part), o.rev)
+	}
+	wait := time.NewTimer(g.ttl / 5)
+	defer wait.Stop()
+waiting:
+	for _, o := range sent {
+		select {
+		case <-o.call.done:
+		case <-wait.C:
+			break waiting
+		}
+	}
+	for part, o := range g.own {
+		if o.call == nil {
+			continue
+		}
+		select {
+		case <-o.call.done:
+		default:
+			continue
+		}
+		c := o.call
+		o.call = nil
+		if o.stopping && !o.release {
+			continue
+		}
 		switch {
-		case err == nil:
-			o.rev = rev
-			o.fence.extend(g.deadline(sent))
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
-			g.log.Warn("partition lease lost", "partition", part, "err", err)
+		case c.err == nil:
+			o.rev = c.rev
+			o.fence.extend(g.deadline(c.sent))
+		case errors.Is(c.err, jetstream.ErrKeyRevisionMismatch) || errors.Is(c.err, jetstream.ErrKeyNotFound):
+			g.log.Warn("partition lease lost", "partition", part, "err", c.err)
 			g.stop(part, true)
 		default:
-			g.log.Debug("renew lease", "partition", part, "err", err)
+			g.log.Debug("renew lease", "partition", part, "err", c.err)
 		}
 	}
 }
@@ -470,6 +544,7 @@ func (g *group) guard(part string, o *owned) {
 
 // expire shuts a fence whose deadline passed, and reports it once.
 func (g *group) expire(part string, o *owned) {
+	o.expired.Store(true)
 	if o.fence.close() {
 		g.expired.Inc()
 		g.log.Warn("partition lease not renewed in time: stopped", "partition", part)
@@ -671,6 +746,11 @@ func (g *group) start(ctx context.Context, part string, o *owned, epoch uint64, 
 	for _, sub := range runners {
 		o.warm = append(o.warm, sub.d.warm)
 	}
+	// Given up as soon as nothing runs, not when a round settles it: a
+	// round may be held up by a stalled bucket, and the next owner then
+	// took the partition while this one still reported it owned, its
+	// drain long over (TestPartitionRetakenAfterAnotherHeldItWarms).
+	g.shut(part, o)
 	close(o.done)
 	select {
 	case g.ended <- struct{}{}:
@@ -756,6 +836,7 @@ func (g *group) ready(ctx context.Context, part string, o *owned, epoch uint64) 
 	if !serverFenceOff.Load() {
 		subs[0].fence = &serverFence{stage: g.spec.Stage, part: part, instance: g.id, epoch: epoch, outputs: g.spec.Outputs, tokens: map[string]fenceToken{},
 			lost: func() {
+				o.fenced.Store(true)
 				g.shut(part, o)
 				o.cancel()
 			}}
@@ -864,10 +945,18 @@ func (g *group) settle(ctx context.Context, part string, o *owned, wait bool) {
 		}
 		return
 	}
+	rev, call := o.rev, o.call
 	del := func() {
+		if call != nil {
+			// A renewal still out moves the revision to hand back.
+			<-call.done
+			if call.err == nil {
+				rev = call.rev
+			}
+		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.ttl)
 		defer cancel()
-		if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(o.rev)); err != nil {
+		if err := g.r.leases.Delete(dctx, g.ownerKey(part), jetstream.LastRevision(rev)); err != nil {
 			g.log.Debug("release lease", "partition", part, "err", err)
 		}
 		g.log.Info("partition released", "partition", part)

@@ -569,3 +569,71 @@ func stalledOwner(t *testing.T, keys []string) (*server.Server, jetstream.JetStr
 	waitOutputs(t, js, 40)
 	return s, js, a, stalled, l
 }
+
+// keyStalled is a leases bucket whose renewals of one key hang, once
+// armed, until their context ends: that key's stream, or the request to
+// it, is stuck while the others answer.
+type keyStalled struct {
+	pipeline.Leases
+	key   string
+	armed atomic.Bool
+	hung  atomic.Int32
+}
+
+func (k *keyStalled) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if k.armed.Load() && key == k.key {
+		k.hung.Add(1)
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	return k.Leases.Update(ctx, key, value, rev)
+}
+
+// TestPartitionRenewalsNotHeldByOneStalled: one partition's renewals hang
+// until its fence shuts; it expires, as it must. The instance's other
+// leases are renewed meanwhile and none of them expires: renewed one
+// after the other, every renewal behind the stalled one waited until its
+// own deadline had passed too.
+func TestPartitionRenewalsNotHeldByOneStalled(t *testing.T) {
+	keys := []string{"1m.AAA-USD", "1m.BBB-USD", "1m.CCC-USD", "1m.DDD-USD", "1m.EEE-USD", "1m.FFF-USD"}
+	s, js := setup(t)
+	if _, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: streams.BucketLeases, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, partitionOf("in."+k))
+		partitionConsumer(t, js, parts[len(parts)-1])
+	}
+	inputs(t, js, keys, 0, 40)
+	l := &ledger{}
+	stalled := &keyStalled{key: "sum.owner.AAA-USD"}
+	a := runPartitioned(t, s, "a", l, func(kv pipeline.Leases) pipeline.Leases {
+		stalled.Leases = kv
+		return stalled
+	})
+	waitOutputs(t, js, 40)
+	// Twice: AAA-USD's renewal hangs until its fence shuts, then it is
+	// taken again.
+	for i := 1; i <= 2; i++ {
+		stalled.armed.Store(true)
+		natstest.WaitProgress(t, time.Minute, "AAA-USD's lease expired", func() (bool, string) {
+			n := opstest.Value(t, a.reg, "cryptostream_pipeline_lease_expiries_total", nil)
+			return n >= float64(i), fmt.Sprintf("%v expiries, %d calls hung", n, stalled.hung.Load())
+		})
+		stalled.armed.Store(false)
+		natstest.WaitProgress(t, time.Minute, "AAA-USD taken again", func() (bool, string) {
+			return l.ownedBy("a", parts) == len(parts), strconv.Itoa(l.ownedBy("a", parts))
+		})
+	}
+	inputs(t, js, keys, 40, 40)
+	waitOutputs(t, js, 80)
+	checkPerKey(t, js, keys, 80)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.kind == "release" && e.partition != "AAA-USD" {
+			t.Errorf("partition %s given up while only AAA-USD's renewals hung", e.partition)
+		}
+	}
+}

@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,10 +35,25 @@ type Buckets interface {
 // Models is the model-registry bucket.
 type Models struct {
 	kv jetstream.KeyValue
+
+	// written holds, per model, the record this Models last stored with
+	// Modify and its revision: the next Modify of the same model starts
+	// from it instead of reading and decoding the record again (the
+	// predictor rewrites its champion's live figures every 50 scores),
+	// and the compare-and-swap still refuses it when anyone wrote since.
+	mu      sync.Mutex
+	written map[string]writtenRecord
+}
+
+type writtenRecord struct {
+	rec streams.ModelRecord
+	rev uint64
 }
 
 // NewModels wraps the model-registry bucket.
-func NewModels(kv jetstream.KeyValue) *Models { return &Models{kv: kv} }
+func NewModels(kv jetstream.KeyValue) *Models {
+	return &Models{kv: kv, written: map[string]writtenRecord{}}
+}
 
 // OpenModels opens the model-registry bucket.
 func OpenModels(ctx context.Context, js Buckets) (*Models, error) {
@@ -67,6 +85,7 @@ func (m *Models) Put(ctx context.Context, rec streams.ModelRecord) error {
 	if err != nil {
 		return fmt.Errorf("registry: encode model %s: %w", rec.ID, err)
 	}
+	m.forget(rec.ID)
 	if _, err := m.kv.Put(ctx, streams.ModelKey(rec.ID), b); err != nil {
 		return fmt.Errorf("registry: put model %s: %w", rec.ID, err)
 	}
@@ -77,20 +96,33 @@ func (m *Models) Put(ctx context.Context, rec streams.ModelRecord) error {
 // concurrent writer (the trainer's demotion or score, the predictor's live
 // figures) makes it read the record again and reapply change, a bounded
 // number of times, backing off a random few milliseconds so that two
-// writers do not keep colliding.
+// writers do not keep colliding. The record it last wrote itself is not
+// read again.
 func (m *Models) Modify(ctx context.Context, id string, change func(*streams.ModelRecord) error) error {
 	var err error
+	m.mu.Lock()
+	last, cached := m.written[id]
+	m.mu.Unlock()
+	// missed: the last attempt started from the cached record, so the
+	// next reads without waiting.
+	missed := false
 	for attempt := range 10 {
-		if attempt > 0 {
+		if attempt > 0 && !missed {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(time.Duration(rand.IntN(5*attempt)+1) * time.Millisecond):
 			}
 		}
+		missed = false
 		var rec streams.ModelRecord
 		var rev uint64
-		if rec, rev, err = m.Get(ctx, id); err != nil {
+		if cached {
+			// What it wrote decodes to what it holds: the same bytes
+			// are stored as after a read.
+			rec, rev = cloneRecord(last.rec), last.rev
+		} else if rec, rev, err = m.Get(ctx, id); err != nil {
+			m.forget(id)
 			return err
 		}
 		if err = change(&rec); err != nil {
@@ -101,14 +133,37 @@ func (m *Models) Modify(ctx context.Context, id string, change func(*streams.Mod
 		if merr != nil {
 			return fmt.Errorf("registry: encode model %s: %w", id, merr)
 		}
-		if _, err = m.kv.Update(ctx, streams.ModelKey(id), b, rev); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		var next uint64
+		next, err = m.kv.Update(ctx, streams.ModelKey(id), b, rev)
+		if err == nil {
+			m.mu.Lock()
+			m.written[id] = writtenRecord{rec: cloneRecord(rec), rev: next}
+			m.mu.Unlock()
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			break
 		}
+		// Someone wrote since: read what they wrote.
+		missed, cached = cached, false
 	}
-	if err != nil {
-		return fmt.Errorf("registry: update model %s: %w", id, err)
-	}
-	return nil
+	m.forget(id)
+	return fmt.Errorf("registry: update model %s: %w", id, err)
+}
+
+func (m *Models) forget(id string) {
+	m.mu.Lock()
+	delete(m.written, id)
+	m.mu.Unlock()
+}
+
+// cloneRecord is rec with slices and maps of its own, so that a change
+// made to one does not reach the other.
+func cloneRecord(rec streams.ModelRecord) streams.ModelRecord {
+	rec.Features = slices.Clone(rec.Features)
+	rec.Coefficients = slices.Clone(rec.Coefficients)
+	rec.Metrics = maps.Clone(rec.Metrics)
+	return rec
 }
 
 // PutForecastScore stores a series' live forecast scores, whatever was

@@ -231,3 +231,75 @@ func TestSubmitNotQueued(t *testing.T) {
 		t.Fatalf("status %+v, %v", st, err)
 	}
 }
+
+// countingKV counts the reads of a bucket.
+type countingKV struct {
+	jetstream.KeyValue
+	gets int
+}
+
+func (c *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	c.gets++
+	return c.KeyValue.Get(ctx, key)
+}
+
+// TestModifyReadsOnlyWhatOthersWrote: a Modify after its own Modify does
+// not read the record again, and one after another writer's (another
+// Models: the trainer's, or a Put) reads it and keeps that write.
+func TestModifyReadsOnlyWhatOthersWrote(t *testing.T) {
+	js := bus(t)
+	ctx := t.Context()
+	kv, err := js.KeyValue(ctx, streams.BucketModelRegistry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingKV{KeyValue: kv}
+	mine, other := registry.NewModels(counted), registry.NewModels(kv)
+	if err := other.Put(ctx, streams.ModelRecord{ID: "m", Symbol: sym, Interval: streams.Interval1m, Features: []string{"ret_1"}}); err != nil {
+		t.Fatal(err)
+	}
+	add := func(m *registry.Models, key string) {
+		t.Helper()
+		err := m.Modify(ctx, "m", func(r *streams.ModelRecord) error {
+			if r.Metrics == nil {
+				r.Metrics = map[string]streams.Metrics{}
+			}
+			s := r.Metrics[key]
+			s.N++
+			r.Metrics[key] = s
+			r.Features = append(r.Features, key)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		add(mine, "mine")
+	}
+	if counted.gets != 1 {
+		t.Fatalf("%d reads for 5 modifies of its own record, want 1", counted.gets)
+	}
+	add(other, "other")
+	add(mine, "mine")
+	if counted.gets != 2 {
+		t.Fatalf("%d reads after another writer, want 2", counted.gets)
+	}
+	if err := other.Put(ctx, streams.ModelRecord{ID: "m", Symbol: sym, Interval: streams.Interval1m}); err != nil {
+		t.Fatal(err)
+	}
+	add(mine, "mine")
+	rec, _, err := other.Get(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Metrics["mine"].N != 1 || rec.Metrics["other"].N != 0 || len(rec.Features) != 1 {
+		t.Fatalf("after a Put and a Modify: %+v %v", rec.Metrics, rec.Features)
+	}
+	add(other, "other")
+	add(mine, "mine")
+	rec, _, _ = other.Get(ctx, "m")
+	if rec.Metrics["mine"].N != 2 || rec.Metrics["other"].N != 1 || len(rec.Features) != 3 {
+		t.Fatalf("a write was lost: %+v %v", rec.Metrics, rec.Features)
+	}
+}

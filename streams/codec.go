@@ -65,11 +65,19 @@ func EncodeBinary(e Event) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %T", ErrNoBinary, e)
 	}
-	e.schema().V = SchemaVersion
-	if err := e.Validate(); err != nil {
+	return appendBinaryEvent(nil, be)
+}
+
+// appendBinaryEvent is EncodeBinary writing into buf's room.
+func appendBinaryEvent(buf []byte, be binaryEvent) ([]byte, error) {
+	be.schema().V = SchemaVersion
+	if err := be.Validate(); err != nil {
 		return nil, err
 	}
-	return be.appendBinary(make([]byte, 0, 512)), nil
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, 512)
+	}
+	return be.appendBinary(buf[:0]), nil
 }
 
 // ErrNoBinary reports an event that is only ever JSON.

@@ -19,11 +19,22 @@ func TestPredictionJSONMatchesStdlib(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	edges := []float64{0, math.Copysign(0, -1), 1e-6, 9.999999e-7, 1e-7, 1e21, 9.99999e20, 5e-324, math.MaxFloat64,
 		123456789012345678, 0.1, 1.0 / 3, -2.5e-9, 91248.19}
+	// seen: a prediction repeats values across its horizons (the close
+	// as the no-change point forecast, the bounds, the levels), which
+	// the writer copies rather than formats again.
+	var seen []float64
 	float := func() float64 {
-		if rng.IntN(3) == 0 {
-			return edges[rng.IntN(len(edges))]
+		var f float64
+		switch {
+		case len(seen) > 0 && rng.IntN(3) == 0:
+			f = seen[rng.IntN(len(seen))]
+		case rng.IntN(3) == 0:
+			f = edges[rng.IntN(len(edges))]
+		default:
+			f = (rng.Float64() - 0.5) * math.Pow(10, float64(rng.IntN(50)-25))
 		}
-		return (rng.Float64() - 0.5) * math.Pow(10, float64(rng.IntN(50)-25))
+		seen = append(seen, f)
+		return f
 	}
 	strs := []string{"BTC/USD", "ols-BTC-USD-1m-20261202T150000Z", "no_change", "", "~ !#$%'()*+,-./:;=?@[]^_`{|}"}
 	escaped := []string{"a<b>", "x&y", `q"uote`, "back\\slash", "tab\t", "é", "\u2028", "\xff"}
@@ -33,7 +44,7 @@ func TestPredictionJSONMatchesStdlib(t *testing.T) {
 		}
 		return strs[rng.IntN(len(strs))]
 	}
-	zones := []*time.Location{time.UTC, time.FixedZone("p", 3600), time.FixedZone("m", -5*3600-30*60),
+	zones := []*time.Location{time.UTC, time.FixedZone("p", 3600), time.FixedZone("m", -5*3600-30*60), time.FixedZone("zero", 0),
 		time.FixedZone("sec", 3600+7), time.FixedZone("day", 24*3600)}
 	tm := func() time.Time {
 		sec := rng.Int64N(400*365*86400) - 200*365*86400 + time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
@@ -47,7 +58,7 @@ func TestPredictionJSONMatchesStdlib(t *testing.T) {
 		if rng.IntN(40) == 0 {
 			sec = time.Date(10000+rng.IntN(5), 1, 1, 0, 0, 0, 0, time.UTC).Unix()
 		}
-		z := zones[rng.IntN(3)]
+		z := zones[rng.IntN(4)]
 		if rng.IntN(60) == 0 {
 			z = zones[rng.IntN(len(zones))]
 		}
@@ -55,6 +66,7 @@ func TestPredictionJSONMatchesStdlib(t *testing.T) {
 	}
 	refused := 0
 	for i := range 5000 {
+		seen = seen[:0]
 		p := Prediction{Schema: Schema{V: rng.IntN(3)}, Symbol: str(), Interval: []Interval{Interval1m, Interval5m, Interval1h, Interval1d}[rng.IntN(4)],
 			Start: tm(), Target: tm(), Horizon: rng.IntN(100) - 2, ModelID: str(), Close: float(), LogReturn: float(),
 			PredictedClose: float(), Lower: float(), Upper: float(), CandleSeq: rng.Uint64()}
@@ -156,4 +168,31 @@ func BenchmarkPredictionEncode(b *testing.B) {
 	paired(b, reflective, func() { _, _ = Encode(&p) })
 	data, _ := Encode(&p)
 	b.ReportMetric(float64(len(data)), "bytes")
+}
+
+// TestPredictionTimeMatchesStdlib: the writer's times at offset zero, at
+// the edges of the four-digit year and of the fraction, are encoding/json's.
+func TestPredictionTimeMatchesStdlib(t *testing.T) {
+	var times []time.Time
+	for _, y := range []int{0, 5, 99, 999, 1000, 1969, 1970, 2026, 9999, -1, 10000} {
+		for _, ns := range []int{0, 1, 10, 100000000, 120000000, 999999999, 123456789} {
+			for _, z := range []*time.Location{time.UTC, time.FixedZone("zero", 0)} {
+				times = append(times, time.Date(y, 12, 31, 23, 59, 59, ns, z), time.Date(y, 1, 1, 0, 0, 0, ns, z))
+			}
+		}
+	}
+	times = append(times, time.Time{}, time.Unix(0, 0), time.Now(), time.Now().UTC())
+	for _, tm := range times {
+		want, werr := stdjson.Marshal(tm)
+		w := jsonWriter{ok: true}
+		w.time(tm)
+		switch {
+		case !w.ok && werr == nil:
+			t.Errorf("%v: refused, encoding/json writes %s", tm, want)
+		case w.ok && werr != nil:
+			t.Errorf("%v: written %s, encoding/json refuses it: %v", tm, w.b, werr)
+		case w.ok && string(w.b) != string(want):
+			t.Errorf("%v: got %s, want %s", tm, w.b, want)
+		}
+	}
 }

@@ -56,7 +56,7 @@ func (c *gatewayConfig) register(fs *flagSet) {
 		fs.stringVar(&c.KrakenRESTURL, "kraken-rest-url", "KRAKEN_REST_URL", krakenrest.DefaultBaseURL, "Kraken REST base URL (AssetPairs for asset validation)")
 	}
 	fs.intVar(&c.MaxAlertRules, "max-alert-rules", "MAX_ALERT_RULES", 100, "alert rules one user may hold")
-	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", hub.DefaultWriteDelay, "how often the websocket flushers write what each client queued, in one write per client (fewer system calls at thousands of clients; a frame waits up to this much, half on average); 0 writes each client's frames at once from its own goroutine")
+	fs.durationVar(&c.WSWriteDelay, "ws-write-delay", "WS_WRITE_DELAY", hub.DefaultWriteDelay, "the shortest time between two rounds of a websocket flusher, each writing what every client queued in one write per client (fewer system calls at thousands of clients); a round starts at once when the last one is older, so only a busy gateway makes a frame wait, up to this much; 0 writes each client's frames at once from its own goroutine")
 	fs.boolVar(&c.WSIOURing, "ws-io-uring", "WS_IO_URING", false, "the websocket flushers send a batch of 64 clients' frames per io_uring_enter instead of one writev per client: 0.65x the gateway's CPU per delivered message at 10,000 clients, but a 1.35x p99 delay on this VM (BENCHMARKS.md, \"The flush round through io_uring\"), so off by default; where io_uring is not allowed it falls back to writev")
 	registerPrivateWebhooks(fs, &c.AllowPrivateWebhooks)
 	if fs.Lookup("intervals") == nil {

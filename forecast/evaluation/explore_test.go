@@ -25,7 +25,9 @@ var (
 // DefaultConfig. Only 15 and 60 minutes are run: the 1-minute horizon is
 // independent of them and the targets do not ask for it. The ACI
 // variants of docs/models.md (relax, shadow, floor95, debt) are keys of
-// this function at commit 34875dd, where their Config fields exist.
+// this function at commit 34875dd, where their Config fields exist; those
+// of 2026-12-07 b (shrink, rceil, streak, iphl) are in the session notes'
+// h14-experiments.patch.
 func applySpec(t *testing.T, cfg *forecast.Config, spec string) {
 	k := len(cfg.Horizons) - 2
 	cfg.Horizons, cfg.ACISteps, cfg.Pooled = cfg.Horizons[k:], cfg.ACISteps[k:], cfg.Pooled[k:]
@@ -49,6 +51,10 @@ func applySpec(t *testing.T, cfg *forecast.Config, spec string) {
 			cfg.ProfileCap = v
 		case "window":
 			cfg.CalibrationHorizons = int(v)
+		case "power":
+			cfg.IntervalPower = v
+		case "rfloor":
+			cfg.RecentFloor = v
 		default:
 			t.Fatalf("setting %q: unknown key %q", spec, key)
 		}

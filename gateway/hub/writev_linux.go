@@ -32,16 +32,22 @@ func rawConn(nc net.Conn) syscall.RawConn {
 const iovMax = 1024
 
 // nbWriter writes with writev without waiting for room: the runtime keeps
-// the socket non-blocking, and a function that returns true to
-// RawConn.Write is never made to wait. One flusher owns one, so that its
-// scratch space and the function handed to RawConn.Write are made once,
-// not on every write.
+// the socket non-blocking. It writes inside RawConn.Control, which holds
+// the descriptor against a close, rather than RawConn.Write, which also
+// takes the descriptor's write lock and readies the poller for a wait
+// that never comes: at ten thousand sockets those two touch a cold line
+// each per write and were a twelfth of a round's CPU outside the system
+// call (profile, BENCHMARKS.md). Nothing else writes the socket meanwhile:
+// its own writer writes only while a flusher has handed the client over,
+// and closes it only once the flusher's write has ended (fwriting). One
+// flusher owns one nbWriter, so that its scratch space and the function
+// handed to Control are made once, not on every write.
 type nbWriter struct {
 	iov   []syscall.Iovec
 	bufs  [][]byte
 	total int
 	err   error
-	fn    func(fd uintptr) bool
+	fn    func(fd uintptr)
 }
 
 // writev writes bufs and returns the bytes written, with errWouldBlock
@@ -55,7 +61,7 @@ func (w *nbWriter) writev(rc syscall.RawConn, bufs [][]byte) (int, error) {
 		want += len(b)
 	}
 	w.bufs, w.total, w.err = bufs, 0, nil
-	err := rc.Write(w.fn)
+	err := rc.Control(w.fn)
 	total, werr := w.total, w.err
 	w.bufs, w.err = nil, nil
 	clear(w.iov[:cap(w.iov)])
@@ -68,7 +74,7 @@ func (w *nbWriter) writev(rc syscall.RawConn, bufs [][]byte) (int, error) {
 	return total, werr
 }
 
-func (w *nbWriter) write(fd uintptr) bool {
+func (w *nbWriter) write(fd uintptr) {
 	for len(w.bufs) > 0 && w.err == nil {
 		vs := w.iov[:0]
 		chunk := 0
@@ -101,7 +107,6 @@ func (w *nbWriter) write(fd uintptr) bool {
 			}
 		}
 	}
-	return true
 }
 
 // sendRing sends a batch of clients' frames with one io_uring_enter: one
