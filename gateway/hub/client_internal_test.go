@@ -120,15 +120,18 @@ func TestFlushPendingKeepsEveryCandle(t *testing.T) {
 	}
 }
 
-// With WriteDelay the writer gathers what is queued while it waits into one
-// write; without it, each wake-up is a write of its own.
+// With WriteDelay the writer of a client it wrote less than WriteDelay ago
+// gathers what is queued while it waits into one write; without it, each
+// wake-up is a write of its own.
 func TestWriteDelayCoalesces(t *testing.T) {
 	for _, tc := range []struct {
 		delay          time.Duration
 		writes, frames float64
 	}{
 		{0, 3, 3},
-		{20 * time.Millisecond, 1, 3},
+		// The first frame finds the client idle and goes at once; the
+		// next two wait for the delay and go together.
+		{20 * time.Millisecond, 2, 3},
 	} {
 		t.Run(tc.delay.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {

@@ -254,10 +254,16 @@ func (c *client) writer() {
 	var batch []qitem
 	var bufs net.Buffers
 	var deadline time.Time
+	var last time.Time // when this writer's last write started
 	for {
 		<-c.wake
 		if h.cfg.WriteDelay > 0 && c.fl == nil {
-			time.Sleep(h.cfg.WriteDelay)
+			// As a flusher's rounds: a client written longer than
+			// WriteDelay ago is written at once, a busy one at most
+			// once per WriteDelay, with what it queued meanwhile.
+			if wait := h.cfg.WriteDelay - time.Since(last); wait > 0 {
+				time.Sleep(wait)
+			}
 		}
 		c.qmu.Lock()
 		if c.fl != nil && !c.handed && !c.closing {
@@ -311,6 +317,7 @@ func (c *client) writer() {
 			}
 			b := bufs // WriteTo consumes its receiver
 			start := time.Now()
+			last = start
 			if len(batch) > 0 {
 				h.m.stQueue.Observe(start.Sub(oldest).Seconds())
 			}
