@@ -806,11 +806,14 @@ func scrape(ctx context.Context, u string) (map[string]float64, error) {
 	out := map[string]float64{}
 	for line := range bytes.Lines(b) {
 		line = bytes.TrimSpace(line)
-		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 && !bytes.HasPrefix(line, []byte(stageBucket)) && !bytes.HasPrefix(line, []byte(roundBucket)) {
+		// Of the labelled series only the two histograms' buckets are
+		// kept, with their labels in the name.
+		bucket := bytes.HasPrefix(line, []byte(stageBucket)) || bytes.HasPrefix(line, []byte(roundBucket))
+		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 && !bucket {
 			continue
 		}
 		name, val, ok := bytes.Cut(line, []byte(" "))
-		if i := bytes.LastIndexByte(line, ' '); (bytes.HasPrefix(line, []byte(stageBucket)) || bytes.HasPrefix(line, []byte(roundBucket))) && i > 0 {
+		if i := bytes.LastIndexByte(line, ' '); bucket && i > 0 {
 			name, val, ok = line[:i], line[i+1:], true
 		}
 		if !ok {

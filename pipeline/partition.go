@@ -336,10 +336,7 @@ func (g *group) watch(w jetstream.KeyWatcher) {
 
 // step is one round: renew, discover, rebalance.
 func (g *group) step(ctx context.Context) {
-	// The leases first, each call bounded by its fence: a stalled bucket
-	// must not hold up a renewal, nor the rest of the round for longer
-	// than a lease lasts.
-	// The membership beside them, on a timeout of its own.
+	// The membership beside the leases, on a timeout of its own.
 	member := make(chan struct{})
 	go func() {
 		defer close(member)
@@ -349,6 +346,9 @@ func (g *group) step(ctx context.Context) {
 			g.log.Debug("renew membership", "err", err)
 		}
 	}()
+	// The leases, each call bounded by its fence: a stalled bucket must
+	// not hold up a renewal, nor the rest of the round for longer than a
+	// lease lasts.
 	g.renew(ctx)
 	<-member
 	ictx, cancel := context.WithTimeout(ctx, g.ttl/2)
