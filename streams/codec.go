@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -113,17 +114,26 @@ func (f *FeatureVector) appendBinary(b []byte) []byte {
 	return appendTrace(b, fvTrace, f.Trace)
 }
 
-func (f *FeatureVector) decodeBinary(data []byte) error { return f.decodeBinaryNames(data, nil) }
+func (f *FeatureVector) decodeBinary(data []byte) error { return f.decodeBinaryLike(data, nil) }
 
 // VectorDecoder decodes feature vectors as Decode[FeatureVector] does,
-// sharing one Names slice between the vectors that carry the same names
-// (every vector of a series does): the fifteen names are most of a binary
-// vector's strings, and a reader of many vectors (the predictor stage)
-// otherwise copies them for every one. The Names of what it returns must
-// not be modified. The zero value is ready; a decoder is for one
-// goroutine.
+// sharing the strings of the vector before (its names, symbol and trace
+// stages) when the next carries the same ones, as every vector of a
+// series does: the fifteen names are most of a binary vector's strings,
+// and a reader of many vectors (the predictor stage) otherwise copies them
+// for every one. The strings of what it returns must not be modified. The
+// zero value is ready; a decoder is for one goroutine.
 type VectorDecoder struct {
-	names []string
+	prev vectorShape
+}
+
+// vectorShape is what a decoded vector lends the next: its strings and
+// how many window entries and hops it had, to size the next's.
+type vectorShape struct {
+	symbol        string
+	names         []string
+	stages        []string
+	window, trace int
 }
 
 // Decode parses and validates one vector, binary or JSON.
@@ -132,7 +142,7 @@ func (d *VectorDecoder) Decode(data []byte) (FeatureVector, error) {
 		return Decode[FeatureVector](data)
 	}
 	var v FeatureVector
-	if err := v.decodeBinaryNames(data, d.names); err != nil {
+	if err := v.decodeBinaryLike(data, &d.prev); err != nil {
 		return v, fmt.Errorf("%w: decode binary %T: %w", ErrInvalidEvent, v, err)
 	}
 	if v.V != SchemaVersion {
@@ -141,73 +151,41 @@ func (d *VectorDecoder) Decode(data []byte) (FeatureVector, error) {
 	if err := v.Validate(); err != nil {
 		return v, err
 	}
-	d.names = v.Names
+	d.prev.symbol, d.prev.names = v.Symbol, v.Names
+	d.prev.window, d.prev.trace = len(v.Window), len(v.Trace)
+	d.prev.stages = d.prev.stages[:0]
+	for _, h := range v.Trace {
+		d.prev.stages = append(d.prev.stages, h.Stage)
+	}
 	return v, nil
 }
 
-// decodeBinaryNames decodes data, taking prev as the vector's Names when
-// they are the same strings in the same order.
-func (f *FeatureVector) decodeBinaryNames(data []byte, prev []string) error {
-	// A first pass sizes everything, so that the strings share one
-	// allocation and each slice is made once.
-	var strs, names, values, window, trace, nameBytes int
-	same := prev != nil
+// decodeBinaryLike decodes data in one pass, taking prev's strings where
+// data has the same (prev may be nil). Any other string goes to an arena
+// of len(data) bytes, which holds every string data can carry, so it
+// never moves. (A first pass that sized everything was half of a
+// vector's decode.)
+func (f *FeatureVector) decodeBinaryLike(data []byte, prev *vectorShape) error {
+	if prev == nil {
+		prev = &vectorShape{}
+	}
+	ss := eventStrings{size: len(data)}
+	*f = FeatureVector{}
+	names := 0
+	// shared: the names so far are prev's, so Names is prev.names[:names].
+	shared := prev.names != nil
 	for r := (wire{data}); len(r.data) > 0; {
 		fl, err := r.next()
 		if err != nil {
 			return err
 		}
 		switch fl.num {
-		case fvSymbol:
-			strs += len(fl.v)
-		case fvNames:
-			if same && (names >= len(prev) || prev[names] != string(fl.v)) {
-				same = false
-			}
-			nameBytes += len(fl.v)
-			names++
-		case fvValues:
-			values += max(1, len(fl.v)/8)
-		case fvWindow:
-			strs += len(fl.v)
-			window++
-		case fvTrace:
-			strs += len(fl.v)
-			trace++
-		}
-	}
-	same = same && names == len(prev)
-	if !same {
-		strs += nameBytes
-	}
-	var a arena
-	a.Grow(strs)
-	*f = FeatureVector{}
-	switch {
-	case same:
-		f.Names = prev
-	case names > 0:
-		f.Names = make([]string, 0, names)
-	}
-	if values > 0 {
-		f.Values = make([]float64, 0, values)
-	}
-	if window > 0 {
-		f.Window = make(map[Quality]int, window)
-	}
-	if trace > 0 {
-		f.Trace = make(Trace, 0, trace)
-	}
-	for r := (wire{data}); len(r.data) > 0; {
-		fl, _ := r.next() // checked by the first pass
-		var err error
-		switch fl.num {
 		case fvV:
 			err = fl.want(protowire.VarintType)
 			f.V = int(int64(fl.x))
 		case fvSymbol:
 			err = fl.want(protowire.BytesType)
-			f.Symbol = a.str(fl.v)
+			f.Symbol = ss.get(fl.v, prev.symbol)
 		case fvInterval:
 			err = fl.want(protowire.VarintType)
 			f.Interval = Interval(int64(fl.x))
@@ -219,23 +197,51 @@ func (f *FeatureVector) decodeBinaryNames(data []byte, prev []string) error {
 			err = fl.want(protowire.Fixed64Type)
 			f.Close = math.Float64frombits(fl.x)
 		case fvNames:
-			err = fl.want(protowire.BytesType)
-			if !same {
-				f.Names = append(f.Names, a.str(fl.v))
+			if err = fl.want(protowire.BytesType); err != nil {
+				break
 			}
+			if shared && names < len(prev.names) && prev.names[names] == string(fl.v) {
+				names++
+				break
+			}
+			if f.Names == nil {
+				// Fifteen names by default: room for them at once.
+				f.Names = make([]string, names, max(len(prev.names), 16))
+				copy(f.Names, prev.names[:names])
+			}
+			shared = false
+			var same string
+			if i := len(f.Names); i < len(prev.names) {
+				same = prev.names[i]
+			}
+			f.Names = append(f.Names, ss.get(fl.v, same))
 		case fvValues:
+			if f.Values == nil && fl.typ == protowire.BytesType {
+				f.Values = make([]float64, 0, len(fl.v)/8)
+			}
 			f.Values, err = appendDoubles(f.Values, fl)
 		case fvCandleSeq:
 			err = fl.want(protowire.VarintType)
 			f.CandleSeq = fl.x
 		case fvWindow:
 			if err = fl.want(protowire.BytesType); err == nil {
-				err = decodeWindowEntry(f.Window, fl.v, &a)
+				if f.Window == nil {
+					f.Window = make(map[Quality]int, max(prev.window, 1))
+				}
+				err = decodeWindowEntry(f.Window, fl.v, &ss)
 			}
 		case fvTrace:
 			if err = fl.want(protowire.BytesType); err == nil {
+				if f.Trace == nil {
+					// A trace has up to four hops (ingest to the gateway).
+					f.Trace = make(Trace, 0, cmp.Or(prev.trace, 4))
+				}
+				var same string
+				if i := len(f.Trace); i < len(prev.stages) {
+					same = prev.stages[i]
+				}
 				var h Hop
-				if h, err = decodeHop(fl.v, &a); err == nil {
+				if h, err = decodeHop(fl.v, &ss, same); err == nil {
 					f.Trace = append(f.Trace, h)
 				}
 			}
@@ -244,14 +250,40 @@ func (f *FeatureVector) decodeBinaryNames(data []byte, prev []string) error {
 			return err
 		}
 	}
+	if shared && names > 0 {
+		if names == len(prev.names) {
+			f.Names = prev.names
+		} else {
+			f.Names = prev.names[:names:names]
+		}
+	}
 	return nil
+}
+
+// eventStrings are the strings of one decoded event: the event before's
+// where they are equal, else copies in one arena of the message's size,
+// which every string in the message fits in, so it never moves.
+type eventStrings struct {
+	a    arena
+	size int
+}
+
+func (s *eventStrings) get(v []byte, shared string) string {
+	if shared == string(v) {
+		return shared
+	}
+	if s.a.Cap() == 0 {
+		s.a.Grow(s.size)
+	}
+	return s.a.str(v)
 }
 
 // arena holds the strings of one decoded event in one allocation.
 type arena struct{ strings.Builder }
 
 // str copies p into the arena. The caller reserved room for every string
-// first, so the buffer never moves and earlier strings stay valid.
+// first (eventStrings: the whole message), so the buffer never moves and
+// earlier strings stay valid.
 func (a *arena) str(p []byte) string {
 	at := a.Len()
 	a.Write(p)
@@ -414,7 +446,7 @@ func appendWindow(b []byte, num protowire.Number, w map[Quality]int) []byte {
 	return b
 }
 
-func decodeWindowEntry(w map[Quality]int, data []byte, a *arena) error {
+func decodeWindowEntry(w map[Quality]int, data []byte, ss *eventStrings) error {
 	var key Quality
 	var n int64
 	for r := (wire{data}); len(r.data) > 0; {
@@ -425,7 +457,7 @@ func decodeWindowEntry(w map[Quality]int, data []byte, a *arena) error {
 		switch f.num {
 		case 1:
 			err = f.want(protowire.BytesType)
-			key = internQuality(f.v, a)
+			key = internQuality(f.v, ss)
 		case 2:
 			err = f.want(protowire.VarintType)
 			n = int64(f.x)
@@ -439,7 +471,7 @@ func decodeWindowEntry(w map[Quality]int, data []byte, a *arena) error {
 }
 
 // internQuality gives the known qualities without copying their bytes.
-func internQuality(v []byte, a *arena) Quality {
+func internQuality(v []byte, ss *eventStrings) Quality {
 	switch string(v) {
 	case string(QualityLive):
 		return QualityLive
@@ -450,7 +482,7 @@ func internQuality(v []byte, a *arena) Quality {
 	case string(QualityImported):
 		return QualityImported
 	}
-	return Quality(a.str(v))
+	return Quality(ss.get(v, ""))
 }
 
 func appendTrace(b []byte, num protowire.Number, tr Trace) []byte {
@@ -466,7 +498,7 @@ func appendTrace(b []byte, num protowire.Number, tr Trace) []byte {
 	return b
 }
 
-func decodeHop(data []byte, a *arena) (Hop, error) {
+func decodeHop(data []byte, ss *eventStrings, stage string) (Hop, error) {
 	var h Hop
 	for r := (wire{data}); len(r.data) > 0; {
 		f, err := r.next()
@@ -476,7 +508,7 @@ func decodeHop(data []byte, a *arena) (Hop, error) {
 		switch f.num {
 		case 1:
 			err = f.want(protowire.BytesType)
-			h.Stage = a.str(f.v)
+			h.Stage = ss.get(f.v, stage)
 		case 2:
 			if err = f.want(protowire.BytesType); err == nil {
 				h.At, err = decodeTimestamp(f.v)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestVectorDecoderIsDecode: a run of vectors, their names the same, then
@@ -76,4 +77,38 @@ func BenchmarkVectorDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestVectorDecoderAllocs: the vectors of one series after the first cost
+// the decoder four allocations (the values, the window map and its
+// entries' room, the trace), not an arena for their symbol and trace
+// stages, which it shares with the vector before.
+func TestVectorDecoderAllocs(t *testing.T) {
+	_, v, _ := hopEvents()
+	data, err := EncodeBinary(&v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d VectorDecoder
+	first, err := d.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := d.Decode(data); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 4 {
+		t.Errorf("%.0f allocations a vector, want at most 4", allocs)
+	}
+	next, _ := d.Decode(data)
+	if unsafe.StringData(next.Symbol) != unsafe.StringData(first.Symbol) {
+		t.Error("the symbol is copied for every vector")
+	}
+	for i := range next.Trace {
+		if unsafe.StringData(next.Trace[i].Stage) != unsafe.StringData(first.Trace[i].Stage) {
+			t.Errorf("hop %d's stage is copied for every vector", i)
+		}
+	}
 }
