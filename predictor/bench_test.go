@@ -554,7 +554,7 @@ func sizes(b *testing.B, candles []streams.Candle) (int, int) {
 
 // benchStages are a features and a predictor stage as the workers make
 // them, with benchModel the champion, for replays with no NATS.
-func benchStages(b *testing.B) (*features.Vectors, *predictor.Predictions) {
+func benchStages(b testing.TB) (*features.Vectors, *predictor.Predictions) {
 	reg := prometheus.NewRegistry()
 	vs, err := features.NewVectors(features.DefaultSpec(), nil, reg)
 	if err != nil {
@@ -570,7 +570,7 @@ func benchStages(b *testing.B) (*features.Vectors, *predictor.Predictions) {
 
 // published replays in through stage and returns its outputs as the
 // runner would publish them, as the next stage's inputs.
-func published(b *testing.B, stage pipeline.Stage, in []pipeline.Msg) []pipeline.Msg {
+func published(b testing.TB, stage pipeline.Stage, in []pipeline.Msg) []pipeline.Msg {
 	var outs []pipeline.Msg
 	for out, err := range pipeline.Replay(b.Context(), stage, pipeline.Msgs(in), pipeline.ReplayConfig{}) {
 		if err != nil {

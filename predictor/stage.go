@@ -257,8 +257,10 @@ func (p *Predictions) Reset(key string) {
 // gap in the market and forecast other intervals than an uninterrupted
 // run. A real gap costs one read of one stored vector.
 func (p *Predictions) rewarmPastHandled(ctx context.Context, m pipeline.Msg, v *streams.FeatureVector) error {
-	key := seriesKey(v.Interval, v.Symbol)
 	p.mu.Lock()
+	// The series' names hold its key: building it here was two of a
+	// candle's allocations.
+	key := p.seriesNames(v).key
 	sc, h, at, stepped := p.scorers[key], p.hist, p.warmedAt[m.Subject], p.steppedAt[m.Subject]
 	p.mu.Unlock()
 	if h == nil || sc == nil || at == m.Seq || sc.Seen().IsZero() || v.Start.Sub(sc.Seen()) <= v.Interval.Duration() {
