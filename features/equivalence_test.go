@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"cryptostream/datatest"
 	"cryptostream/features"
 	"cryptostream/features/featurestest"
+	"cryptostream/pipeline"
 	"cryptostream/streams"
 )
 
@@ -152,5 +155,40 @@ func TestSeriesAllocatesTheValuesOnly(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Fatalf("%v allocations per candle, want 1 (the values)", allocs)
+	}
+}
+
+// TestStepAllocatesTwice: a steady series' Step allocates the values and
+// one block for the vector, its trace and the slice returning it.
+func TestStepAllocatesTwice(t *testing.T) {
+	candles := datatest.KrakenCandles(t, datatest.KrakenBTCUSD1m, "BTC/USD", streams.Interval1m, 3000)
+	vs, err := features.NewVectors(features.DefaultSpec(), nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The inputs are made first, every minute present (the window's
+	// counts stay the same), each with ingest's hop as a live candle.
+	const warm, runs = 200, 1000
+	msgs := make([]pipeline.Msg, warm+runs+1)
+	for i := range msgs {
+		c := candles[i]
+		c.Start = candles[0].Start.Add(time.Duration(i) * time.Minute)
+		c.Trace = streams.Trace{{Stage: "ingest", At: c.Start}}
+		msgs[i] = pipeline.Msg{Stream: streams.StreamMarket, Subject: c.Subject(), Seq: uint64(i + 1), Value: &c}
+	}
+	for _, m := range msgs[:warm] {
+		if _, err := vs.Step(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	i := warm
+	allocs := testing.AllocsPerRun(runs, func() {
+		if _, err := vs.Step(t.Context(), msgs[i]); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	if allocs > 2 {
+		t.Fatalf("%v allocations per candle, want 2 (the values, the vector with its trace)", allocs)
 	}
 }

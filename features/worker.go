@@ -242,18 +242,19 @@ func (v *Vectors) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, er
 		return nil, nil
 	}
 	now := v.now()
-	vec.Trace = c.Trace.Stamp(Stage, now)
+	out := &vectorOut{vec: vec}
+	out.vec.Trace = c.Trace.StampIn(out.hops[:], Stage, now)
 	if _, live := c.Trace.At("ingest"); live {
 		v.latency.Observe(now.Sub(c.End()).Seconds())
 	}
-	out := &vectorOut{vec: vec}
 	out.evs[0] = &out.vec
 	return out.evs[:], nil
 }
 
-// vectorOut is a step's vector and the slice returning it, in one
-// allocation.
+// vectorOut is a step's vector, its trace and the slice returning it, in
+// one allocation.
 type vectorOut struct {
-	vec streams.FeatureVector
-	evs [1]streams.Event
+	vec  streams.FeatureVector
+	evs  [1]streams.Event
+	hops [4]streams.Hop
 }

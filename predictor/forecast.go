@@ -127,13 +127,10 @@ func within[T any](buf []T, n int) []T {
 // stamp is t.Stamp(stage, at) in parts' hops when they fit (nil parts:
 // none do).
 func (parts *predictionParts) stamp(t streams.Trace, stage string, at time.Time) streams.Trace {
-	if parts == nil || len(t) >= len(parts.hops) {
+	if parts == nil {
 		return t.Stamp(stage, at)
 	}
-	out := within(parts.hops[:], len(t)+1)
-	copy(out, t)
-	out[len(t)] = streams.Hop{Stage: stage, At: at.UTC()}
-	return out
+	return t.StampIn(parts.hops[:], stage, at)
 }
 
 // prediction is the event of one closed candle: every horizon's forecast

@@ -85,6 +85,19 @@ func (t Trace) Stamp(stage string, at time.Time) Trace {
 	return append(out, Hop{Stage: stage, At: at.UTC()})
 }
 
+// StampIn is Stamp made in buf when buf has room for it, so that an event
+// and its trace can be one allocation; the result's capacity is its
+// length, so an append to it never runs into what follows in buf.
+func (t Trace) StampIn(buf []Hop, stage string, at time.Time) Trace {
+	if len(t) >= len(buf) {
+		return t.Stamp(stage, at)
+	}
+	out := buf[: len(t)+1 : len(t)+1]
+	copy(out, t)
+	out[len(t)] = Hop{Stage: stage, At: at.UTC()}
+	return out
+}
+
 // At returns when stage handled the event, if it did.
 func (t Trace) At(stage string) (time.Time, bool) {
 	for _, h := range t {
