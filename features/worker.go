@@ -252,9 +252,11 @@ func (v *Vectors) Step(ctx context.Context, m pipeline.Msg) ([]streams.Event, er
 }
 
 // vectorOut is a step's vector, its trace and the slice returning it, in
-// one allocation.
+// one allocation. Two hops are a live candle's trace with this stage's
+// (ingest, features), and keep the block at the 256-byte size class the
+// vector and its separate trace took between them.
 type vectorOut struct {
 	vec  streams.FeatureVector
 	evs  [1]streams.Event
-	hops [4]streams.Hop
+	hops [2]streams.Hop
 }
