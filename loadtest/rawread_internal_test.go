@@ -3,6 +3,8 @@
 package loadtest
 
 import (
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -63,5 +65,57 @@ func TestStageDelays(t *testing.T) {
 	}
 	if st[0].P50 != 10*time.Millisecond || st[0].P99 != 100*time.Millisecond {
 		t.Fatalf("%+v", st[0])
+	}
+}
+
+// TestRawLoopWaitsAfterAThinPoll: a poll that found few sockets ready is
+// followed by the pause (so that the next poll finds a batch); one that
+// found many is not.
+func TestRawLoopWaitsAfterAThinPoll(t *testing.T) {
+	for _, tc := range []struct {
+		ready  int
+		pauses int
+	}{{1, 1}, {rawBusyPoll - 1, 1}, {rawBusyPoll, 0}, {200, 0}} {
+		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pauses := 0
+		l := &rawLoop{epfd: epfd, pause: func() { pauses++ }}
+		var peers []int
+		frame := []byte(`{"type":"event","channel":"ticks:BTC-USD","seq":7,"snapshot":false,"data":{}}`)
+		frame = append([]byte{0x81, byte(len(frame))}, frame...)
+		for i := range tc.ready {
+			fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			peers = append(peers, fds[1])
+			l.conns = append(l.conns, &rawConn{c: &wsClient{}, fd: fds[0]})
+			ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(i)}
+			if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, fds[0], &ev); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := syscall.Write(fds[1], frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var stop atomic.Bool
+		if _, ok := l.poll(make([]syscall.EpollEvent, 256), make([]byte, rawReadBuf), &stop); !ok {
+			t.Fatal("poll ended the loop")
+		}
+		for _, rc := range l.conns {
+			if len(rc.c.got) != 1 || rc.c.got[0].seq != 7 {
+				t.Fatalf("%d ready: a socket read %+v", tc.ready, rc.c.got)
+			}
+			_ = syscall.Close(rc.fd)
+		}
+		for _, fd := range peers {
+			_ = syscall.Close(fd)
+		}
+		_ = syscall.Close(epfd)
+		if pauses != tc.pauses {
+			t.Errorf("%d sockets ready: %d pauses after the poll, want %d", tc.ready, pauses, tc.pauses)
+		}
 	}
 }

@@ -302,6 +302,33 @@ func (g *group) nextExpiry() (time.Duration, bool) {
 	return next, found
 }
 
+// seenAt is when a lease or member revision stored at created counts
+// from: when it is seen, or the server's store time plus clockSkew when
+// it is seen later than that. A watch that lags (its consumer rebuilt
+// after a node loss) delivers a dead owner's last renewal seconds late,
+// and counted from its arrival it held the lease that much longer: a
+// detect of 8.2 s for a 5 s TTL in TestClusterFailover, the kill 14 s
+// after the node loss. The store time is on the server's clock: as long
+// as the instance's clock runs no more than clockSkew ahead of it, the
+// revision is still counted from no earlier than it was written, so the
+// lease is never taken sooner than LeaseTTL after its owner's renewal,
+// and the owner's fence has shut a leaseMargin before that.
+func (g *group) seenAt(created time.Time) time.Time {
+	now := g.now()
+	if created.IsZero() {
+		return now
+	}
+	if at := created.Add(clockSkew(g.ttl)); at.Before(now) {
+		return at
+	}
+	return now
+}
+
+// clockSkew is how far an instance's clock may run ahead of the servers'
+// without a late-seen revision's lease being taken over sooner than
+// LeaseTTL after it was written (seenAt).
+func clockSkew(ttl time.Duration) time.Duration { return ttl / 10 }
+
 // watch keeps the view of members and owners up to date.
 func (g *group) watch(w jetstream.KeyWatcher) {
 	for e := range w.Updates() {
@@ -325,7 +352,7 @@ func (g *group) watch(w jetstream.KeyWatcher) {
 		}
 		if m != nil {
 			if e.Operation() == jetstream.KeyValuePut {
-				m[name] = seen{value: string(e.Value()), rev: e.Revision(), at: g.now()}
+				m[name] = seen{value: string(e.Value()), rev: e.Revision(), at: g.seenAt(e.Created())}
 			} else {
 				delete(m, name)
 			}
@@ -882,9 +909,9 @@ func (g *group) companionConsumer(ctx context.Context, spec streams.Partitioned,
 // until it has missed its heartbeats, 10 to 20 s measured in
 // TestClusterFailover), and a takeover with a revision that is no longer
 // the last fails every round until it catches up. A revision newer than
-// the view's is a renewal the view missed: it is counted from now, which
-// is no earlier than when it was written, so the lease is never taken
-// sooner than LeaseTTL after its owner's last renewal.
+// the view's is a renewal the view missed: it is counted from no earlier
+// than when it was written (seenAt), so the lease is never taken sooner
+// than LeaseTTL after its owner's last renewal.
 func (g *group) refresh(ctx context.Context, part string) (seen, bool) {
 	e, err := g.r.leases.Get(ctx, g.ownerKey(part))
 	g.mu.Lock()
@@ -898,7 +925,7 @@ func (g *group) refresh(ctx context.Context, part string) (seen, bool) {
 	case err != nil:
 		g.log.Debug("read lease", "partition", part, "err", err)
 	case !held || e.Revision() > cur.rev:
-		cur = seen{value: string(e.Value()), rev: e.Revision(), at: g.now()}
+		cur = seen{value: string(e.Value()), rev: e.Revision(), at: g.seenAt(e.Created())}
 		g.owners[part] = cur
 		held = true
 	}

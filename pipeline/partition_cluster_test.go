@@ -312,6 +312,14 @@ func TestClusterFailover(t *testing.T) {
 			parts = append(parts, stage+"/"+streams.CandleSubject(streams.Interval1m, d[0].Symbol)[len("market.candle.1m."):])
 		}
 	}
+	// Every lease write as the servers pass it on, for the report's
+	// breakdown of a takeover: a core subscription sees each write when
+	// it is made, where a watch lags while its consumer is rebuilt.
+	renewals := &leaseWrites{last: map[string][]leaseWrite{}}
+	lnc, _ := natstest.ConnectURL(t, urls)
+	if _, err := lnc.Subscribe("$KV."+streams.BucketLeases+".>", renewals.add); err != nil {
+		t.Fatal(err)
+	}
 	l := &ledger{}
 	workers := map[string][]*clusterWorker{}
 	for _, stage := range []string{"features", "predictor"} {
@@ -481,6 +489,7 @@ func TestClusterFailover(t *testing.T) {
 	// longest gap between two of its outputs stored one after the other
 	// is the time it produced nothing, backlog or not.
 	var nodeMax, killMax, detectMax, resumeMax, nodeGapMax, killGapMax time.Duration
+	var behindMax, leftMax, lateMax, catchMax time.Duration
 	for _, out := range []struct {
 		stage, input string
 		s            []output
@@ -488,6 +497,7 @@ func TestClusterFailover(t *testing.T) {
 		waits := map[string][]time.Duration{}
 		node, kill := map[string]time.Duration{}, map[string]time.Duration{}
 		firstAfter := map[string][]time.Time{}
+		waitAt := map[string][]time.Duration{} // the wait of each output, beside firstAfter
 		nodeGap, killGap := map[string]time.Duration{}, map[string]time.Duration{}
 		for _, x := range out.s {
 			tok := x.subject[strings.LastIndexByte(x.subject, '.')+1:]
@@ -515,6 +525,7 @@ func TestClusterFailover(t *testing.T) {
 				node[tok] = max(node[tok], w)
 			}
 			firstAfter[tok] = append(firstAfter[tok], x.at)
+			waitAt[tok] = append(waitAt[tok], w)
 		}
 		for tok, ws := range waits {
 			slices.Sort(ws)
@@ -524,15 +535,11 @@ func TestClusterFailover(t *testing.T) {
 			l.mu.Lock()
 			for _, e := range l.events {
 				if e.partition == out.stage+"/"+tok && e.kind == "own" && e.at.After(killAt) {
-					resume := time.Duration(-1)
-					for _, at := range firstAfter[tok] {
-						if at.After(e.at) {
-							resume = at.Sub(e.at)
-							break
-						}
-					}
-					moved = fmt.Sprintf("taken by %s: detect %.2fs, resume %.2fs", e.instance, e.at.Sub(killAt).Seconds(), resume.Seconds())
-					detectMax, resumeMax = max(detectMax, e.at.Sub(killAt)), max(resumeMax, resume)
+					b := takeoverPhases(firstAfter[tok], waitAt[tok], ws[len(ws)/2], killAt, e.at,
+						renewals.lastBefore(out.stage+".owner."+tok, workers[out.stage][1].name, e.at))
+					moved = fmt.Sprintf("taken by %s: detect %.2fs, resume %.2fs; %s", e.instance, e.at.Sub(killAt).Seconds(), b.resume.Seconds(), b)
+					detectMax, resumeMax = max(detectMax, e.at.Sub(killAt)), max(resumeMax, b.resume)
+					behindMax, leftMax, lateMax, catchMax = max(behindMax, b.behind), max(leftMax, b.left), max(lateMax, b.late), max(catchMax, b.catchUp)
 					break
 				}
 			}
@@ -550,6 +557,87 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("%d candles, %d publishes retried during the node loss; the kills %.2fs after the node loss", total, retried.Load(), killAt.Sub(nodeAt).Seconds())
 	t.Logf("stall: node %.2fs, kill %.2fs (detect %.2fs, resume %.2fs); output gap: node %.2fs, kill %.2fs; %v lease expiries",
 		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
+	t.Logf("phases of the moved partitions (each the longest): behind %.2fs, lease left %.2fs, taken late %.2fs, resume %.2fs, catch-up %.2fs",
+		behindMax.Seconds(), leftMax.Seconds(), lateMax.Seconds(), resumeMax.Seconds(), catchMax.Seconds())
+}
+
+// leaseWrite is one write of a lease or member key as the test saw it go
+// by: the instance that wrote it, and when.
+type leaseWrite struct {
+	instance string
+	at       time.Time
+}
+
+// leaseWrites records the writes of the leases bucket by key.
+type leaseWrites struct {
+	mu   sync.Mutex
+	last map[string][]leaseWrite
+}
+
+func (w *leaseWrites) add(m *nats.Msg) {
+	key := strings.TrimPrefix(m.Subject, "$KV."+streams.BucketLeases+".")
+	w.mu.Lock()
+	w.last[key] = append(w.last[key], leaseWrite{string(m.Data), time.Now()})
+	w.mu.Unlock()
+}
+
+// lastBefore is when instance last wrote key before at.
+func (w *leaseWrites) lastBefore(key, instance string, at time.Time) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var last time.Time
+	for _, x := range w.last[key] {
+		if x.instance == instance && x.at.Before(at) {
+			last = x.at
+		}
+	}
+	return last
+}
+
+// phases is where the stall of a partition moved by the kill went:
+// behind, how far it ran behind at the kill (the wait of its last output
+// before); left, what its dead owner's last renewal still had of the
+// lease TTL at the kill; late, how long after the lease ran out the
+// survivor took it (its view's lag, the round); resume, from the take to
+// its first output (reset, fence claims, warm-up); catchUp, from then
+// until an output's wait is back near the run's median (the backlog).
+type phases struct{ behind, left, late, resume, catchUp time.Duration }
+
+func (p phases) String() string {
+	return fmt.Sprintf("behind %.2fs + lease left %.2fs + taken late %.2fs + resume %.2fs + catch-up %.2fs",
+		p.behind.Seconds(), p.left.Seconds(), p.late.Seconds(), p.resume.Seconds(), p.catchUp.Seconds())
+}
+
+// takeoverPhases splits a moved partition's stall; outs and waits are its
+// outputs' store times and waits in order, taken the take's time, and
+// renewed the dead owner's last renewal (zero when none was seen).
+func takeoverPhases(outs []time.Time, waits []time.Duration, median time.Duration, killAt, taken, renewed time.Time) phases {
+	var p phases
+	for i, at := range outs {
+		if at.Before(killAt) {
+			p.behind = waits[i]
+		}
+	}
+	if !renewed.IsZero() {
+		expiry := renewed.Add(pipeline.DefaultLeaseTTL)
+		p.left, p.late = expiry.Sub(killAt), taken.Sub(expiry)
+	}
+	caught := max(2*median, 500*time.Millisecond)
+	first := -1
+	for i, at := range outs {
+		if !at.After(taken) {
+			continue
+		}
+		if first < 0 {
+			first = i
+			p.resume = at.Sub(taken)
+		}
+		if waits[i] <= caught {
+			p.catchUp = at.Sub(outs[first])
+			break
+		}
+	}
+	return p
 }
 
 // diagnoseOutputs logs, for a failed run, the vectors and predictions
