@@ -481,13 +481,15 @@ func median(xs []float64) float64 {
 // again, and takes the pipeline's ratio to the mean of the two chain
 // passes around it, so that a drift of the machine's load during the
 // iteration cancels to first order. This replaced one chain pass a side,
-// in alternating order: on the shared machine the chain is the noisy one
-// of the two (a pass of 0.6 s whose rate swung 9,800-35,000 msgs/s at a
-// steady CPU per message, where the pipeline's stayed within 15,000-
-// 32,000), so a single chain pass beside each pipeline pass made the
-// ratio's spread. The figures are medians over iterations, with the
-// lowest and highest iteration ratio beside them: run it with
-// -benchtime=5x or more.
+// in alternating order. On the shared machine (2026-12-07, load 4-7) both
+// rates swing with the other processes while their CPU per message stays
+// put: chain passes of about 0.6 s ran at 9,800-35,000 msgs/s at 29-35 µs
+// a message, pipeline passes of about 1 s at 11,700-32,000 candles/s at
+// 52-65 µs, and single iteration ratios came out 0.52-1.56. The chain's
+// passes are the shorter, so a burst of other work weighs more on one of
+// them, and one chain pass beside each pipeline pass made the ratio's
+// spread. The figures are medians over iterations, with the lowest and
+// highest iteration ratio beside them: run it with -benchtime=5x or more.
 //
 // cpu_ratio is the chain's CPU per message over the pipeline's per candle,
 // both pass-wide (the embedded server's included): what the throughput
