@@ -425,6 +425,10 @@ func TestClusterFailover(t *testing.T) {
 	})
 
 	// Kill the second instance of each worker.
+	warmBefore := map[string][2]float64{}
+	for stage, ws := range workers {
+		warmBefore[stage] = histogramSum(t, ws[0].reg, "cryptostream_pipeline_warmup_seconds")
+	}
 	killAt := time.Now()
 	for _, ws := range workers {
 		ws[1].crash(parts)
@@ -571,6 +575,32 @@ func TestClusterFailover(t *testing.T) {
 		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
 	t.Logf("phases of the moved partitions (each the longest): behind %.2fs, lease left %.2fs, taken late %.2fs, resume %.2fs, catch-up %.2fs",
 		behindMax.Seconds(), leftMax.Seconds(), lateMax.Seconds(), resumeMax.Seconds(), catchMax.Seconds())
+	// Of a resume, the warm-ups: what the survivors spent warming series
+	// after the kill (every runner of a partition shares its instance's
+	// stage, so a warm-up that waits holds the others up too).
+	for _, stage := range []string{"features", "predictor"} {
+		after := histogramSum(t, workers[stage][0].reg, "cryptostream_pipeline_warmup_seconds")
+		t.Logf("%s: warm-ups of the survivor after the kill: %.0f, %.2fs in all", stage, after[0]-warmBefore[stage][0], after[1]-warmBefore[stage][1])
+	}
+}
+
+// histogramSum is the count and the sum of a histogram's series in reg.
+func histogramSum(t *testing.T, reg *prometheus.Registry, name string) [2]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [2]float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				out[0] += float64(m.GetHistogram().GetSampleCount())
+				out[1] += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return out
 }
 
 // leaseWrite is one write of a lease or member key as the test saw it go
