@@ -72,6 +72,17 @@ func TestStageDelays(t *testing.T) {
 // followed by the pause (so that the next poll finds a batch); one that
 // found many is not.
 func TestRawLoopWaitsAfterAThinPoll(t *testing.T) {
+	// Off by default (--poll-gap 0): no pause at all.
+	for _, gap := range []time.Duration{0, time.Millisecond} {
+		r, err := newRawReaders(1, gap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (r.loops[0].pause != nil) != (gap > 0) {
+			t.Errorf("gap %v: pause set %v", gap, r.loops[0].pause != nil)
+		}
+		r.close()
+	}
 	for _, tc := range []struct {
 		ready  int
 		pauses int

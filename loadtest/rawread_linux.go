@@ -50,28 +50,26 @@ type rawLoop struct {
 	epfd  int
 	conns []*rawConn
 	// pause is the wait after a poll that found few sockets ready
-	// (time.Sleep of rawPollGap; tests replace it).
+	// (time.Sleep of WSConfig.PollGap; nil: none; tests replace it).
 	pause func()
 }
 
-// A poll that finds fewer than rawBusyPoll sockets ready is followed by a
-// wait of rawPollGap before the next, so that the next finds a batch. At
-// 10,000 clients the gateway writes each socket about once per flush round
-// (50-80 ms), so the loops polled for one or two ready sockets at a time:
-// epoll_wait was a quarter of the generator's CPU (5.8 of 24.6 s in a
-// profile at 10,000 clients) beside the reads (12.5 s), and each poll that
-// slept made the gateway's next write wake this thread, in the gateway's
-// system call. The generator shares the 2 cores with the gateway it
-// measures, and its CPU is the gateway's loss. The wait does not hide from
-// the figures: each frame's delay still ends at the read that brings it, so
-// a frame that arrives during a wait is measured up to rawPollGap later
-// than it came.
-const (
-	rawBusyPoll = 64
-	rawPollGap  = time.Millisecond
-)
+// With a PollGap, a poll that finds fewer than rawBusyPoll sockets ready is
+// followed by a sleep of PollGap before the next, so that the next finds a
+// batch. At 10,000 clients the gateway writes each socket about once per
+// flush round (50-80 ms), so the loops polled for one or two ready sockets
+// at a time: epoll_wait was a quarter of the generator's CPU (5.8 of 24.6 s
+// in a profile at 10,000 clients) beside the reads (12.5 s), on the 2 cores
+// it shares with the gateway it measures. With 1 ms the generator took
+// 0.73x the CPU per read (BENCHMARKS.md), but it is off by default: each
+// sleep ends when the kernel runs the thread again, which on a loaded
+// machine is later than the gap, and in 7 pairs at load 5-20 the p50 was
+// about 6 ms higher and the p99 higher in 5 of them. A frame's delay still
+// ends at the read that brings it, so a wait makes delays longer, never
+// shorter.
+const rawBusyPoll = 64
 
-func newRawReaders(loops int) (*rawReaders, error) {
+func newRawReaders(loops int, gap time.Duration) (*rawReaders, error) {
 	r := &rawReaders{}
 	for range loops {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -79,7 +77,11 @@ func newRawReaders(loops int) (*rawReaders, error) {
 			r.close()
 			return nil, fmt.Errorf("loadtest: epoll: %w", err)
 		}
-		r.loops = append(r.loops, &rawLoop{epfd: fd, pause: func() { time.Sleep(rawPollGap) }})
+		l := &rawLoop{epfd: fd}
+		if gap > 0 {
+			l.pause = func() { time.Sleep(gap) }
+		}
+		r.loops = append(r.loops, l)
 	}
 	return r, nil
 }
@@ -171,7 +173,7 @@ func (l *rawLoop) poll(events []syscall.EpollEvent, buf []byte, stop *atomic.Boo
 		}
 		buf = rc.read(l.epfd, buf)
 	}
-	if n < rawBusyPoll {
+	if n < rawBusyPoll && l.pause != nil {
 		l.pause()
 	}
 	return buf, true

@@ -5,6 +5,7 @@ package loadtest
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Elsewhere every client is read by gorilla on its own goroutine.
@@ -12,7 +13,7 @@ const rawReading = false
 
 type rawReaders struct{}
 
-func newRawReaders(int) (*rawReaders, error) {
+func newRawReaders(int, time.Duration) (*rawReaders, error) {
 	return nil, errors.New("loadtest: raw reading is linux only")
 }
 func (*rawReaders) add(*wsClient, []byte) error { return nil }

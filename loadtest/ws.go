@@ -75,6 +75,10 @@ type WSConfig struct {
 	Resumers     int
 	ResumeSymbol string
 	CandleRate   float64
+	// PollGap, when positive, is how long a raw reader's epoll loop
+	// sleeps after a poll that found few sockets ready (rawread_linux.go):
+	// less of the generator's CPU, later reads.
+	PollGap time.Duration
 }
 
 // WSResult is what a scenario measured.
@@ -366,7 +370,7 @@ func RunWS(ctx context.Context, cfg WSConfig, pub Publisher) (WSResult, error) {
 	stopRead := make(chan struct{})
 	var raw *rawReaders
 	if rawReading {
-		if raw, err = newRawReaders(runtime.GOMAXPROCS(0)); err != nil {
+		if raw, err = newRawReaders(runtime.GOMAXPROCS(0), cfg.PollGap); err != nil {
 			return res, err
 		}
 		defer raw.close()

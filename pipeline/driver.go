@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"cryptostream/streams"
 )
@@ -15,8 +16,9 @@ type driver struct {
 	hist  History
 	// warm holds, per series warmed, the sequence of the last input it
 	// covers.
-	warm   map[string]uint64
-	warmed func()
+	warm map[string]uint64
+	// warmed is told how long each warm-up took.
+	warmed func(time.Duration)
 }
 
 // errCovered says an input is at or before what its series already
@@ -33,12 +35,13 @@ func (d *driver) step(ctx context.Context, m Msg) ([]streams.Event, error) {
 	}
 	last, ok := d.warm[key]
 	if !ok {
+		began := time.Now()
 		if err := d.stage.Warm(ctx, d.hist, key, m); err != nil {
 			return nil, fmt.Errorf("pipeline: warm %s: %w", key, err)
 		}
 		last = m.Seq - 1
 		if d.warmed != nil {
-			d.warmed()
+			d.warmed(time.Since(began))
 		}
 	}
 	if m.Seq <= last {

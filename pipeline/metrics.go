@@ -18,6 +18,7 @@ type metrics struct {
 	retries                prometheus.Counter
 	cut                    prometheus.Counter
 	warmups                prometheus.Counter
+	warmupSeconds          prometheus.Observer
 	owners                 prometheus.Counter
 	batch                  prometheus.Observer
 	duration               prometheus.Observer
@@ -52,6 +53,11 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 		warmups: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_warmups_total",
 			Help: "Series warmed from history (after a start, a change of owner or a failure).",
+		}, []string{"stage"})).With(l),
+		warmupSeconds: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cryptostream_pipeline_warmup_seconds",
+			Help:    "Time a series' warm-up took, reads of history and the wait for the instance's stage (a partition's runners share it) included: after a failover, the part of the stall between the new owner's first input and its first output.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 7),
 		}, []string{"stage"})).With(l),
 		owners: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cryptostream_pipeline_owner_changes_total",

@@ -35,8 +35,9 @@ import (
 // comes back at once instead of after AckWait. The watch is only a view:
 // a takeover reads the lease from the bucket first (refresh), since a
 // watch lags for 10 s and more while its consumer is rebuilt after a node
-// loss, and a round runs as soon as a seen lease or membership runs out
-// rather than at the next tick. An owner whose pin moves while it holds
+// loss, a revision the view gets late counts from when the server stored
+// it rather than from its arrival (seenAt), and a round runs as soon as a
+// seen lease or membership runs out rather than at the next tick. An owner whose pin moves while it holds
 // the lease (the consumer's leader lost with a node, and the deliveries it
 // had sent) resets the consumer itself, and a new owner starts its runner
 // only once its reset is answered (runner.go's takeOver says why). The

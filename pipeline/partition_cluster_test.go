@@ -425,6 +425,10 @@ func TestClusterFailover(t *testing.T) {
 	})
 
 	// Kill the second instance of each worker.
+	warmBefore := map[string][2]float64{}
+	for stage, ws := range workers {
+		warmBefore[stage] = histogramSum(t, ws[0].reg, "cryptostream_pipeline_warmup_seconds")
+	}
 	killAt := time.Now()
 	for _, ws := range workers {
 		ws[1].crash(parts)
@@ -533,10 +537,22 @@ func TestClusterFailover(t *testing.T) {
 			nodeGapMax, killGapMax = max(nodeGapMax, nodeGap[tok]), max(killGapMax, killGap[tok])
 			moved := "not moved by the kills"
 			l.mu.Lock()
+			// The lease phases are those of the killed instance's lease:
+			// a partition a survivor held at the kill and took again (its
+			// own fence shut) has none.
+			killed, held := workers[out.stage][1].name, false
+			for _, e := range l.events {
+				if e.partition == out.stage+"/"+tok && e.instance == killed && e.at.Before(killAt) && e.kind != "step" {
+					held = e.kind == "own"
+				}
+			}
 			for _, e := range l.events {
 				if e.partition == out.stage+"/"+tok && e.kind == "own" && e.at.After(killAt) {
-					b := takeoverPhases(firstAfter[tok], waitAt[tok], ws[len(ws)/2], killAt, e.at,
-						renewals.lastBefore(out.stage+".owner."+tok, workers[out.stage][1].name, e.at))
+					var renewed time.Time
+					if held {
+						renewed = renewals.lastBefore(out.stage+".owner."+tok, killed, e.at)
+					}
+					b := takeoverPhases(firstAfter[tok], waitAt[tok], ws[len(ws)/2], killAt, e.at, renewed)
 					moved = fmt.Sprintf("taken by %s: detect %.2fs, resume %.2fs; %s", e.instance, e.at.Sub(killAt).Seconds(), b.resume.Seconds(), b)
 					detectMax, resumeMax = max(detectMax, e.at.Sub(killAt)), max(resumeMax, b.resume)
 					behindMax, leftMax, lateMax, catchMax = max(behindMax, b.behind), max(leftMax, b.left), max(lateMax, b.late), max(catchMax, b.catchUp)
@@ -559,6 +575,32 @@ func TestClusterFailover(t *testing.T) {
 		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
 	t.Logf("phases of the moved partitions (each the longest): behind %.2fs, lease left %.2fs, taken late %.2fs, resume %.2fs, catch-up %.2fs",
 		behindMax.Seconds(), leftMax.Seconds(), lateMax.Seconds(), resumeMax.Seconds(), catchMax.Seconds())
+	// Of a resume, the warm-ups: what the survivors spent warming series
+	// after the kill (every runner of a partition shares its instance's
+	// stage, so a warm-up that waits holds the others up too).
+	for _, stage := range []string{"features", "predictor"} {
+		after := histogramSum(t, workers[stage][0].reg, "cryptostream_pipeline_warmup_seconds")
+		t.Logf("%s: warm-ups of the survivor after the kill: %.0f, %.2fs in all", stage, after[0]-warmBefore[stage][0], after[1]-warmBefore[stage][1])
+	}
+}
+
+// histogramSum is the count and the sum of a histogram's series in reg.
+func histogramSum(t *testing.T, reg *prometheus.Registry, name string) [2]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [2]float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				out[0] += float64(m.GetHistogram().GetSampleCount())
+				out[1] += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return out
 }
 
 // leaseWrite is one write of a lease or member key as the test saw it go

@@ -217,7 +217,10 @@ func New(cfg Config, stage Stage, deps Deps) (*Runner, error) {
 	r.resetConsumer = r.reset
 	r.alive = func() bool { return true }
 	r.bs = newBatches(deps.JS.Conn())
-	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: r.m.warmups.Inc}
+	r.d = driver{stage: stage, hist: StreamHistory{JS: deps.JS}, warm: map[string]uint64{}, warmed: func(d time.Duration) {
+		r.m.warmups.Inc()
+		r.m.warmupSeconds.Observe(d.Seconds())
+	}}
 	return r, nil
 }
 

@@ -327,6 +327,10 @@ func TestRunnerRestart(t *testing.T) {
 	if got := opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got < float64(len(keys)) || got > float64(len(keys))*resets {
 		t.Fatalf("%v warm-ups after the restart over %v pins and retries, want one per key and reset", got, resets)
 	}
+	// Each warm-up is timed, for the failover's breakdown of a resume.
+	if got, want := opstest.Value(t, in.reg, "cryptostream_pipeline_warmup_seconds", nil), opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got != want {
+		t.Fatalf("%v warm-ups timed, %v made", got, want)
+	}
 }
 
 // killAfter stands between a runner and its connection so that sending

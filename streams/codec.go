@@ -118,22 +118,24 @@ func (f *FeatureVector) decodeBinary(data []byte) error { return f.decodeBinaryL
 
 // VectorDecoder decodes feature vectors as Decode[FeatureVector] does,
 // sharing the strings of the vector before (its names, symbol and trace
-// stages) when the next carries the same ones, as every vector of a
-// series does: the fifteen names are most of a binary vector's strings,
-// and a reader of many vectors (the predictor stage) otherwise copies them
-// for every one. The strings of what it returns must not be modified. The
-// zero value is ready; a decoder is for one goroutine.
+// stages) and its Window map when the next carries the same ones, as the
+// vectors of a series do: the fifteen names are most of a binary vector's
+// strings, and a reader of many vectors (the predictor stage) otherwise
+// copies them for every one. The Names and Window of what it returns must
+// not be modified. The zero value is ready; a decoder is for one
+// goroutine.
 type VectorDecoder struct {
 	prev vectorShape
 }
 
-// vectorShape is what a decoded vector lends the next: its strings and
-// how many window entries and hops it had, to size the next's.
+// vectorShape is what a decoded vector lends the next: its strings, its
+// window and how many hops it had, to size the next's trace.
 type vectorShape struct {
-	symbol        string
-	names         []string
-	stages        []string
-	window, trace int
+	symbol    string
+	names     []string
+	stages    []string
+	windowMap map[Quality]int
+	trace     int
 }
 
 // Decode parses and validates one vector, binary or JSON.
@@ -152,7 +154,7 @@ func (d *VectorDecoder) Decode(data []byte) (FeatureVector, error) {
 		return v, err
 	}
 	d.prev.symbol, d.prev.names = v.Symbol, v.Names
-	d.prev.window, d.prev.trace = len(v.Window), len(v.Trace)
+	d.prev.windowMap, d.prev.trace = v.Window, len(v.Trace)
 	d.prev.stages = d.prev.stages[:0]
 	for _, h := range v.Trace {
 		d.prev.stages = append(d.prev.stages, h.Stage)
@@ -171,6 +173,11 @@ func (f *FeatureVector) decodeBinaryLike(data []byte, prev *vectorShape) error {
 	}
 	ss := eventStrings{size: len(data)}
 	*f = FeatureVector{}
+	// The window's counts, held here until the end, where they are the
+	// vector before's map when equal (a window of one quality stays the
+	// same from one candle to the next) and a map of their own otherwise.
+	var win [8]qualityCount
+	nwin := 0
 	names := 0
 	// shared: the names so far are prev's, so Names is prev.names[:names].
 	shared := prev.names != nil
@@ -224,12 +231,25 @@ func (f *FeatureVector) decodeBinaryLike(data []byte, prev *vectorShape) error {
 			err = fl.want(protowire.VarintType)
 			f.CandleSeq = fl.x
 		case fvWindow:
-			if err = fl.want(protowire.BytesType); err == nil {
-				if f.Window == nil {
-					f.Window = make(map[Quality]int, max(prev.window, 1))
-				}
-				err = decodeWindowEntry(f.Window, fl.v, &ss)
+			if err = fl.want(protowire.BytesType); err != nil {
+				break
 			}
+			var q qualityCount
+			if q, err = decodeWindowEntry(fl.v, &ss); err != nil {
+				break
+			}
+			if nwin < len(win) {
+				win[nwin] = q
+				nwin++
+				break
+			}
+			if f.Window == nil {
+				f.Window = make(map[Quality]int, 2*len(win))
+				for _, e := range win {
+					f.Window[e.q] = e.n
+				}
+			}
+			f.Window[q.q] = q.n
 		case fvTrace:
 			if err = fl.want(protowire.BytesType); err == nil {
 				if f.Trace == nil {
@@ -248,6 +268,16 @@ func (f *FeatureVector) decodeBinaryLike(data []byte, prev *vectorShape) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+	if f.Window == nil && nwin > 0 {
+		if sameCounts(prev.windowMap, win[:nwin]) {
+			f.Window = prev.windowMap
+		} else {
+			f.Window = make(map[Quality]int, nwin)
+			for _, e := range win[:nwin] {
+				f.Window[e.q] = e.n
+			}
 		}
 	}
 	if shared && names > 0 {
@@ -446,28 +476,51 @@ func appendWindow(b []byte, num protowire.Number, w map[Quality]int) []byte {
 	return b
 }
 
-func decodeWindowEntry(w map[Quality]int, data []byte, ss *eventStrings) error {
-	var key Quality
-	var n int64
+// qualityCount is one entry of a vector's window.
+type qualityCount struct {
+	q Quality
+	n int
+}
+
+func decodeWindowEntry(data []byte, ss *eventStrings) (qualityCount, error) {
+	var e qualityCount
 	for r := (wire{data}); len(r.data) > 0; {
 		f, err := r.next()
 		if err != nil {
-			return err
+			return e, err
 		}
 		switch f.num {
 		case 1:
 			err = f.want(protowire.BytesType)
-			key = internQuality(f.v, ss)
+			e.q = internQuality(f.v, ss)
 		case 2:
 			err = f.want(protowire.VarintType)
-			n = int64(f.x)
+			e.n = int(int64(f.x))
 		}
 		if err != nil {
-			return err
+			return e, err
 		}
 	}
-	w[key] = int(n)
-	return nil
+	return e, nil
+}
+
+// sameCounts reports that entries, as a map, would be m: as many distinct
+// keys, each with m's count.
+func sameCounts(m map[Quality]int, entries []qualityCount) bool {
+	if m == nil || len(m) != len(entries) {
+		return false
+	}
+	for i, e := range entries {
+		if n, ok := m[e.q]; !ok || n != e.n {
+			return false
+		}
+		for _, before := range entries[:i] {
+			if before.q == e.q {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // internQuality gives the known qualities without copying their bytes.

@@ -89,6 +89,7 @@ func loadtestWS(ctx context.Context, args []string, e *env) error {
 	fs.durationVar(&cfg.Warmup, "warmup", "", 5*time.Second, "publishing before the measured window")
 	fs.durationVar(&cfg.Duration, "duration", "", 20*time.Second, "the measured window")
 	fs.durationVar(&cfg.Drain, "drain", "", 2*time.Second, "wait for the last events after the window")
+	fs.durationVar(&cfg.PollGap, "poll-gap", "", 0, "after an epoll poll that found fewer than 64 sockets ready, sleep this long before the next (less generator CPU, later reads; 0: none)")
 	fs.intVar(&cfg.Resumers, "resumers", "", 100, "more clients, on the busy ticks and on candles of --resume-symbol, that each drop once in the window and resume with since; the report counts their gaps and duplicates")
 	fs.stringVar(&cfg.ResumeSymbol, "resume-symbol", "", loadtest.DefaultResumeSymbol, "the symbol whose candles the resumers follow (synthetic bars a million minutes back are published on it)")
 	fs.Float64Var(&cfg.CandleRate, "candle-rate", 2, "candles/s on --resume-symbol while there are resumers")
