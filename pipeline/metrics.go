@@ -19,6 +19,7 @@ type metrics struct {
 	cut                    prometheus.Counter
 	warmups                prometheus.Counter
 	warmupSeconds          prometheus.Observer
+	takeoverSeconds        prometheus.Observer
 	owners                 prometheus.Counter
 	batch                  prometheus.Observer
 	duration               prometheus.Observer
@@ -57,6 +58,11 @@ func newMetrics(reg prometheus.Registerer, stage string) metrics {
 		warmupSeconds: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cryptostream_pipeline_warmup_seconds",
 			Help:    "Time a series' warm-up took, reads of history and the wait for the instance's stage (a partition's runners share it) included: after a failover, the part of the stall between the new owner's first input and its first output.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 7),
+		}, []string{"stage"})).With(l),
+		takeoverSeconds: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cryptostream_pipeline_takeover_seconds",
+			Help:    "Time a new pin's owner held its first inputs until it held everything the consumer had in flight (the previous owner's unacked inputs come again after a reset, or after AckWait): after a failover, the part of the stall between the consumer's reset and the first step.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 7),
 		}, []string{"stage"})).With(l),
 		owners: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -425,9 +425,10 @@ func TestClusterFailover(t *testing.T) {
 	})
 
 	// Kill the second instance of each worker.
-	warmBefore := map[string][2]float64{}
+	warmBefore, takeBefore := map[string][2]float64{}, map[string][2]float64{}
 	for stage, ws := range workers {
 		warmBefore[stage] = histogramSum(t, ws[0].reg, "cryptostream_pipeline_warmup_seconds")
+		takeBefore[stage] = histogramSum(t, ws[0].reg, "cryptostream_pipeline_takeover_seconds")
 	}
 	killAt := time.Now()
 	for _, ws := range workers {
@@ -575,12 +576,15 @@ func TestClusterFailover(t *testing.T) {
 		nodeMax.Seconds(), killMax.Seconds(), detectMax.Seconds(), resumeMax.Seconds(), nodeGapMax.Seconds(), killGapMax.Seconds(), expiries)
 	t.Logf("phases of the moved partitions (each the longest): behind %.2fs, lease left %.2fs, taken late %.2fs, resume %.2fs, catch-up %.2fs",
 		behindMax.Seconds(), leftMax.Seconds(), lateMax.Seconds(), resumeMax.Seconds(), catchMax.Seconds())
-	// Of a resume, the warm-ups: what the survivors spent warming series
+	// Of a resume, the takeovers' waits for what the dead owner held in
+	// flight, and the warm-ups: what the survivors spent warming series
 	// after the kill (every runner of a partition shares its instance's
 	// stage, so a warm-up that waits holds the others up too).
 	for _, stage := range []string{"features", "predictor"} {
 		after := histogramSum(t, workers[stage][0].reg, "cryptostream_pipeline_warmup_seconds")
-		t.Logf("%s: warm-ups of the survivor after the kill: %.0f, %.2fs in all", stage, after[0]-warmBefore[stage][0], after[1]-warmBefore[stage][1])
+		took := histogramSum(t, workers[stage][0].reg, "cryptostream_pipeline_takeover_seconds")
+		t.Logf("%s: the survivor after the kill: %.0f takeovers waiting %.2fs in all for inputs in flight; %.0f warm-ups, %.2fs in all", stage,
+			took[0]-takeBefore[stage][0], took[1]-takeBefore[stage][1], after[0]-warmBefore[stage][0], after[1]-warmBefore[stage][1])
 	}
 }
 

@@ -330,10 +330,19 @@ func (r *Runner) run(ctx context.Context) error {
 				}
 				moved := r.pin != ""
 				r.newOwner(cur.batch)
+				began := time.Now()
 				held, ok := r.takeOver(hctx, stop, cons, in, cur.batch, moved && r.resetOnMove)
 				if !ok {
 					r.unpin(hctx)
 					return nil
+				}
+				// Timed, for a failover's breakdown of its resume: a
+				// takeover that waits for AckWait is the 10-15 s resumes
+				// TestClusterFailover saw with nothing in the log.
+				waited := time.Since(began)
+				r.m.takeoverSeconds.Observe(waited.Seconds())
+				if moved {
+					r.log.Info("takeover: every input in flight held, going on in order", "waited", waited, "held", len(held))
 				}
 				for len(held) > 0 {
 					n := min(window, len(held))

@@ -331,6 +331,11 @@ func TestRunnerRestart(t *testing.T) {
 	if got, want := opstest.Value(t, in.reg, "cryptostream_pipeline_warmup_seconds", nil), opstest.Value(t, in.reg, "cryptostream_pipeline_warmups_total", nil); got != want {
 		t.Fatalf("%v warm-ups timed, %v made", got, want)
 	}
+	// Each pin's takeover is timed once it holds what was in flight (the
+	// last may be cut short by the stop, and is not).
+	if got, pins := opstest.Value(t, in.reg, "cryptostream_pipeline_takeover_seconds", nil), opstest.Value(t, in.reg, "cryptostream_pipeline_owner_changes_total", nil); got < 1 || got > pins {
+		t.Fatalf("%v takeovers timed over %v pins", got, pins)
+	}
 }
 
 // killAfter stands between a runner and its connection so that sending
