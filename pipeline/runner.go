@@ -336,12 +336,13 @@ func (r *Runner) run(ctx context.Context) error {
 					r.unpin(hctx)
 					return nil
 				}
-				// Timed, for a failover's breakdown of its resume: a
-				// takeover that waits for AckWait is the 10-15 s resumes
-				// TestClusterFailover saw with nothing in the log.
+				// Timed, and told when a pin moved or a partition was
+				// taken, for a failover's breakdown of its resume:
+				// TestClusterFailover's resumes of 10-15 s logged
+				// nothing between the fence claim and the first output.
 				waited := time.Since(began)
 				r.m.takeoverSeconds.Observe(waited.Seconds())
-				if moved {
+				if moved || r.resetOnMove {
 					r.log.Info("takeover: every input in flight held, going on in order", "waited", waited, "held", len(held))
 				}
 				for len(held) > 0 {
