@@ -61,10 +61,11 @@ type rawLoop struct {
 // at a time: epoll_wait was a quarter of the generator's CPU (5.8 of 24.6 s
 // in a profile at 10,000 clients) beside the reads (12.5 s), on the 2 cores
 // it shares with the gateway it measures. With 1 ms the generator took
-// 0.73x the CPU per read (BENCHMARKS.md), but it is off by default: each
-// sleep ends when the kernel runs the thread again, which on a loaded
-// machine is later than the gap, and in 7 pairs at load 5-20 the p50 was
-// about 6 ms higher and the p99 higher in 5 of them. A frame's delay still
+// about 0.75x the CPU per read under other load (BENCHMARKS.md), but it is
+// off by default: each sleep ends when the kernel runs the thread again,
+// which on a loaded machine is later than the gap, and in 10 pairs at load
+// 1-20 the p99 was higher in 6; on a quiet machine it saved nothing, a
+// poll there finding enough sockets ready. A frame's delay still
 // ends at the read that brings it, so a wait makes delays longer, never
 // shorter.
 const rawBusyPoll = 64
@@ -156,8 +157,8 @@ func (l *rawLoop) run(stop *atomic.Bool) {
 	}
 }
 
-// poll reads the sockets one epoll_wait finds ready, then waits out
-// rawPollGap if they were few; false when the loop is to end.
+// poll reads the sockets one epoll_wait finds ready, then pauses if they
+// were fewer than rawBusyPoll; false when the loop is to end.
 func (l *rawLoop) poll(events []syscall.EpollEvent, buf []byte, stop *atomic.Bool) ([]byte, bool) {
 	n, err := syscall.EpollWait(l.epfd, events, 100)
 	if err != nil {
